@@ -1,0 +1,252 @@
+package main
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/chimirror/chimirror/policies"
+	"github.com/chimirror/chimirror/sandbox"
+	"github.com/chimirror/chimirror/supervisor"
+	"github.com/chimirror/chimirror/web"
+)
+
+// defaultConfig is served when there is no --config and no ./chimirror.toml.
+// It is a copy of the repository's chimirror.toml (a test keeps them equal).
+//
+//go:embed default.toml
+var defaultConfig []byte
+
+// fileConfig is chimirror.toml. Every key is documented in the example file.
+type fileConfig struct {
+	Listen            string            `toml:"listen"`
+	Origins           []string          `toml:"origins"`
+	MaxSessions       int               `toml:"max_sessions"`
+	MaxMessageBytes   int64             `toml:"max_message_bytes"`
+	MaxLineBytes      int64             `toml:"max_line_bytes"`
+	PingInterval      policies.Duration `toml:"ping_interval"`
+	PongTimeout       policies.Duration `toml:"pong_timeout"`
+	WriteTimeout      policies.Duration `toml:"write_timeout"`
+	HandshakeTimeout  policies.Duration `toml:"handshake_timeout"`
+	ReadHeaderTimeout policies.Duration `toml:"read_header_timeout"`
+	Drain             policies.Duration `toml:"drain"`
+	App               []appConfig       `toml:"app"`
+}
+
+type appConfig struct {
+	Name       string            `toml:"name"`
+	Command    []string          `toml:"command"`
+	Dir        string            `toml:"dir"`
+	Env        []string          `toml:"env"`
+	ExitSignal string            `toml:"exit_signal"`
+	Grace      policies.Duration `toml:"grace"`
+	Binary     bool              `toml:"binary"`
+}
+
+// config is a loaded, validated, resolved configuration.
+type config struct {
+	Source string // file name, or "(embedded default)"
+	Listen string
+	Sup    supervisor.Config
+	Web    web.Options
+}
+
+const defaultListen = "127.0.0.1:8080"
+
+var appNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// loadConfig reads path; "" means ./chimirror.toml if present, else the
+// embedded default.
+func loadConfig(path string) (*config, error) {
+	name, data, dir := path, []byte(nil), ""
+	switch {
+	case path != "":
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+		data, dir = b, filepath.Dir(path)
+	default:
+		b, err := os.ReadFile("chimirror.toml")
+		switch {
+		case err == nil:
+			name, data, dir = "chimirror.toml", b, "."
+		case errors.Is(err, os.ErrNotExist):
+			name, data, dir = "(embedded default)", defaultConfig, "."
+		default:
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+	}
+	return parseConfig(name, data, dir)
+}
+
+// parseConfig validates everything and resolves executables now, so a bad
+// config fails at start rather than on some later connection.
+func parseConfig(file string, data []byte, dir string) (*config, error) {
+	var fc fileConfig
+	idx, ps := policies.DecodeStrict(file, data, &fc)
+	if len(ps) > 0 {
+		return nil, ps
+	}
+	at := func(table string, n int, key, format string, args ...any) {
+		k := key
+		if table != "" {
+			k = fmt.Sprintf("%s[%d].%s", table, n, key)
+		}
+		ps = append(ps, policies.Problem{File: file, Line: idx.Line(table, n, key), Key: k, Msg: fmt.Sprintf(format, args...)})
+	}
+	c := &config{Source: file, Listen: fc.Listen}
+	if c.Listen == "" {
+		c.Listen = defaultListen
+	}
+	if fc.MaxSessions < 0 {
+		at("", 0, "max_sessions", "must not be negative")
+	}
+	if fc.MaxMessageBytes < 0 {
+		at("", 0, "max_message_bytes", "must not be negative")
+	}
+	if fc.MaxLineBytes < 0 {
+		at("", 0, "max_line_bytes", "must not be negative")
+	}
+	for _, o := range fc.Origins {
+		if !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
+			at("", 0, "origins", "%q must be an origin like \"https://example.com\"", o)
+		}
+	}
+	c.Web = web.Options{
+		Origins:  fc.Origins,
+		Software: "chimirror/" + version,
+		Limits: web.Limits{
+			MaxMessageBytes:   fc.MaxMessageBytes,
+			MaxLineBytes:      fc.MaxLineBytes,
+			PingInterval:      time.Duration(fc.PingInterval),
+			PongTimeout:       time.Duration(fc.PongTimeout),
+			WriteTimeout:      time.Duration(fc.WriteTimeout),
+			HandshakeTimeout:  time.Duration(fc.HandshakeTimeout),
+			ReadHeaderTimeout: time.Duration(fc.ReadHeaderTimeout),
+		},
+	}
+	c.Sup = supervisor.Config{MaxSessions: fc.MaxSessions, Drain: time.Duration(fc.Drain)}
+	seen := make(map[string]int)
+	for i, a := range fc.App {
+		switch {
+		case a.Name == "":
+			at("app", i, "name", "missing: every app needs a name")
+		case !appNameRe.MatchString(a.Name):
+			at("app", i, "name", "%q is not a valid app name (lower-case letters, digits, '.', '_', '-'; at most 64)", a.Name)
+		default:
+			if first, dup := seen[a.Name]; dup {
+				at("app", i, "name", "duplicate app name %q (first at line %d)", a.Name, idx.Line("app", first, "name"))
+			}
+			seen[a.Name] = i
+		}
+		app := supervisor.App{Name: a.Name, Args: a.Command, Dir: a.Dir, Grace: time.Duration(a.Grace), Binary: a.Binary}
+		if len(a.Command) == 0 || a.Command[0] == "" {
+			at("app", i, "command", "missing: give the program and its arguments, like [\"cat\"]")
+		} else if p, err := resolveExecutable(a.Command[0], dir); err != nil {
+			at("app", i, "command", "%v", err)
+		} else {
+			app.Path = p
+		}
+		if a.Dir != "" {
+			d := a.Dir
+			if !filepath.IsAbs(d) {
+				d = filepath.Join(dir, d)
+			}
+			if st, err := os.Stat(d); err != nil || !st.IsDir() {
+				at("app", i, "dir", "%q is not a directory", a.Dir)
+			}
+			app.Dir = d
+		}
+		if a.ExitSignal != "" {
+			sig, err := sandbox.ParseSignal(a.ExitSignal)
+			if err != nil {
+				at("app", i, "exit_signal", "%v", err)
+			}
+			app.ExitSignal = sig
+		}
+		env, err := resolveEnv(a.Env)
+		if err != nil {
+			at("app", i, "env", "%v", err)
+		}
+		app.Env = env
+		c.Sup.Apps = append(c.Sup.Apps, app)
+	}
+	if len(fc.App) == 0 {
+		ps = append(ps, policies.Problem{File: file, Msg: "no [[app]] configured: add at least one"})
+	}
+	return c, ps.Err()
+}
+
+// resolveExecutable finds argv[0]: a name is looked up in the server's PATH;
+// a relative path is taken from the config file's directory.
+func resolveExecutable(name, dir string) (string, error) {
+	if !strings.Contains(name, "/") {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			return "", fmt.Errorf("%q not found in PATH", name)
+		}
+		return filepath.Abs(p)
+	}
+	p := name
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(dir, p)
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return "", fmt.Errorf("%q: %w", name, err)
+	}
+	if st.IsDir() || st.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("%q is not an executable file", name)
+	}
+	return filepath.Abs(p)
+}
+
+var envNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// resolveEnv turns the allow-list into NAME=value pairs: "NAME" passes the
+// server's value (if set), "NAME=value" sets one.
+func resolveEnv(list []string) ([]string, error) {
+	var env []string
+	for _, e := range list {
+		name, val, literal := strings.Cut(e, "=")
+		if !envNameRe.MatchString(name) {
+			return nil, fmt.Errorf("%q is not a variable name", name)
+		}
+		if literal {
+			env = append(env, name+"="+val)
+		} else if v, ok := os.LookupEnv(name); ok {
+			env = append(env, name+"="+v)
+		}
+	}
+	return env, nil
+}
+
+// quickConfig serves one command, websocketd-style, keeping the server
+// settings of base.
+func quickConfig(base *config, argv []string) (*config, error) {
+	name := strings.ToLower(filepath.Base(argv[0]))
+	name = regexp.MustCompile(`[^a-z0-9._-]`).ReplaceAllString(name, "-")
+	if !appNameRe.MatchString(name) {
+		name = "app"
+	}
+	p, err := resolveExecutable(argv[0], ".")
+	if err != nil {
+		return nil, fmt.Errorf("quick mode: %w", err)
+	}
+	env, err := resolveEnv([]string{"PATH", "LANG", "LC_ALL", "TZ"})
+	if err != nil {
+		return nil, err
+	}
+	c := *base
+	c.Sup.Apps = []supervisor.App{{Name: name, Path: p, Args: argv, Env: env}}
+	c.Web.QuickApp = name
+	c.Source = "quick mode: " + strings.Join(argv, " ")
+	return &c, nil
+}

@@ -1,0 +1,81 @@
+// Command chimirror turns any stdio program into a WebSocket service: every
+// connection is a job with its own process, supervised and accounted for.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+)
+
+// version is set with -ldflags "-X main.version=…" by release builds.
+var version = "0.1.0-dev"
+
+const usage = `chimirror: every WebSocket connection is a supervised job.
+
+Usage:
+  chimirror serve [--config FILE] [--listen ADDR] [-- COMMAND [ARG...]]
+  chimirror connect [--origin URL] [--header 'K: V']... URL
+  chimirror bench [flags]
+  chimirror version
+
+Run 'chimirror COMMAND --help' for a command's flags.
+`
+
+// exitCode carries a process exit status through main's single os.Exit.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit %d", int(e)) }
+
+func main() {
+	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	var code exitCode
+	switch {
+	case err == nil:
+	case errors.As(err, &code):
+		os.Exit(int(code))
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	default:
+		fmt.Fprintln(os.Stderr, "chimirror:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitCode(2)
+	}
+	switch args[0] {
+	case "serve":
+		return cmdServe(args[1:], stderr)
+	case "connect":
+		return cmdConnect(args[1:], stderr)
+	case "bench":
+		return cmdBench(args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "chimirror %s (%s, %s/%s)\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "chimirror: unknown command %q\n\n%s", args[0], usage)
+	return exitCode(2)
+}
+
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				return version + "+" + s.Value[:12]
+			}
+		}
+	}
+	return version
+}

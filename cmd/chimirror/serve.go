@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/chimirror/chimirror/supervisor"
+	"github.com/chimirror/chimirror/web"
+)
+
+func cmdServe(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "config file (default ./chimirror.toml if present, else the embedded default)")
+	listen := fs.String("listen", "", "listen address, overriding the config's (e.g. 127.0.0.1:8080, :0)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: chimirror serve [--config FILE] [--listen ADDR] [-- COMMAND [ARG...]]\n\n"+
+			"Serves every configured app at ws://ADDR/apps/NAME and a test page at /.\n"+
+			"With -- COMMAND, serves just that command (also at /), websocketd-style.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	if fs.NArg() > 0 {
+		if cfg, err = quickConfig(cfg, fs.Args()); err != nil {
+			return err
+		}
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	return serve(log, cfg, stderr)
+}
+
+func serve(log *slog.Logger, cfg *config, stderr io.Writer) error {
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	sup, err := supervisor.New(log, cfg.Sup)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	srv := web.New(log, sup, cfg.Web)
+	hs := srv.HTTPServer(cfg.Listen)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+
+	url := "http://" + ln.Addr().String() + "/"
+	log.Info("chimirror serving", "url", url, "config", cfg.Source, "apps", strings.Join(sup.Apps(), ","), "version", version)
+	fmt.Fprintf(stderr, "chimirror: test page at %s; apps at ws://%sapps/{%s}\n", url, strings.TrimPrefix(url, "http://"), strings.Join(sup.Apps(), ","))
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: ending every job")
+	case serveErr = <-served:
+		log.Error("http server stopped", "err", serveErr)
+	}
+	stop()
+	// Stop accepting, then end every job through its normal termination path.
+	// The deadline leaves room for the longest grace period plus the kill.
+	var maxGrace time.Duration
+	for _, a := range cfg.Sup.Apps {
+		maxGrace = max(maxGrace, a.Grace, supervisor.DefaultGrace)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), maxGrace+5*time.Second)
+	defer cancel()
+	herr := hs.Shutdown(sctx)
+	serr := sup.Shutdown(sctx)
+	if serveErr != nil && errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	if err := errors.Join(serveErr, herr, serr); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	if _, err := fmt.Fprintln(stderr, "chimirror: stopped"); err != nil {
+		return err
+	}
+	return nil
+}

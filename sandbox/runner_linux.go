@@ -1,0 +1,362 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+var runnerOpen atomic.Bool
+
+// Runner starts processes and owns every child of this process.
+//
+// Reaping contract: when a job's leader exits, the reaper first kills the
+// leader's whole process group, while the unreaped zombie still pins the
+// group id (so the kill cannot hit a recycled pgid), then reaps the leader and
+// publishes its status. Orphans adopted through the subreaper are reaped and
+// forgotten.
+type Runner struct {
+	log *slog.Logger
+
+	mu     sync.Mutex // held across fork+register so the reaper never sees an unregistered leader
+	procs  map[int]*Process
+	closed bool
+
+	sigs chan os.Signal
+	stop chan struct{}
+	done chan struct{}
+}
+
+// NewRunner makes this process a child subreaper, marks every inherited
+// descriptor ≥ 3 close-on-exec and starts the reaper. Close it when done.
+func NewRunner(log *slog.Logger) (_ *Runner, retErr error) {
+	if !runnerOpen.CompareAndSwap(false, true) {
+		return nil, ErrRunnerBusy
+	}
+	defer func() {
+		if retErr != nil {
+			runnerOpen.Store(false)
+		}
+	}()
+	if err := closeExecFrom(3); err != nil {
+		return nil, fmt.Errorf("mark inherited fds close-on-exec: %w", err)
+	}
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("become child subreaper: %w", err)
+	}
+	r := &Runner{
+		log:   log,
+		procs: make(map[int]*Process),
+		sigs:  make(chan os.Signal, 1),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	signal.Notify(r.sigs, syscall.SIGCHLD)
+	go r.reapLoop()
+	return r, nil
+}
+
+// Close stops the reaper. Processes still running are killed first and
+// reaped, so no job outlives its Runner.
+func (r *Runner) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	live := make([]*Process, 0, len(r.procs))
+	for _, p := range r.procs {
+		live = append(live, p)
+	}
+	r.mu.Unlock()
+	for _, p := range live {
+		if err := p.Kill(); err != nil && !errors.Is(err, ErrExited) {
+			r.log.Warn("kill at runner close", "pid", p.Pid, "err", err)
+		}
+	}
+	for _, p := range live {
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			r.log.Error("process did not die after SIGKILL", "pid", p.Pid)
+		}
+	}
+	close(r.stop)
+	<-r.done
+	signal.Stop(r.sigs)
+	runnerOpen.Store(false)
+	return nil
+}
+
+// Running reports how many started processes have not been reaped.
+func (r *Runner) Running() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.procs)
+}
+
+func (r *Runner) reapLoop() {
+	defer close(r.done)
+	// A periodic sweep guards against a lost wakeup; SIGCHLD does the real work.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		r.reapAll()
+		select {
+		case <-r.sigs:
+		case <-tick.C:
+		case <-r.stop:
+			return
+		}
+	}
+}
+
+// pidOffset is where si_pid sits in siginfo_t: after three int32s, aligned
+// to the union's pointer alignment.
+const pidOffset = (12 + unsafe.Sizeof(uintptr(0)) - 1) &^ (unsafe.Sizeof(uintptr(0)) - 1)
+
+func (r *Runner) reapAll() {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err != nil { // ECHILD: no children at all
+			return
+		}
+		pid := int(*(*int32)(unsafe.Add(unsafe.Pointer(&info), pidOffset)))
+		if pid == 0 {
+			return
+		}
+		r.mu.Lock()
+		p := r.procs[pid]
+		delete(r.procs, pid)
+		r.mu.Unlock()
+		if p == nil {
+			reap(pid) // an adopted orphan
+			continue
+		}
+		p.exit()
+	}
+}
+
+func reap(pid int) (syscall.WaitStatus, syscall.Rusage) {
+	var ws syscall.WaitStatus
+	var ru syscall.Rusage
+	for {
+		_, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, &ru)
+		if !errors.Is(err, syscall.EINTR) {
+			return ws, ru
+		}
+	}
+}
+
+// Process is one started job leader and its process group.
+type Process struct {
+	Pid int
+	// Stdio is the supervisor's end of the socketpair that is the process's
+	// fd 0 and fd 1. It is non-blocking and pollable (deadlines work).
+	Stdio *os.File
+	// Stderr is the read end of the process's fd 2.
+	Stderr *os.File
+
+	mu     sync.Mutex // orders signals against the reap; see Runner
+	exited bool
+	status ExitStatus
+	done   chan struct{}
+	after  []func()
+}
+
+// Start forks and execs spec in a new process group. The process has fds 0–2
+// only, a clean environment and Pdeathsig SIGKILL (the forking thread is never
+// locked, so it lives as long as the server; see go.dev/issue/27505).
+func (r *Runner) Start(spec Spec) (_ *Process, retErr error) {
+	stdio, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socketpair for stdio: %w", err)
+	}
+	var errp [2]int
+	if err := syscall.Pipe2(errp[:], syscall.O_CLOEXEC); err != nil {
+		closeFds(stdio[0], stdio[1])
+		return nil, fmt.Errorf("pipe for stderr: %w", err)
+	}
+	// The child's ends are closed once forked; ours are closed on failure.
+	defer closeFds(stdio[1], errp[1])
+	defer func() {
+		if retErr != nil {
+			closeFds(stdio[0], errp[0])
+		}
+	}()
+	for _, fd := range []int{stdio[0], errp[0]} {
+		if err := syscall.SetNonblock(fd, true); err != nil {
+			return nil, fmt.Errorf("set non-blocking: %w", err)
+		}
+	}
+	attr := &syscall.ProcAttr{
+		Dir:   spec.Dir,
+		Env:   spec.Env,
+		Files: []uintptr{uintptr(stdio[1]), uintptr(stdio[1]), uintptr(errp[1])},
+		Sys: &syscall.SysProcAttr{
+			Setpgid:   true,
+			Pdeathsig: syscall.SIGKILL,
+		},
+	}
+
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, ErrClosed
+	}
+	pid, err := syscall.ForkExec(spec.Path, spec.Args, attr)
+	if err != nil {
+		r.mu.Unlock()
+		return nil, fmt.Errorf("start %s: %w", spec.Path, err)
+	}
+	p := &Process{
+		Pid:    pid,
+		Stdio:  os.NewFile(uintptr(stdio[0]), "stdio"),
+		Stderr: os.NewFile(uintptr(errp[0]), "stderr"),
+		done:   make(chan struct{}),
+	}
+	r.procs[pid] = p
+	r.mu.Unlock()
+	return p, nil
+}
+
+// exit runs on the reaper: kill the group while the zombie pins its id, then
+// reap and publish.
+func (p *Process) exit() {
+	p.mu.Lock()
+	after := p.after
+	p.after = nil
+	defer func() {
+		p.mu.Unlock()
+		for _, f := range after {
+			f()
+		}
+	}()
+	if err := syscall.Kill(-p.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		slog.Warn("kill process group of exited leader", "pgid", p.Pid, "err", err)
+	}
+	ws, ru := reap(p.Pid)
+	st := ExitStatus{
+		UserCPU:     time.Duration(ru.Utime.Nano()),
+		SystemCPU:   time.Duration(ru.Stime.Nano()),
+		MaxRSSBytes: ru.Maxrss * 1024,
+	}
+	switch {
+	case ws.Signaled():
+		st.Signal = ws.Signal()
+		st.Code = 128 + int(st.Signal)
+	default:
+		st.Code = ws.ExitStatus()
+	}
+	p.status = st
+	p.exited = true
+	close(p.done)
+}
+
+// AfterExit arranges for f to run once the process has been reaped, or runs
+// it now if it already has been. f may run on the reaper, so it must not block.
+func (p *Process) AfterExit(f func()) {
+	p.mu.Lock()
+	if !p.exited {
+		p.after = append(p.after, f)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	f()
+}
+
+// Done is closed once the process has exited and been reaped.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Status is valid once Done is closed.
+func (p *Process) Status() ExitStatus {
+	<-p.done
+	return p.status
+}
+
+// Signal sends sig to the whole process group. It returns ErrExited once the
+// leader has been reaped, so a recycled group id is never signalled.
+func (p *Process) Signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.exited {
+		return ErrExited
+	}
+	if err := syscall.Kill(-p.Pid, sig); err != nil {
+		return fmt.Errorf("signal %s to group %d: %w", SignalName(sig), p.Pid, err)
+	}
+	return nil
+}
+
+// Kill sends SIGKILL to every process of the job.
+func (p *Process) Kill() error { return p.Signal(syscall.SIGKILL) }
+
+// CloseStdin makes the process read EOF on fd 0; its stdout stays open.
+func (p *Process) CloseStdin() error {
+	rc, err := p.Stdio.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("close stdin: %w", err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = syscall.Shutdown(int(fd), syscall.SHUT_WR) }); err != nil {
+		return fmt.Errorf("close stdin: %w", err)
+	}
+	if serr != nil && !errors.Is(serr, syscall.ENOTCONN) {
+		return fmt.Errorf("close stdin: %w", serr)
+	}
+	return nil
+}
+
+// Close releases the supervisor's descriptors. Call it after Done.
+func (p *Process) Close() error {
+	return errors.Join(p.Stdio.Close(), p.Stderr.Close())
+}
+
+func closeFds(fds ...int) {
+	for _, fd := range fds {
+		if fd >= 0 {
+			if err := syscall.Close(fd); err != nil {
+				slog.Warn("close fd", "fd", fd, "err", err)
+			}
+		}
+	}
+}
+
+// closeExecFrom marks every descriptor ≥ low close-on-exec, so descriptors
+// inherited from whoever launched the server never reach a job (runc does the
+// same after CVE-2024-21626).
+func closeExecFrom(low int) error {
+	err := unix.CloseRange(uint(low), ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, syscall.ENOSYS) && !errors.Is(err, syscall.EINVAL) {
+		return err
+	}
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		var fd int
+		if _, err := fmt.Sscan(e.Name(), &fd); err == nil && fd >= low {
+			syscall.CloseOnExec(fd)
+		}
+	}
+	return nil
+}

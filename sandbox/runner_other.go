@@ -1,0 +1,36 @@
+//go:build !linux
+
+package sandbox
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"syscall"
+)
+
+// Runner is Linux-only; elsewhere NewRunner fails with errors.ErrUnsupported.
+type Runner struct{}
+
+// NewRunner is unsupported on this OS.
+func NewRunner(*slog.Logger) (*Runner, error) { return nil, errors.ErrUnsupported }
+
+func (r *Runner) Close() error                 { return nil }
+func (r *Runner) Running() int                 { return 0 }
+func (r *Runner) Start(Spec) (*Process, error) { return nil, errors.ErrUnsupported }
+
+// Process is Linux-only.
+type Process struct {
+	Pid    int
+	Stdio  *os.File
+	Stderr *os.File
+}
+
+func (p *Process) Done() <-chan struct{}       { return nil }
+func (p *Process) Status() ExitStatus          { return ExitStatus{} }
+func (p *Process) Signal(syscall.Signal) error { return errors.ErrUnsupported }
+func (p *Process) Kill() error                 { return errors.ErrUnsupported }
+func (p *Process) CloseStdin() error           { return errors.ErrUnsupported }
+func (p *Process) Close() error                { return nil }
+
+func (p *Process) AfterExit(f func()) {}

@@ -1,0 +1,86 @@
+// Package sandbox starts and ends the processes behind jobs. It is mechanism
+// only: it knows processes, process groups, file descriptors and (later)
+// cgroups and namespaces; it knows nothing of TOML, WebSockets or the ledger.
+//
+// A process started here has exactly three descriptors: fd 0 and fd 1 are the
+// same end of one socketpair (so stdin and stdout cost the supervisor one fd),
+// and fd 2 is a pipe. Every other descriptor of the server is close-on-exec.
+//
+// Exactly one Runner may exist in a process at a time, because it owns every
+// child of the process: it reaps them all from one goroutine (the server is a
+// child subreaper, so orphaned grandchildren are reaped too). Do not start
+// children with os/exec while a Runner is open; their Wait would race ours.
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+)
+
+var (
+	// ErrExited is returned when signalling a process that has already exited.
+	ErrExited = errors.New("process has exited")
+	// ErrRunnerBusy is returned by NewRunner while another Runner is open.
+	ErrRunnerBusy = errors.New("another sandbox.Runner owns this process's children")
+	// ErrClosed is returned by Start after Close.
+	ErrClosed = errors.New("sandbox runner is closed")
+)
+
+// Spec describes one process to start. Path must be absolute: executables are
+// resolved when configuration is loaded, never per job.
+type Spec struct {
+	Path string
+	Args []string // argv, including argv[0]
+	Env  []string // the complete environment; nothing is inherited
+	Dir  string   // working directory; empty means the server's
+}
+
+// ExitStatus is how a process ended.
+type ExitStatus struct {
+	Code   int            // exit code, or 128+signal when Signal != 0 (shell convention)
+	Signal syscall.Signal // the signal that killed it, or 0
+	// Rusage of the process and its reaped descendants.
+	UserCPU     time.Duration
+	SystemCPU   time.Duration
+	MaxRSSBytes int64
+}
+
+// String renders the status as "exit 3" or "signal KILL".
+func (s ExitStatus) String() string {
+	if s.Signal != 0 {
+		return "signal " + SignalName(s.Signal)
+	}
+	return fmt.Sprintf("exit %d", s.Code)
+}
+
+var signalNames = map[string]syscall.Signal{
+	"HUP": syscall.SIGHUP, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT,
+	"KILL": syscall.SIGKILL, "USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2,
+	"PIPE": syscall.SIGPIPE, "ALRM": syscall.SIGALRM, "TERM": syscall.SIGTERM,
+	"CONT": syscall.SIGCONT, "STOP": syscall.SIGSTOP, "ABRT": syscall.SIGABRT,
+	"SEGV": syscall.SIGSEGV, "BUS": syscall.SIGBUS, "FPE": syscall.SIGFPE,
+	"ILL": syscall.SIGILL, "TRAP": syscall.SIGTRAP, "SYS": syscall.SIGSYS,
+	"XCPU": syscall.SIGXCPU, "XFSZ": syscall.SIGXFSZ,
+}
+
+// ParseSignal accepts "TERM", "SIGTERM" or "term".
+func ParseSignal(name string) (syscall.Signal, error) {
+	n := strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(name)), "SIG")
+	if s, ok := signalNames[n]; ok {
+		return s, nil
+	}
+	return 0, fmt.Errorf("unknown signal %q", name)
+}
+
+// SignalName returns "TERM" for SIGTERM, or "SIG<n>" for an unnamed signal.
+func SignalName(s syscall.Signal) string {
+	for n, v := range signalNames {
+		if v == s {
+			return n
+		}
+	}
+	return fmt.Sprintf("SIG%d", int(s))
+}

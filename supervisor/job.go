@@ -1,0 +1,328 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/chimirror/chimirror/sandbox"
+)
+
+// Job is one running process bridged to one client.
+//
+// Lifecycle, with the goroutines that own each part:
+//
+//	Start ── fork ──► Run(client)
+//	                    ├─ caller's goroutine: input loop  client ─► stdin
+//	                    ├─ stderr pump                      stderr ─► client
+//	                    └─ stdout pump, then finisher       stdout ─► client
+//	                                                         wait stderr + exit
+//	                                                         client.Finish(exit)
+//	Run returns after both pumps are done and the connection is closed.
+//
+// Termination (client gone, cancel, shutdown) closes stdin, sends the app's
+// exit signal to the process group and arms a grace timer that kills the
+// group. When the leader exits, the sandbox kills whatever is left of the
+// group and a drain timer bounds how long output is still read.
+type Job struct {
+	ID       string
+	App      *App
+	Remote   string
+	Protocol string
+	Started  time.Time
+
+	sup  *Supervisor
+	log  *slog.Logger
+	proc *sandbox.Process
+
+	stdinBytes, stdoutBytes, stderrBytes, messagesIn atomic.Int64
+
+	mu         sync.Mutex
+	client     Client
+	clientGone bool   // no more output can be delivered
+	reason     Reason // the first cause of termination wins
+	detail     string
+	procExited bool
+	finished   bool
+	grace      *time.Timer
+	drain      *time.Timer
+}
+
+// Counters are a job's traffic so far.
+type Counters struct {
+	StdinBytes, StdoutBytes, StderrBytes, MessagesIn int64
+}
+
+// Counters returns the job's traffic so far.
+func (j *Job) Counters() Counters {
+	return Counters{j.stdinBytes.Load(), j.stdoutBytes.Load(), j.stderrBytes.Load(), j.messagesIn.Load()}
+}
+
+// Log is the job's logger (it carries the job ID).
+func (j *Job) Log() *slog.Logger { return j.log }
+
+// Abort ends a job whose client never attached (the upgrade failed).
+func (j *Job) Abort() {
+	j.mu.Lock()
+	j.clientGone = true
+	j.mu.Unlock()
+	j.Run(nil)
+}
+
+// Run bridges the job to c until the job has ended and c is closed. It returns
+// the job's end. A nil c means there is no client: the job is ended at once.
+func (j *Job) Run(c Client) Exit {
+	defer j.sup.release(j)
+	j.mu.Lock()
+	j.client = c
+	j.mu.Unlock()
+	j.proc.AfterExit(j.exited)
+
+	exitc := make(chan Exit, 1)
+	errDone := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		defer close(errDone)
+		j.pump(Stderr, j.proc.Stderr, &j.stderrBytes)
+	}()
+	go func() {
+		defer wg.Done()
+		j.pump(Stdout, j.proc.Stdio, &j.stdoutBytes)
+		<-errDone
+		<-j.proc.Done()
+		exitc <- j.finish()
+	}()
+
+	if c == nil {
+		j.terminate(ReasonClientGone, "upgrade failed")
+	} else {
+		err := j.inputLoop(c)
+		j.mu.Lock()
+		j.clientGone = true
+		j.mu.Unlock()
+		j.terminate(ReasonClientGone, describeClientErr(err))
+	}
+	wg.Wait()
+	if c != nil {
+		if err := c.Close(); err != nil {
+			j.log.Debug("close client", "err", err)
+		}
+	}
+	if err := j.proc.Close(); err != nil {
+		j.log.Warn("close job descriptors", "err", err)
+	}
+	return <-exitc
+}
+
+func describeClientErr(err error) string {
+	if err == nil || errors.Is(err, io.EOF) {
+		return "client closed"
+	}
+	return err.Error()
+}
+
+// inputLoop applies client events until the client is gone or closed.
+func (j *Job) inputLoop(c Client) error {
+	for {
+		in, err := c.Receive()
+		if err != nil {
+			return err
+		}
+		j.messagesIn.Add(1)
+		var herr error
+		switch in.Kind {
+		case InputStdin:
+			var n int
+			n, herr = j.proc.Stdio.Write(in.Data)
+			j.stdinBytes.Add(int64(n))
+		case InputCloseStdin:
+			herr = j.proc.CloseStdin()
+		case InputSignal:
+			herr = j.proc.Signal(in.Signal)
+		}
+		if herr != nil {
+			herr = fmt.Errorf("job %s: %w", j.ID, herr)
+			j.log.Debug("input not applied", "err", herr)
+		}
+		if in.Done != nil {
+			in.Done(herr)
+		}
+	}
+}
+
+// pump copies one output stream to the client until EOF or a drain deadline.
+// Once the client cannot take more, output is read and discarded, so the
+// process never blocks on a full pipe while it is being terminated.
+func (j *Job) pump(s Stream, f *os.File, counter *atomic.Int64) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		j.log.Error("pump: raw conn", "stream", s, "err", err)
+		return
+	}
+	for {
+		bp, n, err := readChunk(rc)
+		if n > 0 {
+			counter.Add(int64(n))
+			j.deliver(s, (*bp)[:n])
+		}
+		if bp != nil {
+			bufPool.Put(bp)
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
+				j.log.Warn("read job output", "stream", s, "err", err)
+			}
+			return
+		}
+	}
+}
+
+func (j *Job) deliver(s Stream, p []byte) {
+	j.mu.Lock()
+	c, gone := j.client, j.clientGone
+	j.mu.Unlock()
+	if gone || c == nil {
+		return
+	}
+	if err := c.Send(s, p); err != nil {
+		j.mu.Lock()
+		j.clientGone = true
+		j.mu.Unlock()
+		j.terminate(ReasonClientGone, "send: "+err.Error())
+	}
+}
+
+// chunkSize is the most read from a job stream at once. Buffers are pooled
+// and held only while a read's data is being delivered, so an idle job holds
+// none.
+const chunkSize = 64 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+func readChunk(rc syscall.RawConn) (*[]byte, int, error) {
+	var (
+		bp   *[]byte
+		n    int
+		rerr error
+	)
+	err := rc.Read(func(fd uintptr) bool {
+		bp = bufPool.Get().(*[]byte)
+		for {
+			n, rerr = syscall.Read(int(fd), *bp)
+			if !errors.Is(rerr, syscall.EINTR) {
+				break
+			}
+		}
+		if errors.Is(rerr, syscall.EAGAIN) {
+			bufPool.Put(bp)
+			bp = nil
+			return false
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return bp, 0, err
+	case rerr != nil:
+		return bp, 0, rerr
+	case n == 0:
+		return bp, 0, io.EOF
+	}
+	return bp, n, nil
+}
+
+// terminate begins ending the job for reason, unless it is already ending.
+func (j *Job) terminate(reason Reason, detail string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.reason != "" || j.procExited {
+		return
+	}
+	j.reason, j.detail = reason, detail
+	j.log.Info("terminating job", "reason", reason, "detail", detail,
+		"signal", sandbox.SignalName(j.App.ExitSignal), "grace", j.App.Grace)
+	if err := j.proc.CloseStdin(); err != nil {
+		j.log.Debug("close stdin", "err", err)
+	}
+	// Unblock a stdin write the process will never read.
+	if err := j.proc.Stdio.SetWriteDeadline(time.Unix(1, 0)); err != nil {
+		j.log.Warn("end stdin writes", "err", err)
+	}
+	if err := j.proc.Signal(j.App.ExitSignal); err != nil {
+		if !errors.Is(err, sandbox.ErrExited) {
+			j.log.Warn("send exit signal", "err", err)
+		}
+		return
+	}
+	j.grace = time.AfterFunc(j.App.Grace, j.kill)
+}
+
+// kill ends the job's processes now.
+func (j *Job) kill() {
+	if err := j.proc.Kill(); err != nil && !errors.Is(err, sandbox.ErrExited) {
+		j.log.Error("kill job", "err", err)
+	}
+}
+
+// exited runs on the reaper once the leader is gone: stop the grace timer and
+// bound the remaining output drain.
+func (j *Job) exited() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.procExited = true
+	if j.grace != nil {
+		j.grace.Stop()
+	}
+	j.drain = time.AfterFunc(j.sup.drain, j.stopDraining)
+}
+
+// stopDraining unblocks both pumps; output still unread is dropped.
+func (j *Job) stopDraining() {
+	past := time.Unix(1, 0)
+	for _, f := range []*os.File{j.proc.Stdio, j.proc.Stderr} {
+		if err := f.SetDeadline(past); err != nil && !errors.Is(err, os.ErrClosed) {
+			j.log.Warn("end output drain", "err", err)
+		}
+	}
+}
+
+// finish runs once output is drained and the leader reaped.
+func (j *Job) finish() Exit {
+	st := j.proc.Status()
+	j.mu.Lock()
+	j.finished = true
+	if j.drain != nil {
+		j.drain.Stop()
+	}
+	e := Exit{Status: st, Reason: j.reason, Detail: j.detail}
+	c, gone := j.client, j.clientGone
+	j.mu.Unlock()
+	if e.Reason == "" {
+		e.Reason = ReasonExit
+		if st.Signal != 0 {
+			e.Reason = ReasonSignal
+		}
+	}
+	cnt := j.Counters()
+	j.log.Info("job ended", "reason", e.Reason, "status", st.String(), "detail", e.Detail,
+		"elapsed", time.Since(j.Started).Round(time.Millisecond), "cpu_user", st.UserCPU, "cpu_system", st.SystemCPU,
+		"stdin_bytes", cnt.StdinBytes, "stdout_bytes", cnt.StdoutBytes, "stderr_bytes", cnt.StderrBytes)
+	if c != nil && !gone {
+		if err := c.Finish(e); err != nil {
+			j.log.Debug("finish client", "err", err)
+		}
+	} else if c != nil {
+		if err := c.Close(); err != nil {
+			j.log.Debug("close client", "err", err)
+		}
+	}
+	return e
+}

@@ -1,0 +1,288 @@
+// Package supervisor owns the job lifecycle: admission against caps, job IDs,
+// the table of running jobs, the pumps between a process and its client, and
+// termination (exit signal, grace, kill) for every way a job can end.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/chimirror/chimirror/sandbox"
+)
+
+var (
+	// ErrBusy is returned by Start when max_sessions jobs are running.
+	ErrBusy = errors.New("too many sessions")
+	// ErrShuttingDown is returned by Start once Shutdown has begun.
+	ErrShuttingDown = errors.New("server is shutting down")
+	// ErrUnknownApp is returned by Start for a name that is not configured.
+	ErrUnknownApp = errors.New("unknown app")
+	// ErrNoJob is returned for a job ID that is not running.
+	ErrNoJob = errors.New("no such running job")
+)
+
+// App is one configured program, fully resolved: Path is absolute and Env is
+// the complete allow-listed environment, both fixed when the config loaded.
+type App struct {
+	Name       string
+	Path       string
+	Args       []string // argv, including argv[0]
+	Dir        string
+	Env        []string // NAME=value
+	ExitSignal syscall.Signal
+	Grace      time.Duration
+	// Binary apps exchange raw bytes when no sub-protocol is negotiated.
+	Binary bool
+}
+
+// Config is what a Supervisor needs. Zero durations take the defaults below.
+type Config struct {
+	Apps        []App
+	MaxSessions int
+	// Drain bounds how long output is still read after the job's process has
+	// exited (a descendant that escaped the kill may hold the pipes).
+	Drain time.Duration
+}
+
+// Defaults for Config and App.
+const (
+	DefaultMaxSessions = 1024
+	DefaultGrace       = 5 * time.Second
+	DefaultDrain       = 2 * time.Second
+	DefaultExitSignal  = syscall.SIGTERM
+)
+
+// Supervisor runs jobs. It is safe for concurrent use.
+type Supervisor struct {
+	log    *slog.Logger
+	runner *sandbox.Runner
+	drain  time.Duration
+
+	apps        atomic.Pointer[map[string]*App]
+	maxSessions atomic.Int64
+	lastID      atomic.Uint64
+
+	mu      sync.Mutex
+	jobs    map[string]*Job
+	closing bool
+	wg      sync.WaitGroup // one per job, from Start until its resources are released
+}
+
+// New starts a Supervisor and its sandbox runner. Call Shutdown to stop it.
+func New(log *slog.Logger, cfg Config) (*Supervisor, error) {
+	runner, err := sandbox.NewRunner(log)
+	if err != nil {
+		return nil, fmt.Errorf("start sandbox runner: %w", err)
+	}
+	s := &Supervisor{
+		log:    log,
+		runner: runner,
+		drain:  cfg.Drain,
+		jobs:   make(map[string]*Job),
+	}
+	if s.drain <= 0 {
+		s.drain = DefaultDrain
+	}
+	s.Reload(cfg)
+	return s, nil
+}
+
+// Reload swaps the app set and caps. Running jobs keep what they started with.
+func (s *Supervisor) Reload(cfg Config) {
+	apps := make(map[string]*App, len(cfg.Apps))
+	for i := range cfg.Apps {
+		a := cfg.Apps[i]
+		if a.Grace <= 0 {
+			a.Grace = DefaultGrace
+		}
+		if a.ExitSignal == 0 {
+			a.ExitSignal = DefaultExitSignal
+		}
+		apps[a.Name] = &a
+	}
+	s.apps.Store(&apps)
+	max := cfg.MaxSessions
+	if max <= 0 {
+		max = DefaultMaxSessions
+	}
+	s.maxSessions.Store(int64(max))
+}
+
+// App returns the configured app called name.
+func (s *Supervisor) App(name string) (*App, bool) {
+	a, ok := (*s.apps.Load())[name]
+	return a, ok
+}
+
+// Apps returns the configured app names, sorted.
+func (s *Supervisor) Apps() []string {
+	m := *s.apps.Load()
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Admit reports whether a new job would be admitted now, without starting
+// one; handlers use it to refuse before the WebSocket upgrade.
+func (s *Supervisor) Admit() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.admitLocked()
+}
+
+func (s *Supervisor) admitLocked() error {
+	if s.closing {
+		return ErrShuttingDown
+	}
+	if int64(len(s.jobs)) >= s.maxSessions.Load() {
+		return ErrBusy
+	}
+	return nil
+}
+
+// Request is everything about a new job that comes from its client.
+type Request struct {
+	App      string
+	Env      []string // request variables (CGI), appended after the app's allow-list
+	Remote   string
+	Protocol string
+}
+
+// Start admits and starts a job. The caller must then call Run or Abort.
+func (s *Supervisor) Start(req Request) (*Job, error) {
+	app, ok := s.App(req.App)
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownApp, req.App)
+	}
+	id := fmt.Sprintf("JOB%08d", s.lastID.Add(1))
+	j := &Job{
+		ID:       id,
+		App:      app,
+		Remote:   req.Remote,
+		Protocol: req.Protocol,
+		sup:      s,
+		log:      s.log.With("job", id, "app", app.Name),
+	}
+	s.mu.Lock()
+	if err := s.admitLocked(); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	s.jobs[id] = j // reserves the slot while we fork
+	s.wg.Add(1)
+	s.mu.Unlock()
+
+	env := make([]string, 0, len(app.Env)+len(req.Env)+2)
+	env = append(env, app.Env...)
+	env = append(env, req.Env...)
+	env = append(env, "CHIMIRROR_JOB_ID="+id, "CHIMIRROR_APP="+app.Name)
+	p, err := s.runner.Start(sandbox.Spec{Path: app.Path, Args: app.Args, Env: env, Dir: app.Dir})
+	if err != nil {
+		s.release(j)
+		return nil, fmt.Errorf("start job %s: %w", id, err)
+	}
+	s.mu.Lock()
+	j.proc = p
+	j.Started = time.Now()
+	closing := s.closing
+	s.mu.Unlock()
+	j.log.Info("job started", "pid", p.Pid, "remote", req.Remote, "protocol", req.Protocol)
+	if closing { // Shutdown began while we forked and could not see this job
+		j.terminate(ReasonShutdown, "server shutting down")
+	}
+	return j, nil
+}
+
+func (s *Supervisor) release(j *Job) {
+	s.mu.Lock()
+	delete(s.jobs, j.ID)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Cancel ends a running job as an operator command: exit signal, grace, kill.
+func (s *Supervisor) Cancel(id string) error {
+	s.mu.Lock()
+	j := s.jobs[id]
+	s.mu.Unlock()
+	if j == nil || j.proc == nil {
+		return fmt.Errorf("%w: %s", ErrNoJob, id)
+	}
+	j.terminate(ReasonCancelled, "cancelled by operator")
+	return nil
+}
+
+// JobInfo is a snapshot of one running job.
+type JobInfo struct {
+	ID       string
+	App      string
+	Pid      int
+	Remote   string
+	Protocol string
+	Started  time.Time
+	Counters Counters
+}
+
+// Jobs lists the running jobs, oldest first.
+func (s *Supervisor) Jobs() []JobInfo {
+	s.mu.Lock()
+	out := make([]JobInfo, 0, len(s.jobs))
+	for _, j := range s.jobs {
+		if j.proc == nil {
+			continue
+		}
+		out = append(out, JobInfo{ID: j.ID, App: j.App.Name, Pid: j.proc.Pid, Remote: j.Remote,
+			Protocol: j.Protocol, Started: j.Started, Counters: j.Counters()})
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
+	return out
+}
+
+// Running is the number of admitted jobs not yet fully ended.
+func (s *Supervisor) Running() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.jobs)
+}
+
+// Shutdown refuses new jobs, ends every running job through the normal
+// termination path (reason shutdown) and waits for them. When ctx expires
+// first, the remaining jobs are killed outright. The runner is closed last.
+func (s *Supervisor) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	jobs := make([]*Job, 0, len(s.jobs))
+	for _, j := range s.jobs {
+		if j.proc != nil { // a job still forking is ended by Start
+			jobs = append(jobs, j)
+		}
+	}
+	s.mu.Unlock()
+	for _, j := range jobs {
+		j.terminate(ReasonShutdown, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("shutdown: %d jobs outlived the deadline and were killed: %w", s.Running(), ctx.Err())
+		for _, j := range jobs {
+			j.kill()
+		}
+		<-done
+	}
+	return errors.Join(err, s.runner.Close())
+}

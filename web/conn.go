@@ -1,0 +1,253 @@
+package web
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chimirror/chimirror/sandbox"
+	"github.com/chimirror/chimirror/supervisor"
+)
+
+// batchConn lets a protocol put many small frames into one write syscall.
+// Between begin and end, writes are gathered in a pooled buffer (bounded:
+// it is flushed when full); outside a batch they pass straight through, so
+// control frames written from other goroutines are never held back for long.
+type batchConn struct {
+	net.Conn
+	mu  sync.Mutex
+	on  bool
+	buf *[]byte
+}
+
+const batchSize = 64 << 10
+
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, batchSize); return &b }}
+
+func (c *batchConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.on {
+		return c.Conn.Write(p)
+	}
+	b := *c.buf
+	if len(b)+len(p) > cap(b) {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		b = *c.buf
+	}
+	if len(p) > cap(b) {
+		return c.Conn.Write(p)
+	}
+	*c.buf = append(b, p...)
+	return len(p), nil
+}
+
+func (c *batchConn) begin() {
+	c.mu.Lock()
+	c.on = true
+	c.buf = batchPool.Get().(*[]byte)
+	c.mu.Unlock()
+}
+
+// end flushes the batch and returns its buffer to the pool.
+func (c *batchConn) end() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := c.flushLocked()
+	c.on = false
+	batchPool.Put(c.buf)
+	c.buf = nil
+	return err
+}
+
+func (c *batchConn) flushLocked() error {
+	b := *c.buf
+	*c.buf = b[:0]
+	if len(b) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(b)
+	return err
+}
+
+// hijackWriter hands gorilla a batchConn instead of the raw connection.
+type hijackWriter struct {
+	http.ResponseWriter
+	bc *batchConn
+}
+
+func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("response writer cannot hijack")
+	}
+	c, rw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.bc = &batchConn{Conn: c}
+	return h.bc, rw, nil
+}
+
+// wsConn is what every protocol adapter shares: keepalive, deadlines, the
+// write lock and the closing handshake.
+//
+// gorilla's rule: one reader, one writer; only WriteControl and Close may run
+// concurrently with them. Receive is the one reader; wmu makes the writer.
+type wsConn struct {
+	ws  *websocket.Conn
+	bc  *batchConn
+	log *slog.Logger
+	lim Limits
+
+	wmu       sync.Mutex
+	ping      *time.Timer
+	closeOnce sync.Once
+}
+
+func newWSConn(ws *websocket.Conn, bc *batchConn, log *slog.Logger, lim Limits) *wsConn {
+	c := &wsConn{ws: ws, bc: bc, log: log, lim: lim}
+	ws.SetReadLimit(lim.MaxMessageBytes)
+	ws.SetPongHandler(func(string) error { return c.extendRead() })
+	if lim.PingInterval > 0 {
+		c.ping = time.AfterFunc(lim.PingInterval, c.sendPing)
+	}
+	return c
+}
+
+// extendRead gives the client another ping period plus the pong timeout.
+func (c *wsConn) extendRead() error {
+	if c.lim.PingInterval <= 0 {
+		return nil
+	}
+	return c.ws.SetReadDeadline(time.Now().Add(c.lim.PingInterval + c.lim.PongTimeout))
+}
+
+func (c *wsConn) sendPing() {
+	err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.lim.WriteTimeout))
+	if err != nil {
+		return // the reader notices the dead connection; no more pings
+	}
+	c.ping.Reset(c.lim.PingInterval)
+}
+
+// read returns the next data message. Errors say why the client is gone.
+func (c *wsConn) read() (int, []byte, error) {
+	if err := c.extendRead(); err != nil {
+		return 0, nil, err
+	}
+	mt, p, err := c.ws.ReadMessage()
+	if err != nil {
+		return 0, nil, describeReadErr(err, c.lim.MaxMessageBytes)
+	}
+	return mt, p, nil
+}
+
+func describeReadErr(err error, limit int64) error {
+	var ce *websocket.CloseError
+	var ne net.Error
+	switch {
+	case errors.Is(err, websocket.ErrReadLimit):
+		return fmt.Errorf("message too big (limit %d bytes): %w", limit, err)
+	case errors.As(err, &ce):
+		return fmt.Errorf("client closed (%d %s): %w", ce.Code, ce.Text, err)
+	case errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("no pong or message in time: %w", err)
+	}
+	return err
+}
+
+// write sends one data message under the write lock with the write timeout.
+func (c *wsConn) write(mt int, p []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.writeLocked(mt, p)
+}
+
+func deadline(d time.Duration) time.Time { return time.Now().Add(d) }
+
+func (c *wsConn) writeLocked(mt int, p []byte) error {
+	if err := c.ws.SetWriteDeadline(deadline(c.lim.WriteTimeout)); err != nil {
+		return err
+	}
+	return c.ws.WriteMessage(mt, p)
+}
+
+// closeWait bounds how long Finish waits for the client's close frame.
+const closeWait = time.Second
+
+// finish sends the close frame for e; the caller has sent any final event.
+// The reader then sees the client's close, or a deadline, and returns.
+func (c *wsConn) finish(e supervisor.Exit) error {
+	code, text := closeFor(e)
+	if c.ping != nil {
+		c.ping.Stop()
+	}
+	err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text),
+		time.Now().Add(c.lim.WriteTimeout))
+	return errors.Join(err, c.ws.SetReadDeadline(time.Now().Add(closeWait)))
+}
+
+// Close closes the TCP connection; it is safe to call more than once.
+func (c *wsConn) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		if c.ping != nil {
+			c.ping.Stop()
+		}
+		err = c.ws.Close()
+	})
+	return err
+}
+
+// Close codes. A job's end is always reported with a close frame:
+//
+//	1000       exit 0
+//	4001–4255  exit 1–255 (4000 + code)
+//	4129–4192  killed by a signal (4000 + 128 + signal); the text names it
+//	1001       the server is shutting down
+//	1009       a client message was over the size limit (sent by the reader)
+const (
+	closeExitBase = 4000
+)
+
+func closeFor(e supervisor.Exit) (int, string) {
+	text := e.Status.String()
+	switch e.Reason {
+	case supervisor.ReasonExit, supervisor.ReasonSignal:
+	default:
+		text = string(e.Reason) + ": " + text
+	}
+	if len(text) > 123 { // a close frame's reason must fit in 123 bytes
+		text = text[:123]
+	}
+	if e.Reason == supervisor.ReasonShutdown {
+		return websocket.CloseGoingAway, text
+	}
+	if e.Status.Code == 0 && e.Status.Signal == 0 {
+		return websocket.CloseNormalClosure, text
+	}
+	return closeExitBase + e.Status.Code, text
+}
+
+// exitJSON is the status object of /exit and channel 3.
+func exitJSON(e supervisor.Exit) map[string]any {
+	var sig any
+	if e.Status.Signal != 0 {
+		sig = sandbox.SignalName(e.Status.Signal)
+	}
+	m := map[string]any{"code": e.Status.Code, "signal": sig, "reason": string(e.Reason)}
+	if e.Detail != "" {
+		m["detail"] = e.Detail
+	}
+	return m
+}

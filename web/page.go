@@ -1,0 +1,21 @@
+package web
+
+import (
+	"embed"
+	"html/template"
+	"net/http"
+)
+
+//go:embed page/index.html
+var pageFS embed.FS
+
+var pageTmpl = template.Must(template.ParseFS(pageFS, "page/index.html"))
+
+// servePage is the test page: talk to any app from a browser, websocketd
+// devconsole-style, with nothing loaded from outside.
+func (s *Server) servePage(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	return pageTmpl.Execute(w, map[string]any{"Apps": s.sup.Apps(), "Quick": s.opts.QuickApp})
+}

@@ -1,0 +1,232 @@
+package web
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"syscall"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chimirror/chimirror/supervisor"
+)
+
+// ProtoV1 is the chimirror.v1 sub-protocol: QuickIO-style events, one JSON
+// object per text message: {"event": PATH, "data": ..., "callback": N}.
+//
+// Byte-exact streams: /stdout and /stderr data is a JSON string holding the
+// bytes when they are valid UTF-8. A chunk that is not valid UTF-8 is sent
+// with "encoding": "base64" and data holding the base64 of the bytes. A
+// multi-byte character split by a read boundary is held back (at most three
+// bytes) and sent with the next chunk, so text never turns into base64 by
+// accident. Decoding every event's data by its encoding and concatenating
+// gives exactly the bytes the program wrote. /stdin takes the same
+// "encoding": "base64" for binary input.
+const ProtoV1 = "chimirror.v1"
+
+// v1 signals a client may send: the ones a terminal user needs.
+var v1Signals = map[string]syscall.Signal{
+	"INT": syscall.SIGINT, "TERM": syscall.SIGTERM, "HUP": syscall.SIGHUP,
+	"USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "KILL": syscall.SIGKILL,
+}
+
+type v1Proto struct {
+	*wsConn
+	carry [3][]byte // per stream: an incomplete UTF-8 sequence held back
+}
+
+type v1Event struct {
+	Event    string          `json:"event"`
+	Data     json.RawMessage `json:"data"`
+	Callback int64           `json:"callback"`
+	Encoding string          `json:"encoding"`
+}
+
+var eventPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func (p *v1Proto) sendJob(id, app string) error {
+	return p.writeJSON("/job", map[string]string{"id": id, "app": app})
+}
+
+func (p *v1Proto) writeJSON(event string, data any) error {
+	d, err := json.Marshal(data)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", event, err)
+	}
+	bp := eventPool.Get().(*[]byte)
+	defer eventPool.Put(bp)
+	b := append((*bp)[:0], `{"event":`...)
+	b = strconv.AppendQuote(b, event) // event paths are ASCII
+	b = append(b, `,"data":`...)
+	b = append(b, d...)
+	b = append(b, '}')
+	*bp = b
+	return p.write(websocket.TextMessage, b)
+}
+
+func (p *v1Proto) Receive() (supervisor.Input, error) {
+	for {
+		mt, b, err := p.read()
+		if err != nil {
+			return supervisor.Input{}, err
+		}
+		in, cb, perr := p.decode(mt, b)
+		if perr == nil {
+			if cb != 0 {
+				in.Done = func(err error) { p.answer(cb, err) }
+			}
+			return in, nil
+		}
+		p.answer(cb, perr) // a bad event is answered, not fatal
+	}
+}
+
+func (p *v1Proto) decode(mt int, b []byte) (supervisor.Input, int64, error) {
+	var ev v1Event
+	if mt != websocket.TextMessage {
+		return supervisor.Input{}, 0, errors.New("chimirror.v1 takes text messages holding JSON")
+	}
+	if err := json.Unmarshal(b, &ev); err != nil {
+		return supervisor.Input{}, 0, fmt.Errorf("malformed event: %w", err)
+	}
+	var s string
+	if len(ev.Data) > 0 && string(ev.Data) != "null" {
+		if err := json.Unmarshal(ev.Data, &s); err != nil {
+			return supervisor.Input{}, ev.Callback, fmt.Errorf("%s: data must be a string", ev.Event)
+		}
+	}
+	switch ev.Event {
+	case "/stdin":
+		data := []byte(s)
+		switch ev.Encoding {
+		case "":
+		case "base64":
+			d, err := base64.StdEncoding.DecodeString(s)
+			if err != nil {
+				return supervisor.Input{}, ev.Callback, fmt.Errorf("/stdin: bad base64: %w", err)
+			}
+			data = d
+		default:
+			return supervisor.Input{}, ev.Callback, fmt.Errorf("/stdin: unknown encoding %q", ev.Encoding)
+		}
+		return supervisor.Input{Kind: supervisor.InputStdin, Data: data}, ev.Callback, nil
+	case "/stdin/close":
+		return supervisor.Input{Kind: supervisor.InputCloseStdin}, ev.Callback, nil
+	case "/signal":
+		sig, ok := v1Signals[s]
+		if !ok {
+			return supervisor.Input{}, ev.Callback, fmt.Errorf("/signal: %q is not one of INT TERM HUP USR1 USR2 KILL", s)
+		}
+		return supervisor.Input{Kind: supervisor.InputSignal, Signal: sig}, ev.Callback, nil
+	}
+	return supervisor.Input{}, ev.Callback, fmt.Errorf("unknown event %q", ev.Event)
+}
+
+// answer reports an event's outcome: /callback when the client asked for one,
+// otherwise /error for a failure.
+func (p *v1Proto) answer(cb int64, err error) {
+	var werr error
+	switch {
+	case cb != 0 && err == nil:
+		werr = p.writeJSON("/callback", map[string]any{"callback": cb, "ok": true})
+	case cb != 0:
+		werr = p.writeJSON("/callback", map[string]any{"callback": cb, "ok": false, "error": err.Error()})
+	case err != nil:
+		werr = p.writeJSON("/error", err.Error())
+	}
+	if werr != nil {
+		p.log.Debug("answer client event", "err", werr)
+	}
+}
+
+func (p *v1Proto) Send(s supervisor.Stream, b []byte) error {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if carry := p.carry[s]; len(carry) > 0 {
+		b = append(append(make([]byte, 0, len(carry)+len(b)), carry...), b...)
+		p.carry[s] = carry[:0]
+	}
+	if t := incompleteTail(b); t > 0 && utf8.Valid(b[:len(b)-t]) {
+		p.carry[s] = append(p.carry[s], b[len(b)-t:]...)
+		b = b[:len(b)-t]
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	return p.sendChunk(s, b)
+}
+
+func (p *v1Proto) sendChunk(s supervisor.Stream, b []byte) error {
+	bp := eventPool.Get().(*[]byte)
+	defer eventPool.Put(bp)
+	out := append((*bp)[:0], `{"event":"/`...)
+	out = append(out, s.String()...)
+	out = append(out, `","data":`...)
+	if utf8.Valid(b) {
+		out = appendJSONString(out, b)
+		out = append(out, '}')
+	} else {
+		out = append(out, '"')
+		out = base64.StdEncoding.AppendEncode(out, b)
+		out = append(out, `","encoding":"base64"}`...)
+	}
+	*bp = out
+	return p.writeLocked(websocket.TextMessage, out)
+}
+
+func (p *v1Proto) Finish(e supervisor.Exit) error {
+	var err error
+	p.wmu.Lock()
+	for _, s := range []supervisor.Stream{supervisor.Stdout, supervisor.Stderr} {
+		if len(p.carry[s]) > 0 {
+			err = joinErr(err, p.sendChunk(s, p.carry[s]))
+			p.carry[s] = nil
+		}
+	}
+	p.wmu.Unlock()
+	err = joinErr(err, p.writeJSON("/exit", exitJSON(e)))
+	return joinErr(err, p.finish(e))
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends b, valid UTF-8, as a JSON string.
+func appendJSONString(dst, b []byte) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		dst = append(dst, b[start:i]...)
+		switch c {
+		case '"', '\\':
+			dst = append(dst, '\\', c)
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		default:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		start = i + 1
+	}
+	dst = append(dst, b[start:]...)
+	return append(dst, '"')
+}
+
+// exitStatusJSON is used by channel 3 of the binary protocol.
+func exitStatusJSON(e supervisor.Exit) []byte {
+	b, err := json.Marshal(exitJSON(e))
+	if err != nil { // a map of strings and ints always encodes
+		panic(err)
+	}
+	return b
+}

@@ -1,0 +1,328 @@
+// Package web is chimirror's HTTP side: the WebSocket endpoint of every app,
+// its protocol adapters, and the test page.
+package web
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chimirror/chimirror/supervisor"
+)
+
+// Limits bound what one client can cost the server. Zero values take the
+// defaults of DefaultLimits.
+type Limits struct {
+	MaxMessageBytes   int64         // largest client message; over it: close 1009, job ended
+	MaxLineBytes      int64         // longest stdout line in the text-lines protocol; longer lines are split
+	PingInterval      time.Duration // keepalive ping period; a client silent for PingInterval+PongTimeout is gone
+	PongTimeout       time.Duration
+	WriteTimeout      time.Duration // a client that takes longer to accept a write is gone
+	HandshakeTimeout  time.Duration
+	ReadHeaderTimeout time.Duration // slowloris guard before the upgrade
+	MaxHeaderBytes    int
+}
+
+// DefaultLimits are used for every zero field of Limits.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxMessageBytes:   1 << 20,
+		MaxLineBytes:      64 << 10,
+		PingInterval:      20 * time.Second,
+		PongTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		HandshakeTimeout:  10 * time.Second,
+		ReadHeaderTimeout: 5 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.MaxMessageBytes <= 0 {
+		l.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if l.MaxLineBytes <= 0 {
+		l.MaxLineBytes = d.MaxLineBytes
+	}
+	if l.PingInterval == 0 {
+		l.PingInterval = d.PingInterval
+	}
+	if l.PongTimeout <= 0 {
+		l.PongTimeout = d.PongTimeout
+	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = d.WriteTimeout
+	}
+	if l.HandshakeTimeout <= 0 {
+		l.HandshakeTimeout = d.HandshakeTimeout
+	}
+	if l.ReadHeaderTimeout <= 0 {
+		l.ReadHeaderTimeout = d.ReadHeaderTimeout
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	return l
+}
+
+// Options configure a Server.
+type Options struct {
+	// Origins allowed to open a WebSocket, as "scheme://host[:port]". Empty
+	// means same-origin only. Requests without an Origin (non-browsers) pass.
+	Origins []string
+	Limits  Limits
+	// QuickApp, when set, is also served at "/" (chimirror serve -- CMD).
+	QuickApp string
+	// Software is SERVER_SOFTWARE, e.g. "chimirror/0.1.0".
+	Software string
+}
+
+// Server serves the apps of a Supervisor.
+type Server struct {
+	log      *slog.Logger
+	sup      *supervisor.Supervisor
+	opts     Options
+	origins  map[string]bool
+	upgrader websocket.Upgrader
+}
+
+// writePool shares write buffers between connections: a connection holds one
+// only while it writes a message.
+var writePool sync.Pool
+
+// New returns a Server for sup.
+func New(log *slog.Logger, sup *supervisor.Supervisor, opts Options) *Server {
+	opts.Limits = opts.Limits.withDefaults()
+	s := &Server{log: log, sup: sup, opts: opts, origins: make(map[string]bool)}
+	for _, o := range opts.Origins {
+		s.origins[strings.ToLower(strings.TrimRight(o, "/"))] = true
+	}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: opts.Limits.HandshakeTimeout,
+		WriteBufferSize:  chunkWriteBuffer,
+		WriteBufferPool:  &writePool,
+		CheckOrigin:      s.originAllowed,
+	}
+	return s
+}
+
+// chunkWriteBuffer fits a whole output chunk (64 KiB) and a channel byte in
+// one frame.
+const chunkWriteBuffer = 64<<10 + 64
+
+// HTTPServer wraps the handler with the timeouts that keep slow clients from
+// holding connections before the upgrade.
+func (s *Server) HTTPServer(addr string) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           s,
+		ReadHeaderTimeout: s.opts.Limits.ReadHeaderTimeout,
+		MaxHeaderBytes:    s.opts.Limits.MaxHeaderBytes,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// httpError is an error with the status and body a client should see.
+type httpError struct {
+	Status     int
+	Msg        string
+	RetryAfter string
+}
+
+func (e *httpError) Error() string { return fmt.Sprintf("%d %s", e.Status, e.Msg) }
+
+func errorf(status int, format string, args ...any) error {
+	return &httpError{Status: status, Msg: fmt.Sprintf(format, args...)}
+}
+
+// ServeHTTP routes on the escaped path, so "%2f" or "%2e" can never turn
+// into a different app name.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := s.route(w, r); err != nil {
+		var he *httpError
+		if !errors.As(err, &he) {
+			s.log.Error("request failed", "method", r.Method, "uri", r.RequestURI, "err", err)
+			he = &httpError{Status: http.StatusInternalServerError, Msg: "internal error"}
+		}
+		if he.RetryAfter != "" {
+			w.Header().Set("Retry-After", he.RetryAfter)
+		}
+		http.Error(w, he.Msg, he.Status)
+	}
+}
+
+func (s *Server) route(w http.ResponseWriter, r *http.Request) error {
+	p := r.URL.EscapedPath()
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return errorf(http.StatusMethodNotAllowed, "method %s not allowed", r.Method)
+	}
+	switch {
+	case strings.HasPrefix(p, "/apps/"):
+		return s.serveApp(w, r, strings.TrimPrefix(p, "/apps/"))
+	case p == "/" && s.opts.QuickApp != "" && websocket.IsWebSocketUpgrade(r):
+		return s.serveApp(w, r, s.opts.QuickApp)
+	case p == "/":
+		return s.servePage(w, r)
+	}
+	return errorf(http.StatusNotFound, "not found: %s", p)
+}
+
+func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name string) error {
+	// name is still escaped: an exact match rules out "..", "%2e", "%2f".
+	if _, ok := s.sup.App(name); !ok {
+		return errorf(http.StatusNotFound, "unknown app %q", name)
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		return errorf(http.StatusUpgradeRequired, "/apps/%s is a WebSocket endpoint; open / for the test page", name)
+	}
+	if !s.originAllowed(r) {
+		return errorf(http.StatusForbidden, "origin %q is not allowed", r.Header.Get("Origin"))
+	}
+	proto, err := pickProtocol(r)
+	if err != nil {
+		return err
+	}
+	job, err := s.sup.Start(supervisor.Request{App: name, Env: cgiEnv(r, s.opts.Software), Remote: r.RemoteAddr, Protocol: protoName(proto)})
+	if err != nil {
+		return admitError(err)
+	}
+	hw := &hijackWriter{ResponseWriter: w}
+	var hdr http.Header
+	if proto != "" {
+		hdr = http.Header{"Sec-Websocket-Protocol": {proto}}
+	}
+	ws, err := s.upgrader.Upgrade(hw, r, hdr)
+	if err != nil { // gorilla has answered the client
+		job.Log().Info("upgrade failed", "err", err)
+		job.Abort()
+		return nil
+	}
+	wc := newWSConn(ws, hw.bc, job.Log(), s.opts.Limits)
+	var c supervisor.Client
+	switch proto {
+	case ProtoV1:
+		v := &v1Proto{wsConn: wc}
+		if err := v.sendJob(job.ID, name); err != nil {
+			job.Log().Info("send /job", "err", err)
+		}
+		c = v
+	case ProtoChannel:
+		c = &channelProto{wsConn: wc}
+	default:
+		c = &linesProto{wsConn: wc, binary: job.App.Binary}
+	}
+	job.Run(c)
+	return nil
+}
+
+func protoName(p string) string {
+	if p == "" {
+		return "lines"
+	}
+	return p
+}
+
+func admitError(err error) error {
+	switch {
+	case errors.Is(err, supervisor.ErrBusy):
+		return &httpError{Status: http.StatusTooManyRequests, Msg: "too many sessions; try again later", RetryAfter: "1"}
+	case errors.Is(err, supervisor.ErrShuttingDown):
+		return &httpError{Status: http.StatusServiceUnavailable, Msg: "server is shutting down", RetryAfter: "5"}
+	case errors.Is(err, supervisor.ErrUnknownApp):
+		return errorf(http.StatusNotFound, "%v", err)
+	}
+	return &httpError{Status: http.StatusServiceUnavailable, Msg: "could not start job: " + err.Error(), RetryAfter: "1"}
+}
+
+// pickProtocol chooses the sub-protocol. A client that offers protocols, none
+// of which we speak, is refused rather than silently given text lines.
+func pickProtocol(r *http.Request) (string, error) {
+	offered := websocket.Subprotocols(r)
+	if len(offered) == 0 {
+		return "", nil
+	}
+	for _, p := range offered {
+		if p == ProtoV1 || p == ProtoChannel {
+			return p, nil
+		}
+	}
+	return "", errorf(http.StatusBadRequest, "unsupported sub-protocol %q; this server speaks %s and %s (or none, for text lines)",
+		strings.Join(offered, ", "), ProtoV1, ProtoChannel)
+}
+
+// originAllowed: no Origin (not a browser), an allow-listed one, or, with no
+// allow-list, the same host as the request.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if len(s.origins) > 0 {
+		return s.origins[strings.ToLower(origin)]
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	return strings.EqualFold(u.Host, r.Host)
+}
+
+// cgiEnv is the CGI/1.1 environment websocketd gives its programs.
+// Authorization is never passed on.
+func cgiEnv(r *http.Request, software string) []string {
+	remoteHost, remotePort, _ := net.SplitHostPort(r.RemoteAddr)
+	serverName, serverPort, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		serverName = r.Host
+		serverPort = ""
+		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			_, serverPort, _ = net.SplitHostPort(la.String())
+		}
+	}
+	https := "off"
+	if r.TLS != nil {
+		https = "on"
+	}
+	env := []string{
+		"GATEWAY_INTERFACE=CGI/1.1",
+		"SERVER_SOFTWARE=" + software,
+		"SERVER_PROTOCOL=" + r.Proto,
+		"SERVER_NAME=" + serverName,
+		"SERVER_PORT=" + serverPort,
+		"REQUEST_METHOD=" + r.Method,
+		"REQUEST_URI=" + r.RequestURI,
+		"SCRIPT_NAME=" + r.URL.Path,
+		"PATH_INFO=",
+		"QUERY_STRING=" + r.URL.RawQuery,
+		"REMOTE_ADDR=" + remoteHost,
+		"REMOTE_HOST=" + remoteHost,
+		"REMOTE_PORT=" + remotePort,
+		"HTTPS=" + https,
+	}
+	for k, vs := range r.Header {
+		if k == "Authorization" {
+			continue
+		}
+		name := "HTTP_" + strings.Map(func(c rune) rune {
+			switch {
+			case c >= 'a' && c <= 'z':
+				return c - 'a' + 'A'
+			case c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+				return c
+			}
+			return '_'
+		}, k)
+		env = append(env, name+"="+strings.Join(vs, ", "))
+	}
+	return env
+}
