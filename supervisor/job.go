@@ -64,6 +64,11 @@ func (j *Job) Counters() Counters {
 	return Counters{j.stdinBytes.Load(), j.stdoutBytes.Load(), j.stderrBytes.Load(), j.messagesIn.Load()}
 }
 
+func (j *Job) info() JobInfo {
+	return JobInfo{ID: j.ID, App: j.App.Name, Pid: j.proc.Pid, Remote: j.Remote,
+		Protocol: j.Protocol, Started: j.Started, Counters: j.Counters()}
+}
+
 // Log is the job's logger (it carries the job ID).
 func (j *Job) Log() *slog.Logger { return j.log }
 
@@ -315,6 +320,9 @@ func (j *Job) finish() Exit {
 	j.log.Info("job ended", "reason", e.Reason, "status", st.String(), "detail", e.Detail,
 		"elapsed", time.Since(j.Started).Round(time.Millisecond), "cpu_user", st.UserCPU, "cpu_system", st.SystemCPU,
 		"stdin_bytes", cnt.StdinBytes, "stdout_bytes", cnt.StdoutBytes, "stderr_bytes", cnt.StderrBytes)
+	if j.sup.onEnd != nil {
+		j.sup.onEnd(j.info(), e)
+	}
 	if c != nil && !gone {
 		if err := c.Finish(e); err != nil {
 			j.log.Debug("finish client", "err", err)

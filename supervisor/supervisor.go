@@ -49,6 +49,9 @@ type Config struct {
 	// Drain bounds how long output is still read after the job's process has
 	// exited (a descendant that escaped the kill may hold the pipes).
 	Drain time.Duration
+	// OnEnd, when set, is called once per job as it ends, before its client
+	// is told. It runs on the job's goroutine and must not block for long.
+	OnEnd func(JobInfo, Exit)
 }
 
 // Defaults for Config and App.
@@ -64,6 +67,7 @@ type Supervisor struct {
 	log    *slog.Logger
 	runner *sandbox.Runner
 	drain  time.Duration
+	onEnd  func(JobInfo, Exit)
 
 	apps        atomic.Pointer[map[string]*App]
 	maxSessions atomic.Int64
@@ -85,6 +89,7 @@ func New(log *slog.Logger, cfg Config) (*Supervisor, error) {
 		log:    log,
 		runner: runner,
 		drain:  cfg.Drain,
+		onEnd:  cfg.OnEnd,
 		jobs:   make(map[string]*Job),
 	}
 	if s.drain <= 0 {
@@ -164,6 +169,11 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w %q", ErrUnknownApp, req.App)
 	}
+	s.mu.Lock()
+	if err := s.admitLocked(); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
 	id := fmt.Sprintf("JOB%08d", s.lastID.Add(1))
 	j := &Job{
 		ID:       id,
@@ -172,11 +182,6 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 		Protocol: req.Protocol,
 		sup:      s,
 		log:      s.log.With("job", id, "app", app.Name),
-	}
-	s.mu.Lock()
-	if err := s.admitLocked(); err != nil {
-		s.mu.Unlock()
-		return nil, err
 	}
 	s.jobs[id] = j // reserves the slot while we fork
 	s.wg.Add(1)
@@ -241,13 +246,15 @@ func (s *Supervisor) Jobs() []JobInfo {
 		if j.proc == nil {
 			continue
 		}
-		out = append(out, JobInfo{ID: j.ID, App: j.App.Name, Pid: j.proc.Pid, Remote: j.Remote,
-			Protocol: j.Protocol, Started: j.Started, Counters: j.Counters()})
+		out = append(out, j.info())
 	}
 	s.mu.Unlock()
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	return out
 }
+
+// Started is how many jobs have been given an ID (and a fork attempt).
+func (s *Supervisor) Started() uint64 { return s.lastID.Load() }
 
 // Running is the number of admitted jobs not yet fully ended.
 func (s *Supervisor) Running() int {
