@@ -293,36 +293,53 @@ func cgiEnv(r *http.Request, software string) []string {
 	if r.TLS != nil {
 		https = "on"
 	}
-	env := []string{
+	env := make([]string, 0, 16+len(r.Header))
+	env = append(env,
 		"GATEWAY_INTERFACE=CGI/1.1",
-		"SERVER_SOFTWARE=" + software,
-		"SERVER_PROTOCOL=" + r.Proto,
-		"SERVER_NAME=" + serverName,
-		"SERVER_PORT=" + serverPort,
-		"REQUEST_METHOD=" + r.Method,
-		"REQUEST_URI=" + r.RequestURI,
-		"SCRIPT_NAME=" + r.URL.Path,
+		"SERVER_SOFTWARE="+software,
+		"SERVER_PROTOCOL="+r.Proto,
+		"SERVER_NAME="+serverName,
+		"SERVER_PORT="+serverPort,
+		"REQUEST_METHOD="+r.Method,
+		"REQUEST_URI="+r.RequestURI,
+		"SCRIPT_NAME="+r.URL.Path,
 		"PATH_INFO=",
-		"QUERY_STRING=" + r.URL.RawQuery,
-		"REMOTE_ADDR=" + remoteHost,
-		"REMOTE_HOST=" + remoteHost,
-		"REMOTE_PORT=" + remotePort,
-		"HTTPS=" + https,
-	}
+		"QUERY_STRING="+r.URL.RawQuery,
+		"REMOTE_ADDR="+remoteHost,
+		"REMOTE_HOST="+remoteHost,
+		"REMOTE_PORT="+remotePort,
+		"HTTPS="+https,
+	)
 	for k, vs := range r.Header {
 		if k == "Authorization" {
 			continue
 		}
-		name := "HTTP_" + strings.Map(func(c rune) rune {
-			switch {
-			case c >= 'a' && c <= 'z':
-				return c - 'a' + 'A'
-			case c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-				return c
-			}
-			return '_'
-		}, k)
-		env = append(env, name+"="+strings.Join(vs, ", "))
+		env = append(env, headerVar(k, vs))
 	}
 	return env
+}
+
+// headerVar renders a header as HTTP_NAME=value: upper case, other bytes '_'.
+func headerVar(k string, vs []string) string {
+	b := make([]byte, 0, 5+len(k)+1+len(vs[0]))
+	b = append(b, "HTTP_"...)
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		switch {
+		case c >= 'a' && c <= 'z':
+			c -= 'a' - 'A'
+		case c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		default:
+			c = '_'
+		}
+		b = append(b, c)
+	}
+	b = append(b, '=')
+	for i, v := range vs {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = append(b, v...)
+	}
+	return string(b)
 }

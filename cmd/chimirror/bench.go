@@ -1,8 +1,555 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
 )
 
-func cmdBench(args []string, stdout, stderr io.Writer) error { return errors.New("bench: not built yet") }
+// benchConfig is the server the benchmark measures. Programs are plain
+// coreutils so the floors can run the very same commands.
+const benchConfig = `
+listen = "127.0.0.1:0"
+max_sessions = 20000
+[[app]]
+name = "cat"
+command = ["cat"]
+[[app]]
+name = "lines"
+command = ["sh", "-c", "yes \"$(printf '%%099d' 0)\" | head -n %d"]
+env = ["PATH"]
+[[app]]
+name = "zero"
+command = ["head", "-c", "%d", "/dev/zero"]
+binary = true
+[[app]]
+name = "sink"
+command = ["wc", "-c"]
+`
+
+type benchOpts struct {
+	setupN, echoN, lines, zeroBytes, sinkBytes, held int
+}
+
+type benchRow struct{ figure, value, floor, target string }
+
+// cmdBench measures chimirror against floors taken in the same run on the
+// same machine, and prints a table (see README "Benchmarks").
+func cmdBench(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := benchOpts{}
+	fs.IntVar(&o.setupN, "setups", 2000, "sessions per setup-rate figure")
+	fs.IntVar(&o.echoN, "echoes", 5000, "round trips for the echo latency")
+	fs.IntVar(&o.lines, "lines", 2_000_000, "100-byte lines for text throughput")
+	fs.IntVar(&o.zeroBytes, "bytes", 2<<30, "bytes for binary output throughput")
+	fs.IntVar(&o.sinkBytes, "in-bytes", 1<<30, "bytes for client-to-stdin throughput")
+	fs.IntVar(&o.held, "held", 6000, "concurrent sessions to hold open")
+	quick := fs.Bool("quick", false, "tiny counts: check that every figure can be measured")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *quick {
+		o = benchOpts{setupN: 40, echoN: 100, lines: 20000, zeroBytes: 16 << 20, sinkBytes: 16 << 20, held: 50}
+	}
+	srv, err := startBenchServer(o)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	fmt.Fprintf(stderr, "bench: server pid %d at %s\n", srv.cmd.Process.Pid, srv.addr)
+
+	var rows []benchRow
+	add := func(r benchRow) {
+		rows = append(rows, r)
+		fmt.Fprintf(stderr, "bench: %-38s %s (floor %s)\n", r.figure, r.value, r.floor)
+	}
+	for _, par := range []int{1, 16} {
+		floor, err := rate(o.setupN, par, forkEchoCat)
+		if err != nil {
+			return fmt.Errorf("fork floor: %w", err)
+		}
+		ours, err := rate(o.setupN, par, func() error { return srv.sessionEcho() })
+		if err != nil {
+			return fmt.Errorf("session setup: %w", err)
+		}
+		add(benchRow{fmt.Sprintf("session setup, %d at a time", par),
+			fmt.Sprintf("%.0f/s (%.2f× floor)", ours, ours/floor),
+			fmt.Sprintf("%.0f/s bare fork+exec of cat + echo", floor), "≥ 0.9× floor"})
+	}
+	p50, p99, floor50, err := srv.echoLatency(o.echoN)
+	if err != nil {
+		return fmt.Errorf("echo latency: %w", err)
+	}
+	add(benchRow{"echo round trip", fmt.Sprintf("p50 %s, p99 %s", us(p50), us(p99)),
+		fmt.Sprintf("p50 %s through cat's pipes directly", us(floor50)), "≤ 130 µs p50"})
+
+	lps, err := srv.textLines(o.lines)
+	if err != nil {
+		return fmt.Errorf("text lines: %w", err)
+	}
+	lfloor, err := pipeFloor(exec.Command("sh", "-c", fmt.Sprintf("yes \"$(printf '%%099d' 0)\" | head -n %d", o.lines)))
+	if err != nil {
+		return err
+	}
+	add(benchRow{"text-line output (100-byte lines)", fmt.Sprintf("%.0f lines/s", lps),
+		fmt.Sprintf("%.0f lines/s read straight from the pipe", lfloor/100), "≥ 300,000 lines/s"})
+
+	bps, err := srv.binaryOut(o.zeroBytes)
+	if err != nil {
+		return fmt.Errorf("binary output: %w", err)
+	}
+	bfloor, err := pipeFloor(exec.Command("head", "-c", strconv.Itoa(o.zeroBytes), "/dev/zero"))
+	if err != nil {
+		return err
+	}
+	add(benchRow{"binary output", fmt.Sprintf("%.0f MB/s", bps/1e6), fmt.Sprintf("%.0f MB/s from the pipe", bfloor/1e6), "≥ 700 MB/s"})
+
+	ips, err := srv.stdinIn(o.sinkBytes)
+	if err != nil {
+		return fmt.Errorf("stdin throughput: %w", err)
+	}
+	add(benchRow{"client to stdin", fmt.Sprintf("%.0f MB/s", ips/1e6), "–", "–"})
+
+	held, err := srv.hold(o.held)
+	if err != nil {
+		return fmt.Errorf("held sessions: %w", err)
+	}
+	add(benchRow{"held sessions", strconv.Itoa(held.n), "fd limit " + strconv.Itoa(held.fdLimit), "≥ 6,000"})
+	add(benchRow{"fds per session (server)", fmt.Sprintf("%.2f", held.fdsPer), "–", "≤ 3"})
+	add(benchRow{"server RSS per session", fmt.Sprintf("%.1f KB", held.rssPer/1024), "–", "≤ 40 KB"})
+
+	fmt.Fprintln(stdout, "| Figure | chimirror | Floor (same run) | Target |")
+	fmt.Fprintln(stdout, "|---|---|---|---|")
+	for _, r := range rows {
+		fmt.Fprintf(stdout, "| %s | %s | %s | %s |\n", r.figure, r.value, r.floor, r.target)
+	}
+	return nil
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
+
+// rate runs f n times, par at a time, and returns completions per second.
+func rate(n, par int, f func() error) (float64, error) {
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < par; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				if err := f(); err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(n) / time.Since(start).Seconds(), firstErr
+}
+
+// forkEchoCat is the setup floor: a bare Go fork+exec of cat with one echo
+// through its pipes.
+func forkEchoCat() error {
+	cmd := exec.Command("cat")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	if _, err := in.Write([]byte("x\n")); err != nil {
+		return err
+	}
+	var b [2]byte
+	if _, err := io.ReadFull(out, b[:]); err != nil {
+		return err
+	}
+	if err := in.Close(); err != nil {
+		return err
+	}
+	return cmd.Wait()
+}
+
+// pipeFloor reads a command's stdout to the end and returns bytes/s.
+func pipeFloor(cmd *exec.Cmd) (float64, error) {
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	n, err := io.CopyBuffer(io.Discard, out, make([]byte, 64<<10))
+	if err != nil {
+		return 0, err
+	}
+	if err := cmd.Wait(); err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+type benchServer struct {
+	cmd  *exec.Cmd
+	addr string
+	dir  string
+	logs *bufio.Reader
+	done chan struct{}
+}
+
+var listenLine = regexp.MustCompile(`test page at http://([^/]+)/`)
+
+func startBenchServer(o benchOpts) (_ *benchServer, retErr error) {
+	dir, err := os.MkdirTemp("", "chimirror-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	cfg := filepath.Join(dir, "bench.toml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(benchConfig, o.lines, o.zeroBytes)), 0o644); err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, "serve", "--config", cfg, "--log-level", "warn")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &benchServer{cmd: cmd, dir: dir, logs: bufio.NewReader(stderr), done: make(chan struct{})}
+	for s.addr == "" {
+		line, err := s.logs.ReadString('\n')
+		if err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			return nil, fmt.Errorf("bench server did not start: %w (%s)", err, line)
+		}
+		if m := listenLine.FindStringSubmatch(line); m != nil {
+			s.addr = m[1]
+		}
+	}
+	go func() { // keep the server's stderr flowing; ends when it exits
+		defer close(s.done)
+		if _, err := io.Copy(io.Discard, s.logs); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: server log:", err)
+		}
+	}()
+	return s, nil
+}
+
+func (s *benchServer) stop() {
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: stop server:", err)
+	}
+	<-s.done
+	if err := s.cmd.Wait(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: server exit:", err)
+	}
+	os.RemoveAll(s.dir)
+}
+
+var benchDialer = websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 64 << 10}
+
+func (s *benchServer) dial(app string, protos ...string) (*websocket.Conn, error) {
+	d := benchDialer
+	d.Subprotocols = protos
+	ws, _, err := d.Dial("ws://"+s.addr+"/apps/"+app, nil)
+	return ws, err
+}
+
+// sessionEcho is one whole session: dial, one echo through cat, close, and
+// wait for the server to finish the job and close the connection.
+func (s *benchServer) sessionEcho() error {
+	ws, err := s.dial("cat")
+	if err != nil {
+		return err
+	}
+	defer ws.Close()
+	if err := ws.WriteMessage(websocket.TextMessage, []byte("x")); err != nil {
+		return err
+	}
+	if _, m, err := ws.ReadMessage(); err != nil || string(m) != "x" {
+		return fmt.Errorf("echo: %q %v", m, err)
+	}
+	if err := ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, "")); err != nil {
+		return err
+	}
+	for { // until the server closes
+		if _, _, err := ws.NextReader(); err != nil {
+			return nil
+		}
+	}
+}
+
+func (s *benchServer) echoLatency(n int) (p50, p99, floor50 time.Duration, err error) {
+	ws, err := s.dial("cat")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer ws.Close()
+	lat := make([]time.Duration, 0, n)
+	msg := []byte("ping")
+	for i := 0; i < n; i++ {
+		t0 := time.Now()
+		if err := ws.WriteMessage(websocket.TextMessage, msg); err != nil {
+			return 0, 0, 0, err
+		}
+		if _, _, err := ws.ReadMessage(); err != nil {
+			return 0, 0, 0, err
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	// Floor: the same round trip through cat's pipes, no server in between.
+	cmd := exec.Command("cat")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, 0, 0, err
+	}
+	flat := make([]time.Duration, 0, n)
+	buf := make([]byte, 5)
+	for i := 0; i < n; i++ {
+		t0 := time.Now()
+		if _, err := in.Write([]byte("ping\n")); err != nil {
+			return 0, 0, 0, err
+		}
+		if _, err := io.ReadFull(out, buf); err != nil {
+			return 0, 0, 0, err
+		}
+		flat = append(flat, time.Since(t0))
+	}
+	in.Close()
+	if err := cmd.Wait(); err != nil {
+		return 0, 0, 0, err
+	}
+	slices.Sort(flat)
+	return lat[n/2], lat[n*99/100], flat[n/2], nil
+}
+
+// textLines returns 100-byte stdout lines per second, one message each.
+func (s *benchServer) textLines(n int) (float64, error) {
+	ws, err := s.dial("lines")
+	if err != nil {
+		return 0, err
+	}
+	defer ws.Close()
+	start := time.Now()
+	got := 0
+	for {
+		_, r, err := ws.NextReader()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) && ce.Code == 1000 {
+				break
+			}
+			return 0, err
+		}
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return 0, err
+		}
+		got++
+	}
+	if got != n {
+		return 0, fmt.Errorf("got %d lines, want %d", got, n)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// binaryOut returns stdout bytes per second delivered as binary messages.
+func (s *benchServer) binaryOut(n int) (float64, error) {
+	ws, err := s.dial("zero")
+	if err != nil {
+		return 0, err
+	}
+	defer ws.Close()
+	buf := make([]byte, 64<<10)
+	start := time.Now()
+	var total int64
+	for {
+		_, r, err := ws.NextReader()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) && ce.Code == 1000 {
+				break
+			}
+			return 0, err
+		}
+		m, err := io.CopyBuffer(io.Discard, r, buf)
+		if err != nil {
+			return 0, err
+		}
+		total += m
+	}
+	if total != int64(n) {
+		return 0, fmt.Errorf("got %d bytes, want %d", total, n)
+	}
+	return float64(total) / time.Since(start).Seconds(), nil
+}
+
+// stdinIn returns client-to-stdin bytes per second over channel framing.
+func (s *benchServer) stdinIn(n int) (float64, error) {
+	ws, err := s.dial("sink", "channel.chimirror.v1")
+	if err != nil {
+		return 0, err
+	}
+	defer ws.Close()
+	chunk := make([]byte, 1+(64<<10))
+	start := time.Now()
+	for sent := 0; sent < n; sent += len(chunk) - 1 {
+		if err := ws.WriteMessage(websocket.BinaryMessage, chunk); err != nil {
+			return 0, err
+		}
+	}
+	if err := ws.WriteMessage(websocket.BinaryMessage, []byte{255}); err != nil {
+		return 0, err
+	}
+	var count []byte
+	for {
+		_, m, err := ws.ReadMessage()
+		if err != nil {
+			return 0, err
+		}
+		if len(m) > 0 && m[0] == 1 {
+			count = append(count, m[1:]...)
+		}
+		if len(m) > 0 && m[0] == 3 {
+			break
+		}
+	}
+	got, err := strconv.Atoi(strings.TrimSpace(string(count)))
+	if err != nil {
+		return 0, fmt.Errorf("wc said %q: %w", count, err)
+	}
+	return float64(got) / time.Since(start).Seconds(), nil
+}
+
+type heldResult struct {
+	n              int
+	fdsPer, rssPer float64
+	fdLimit        int
+}
+
+// hold opens n concurrent cat sessions, checks each echoes, and measures the
+// server's fds and RSS per session against its idle baseline.
+func (s *benchServer) hold(n int) (heldResult, error) {
+	pid := s.cmd.Process.Pid
+	fds0, rss0, err := procUsage(pid)
+	if err != nil {
+		return heldResult{}, err
+	}
+	conns := make([]*websocket.Conn, n)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var next atomic.Int64
+	errc := make(chan error, 16)
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < n && ctx.Err() == nil; i = int(next.Add(1)) - 1 {
+				ws, err := s.dial("cat")
+				if err == nil {
+					err = ws.WriteMessage(websocket.TextMessage, []byte("x"))
+				}
+				if err == nil {
+					_, _, err = ws.ReadMessage()
+				}
+				if err != nil {
+					errc <- fmt.Errorf("session %d: %w", i, err)
+					cancel()
+					return
+				}
+				conns[i] = ws
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return heldResult{}, err
+	default:
+	}
+	time.Sleep(500 * time.Millisecond) // let the allocator settle
+	fds1, rss1, err := procUsage(pid)
+	if err != nil {
+		return heldResult{}, err
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return heldResult{}, err
+	}
+	return heldResult{n: n, fdsPer: float64(fds1-fds0) / float64(n), rssPer: float64(rss1-rss0) / float64(n), fdLimit: int(lim.Max)}, nil
+}
+
+// procUsage returns a process's open fds and resident bytes.
+func procUsage(pid int) (fds int, rssBytes int64, err error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, l := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return 0, 0, err
+			}
+			return len(ents), kb * 1024, nil
+		}
+	}
+	return 0, 0, errors.New("no VmRSS")
+}

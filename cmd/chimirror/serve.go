@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -54,8 +56,27 @@ func cmdServe(args []string, stderr io.Writer) error {
 	return serve(log, cfg, stderr)
 }
 
-func serve(log *slog.Logger, cfg *config, stderr io.Writer) error {
-	ln, err := net.Listen("tcp", cfg.Listen)
+func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
+	// CHIMIRROR_CPUPROFILE=FILE profiles the server until it stops (for
+	// 'go tool pprof'); a developer's aid for the benchmark.
+	if path := os.Getenv("CHIMIRROR_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			retErr = errors.Join(retErr, f.Close())
+		}()
+	}
+	// No TCP keepalive: WebSocket pings find dead peers, and the three
+	// setsockopt calls per connection are measurable in the setup rate.
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(context.Background(), "tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
