@@ -77,8 +77,13 @@ func DecodeStrict(file string, data []byte, v any) (*Index, Problems) {
 	}
 	var ps Problems
 	var reported []toml.Key
+	seen := make(map[string]bool)
 outer:
 	for _, k := range md.Undecoded() {
+		if seen[k.String()] { // the same key in several array tables: All has every line
+			continue
+		}
+		seen[k.String()] = true
 		for _, r := range reported { // an unknown table's keys are not news
 			if len(k) > len(r) && strings.HasPrefix(k.String(), r.String()+".") {
 				continue outer
@@ -138,13 +143,16 @@ func NewIndex(data []byte) *Index {
 			idx.entries = append(idx.entries, indexEntry{table: table, n: n, line: ln})
 			continue
 		}
+		rest := line
 		if m := keyRe.FindStringSubmatch(line); m != nil {
 			idx.entries = append(idx.entries, indexEntry{table: table, n: n, key: unquoteKey(m[1]), line: ln})
-			rest := line[len(m[0]):]
-			for _, q := range []string{`"""`, `'''`} {
-				if strings.Count(rest, q)%2 == 1 {
-					inMulti = q
-				}
+			rest = line[len(m[0]):]
+		}
+		// A multi-line string may open on a key line or on any line of a
+		// multi-line array; its contents are not keys.
+		for _, q := range []string{`"""`, `'''`} {
+			if strings.Count(rest, q)%2 == 1 {
+				inMulti = q
 			}
 		}
 	}

@@ -182,7 +182,8 @@ func (j *Job) pump(s Stream, f *os.File, counter *atomic.Int64) {
 			bufPool.Put(bp)
 		}
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
+			// ECONNRESET: the process exited with stdin it never read.
+			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, syscall.ECONNRESET) {
 				j.log.Warn("read job output", "stream", s, "err", err)
 			}
 			return

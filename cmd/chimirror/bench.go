@@ -62,7 +62,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.sinkBytes, "in-bytes", 1<<30, "bytes for client-to-stdin throughput")
 	fs.IntVar(&o.held, "held", 6000, "concurrent sessions to hold open")
 	quick := fs.Bool("quick", false, "tiny counts: check that every figure can be measured")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *quick {

@@ -142,7 +142,11 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 			at("app", i, "name", "%q is not a valid app name (lower-case letters, digits, '.', '_', '-'; at most 64)", a.Name)
 		default:
 			if first, dup := seen[a.Name]; dup {
-				at("app", i, "name", "duplicate app name %q (first at line %d)", a.Name, idx.Line("app", first, "name"))
+				where := fmt.Sprintf("app[%d]", first)
+				if l := idx.Line("app", first, "name"); l > 0 {
+					where = fmt.Sprintf("line %d", l)
+				}
+				at("app", i, "name", "duplicate app name %q (first at %s)", a.Name, where)
 			}
 			seen[a.Name] = i
 		}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
@@ -46,7 +47,7 @@ func cmdConnect(args []string, stderr io.Writer) error {
 			"128+signal if it was killed, or 255 if no job status arrived.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -68,7 +69,7 @@ func cmdConnect(args []string, stderr io.Writer) error {
 		}
 		hdr.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 	}
-	d := websocket.Dialer{Subprotocols: []string{"chimirror.v1"}, HandshakeTimeout: 0}
+	d := websocket.Dialer{Subprotocols: []string{"chimirror.v1"}, HandshakeTimeout: 15 * time.Second}
 	ws, resp, err := d.Dial(u, hdr)
 	if err != nil {
 		fmt.Fprintln(stderr, "chimirror connect:", describeDialErr(err, resp))

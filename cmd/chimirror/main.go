@@ -79,3 +79,13 @@ func buildVersion() string {
 	}
 	return version
 }
+
+// parseFlags parses a command's flags. The flag package has already printed
+// the problem and the usage, so a bad flag is just exit 2.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return exitCode(2)
+}

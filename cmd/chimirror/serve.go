@@ -32,7 +32,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 			"With -- COMMAND, serves just that command (also at /), websocketd-style.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	var level slog.Level
