@@ -49,6 +49,7 @@ type Job struct {
 	reason     Reason // the first cause of termination wins
 	detail     string
 	procExited bool
+	exitedc    chan struct{} // closed by exited, after the drain timer is armed
 	finished   bool
 	grace      *time.Timer
 	drain      *time.Timer
@@ -102,7 +103,7 @@ func (j *Job) Run(c Client) Exit {
 		defer wg.Done()
 		j.pump(Stdout, j.proc.Stdio, &j.stdoutBytes)
 		<-errDone
-		<-j.proc.Done()
+		<-j.exitedc
 		exitc <- j.finish()
 	}()
 
@@ -282,16 +283,23 @@ func (j *Job) kill() {
 // bound the remaining output drain.
 func (j *Job) exited() {
 	j.mu.Lock()
-	defer j.mu.Unlock()
 	j.procExited = true
 	if j.grace != nil {
 		j.grace.Stop()
 	}
 	j.drain = time.AfterFunc(j.sup.drain, j.stopDraining)
+	j.mu.Unlock()
+	close(j.exitedc)
 }
 
-// stopDraining unblocks both pumps; output still unread is dropped.
+// stopDraining unblocks both pumps; output still unread is dropped. It does
+// nothing once the job has finished (its descriptors are being closed).
 func (j *Job) stopDraining() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.finished {
+		return
+	}
 	past := time.Unix(1, 0)
 	for _, f := range []*os.File{j.proc.Stdio, j.proc.Stderr} {
 		if err := f.SetDeadline(past); err != nil && !errors.Is(err, os.ErrClosed) {

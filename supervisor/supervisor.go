@@ -182,6 +182,7 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 		Protocol: req.Protocol,
 		sup:      s,
 		log:      s.log.With("job", id, "app", app.Name),
+		exitedc:  make(chan struct{}),
 	}
 	s.jobs[id] = j // reserves the slot while we fork
 	s.wg.Add(1)
