@@ -1,0 +1,30 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// Ensure every benchmark figure can be measured: bench --quick runs each one
+// with tiny counts against a real server and prints the table.
+func TestBenchQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("bench --quick starts a server and ~100 jobs; skipped in -short")
+	}
+	stdout, stderr, code := runCLI(t, t.TempDir(), nil, "bench", "--quick")
+	if code != 0 {
+		t.Fatalf("bench --quick exited %d:\n%s", code, stderr)
+	}
+	for _, fig := range []string{
+		"session setup, 1 at a time", "session setup, 16 at a time", "echo round trip",
+		"text-line output", "binary output", "client to stdin", "held sessions",
+		"fds per session", "server RSS per session",
+	} {
+		if !strings.Contains(stdout, "| "+fig) {
+			t.Errorf("figure %q missing from:\n%s", fig, stdout)
+		}
+	}
+	if !strings.Contains(stdout, "| held sessions | 50 |") {
+		t.Errorf("held sessions not 50:\n%s", stdout)
+	}
+}
