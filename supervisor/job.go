@@ -43,6 +43,10 @@ type Job struct {
 
 	stdinBytes, stdoutBytes, stderrBytes, messagesIn atomic.Int64
 
+	// inputMu is held while one client input is applied and answered, so
+	// the job's end is never reported before an answer the client awaits.
+	inputMu sync.Mutex
+
 	mu         sync.Mutex
 	client     Client
 	clientGone bool   // no more output can be delivered
@@ -143,6 +147,7 @@ func (j *Job) inputLoop(c Client) error {
 			return err
 		}
 		j.messagesIn.Add(1)
+		j.inputMu.Lock()
 		var herr error
 		switch in.Kind {
 		case InputStdin:
@@ -161,6 +166,7 @@ func (j *Job) inputLoop(c Client) error {
 		if in.Done != nil {
 			in.Done(herr)
 		}
+		j.inputMu.Unlock()
 	}
 }
 
@@ -333,7 +339,10 @@ func (j *Job) finish() Exit {
 		j.sup.onEnd(j.info(), e)
 	}
 	if c != nil && !gone {
-		if err := c.Finish(e); err != nil {
+		j.inputMu.Lock() // let an input being applied send its answer first
+		err := c.Finish(e)
+		j.inputMu.Unlock()
+		if err != nil {
 			j.log.Debug("finish client", "err", err)
 		}
 	} else if c != nil {

@@ -16,7 +16,7 @@ import (
 //	0    client→server  stdin bytes
 //	1    server→client  stdout bytes
 //	2    server→client  stderr bytes
-//	3    server→client  exit status, JSON {"code","signal","reason"}; last
+//	3    server→client  exit status, JSON {"code","signal","reason","detail"}; last
 //	4    client→server  a signal name: INT TERM HUP USR1 USR2 KILL (chimirror's)
 //	255  client→server  close stdin (no payload)
 const ProtoChannel = "channel.chimirror.v1"

@@ -309,6 +309,7 @@ func cgiEnv(r *http.Request, software string) []string {
 		"REMOTE_HOST="+remoteHost,
 		"REMOTE_PORT="+remotePort,
 		"HTTPS="+https,
+		"HTTP_HOST="+r.Host, // net/http keeps Host out of r.Header
 	)
 	for k, vs := range r.Header {
 		if k == "Authorization" {

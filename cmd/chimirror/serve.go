@@ -29,7 +29,8 @@ func cmdServe(args []string, stderr io.Writer) error {
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: chimirror serve [--config FILE] [--listen ADDR] [-- COMMAND [ARG...]]\n\n"+
 			"Serves every configured app at ws://ADDR/apps/NAME and a test page at /.\n"+
-			"With -- COMMAND, serves just that command (also at /), websocketd-style.\n\n")
+			"With -- COMMAND, serves just that command (also at /), websocketd-style;\n"+
+			"then only --config, if given, supplies the server settings.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
@@ -41,14 +42,22 @@ func cmdServe(args []string, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	cfg, err := loadConfig(*cfgPath)
-	if err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
-	}
-	if fs.NArg() > 0 {
-		if cfg, err = quickConfig(cfg, fs.Args()); err != nil {
-			return err
+	var cfg *config
+	var err error
+	if fs.NArg() > 0 && *cfgPath == "" {
+		// Quick mode stands alone: a ./chimirror.toml is not read.
+		cfg, err = quickConfig(&config{Listen: defaultListen, Web: web.Options{Software: "chimirror/" + version}}, fs.Args())
+	} else {
+		cfg, err = loadConfig(*cfgPath)
+		if err != nil {
+			return fmt.Errorf("invalid configuration:\n%w", err)
 		}
+		if fs.NArg() > 0 {
+			cfg, err = quickConfig(cfg, fs.Args())
+		}
+	}
+	if err != nil {
+		return err
 	}
 	if *listen != "" {
 		cfg.Listen = *listen
