@@ -319,7 +319,7 @@ func TestJobEnvironment(t *testing.T) {
 			t.Errorf("%s=%q, want %q", k, env[k], v)
 		}
 	}
-	for _, k := range []string{"REMOTE_PORT", "SERVER_PORT", "CHIMIRROR_JOB_ID", "HTTP_SEC_WEBSOCKET_KEY"} {
+	for _, k := range []string{"REMOTE_PORT", "SERVER_PORT", "CHIMIRROR_JOB_ID", "HTTP_SEC_WEBSOCKET_KEY", "HTTP_HOST"} {
 		if env[k] == "" {
 			t.Errorf("%s missing", k)
 		}
