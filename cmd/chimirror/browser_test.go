@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// findChromium returns a Chromium binary, or skips the test with one line.
+func findChromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Skip("browser test: no chromium on PATH (make test installs it when run as root)")
+	return ""
+}
+
+// artifactDir is where screenshots go: $CHIMIRROR_ARTIFACTS if set (CI keeps
+// it), else the test's temp dir.
+func artifactDir(t *testing.T) string {
+	if d := os.Getenv("CHIMIRROR_ARTIFACTS"); d != "" {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return t.TempDir()
+}
+
+// newBrowser starts headless Chromium; the flags keep it off the network,
+// which this machine does not have.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	bin := findChromium(t)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(bin),
+		chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.WindowSize(1100, 800),
+	)
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelB := chromedp.NewContext(actx)
+	ctx, cancelC := context.WithTimeout(ctx, 60*time.Second)
+	t.Cleanup(func() { cancelC(); cancelB(); cancelA() })
+	return ctx
+}
+
+// Ensure a person can run a job from the test page in a real browser:
+// connect, see stdout and stderr apart, send a line, close stdin, and read
+// the exit status.
+func TestBrowser_TestPage(t *testing.T) {
+	ctx := newBrowser(t)
+	srv := startServer(t, t.TempDir()) // the embedded default: echo and demo
+	outHas := func(text string) chromedp.Action[chromedp.Void] {
+		return chromedp.Poll[chromedp.Void](`document.getElementById("out").textContent.includes(` + strconv.Quote(text) + `)`)
+	}
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(srv.url("http", "/")),
+		chromedp.WaitVisible(chromedp.ID("connect")),
+		chromedp.SetValue(chromedp.ID("app"), "demo"),
+		chromedp.SetValue(chromedp.ID("query"), "code=3"),
+		chromedp.Click(chromedp.ID("connect")),
+		chromedp.WaitEnabled(chromedp.ID("input")),
+		outHas("hello from stderr"),
+		chromedp.SendKeys(chromedp.ID("input"), "hi from the browser"),
+		chromedp.Click(chromedp.ID("send")),
+		outHas("err: hi from the browser"),
+		chromedp.Click(chromedp.ID("eof")),
+		chromedp.Poll[chromedp.Void](`document.getElementById("status").textContent === "exit 3"`),
+		outHas("connection closed"),
+	)
+	if err != nil {
+		t.Fatalf("browser session: %v\nserver stderr:\n%s", err, srv.stderr)
+	}
+	out, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("out")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errText, err := chromedp.Run(ctx, chromedp.Evaluate[string](`Array.from(document.querySelectorAll("#out .err")).map(e => e.textContent).join("")`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"[job JOB", "hello from stdout", "out: hi from the browser", "[exit 3, reason exit]", "connection closed: 4003 exit 3"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("page output lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(errText, "hello from stderr") || strings.Contains(errText, "hello from stdout") {
+		t.Errorf("stderr spans %q: stderr must be marked apart from stdout", errText)
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100 gives PNG
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot := filepath.Join(artifactDir(t), "test-page.png")
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", shot)
+}
