@@ -385,64 +385,56 @@ func (s *benchServer) echoLatency(n int) (p50, p99, floor50 time.Duration, err e
 	return lat[n/2], lat[n*99/100], flat[n/2], nil
 }
 
-// textLines returns 100-byte stdout lines per second, one message each.
-func (s *benchServer) textLines(n int) (float64, error) {
-	ws, err := s.dial("lines")
+// drain reads an app's whole output until its close 1000 and returns the
+// messages and bytes received, and the elapsed time.
+func (s *benchServer) drain(app string) (msgs int, bytes int64, d time.Duration, err error) {
+	ws, err := s.dial(app)
 	if err != nil {
-		return 0, err
-	}
-	defer ws.Close()
-	start := time.Now()
-	got := 0
-	for {
-		_, r, err := ws.NextReader()
-		if err != nil {
-			var ce *websocket.CloseError
-			if errors.As(err, &ce) && ce.Code == 1000 {
-				break
-			}
-			return 0, err
-		}
-		if _, err := io.Copy(io.Discard, r); err != nil {
-			return 0, err
-		}
-		got++
-	}
-	if got != n {
-		return 0, fmt.Errorf("got %d lines, want %d", got, n)
-	}
-	return float64(n) / time.Since(start).Seconds(), nil
-}
-
-// binaryOut returns stdout bytes per second delivered as binary messages.
-func (s *benchServer) binaryOut(n int) (float64, error) {
-	ws, err := s.dial("zero")
-	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	defer ws.Close()
 	buf := make([]byte, 64<<10)
 	start := time.Now()
-	var total int64
 	for {
 		_, r, err := ws.NextReader()
 		if err != nil {
 			var ce *websocket.CloseError
-			if errors.As(err, &ce) && ce.Code == 1000 {
-				break
+			if errors.As(err, &ce) && ce.Code == websocket.CloseNormalClosure {
+				return msgs, bytes, time.Since(start), nil
 			}
-			return 0, err
+			return 0, 0, 0, err
 		}
 		m, err := io.CopyBuffer(io.Discard, r, buf)
 		if err != nil {
-			return 0, err
+			return 0, 0, 0, err
 		}
-		total += m
+		msgs++
+		bytes += m
+	}
+}
+
+// textLines returns 100-byte stdout lines per second, one message each.
+func (s *benchServer) textLines(n int) (float64, error) {
+	got, _, d, err := s.drain("lines")
+	if err != nil {
+		return 0, err
+	}
+	if got != n {
+		return 0, fmt.Errorf("got %d lines, want %d", got, n)
+	}
+	return float64(n) / d.Seconds(), nil
+}
+
+// binaryOut returns stdout bytes per second delivered as binary messages.
+func (s *benchServer) binaryOut(n int) (float64, error) {
+	_, total, d, err := s.drain("zero")
+	if err != nil {
+		return 0, err
 	}
 	if total != int64(n) {
 		return 0, fmt.Errorf("got %d bytes, want %d", total, n)
 	}
-	return float64(total) / time.Since(start).Seconds(), nil
+	return float64(total) / d.Seconds(), nil
 }
 
 // stdinIn returns client-to-stdin bytes per second over channel framing.

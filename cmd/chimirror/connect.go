@@ -20,6 +20,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/chimirror/chimirror/sandbox"
+	"github.com/chimirror/chimirror/web"
 )
 
 // connectFailed is connect's own exit code when there is no job status to
@@ -227,7 +228,7 @@ func (c *connectSession) pumpStdin(stdin io.Reader, stderr io.Writer) {
 		chunk := append(carry, buf[:n]...)
 		carry = nil
 		if err == nil {
-			if t := tailIncomplete(chunk); t > 0 {
+			if t := web.IncompleteUTF8Tail(chunk); t > 0 {
 				carry = append([]byte(nil), chunk[len(chunk)-t:]...)
 				chunk = chunk[:len(chunk)-t]
 			}
@@ -253,17 +254,4 @@ func (c *connectSession) pumpStdin(stdin io.Reader, stderr io.Writer) {
 			return
 		}
 	}
-}
-
-// tailIncomplete is how many trailing bytes start an unfinished UTF-8 rune.
-func tailIncomplete(b []byte) int {
-	for i := 1; i < utf8.UTFMax && i <= len(b); i++ {
-		if utf8.RuneStart(b[len(b)-i]) {
-			if !utf8.FullRune(b[len(b)-i:]) {
-				return i
-			}
-			return 0
-		}
-	}
-	return 0
 }
