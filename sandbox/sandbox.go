@@ -56,6 +56,22 @@ func (s ExitStatus) String() string {
 	return fmt.Sprintf("exit %d", s.Code)
 }
 
+// Usage is what a job has consumed, read from its cgroup.
+type Usage struct {
+	CPUUserNs, CPUSystemNs int64
+	CPUThrottledNs         int64
+	MemoryCurrentBytes     int64
+	// MemoryPeakBytes is -1 when the kernel does not report it (cgroup v2
+	// before Linux 5.19 has no memory.peak): unknown, not zero.
+	MemoryPeakBytes int64
+	OOMKills        int64
+	PidsCurrent     int64
+	// PidsPeak is -1 when unknown (pids.peak is Linux ≥ 6.1, v2 only).
+	PidsPeak int64
+	// PidsLimitHits counts forks refused by the pids limit.
+	PidsLimitHits int64
+}
+
 var signalNames = map[string]syscall.Signal{
 	"HUP": syscall.SIGHUP, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT,
 	"KILL": syscall.SIGKILL, "USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2,

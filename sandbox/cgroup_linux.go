@@ -1,0 +1,420 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// jobCgroup is one job's cgroup, whichever version the host runs.
+//
+// Contract: a job's cgroup is created fresh, with its limits, before the job
+// runs, never updated (containerd/cgroups v3.1.3's v1 Update mishandles
+// swap), killed as a whole, confirmed empty, then deleted.
+type jobCgroup interface {
+	// AddProc moves pid in. v2 jobs are born inside instead (cloneFD).
+	AddProc(pid int) error
+	// CloneFD is a directory fd for CLONE_INTO_CGROUP, or -1 (v1). The
+	// caller closes it.
+	CloneFD() (int, error)
+	// Kill sends SIGKILL to every process in the cgroup.
+	Kill() error
+	// Empty reports whether no process, and no unreaped zombie, is left.
+	Empty() (bool, error)
+	Usage() (Usage, error)
+	Delete() error
+	Path() string
+}
+
+// cgroupParent is where job cgroups live, relative to the server's own
+// cgroup in each hierarchy: jobs nest under whoever runs the server, so
+// systemd's control-group kill and the operator's limits still cover them.
+const cgroupParent = "chimirror"
+
+// CgroupVersion reports which cgroup version jobs use here: 2 on a pure v2
+// host (the containerd rule), else 1.
+func CgroupVersion() int {
+	if cgroups.Mode() == cgroups.Unified {
+		return 2
+	}
+	return 1
+}
+
+// newJobCgroup creates the cgroup for job id with res as its limits.
+func newJobCgroup(version int, id string, res *specs.LinuxResources) (jobCgroup, error) {
+	if version == 2 {
+		return newCgroup2(unifiedMount(), id, res)
+	}
+	return newCgroup1(id, res)
+}
+
+// --- v1 -------------------------------------------------------------------
+
+type cgroup1Job struct {
+	cg   cgroup1.Cgroup
+	path string
+}
+
+// v1Hierarchy is the controllers jobs use. Never name=systemd: moving a job
+// there would take it out of the server's unit (KERNEL-NOTES gotcha 1).
+func v1Hierarchy() ([]cgroup1.Subsystem, error) {
+	const root = "/sys/fs/cgroup"
+	subs := []cgroup1.Subsystem{
+		cgroup1.NewCpu(root), cgroup1.NewCpuacct(root),
+		cgroup1.NewMemory(root, cgroup1.OptionalSwap()),
+		cgroup1.NewPids(root), cgroup1.NewFreezer(root),
+	}
+	for _, s := range subs {
+		if _, err := os.Stat(filepath.Join(root, string(s.Name()))); err != nil {
+			return nil, fmt.Errorf("cgroup v1 controller %s: %w", s.Name(), err)
+		}
+	}
+	return subs, nil
+}
+
+func newCgroup1(id string, res *specs.LinuxResources) (jobCgroup, error) {
+	res = v1Resources(res)
+	path := cgroupParent + "/" + id
+	cg, err := cgroup1.New(cgroup1.NestedPath(path), res, cgroup1.WithHierarchy(v1Hierarchy))
+	if err != nil {
+		return nil, fmt.Errorf("create cgroup v1 %s: %w", path, err)
+	}
+	return &cgroup1Job{cg: cg, path: path}, nil
+}
+
+// v1Resources drops the swap limit when the kernel does not account swap
+// (no memory.memsw.*): writing it would fail.
+func v1Resources(res *specs.LinuxResources) *specs.LinuxResources {
+	if res == nil || res.Memory == nil || res.Memory.Swap == nil {
+		return res
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"); err == nil {
+		return res
+	}
+	r := *res
+	m := *res.Memory
+	m.Swap = nil
+	r.Memory = &m
+	return &r
+}
+
+func (c *cgroup1Job) Path() string { return c.path }
+
+func (c *cgroup1Job) AddProc(pid int) error {
+	if err := c.cg.AddProc(uint64(pid)); err != nil {
+		return fmt.Errorf("add %d to cgroup %s: %w", pid, c.path, err)
+	}
+	return nil
+}
+
+func (c *cgroup1Job) CloneFD() (int, error) { return -1, nil }
+
+// Kill freezes the cgroup so nothing can fork, kills every task, and thaws
+// it so the kills are delivered.
+func (c *cgroup1Job) Kill() error {
+	if err := c.cg.Freeze(); err != nil {
+		return fmt.Errorf("freeze %s: %w", c.path, err)
+	}
+	procs, err := c.cg.Processes(cgroup1.Freezer, true)
+	var kerr error
+	for _, p := range procs {
+		if e := syscall.Kill(p.Pid, syscall.SIGKILL); e != nil && !errors.Is(e, syscall.ESRCH) {
+			kerr = errors.Join(kerr, fmt.Errorf("kill %d: %w", p.Pid, e))
+		}
+	}
+	if terr := c.cg.Thaw(); terr != nil {
+		kerr = errors.Join(kerr, fmt.Errorf("thaw %s: %w", c.path, terr))
+	}
+	if err != nil {
+		return errors.Join(fmt.Errorf("list %s: %w", c.path, err), kerr)
+	}
+	return kerr
+}
+
+func (c *cgroup1Job) Empty() (bool, error) {
+	procs, err := c.cg.Processes(cgroup1.Freezer, true)
+	if err != nil {
+		return false, fmt.Errorf("list %s: %w", c.path, err)
+	}
+	if len(procs) > 0 {
+		return false, nil
+	}
+	// Zombies still count in pids.current until reaped (gotcha 3).
+	cur, err := c.v1File(cgroup1.Pids, "pids.current")
+	if err != nil {
+		return false, err
+	}
+	return cur == 0, nil
+}
+
+func (c *cgroup1Job) v1File(sub cgroup1.Name, file string) (int64, error) {
+	for _, s := range c.cg.Subsystems() {
+		if s.Name() != sub {
+			continue
+		}
+		p, ok := s.(interface{ Path(string) string })
+		if !ok {
+			break
+		}
+		dir, err := cgroup1.NestedPath(c.path)(sub)
+		if err != nil {
+			return 0, err
+		}
+		return readInt(filepath.Join(p.Path(dir), file))
+	}
+	return 0, fmt.Errorf("cgroup %s has no %s controller", c.path, sub)
+}
+
+func (c *cgroup1Job) Usage() (Usage, error) {
+	m, err := c.cg.Stat(cgroup1.IgnoreNotExist)
+	if err != nil {
+		return Usage{}, fmt.Errorf("stat %s: %w", c.path, err)
+	}
+	u := Usage{MemoryPeakBytes: -1, PidsPeak: -1}
+	if m.CPU != nil && m.CPU.Usage != nil {
+		u.CPUUserNs, u.CPUSystemNs = int64(m.CPU.Usage.User), int64(m.CPU.Usage.Kernel)
+	}
+	if m.CPU != nil && m.CPU.Throttling != nil {
+		u.CPUThrottledNs = int64(m.CPU.Throttling.ThrottledTime)
+	}
+	if m.Memory != nil && m.Memory.Usage != nil {
+		u.MemoryCurrentBytes = int64(m.Memory.Usage.Usage)
+		u.MemoryPeakBytes = int64(m.Memory.Usage.Max)
+	}
+	if m.MemoryOomControl != nil {
+		u.OOMKills = int64(m.MemoryOomControl.OomKill)
+	}
+	if m.Pids != nil {
+		u.PidsCurrent = int64(m.Pids.Current)
+	}
+	if hits, err := c.eventsMax(); err == nil {
+		u.PidsLimitHits = hits
+	}
+	return u, nil
+}
+
+// eventsMax reads "max N" from pids.events.
+func (c *cgroup1Job) eventsMax() (int64, error) {
+	for _, s := range c.cg.Subsystems() {
+		if s.Name() != cgroup1.Pids {
+			continue
+		}
+		p := s.(interface{ Path(string) string })
+		dir, err := cgroup1.NestedPath(c.path)(cgroup1.Pids)
+		if err != nil {
+			return 0, err
+		}
+		return readKeyed(filepath.Join(p.Path(dir), "pids.events"), "max")
+	}
+	return 0, errors.New("no pids controller")
+}
+
+func (c *cgroup1Job) Delete() error {
+	if err := c.cg.Delete(); err != nil {
+		return fmt.Errorf("delete cgroup %s: %w", c.path, err)
+	}
+	return nil
+}
+
+// --- v2 -------------------------------------------------------------------
+
+type cgroup2Job struct {
+	m     *cgroup2.Manager
+	mount string
+	group string
+}
+
+func unifiedMount() string { return "/sys/fs/cgroup" }
+
+// ownCgroup2 is the server's own v2 cgroup ("0::/path" in /proc/self/cgroup).
+func ownCgroup2() (string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(l, "0::"); ok {
+			return p, nil
+		}
+	}
+	return "", errors.New("no cgroup v2 entry in /proc/self/cgroup")
+}
+
+func newCgroup2(mount, id string, res *specs.LinuxResources) (jobCgroup, error) {
+	own, err := ownCgroup2()
+	if err != nil {
+		return nil, fmt.Errorf("find own cgroup: %w", err)
+	}
+	group := filepath.Join(own, cgroupParent, id)
+	r := &cgroup2.Resources{}
+	if res != nil {
+		r = cgroup2.ToResources(res)
+	}
+	if r.Memory != nil {
+		oomGroup := true // the whole job dies on OOM, not one process
+		r.Memory.OOMGroup = &oomGroup
+	}
+	m, err := cgroup2.NewManager(mount, group, r)
+	if err != nil {
+		return nil, fmt.Errorf("create cgroup v2 %s: %w", group, err)
+	}
+	return &cgroup2Job{m: m, mount: mount, group: group}, nil
+}
+
+func (c *cgroup2Job) Path() string { return c.group }
+func (c *cgroup2Job) dir() string  { return filepath.Join(c.mount, c.group) }
+
+func (c *cgroup2Job) AddProc(pid int) error {
+	if err := c.m.AddProc(uint64(pid)); err != nil {
+		return fmt.Errorf("add %d to cgroup %s: %w", pid, c.group, err)
+	}
+	return nil
+}
+
+func (c *cgroup2Job) CloneFD() (int, error) {
+	fd, err := unix.Open(c.dir(), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open cgroup %s: %w", c.group, err)
+	}
+	return fd, nil
+}
+
+func (c *cgroup2Job) Kill() error {
+	if err := c.m.Kill(); err != nil {
+		return fmt.Errorf("kill cgroup %s: %w", c.group, err)
+	}
+	return nil
+}
+
+func (c *cgroup2Job) Empty() (bool, error) {
+	pop, err := readKeyed(filepath.Join(c.dir(), "cgroup.events"), "populated")
+	if err != nil {
+		return false, err
+	}
+	if pop != 0 {
+		return false, nil
+	}
+	cur, err := readInt(filepath.Join(c.dir(), "pids.current"))
+	if errors.Is(err, os.ErrNotExist) { // no pids controller here
+		return true, nil
+	}
+	return cur == 0, err
+}
+
+func (c *cgroup2Job) Usage() (Usage, error) {
+	return readUsage2(c.dir())
+}
+
+// readUsage2 reads a v2 cgroup directory's files. Missing files are
+// "unknown" (-1) for peaks and zero for counters.
+func readUsage2(dir string) (Usage, error) {
+	u := Usage{MemoryPeakBytes: -1, PidsPeak: -1}
+	cpu, err := readKV(filepath.Join(dir, "cpu.stat"))
+	if err != nil {
+		return u, fmt.Errorf("read cpu.stat: %w", err)
+	}
+	u.CPUUserNs = cpu["user_usec"] * 1000
+	u.CPUSystemNs = cpu["system_usec"] * 1000
+	u.CPUThrottledNs = cpu["throttled_usec"] * 1000
+	if v, err := readInt(filepath.Join(dir, "memory.current")); err == nil {
+		u.MemoryCurrentBytes = v
+	}
+	if v, err := readInt(filepath.Join(dir, "memory.peak")); err == nil {
+		u.MemoryPeakBytes = v
+	}
+	if ev, err := readKV(filepath.Join(dir, "memory.events")); err == nil {
+		u.OOMKills = ev["oom_kill"]
+	}
+	if v, err := readInt(filepath.Join(dir, "pids.current")); err == nil {
+		u.PidsCurrent = v
+	}
+	if v, err := readInt(filepath.Join(dir, "pids.peak")); err == nil {
+		u.PidsPeak = v
+	}
+	if ev, err := readKV(filepath.Join(dir, "pids.events")); err == nil {
+		u.PidsLimitHits = ev["max"]
+	}
+	return u, nil
+}
+
+func (c *cgroup2Job) Delete() error {
+	if err := c.m.Delete(); err != nil {
+		return fmt.Errorf("delete cgroup %s: %w", c.group, err)
+	}
+	return nil
+}
+
+// --- shared ---------------------------------------------------------------
+
+// killAndWait kills a cgroup and waits until it is empty, retrying the kill
+// for processes that were mid-fork. It returns an error if the cgroup is
+// still populated at the deadline (a D-state task, say).
+func killAndWait(cg jobCgroup, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for delay := time.Millisecond; ; delay = min(delay*2, 50*time.Millisecond) {
+		empty, err := cg.Empty()
+		if err != nil {
+			return err
+		}
+		if empty {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroup %s not empty after %v", cg.Path(), timeout)
+		}
+		if err := cg.Kill(); err != nil {
+			return err
+		}
+		time.Sleep(delay)
+	}
+}
+
+func readInt(path string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "max" {
+		return -1, nil
+	}
+	return strconv.ParseInt(s, 10, 64)
+}
+
+// readKV parses "key value" lines (cpu.stat, memory.events, pids.events).
+func readKV(path string) (map[string]int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]int64)
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) != 2 {
+			continue
+		}
+		if v, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+			m[f[0]] = v
+		}
+	}
+	return m, nil
+}
+
+func readKeyed(path, key string) (int64, error) {
+	m, err := readKV(path)
+	if err != nil {
+		return 0, err
+	}
+	return m[key], nil
+}
