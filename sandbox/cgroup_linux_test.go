@@ -329,8 +329,8 @@ func TestReadUsage2(t *testing.T) {
 		{"full", map[string]string{
 			"cpu.stat":       "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 20\nnr_throttled 19\nthrottled_usec 7000\n",
 			"memory.current": "4096\n", "memory.peak": "67112960\n",
-			"memory.events":  "low 0\nhigh 0\nmax 100\noom 1\noom_kill 1\noom_group_kill 1\n",
-			"pids.current":   "3\n", "pids.peak": "32\n", "pids.events": "max 5\n",
+			"memory.events": "low 0\nhigh 0\nmax 100\noom 1\noom_kill 1\noom_group_kill 1\n",
+			"pids.current":  "3\n", "pids.peak": "32\n", "pids.events": "max 5\n",
 		}, Usage{CPUUserNs: 1000000, CPUSystemNs: 500000, CPUThrottledNs: 7000000, MemoryCurrentBytes: 4096,
 			MemoryPeakBytes: 67112960, OOMKills: 1, PidsCurrent: 3, PidsPeak: 32, PidsLimitHits: 5}},
 		{"old kernel: no memory.peak, no pids.peak", map[string]string{
