@@ -171,6 +171,9 @@ type Process struct {
 	// Stderr is the read end of the process's fd 2.
 	Stderr *os.File
 
+	cg       jobCgroup // nil for a plain process
+	isolated bool      // Pid is the job's init helper
+
 	mu     sync.Mutex // orders signals against the reap; see Runner
 	exited bool
 	status ExitStatus
@@ -182,6 +185,9 @@ type Process struct {
 // only, a clean environment and Pdeathsig SIGKILL (the forking thread is never
 // locked, so it lives as long as the server; see go.dev/issue/27505).
 func (r *Runner) Start(spec Spec) (_ *Process, retErr error) {
+	if spec.Isolation != nil {
+		return r.startIsolated(spec)
+	}
 	stdio, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socketpair for stdio: %w", err)
@@ -249,6 +255,10 @@ func (p *Process) exit() {
 	if err := syscall.Kill(-p.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		slog.Warn("kill process group of exited leader", "pgid", p.Pid, "err", err)
 	}
+	helperSt, fromHelper := ExitStatus{}, false
+	if p.isolated { // read while the zombie keeps its comm
+		helperSt, fromHelper = helperStatus(p.Pid)
+	}
 	ws, ru := reap(p.Pid)
 	st := ExitStatus{
 		UserCPU:     time.Duration(ru.Utime.Nano()),
@@ -256,6 +266,8 @@ func (p *Process) exit() {
 		MaxRSSBytes: ru.Maxrss * 1024,
 	}
 	switch {
+	case fromHelper:
+		st.Code, st.Signal = helperSt.Code, helperSt.Signal
 	case ws.Signaled():
 		st.Signal = ws.Signal()
 		st.Code = 128 + int(st.Signal)
@@ -289,22 +301,40 @@ func (p *Process) Status() ExitStatus {
 	return p.status
 }
 
-// Signal sends sig to the whole process group. It returns ErrExited once the
-// leader has been reaped, so a recycled group id is never signalled.
+// Signal sends sig to the whole job: the process group of a plain job, or
+// the init helper of a sandboxed one, which passes it to every process in
+// the job's namespace. It returns ErrExited once the leader has been
+// reaped, so a recycled pid or group id is never signalled.
 func (p *Process) Signal(sig syscall.Signal) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.exited {
 		return ErrExited
 	}
-	if err := syscall.Kill(-p.Pid, sig); err != nil {
-		return fmt.Errorf("signal %s to group %d: %w", SignalName(sig), p.Pid, err)
+	if p.cg != nil && sig == syscall.SIGKILL {
+		return p.cg.Kill()
+	}
+	target := -p.Pid
+	if p.isolated {
+		target = p.Pid
+	}
+	if err := syscall.Kill(target, sig); err != nil {
+		return fmt.Errorf("signal %s to job %d: %w", SignalName(sig), p.Pid, err)
 	}
 	return nil
 }
 
-// Kill sends SIGKILL to every process of the job.
+// Kill sends SIGKILL to every process of the job: its whole cgroup when it
+// has one.
 func (p *Process) Kill() error { return p.Signal(syscall.SIGKILL) }
+
+// Usage reads the job's cgroup; plain jobs have none.
+func (p *Process) Usage() (Usage, error) {
+	if p.cg == nil {
+		return Usage{}, errors.New("plain job: no cgroup to read")
+	}
+	return p.cg.Usage()
+}
 
 // CloseStdin makes the process read EOF on fd 0; its stdout stays open.
 func (p *Process) CloseStdin() error {
@@ -322,9 +352,18 @@ func (p *Process) CloseStdin() error {
 	return nil
 }
 
-// Close releases the supervisor's descriptors. Call it after Done.
+// Close releases the supervisor's descriptors and, for a sandboxed job,
+// kills whatever is left in its cgroup, waits until it is empty and deletes
+// it. Call it after Done.
 func (p *Process) Close() error {
-	return errors.Join(p.Stdio.Close(), p.Stderr.Close())
+	err := errors.Join(p.Stdio.Close(), p.Stderr.Close())
+	if p.cg != nil {
+		if kerr := killAndWait(p.cg, 5*time.Second); kerr != nil {
+			return errors.Join(err, kerr) // keep the cgroup: something is stuck in it
+		}
+		err = errors.Join(err, p.cg.Delete())
+	}
+	return err
 }
 
 func closeFds(fds ...int) {

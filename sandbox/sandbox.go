@@ -14,7 +14,9 @@ package sandbox
 
 import (
 	"errors"
+
 	"fmt"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +38,22 @@ type Spec struct {
 	Args []string // argv, including argv[0]
 	Env  []string // the complete environment; nothing is inherited
 	Dir  string   // working directory; empty means the server's
+	// Isolation, when set, runs the job sandboxed (Linux, root).
+	Isolation *Isolation
+}
+
+// Isolation asks for a sandboxed job: its own cgroup with Resources, new
+// pid, mount, UTS and IPC namespaces (and network unless Network), a fresh
+// /proc, a private /tmp, rlimits, no_new_privs, no capabilities, and UID:GID.
+// A nil Isolation in a Spec means a plain process.
+type Isolation struct {
+	ID            string // names the cgroup and is the hostname
+	CgroupVersion int    // 1 or 2; 0 means CgroupVersion()
+	Resources     *specs.LinuxResources
+	Rlimits       []specs.POSIXRlimit
+	Network       bool // keep the host's network namespace
+	TmpSizeBytes  int64
+	UID, GID      uint32
 }
 
 // ExitStatus is how a process ended.

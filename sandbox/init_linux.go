@@ -1,0 +1,233 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// InitArg is the argv[1] that makes the chimirror binary (or a test binary)
+// act as a job's init. main must dispatch it first, before flags, logging or
+// anything that opens files: see RunInit.
+const InitArg = "sandbox-init"
+
+// The parent/helper handshake. The helper is born in the job's namespaces
+// (and, on v2, its cgroup) with fds 0–2 the job's stdio and fd 3 a sync
+// socket; it runs nothing of the job until the parent says go.
+//
+//	supervisor (Runner.Start)                 helper: chimirror sandbox-init
+//	──────────────────────────                ───────────────────────────────
+//	create cgroup (v2: dir fd)
+//	clone NEWPID|NEWNS|NEWUTS|NEWIPC[|NEWNET]
+//	      [v2: CLONE_INTO_CGROUP] ──────────► read config from fd 3 (blocks)
+//	v1: AddProc(helper) in every controller
+//	write config JSON, shutdown(WR) ────────► config; EOF means go
+//	                                          / rprivate, /proc, tmpfs /tmp,
+//	                                          hostname, rlimits, no_new_privs,
+//	                                          capability bounding set dropped
+//	                                          fork+exec target as uid:gid
+//	read "ok PID" or "error: …" ◄──────────── reply, close fd 3
+//	close sync socket (3 fds remain)          PID 1: reap all, forward signals
+//	                                          target exits: kill the rest,
+//	                                          comm := "exit N" / "signal N",
+//	reaper: waitid(WNOWAIT), read comm,       exit
+//	        kill cgroup, reap  ◄──────────────
+//
+// If the parent dies first, fd 3 reads EOF before a config arrives and the
+// helper exits 111 without running anything; Pdeathsig kills it otherwise.
+type initConfig struct {
+	Path         string              `json:"path"`
+	Args         []string            `json:"args"`
+	Env          []string            `json:"env"`
+	Dir          string              `json:"dir"`
+	Hostname     string              `json:"hostname"`
+	UID          uint32              `json:"uid"`
+	GID          uint32              `json:"gid"`
+	Rlimits      []specs.POSIXRlimit `json:"rlimits"`
+	TmpSizeBytes int64               `json:"tmp_size_bytes"`
+}
+
+// helperCommPrefix marks the status a helper leaves in its comm (15 bytes).
+const helperCommPrefix = "cm:"
+
+// RunInit is the helper's main. It never returns.
+func RunInit() {
+	// One thread does everything: no_new_privs and the capability bounding
+	// set are per-thread and inherited by the target forked from it.
+	runtime.LockOSThread()
+	sync := os.NewFile(3, "sync")
+	syscall.CloseOnExec(3)
+	cfg, err := readConfig(sync)
+	if err != nil {
+		os.Exit(111) // parent gone or protocol broken: run nothing
+	}
+	// Subscribe before the target exists: a target that exits at once must
+	// not leave us waiting for a SIGCHLD that came too early.
+	sigs := make(chan os.Signal, 16)
+	// Not SIGURG (the Go runtime's preemption) nor SIGPIPE.
+	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGALRM, syscall.SIGCONT)
+	pid, err := setupAndStart(cfg)
+	if err != nil {
+		if _, werr := fmt.Fprintf(sync, "error: %v\n", err); werr != nil {
+			os.Exit(113)
+		}
+		os.Exit(112)
+	}
+	// Only the target holds the job's stdin/stdout now, so its EOF is theirs.
+	syscall.Close(0)
+	syscall.Close(1)
+	if _, err := fmt.Fprintf(sync, "ok %d\n", pid); err != nil {
+		os.Exit(113)
+	}
+	sync.Close()
+	os.Exit(reapAndForward(sigs, pid))
+}
+
+func readConfig(r io.Reader) (*initConfig, error) {
+	b, err := io.ReadAll(io.LimitReader(r, 1<<20))
+	if err != nil || len(b) == 0 {
+		return nil, fmt.Errorf("read init config: %w", err)
+	}
+	var cfg initConfig
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return nil, fmt.Errorf("decode init config: %w", err)
+	}
+	return &cfg, nil
+}
+
+func setupAndStart(cfg *initConfig) (int, error) {
+	// Mounts first: Go never makes propagation private for Cloneflags, and
+	// on systemd hosts / is shared, so our mounts would leak to the host.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return 0, fmt.Errorf("make / rprivate: %w", err)
+	}
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return 0, fmt.Errorf("mount /proc: %w", err)
+	}
+	if cfg.TmpSizeBytes > 0 {
+		opts := "mode=1777,size=" + strconv.FormatInt(cfg.TmpSizeBytes, 10)
+		if err := unix.Mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+			return 0, fmt.Errorf("mount tmpfs /tmp: %w", err)
+		}
+	}
+	if cfg.Hostname != "" {
+		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+			return 0, fmt.Errorf("set hostname: %w", err)
+		}
+	}
+	for _, rl := range cfg.Rlimits {
+		res, ok := rlimitNames[rl.Type]
+		if !ok {
+			return 0, fmt.Errorf("unknown rlimit %s", rl.Type)
+		}
+		if err := unix.Setrlimit(res, &unix.Rlimit{Cur: rl.Soft, Max: rl.Hard}); err != nil {
+			return 0, fmt.Errorf("set %s: %w", rl.Type, err)
+		}
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return 0, fmt.Errorf("no_new_privs: %w", err)
+	}
+	for c := 0; c <= unix.CAP_LAST_CAP; c++ {
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+			return 0, fmt.Errorf("drop capability %d: %w", c, err)
+		}
+	}
+	attr := &syscall.ProcAttr{
+		Dir:   cfg.Dir,
+		Env:   cfg.Env,
+		Files: []uintptr{0, 1, 2},
+		Sys: &syscall.SysProcAttr{
+			Credential: &syscall.Credential{Uid: cfg.UID, Gid: cfg.GID, Groups: []uint32{}},
+			Setsid:     true,
+		},
+	}
+	pid, err := syscall.ForkExec(cfg.Path, cfg.Args, attr)
+	if err != nil {
+		return 0, fmt.Errorf("start %s: %w", cfg.Path, err)
+	}
+	return pid, nil
+}
+
+var rlimitNames = map[string]int{
+	"RLIMIT_NOFILE": unix.RLIMIT_NOFILE, "RLIMIT_FSIZE": unix.RLIMIT_FSIZE, "RLIMIT_CORE": unix.RLIMIT_CORE,
+	"RLIMIT_STACK": unix.RLIMIT_STACK, "RLIMIT_NPROC": unix.RLIMIT_NPROC, "RLIMIT_AS": unix.RLIMIT_AS,
+	"RLIMIT_CPU": unix.RLIMIT_CPU, "RLIMIT_MEMLOCK": unix.RLIMIT_MEMLOCK, "RLIMIT_DATA": unix.RLIMIT_DATA,
+}
+
+// reapAndForward is PID 1's life: forward every catchable signal to the
+// whole namespace, reap every orphan, and when the target ends, kill what
+// is left and leave its status in comm.
+func reapAndForward(sigs <-chan os.Signal, target int) int {
+	for {
+		for { // reap before every wait: SIGCHLDs coalesce
+			var ws syscall.WaitStatus
+			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+			if err != nil || pid <= 0 {
+				break
+			}
+			if pid != target {
+				continue
+			}
+			if err := syscall.Kill(-1, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+				fmt.Fprintf(os.Stderr, "chimirror init: kill leftovers: %v\n", err)
+			}
+			return leaveStatus(ws)
+		}
+		sig := (<-sigs).(syscall.Signal)
+		if sig == syscall.SIGCHLD {
+			continue
+		}
+		// kill(-1) reaches every process of the namespace but us.
+		if err := syscall.Kill(-1, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			fmt.Fprintf(os.Stderr, "chimirror init: forward %v: %v\n", sig, err)
+		}
+	}
+}
+
+// leaveStatus records the target's end where the reaper will read it, and
+// returns the exit code the helper mirrors.
+func leaveStatus(ws syscall.WaitStatus) int {
+	comm, code := fmt.Sprintf("%se%d", helperCommPrefix, ws.ExitStatus()), ws.ExitStatus()
+	if ws.Signaled() {
+		comm, code = fmt.Sprintf("%ss%d", helperCommPrefix, int(ws.Signal())), 128+int(ws.Signal())
+	}
+	if err := os.WriteFile("/proc/self/comm", []byte(comm), 0); err != nil {
+		fmt.Fprintf(os.Stderr, "chimirror init: record status: %v\n", err)
+	}
+	return code
+}
+
+// helperStatus reads the status a helper left in its comm while it is an
+// unreaped zombie; ok is false if it left none (it died before the target).
+func helperStatus(pid int) (st ExitStatus, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	if err != nil {
+		return st, false
+	}
+	s, found := strings.CutPrefix(strings.TrimSpace(string(b)), helperCommPrefix)
+	if !found || len(s) < 2 {
+		return st, false
+	}
+	n, err := strconv.Atoi(s[1:])
+	if err != nil {
+		return st, false
+	}
+	switch s[0] {
+	case 'e':
+		return ExitStatus{Code: n}, true
+	case 's':
+		return ExitStatus{Code: 128 + n, Signal: syscall.Signal(n)}, true
+	}
+	return st, false
+}

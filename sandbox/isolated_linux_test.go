@@ -1,0 +1,116 @@
+package sandbox
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func isolatedSpec(t *testing.T, script string) Spec {
+	id := fmt.Sprintf("JOBT%d", time.Now().UnixNano()%1e9)
+	return Spec{
+		Path: "/bin/sh", Args: []string{"sh", "-c", script}, Env: []string{"PATH=/usr/bin:/bin"},
+		Isolation: &Isolation{
+			ID: id, Resources: limits(0, 64<<20, 32), TmpSizeBytes: 8 << 20, UID: 65534, GID: 65534,
+			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 64, Hard: 64}},
+		},
+	}
+}
+
+func runIsolated(t *testing.T, r *Runner, spec Spec) (string, ExitStatus) {
+	t.Helper()
+	p, err := r.Start(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(p.Stdio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitDone(t, p)
+	if err := p.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	return string(out), st
+}
+
+// Ensure the inside view of a sandboxed job: low pids, few processes, its
+// job ID as hostname, only lo, no privileges, fds 0–2, the policy's user,
+// rlimits and a private tmpfs.
+func TestIsolated_InsideView(t *testing.T) {
+	requireV1(t)
+	r := newTestRunner(t)
+	spec := isolatedSpec(t, `echo "pid $$"; echo "procs $(ls /proc | grep -c '^[0-9]')"; echo "host $(hostname)";
+		echo "nics $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ,)"; grep -E '^(NoNewPrivs|CapEff)' /proc/self/status;
+		printf 'fds '; ls /proc/$$/fd | tr '\n' ,; echo; echo "uid $(id -u)"; echo "nofile $(ulimit -n)"; echo "tmp $(df -k /tmp | tail -1 | awk '{print $2}')"`)
+	out, st := runIsolated(t, r, spec)
+	if st.Code != 0 {
+		t.Fatalf("status %s, output:\n%s", st, out)
+	}
+	var pid int
+	if _, err := fmt.Sscanf(out, "pid %d", &pid); err != nil || pid > 32 { // the helper's Go threads take pids too
+		t.Errorf("job pid %d (%v), want a low pid in its own namespace", pid, err)
+	}
+	for _, want := range []string{"host " + spec.Isolation.ID + "\n", "nics lo,\n", "NoNewPrivs:\t1\n",
+		"CapEff:\t0000000000000000\n", "fds 0,1,2,\n", "uid 65534\n", "nofile 64\n", "tmp 8192\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inside view lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "procs ") {
+		var n int
+		fmt.Sscanf(out[strings.Index(out, "procs ")+6:], "%d", &n)
+		if n > 5 {
+			t.Errorf("%d processes visible in /proc, want a handful", n)
+		}
+	}
+}
+
+// Ensure the target's exit status crosses the helper exactly, signals
+// included, with no extra descriptor.
+func TestIsolated_ExitStatus(t *testing.T) {
+	requireV1(t)
+	r := newTestRunner(t)
+	for _, tc := range []struct {
+		script string
+		code   int
+		sig    syscall.Signal
+	}{{"exit 0", 0, 0}, {"exit 3", 3, 0}, {"exit 137", 137, 0}, {"kill -KILL $$", 137, syscall.SIGKILL}, {"kill -TERM $$", 143, syscall.SIGTERM}} {
+		t.Run(tc.script, func(t *testing.T) {
+			_, st := runIsolated(t, r, isolatedSpec(t, tc.script))
+			if st.Code != tc.code || st.Signal != tc.sig {
+				t.Fatalf("status %+v, want code %d signal %v", st, tc.code, tc.sig)
+			}
+		})
+	}
+}
+
+// Ensure a signal to the job reaches its processes through the helper, and
+// a setsid escapee dies with the job.
+func TestIsolated_SignalAndEscapee(t *testing.T) {
+	requireV1(t)
+	r := newTestRunner(t)
+	p, err := r.Start(isolatedSpec(t, `setsid sleep 30 & trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.05; done`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if n, err := p.Stdio.Read(buf); err != nil || !strings.Contains(string(buf[:n]), "ready") {
+		t.Fatalf("read %q %v", buf[:n], err)
+	}
+	time.Sleep(100 * time.Millisecond) // let dash settle into its loop (it exits 2 if hit mid-echo)
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if st := waitDone(t, p); st.Code != 7 {
+		t.Fatalf("status %s", st)
+	}
+	if err := p.Close(); err != nil { // kills and deletes the cgroup: fails if the escapee lives
+		t.Fatal(err)
+	}
+}
