@@ -1,6 +1,8 @@
 // Package policies holds chimirror's configuration schemas and their
 // validation: strict TOML decoding whose every problem names file, line and
-// key.
+// key. It also holds the job policies (policy.go, load.go): the built-in
+// default.toml and strict.toml, embedded, plus an operator's own files,
+// checked and translated into the OCI runtime-spec vocabulary.
 package policies
 
 import (
@@ -62,18 +64,25 @@ var tomlLineErr = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): 
 // every key v has no field for. The returned Index locates keys for the
 // caller's own semantic checks.
 func DecodeStrict(file string, data []byte, v any) (*Index, Problems) {
+	idx, ps, _ := decodeStrict(file, data, v)
+	return idx, ps
+}
+
+// decodeStrict is DecodeStrict that also reports whether v was decoded, so
+// that the only problems, if any, are unknown keys and v can be checked on.
+func decodeStrict(file string, data []byte, v any) (*Index, Problems, bool) {
 	idx := NewIndex(data)
 	md, err := toml.Decode(string(data), v)
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return idx, Problems{{File: file, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}}
+			return idx, Problems{{File: file, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}}, false
 		}
 		if m := tomlLineErr.FindStringSubmatch(err.Error()); m != nil {
 			line, _ := strconv.Atoi(m[1]) // the regexp matched digits
-			return idx, Problems{{File: file, Line: line, Key: m[2], Msg: m[3]}}
+			return idx, Problems{{File: file, Line: line, Key: m[2], Msg: m[3]}}, false
 		}
-		return idx, Problems{{File: file, Msg: err.Error()}}
+		return idx, Problems{{File: file, Msg: err.Error()}}, false
 	}
 	var ps Problems
 	var reported []toml.Key
@@ -98,7 +107,7 @@ outer:
 			ps = append(ps, Problem{File: file, Line: l, Key: k.String(), Msg: "unknown key"})
 		}
 	}
-	return idx, ps
+	return idx, ps, true
 }
 
 // Index maps keys to the lines they are written on.
@@ -183,6 +192,18 @@ func (x *Index) All(k toml.Key) []int {
 		}
 	}
 	return lines
+}
+
+// KeyLine returns the first line where key k (a full path) is written or,
+// when k itself is not indexed (say, inside an inline table), the line of its
+// nearest enclosing key or table header; 0 when none is found.
+func (x *Index) KeyLine(k toml.Key) int {
+	for n := len(k); n > 0; n-- {
+		if lines := x.All(k[:n]); len(lines) > 0 {
+			return lines[0]
+		}
+	}
+	return 0
 }
 
 // Line returns the line of key in the n-th occurrence of table (an array of

@@ -3,6 +3,8 @@ package policies
 import (
 	"strings"
 	"testing"
+
+	"github.com/BurntSushi/toml"
 )
 
 type testApp struct {
@@ -60,5 +62,31 @@ func TestIndex_Line(t *testing.T) {
 		if got := idx.Line(tc.table, tc.n, tc.key); got != tc.line {
 			t.Errorf("%s[%d].%s: line %d, want %d", tc.table, tc.n, tc.key, got, tc.line)
 		}
+	}
+}
+
+// Ensure KeyLine finds a key written in any form, or else the closest
+// enclosing key or table.
+func TestIndex_KeyLine(t *testing.T) {
+	idx := NewIndex([]byte("a = 1\nt.x = 2\ninline = { y = 3 }\n\n[t2]\nz = 4\n[t2.sub]\n"))
+	tests := []struct {
+		name string
+		key  toml.Key
+		line int
+	}{
+		{"top-level key", toml.Key{"a"}, 1},
+		{"dotted key", toml.Key{"t", "x"}, 2},
+		{"inside an inline table: the table's key", toml.Key{"inline", "y"}, 3},
+		{"key in a table", toml.Key{"t2", "z"}, 6},
+		{"missing key in a table: the header", toml.Key{"t2", "nope"}, 5},
+		{"sub-table header", toml.Key{"t2", "sub", "w"}, 7},
+		{"nowhere", toml.Key{"nope"}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := idx.KeyLine(tc.key); got != tc.line {
+				t.Errorf("KeyLine(%v) = %d, want %d", tc.key, got, tc.line)
+			}
+		})
 	}
 }

@@ -21,6 +21,8 @@ Usage:
   chimirror serve [--config FILE] [--listen ADDR] [-- COMMAND [ARG...]]
   chimirror connect [--origin URL] [--header 'K: V']... URL
   chimirror bench [flags]
+  chimirror policy check [FILE...]
+  chimirror policy list [--dir DIR]
   chimirror version
 
 Run 'chimirror COMMAND --help' for a command's flags.
@@ -58,6 +60,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdConnect(args[1:], stderr)
 	case "bench":
 		return cmdBench(args[1:], stdout, stderr)
+	case "policy":
+		return cmdPolicy(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "chimirror %s (%s, %s/%s)\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/chimirror/chimirror/policies"
+)
+
+const policyUsage = `Usage:
+  chimirror policy check [FILE...]
+      Validates policy files. Prints "FILE: ok" for each valid one and exits
+      0 when all are; otherwise prints every problem to stderr as
+      FILE:LINE: KEY: message and exits 1. With no FILE, checks the built-in
+      policies.
+  chimirror policy list [--dir DIR]
+      Lists the policies in force, the built-ins plus DIR's *.toml files (a
+      file there replaces the built-in of the same name), with their main
+      limits. "-" is no limit.
+`
+
+// cmdPolicy runs `chimirror policy SUBCOMMAND`.
+func cmdPolicy(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, policyUsage)
+		return exitCode(2)
+	}
+	switch args[0] {
+	case "check":
+		return cmdPolicyCheck(args[1:], stdout, stderr)
+	case "list":
+		return cmdPolicyList(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, policyUsage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "chimirror policy: unknown command %q\n\n%s", args[0], policyUsage)
+	return exitCode(2)
+}
+
+// cmdPolicyCheck parses each file on its own, as `chimirror policy check`.
+// It returns exitCode(1) once it has printed problems.
+func cmdPolicyCheck(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("policy check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, policyUsage) }
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		set, err := policies.Load("")
+		if err != nil {
+			return printProblems(stderr, err)
+		}
+		for _, name := range set.Names() {
+			p, _ := set.Get(name)
+			fmt.Fprintf(stdout, "%s: ok\n", p.Source)
+		}
+		return nil
+	}
+	var all policies.Problems
+	for _, file := range fs.Args() {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			all = append(all, policies.Problem{File: file, Msg: err.Error()})
+			continue
+		}
+		if _, ps := policies.Parse(file, data); len(ps) > 0 {
+			all = append(all, ps...)
+			continue
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", file)
+	}
+	if len(all) > 0 {
+		return printProblems(stderr, all)
+	}
+	return nil
+}
+
+// printProblems prints a policies.Problems one problem a line, or any other
+// error as chimirror prints errors, and returns exitCode(1).
+func printProblems(stderr io.Writer, err error) error {
+	var ps policies.Problems
+	if errors.As(err, &ps) {
+		for _, p := range ps {
+			fmt.Fprintln(stderr, p)
+		}
+	} else {
+		fmt.Fprintln(stderr, "chimirror:", err)
+	}
+	return exitCode(1)
+}
+
+// cmdPolicyList prints the policies Load finds as a table.
+func cmdPolicyList(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("policy list", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "", "operator policy directory: its *.toml files are added to the built-ins")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, policyUsage+"\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "chimirror policy list: unexpected argument %q\n\n%s", fs.Arg(0), policyUsage)
+		return exitCode(2)
+	}
+	set, err := policies.Load(*dir)
+	if err != nil {
+		return printProblems(stderr, err)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tCPU\tMEMORY\tPIDS\tWALL\tCPU-TIME\tIDLE\tOUTPUT\tTMP\tNETWORK\tUSER\tSOURCE")
+	for _, name := range set.Names() {
+		p, _ := set.Get(name)
+		cpu := "-"
+		if p.CPU > 0 {
+			cpu = strconv.FormatFloat(p.CPU, 'g', -1, 64)
+		}
+		pids := "-"
+		if p.PidsMax > 0 {
+			pids = strconv.FormatInt(p.PidsMax, 10)
+		}
+		network := "no"
+		if p.Network {
+			network = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, cpu, listSize(p.MemoryMaxBytes), pids,
+			listDuration(p.WallTime), listDuration(p.CPUTime), listDuration(p.IdleTimeout),
+			listSize(p.MaxOutputBytes), listSize(p.TmpSizeBytes), network,
+			fmt.Sprintf("%s:%s", p.User, p.Group), p.Source)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("policy list: %w", err)
+	}
+	return nil
+}
+
+// listSize shows a byte limit, "-" for none.
+func listSize(n int64) string {
+	if n == 0 {
+		return "-"
+	}
+	return policies.FormatSize(n)
+}
+
+// listDuration shows a time limit without trailing zero units ("1h", not
+// "1h0m0s"), "-" for none.
+func listDuration(d time.Duration) string {
+	if d == 0 {
+		return "-"
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}

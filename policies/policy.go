@@ -1,0 +1,607 @@
+package policies
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Policy is one loaded and validated policy file: the limits, identity and
+// isolation of every job that runs under it. A zero limit means no limit.
+// Policies handed out by a Set are shared: treat them as read-only.
+type Policy struct {
+	Name   string // the file name without .toml
+	Source string // the file it was read from: a path, or "builtin:NAME.toml"
+
+	CPU            float64       // cores the whole job may use (0.5: half a CPU); 0: no limit
+	MemoryMaxBytes int64         // memory cgroup limit, with no swap on top; 0: no limit
+	PidsMax        int64         // processes and threads at once; 0: no limit
+	WallTime       time.Duration // from the job's start until it is ended; 0: no limit
+	CPUTime        time.Duration // user+system CPU of all the job's processes; 0: no limit
+	IdleTimeout    time.Duration // no I/O in either direction for this long ends the job; 0: none
+	MaxOutputBytes int64         // stdout plus stderr bytes; 0: no limit
+	Network        bool          // true: the host's network; false: a private, empty network namespace
+	TmpSizeBytes   int64         // size of the private tmpfs /tmp; 0: the kernel's default (half of RAM)
+	User, Group    string        // as written (names or numeric ids), or the defaults
+	UID, GID       uint32        // User and Group resolved when the policy was loaded
+	ExitSignal     string        // sent first when the job is ended: a canonical name such as "TERM"
+	Grace          time.Duration // between ExitSignal and SIGKILL of the whole job; never 0
+	Env            []string      // allow-list entries as written: "NAME" or "NAME=value"
+	UserNamespace  bool          // run the job in a user namespace of its own
+
+	rlimits []specs.POSIXRlimit // in rlimitKinds order, soft = hard
+}
+
+// Defaults of the keys whose absence does not mean "no limit".
+const (
+	DefaultUser       = "nobody"
+	DefaultGroup      = "nogroup" // or, where it does not exist, DefaultUser's primary group
+	DefaultExitSignal = "TERM"
+	DefaultGrace      = 5 * time.Second
+)
+
+// CPUPeriodMicros is the CFS period of LinuxResources' CPU quota.
+const CPUPeriodMicros = 100000
+
+// Bounds of cpu: the kernel refuses a quota below 1ms per period, and the
+// upper bound keeps the quota far from overflowing.
+const (
+	minCPU = 0.01
+	maxCPU = 1e6
+)
+
+// RlimitInfinity is RLIM_INFINITY, the value of "unlimited".
+const RlimitInfinity = math.MaxUint64
+
+// rlimitKind is a key of [rlimits]. Byte-valued limits also take sizes.
+type rlimitKind struct {
+	key   string
+	typ   string // the OCI (and setrlimit) name
+	bytes bool
+}
+
+var rlimitKinds = []rlimitKind{
+	{"as", "RLIMIT_AS", true},
+	{"core", "RLIMIT_CORE", true},
+	{"cpu", "RLIMIT_CPU", false}, // seconds
+	{"data", "RLIMIT_DATA", true},
+	{"fsize", "RLIMIT_FSIZE", true},
+	{"memlock", "RLIMIT_MEMLOCK", true},
+	{"nofile", "RLIMIT_NOFILE", false},
+	{"nproc", "RLIMIT_NPROC", false},
+	{"stack", "RLIMIT_STACK", true},
+}
+
+// LinuxResources is the policy's cgroup limits in OCI terms: a CPU quota of
+// CPU × CPUPeriodMicros per period, a memory limit with Swap (memory plus
+// swap, by runc's convention) equal to it, so no swap, and a pids limit.
+// Limits the policy does not set are nil. The result is the caller's.
+func (p *Policy) LinuxResources() *specs.LinuxResources {
+	r := &specs.LinuxResources{}
+	if p.CPU > 0 {
+		quota := int64(math.Round(p.CPU * CPUPeriodMicros))
+		period := uint64(CPUPeriodMicros)
+		r.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+	}
+	if p.MemoryMaxBytes > 0 {
+		limit, swap := p.MemoryMaxBytes, p.MemoryMaxBytes
+		r.Memory = &specs.LinuxMemory{Limit: &limit, Swap: &swap}
+	}
+	if p.PidsMax > 0 {
+		n := p.PidsMax
+		r.Pids = &specs.LinuxPids{Limit: &n}
+	}
+	return r
+}
+
+// Rlimits is the policy's [rlimits] table in OCI terms ("RLIMIT_NOFILE" and
+// so on, sorted by type), soft equal to hard; RlimitInfinity is "unlimited".
+// Limits the policy does not set are absent: the job inherits the server's.
+// The slice is the caller's.
+func (p *Policy) Rlimits() []specs.POSIXRlimit {
+	return append([]specs.POSIXRlimit(nil), p.rlimits...)
+}
+
+// Namespaces lists the namespaces a job gets: pid, mount, uts and ipc
+// always; network unless Network; user when UserNamespace. None has a path:
+// each job gets new ones.
+func (p *Policy) Namespaces() []specs.LinuxNamespace {
+	ns := []specs.LinuxNamespace{
+		{Type: specs.PIDNamespace},
+		{Type: specs.MountNamespace},
+		{Type: specs.UTSNamespace},
+		{Type: specs.IPCNamespace},
+	}
+	if !p.Network {
+		ns = append(ns, specs.LinuxNamespace{Type: specs.NetworkNamespace})
+	}
+	if p.UserNamespace {
+		ns = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace})
+	}
+	return ns
+}
+
+// TmpMount is the job's private /tmp: a tmpfs of TmpSizeBytes (the kernel's
+// default size when 0), world-writable and sticky, without devices or setuid.
+func (p *Policy) TmpMount() specs.Mount {
+	opts := []string{"nosuid", "nodev", "mode=1777"}
+	if p.TmpSizeBytes > 0 {
+		opts = append(opts, "size="+strconv.FormatInt(p.TmpSizeBytes, 10))
+	}
+	return specs.Mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: opts}
+}
+
+// rawValue keeps a key's TOML value as decoded, so that every bad value can
+// be reported together instead of decoding stopping at the first.
+type rawValue struct{ v any }
+
+func (r *rawValue) UnmarshalTOML(v any) error {
+	r.v = v
+	return nil
+}
+
+// policyFile is the schema of a policy file. Keys are documented in the
+// built-in default.toml.
+type policyFile struct {
+	CPU           rawValue `toml:"cpu"`
+	Memory        rawValue `toml:"memory"`
+	Pids          rawValue `toml:"pids"`
+	WallTime      rawValue `toml:"wall_time"`
+	CPUTime       rawValue `toml:"cpu_time"`
+	IdleTimeout   rawValue `toml:"idle_timeout"`
+	MaxOutput     rawValue `toml:"max_output"`
+	Network       rawValue `toml:"network"`
+	TmpSize       rawValue `toml:"tmp_size"`
+	User          rawValue `toml:"user"`
+	Group         rawValue `toml:"group"`
+	ExitSignal    rawValue `toml:"exit_signal"`
+	Grace         rawValue `toml:"grace"`
+	Env           rawValue `toml:"env"`
+	UserNamespace rawValue `toml:"user_namespace"`
+	Rlimits       rawValue `toml:"rlimits"` // a table; checked by rlimits
+}
+
+var policyNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// Parse reads one policy file. Its name is file's base name without
+// ".toml". It returns either the policy or every problem found (a syntax or
+// type error of the TOML itself is reported alone), sorted by line.
+func Parse(file string, data []byte) (*Policy, Problems) {
+	name, ok := strings.CutSuffix(filepath.Base(file), ".toml")
+	if !ok {
+		return nil, Problems{{File: file, Msg: "a policy file's name must end in .toml"}}
+	}
+	return parse(file, name, data)
+}
+
+// parse is Parse for a policy whose name does not come from file.
+func parse(file, name string, data []byte) (*Policy, Problems) {
+	c := &checker{file: file}
+	if !policyNameRe.MatchString(name) {
+		c.ps = append(c.ps, Problem{File: file, Msg: fmt.Sprintf("%q is not a valid policy name (lower-case letters, digits, '.', '_', '-'; at most 64)", name)})
+	}
+	var pf policyFile
+	idx, ps, decoded := decodeStrict(file, data, &pf)
+	c.idx = idx
+	c.ps = append(c.ps, ps...)
+	if !decoded {
+		return nil, c.ps
+	}
+	p := &Policy{Name: name, Source: file}
+
+	cpuSet := c.cpu(&p.CPU, pf.CPU)
+	memSet := c.size(toml.Key{"memory"}, &p.MemoryMaxBytes, pf.Memory)
+	if pf.Pids.v != nil {
+		if n, ok := c.integer(toml.Key{"pids"}, pf.Pids); ok {
+			if n < 1 {
+				c.add(toml.Key{"pids"}, "must be at least 1 (leave pids out for no limit)")
+			} else {
+				p.PidsMax = n
+			}
+		}
+	}
+	wallSet := c.duration(toml.Key{"wall_time"}, &p.WallTime, pf.WallTime)
+	cpuTimeSet := c.duration(toml.Key{"cpu_time"}, &p.CPUTime, pf.CPUTime)
+	c.duration(toml.Key{"idle_timeout"}, &p.IdleTimeout, pf.IdleTimeout)
+	c.size(toml.Key{"max_output"}, &p.MaxOutputBytes, pf.MaxOutput)
+	c.boolean(toml.Key{"network"}, &p.Network, pf.Network)
+	tmpSet := c.size(toml.Key{"tmp_size"}, &p.TmpSizeBytes, pf.TmpSize)
+	c.identity(p, pf.User, pf.Group)
+	p.ExitSignal = DefaultExitSignal
+	if pf.ExitSignal.v != nil {
+		if s, ok := pf.ExitSignal.v.(string); !ok {
+			c.add(toml.Key{"exit_signal"}, "must be a signal name like \"TERM\", not %s", tomlType(pf.ExitSignal.v))
+		} else if sig, err := CanonicalSignal(s); err != nil {
+			c.add(toml.Key{"exit_signal"}, "%v", err)
+		} else {
+			p.ExitSignal = sig
+		}
+	}
+	graceSet := c.duration(toml.Key{"grace"}, &p.Grace, pf.Grace)
+	if p.Grace == 0 {
+		p.Grace = DefaultGrace
+	}
+	p.Env = c.env(pf.Env)
+	c.boolean(toml.Key{"user_namespace"}, &p.UserNamespace, pf.UserNamespace)
+	p.rlimits = c.rlimits(pf.Rlimits)
+
+	// Combinations, checked only between values that are set and valid.
+	// A job can use at most cpu x wall_time of CPU; without a cpu limit that
+	// depends on the host's cores, so cpu_time may then exceed wall_time.
+	if cpuTimeSet && wallSet && cpuSet {
+		if most := float64(p.WallTime) * p.CPU; float64(p.CPUTime) > most {
+			c.add(toml.Key{"cpu_time"}, "%s can never be used up: at cpu = %g a job gets at most %v of CPU within wall_time %s",
+				quoted(pf.CPUTime), p.CPU, time.Duration(most).Round(time.Millisecond), quoted(pf.WallTime))
+		}
+	}
+	if tmpSet && memSet && p.TmpSizeBytes > p.MemoryMaxBytes {
+		c.add(toml.Key{"tmp_size"}, "%s is larger than memory %s: files in /tmp are charged to the job's memory",
+			quoted(pf.TmpSize), quoted(pf.Memory))
+	}
+	if graceSet && wallSet && p.Grace > p.WallTime {
+		c.add(toml.Key{"grace"}, "%s is longer than wall_time %s", quoted(pf.Grace), quoted(pf.WallTime))
+	}
+
+	if len(c.ps) > 0 {
+		sort.SliceStable(c.ps, func(i, j int) bool { return c.ps[i].Line < c.ps[j].Line })
+		return nil, c.ps
+	}
+	return p, nil
+}
+
+// quoted writes a raw value as it appeared in the file.
+func quoted(r rawValue) string {
+	if s, ok := r.v.(string); ok {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprint(r.v)
+}
+
+// checker collects the problems of one file.
+type checker struct {
+	file string
+	idx  *Index
+	ps   Problems
+}
+
+func (c *checker) add(k toml.Key, format string, args ...any) {
+	c.ps = append(c.ps, Problem{File: c.file, Line: c.idx.KeyLine(k), Key: k.String(), Msg: fmt.Sprintf(format, args...)})
+}
+
+// cpu sets *dst from r and reports whether a limit was set.
+func (c *checker) cpu(dst *float64, r rawValue) bool {
+	k := toml.Key{"cpu"}
+	var f float64
+	switch v := r.v.(type) {
+	case nil:
+		return false
+	case int64:
+		f = float64(v)
+	case float64:
+		f = v
+	default:
+		c.add(k, "must be a number of cores like 0.5 or 2, not %s", tomlType(r.v))
+		return false
+	}
+	switch {
+	case math.IsNaN(f) || math.IsInf(f, 0):
+		c.add(k, "must be a number of cores like 0.5 or 2, not %v", f)
+	case f < 0:
+		c.add(k, "%g must not be negative", f)
+	case f == 0:
+		return false
+	case f < minCPU:
+		c.add(k, "%g is below the smallest limit, %g (the kernel's quota is at least 1ms per 100ms)", f, minCPU)
+	case f > maxCPU:
+		c.add(k, "%g is more cores than any machine has (at most %g)", f, maxCPU)
+	default:
+		*dst = f
+		return true
+	}
+	return false
+}
+
+// size sets *dst from r and reports whether a non-zero size was set.
+func (c *checker) size(k toml.Key, dst *int64, r rawValue) bool {
+	if r.v == nil {
+		return false
+	}
+	var s Size
+	if err := s.UnmarshalTOML(r.v); err != nil {
+		c.add(k, "%v", err)
+		return false
+	}
+	*dst = int64(s)
+	return s > 0
+}
+
+// duration sets *dst from r and reports whether a non-zero duration was set.
+func (c *checker) duration(k toml.Key, dst *time.Duration, r rawValue) bool {
+	if r.v == nil {
+		return false
+	}
+	s, ok := r.v.(string)
+	if !ok {
+		c.add(k, "must be a duration with a unit, like \"30s\" or \"5m\", not %s", tomlType(r.v))
+		return false
+	}
+	var d Duration
+	if err := d.UnmarshalText([]byte(s)); err != nil {
+		c.add(k, "%v", err)
+		return false
+	}
+	*dst = time.Duration(d)
+	return d > 0
+}
+
+func (c *checker) integer(k toml.Key, r rawValue) (int64, bool) {
+	n, ok := r.v.(int64)
+	if !ok {
+		c.add(k, "must be an integer, not %s", tomlType(r.v))
+	}
+	return n, ok
+}
+
+func (c *checker) boolean(k toml.Key, dst *bool, r rawValue) {
+	if r.v == nil {
+		return
+	}
+	b, ok := r.v.(bool)
+	if !ok {
+		c.add(k, "must be true or false, not %s", tomlType(r.v))
+		return
+	}
+	*dst = b
+}
+
+var envNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// env checks the allow-list's syntax; it does not look variables up.
+func (c *checker) env(r rawValue) []string {
+	k := toml.Key{"env"}
+	if r.v == nil {
+		return nil
+	}
+	list, ok := r.v.([]any)
+	if !ok {
+		c.add(k, "must be a list of strings like [\"PATH\", \"LANG=C.UTF-8\"], not %s", tomlType(r.v))
+		return nil
+	}
+	env := make([]string, 0, len(list))
+	for _, e := range list {
+		s, ok := e.(string)
+		if !ok {
+			c.add(k, "must be a list of strings like [\"PATH\", \"LANG=C.UTF-8\"], not a list holding %s", tomlType(e))
+			continue
+		}
+		if name, _, _ := strings.Cut(s, "="); !envNameRe.MatchString(name) {
+			c.add(k, "%q is not a variable name", name)
+			continue
+		}
+		env = append(env, s)
+	}
+	return env
+}
+
+// identity resolves user and group into p.
+func (c *checker) identity(p *Policy, u, g rawValue) {
+	p.User, p.Group = DefaultUser, DefaultGroup
+	uk, gk := toml.Key{"user"}, toml.Key{"group"}
+	userOK := true
+	primary := "" // the user's primary gid, when known
+	if s, ok := c.idString(uk, "user", u); !ok {
+		userOK = false
+	} else {
+		if s != "" {
+			p.User = s
+		}
+		uid, gid, err := lookupUser(p.User)
+		if err != nil {
+			c.add(uk, "%v", err)
+			userOK = false
+		}
+		p.UID, primary = uid, gid
+	}
+	s, ok := c.idString(gk, "group", g)
+	if !ok {
+		return
+	}
+	if s != "" {
+		p.Group = s
+		gid, found, err := lookupGroup(s)
+		switch {
+		case err != nil:
+			c.add(gk, "%v", err)
+		case !found:
+			c.add(gk, "unknown group %q", s)
+		}
+		p.GID = gid
+		return
+	}
+	gid, found, err := lookupGroup(DefaultGroup)
+	switch {
+	case err != nil:
+		c.add(gk, "default group: %v", err)
+	case found:
+		p.GID = gid
+	case primary != "":
+		// No "nogroup" here (Fedora, say): the user's own group, usually
+		// nobody's, is the next best thing.
+		gid, ok := parseID(primary)
+		if !ok {
+			c.add(gk, "user %q has primary group %q, not a number: set group", p.User, primary)
+		}
+		p.Group, p.GID = primary, gid
+	case userOK:
+		c.add(gk, "the default group %q does not exist here, and user %q has no primary group: set group", DefaultGroup, p.User)
+	}
+}
+
+// idString returns a user or group value as a string ("" when absent).
+func (c *checker) idString(k toml.Key, what string, r rawValue) (string, bool) {
+	switch v := r.v.(type) {
+	case nil:
+		return "", true
+	case string:
+		if v == "" {
+			c.add(k, "must not be empty")
+			return "", false
+		}
+		return v, true
+	case int64:
+		if v < 0 || v >= math.MaxUint32 {
+			c.add(k, "%d is not a valid %s id (0 to %d)", v, what, uint32(math.MaxUint32-1))
+			return "", false
+		}
+		return strconv.FormatInt(v, 10), true
+	}
+	c.add(k, "must be a %s name or a numeric id, not %s", what, tomlType(r.v))
+	return "", false
+}
+
+// parseID reads a numeric user or group id; ok is false for names.
+func parseID(s string) (uint32, bool) {
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || n == math.MaxUint32 {
+		return 0, false
+	}
+	return uint32(n), true
+}
+
+// lookupUser resolves a user name or numeric id into its uid, and the
+// primary gid when the system knows the user (a numeric id need not exist).
+func lookupUser(s string) (uint32, string, error) {
+	if uid, ok := parseID(s); ok {
+		u, err := user.LookupId(s)
+		var unknown user.UnknownUserIdError
+		if errors.As(err, &unknown) {
+			return uid, "", nil // a uid need not have a passwd entry
+		}
+		if err != nil {
+			return 0, "", fmt.Errorf("look up uid %s: %w", s, err)
+		}
+		return uid, u.Gid, nil
+	}
+	u, err := user.Lookup(s)
+	var unknown user.UnknownUserError
+	if errors.As(err, &unknown) {
+		return 0, "", fmt.Errorf("unknown user %q", s)
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("look up user %q: %w", s, err)
+	}
+	uid, ok := parseID(u.Uid)
+	if !ok {
+		return 0, "", fmt.Errorf("user %q has uid %q, not a number", s, u.Uid)
+	}
+	return uid, u.Gid, nil
+}
+
+// lookupGroup resolves a group name or numeric id into its gid; found is
+// false for a name the system does not know.
+func lookupGroup(s string) (gid uint32, found bool, err error) {
+	if gid, ok := parseID(s); ok {
+		return gid, true, nil
+	}
+	g, err := user.LookupGroup(s)
+	var unknown user.UnknownGroupError
+	if errors.As(err, &unknown) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("look up group %q: %w", s, err)
+	}
+	gid, ok := parseID(g.Gid)
+	if !ok {
+		return 0, false, fmt.Errorf("group %q has gid %q, not a number", s, g.Gid)
+	}
+	return gid, true, nil
+}
+
+// rlimits checks the [rlimits] table; soft and hard limits are the same.
+// (A map field would not do: the TOML decoder quietly leaves a map empty when
+// the value is not a table.)
+func (c *checker) rlimits(r rawValue) []specs.POSIXRlimit {
+	if r.v == nil {
+		return nil
+	}
+	m, ok := r.v.(map[string]any)
+	if !ok {
+		c.add(toml.Key{"rlimits"}, "must be a table like [rlimits] or { nofile = 64 }, not %s", tomlType(r.v))
+		return nil
+	}
+	names := make([]string, 0, len(m))
+	for name := range m {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	known := make(map[string]rlimitKind, len(rlimitKinds))
+	keys := make([]string, len(rlimitKinds))
+	for i, kind := range rlimitKinds {
+		known[kind.key] = kind
+		keys[i] = kind.key
+	}
+	values := make(map[string]uint64)
+	for _, name := range names {
+		k := toml.Key{"rlimits", name}
+		kind, ok := known[name]
+		if !ok {
+			c.add(k, "unknown rlimit (use %s)", strings.Join(keys, ", "))
+			continue
+		}
+		if n, ok := c.rlimit(k, kind, m[name]); ok {
+			values[name] = n
+		}
+	}
+	var out []specs.POSIXRlimit
+	for _, kind := range rlimitKinds {
+		if n, ok := values[kind.key]; ok {
+			out = append(out, specs.POSIXRlimit{Type: kind.typ, Soft: n, Hard: n})
+		}
+	}
+	return out
+}
+
+func (c *checker) rlimit(k toml.Key, kind rlimitKind, v any) (uint64, bool) {
+	want := `an integer or "unlimited"`
+	if kind.bytes {
+		want = `an integer, a size like "8MiB" or "unlimited"`
+	}
+	switch v := v.(type) {
+	case int64:
+		if v < 0 {
+			c.add(k, "%d must not be negative", v)
+			return 0, false
+		}
+		return uint64(v), true
+	case string:
+		switch {
+		case v == "unlimited" && kind.key == "nofile":
+			c.add(k, "cannot be \"unlimited\": the kernel caps open files at fs.nr_open")
+		case v == "unlimited":
+			return RlimitInfinity, true
+		case kind.bytes:
+			n, err := ParseSize(v)
+			if err != nil {
+				c.add(k, "%v", err)
+				return 0, false
+			}
+			return uint64(n), true
+		default:
+			c.add(k, "must be %s, not %q", want, v)
+		}
+		return 0, false
+	}
+	c.add(k, "must be %s, not %s", want, tomlType(v))
+	return 0, false
+}
