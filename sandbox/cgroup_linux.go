@@ -84,8 +84,15 @@ func v1Hierarchy() ([]cgroup1.Subsystem, error) {
 }
 
 func newCgroup1(id string, res *specs.LinuxResources) (jobCgroup, error) {
+	if res == nil {
+		res = &specs.LinuxResources{} // cgroup1.New dereferences it
+	}
 	res = v1Resources(res)
 	path := cgroupParent + "/" + id
+	// containerd reuses an existing directory; two jobs must never share one.
+	if _, err := cgroup1.Load(cgroup1.NestedPath(path), cgroup1.WithHierarchy(v1Hierarchy)); err == nil {
+		return nil, fmt.Errorf("create cgroup v1 %s: already exists", path)
+	}
 	cg, err := cgroup1.New(cgroup1.NestedPath(path), res, cgroup1.WithHierarchy(v1Hierarchy))
 	if err != nil {
 		return nil, fmt.Errorf("create cgroup v1 %s: %w", path, err)
@@ -257,6 +264,9 @@ func newCgroup2(mount, id string, res *specs.LinuxResources) (jobCgroup, error) 
 		return nil, fmt.Errorf("find own cgroup: %w", err)
 	}
 	group := filepath.Join(own, cgroupParent, id)
+	if _, err := os.Stat(filepath.Join(mount, group)); err == nil {
+		return nil, fmt.Errorf("create cgroup v2 %s: already exists", group)
+	}
 	r := &cgroup2.Resources{}
 	if res != nil {
 		r = cgroup2.ToResources(res)
@@ -417,4 +427,32 @@ func readKeyed(path, key string) (int64, error) {
 		return 0, err
 	}
 	return m[key], nil
+}
+
+// Available says why jobs cannot be sandboxed here, or nil if they can:
+// it needs root and the cgroup controllers this package uses.
+func Available() error {
+	if os.Geteuid() != 0 {
+		return errors.New("not running as root")
+	}
+	if CgroupVersion() == 1 {
+		if _, err := v1Hierarchy(); err != nil {
+			return err
+		}
+		return nil
+	}
+	own, err := ownCgroup2()
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(filepath.Join(unifiedMount(), own, "cgroup.controllers"))
+	if err != nil {
+		return fmt.Errorf("read cgroup controllers: %w", err)
+	}
+	for _, c := range []string{"cpu", "memory", "pids"} {
+		if !strings.Contains(" "+strings.TrimSpace(string(b))+" ", " "+c+" ") {
+			return fmt.Errorf("cgroup v2 controller %s is not delegated to %s", c, own)
+		}
+	}
+	return nil
 }

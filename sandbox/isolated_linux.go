@@ -23,7 +23,9 @@ func (r *Runner) startIsolated(spec Spec) (_ *Process, retErr error) {
 	if version == 0 {
 		version = CgroupVersion()
 	}
-	cg, err := newJobCgroup(version, iso.ID, iso.Resources)
+	// The server's pid keeps two servers' job IDs apart until IDs are
+	// unique for good (the ledger's sequence).
+	cg, err := newJobCgroup(version, fmt.Sprintf("%s.%d", iso.ID, os.Getpid()), iso.Resources)
 	if err != nil {
 		return nil, err
 	}

@@ -328,6 +328,9 @@ func (p *Process) Signal(sig syscall.Signal) error {
 // has one.
 func (p *Process) Kill() error { return p.Signal(syscall.SIGKILL) }
 
+// Sandboxed reports whether the job has a cgroup and namespaces.
+func (p *Process) Sandboxed() bool { return p.cg != nil }
+
 // Usage reads the job's cgroup; plain jobs have none.
 func (p *Process) Usage() (Usage, error) {
 	if p.cg == nil {

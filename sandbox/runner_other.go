@@ -34,3 +34,17 @@ func (p *Process) CloseStdin() error           { return errors.ErrUnsupported }
 func (p *Process) Close() error                { return nil }
 
 func (p *Process) AfterExit(f func()) {}
+
+func (p *Process) Sandboxed() bool       { return false }
+func (p *Process) Usage() (Usage, error) { return Usage{}, errors.ErrUnsupported }
+
+// Available: sandboxing is Linux-only.
+func Available() error { return errors.ErrUnsupported }
+
+// CgroupVersion: none outside Linux.
+func CgroupVersion() int { return 0 }
+
+// InitArg is Linux-only; RunInit exits.
+const InitArg = "sandbox-init"
+
+func RunInit() { panic("sandbox-init is Linux-only") }

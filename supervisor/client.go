@@ -52,6 +52,12 @@ const (
 	ReasonClientGone Reason = "client-gone" // close frame, dropped TCP, missed pong, write timeout, oversized message
 	ReasonCancelled  Reason = "cancelled"   // an operator cancelled it
 	ReasonShutdown   Reason = "shutdown"    // the server is stopping
+	// Limits of the job's policy:
+	ReasonOOM         Reason = "oom"          // the kernel's OOM killer struck in the job's cgroup
+	ReasonCPUTime     Reason = "cpu-time"     // cpu_time used up
+	ReasonWallTime    Reason = "wall-time"    // wall_time passed
+	ReasonIdle        Reason = "idle"         // no I/O either way for idle_timeout
+	ReasonOutputLimit Reason = "output-limit" // stdout+stderr passed max_output
 )
 
 // Exit is the end of a job as a client sees it.
@@ -60,6 +66,9 @@ type Exit struct {
 	Reason Reason
 	// Detail says more, for logs and close frames: "write timeout", …
 	Detail string
+	// Usage is the job's final cgroup reading; valid when Sandboxed.
+	Usage     sandbox.Usage
+	Sandboxed bool
 }
 
 // Client is a job's connection, as a protocol adapter presents it. The

@@ -42,6 +42,7 @@ type Job struct {
 	proc *sandbox.Process
 
 	stdinBytes, stdoutBytes, stderrBytes, messagesIn atomic.Int64
+	lastIO                                           atomic.Int64 // unix ns of the last byte either way
 
 	// inputMu is held while one client input is applied and answered, so
 	// the job's end is never reported before an answer the client awaits.
@@ -57,6 +58,7 @@ type Job struct {
 	finished   bool
 	grace      *time.Timer
 	drain      *time.Timer
+	wall, idle *time.Timer // policy limits; stopped when the process exits
 }
 
 // Counters are a job's traffic so far.
@@ -93,6 +95,7 @@ func (j *Job) Run(c Client) Exit {
 	j.client = c
 	j.mu.Unlock()
 	j.proc.AfterExit(j.exited)
+	j.armLimits()
 
 	exitc := make(chan Exit, 1)
 	errDone := make(chan struct{})
@@ -147,6 +150,7 @@ func (j *Job) inputLoop(c Client) error {
 			return err
 		}
 		j.messagesIn.Add(1)
+		j.lastIO.Store(time.Now().UnixNano())
 		j.inputMu.Lock()
 		var herr error
 		switch in.Kind {
@@ -183,7 +187,10 @@ func (j *Job) pump(s Stream, f *os.File, counter *atomic.Int64) {
 		bp, n, err := readChunk(rc)
 		if n > 0 {
 			counter.Add(int64(n))
-			j.deliver(s, (*bp)[:n])
+			j.lastIO.Store(time.Now().UnixNano())
+			if allowed := j.outputAllowed(n); allowed > 0 {
+				j.deliver(s, (*bp)[:allowed])
+			}
 		}
 		if bp != nil {
 			bufPool.Put(bp)
@@ -196,6 +203,22 @@ func (j *Job) pump(s Stream, f *os.File, counter *atomic.Int64) {
 			return
 		}
 	}
+}
+
+// outputAllowed charges n bytes of output against max_output and returns how
+// many of them may still go to the client; passing the limit ends the job.
+func (j *Job) outputAllowed(n int) int {
+	pol := j.App.Policy
+	if pol == nil || pol.MaxOutputBytes <= 0 {
+		return n
+	}
+	total := j.stdoutBytes.Load() + j.stderrBytes.Load()
+	if total <= pol.MaxOutputBytes {
+		return n
+	}
+	over := total - pol.MaxOutputBytes
+	j.terminate(ReasonOutputLimit, fmt.Sprintf("more than max_output %d bytes", pol.MaxOutputBytes))
+	return max(0, n-int(min(over, int64(n))))
 }
 
 func (j *Job) deliver(s Stream, p []byte) {
@@ -290,8 +313,10 @@ func (j *Job) kill() {
 func (j *Job) exited() {
 	j.mu.Lock()
 	j.procExited = true
-	if j.grace != nil {
-		j.grace.Stop()
+	for _, t := range []*time.Timer{j.grace, j.wall, j.idle} {
+		if t != nil {
+			t.Stop()
+		}
 	}
 	j.drain = time.AfterFunc(j.sup.drain, j.stopDraining)
 	j.mu.Unlock()
@@ -314,17 +339,79 @@ func (j *Job) stopDraining() {
 	}
 }
 
+// armLimits starts the policy's clocks: wall time and idleness.
+func (j *Job) armLimits() {
+	pol := j.App.Policy
+	if pol == nil {
+		return
+	}
+	j.lastIO.Store(time.Now().UnixNano())
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.procExited {
+		return
+	}
+	if pol.WallTime > 0 {
+		j.wall = time.AfterFunc(pol.WallTime, func() {
+			j.terminate(ReasonWallTime, "ran for wall_time "+pol.WallTime.String())
+		})
+	}
+	if pol.IdleTimeout > 0 {
+		j.idle = time.AfterFunc(pol.IdleTimeout, j.checkIdle)
+	}
+}
+
+// checkIdle ends the job if no byte moved for idle_timeout, else waits for
+// the rest of it.
+func (j *Job) checkIdle() {
+	limit := j.App.Policy.IdleTimeout
+	quiet := time.Since(time.Unix(0, j.lastIO.Load()))
+	if quiet >= limit {
+		j.terminate(ReasonIdle, "no input or output for idle_timeout "+limit.String())
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.procExited && j.reason == "" {
+		j.idle.Reset(limit - quiet)
+	}
+}
+
+// checkCPUTime is called by the supervisor's sampler.
+func (j *Job) checkCPUTime() {
+	u, err := j.proc.Usage()
+	if err != nil {
+		return // the job is ending; its cgroup may be gone
+	}
+	limit := j.App.Policy.CPUTime
+	if used := time.Duration(u.CPUUserNs + u.CPUSystemNs); used > limit {
+		j.terminate(ReasonCPUTime, fmt.Sprintf("used %v of CPU, cpu_time is %v", used.Round(time.Millisecond), limit))
+	}
+}
+
 // finish runs once output is drained and the leader reaped.
 func (j *Job) finish() Exit {
 	st := j.proc.Status()
+	var usage sandbox.Usage
+	var uerr error
+	sandboxed := j.proc.Sandboxed()
+	if sandboxed { // the cgroup still exists: Run deletes it after us
+		usage, uerr = j.proc.Usage()
+		if uerr != nil {
+			j.log.Warn("read final usage", "err", uerr)
+		}
+	}
 	j.mu.Lock()
 	j.finished = true
 	if j.drain != nil {
 		j.drain.Stop()
 	}
-	e := Exit{Status: st, Reason: j.reason, Detail: j.detail}
+	e := Exit{Status: st, Reason: j.reason, Detail: j.detail, Usage: usage, Sandboxed: sandboxed && uerr == nil}
 	c, gone := j.client, j.clientGone
 	j.mu.Unlock()
+	if e.Reason == "" && e.Sandboxed && usage.OOMKills > 0 {
+		e.Reason, e.Detail = ReasonOOM, fmt.Sprintf("%d OOM kill(s) in the job's cgroup", usage.OOMKills)
+	}
 	if e.Reason == "" {
 		e.Reason = ReasonExit
 		if st.Signal != 0 {
@@ -332,9 +419,17 @@ func (j *Job) finish() Exit {
 		}
 	}
 	cnt := j.Counters()
-	j.log.Info("job ended", "reason", e.Reason, "status", st.String(), "detail", e.Detail,
-		"elapsed", time.Since(j.Started).Round(time.Millisecond), "cpu_user", st.UserCPU, "cpu_system", st.SystemCPU,
-		"stdin_bytes", cnt.StdinBytes, "stdout_bytes", cnt.StdoutBytes, "stderr_bytes", cnt.StderrBytes)
+	attrs := []any{"reason", e.Reason, "status", st.String(), "detail", e.Detail,
+		"elapsed", time.Since(j.Started).Round(time.Millisecond),
+		"stdin_bytes", cnt.StdinBytes, "stdout_bytes", cnt.StdoutBytes, "stderr_bytes", cnt.StderrBytes}
+	if e.Sandboxed {
+		attrs = append(attrs, "cpu_user", time.Duration(usage.CPUUserNs), "cpu_system", time.Duration(usage.CPUSystemNs),
+			"memory_peak_bytes", usage.MemoryPeakBytes, "oom_kills", usage.OOMKills, "pids_limit_hits", usage.PidsLimitHits,
+			"cpu_throttled", time.Duration(usage.CPUThrottledNs))
+	} else {
+		attrs = append(attrs, "cpu_user", st.UserCPU, "cpu_system", st.SystemCPU)
+	}
+	j.log.Info("job ended", attrs...)
 	if j.sup.onEnd != nil {
 		j.sup.onEnd(j.info(), e)
 	}

@@ -14,8 +14,43 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chimirror/chimirror/policies"
 	"github.com/chimirror/chimirror/sandbox"
 )
+
+func policyName(a *App) string {
+	if a.Policy == nil {
+		return ""
+	}
+	return a.Policy.Name
+}
+
+// sampleLoop reads the cgroups of running sandboxed jobs every sampleEvery,
+// for the limits only usage can show (cpu_time). One goroutine for all jobs:
+// a v1 read costs about 0.7 ms, so never per message, never per job timer.
+func (s *Supervisor) sampleLoop() {
+	defer close(s.sampleDone)
+	t := time.NewTicker(s.sampleEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopSample:
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		jobs := make([]*Job, 0, len(s.jobs))
+		for _, j := range s.jobs {
+			if j.proc != nil && j.App.Policy != nil && j.App.Policy.CPUTime > 0 {
+				jobs = append(jobs, j)
+			}
+		}
+		s.mu.Unlock()
+		for _, j := range jobs {
+			j.checkCPUTime()
+		}
+	}
+}
 
 var (
 	// ErrBusy is returned by Start when max_sessions jobs are running.
@@ -40,6 +75,9 @@ type App struct {
 	Grace      time.Duration
 	// Binary apps exchange raw bytes when no sub-protocol is negotiated.
 	Binary bool
+	// Policy is the job class: limits, namespaces, user. With the sandbox
+	// off only its time and output limits apply.
+	Policy *policies.Policy
 }
 
 // Config is what a Supervisor needs. Zero durations take the defaults below.
@@ -52,6 +90,12 @@ type Config struct {
 	// OnEnd, when set, is called once per job as it ends, before its client
 	// is told. It runs on the job's goroutine and must not block for long.
 	OnEnd func(JobInfo, Exit)
+	// Sandbox runs every job in its own cgroup and namespaces, per its
+	// app's policy. Off: plain processes (development, or not root).
+	Sandbox bool
+	// SampleEvery is how often running jobs' cgroups are read (cpu_time);
+	// 0 means DefaultSampleEvery.
+	SampleEvery time.Duration
 }
 
 // Defaults for Config and App.
@@ -60,6 +104,7 @@ const (
 	DefaultGrace       = 5 * time.Second
 	DefaultDrain       = 2 * time.Second
 	DefaultExitSignal  = syscall.SIGTERM
+	DefaultSampleEvery = 5 * time.Second
 )
 
 // Supervisor runs jobs. It is safe for concurrent use.
@@ -68,6 +113,12 @@ type Supervisor struct {
 	runner *sandbox.Runner
 	drain  time.Duration
 	onEnd  func(JobInfo, Exit)
+	box    bool
+
+	sampleEvery time.Duration
+	stopSample  chan struct{}
+	stopOnce    sync.Once // Shutdown may be called more than once
+	sampleDone  chan struct{}
 
 	apps        atomic.Pointer[map[string]*App]
 	maxSessions atomic.Int64
@@ -90,12 +141,21 @@ func New(log *slog.Logger, cfg Config) (*Supervisor, error) {
 		runner: runner,
 		drain:  cfg.Drain,
 		onEnd:  cfg.OnEnd,
+		box:    cfg.Sandbox,
 		jobs:   make(map[string]*Job),
+
+		sampleEvery: cfg.SampleEvery,
+		stopSample:  make(chan struct{}),
+		sampleDone:  make(chan struct{}),
 	}
 	if s.drain <= 0 {
 		s.drain = DefaultDrain
 	}
+	if s.sampleEvery <= 0 {
+		s.sampleEvery = DefaultSampleEvery
+	}
 	s.Reload(cfg)
+	go s.sampleLoop()
 	return s, nil
 }
 
@@ -192,7 +252,15 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	env = append(env, app.Env...)
 	env = append(env, req.Env...)
 	env = append(env, "CHIMIRROR_JOB_ID="+id, "CHIMIRROR_APP="+app.Name)
-	p, err := s.runner.Start(sandbox.Spec{Path: app.Path, Args: app.Args, Env: env, Dir: app.Dir})
+	spec := sandbox.Spec{Path: app.Path, Args: app.Args, Env: env, Dir: app.Dir}
+	if s.box && app.Policy != nil {
+		pol := app.Policy
+		spec.Isolation = &sandbox.Isolation{
+			ID: id, Resources: pol.LinuxResources(), Rlimits: pol.Rlimits(), Network: pol.Network,
+			TmpSizeBytes: pol.TmpSizeBytes, UID: pol.UID, GID: pol.GID,
+		}
+	}
+	p, err := s.runner.Start(spec)
 	if err != nil {
 		s.release(j)
 		return nil, fmt.Errorf("start job %s: %w", id, err)
@@ -202,7 +270,8 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	j.Started = time.Now()
 	closing := s.closing
 	s.mu.Unlock()
-	j.log.Info("job started", "pid", p.Pid, "remote", req.Remote, "protocol", req.Protocol)
+	j.log.Info("job started", "pid", p.Pid, "remote", req.Remote, "protocol", req.Protocol,
+		"sandboxed", spec.Isolation != nil, "policy", policyName(app))
 	if closing { // Shutdown began while we forked and could not see this job
 		j.terminate(ReasonShutdown, "server shutting down")
 	}
@@ -280,6 +349,8 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	for _, j := range jobs {
 		j.terminate(ReasonShutdown, "server shutting down")
 	}
+	s.stopOnce.Do(func() { close(s.stopSample) })
+	<-s.sampleDone
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	var err error

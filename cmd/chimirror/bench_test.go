@@ -11,6 +11,9 @@ func TestBenchQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("bench --quick starts a server and ~100 jobs; skipped in -short")
 	}
+	if raceEnabled() {
+		t.Skip("bench --quick under -race: each sandboxed job starts a race-built helper; run without -race")
+	}
 	stdout, stderr, code := runCLI(t, t.TempDir(), nil, "bench", "--quick")
 	if code != 0 {
 		t.Fatalf("bench --quick exited %d:\n%s", code, stderr)

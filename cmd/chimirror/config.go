@@ -36,6 +36,8 @@ type fileConfig struct {
 	HandshakeTimeout  policies.Duration `toml:"handshake_timeout"`
 	ReadHeaderTimeout policies.Duration `toml:"read_header_timeout"`
 	Drain             policies.Duration `toml:"drain"`
+	Sandbox           string            `toml:"sandbox"`
+	PolicyDir         string            `toml:"policy_dir"`
 	App               []appConfig       `toml:"app"`
 }
 
@@ -47,14 +49,16 @@ type appConfig struct {
 	ExitSignal string            `toml:"exit_signal"`
 	Grace      policies.Duration `toml:"grace"`
 	Binary     bool              `toml:"binary"`
+	Policy     string            `toml:"policy"`
 }
 
 // config is a loaded, validated, resolved configuration.
 type config struct {
-	Source string // file name, or "(embedded default)"
-	Listen string
-	Sup    supervisor.Config
-	Web    web.Options
+	Source  string // file name, or "(embedded default)"
+	Listen  string
+	Sandbox string // "auto", "on" or "off"
+	Sup     supervisor.Config
+	Web     web.Options
 }
 
 const defaultListen = "127.0.0.1:8080"
@@ -101,9 +105,29 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		}
 		ps = append(ps, policies.Problem{File: file, Line: idx.Line(table, n, key), Key: k, Msg: fmt.Sprintf(format, args...)})
 	}
-	c := &config{Source: file, Listen: fc.Listen}
+	c := &config{Source: file, Listen: fc.Listen, Sandbox: fc.Sandbox}
 	if c.Listen == "" {
 		c.Listen = defaultListen
+	}
+	switch c.Sandbox {
+	case "":
+		c.Sandbox = "auto"
+	case "auto", "on", "off":
+	default:
+		at("", 0, "sandbox", "%q: use \"auto\" (on when root), \"on\" or \"off\"", fc.Sandbox)
+	}
+	policyDir := fc.PolicyDir
+	if policyDir != "" && !filepath.IsAbs(policyDir) {
+		policyDir = filepath.Join(dir, policyDir)
+	}
+	pols, perr := policies.Load(policyDir)
+	if perr != nil {
+		var pps policies.Problems
+		if errors.As(perr, &pps) {
+			ps = append(ps, pps...)
+		} else {
+			at("", 0, "policy_dir", "%v", perr)
+		}
 	}
 	if fc.MaxSessions < 0 {
 		at("", 0, "max_sessions", "must not be negative")
@@ -151,6 +175,17 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 			seen[a.Name] = i
 		}
 		app := supervisor.App{Name: a.Name, Args: a.Command, Dir: a.Dir, Grace: time.Duration(a.Grace), Binary: a.Binary}
+		polName := a.Policy
+		if polName == "" {
+			polName = "default"
+		}
+		if pols != nil {
+			if pol, ok := pols.Get(polName); ok {
+				app.Policy = pol
+			} else {
+				at("app", i, "policy", "unknown policy %q (have: %s)", polName, strings.Join(pols.Names(), ", "))
+			}
+		}
 		if len(a.Command) == 0 || a.Command[0] == "" {
 			at("app", i, "command", "missing: give the program and its arguments, like [\"cat\"]")
 		} else if p, err := resolveExecutable(a.Command[0], dir); err != nil {
@@ -175,11 +210,26 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 			}
 			app.ExitSignal = sig
 		}
-		env, err := resolveEnv(a.Env)
+		// The app's own exit_signal, grace and env win over its policy's.
+		envList := a.Env
+		if envList == nil && app.Policy != nil {
+			envList = app.Policy.Env
+		}
+		env, err := resolveEnv(envList)
 		if err != nil {
 			at("app", i, "env", "%v", err)
 		}
 		app.Env = env
+		if app.Policy != nil {
+			if app.ExitSignal == 0 {
+				if sig, err := sandbox.ParseSignal(app.Policy.ExitSignal); err == nil {
+					app.ExitSignal = sig
+				}
+			}
+			if app.Grace == 0 {
+				app.Grace = app.Policy.Grace
+			}
+		}
 		c.Sup.Apps = append(c.Sup.Apps, app)
 	}
 	if len(fc.App) == 0 {
@@ -248,8 +298,17 @@ func quickConfig(base *config, argv []string) (*config, error) {
 	if err != nil {
 		return nil, err
 	}
+	pols, err := policies.Load("")
+	if err != nil {
+		return nil, fmt.Errorf("quick mode: built-in policies: %w", err)
+	}
+	pol, _ := pols.Get("default") // always built in
+	if base.Sandbox == "" {
+		base.Sandbox = "auto"
+	}
 	c := *base
-	c.Sup.Apps = []supervisor.App{{Name: name, Path: p, Args: argv, Env: env}}
+	c.Sup.Apps = []supervisor.App{{Name: name, Path: p, Args: argv, Env: env, Policy: pol,
+		Grace: pol.Grace}}
 	c.Web.QuickApp = name
 	c.Source = "quick mode: " + strings.Join(argv, " ")
 	return &c, nil

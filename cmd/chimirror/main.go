@@ -10,6 +10,8 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/chimirror/chimirror/sandbox"
 )
 
 // version is set with -ldflags "-X main.version=…" by release builds.
@@ -34,6 +36,11 @@ type exitCode int
 func (e exitCode) Error() string { return fmt.Sprintf("exit %d", int(e)) }
 
 func main() {
+	// A job's init helper: dispatched before anything else runs or opens a
+	// file, as runc init is.
+	if len(os.Args) > 1 && os.Args[1] == sandbox.InitArg {
+		sandbox.RunInit()
+	}
 	err := run(os.Args[1:], os.Stdout, os.Stderr)
 	var code exitCode
 	switch {

@@ -671,7 +671,8 @@ func TestServeEmbeddedDefault(t *testing.T) {
 func TestServeConfigSource(t *testing.T) {
 	t.Parallel()
 	const mine = "[[app]]\nname = \"mine\"\ncommand = [\"sh\", \"-c\", \"echo from-mine\"]\nenv = [\"PATH\"]\n"
-	const other = "[[app]]\nname = \"other\"\ncommand = [\"./hello.sh\"]\n"
+	// sandbox off: a sandboxed job has a private /tmp, where the script lives.
+	const other = "sandbox = \"off\"\n[[app]]\nname = \"other\"\ncommand = [\"./hello.sh\"]\n"
 	tests := []struct {
 		name       string
 		useFlag    bool   // pass --config conf/other.toml
@@ -760,7 +761,11 @@ func TestServeQuickMode(t *testing.T) {
 // ---------------------------------------------------------------------------
 // Shutdown
 
+// shutdownConfig runs plain processes: the tests find them by host pid
+// ($$), which a sandboxed job's pid namespace would hide. The sandboxed
+// equivalents are in sandbox_test.go.
 const shutdownConfig = `
+sandbox = "off"
 [[app]]
 name = "trap"
 command = ["sh", "-c", "trap 'echo got TERM; exit 0' TERM; echo $$; while :; do sleep 0.1; done"]

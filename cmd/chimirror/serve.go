@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chimirror/chimirror/sandbox"
 	"github.com/chimirror/chimirror/supervisor"
 	"github.com/chimirror/chimirror/web"
 )
@@ -89,6 +90,20 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	box, why := sandboxMode(cfg.Sandbox)
+	switch {
+	case box:
+		log.Info("sandbox on: every job gets its own cgroup and namespaces", "cgroup_version", sandbox.CgroupVersion())
+	case cfg.Sandbox == "on":
+		ln.Close()
+		return fmt.Errorf("sandbox = \"on\" but %s", why)
+	case cfg.Sandbox == "auto":
+		log.Warn("SANDBOX OFF: jobs run as plain processes with the server's user, filesystem and network, "+
+			"and no CPU, memory or pids limits; only time and output limits apply", "why", why)
+	default:
+		log.Warn("SANDBOX OFF (sandbox = \"off\"): jobs run as plain processes, without limits or isolation")
+	}
+	cfg.Sup.Sandbox = box
 	sup, err := supervisor.New(log, cfg.Sup)
 	if err != nil {
 		ln.Close()
@@ -135,4 +150,16 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 		return err
 	}
 	return nil
+}
+
+// sandboxMode decides whether jobs are sandboxed: "off" never, "on" and
+// "auto" when this host can (root, cgroups); why says what is missing.
+func sandboxMode(mode string) (bool, string) {
+	if mode == "off" {
+		return false, "sandbox = \"off\""
+	}
+	if err := sandbox.Available(); err != nil {
+		return false, err.Error()
+	}
+	return true, ""
 }

@@ -1,0 +1,17 @@
+package web
+
+import (
+	"os"
+	"testing"
+
+	"github.com/chimirror/chimirror/sandbox"
+)
+
+// TestMain lets the test binary be a sandboxed job's init helper: the
+// in-process runner re-executes /proc/self/exe sandbox-init.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == sandbox.InitArg {
+		sandbox.RunInit()
+	}
+	os.Exit(m.Run())
+}
