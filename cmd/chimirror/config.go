@@ -182,6 +182,9 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		if pols != nil {
 			if pol, ok := pols.Get(polName); ok {
 				app.Policy = pol
+				if pol.UserNamespace {
+					at("app", i, "policy", "policy %q sets user_namespace, which this version's sandbox does not run yet", polName)
+				}
 			} else {
 				at("app", i, "policy", "unknown policy %q (have: %s)", polName, strings.Join(pols.Names(), ", "))
 			}
