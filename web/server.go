@@ -280,13 +280,12 @@ func (s *Server) originAllowed(r *http.Request) bool {
 // cgiEnv is the CGI/1.1 environment websocketd gives its programs.
 // Authorization is never passed on.
 func cgiEnv(r *http.Request, software string) []string {
-	remoteHost, remotePort, _ := net.SplitHostPort(r.RemoteAddr)
+	remoteHost, remotePort := splitAddr(r.RemoteAddr)
 	serverName, serverPort, err := net.SplitHostPort(r.Host)
-	if err != nil {
-		serverName = r.Host
-		serverPort = ""
+	if err != nil { // a Host without a port: take the port we accepted on
+		serverName, serverPort = r.Host, ""
 		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-			_, serverPort, _ = net.SplitHostPort(la.String())
+			_, serverPort = splitAddr(la.String())
 		}
 	}
 	https := "off"
@@ -343,4 +342,13 @@ func headerVar(k string, vs []string) string {
 		b = append(b, v...)
 	}
 	return string(b)
+}
+
+// splitAddr splits "host:port"; an address without a port is all host.
+func splitAddr(addr string) (host, port string) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr, ""
+	}
+	return h, p
 }

@@ -9,6 +9,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -136,12 +137,13 @@ func (b *syncBuffer) waitMatch(re *regexp.Regexp, timeout time.Duration, stop <-
 
 // proc is one chimirror subprocess.
 type proc struct {
-	t      *testing.T
-	name   string
-	cmd    *exec.Cmd
-	stdout *syncBuffer
-	stderr *syncBuffer
-	done   chan struct{} // closed once the process has exited and its output is in
+	t       *testing.T
+	name    string
+	cmd     *exec.Cmd
+	waitErr error // from cmd.Wait; the exit status is in cmd.ProcessState
+	stdout  *syncBuffer
+	stderr  *syncBuffer
+	done    chan struct{} // closed once the process has exited and its output is in
 }
 
 // startProc runs the chimirror binary in dir with args. stdin may be nil (no
@@ -162,17 +164,27 @@ func startProc(t *testing.T, dir string, stdin io.Reader, args ...string) *proc 
 		t.Fatalf("start %s: %v", p.name, err)
 	}
 	go func() {
-		_ = p.cmd.Wait() // the status is read from ProcessState
+		p.waitErr = p.cmd.Wait() // an exit status is read from ProcessState
 		close(p.done)
 	}()
 	t.Cleanup(func() {
+		// SIGTERM first: a server ends its jobs and deletes their cgroups.
 		if !p.exited() {
-			_ = p.cmd.Process.Kill()
+			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+				t.Errorf("%s: SIGTERM: %v", p.name, err)
+			}
 		}
 		select {
 		case <-p.done:
-		case <-time.After(ioTimeout):
-			t.Errorf("%s: still running after SIGKILL", p.name)
+		case <-time.After(10 * time.Second):
+			if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+				t.Errorf("%s: SIGKILL: %v", p.name, err)
+			}
+			select {
+			case <-p.done:
+			case <-time.After(ioTimeout):
+				t.Errorf("%s: still running after SIGKILL", p.name)
+			}
 		}
 		if out := p.stderr.String(); strings.Contains(out, "WARNING: DATA RACE") {
 			t.Errorf("%s: data race:\n%s", p.name, out)
@@ -821,7 +833,10 @@ func TestServeShutdown(t *testing.T) {
 			if !ok {
 				t.Fatalf("connect: no pid line; stdout %q, stderr %q", conn.stdout, conn.stderr)
 			}
-			pid, _ := strconv.Atoi(m[1])
+			pid, err := strconv.Atoi(m[1])
+			if err != nil {
+				t.Fatalf("pid line %q: %v", m[1], err)
+			}
 			// ...and a text-lines client on another job. (cat's own status is
 			// not asserted: shutdown closes a job's stdin before it signals, so
 			// cat may end by EOF, exit 0, or by TERM.)
