@@ -33,6 +33,9 @@ type jobCgroup interface {
 	// Empty reports whether no process, and no unreaped zombie, is left.
 	Empty() (bool, error)
 	Usage() (Usage, error)
+	// OOMKills is the OOM-kill count alone: one small file, cheap enough to
+	// poll for every job.
+	OOMKills() (int64, error)
 	Delete() error
 	Path() string
 }
@@ -211,6 +214,21 @@ func (c *cgroup1Job) Usage() (Usage, error) {
 	return u, nil
 }
 
+func (c *cgroup1Job) OOMKills() (int64, error) {
+	for _, s := range c.cg.Subsystems() {
+		if s.Name() != cgroup1.Memory {
+			continue
+		}
+		p := s.(interface{ Path(string) string })
+		dir, err := cgroup1.NestedPath(c.path)(cgroup1.Memory)
+		if err != nil {
+			return 0, err
+		}
+		return readKeyed(filepath.Join(p.Path(dir), "memory.oom_control"), "oom_kill")
+	}
+	return 0, errors.New("no memory controller")
+}
+
 // eventsMax reads "max N" from pids.events.
 func (c *cgroup1Job) eventsMax() (int64, error) {
 	for _, s := range c.cg.Subsystems() {
@@ -320,6 +338,10 @@ func (c *cgroup2Job) Empty() (bool, error) {
 		return true, nil
 	}
 	return cur == 0, err
+}
+
+func (c *cgroup2Job) OOMKills() (int64, error) {
+	return readKeyed(filepath.Join(c.dir(), "memory.events"), "oom_kill")
 }
 
 func (c *cgroup2Job) Usage() (Usage, error) {

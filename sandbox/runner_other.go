@@ -48,3 +48,5 @@ func CgroupVersion() int { return 0 }
 const InitArg = "sandbox-init"
 
 func RunInit() { panic("sandbox-init is Linux-only") }
+
+func (p *Process) OOMKills() (int64, error) { return 0, errors.ErrUnsupported }

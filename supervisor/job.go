@@ -32,7 +32,8 @@ import (
 // group and a drain timer bounds how long output is still read.
 type Job struct {
 	ID       string
-	App      *App
+	App      *App // with the tenant's policy, if it has one
+	Tenant   *Tenant
 	Remote   string
 	Protocol string
 	Started  time.Time
@@ -72,7 +73,7 @@ func (j *Job) Counters() Counters {
 }
 
 func (j *Job) info() JobInfo {
-	return JobInfo{ID: j.ID, App: j.App.Name, Pid: j.proc.Pid, Remote: j.Remote,
+	return JobInfo{ID: j.ID, App: j.App.Name, Tenant: j.Tenant.Name, Policy: policyName(j.App), Pid: j.proc.Pid, Remote: j.Remote,
 		Protocol: j.Protocol, Started: j.Started, Counters: j.Counters()}
 }
 
@@ -374,6 +375,25 @@ func (j *Job) checkIdle() {
 	defer j.mu.Unlock()
 	if !j.procExited && j.reason == "" {
 		j.idle.Reset(limit - quiet)
+	}
+}
+
+// checkOOM kills the whole job once the OOM killer has struck in it: the
+// kernel (v1) kills one process and would leave the rest running.
+func (j *Job) checkOOM() {
+	n, err := j.proc.OOMKills()
+	if err != nil || n == 0 {
+		return
+	}
+	j.mu.Lock()
+	first := j.reason == "" && !j.procExited
+	if first {
+		j.reason, j.detail = ReasonOOM, fmt.Sprintf("%d OOM kill(s) in the job's cgroup", n)
+	}
+	j.mu.Unlock()
+	if first {
+		j.log.Info("terminating job", "reason", ReasonOOM, "detail", "OOM kill in the job's cgroup: killing all of it")
+		j.kill()
 	}
 }
 

@@ -25,9 +25,11 @@ func policyName(a *App) string {
 	return a.Policy.Name
 }
 
-// sampleLoop reads the cgroups of running sandboxed jobs every sampleEvery,
-// for the limits only usage can show (cpu_time). One goroutine for all jobs:
-// a v1 read costs about 0.7 ms, so never per message, never per job timer.
+// sampleLoop reads the cgroups of running sandboxed jobs every sampleEvery:
+// the OOM-kill count of every job (one small file; on v1 the OOM killer
+// kills one process, so the job's whole cgroup is then killed here), and
+// full usage for jobs with a cpu_time limit. One goroutine for all jobs: a
+// full v1 read costs about 0.7 ms, so never per message, never per job timer.
 func (s *Supervisor) sampleLoop() {
 	defer close(s.sampleDone)
 	t := time.NewTicker(s.sampleEvery)
@@ -41,13 +43,16 @@ func (s *Supervisor) sampleLoop() {
 		s.mu.Lock()
 		jobs := make([]*Job, 0, len(s.jobs))
 		for _, j := range s.jobs {
-			if j.proc != nil && j.App.Policy != nil && j.App.Policy.CPUTime > 0 {
+			if j.proc != nil && j.proc.Sandboxed() {
 				jobs = append(jobs, j)
 			}
 		}
 		s.mu.Unlock()
 		for _, j := range jobs {
-			j.checkCPUTime()
+			j.checkOOM()
+			if j.App.Policy != nil && j.App.Policy.CPUTime > 0 {
+				j.checkCPUTime()
+			}
 		}
 	}
 }
@@ -61,6 +66,9 @@ var (
 	ErrUnknownApp = errors.New("unknown app")
 	// ErrNoJob is returned for a job ID that is not running.
 	ErrNoJob = errors.New("no such running job")
+	// ErrTenantBusy is returned by Start when the tenant's max_sessions
+	// jobs are running.
+	ErrTenantBusy = errors.New("too many sessions for this tenant")
 )
 
 // App is one configured program, fully resolved: Path is absolute and Env is
@@ -80,9 +88,21 @@ type App struct {
 	Policy *policies.Policy
 }
 
+// Tenant is who runs a job. Its Policy, when set, replaces the app's.
+type Tenant struct {
+	Name        string
+	TokenSHA256 [32]byte // sha256 of the bearer token
+	Policy      *policies.Policy
+	MaxSessions int // 0: only the global cap
+}
+
+// PublicTenant is everyone when no tenants are configured.
+var PublicTenant = &Tenant{Name: "public"}
+
 // Config is what a Supervisor needs. Zero durations take the defaults below.
 type Config struct {
 	Apps        []App
+	Tenants     []Tenant // none: everyone is PublicTenant
 	MaxSessions int
 	// Drain bounds how long output is still read after the job's process has
 	// exited (a descendant that escaped the kill may hold the pipes).
@@ -121,6 +141,7 @@ type Supervisor struct {
 	sampleDone  chan struct{}
 
 	apps        atomic.Pointer[map[string]*App]
+	tenants     atomic.Pointer[[]*Tenant]
 	maxSessions atomic.Int64
 	lastID      atomic.Uint64
 
@@ -173,12 +194,21 @@ func (s *Supervisor) Reload(cfg Config) {
 		apps[a.Name] = &a
 	}
 	s.apps.Store(&apps)
+	tenants := make([]*Tenant, len(cfg.Tenants))
+	for i := range cfg.Tenants {
+		t := cfg.Tenants[i]
+		tenants[i] = &t
+	}
+	s.tenants.Store(&tenants)
 	max := cfg.MaxSessions
 	if max <= 0 {
 		max = DefaultMaxSessions
 	}
 	s.maxSessions.Store(int64(max))
 }
+
+// Tenants returns the configured tenants; none means everyone is public.
+func (s *Supervisor) Tenants() []*Tenant { return *s.tenants.Load() }
 
 // App returns the configured app called name.
 func (s *Supervisor) App(name string) (*App, bool) {
@@ -199,18 +229,29 @@ func (s *Supervisor) Apps() []string {
 
 // Admit reports whether a new job would be admitted now, without starting
 // one; handlers use it to refuse before the WebSocket upgrade.
-func (s *Supervisor) Admit() error {
+func (s *Supervisor) Admit(t *Tenant) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.admitLocked()
+	return s.admitLocked(t)
 }
 
-func (s *Supervisor) admitLocked() error {
+func (s *Supervisor) admitLocked(t *Tenant) error {
 	if s.closing {
 		return ErrShuttingDown
 	}
 	if int64(len(s.jobs)) >= s.maxSessions.Load() {
 		return ErrBusy
+	}
+	if t != nil && t.MaxSessions > 0 {
+		n := 0
+		for _, j := range s.jobs {
+			if j.Tenant.Name == t.Name {
+				n++
+			}
+		}
+		if n >= t.MaxSessions {
+			return fmt.Errorf("%w %q (max_sessions %d)", ErrTenantBusy, t.Name, t.MaxSessions)
+		}
 	}
 	return nil
 }
@@ -218,6 +259,7 @@ func (s *Supervisor) admitLocked() error {
 // Request is everything about a new job that comes from its client.
 type Request struct {
 	App      string
+	Tenant   *Tenant  // nil: PublicTenant
 	Env      []string // request variables (CGI), appended after the app's allow-list
 	Remote   string
 	Protocol string
@@ -229,8 +271,17 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w %q", ErrUnknownApp, req.App)
 	}
+	tenant := req.Tenant
+	if tenant == nil {
+		tenant = PublicTenant
+	}
+	if tenant.Policy != nil { // the tenant's class replaces the app's
+		a := *app
+		a.Policy = tenant.Policy
+		app = &a
+	}
 	s.mu.Lock()
-	if err := s.admitLocked(); err != nil {
+	if err := s.admitLocked(tenant); err != nil {
 		s.mu.Unlock()
 		return nil, err
 	}
@@ -238,10 +289,11 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	j := &Job{
 		ID:       id,
 		App:      app,
+		Tenant:   tenant,
 		Remote:   req.Remote,
 		Protocol: req.Protocol,
 		sup:      s,
-		log:      s.log.With("job", id, "app", app.Name),
+		log:      s.log.With("job", id, "app", app.Name, "tenant", tenant.Name),
 		exitedc:  make(chan struct{}),
 	}
 	s.jobs[id] = j // reserves the slot while we fork
@@ -251,7 +303,7 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	env := make([]string, 0, len(app.Env)+len(req.Env)+2)
 	env = append(env, app.Env...)
 	env = append(env, req.Env...)
-	env = append(env, "CHIMIRROR_JOB_ID="+id, "CHIMIRROR_APP="+app.Name)
+	env = append(env, "CHIMIRROR_JOB_ID="+id, "CHIMIRROR_APP="+app.Name, "CHIMIRROR_TENANT="+tenant.Name)
 	spec := sandbox.Spec{Path: app.Path, Args: app.Args, Env: env, Dir: app.Dir}
 	if s.box && app.Policy != nil {
 		pol := app.Policy
@@ -301,6 +353,8 @@ func (s *Supervisor) Cancel(id string) error {
 type JobInfo struct {
 	ID       string
 	App      string
+	Tenant   string
+	Policy   string
 	Pid      int
 	Remote   string
 	Protocol string

@@ -75,6 +75,8 @@ func TestSandboxed_Limits(t *testing.T) {
 	var e ends
 	apps := []supervisor.App{
 		boxed(shApp("oom", `head -c 300M /dev/zero | tail > /dev/null`), mustPolicy(t, "m", `memory = "64MiB"`)),
+		// The OOM killer takes a child; the job's shell would live on.
+		boxed(shApp("oomchild", `(head -c 300M /dev/zero | tail > /dev/null); echo survived; exec sleep 30`), mustPolicy(t, "m2", `memory = "64MiB"`)),
 		boxed(shApp("wall", `sleep 30`), mustPolicy(t, "w", `wall_time = "300ms"`)),
 		boxed(shApp("idle", `sleep 30`), mustPolicy(t, "i", `idle_timeout = "300ms"`)),
 		boxed(shApp("output", `yes`), mustPolicy(t, "o", `max_output = 100000`)),
@@ -91,6 +93,7 @@ func TestSandboxed_Limits(t *testing.T) {
 				t.Errorf("usage %+v: want an OOM kill and the peak near 64 MiB", x.Usage)
 			}
 		}},
+		{"oomchild", "oom", nil},
 		{"wall", "wall-time", nil},
 		{"idle", "idle", nil},
 		{"output", "output-limit", func(t *testing.T, got session, x supervisor.Exit) {

@@ -3,6 +3,8 @@
 package web
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -137,6 +139,7 @@ type httpError struct {
 	Status     int
 	Msg        string
 	RetryAfter string
+	Bearer     bool // 401: ask for a bearer token
 }
 
 func (e *httpError) Error() string { return fmt.Sprintf("%d %s", e.Status, e.Msg) }
@@ -156,6 +159,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if he.RetryAfter != "" {
 			w.Header().Set("Retry-After", he.RetryAfter)
+		}
+		if he.Bearer {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="chimirror"`)
 		}
 		http.Error(w, he.Msg, he.Status)
 	}
@@ -192,7 +198,12 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name string) e
 	if err != nil {
 		return err
 	}
-	job, err := s.sup.Start(supervisor.Request{App: name, Env: cgiEnv(r, s.opts.Software), Remote: r.RemoteAddr, Protocol: protoName(proto)})
+	tenant, err := s.authenticate(r)
+	if err != nil {
+		return err
+	}
+	job, err := s.sup.Start(supervisor.Request{App: name, Tenant: tenant, Env: cgiEnv(r, s.opts.Software),
+		Remote: r.RemoteAddr, Protocol: protoName(proto)})
 	if err != nil {
 		return admitError(err)
 	}
@@ -234,6 +245,8 @@ func protoName(p string) string {
 
 func admitError(err error) error {
 	switch {
+	case errors.Is(err, supervisor.ErrTenantBusy):
+		return &httpError{Status: http.StatusTooManyRequests, Msg: err.Error() + "; try again later", RetryAfter: "1"}
 	case errors.Is(err, supervisor.ErrBusy):
 		return &httpError{Status: http.StatusTooManyRequests, Msg: "too many sessions; try again later", RetryAfter: "1"}
 	case errors.Is(err, supervisor.ErrShuttingDown):
@@ -242,6 +255,35 @@ func admitError(err error) error {
 		return errorf(http.StatusNotFound, "%v", err)
 	}
 	return &httpError{Status: http.StatusServiceUnavailable, Msg: "could not start job: " + err.Error(), RetryAfter: "1"}
+}
+
+// authenticate finds the request's tenant by its bearer token, from the
+// Authorization header or, for browsers, ?token=. With no tenants
+// configured everyone is the public tenant. Tokens are compared as SHA-256
+// sums in constant time, against every tenant.
+func (s *Server) authenticate(r *http.Request) (*supervisor.Tenant, error) {
+	tenants := s.sup.Tenants()
+	if len(tenants) == 0 {
+		return supervisor.PublicTenant, nil
+	}
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		token = r.URL.Query().Get("token")
+	}
+	if token == "" {
+		return nil, &httpError{Status: http.StatusUnauthorized, Msg: "a tenant token is required: Authorization: Bearer TOKEN, or ?token=TOKEN", Bearer: true}
+	}
+	sum := sha256.Sum256([]byte(token))
+	var found *supervisor.Tenant
+	for _, t := range tenants {
+		if subtle.ConstantTimeCompare(sum[:], t.TokenSHA256[:]) == 1 {
+			found = t
+		}
+	}
+	if found == nil {
+		return nil, &httpError{Status: http.StatusUnauthorized, Msg: "unknown tenant token", Bearer: true}
+	}
+	return found, nil
 }
 
 // pickProtocol chooses the sub-protocol. A client that offers protocols, none
@@ -288,6 +330,16 @@ func cgiEnv(r *http.Request, software string) []string {
 			_, serverPort = splitAddr(la.String())
 		}
 	}
+	// A ?token= is a secret: the job never sees it.
+	rawQuery, uri := r.URL.RawQuery, r.RequestURI
+	if q := r.URL.Query(); q.Has("token") {
+		q.Del("token")
+		rawQuery = q.Encode()
+		uri = r.URL.EscapedPath()
+		if rawQuery != "" {
+			uri += "?" + rawQuery
+		}
+	}
 	https := "off"
 	if r.TLS != nil {
 		https = "on"
@@ -300,10 +352,10 @@ func cgiEnv(r *http.Request, software string) []string {
 		"SERVER_NAME="+serverName,
 		"SERVER_PORT="+serverPort,
 		"REQUEST_METHOD="+r.Method,
-		"REQUEST_URI="+r.RequestURI,
+		"REQUEST_URI="+uri,
 		"SCRIPT_NAME="+r.URL.Path,
 		"PATH_INFO=",
-		"QUERY_STRING="+r.URL.RawQuery,
+		"QUERY_STRING="+rawQuery,
 		"REMOTE_ADDR="+remoteHost,
 		"REMOTE_HOST="+remoteHost,
 		"REMOTE_PORT="+remotePort,

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -39,6 +41,14 @@ type fileConfig struct {
 	Sandbox           string            `toml:"sandbox"`
 	PolicyDir         string            `toml:"policy_dir"`
 	App               []appConfig       `toml:"app"`
+	Tenant            []tenantConfig    `toml:"tenant"`
+}
+
+type tenantConfig struct {
+	Name        string `toml:"name"`
+	TokenSHA256 string `toml:"token_sha256"`
+	Policy      string `toml:"policy"`
+	MaxSessions int    `toml:"max_sessions"`
 }
 
 type appConfig struct {
@@ -55,6 +65,7 @@ type appConfig struct {
 // config is a loaded, validated, resolved configuration.
 type config struct {
 	Source  string // file name, or "(embedded default)"
+	Path    string // the file to re-read on SIGHUP; "" for the embedded default and quick mode
 	Listen  string
 	Sandbox string // "auto", "on" or "off"
 	Sup     supervisor.Config
@@ -87,7 +98,11 @@ func loadConfig(path string) (*config, error) {
 			return nil, fmt.Errorf("read config: %w", err)
 		}
 	}
-	return parseConfig(name, data, dir)
+	c, err := parseConfig(name, data, dir)
+	if c != nil && name != "(embedded default)" {
+		c.Path = name
+	}
+	return c, err
 }
 
 // parseConfig validates everything and resolves executables now, so a bad
@@ -235,6 +250,45 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		}
 		c.Sup.Apps = append(c.Sup.Apps, app)
 	}
+	tenantNames, tokens := map[string]int{}, map[string]int{}
+	for i, tc := range fc.Tenant {
+		t := supervisor.Tenant{Name: tc.Name, MaxSessions: tc.MaxSessions}
+		switch {
+		case tc.Name == "":
+			at("tenant", i, "name", "missing: every tenant needs a name")
+		case !appNameRe.MatchString(tc.Name) || tc.Name == supervisor.PublicTenant.Name:
+			at("tenant", i, "name", "%q is not a valid tenant name (lower-case letters, digits, '.', '_', '-'; not \"public\")", tc.Name)
+		default:
+			if first, dup := tenantNames[tc.Name]; dup {
+				at("tenant", i, "name", "duplicate tenant name %q (first at tenant[%d])", tc.Name, first)
+			}
+			tenantNames[tc.Name] = i
+		}
+		sum, err := hex.DecodeString(tc.TokenSHA256)
+		switch {
+		case err != nil || len(sum) != sha256.Size:
+			at("tenant", i, "token_sha256", "want the 64 hex digits of a token's SHA-256 (printf %%s TOKEN | sha256sum)")
+		default:
+			if first, dup := tokens[tc.TokenSHA256]; dup {
+				at("tenant", i, "token_sha256", "the same token as tenant[%d]", first)
+			}
+			tokens[tc.TokenSHA256] = i
+			copy(t.TokenSHA256[:], sum)
+		}
+		if tc.MaxSessions < 0 {
+			at("tenant", i, "max_sessions", "must not be negative")
+		}
+		if tc.Policy != "" && pols != nil {
+			pol, ok := pols.Get(tc.Policy)
+			if !ok {
+				at("tenant", i, "policy", "unknown policy %q (have: %s)", tc.Policy, strings.Join(pols.Names(), ", "))
+			} else if pol.UserNamespace {
+				at("tenant", i, "policy", "policy %q sets user_namespace, which this version's sandbox does not run yet", tc.Policy)
+			}
+			t.Policy = pol
+		}
+		c.Sup.Tenants = append(c.Sup.Tenants, t)
+	}
 	if len(fc.App) == 0 {
 		ps = append(ps, policies.Problem{File: file, Msg: "no [[app]] configured: add at least one"})
 	}
@@ -314,5 +368,6 @@ func quickConfig(base *config, argv []string) (*config, error) {
 		Grace: pol.Grace}}
 	c.Web.QuickApp = name
 	c.Source = "quick mode: " + strings.Join(argv, " ")
+	c.Path = ""
 	return &c, nil
 }

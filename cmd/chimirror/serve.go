@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chimirror/chimirror/policies"
 	"github.com/chimirror/chimirror/sandbox"
 	"github.com/chimirror/chimirror/supervisor"
 	"github.com/chimirror/chimirror/web"
@@ -121,12 +122,22 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 	log.Info("chimirror serving", "url", url, "config", cfg.Source, "apps", strings.Join(sup.Apps(), ","), "version", version)
 	fmt.Fprintf(stderr, "chimirror: test page at %s; apps at ws://%sapps/{%s}\n", url, strings.TrimPrefix(url, "http://"), strings.Join(sup.Apps(), ","))
 
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	var serveErr error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down: ending every job")
-	case serveErr = <-served:
-		log.Error("http server stopped", "err", serveErr)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down: ending every job")
+			break wait
+		case serveErr = <-served:
+			log.Error("http server stopped", "err", serveErr)
+			break wait
+		case <-hup:
+			reload(log, cfg, sup)
+		}
 	}
 	stop()
 	// Stop accepting, then end every job through its normal termination path.
@@ -162,4 +173,35 @@ func sandboxMode(mode string) (bool, string) {
 		return false, err.Error()
 	}
 	return true, ""
+}
+
+// reload re-reads the config file and its policies on SIGHUP. A valid one
+// applies to new jobs (apps, policies, tenants, max_sessions); running jobs
+// keep what they started with. An invalid one changes nothing and every
+// problem is logged. Listener, origins, bounds and the sandbox mode need a
+// restart.
+func reload(log *slog.Logger, cur *config, sup *supervisor.Supervisor) {
+	if cur.Path == "" {
+		log.Warn("SIGHUP: nothing to reload", "config", cur.Source)
+		return
+	}
+	next, err := loadConfig(cur.Path)
+	if err != nil {
+		var ps policies.Problems
+		if errors.As(err, &ps) {
+			for _, p := range ps {
+				log.Error("reload refused: config problem", "problem", p.String())
+			}
+		} else {
+			log.Error("reload refused", "err", err)
+		}
+		log.Warn("reload refused: still running the previous configuration", "config", cur.Path)
+		return
+	}
+	next.Sup.Sandbox, next.Sup.OnEnd = cur.Sup.Sandbox, cur.Sup.OnEnd
+	sup.Reload(next.Sup)
+	if next.Listen != cur.Listen || next.Sandbox != cur.Sandbox {
+		log.Warn("reload: listen and sandbox changes need a restart")
+	}
+	log.Info("reloaded", "config", cur.Path, "apps", strings.Join(sup.Apps(), ","), "tenants", len(next.Sup.Tenants))
 }
