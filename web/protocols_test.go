@@ -312,7 +312,7 @@ func TestJobEnvironment(t *testing.T) {
 		"GATEWAY_INTERFACE": "CGI/1.1", "SERVER_SOFTWARE": "chimirror/test", "REQUEST_METHOD": "GET",
 		"QUERY_STRING": "x=1&y=2", "REQUEST_URI": "/apps/env?x=1&y=2", "REMOTE_ADDR": "127.0.0.1",
 		"SERVER_NAME": "127.0.0.1", "HTTPS": "off", "HTTP_X_CUSTOM": "v1", "PATH_INFO": "",
-		"CHIMIRROR_APP": "env", "PATH": "/usr/local/bin:/usr/bin:/bin",
+		"CHIMIRROR_APP": "env", "PATH": "/usr/local/bin:/usr/bin:/bin", "CHIMIRROR_TENANT": "public",
 	}
 	for k, v := range want {
 		if env[k] != v {
