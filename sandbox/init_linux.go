@@ -90,9 +90,28 @@ func RunInit() {
 	if _, err := fmt.Fprintf(sync, "ok %d\n", pid); err != nil {
 		os.Exit(113)
 	}
+	if haveCReaper {
+		// Hand PID 1 to the C reaper: the target is our child and stays so
+		// across exec, and a target already dead waits as a zombie for it.
+		// fd 3 goes along: the reaper says "r" once its signals are blocked,
+		// so no signal the server sends can fall into the handoff.
+		if _, _, e := syscall.RawSyscall(syscall.SYS_FCNTL, 3, syscall.F_SETFD, 0); e != 0 {
+			fmt.Fprintf(os.Stderr, "chimirror init: keep sync fd: %v\n", e)
+		} else {
+			err := syscall.Exec("/proc/self/exe", []string{"chimirror-reaper", reaperArg, strconv.Itoa(pid)}, nil)
+			fmt.Fprintf(os.Stderr, "chimirror init: exec reaper: %v; staying PID 1\n", err)
+		}
+	}
+	// The Go helper stays PID 1: its signal handlers are already in place.
+	if _, err := fmt.Fprint(sync, "r\n"); err != nil {
+		os.Exit(113)
+	}
 	sync.Close()
 	os.Exit(reapAndForward(sigs, pid))
 }
+
+// reaperArg is argv[1] of the C reaper (reaper_linux.c).
+const reaperArg = "sandbox-reaper"
 
 func readConfig(r io.Reader) (*initConfig, error) {
 	b, err := io.ReadAll(io.LimitReader(r, 1<<20))
@@ -138,7 +157,15 @@ func setupAndStart(cfg *initConfig) (int, error) {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return 0, fmt.Errorf("no_new_privs: %w", err)
 	}
+	// Every capability leaves the bounding set but CAP_KILL: the reaper we
+	// exec next is root and gets exactly that one, to signal the job's
+	// processes (another uid) and nothing outside its pid namespace. The
+	// target runs as the policy's user with no_new_privs, so its effective
+	// and permitted sets are empty.
 	for c := 0; c <= unix.CAP_LAST_CAP; c++ {
+		if c == unix.CAP_KILL {
+			continue
+		}
 		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
 			return 0, fmt.Errorf("drop capability %d: %w", c, err)
 		}

@@ -85,7 +85,7 @@ func (r *Runner) startIsolated(spec Spec) (_ *Process, retErr error) {
 	}
 	attr := &syscall.ProcAttr{
 		Files: []uintptr{uintptr(stdio[1]), uintptr(stdio[1]), uintptr(errp[1]), uintptr(syncp[1])},
-		Env:   []string{},
+		Env:   []string{"GOMAXPROCS=1"}, // the helper needs no parallelism, and each thread is a host pid
 		Sys:   sys,
 	}
 	r.mu.Lock()
@@ -146,7 +146,8 @@ func (r *Runner) startIsolated(spec Spec) (_ *Process, retErr error) {
 	if err := rc.Control(func(fd uintptr) { serr = syscall.Shutdown(int(fd), syscall.SHUT_WR) }); err != nil || serr != nil {
 		return nil, fmt.Errorf("send init config: %w", errors.Join(err, serr))
 	}
-	reply, err := bufio.NewReader(syncFile).ReadString('\n')
+	br := bufio.NewReader(syncFile)
+	reply, err := br.ReadString('\n')
 	if err != nil {
 		return nil, fmt.Errorf("init helper for %s gave no reply: %w", iso.ID, err)
 	}
@@ -158,6 +159,10 @@ func (r *Runner) startIsolated(spec Spec) (_ *Process, retErr error) {
 		return nil, fmt.Errorf("init helper for %s: bad reply %q", iso.ID, reply)
 	} else if _, err := strconv.Atoi(n); err != nil {
 		return nil, fmt.Errorf("init helper for %s: bad reply %q", iso.ID, reply)
+	}
+	// "r": PID 1 (the C reaper, or the Go helper) now takes every signal.
+	if ready, err := br.ReadString('\n'); err != nil || ready != "r\n" {
+		return nil, fmt.Errorf("init helper for %s: no ready after handoff: %q %v", iso.ID, ready, err)
 	}
 	return p, nil
 }

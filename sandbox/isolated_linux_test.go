@@ -3,6 +3,7 @@ package sandbox
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -111,6 +112,51 @@ func TestIsolated_SignalAndEscapee(t *testing.T) {
 		t.Fatalf("status %s", st)
 	}
 	if err := p.Close(); err != nil { // kills and deletes the cgroup: fails if the escapee lives
+		t.Fatal(err)
+	}
+}
+
+// Ensure a running job's PID 1 is the C reaper: one thread, so a job costs
+// the host two pids (reaper and target), not a Go runtime's worth.
+func TestIsolated_ReaperIsOneThread(t *testing.T) {
+	requireV1(t)
+	if !haveCReaper {
+		t.Skip("built without cgo: the Go helper stays PID 1")
+	}
+	r := newTestRunner(t)
+	p, err := r.Start(isolatedSpec(t, `echo ready; exec sleep 30`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	if _, err := p.Stdio.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	var threads string
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "Threads:"); ok {
+				threads = strings.TrimSpace(v)
+			}
+		}
+		if threads == "1" || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if threads != "1" {
+		t.Fatalf("PID 1 of the job has %s threads, want the one-thread C reaper", threads)
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, p)
+	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
 }
