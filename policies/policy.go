@@ -38,6 +38,10 @@ type Policy struct {
 	Grace          time.Duration // between ExitSignal and SIGKILL of the whole job; never 0
 	Env            []string      // allow-list entries as written: "NAME" or "NAME=value"
 	UserNamespace  bool          // run the job in a user namespace of its own
+	// Initiators is how many sandboxes of this class are kept prepared
+	// ahead of their jobs (cgroup and namespaces made, helper waiting), so
+	// a job's setup is only its hot part; 0 prepares each on demand.
+	Initiators int
 
 	rlimits []specs.POSIXRlimit // in rlimitKinds order, soft = hard
 }
@@ -49,6 +53,10 @@ const (
 	DefaultExitSignal = "TERM"
 	DefaultGrace      = 5 * time.Second
 )
+
+// maxInitiators bounds a pool: each prepared sandbox holds a helper, a
+// cgroup and three of the server's descriptors.
+const maxInitiators = 256
 
 // CPUPeriodMicros is the CFS period of LinuxResources' CPU quota.
 const CPUPeriodMicros = 100000
@@ -168,6 +176,7 @@ type policyFile struct {
 	Grace         rawValue `toml:"grace"`
 	Env           rawValue `toml:"env"`
 	UserNamespace rawValue `toml:"user_namespace"`
+	Initiators    rawValue `toml:"initiators"`
 	Rlimits       rawValue `toml:"rlimits"` // a table; checked by rlimits
 }
 
@@ -233,6 +242,15 @@ func parse(file, name string, data []byte) (*Policy, Problems) {
 	}
 	p.Env = c.env(pf.Env)
 	c.boolean(toml.Key{"user_namespace"}, &p.UserNamespace, pf.UserNamespace)
+	if pf.Initiators.v != nil {
+		if n, ok := c.integer(toml.Key{"initiators"}, pf.Initiators); ok {
+			if n < 0 || n > maxInitiators {
+				c.add(toml.Key{"initiators"}, "must be from 0 to %d", maxInitiators)
+			} else {
+				p.Initiators = int(n)
+			}
+		}
+	}
 	p.rlimits = c.rlimits(pf.Rlimits)
 
 	// Combinations, checked only between values that are set and valid.

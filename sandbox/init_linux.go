@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,30 +32,37 @@ const InitArg = "sandbox-init"
 //	clone NEWPID|NEWNS|NEWUTS|NEWIPC[|NEWNET]
 //	      [v2: CLONE_INTO_CGROUP] ──────────► read config from fd 3 (blocks)
 //	v1: AddProc(helper) in every controller
-//	write config JSON, shutdown(WR) ────────► config; EOF means go
-//	                                          / rprivate, /proc, tmpfs /tmp,
-//	                                          hostname, rlimits, no_new_privs,
-//	                                          capability bounding set dropped
+//	Prepare: write prepareConfig line ──────► / rprivate, /proc, tmpfs /tmp,
+//	                                          rlimits, no_new_privs, bounding
+//	                                          set (CAP_KILL only)
+//	read "prepared" or "error: …" ◄────────── reply; wait for the job
+//	   … an initiator may wait in a pool here (cold part done) …
+//	Launch: write jobConfig line ───────────► hostname = job ID
 //	                                          fork+exec target as uid:gid
-//	read "ok PID" or "error: …" ◄──────────── reply, close fd 3
+//	read "ok PID" or "error: …" ◄──────────── reply; exec the C reaper
+//	read "r" ◄─────────────────────────────── reaper: signals blocked
 //	close sync socket (3 fds remain)          PID 1: reap all, forward signals
 //	                                          target exits: kill the rest,
-//	                                          comm := "exit N" / "signal N",
+//	                                          comm := "cm:eN" / "cm:sN",
 //	reaper: waitid(WNOWAIT), read comm,       exit
 //	        kill cgroup, reap  ◄──────────────
 //
-// If the parent dies first, fd 3 reads EOF before a config arrives and the
-// helper exits 111 without running anything; Pdeathsig kills it otherwise.
-type initConfig struct {
-	Path         string              `json:"path"`
-	Args         []string            `json:"args"`
-	Env          []string            `json:"env"`
-	Dir          string              `json:"dir"`
-	Hostname     string              `json:"hostname"`
+// If the parent dies, or discards a prepared initiator, fd 3 reads EOF and
+// the helper exits 111 without running anything; Pdeathsig kills it too.
+type prepareConfig struct {
 	UID          uint32              `json:"uid"`
 	GID          uint32              `json:"gid"`
 	Rlimits      []specs.POSIXRlimit `json:"rlimits"`
 	TmpSizeBytes int64               `json:"tmp_size_bytes"`
+}
+
+// jobConfig is what only the job knows.
+type jobConfig struct {
+	Path     string   `json:"path"`
+	Args     []string `json:"args"`
+	Env      []string `json:"env"`
+	Dir      string   `json:"dir"`
+	Hostname string   `json:"hostname"`
 }
 
 // helperCommPrefix marks the status a helper leaves in its comm (15 bytes).
@@ -67,8 +75,9 @@ func RunInit() {
 	runtime.LockOSThread()
 	sync := os.NewFile(3, "sync")
 	syscall.CloseOnExec(3)
-	cfg, err := readConfig(sync)
-	if err != nil {
+	br := bufio.NewReader(io.LimitReader(sync, 8<<20))
+	var prep prepareConfig
+	if err := readLine(br, &prep); err != nil {
 		os.Exit(111) // parent gone or protocol broken: run nothing
 	}
 	// Subscribe before the target exists: a target that exits at once must
@@ -77,12 +86,25 @@ func RunInit() {
 	// Not SIGURG (the Go runtime's preemption) nor SIGPIPE.
 	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGALRM, syscall.SIGCONT)
-	pid, err := setupAndStart(cfg)
-	if err != nil {
+	fail := func(err error) {
 		if _, werr := fmt.Fprintf(sync, "error: %v\n", err); werr != nil {
 			os.Exit(113)
 		}
 		os.Exit(112)
+	}
+	if err := prepare(&prep); err != nil {
+		fail(err)
+	}
+	if _, err := fmt.Fprint(sync, "prepared\n"); err != nil {
+		os.Exit(113)
+	}
+	var job jobConfig
+	if err := readLine(br, &job); err != nil {
+		os.Exit(111) // discarded before a job came
+	}
+	pid, err := startTarget(&prep, &job)
+	if err != nil {
+		fail(err)
 	}
 	// Only the target holds the job's stdin/stdout now, so its EOF is theirs.
 	syscall.Close(0)
@@ -113,49 +135,45 @@ func RunInit() {
 // reaperArg is argv[1] of the C reaper (reaper_linux.c).
 const reaperArg = "sandbox-reaper"
 
-func readConfig(r io.Reader) (*initConfig, error) {
-	b, err := io.ReadAll(io.LimitReader(r, 1<<20))
-	if err != nil || len(b) == 0 {
-		return nil, fmt.Errorf("read init config: %w", err)
+// readLine reads one JSON line of the handshake.
+func readLine(br *bufio.Reader, v any) error {
+	b, err := br.ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("read init message: %w", err)
 	}
-	var cfg initConfig
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return nil, fmt.Errorf("decode init config: %w", err)
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("decode init message: %w", err)
 	}
-	return &cfg, nil
+	return nil
 }
 
-func setupAndStart(cfg *initConfig) (int, error) {
+// prepare is everything that does not depend on the job.
+func prepare(cfg *prepareConfig) error {
 	// Mounts first: Go never makes propagation private for Cloneflags, and
 	// on systemd hosts / is shared, so our mounts would leak to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return 0, fmt.Errorf("make / rprivate: %w", err)
+		return fmt.Errorf("make / rprivate: %w", err)
 	}
 	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return 0, fmt.Errorf("mount /proc: %w", err)
+		return fmt.Errorf("mount /proc: %w", err)
 	}
 	if cfg.TmpSizeBytes > 0 {
 		opts := "mode=1777,size=" + strconv.FormatInt(cfg.TmpSizeBytes, 10)
 		if err := unix.Mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-			return 0, fmt.Errorf("mount tmpfs /tmp: %w", err)
-		}
-	}
-	if cfg.Hostname != "" {
-		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
-			return 0, fmt.Errorf("set hostname: %w", err)
+			return fmt.Errorf("mount tmpfs /tmp: %w", err)
 		}
 	}
 	for _, rl := range cfg.Rlimits {
 		res, ok := rlimitNames[rl.Type]
 		if !ok {
-			return 0, fmt.Errorf("unknown rlimit %s", rl.Type)
+			return fmt.Errorf("unknown rlimit %s", rl.Type)
 		}
 		if err := unix.Setrlimit(res, &unix.Rlimit{Cur: rl.Soft, Max: rl.Hard}); err != nil {
-			return 0, fmt.Errorf("set %s: %w", rl.Type, err)
+			return fmt.Errorf("set %s: %w", rl.Type, err)
 		}
 	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		return 0, fmt.Errorf("no_new_privs: %w", err)
+		return fmt.Errorf("no_new_privs: %w", err)
 	}
 	// Every capability leaves the bounding set but CAP_KILL: the reaper we
 	// exec next is root and gets exactly that one, to signal the job's
@@ -167,7 +185,17 @@ func setupAndStart(cfg *initConfig) (int, error) {
 			continue
 		}
 		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
-			return 0, fmt.Errorf("drop capability %d: %w", c, err)
+			return fmt.Errorf("drop capability %d: %w", c, err)
+		}
+	}
+	return nil
+}
+
+// startTarget runs the job's program in the prepared sandbox.
+func startTarget(prep *prepareConfig, cfg *jobConfig) (int, error) {
+	if cfg.Hostname != "" {
+		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+			return 0, fmt.Errorf("set hostname: %w", err)
 		}
 	}
 	attr := &syscall.ProcAttr{
@@ -175,7 +203,7 @@ func setupAndStart(cfg *initConfig) (int, error) {
 		Env:   cfg.Env,
 		Files: []uintptr{0, 1, 2},
 		Sys: &syscall.SysProcAttr{
-			Credential: &syscall.Credential{Uid: cfg.UID, Gid: cfg.GID, Groups: []uint32{}},
+			Credential: &syscall.Credential{Uid: prep.UID, Gid: prep.GID, Groups: []uint32{}},
 			Setsid:     true,
 		},
 	}

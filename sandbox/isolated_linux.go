@@ -8,29 +8,58 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
 
-// handshakeTimeout bounds the helper's setup, from clone to "ok PID".
+// handshakeTimeout bounds each step of the helper's handshake.
 const handshakeTimeout = 10 * time.Second
 
-// startIsolated starts spec through the init helper (see the handshake in
-// init_linux.go). Setup is undone step by step on failure.
-func (r *Runner) startIsolated(spec Spec) (_ *Process, retErr error) {
-	iso := spec.Isolation
+// prepared names pool initiators' cgroups until they get a job.
+var prepared atomic.Uint64
+
+// Initiator is a sandbox prepared ahead of its job (the mainframe's idea):
+// its cgroup and namespaces exist and its init helper has done every step
+// that does not depend on the job, and waits. Launch it once, or Discard it.
+type Initiator struct {
+	r    *Runner
+	p    *Process
+	sync *os.File
+	br   *bufio.Reader
+	iso  Isolation
+}
+
+// startIsolated runs spec in a sandbox made for it.
+func (r *Runner) startIsolated(spec Spec) (*Process, error) {
+	in, err := r.Prepare(*spec.Isolation)
+	if err != nil {
+		return nil, err
+	}
+	return in.Launch(spec)
+}
+
+// Prepare creates a sandbox for iso (see the handshake in init_linux.go) up
+// to the point where only the job is missing. iso.ID names its cgroup; an
+// empty ID gets a generated one. Setup is undone step by step on failure.
+func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 	version := iso.CgroupVersion
 	if version == 0 {
 		version = CgroupVersion()
 	}
-	// The server's pid keeps two servers' job IDs apart until IDs are
+	name := iso.ID
+	if name == "" {
+		name = fmt.Sprintf("init%d", prepared.Add(1))
+	}
+	// The server's pid keeps two servers' names apart until job IDs are
 	// unique for good (the ledger's sequence).
-	cg, err := newJobCgroup(version, fmt.Sprintf("%s.%d", iso.ID, os.Getpid()), iso.Resources)
+	cg, err := newJobCgroup(version, fmt.Sprintf("%s.%d", name, os.Getpid()), iso.Resources)
 	if err != nil {
 		return nil, err
 	}
+	cgOwned := false // once the helper is registered, its Process owns the cgroup
 	defer func() {
-		if retErr != nil {
+		if retErr != nil && !cgOwned {
 			if err := killAndWait(cg, 5*time.Second); err != nil {
 				retErr = errors.Join(retErr, err)
 				return
@@ -68,10 +97,12 @@ func (r *Runner) startIsolated(spec Spec) (_ *Process, retErr error) {
 		}
 	}
 	syncFile := os.NewFile(uintptr(syncp[0]), "sync") // non-blocking: deadlines work
-	defer syncFile.Close()
 	defer func() {
 		if retErr != nil {
 			closeFds(stdio[0], errp[0])
+			if err := syncFile.Close(); err != nil {
+				retErr = errors.Join(retErr, err)
+			}
 		}
 	}()
 
@@ -109,13 +140,11 @@ func (r *Runner) startIsolated(spec Spec) (_ *Process, retErr error) {
 	r.procs[pid] = p
 	r.mu.Unlock()
 	stdio[0], errp[0] = -1, -1 // p's files own them now
+	cgOwned = true
+	in := &Initiator{r: r, p: p, sync: syncFile, br: bufio.NewReader(syncFile), iso: iso}
 	defer func() {
 		if retErr != nil { // the helper is registered: kill it and let the reaper have it
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-				retErr = errors.Join(retErr, err)
-			}
-			<-p.done
-			retErr = errors.Join(retErr, p.Stdio.Close(), p.Stderr.Close())
+			retErr = errors.Join(retErr, in.kill())
 		}
 	}()
 
@@ -124,45 +153,101 @@ func (r *Runner) startIsolated(spec Spec) (_ *Process, retErr error) {
 			return nil, err
 		}
 	}
-	cfg, err := json.Marshal(initConfig{
-		Path: spec.Path, Args: spec.Args, Env: spec.Env, Dir: spec.Dir,
-		Hostname: iso.ID, UID: iso.UID, GID: iso.GID,
-		Rlimits: iso.Rlimits, TmpSizeBytes: iso.TmpSizeBytes,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("encode init config: %w", err)
-	}
-	if err := syncFile.SetDeadline(time.Now().Add(handshakeTimeout)); err != nil {
+	if err := in.send(prepareConfig{UID: iso.UID, GID: iso.GID, Rlimits: iso.Rlimits, TmpSizeBytes: iso.TmpSizeBytes}); err != nil {
 		return nil, err
 	}
-	if _, err := syncFile.Write(cfg); err != nil {
-		return nil, fmt.Errorf("send init config: %w", err)
-	}
-	rc, err := syncFile.SyscallConn()
-	if err != nil {
+	if err := in.expect("prepared"); err != nil {
 		return nil, err
 	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = syscall.Shutdown(int(fd), syscall.SHUT_WR) }); err != nil || serr != nil {
-		return nil, fmt.Errorf("send init config: %w", errors.Join(err, serr))
+	return in, nil
+}
+
+// Launch runs spec in the prepared sandbox; spec.Isolation's ID, if any, is
+// the hostname. The Initiator is used up either way.
+func (in *Initiator) Launch(spec Spec) (_ *Process, retErr error) {
+	defer func() {
+		if err := in.sync.Close(); err != nil {
+			retErr = errors.Join(retErr, err)
+		}
+		if retErr != nil {
+			retErr = errors.Join(retErr, in.kill())
+		}
+	}()
+	host := in.iso.ID
+	if spec.Isolation != nil && spec.Isolation.ID != "" {
+		host = spec.Isolation.ID
 	}
-	br := bufio.NewReader(syncFile)
-	reply, err := br.ReadString('\n')
+	if err := in.send(jobConfig{Path: spec.Path, Args: spec.Args, Env: spec.Env, Dir: spec.Dir, Hostname: host}); err != nil {
+		return nil, err
+	}
+	reply, err := in.reply()
 	if err != nil {
-		return nil, fmt.Errorf("init helper for %s gave no reply: %w", iso.ID, err)
-	}
-	reply = strings.TrimSpace(reply)
-	if msg, ok := strings.CutPrefix(reply, "error: "); ok {
-		return nil, fmt.Errorf("sandbox setup for %s: %s", iso.ID, msg)
+		return nil, err
 	}
 	if n, ok := strings.CutPrefix(reply, "ok "); !ok {
-		return nil, fmt.Errorf("init helper for %s: bad reply %q", iso.ID, reply)
+		return nil, fmt.Errorf("init helper: bad reply %q", reply)
 	} else if _, err := strconv.Atoi(n); err != nil {
-		return nil, fmt.Errorf("init helper for %s: bad reply %q", iso.ID, reply)
+		return nil, fmt.Errorf("init helper: bad reply %q", reply)
 	}
 	// "r": PID 1 (the C reaper, or the Go helper) now takes every signal.
-	if ready, err := br.ReadString('\n'); err != nil || ready != "r\n" {
-		return nil, fmt.Errorf("init helper for %s: no ready after handoff: %q %v", iso.ID, ready, err)
+	if err := in.expect("r"); err != nil {
+		return nil, err
 	}
-	return p, nil
+	return in.p, nil
+}
+
+// Discard ends an initiator that will get no job.
+func (in *Initiator) Discard() error {
+	return errors.Join(in.sync.Close(), in.kill())
+}
+
+// kill ends the helper, waits for the reaper and releases everything.
+func (in *Initiator) kill() error {
+	var err error
+	if e := syscall.Kill(in.p.Pid, syscall.SIGKILL); e != nil && !errors.Is(e, syscall.ESRCH) {
+		err = e
+	}
+	<-in.p.done
+	return errors.Join(err, in.p.Close())
+}
+
+func (in *Initiator) send(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode init message: %w", err)
+	}
+	if err := in.sync.SetDeadline(time.Now().Add(handshakeTimeout)); err != nil {
+		return err
+	}
+	if _, err := in.sync.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("send init message: %w", err)
+	}
+	return nil
+}
+
+// reply reads the helper's next line; "error: …" becomes an error.
+func (in *Initiator) reply() (string, error) {
+	if err := in.sync.SetDeadline(time.Now().Add(handshakeTimeout)); err != nil {
+		return "", err
+	}
+	line, err := in.br.ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("init helper gave no reply: %w", err)
+	}
+	line = strings.TrimSuffix(line, "\n")
+	if msg, ok := strings.CutPrefix(line, "error: "); ok {
+		return "", fmt.Errorf("sandbox setup: %s", msg)
+	}
+	return line, nil
+}
+
+func (in *Initiator) expect(want string) error {
+	got, err := in.reply()
+	if err != nil {
+		return err
+	}
+	if got != want {
+		return fmt.Errorf("init helper: got %q, want %q", got, want)
+	}
+	return nil
 }

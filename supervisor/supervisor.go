@@ -135,6 +135,9 @@ type Supervisor struct {
 	onEnd  func(JobInfo, Exit)
 	box    bool
 
+	poolMu sync.Mutex
+	pools  map[*policies.Policy]*sandbox.Pool // prepared sandboxes, per policy in use
+
 	sampleEvery time.Duration
 	stopSample  chan struct{}
 	stopOnce    sync.Once // Shutdown may be called more than once
@@ -164,6 +167,7 @@ func New(log *slog.Logger, cfg Config) (*Supervisor, error) {
 		onEnd:  cfg.OnEnd,
 		box:    cfg.Sandbox,
 		jobs:   make(map[string]*Job),
+		pools:  make(map[*policies.Policy]*sandbox.Pool),
 
 		sampleEvery: cfg.SampleEvery,
 		stopSample:  make(chan struct{}),
@@ -205,6 +209,86 @@ func (s *Supervisor) Reload(cfg Config) {
 		max = DefaultMaxSessions
 	}
 	s.maxSessions.Store(int64(max))
+	s.syncPools(cfg)
+}
+
+// syncPools keeps one pool of prepared sandboxes for each policy in use
+// (by an app or a tenant) that asks for initiators, and closes the pools of
+// policies no longer in use.
+func (s *Supervisor) syncPools(cfg Config) {
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if !s.box || closing {
+		return
+	}
+	want := make(map[*policies.Policy]bool)
+	for _, a := range cfg.Apps {
+		if a.Policy != nil && a.Policy.Initiators > 0 {
+			want[a.Policy] = true
+		}
+	}
+	for _, t := range cfg.Tenants {
+		if t.Policy != nil && t.Policy.Initiators > 0 {
+			want[t.Policy] = true
+		}
+	}
+	s.poolMu.Lock()
+	var stale []*sandbox.Pool
+	for pol, p := range s.pools {
+		if !want[pol] {
+			stale = append(stale, p)
+			delete(s.pools, pol)
+		}
+	}
+	for pol := range want {
+		if _, ok := s.pools[pol]; !ok {
+			s.pools[pol] = s.runner.NewPool(s.log.With("pool", pol.Name), isolationFor(pol, ""), pol.Initiators)
+		}
+	}
+	s.poolMu.Unlock()
+	for _, p := range stale {
+		p.Close()
+	}
+}
+
+func (s *Supervisor) closePools() {
+	s.poolMu.Lock()
+	pools := s.pools
+	s.pools = make(map[*policies.Policy]*sandbox.Pool)
+	s.poolMu.Unlock()
+	for _, p := range pools {
+		p.Close()
+	}
+}
+
+// isolationFor is a policy's sandbox, for job id ("" for a pool template).
+func isolationFor(pol *policies.Policy, id string) sandbox.Isolation {
+	return sandbox.Isolation{
+		ID: id, Resources: pol.LinuxResources(), Rlimits: pol.Rlimits(), Network: pol.Network,
+		TmpSizeBytes: pol.TmpSizeBytes, UID: pol.UID, GID: pol.GID,
+	}
+}
+
+// start launches spec in a prepared sandbox of its policy when one is
+// ready, and prepares one on the spot otherwise (or if the prepared one
+// fails: it may have been killed while it waited).
+func (s *Supervisor) start(j *Job, spec sandbox.Spec) (*sandbox.Process, error) {
+	if spec.Isolation != nil {
+		s.poolMu.Lock()
+		pool := s.pools[j.App.Policy]
+		s.poolMu.Unlock()
+		if pool != nil {
+			if in := pool.Get(); in != nil {
+				p, err := in.Launch(spec)
+				if err == nil {
+					return p, nil
+				}
+				j.log.Warn("prepared sandbox failed; preparing a new one", "err", err)
+			}
+		}
+	}
+	return s.runner.Start(spec)
 }
 
 // Tenants returns the configured tenants; none means everyone is public.
@@ -306,13 +390,10 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	env = append(env, "CHIMIRROR_JOB_ID="+id, "CHIMIRROR_APP="+app.Name, "CHIMIRROR_TENANT="+tenant.Name)
 	spec := sandbox.Spec{Path: app.Path, Args: app.Args, Env: env, Dir: app.Dir}
 	if s.box && app.Policy != nil {
-		pol := app.Policy
-		spec.Isolation = &sandbox.Isolation{
-			ID: id, Resources: pol.LinuxResources(), Rlimits: pol.Rlimits(), Network: pol.Network,
-			TmpSizeBytes: pol.TmpSizeBytes, UID: pol.UID, GID: pol.GID,
-		}
+		iso := isolationFor(app.Policy, id)
+		spec.Isolation = &iso
 	}
-	p, err := s.runner.Start(spec)
+	p, err := s.start(j, spec)
 	if err != nil {
 		s.release(j)
 		return nil, fmt.Errorf("start job %s: %w", id, err)
@@ -405,6 +486,7 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	}
 	s.stopOnce.Do(func() { close(s.stopSample) })
 	<-s.sampleDone
+	s.closePools()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	var err error

@@ -43,18 +43,32 @@ func boxed(app supervisor.App, pol *policies.Policy) supervisor.App {
 // Ensure a sandboxed job's view over a real WebSocket: hostname = job ID,
 // only lo, no privileges, fds 0-2, nobody, env = allow-list + CGI.
 func TestSandboxed_InsideView(t *testing.T) {
+	for _, tc := range []struct{ name, initiators string }{{"prepared on demand", "0"}, {"from the pool", "2"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			insideView(t, tc.initiators)
+		})
+	}
+}
+
+func insideView(t *testing.T, initiators string) {
 	var e ends
-	pol := mustPolicy(t, "t", `memory = "64MiB"`+"\n"+`pids = 32`+"\n")
+	pol := mustPolicy(t, "t", `memory = "64MiB"`+"\n"+`pids = 32`+"\n"+`initiators = `+initiators+"\n")
 	s := sandboxedServer(t, &e, boxed(shApp("view", `echo "host $(hostname)"; grep -E '^(NoNewPrivs|CapEff)' /proc/self/status;
-		echo "nics $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ,)"; printf 'fds '; ls /proc/$$/fd | tr '\n' ,; echo;
+		echo "nics $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ,)"; ls /proc/self/fd > /tmp/fds; printf 'fds '; tr '\n' , < /tmp/fds; echo;
 		echo "uid $(id -u)"; echo "procs $(ls /proc | grep -c '^[0-9]')"; env | cut -d= -f1 | sort | tr '\n' ,`), pol))
+	for i := 0; i < 3; i++ { // the pool hands out, and refills
+		viewOnce(t, s, &e)
+	}
+}
+
+func viewOnce(t *testing.T, s *testServer, e *ends) {
 	ws := s.dial("/apps/view", ProtoV1)
 	got := readSession(t, ws, 10*time.Second)
 	out := string(got.stdout)
 	var job struct{ ID string }
 	jsonUnmarshal(t, got.events[0].Data, &job)
 	for _, want := range []string{"host " + job.ID + "\n", "NoNewPrivs:\t1", "CapEff:\t0000000000000000", "nics lo,",
-		"fds 0,1,2,\n", "uid 65534\n", "CHIMIRROR_JOB_ID,", "PATH,", "QUERY_STRING,"} {
+		"fds 0,1,2,3,\n", "uid 65534\n", "CHIMIRROR_JOB_ID,", "PATH,", "QUERY_STRING,"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("inside view lacks %q:\n%s", want, out)
 		}

@@ -37,6 +37,9 @@ func TestTenants(t *testing.T) {
 		t.Fatalf("job sees %q: want its tenant, and no token anywhere", out)
 	}
 
+	// The slot is free once the server has released the first job, a moment
+	// after the client saw its /exit.
+	waitFor(t, 5*time.Second, "the first job released", func() bool { return s.sup.Running() == 0 })
 	held, err := s.tryDial("/apps/cat", bearer("alice-secret")) // alice's only slot
 	if err != nil {
 		t.Fatal(err)

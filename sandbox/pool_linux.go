@@ -1,0 +1,87 @@
+package sandbox
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Pool keeps up to Size initiators prepared from one Isolation template, so
+// a job's critical path is only the hot part of its setup. Initiators are
+// never reused: each Get hands one out for good, and a background goroutine
+// prepares the next. A Pool holds at most Size+1 prepared initiators (one
+// may wait to be put in).
+type Pool struct {
+	r     *Runner
+	log   *slog.Logger
+	tmpl  Isolation
+	ready chan *Initiator
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+// NewPool starts filling a pool of size initiators for tmpl (its ID is
+// ignored: each job names its own). Close it when done.
+func (r *Runner) NewPool(log *slog.Logger, tmpl Isolation, size int) *Pool {
+	tmpl.ID = ""
+	p := &Pool{r: r, log: log, tmpl: tmpl, ready: make(chan *Initiator, size),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go p.fill()
+	return p
+}
+
+// fill prepares initiators until stopped; on failure it backs off.
+func (p *Pool) fill() {
+	defer close(p.done)
+	backoff := 100 * time.Millisecond
+	for {
+		in, err := p.r.Prepare(p.tmpl)
+		if err != nil {
+			p.log.Warn("prepare initiator", "err", err, "retry_in", backoff)
+			select {
+			case <-p.stop:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 10*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		select {
+		case p.ready <- in:
+		case <-p.stop:
+			p.discard(in)
+			return
+		}
+	}
+}
+
+func (p *Pool) discard(in *Initiator) {
+	if err := in.Discard(); err != nil {
+		p.log.Warn("discard initiator", "err", err)
+	}
+}
+
+// Get returns a prepared initiator, or nil when none is ready (the caller
+// prepares one itself).
+func (p *Pool) Get() *Initiator {
+	select {
+	case in := <-p.ready:
+		return in
+	default:
+		return nil
+	}
+}
+
+// Close stops refilling and discards the prepared initiators.
+func (p *Pool) Close() {
+	close(p.stop)
+	<-p.done
+	for {
+		select {
+		case in := <-p.ready:
+			p.discard(in)
+		default:
+			return
+		}
+	}
+}
