@@ -168,7 +168,8 @@ func (c *cgroup1Job) Empty() (bool, error) {
 	return cur == 0, nil
 }
 
-func (c *cgroup1Job) v1File(sub cgroup1.Name, file string) (int64, error) {
+// v1Path is the path of file in the job's directory of one v1 controller.
+func (c *cgroup1Job) v1Path(sub cgroup1.Name, file string) (string, error) {
 	for _, s := range c.cg.Subsystems() {
 		if s.Name() != sub {
 			continue
@@ -179,11 +180,28 @@ func (c *cgroup1Job) v1File(sub cgroup1.Name, file string) (int64, error) {
 		}
 		dir, err := cgroup1.NestedPath(c.path)(sub)
 		if err != nil {
-			return 0, err
+			return "", err
 		}
-		return readInt(filepath.Join(p.Path(dir), file))
+		return filepath.Join(p.Path(dir), file), nil
 	}
-	return 0, fmt.Errorf("cgroup %s has no %s controller", c.path, sub)
+	return "", fmt.Errorf("cgroup %s has no %s controller", c.path, sub)
+}
+
+func (c *cgroup1Job) v1File(sub cgroup1.Name, file string) (int64, error) {
+	p, err := c.v1Path(sub, file)
+	if err != nil {
+		return 0, err
+	}
+	return readInt(p)
+}
+
+// v1Keyed reads "key N" from a keyed file of one controller.
+func (c *cgroup1Job) v1Keyed(sub cgroup1.Name, file, key string) (int64, error) {
+	p, err := c.v1Path(sub, file)
+	if err != nil {
+		return 0, err
+	}
+	return readKeyed(p, key)
 }
 
 func (c *cgroup1Job) Usage() (Usage, error) {
@@ -208,41 +226,14 @@ func (c *cgroup1Job) Usage() (Usage, error) {
 	if m.Pids != nil {
 		u.PidsCurrent = int64(m.Pids.Current)
 	}
-	if hits, err := c.eventsMax(); err == nil {
+	if hits, err := c.v1Keyed(cgroup1.Pids, "pids.events", "max"); err == nil {
 		u.PidsLimitHits = hits
 	}
 	return u, nil
 }
 
 func (c *cgroup1Job) OOMKills() (int64, error) {
-	for _, s := range c.cg.Subsystems() {
-		if s.Name() != cgroup1.Memory {
-			continue
-		}
-		p := s.(interface{ Path(string) string })
-		dir, err := cgroup1.NestedPath(c.path)(cgroup1.Memory)
-		if err != nil {
-			return 0, err
-		}
-		return readKeyed(filepath.Join(p.Path(dir), "memory.oom_control"), "oom_kill")
-	}
-	return 0, errors.New("no memory controller")
-}
-
-// eventsMax reads "max N" from pids.events.
-func (c *cgroup1Job) eventsMax() (int64, error) {
-	for _, s := range c.cg.Subsystems() {
-		if s.Name() != cgroup1.Pids {
-			continue
-		}
-		p := s.(interface{ Path(string) string })
-		dir, err := cgroup1.NestedPath(c.path)(cgroup1.Pids)
-		if err != nil {
-			return 0, err
-		}
-		return readKeyed(filepath.Join(p.Path(dir), "pids.events"), "max")
-	}
-	return 0, errors.New("no pids controller")
+	return c.v1Keyed(cgroup1.Memory, "memory.oom_control", "oom_kill")
 }
 
 func (c *cgroup1Job) Delete() error {

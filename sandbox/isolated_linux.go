@@ -75,31 +75,24 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 		defer closeFds(cgfd)
 	}
 
-	stdio, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	fds, err := newJobFds()
 	if err != nil {
-		return nil, fmt.Errorf("socketpair for stdio: %w", err)
-	}
-	var errp [2]int
-	if err := syscall.Pipe2(errp[:], syscall.O_CLOEXEC); err != nil {
-		closeFds(stdio[0], stdio[1])
-		return nil, fmt.Errorf("pipe for stderr: %w", err)
+		return nil, err
 	}
 	syncp, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		closeFds(stdio[0], stdio[1], errp[0], errp[1])
+		closeFds(fds.stdio, fds.childStdio, fds.stderr, fds.childStderr)
 		return nil, fmt.Errorf("socketpair for sync: %w", err)
 	}
-	defer closeFds(stdio[1], errp[1], syncp[1])
-	for _, fd := range []int{stdio[0], errp[0], syncp[0]} {
-		if err := syscall.SetNonblock(fd, true); err != nil {
-			closeFds(stdio[0], errp[0], syncp[0])
-			return nil, fmt.Errorf("set non-blocking: %w", err)
-		}
+	defer closeFds(fds.childStdio, fds.childStderr, syncp[1])
+	if err := syscall.SetNonblock(syncp[0], true); err != nil {
+		closeFds(fds.stdio, fds.stderr, syncp[0])
+		return nil, fmt.Errorf("set non-blocking: %w", err)
 	}
 	syncFile := os.NewFile(uintptr(syncp[0]), "sync") // non-blocking: deadlines work
 	defer func() {
 		if retErr != nil {
-			closeFds(stdio[0], errp[0])
+			closeFds(fds.stdio, fds.stderr)
 			if err := syncFile.Close(); err != nil {
 				retErr = errors.Join(retErr, err)
 			}
@@ -115,7 +108,7 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 		sys.UseCgroupFD, sys.CgroupFD = true, cgfd
 	}
 	attr := &syscall.ProcAttr{
-		Files: []uintptr{uintptr(stdio[1]), uintptr(stdio[1]), uintptr(errp[1]), uintptr(syncp[1])},
+		Files: []uintptr{uintptr(fds.childStdio), uintptr(fds.childStdio), uintptr(fds.childStderr), uintptr(syncp[1])},
 		Env:   []string{"GOMAXPROCS=1"}, // the helper needs no parallelism, and each thread is a host pid
 		Sys:   sys,
 	}
@@ -131,15 +124,15 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 	}
 	p := &Process{
 		Pid:      pid,
-		Stdio:    os.NewFile(uintptr(stdio[0]), "stdio"),
-		Stderr:   os.NewFile(uintptr(errp[0]), "stderr"),
+		Stdio:    os.NewFile(uintptr(fds.stdio), "stdio"),
+		Stderr:   os.NewFile(uintptr(fds.stderr), "stderr"),
 		done:     make(chan struct{}),
 		cg:       cg,
 		isolated: true,
 	}
 	r.procs[pid] = p
 	r.mu.Unlock()
-	stdio[0], errp[0] = -1, -1 // p's files own them now
+	fds.stdio, fds.stderr = -1, -1 // p's files own them now
 	cgOwned = true
 	in := &Initiator{r: r, p: p, sync: syncFile, br: bufio.NewReader(syncFile), iso: iso}
 	defer func() {

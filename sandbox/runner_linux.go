@@ -188,31 +188,21 @@ func (r *Runner) Start(spec Spec) (_ *Process, retErr error) {
 	if spec.Isolation != nil {
 		return r.startIsolated(spec)
 	}
-	stdio, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	fds, err := newJobFds()
 	if err != nil {
-		return nil, fmt.Errorf("socketpair for stdio: %w", err)
-	}
-	var errp [2]int
-	if err := syscall.Pipe2(errp[:], syscall.O_CLOEXEC); err != nil {
-		closeFds(stdio[0], stdio[1])
-		return nil, fmt.Errorf("pipe for stderr: %w", err)
+		return nil, err
 	}
 	// The child's ends are closed once forked; ours are closed on failure.
-	defer closeFds(stdio[1], errp[1])
+	defer closeFds(fds.childStdio, fds.childStderr)
 	defer func() {
 		if retErr != nil {
-			closeFds(stdio[0], errp[0])
+			closeFds(fds.stdio, fds.stderr)
 		}
 	}()
-	for _, fd := range []int{stdio[0], errp[0]} {
-		if err := syscall.SetNonblock(fd, true); err != nil {
-			return nil, fmt.Errorf("set non-blocking: %w", err)
-		}
-	}
 	attr := &syscall.ProcAttr{
 		Dir:   spec.Dir,
 		Env:   spec.Env,
-		Files: []uintptr{uintptr(stdio[1]), uintptr(stdio[1]), uintptr(errp[1])},
+		Files: []uintptr{uintptr(fds.childStdio), uintptr(fds.childStdio), uintptr(fds.childStderr)},
 		Sys: &syscall.SysProcAttr{
 			Setpgid:   true,
 			Pdeathsig: syscall.SIGKILL,
@@ -231,8 +221,8 @@ func (r *Runner) Start(spec Spec) (_ *Process, retErr error) {
 	}
 	p := &Process{
 		Pid:    pid,
-		Stdio:  os.NewFile(uintptr(stdio[0]), "stdio"),
-		Stderr: os.NewFile(uintptr(errp[0]), "stderr"),
+		Stdio:  os.NewFile(uintptr(fds.stdio), "stdio"),
+		Stderr: os.NewFile(uintptr(fds.stderr), "stderr"),
 		done:   make(chan struct{}),
 	}
 	r.procs[pid] = p
@@ -375,6 +365,31 @@ func (p *Process) Close() error {
 		err = errors.Join(err, p.cg.Delete())
 	}
 	return err
+}
+
+// jobFds are a job's stdio: the child's ends (fd 0 and 1 are one socket,
+// fd 2 a pipe) and the supervisor's ends, non-blocking so the poller serves
+// them. All are close-on-exec; the child's are dup'ed into place at fork.
+type jobFds struct{ stdio, stderr, childStdio, childStderr int }
+
+func newJobFds() (jobFds, error) {
+	sp, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return jobFds{}, fmt.Errorf("socketpair for stdio: %w", err)
+	}
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		closeFds(sp[0], sp[1])
+		return jobFds{}, fmt.Errorf("pipe for stderr: %w", err)
+	}
+	f := jobFds{stdio: sp[0], childStdio: sp[1], stderr: p[0], childStderr: p[1]}
+	for _, fd := range []int{f.stdio, f.stderr} {
+		if err := syscall.SetNonblock(fd, true); err != nil {
+			closeFds(f.stdio, f.childStdio, f.stderr, f.childStderr)
+			return jobFds{}, fmt.Errorf("set non-blocking: %w", err)
+		}
+	}
+	return f, nil
 }
 
 func closeFds(fds ...int) {

@@ -193,16 +193,10 @@ func lifecycleServer(t *testing.T, e *ends, lim Limits) *testServer {
 
 func readPid(t *testing.T, ws *websocket.Conn) int {
 	t.Helper()
-	if err := ws.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	_, m, err := ws.ReadMessage()
+	line := readLine(t, ws)
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
 	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(m)))
-	if err != nil {
-		t.Fatalf("pid line %q: %v", m, err)
+		t.Fatalf("pid line %q: %v", line, err)
 	}
 	return pid
 }

@@ -33,20 +33,34 @@ sandbox = "%s"
 # Held sessions are opened for minutes and never read again: no keepalive
 # drops while the capacity is measured.
 ping_interval = "1h"
+# policies/bench.toml: no output or time limits (2 GiB of output is
+# measured), a prepared-sandbox pool like the built-ins'.
+policy_dir = "policies"
 [[app]]
 name = "cat"
 command = ["cat"]
+policy = "bench"
 [[app]]
 name = "lines"
 command = ["sh", "-c", "yes \"$(printf '%%099d' 0)\" | head -n %d"]
 env = ["PATH"]
+policy = "bench"
 [[app]]
 name = "zero"
 command = ["head", "-c", "%d", "/dev/zero"]
 binary = true
+policy = "bench"
 [[app]]
 name = "sink"
 command = ["wc", "-c"]
+policy = "bench"
+`
+
+// benchPolicy is the bench apps' job class: sandboxed like the built-ins
+// but with no limit a benchmark would hit.
+const benchPolicy = `memory = "256MiB"
+pids = 64
+initiators = 8
 `
 
 type benchOpts struct {
@@ -281,6 +295,12 @@ func startBenchServer(o benchOpts, sandboxMode string) (_ *benchServer, retErr e
 	}()
 	cfg := filepath.Join(dir, "bench.toml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(benchConfig, sandboxMode, o.lines, o.zeroBytes)), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(filepath.Join(dir, "policies"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policies", "bench.toml"), []byte(benchPolicy), 0o644); err != nil {
 		return nil, err
 	}
 	self, err := os.Executable()

@@ -142,11 +142,14 @@ wait:
 	stop()
 	// Stop accepting, then end every job through its normal termination path.
 	// The deadline leaves room for the longest grace period plus the kill.
+	// Tearing a sandboxed job down (cgroup kill, empty, delete) takes a few
+	// ms of kernel work, so thousands of jobs need more than the grace.
 	var maxGrace time.Duration
 	for _, a := range cfg.Sup.Apps {
 		maxGrace = max(maxGrace, a.Grace, supervisor.DefaultGrace)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), maxGrace+5*time.Second)
+	teardown := time.Duration(sup.Running()) * 5 * time.Millisecond
+	sctx, cancel := context.WithTimeout(context.Background(), maxGrace+5*time.Second+teardown)
 	defer cancel()
 	herr := hs.Shutdown(sctx)
 	serr := sup.Shutdown(sctx)
