@@ -50,6 +50,7 @@ const InitArg = "sandbox-init"
 // If the parent dies, or discards a prepared initiator, fd 3 reads EOF and
 // the helper exits 111 without running anything; Pdeathsig kills it too.
 type prepareConfig struct {
+	NewNet       bool                `json:"new_net"` // a fresh network namespace: bring lo up
 	UID          uint32              `json:"uid"`
 	GID          uint32              `json:"gid"`
 	Rlimits      []specs.POSIXRlimit `json:"rlimits"`
@@ -149,6 +150,11 @@ func readLine(br *bufio.Reader, v any) error {
 
 // prepare is everything that does not depend on the job.
 func prepare(cfg *prepareConfig) error {
+	if cfg.NewNet {
+		if err := loopbackUp(); err != nil {
+			return fmt.Errorf("bring lo up: %w", err)
+		}
+	}
 	// Mounts first: Go never makes propagation private for Cloneflags, and
 	// on systemd hosts / is shared, so our mounts would leak to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
@@ -285,4 +291,23 @@ func helperStatus(pid int) (st ExitStatus, ok bool) {
 		return ExitStatus{Code: 128 + n, Signal: syscall.Signal(n)}, true
 	}
 	return st, false
+}
+
+// loopbackUp sets lo up in a new network namespace (it starts down), so a
+// job can talk to itself on 127.0.0.1.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }

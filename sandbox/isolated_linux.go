@@ -146,7 +146,7 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 			return nil, err
 		}
 	}
-	if err := in.send(prepareConfig{UID: iso.UID, GID: iso.GID, Rlimits: iso.Rlimits, TmpSizeBytes: iso.TmpSizeBytes}); err != nil {
+	if err := in.send(prepareConfig{NewNet: !iso.Network, UID: iso.UID, GID: iso.GID, Rlimits: iso.Rlimits, TmpSizeBytes: iso.TmpSizeBytes}); err != nil {
 		return nil, err
 	}
 	if err := in.expect("prepared"); err != nil {

@@ -48,7 +48,8 @@ func TestIsolated_InsideView(t *testing.T) {
 	r := newTestRunner(t)
 	spec := isolatedSpec(t, `echo "pid $$"; echo "procs $(ls /proc | grep -c '^[0-9]')"; echo "host $(hostname)";
 		echo "nics $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ,)"; grep -E '^(NoNewPrivs|CapEff)' /proc/self/status;
-		ls /proc/self/fd > /tmp/fds; printf 'fds '; tr '\n' , < /tmp/fds; echo; echo "uid $(id -u)"; echo "nofile $(ulimit -n)"; echo "tmp $(df -k /tmp | tail -1 | awk '{print $2}')"`)
+		ls /proc/self/fd > /tmp/fds; printf 'fds '; tr '\n' , < /tmp/fds; echo; echo "uid $(id -u)"; echo "nofile $(ulimit -n)";
+		perl -MIO::Socket::INET -e '$l = IO::Socket::INET->new(LocalAddr => "127.0.0.1:4000", Listen => 1) or die "listen: $!"; IO::Socket::INET->new("127.0.0.1:4000") or die "connect: $!"; print "lo works\n"'; echo "tmp $(df -k /tmp | tail -1 | awk '{print $2}')"`)
 	out, st := runIsolated(t, r, spec)
 	if st.Code != 0 {
 		t.Fatalf("status %s, output:\n%s", st, out)
@@ -58,7 +59,7 @@ func TestIsolated_InsideView(t *testing.T) {
 		t.Errorf("job pid %d (%v), want a low pid in its own namespace", pid, err)
 	}
 	for _, want := range []string{"host " + spec.Isolation.ID + "\n", "nics lo,\n", "NoNewPrivs:\t1\n",
-		"CapEff:\t0000000000000000\n", "fds 0,1,2,3,\n", "uid 65534\n", "nofile 64\n", "tmp 8192\n"} {
+		"CapEff:\t0000000000000000\n", "fds 0,1,2,3,\n", "uid 65534\n", "nofile 64\n", "tmp 8192\n", "lo works\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("inside view lacks %q:\n%s", want, out)
 		}
