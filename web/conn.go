@@ -110,7 +110,9 @@ type wsConn struct {
 	lim Limits
 
 	wmu       sync.Mutex
+	pingMu    sync.Mutex // the timer fires on its own goroutine
 	ping      *time.Timer
+	pingOff   bool // stopped for good: never re-armed
 	closeOnce sync.Once
 }
 
@@ -119,9 +121,21 @@ func newWSConn(ws *websocket.Conn, bc *batchConn, log *slog.Logger, lim Limits) 
 	ws.SetReadLimit(lim.MaxMessageBytes)
 	ws.SetPongHandler(func(string) error { return c.extendRead() })
 	if lim.PingInterval > 0 {
+		c.pingMu.Lock()
 		c.ping = time.AfterFunc(lim.PingInterval, c.sendPing)
+		c.pingMu.Unlock()
 	}
 	return c
+}
+
+// stopPing stops keepalive for good.
+func (c *wsConn) stopPing() {
+	c.pingMu.Lock()
+	defer c.pingMu.Unlock()
+	c.pingOff = true
+	if c.ping != nil {
+		c.ping.Stop()
+	}
 }
 
 // extendRead gives the client another ping period plus the pong timeout.
@@ -137,7 +151,11 @@ func (c *wsConn) sendPing() {
 	if err != nil {
 		return // the reader notices the dead connection; no more pings
 	}
-	c.ping.Reset(c.lim.PingInterval)
+	c.pingMu.Lock()
+	defer c.pingMu.Unlock()
+	if !c.pingOff {
+		c.ping.Reset(c.lim.PingInterval)
+	}
 }
 
 // read returns the next data message. Errors say why the client is gone.
@@ -189,9 +207,7 @@ const closeWait = time.Second
 // The reader then sees the client's close, or a deadline, and returns.
 func (c *wsConn) finish(e supervisor.Exit) error {
 	code, text := closeFor(e)
-	if c.ping != nil {
-		c.ping.Stop()
-	}
+	c.stopPing()
 	err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text),
 		time.Now().Add(c.lim.WriteTimeout))
 	return errors.Join(err, c.ws.SetReadDeadline(time.Now().Add(closeWait)))
@@ -201,9 +217,7 @@ func (c *wsConn) finish(e supervisor.Exit) error {
 func (c *wsConn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
-		if c.ping != nil {
-			c.ping.Stop()
-		}
+		c.stopPing()
 		err = c.ws.Close()
 	})
 	return err
