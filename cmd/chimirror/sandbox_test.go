@@ -87,9 +87,12 @@ env = ["PATH"]
 	}
 }
 
-// removeJobCgroups removes the empty job cgroups a killed server left.
+// removeJobCgroups waits until every cgroup the killed server left (jobs
+// and prepared initiators alike) is empty, then removes it: an orphaned
+// init's zombie waits for the host's init, which can take a second or two.
 func removeJobCgroups(t *testing.T, serverPid int) {
 	suffix := "." + strconv.Itoa(serverPid)
+	var dirs []string
 	err := filepath.WalkDir("/sys/fs/cgroup", func(p string, d os.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return nil
@@ -98,14 +101,27 @@ func removeJobCgroups(t *testing.T, serverPid int) {
 			return filepath.SkipDir
 		}
 		if filepath.Base(filepath.Dir(p)) == "chimirror" && strings.HasSuffix(p, suffix) {
-			if err := os.Remove(p); err != nil {
-				t.Errorf("remove %s: %v", p, err)
-			}
+			dirs = append(dirs, p)
 			return filepath.SkipDir
 		}
 		return nil
 	})
 	if err != nil {
 		t.Error(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, d := range dirs {
+		for {
+			err := os.Remove(d)
+			if err == nil || os.IsNotExist(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				procs, rerr := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+				t.Errorf("%s still busy after the server's death: %v (procs %q %v)", d, err, procs, rerr)
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 }
