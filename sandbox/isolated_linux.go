@@ -104,6 +104,17 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 		flags |= syscall.CLONE_NEWNET
 	}
 	sys := &syscall.SysProcAttr{Cloneflags: flags, Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if iso.UserNamespace {
+		// Created first, the user namespace owns the others, so the helper
+		// (root inside) may still mount /proc and /tmp and set the hostname.
+		sys.Cloneflags |= syscall.CLONE_NEWUSER
+		idmap := []syscall.SysProcIDMap{{ContainerID: 0, HostID: UserNamespaceBase, Size: 65536}}
+		sys.UidMappings, sys.GidMappings = idmap, idmap
+		sys.GidMappingsEnableSetgroups = true
+		// Root inside (host uid 100000): host uid 0 is not mapped, so without
+		// this the helper would be the overflow uid, without capabilities.
+		sys.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	}
 	if cgfd >= 0 {
 		sys.UseCgroupFD, sys.CgroupFD = true, cgfd
 	}

@@ -97,7 +97,15 @@ func TestIsolated_ExitStatus(t *testing.T) {
 func TestIsolated_SignalAndEscapee(t *testing.T) {
 	requireV1(t)
 	r := newTestRunner(t)
-	p, err := r.Start(isolatedSpec(t, `setsid sleep 30 & trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.05; done`))
+	for _, userns := range []bool{false, true} {
+		t.Run(fmt.Sprintf("user namespace %v", userns), func(t *testing.T) { signalAndEscapee(t, r, userns) })
+	}
+}
+
+func signalAndEscapee(t *testing.T, r *Runner, userns bool) {
+	spec := isolatedSpec(t, `setsid sleep 30 & trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.05; done`)
+	spec.Isolation.UserNamespace = userns
+	p, err := r.Start(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,5 +167,27 @@ func TestIsolated_ReaperIsOneThread(t *testing.T) {
 	waitDone(t, p)
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Ensure a user-namespaced job: root inside maps to an unused host uid, the
+// policy's user runs the target, and the sandbox otherwise behaves the same.
+func TestIsolated_UserNamespace(t *testing.T) {
+	requireV1(t)
+	r := newTestRunner(t)
+	spec := isolatedSpec(t, `cat /proc/self/uid_map; echo "uid $(id -u)"; echo "host $(hostname)"; touch /tmp/x && echo "tmp ok"; exit 5`)
+	spec.Isolation.UserNamespace = true
+	out, st := runIsolated(t, r, spec)
+	fields := strings.Fields(out)
+	if len(fields) < 3 || fields[0] != "0" || fields[1] != "100000" || fields[2] != "65536" {
+		t.Fatalf("uid_map: %q", out)
+	}
+	for _, want := range []string{"uid 65534\n", "host " + spec.Isolation.ID + "\n", "tmp ok\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if st.Code != 5 {
+		t.Fatalf("status %s", st)
 	}
 }

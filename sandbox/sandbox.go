@@ -53,8 +53,15 @@ type Isolation struct {
 	Rlimits       []specs.POSIXRlimit
 	Network       bool // keep the host's network namespace
 	TmpSizeBytes  int64
-	UID, GID      uint32
+	UID, GID      uint32 // the target's ids; inside the user namespace when UserNamespace
+	// UserNamespace gives the job a user namespace of its own: ids 0–65535
+	// inside are UserNamespaceBase… on the host, so even a job running as
+	// root inside is an unprivileged, unused uid outside.
+	UserNamespace bool
 }
+
+// UserNamespaceBase is the first host id of a user-namespaced job's range.
+const UserNamespaceBase = 100000
 
 // ExitStatus is how a process ended.
 type ExitStatus struct {

@@ -266,7 +266,7 @@ func (s *Supervisor) closePools() {
 func isolationFor(pol *policies.Policy, id string) sandbox.Isolation {
 	return sandbox.Isolation{
 		ID: id, Resources: pol.LinuxResources(), Rlimits: pol.Rlimits(), Network: pol.Network,
-		TmpSizeBytes: pol.TmpSizeBytes, UID: pol.UID, GID: pol.GID,
+		TmpSizeBytes: pol.TmpSizeBytes, UID: pol.UID, GID: pol.GID, UserNamespace: pol.UserNamespace,
 	}
 }
 

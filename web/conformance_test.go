@@ -18,17 +18,22 @@ import (
 var runners = []struct {
 	name    string
 	sandbox bool
-}{{"plain", false}, {"sandboxed", true}}
+	userns  bool
+}{{"plain", false, false}, {"sandboxed", true, false}, {"sandboxed in a user namespace", true, true}}
 
 // conformanceServer serves the conformance apps with one runner.
-func conformanceServer(t *testing.T, sandboxed bool, e *ends) *testServer {
+func conformanceServer(t *testing.T, sandboxed, userns bool, e *ends) *testServer {
 	t.Helper()
 	if sandboxed {
 		if err := sandbox.Available(); err != nil {
 			t.Skipf("sandboxed runner needs root and cgroups: %v", err)
 		}
 	}
-	pol, ps := policies.Parse("conf.toml", []byte("memory = \"128MiB\"\npids = 64\ninitiators = 2\n"))
+	body := "memory = \"128MiB\"\npids = 64\ninitiators = 2\n"
+	if userns {
+		body += "user_namespace = true\n"
+	}
+	pol, ps := policies.Parse("conf.toml", []byte(body))
 	if len(ps) > 0 {
 		t.Fatal(ps)
 	}
@@ -53,7 +58,7 @@ func TestConformance(t *testing.T) {
 	for _, r := range runners {
 		t.Run(r.name, func(t *testing.T) {
 			var e ends
-			s := conformanceServer(t, r.sandbox, &e)
+			s := conformanceServer(t, r.sandbox, r.userns, &e)
 			t.Run("text lines echo", func(t *testing.T) {
 				ws := s.dial("/apps/cat")
 				if err := ws.WriteMessage(websocket.TextMessage, []byte("hello")); err != nil {

@@ -197,9 +197,6 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		if pols != nil {
 			if pol, ok := pols.Get(polName); ok {
 				app.Policy = pol
-				if pol.UserNamespace {
-					at("app", i, "policy", "policy %q sets user_namespace, which this version's sandbox does not run yet", polName)
-				}
 			} else {
 				at("app", i, "policy", "unknown policy %q (have: %s)", polName, strings.Join(pols.Names(), ", "))
 			}
@@ -282,8 +279,6 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 			pol, ok := pols.Get(tc.Policy)
 			if !ok {
 				at("tenant", i, "policy", "unknown policy %q (have: %s)", tc.Policy, strings.Join(pols.Names(), ", "))
-			} else if pol.UserNamespace {
-				at("tenant", i, "policy", "policy %q sets user_namespace, which this version's sandbox does not run yet", tc.Policy)
 			}
 			t.Policy = pol
 		}
