@@ -8,9 +8,10 @@ import (
 
 // Pool keeps up to Size initiators prepared from one Isolation template, so
 // a job's critical path is only the hot part of its setup. Initiators are
-// never reused: each Get hands one out for good, and a background goroutine
-// prepares the next. A Pool holds at most Size+1 prepared initiators (one
-// may wait to be put in).
+// never reused: each Get hands one out for good, and background goroutines
+// (fillers, owned by the pool and stopped by Close) prepare the next. A Pool
+// holds at most Size+fillers prepared initiators (each filler may hold one
+// waiting to be put in).
 type Pool struct {
 	r     *Runner
 	log   *slog.Logger
