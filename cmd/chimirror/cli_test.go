@@ -35,13 +35,7 @@ func TestVersion(t *testing.T) {
 
 func TestCommandLine(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name       string
-		args       []string
-		wantCode   int
-		wantStdout string // substring
-		wantStderr string // substring
-	}{
+	tests := []cliCase{
 		{name: "unknown command", args: []string{"frobnicate"}, wantCode: 2, wantStderr: `chimirror: unknown command "frobnicate"`},
 		{name: "unknown command prints usage", args: []string{"frobnicate"}, wantCode: 2, wantStderr: "Usage:\n  chimirror serve"},
 		{name: "no command", args: nil, wantCode: 2, wantStderr: "Usage:\n  chimirror serve"},
@@ -50,21 +44,7 @@ func TestCommandLine(t *testing.T) {
 		{name: "connect without URL", args: []string{"connect"}, wantCode: 2, wantStderr: "Usage: chimirror connect"},
 		{name: "connect with a bad scheme", args: []string{"connect", "ftp://127.0.0.1/apps/x"}, wantCode: 1, wantStderr: "want ws://, wss://, http:// or https://"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			stdout, stderr, code := runCLI(t, t.TempDir(), nil, tc.args...)
-			if code != tc.wantCode {
-				t.Errorf("exit code %d, want %d", code, tc.wantCode)
-			}
-			if !strings.Contains(stdout, tc.wantStdout) {
-				t.Errorf("stdout %q lacks %q", stdout, tc.wantStdout)
-			}
-			if !strings.Contains(stderr, tc.wantStderr) {
-				t.Errorf("stderr %q lacks %q", stderr, tc.wantStderr)
-			}
-		})
-	}
+	runCLICases(t, tests)
 }
 
 // defaultServer serves the embedded default config (apps echo and demo).
@@ -329,4 +309,33 @@ func firstDiff(a, b []byte) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// cliCase is one run of the binary: its exit code and what its output holds.
+type cliCase struct {
+	name       string
+	args       []string
+	wantCode   int
+	wantStdout string // substring
+	wantStderr string // substring
+}
+
+// runCLICases runs each case in parallel in its own temp dir.
+func runCLICases(t *testing.T, tests []cliCase) {
+	t.Helper()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			stdout, stderr, code := runCLI(t, t.TempDir(), nil, tc.args...)
+			if code != tc.wantCode {
+				t.Errorf("exit code %d, want %d", code, tc.wantCode)
+			}
+			if !strings.Contains(stdout, tc.wantStdout) {
+				t.Errorf("stdout %q lacks %q", stdout, tc.wantStdout)
+			}
+			if !strings.Contains(stderr, tc.wantStderr) {
+				t.Errorf("stderr %q lacks %q", stderr, tc.wantStderr)
+			}
+		})
+	}
 }

@@ -195,13 +195,7 @@ func TestPolicyList(t *testing.T) {
 // TestPolicyCommandLine: usage and mistakes on the command line.
 func TestPolicyCommandLine(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name       string
-		args       []string
-		wantCode   int
-		wantStdout string // substring
-		wantStderr string // substring
-	}{
+	tests := []cliCase{
 		{name: "no subcommand", args: []string{"policy"}, wantCode: 2, wantStderr: "Usage:\n  chimirror policy check"},
 		{name: "unknown subcommand", args: []string{"policy", "frob"}, wantCode: 2, wantStderr: `chimirror policy: unknown command "frob"`},
 		{name: "help", args: []string{"policy", "--help"}, wantCode: 0, wantStdout: "chimirror policy list [--dir DIR]"},
@@ -209,21 +203,7 @@ func TestPolicyCommandLine(t *testing.T) {
 		{name: "check with a bad flag", args: []string{"policy", "check", "--bogus"}, wantCode: 2, wantStderr: "flag provided but not defined: -bogus"},
 		{name: "listed in the main usage", args: []string{"help"}, wantCode: 0, wantStdout: "chimirror policy check [FILE...]"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			stdout, stderr, code := runCLI(t, t.TempDir(), nil, tc.args...)
-			if code != tc.wantCode {
-				t.Errorf("exit code %d, want %d", code, tc.wantCode)
-			}
-			if !strings.Contains(stdout, tc.wantStdout) {
-				t.Errorf("stdout %q lacks %q", stdout, tc.wantStdout)
-			}
-			if !strings.Contains(stderr, tc.wantStderr) {
-				t.Errorf("stderr %q lacks %q", stderr, tc.wantStderr)
-			}
-		})
-	}
+	runCLICases(t, tests)
 }
 
 // TestPolicyCheckFixtures: every fixture is judged by the binary as by its
