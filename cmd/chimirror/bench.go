@@ -326,6 +326,8 @@ func startBenchServer(o benchOpts, sandboxMode string) (_ *benchServer, retErr e
 		return nil, err
 	}
 	cmd := exec.Command(self, "serve", "--config", cfg, "--log-level", "warn")
+	// If the bench dies, its server stops too, gracefully, ending its jobs.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

@@ -125,6 +125,13 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	// A log reader that goes away must not kill the server (Go kills a
+	// program on a broken pipe at fd 1 or 2 unless SIGPIPE is handled):
+	// logs are lost, jobs go on and shutdown still cleans up. Handled, not
+	// ignored, so that jobs still get SIGPIPE's default action.
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
 	var serveErr error
 wait:
 	for {
