@@ -1,10 +1,12 @@
 // Package sandbox starts and ends the processes behind jobs. It is mechanism
-// only: it knows processes, process groups, file descriptors and (later)
-// cgroups and namespaces; it knows nothing of TOML, WebSockets or the ledger.
+// only: processes, process groups, file descriptors, cgroups (v1 and v2),
+// namespaces, the init helper and its C reaper, prepared initiators and
+// usage; it knows nothing of TOML, WebSockets or the ledger.
 //
-// A process started here has exactly three descriptors: fd 0 and fd 1 are the
-// same end of one socketpair (so stdin and stdout cost the supervisor one fd),
-// and fd 2 is a pipe. Every other descriptor of the server is close-on-exec.
+// A job has exactly three descriptors: fd 0 and fd 1 are the same end of one
+// socketpair (so stdin and stdout cost the supervisor one fd), and fd 2 is a
+// pipe. Every other descriptor of the server is close-on-exec. A sandboxed
+// job's exit status travels in its init's comm, not on a fourth descriptor.
 //
 // Exactly one Runner may exist in a process at a time, because it owns every
 // child of the process: it reaps them all from one goroutine (the server is a
