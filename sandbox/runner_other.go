@@ -50,3 +50,15 @@ const InitArg = "sandbox-init"
 func RunInit() { panic("sandbox-init is Linux-only") }
 
 func (p *Process) OOMKills() (int64, error) { return 0, errors.ErrUnsupported }
+
+// Pool and Initiator are Linux-only; the fallback pool never has one ready.
+type Pool struct{}
+
+type Initiator struct{}
+
+func (r *Runner) NewPool(*slog.Logger, Isolation, int) *Pool { return &Pool{} }
+func (p *Pool) Get() *Initiator                              { return nil }
+func (p *Pool) Close()                                       {}
+func (r *Runner) Prepare(Isolation) (*Initiator, error)      { return nil, errors.ErrUnsupported }
+func (in *Initiator) Launch(Spec) (*Process, error)          { return nil, errors.ErrUnsupported }
+func (in *Initiator) Discard() error                         { return nil }
