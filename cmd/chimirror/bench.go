@@ -326,8 +326,7 @@ func startBenchServer(o benchOpts, sandboxMode string) (_ *benchServer, retErr e
 		return nil, err
 	}
 	cmd := exec.Command(self, "serve", "--config", cfg, "--log-level", "warn")
-	// If the bench dies, its server stops too, gracefully, ending its jobs.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = benchServerAttr()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
