@@ -14,6 +14,10 @@ test: deps vet
 
 vet: deps
 	$(GO) vet ./...
+	@# Linux-only code lives in _linux.go files with fallbacks: keep other
+	@# OSes and cgo-less builds compiling.
+	GOOS=darwin $(GO) build ./...
+	CGO_ENABLED=0 $(GO) build ./...
 
 # ---- deps: install whatever the tests need that is missing -----------------
 # Runs as root on Debian in CI; use `apt-get install -y`, never a prompt.
