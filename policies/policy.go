@@ -182,6 +182,10 @@ type policyFile struct {
 
 var policyNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
+// ValidName reports whether s may name a policy, an app or a tenant: the
+// same rule keeps every name safe in a URL path, a file name and a cgroup.
+func ValidName(s string) bool { return policyNameRe.MatchString(s) }
+
 // Parse reads one policy file. Its name is file's base name without
 // ".toml". It returns either the policy or every problem found (a syntax or
 // type error of the TOML itself is reported alone), sorted by line.
@@ -383,6 +387,9 @@ func (c *checker) boolean(k toml.Key, dst *bool, r rawValue) {
 }
 
 var envNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// ValidEnvName reports whether s is an environment variable name.
+func ValidEnvName(s string) bool { return envNameRe.MatchString(s) }
 
 // env checks the allow-list's syntax; it does not look variables up.
 func (c *checker) env(r rawValue) []string {

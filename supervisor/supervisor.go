@@ -311,14 +311,6 @@ func (s *Supervisor) Apps() []string {
 	return names
 }
 
-// Admit reports whether a new job would be admitted now, without starting
-// one; handlers use it to refuse before the WebSocket upgrade.
-func (s *Supervisor) Admit(t *Tenant) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.admitLocked(t)
-}
-
 func (s *Supervisor) admitLocked(t *Tenant) error {
 	if s.closing {
 		return ErrShuttingDown

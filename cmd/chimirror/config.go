@@ -74,7 +74,8 @@ type config struct {
 
 const defaultListen = "127.0.0.1:8080"
 
-var appNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+// notNameChars are what quick mode replaces in a command's base name.
+var notNameChars = regexp.MustCompile(`[^a-z0-9._-]`)
 
 // loadConfig reads path; "" means ./chimirror.toml if present, else the
 // embedded default.
@@ -177,7 +178,7 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		switch {
 		case a.Name == "":
 			at("app", i, "name", "missing: every app needs a name")
-		case !appNameRe.MatchString(a.Name):
+		case !policies.ValidName(a.Name):
 			at("app", i, "name", "%q is not a valid app name (lower-case letters, digits, '.', '_', '-'; at most 64)", a.Name)
 		default:
 			if first, dup := seen[a.Name]; dup {
@@ -253,7 +254,7 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		switch {
 		case tc.Name == "":
 			at("tenant", i, "name", "missing: every tenant needs a name")
-		case !appNameRe.MatchString(tc.Name) || tc.Name == supervisor.PublicTenant.Name:
+		case !policies.ValidName(tc.Name) || tc.Name == supervisor.PublicTenant.Name:
 			at("tenant", i, "name", "%q is not a valid tenant name (lower-case letters, digits, '.', '_', '-'; not \"public\")", tc.Name)
 		default:
 			if first, dup := tenantNames[tc.Name]; dup {
@@ -314,15 +315,13 @@ func resolveExecutable(name, dir string) (string, error) {
 	return filepath.Abs(p)
 }
 
-var envNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
 // resolveEnv turns the allow-list into NAME=value pairs: "NAME" passes the
 // server's value (if set), "NAME=value" sets one.
 func resolveEnv(list []string) ([]string, error) {
 	var env []string
 	for _, e := range list {
 		name, val, literal := strings.Cut(e, "=")
-		if !envNameRe.MatchString(name) {
+		if !policies.ValidEnvName(name) {
 			return nil, fmt.Errorf("%q is not a variable name", name)
 		}
 		if literal {
@@ -338,8 +337,8 @@ func resolveEnv(list []string) ([]string, error) {
 // settings of base.
 func quickConfig(base *config, argv []string) (*config, error) {
 	name := strings.ToLower(filepath.Base(argv[0]))
-	name = regexp.MustCompile(`[^a-z0-9._-]`).ReplaceAllString(name, "-")
-	if !appNameRe.MatchString(name) {
+	name = notNameChars.ReplaceAllString(name, "-")
+	if !policies.ValidName(name) {
 		name = "app"
 	}
 	p, err := resolveExecutable(argv[0], ".")
