@@ -19,6 +19,7 @@ import (
 
 	"fmt"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 	"strings"
 	"syscall"
 	"time"
@@ -99,20 +100,11 @@ type Usage struct {
 	PidsLimitHits int64
 }
 
-var signalNames = map[string]syscall.Signal{
-	"HUP": syscall.SIGHUP, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT,
-	"KILL": syscall.SIGKILL, "USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2,
-	"PIPE": syscall.SIGPIPE, "ALRM": syscall.SIGALRM, "TERM": syscall.SIGTERM,
-	"CONT": syscall.SIGCONT, "STOP": syscall.SIGSTOP, "ABRT": syscall.SIGABRT,
-	"SEGV": syscall.SIGSEGV, "BUS": syscall.SIGBUS, "FPE": syscall.SIGFPE,
-	"ILL": syscall.SIGILL, "TRAP": syscall.SIGTRAP, "SYS": syscall.SIGSYS,
-	"XCPU": syscall.SIGXCPU, "XFSZ": syscall.SIGXFSZ,
-}
-
-// ParseSignal accepts "TERM", "SIGTERM" or "term".
+// ParseSignal accepts "TERM", "SIGTERM" or "term". Which names a config may
+// use is policies' business (CanonicalSignal); this only maps them.
 func ParseSignal(name string) (syscall.Signal, error) {
 	n := strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(name)), "SIG")
-	if s, ok := signalNames[n]; ok {
+	if s := unix.SignalNum("SIG" + n); s != 0 {
 		return s, nil
 	}
 	return 0, fmt.Errorf("unknown signal %q", name)
@@ -120,10 +112,8 @@ func ParseSignal(name string) (syscall.Signal, error) {
 
 // SignalName returns "TERM" for SIGTERM, or "SIG<n>" for an unnamed signal.
 func SignalName(s syscall.Signal) string {
-	for n, v := range signalNames {
-		if v == s {
-			return n
-		}
+	if n := unix.SignalName(s); n != "" {
+		return strings.TrimPrefix(n, "SIG")
 	}
 	return fmt.Sprintf("SIG%d", int(s))
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/chimirror/chimirror/policies"
@@ -220,7 +221,7 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 			app.Dir = d
 		}
 		if a.ExitSignal != "" {
-			sig, err := sandbox.ParseSignal(a.ExitSignal)
+			sig, err := exitSignal(a.ExitSignal)
 			if err != nil {
 				at("app", i, "exit_signal", "%v", err)
 			}
@@ -238,9 +239,11 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		app.Env = env
 		if app.Policy != nil {
 			if app.ExitSignal == 0 {
-				if sig, err := sandbox.ParseSignal(app.Policy.ExitSignal); err == nil {
-					app.ExitSignal = sig
+				sig, err := exitSignal(app.Policy.ExitSignal)
+				if err != nil { // the policy checked it when it loaded
+					at("app", i, "policy", "%v", err)
 				}
+				app.ExitSignal = sig
 			}
 			if app.Grace == 0 {
 				app.Grace = app.Policy.Grace
@@ -289,6 +292,16 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		ps = append(ps, policies.Problem{File: file, Msg: "no [[app]] configured: add at least one"})
 	}
 	return c, ps.Err()
+}
+
+// exitSignal checks a name against the signals a config may use
+// (policies' list) and maps it to its number.
+func exitSignal(name string) (syscall.Signal, error) {
+	canon, err := policies.CanonicalSignal(name)
+	if err != nil {
+		return 0, fmt.Errorf("unknown signal %q", name)
+	}
+	return sandbox.ParseSignal(canon)
 }
 
 // resolveExecutable finds argv[0]: a name is looked up in the server's PATH;
