@@ -1,6 +1,7 @@
 package web
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -99,5 +100,5 @@ func (p *channelProto) writeFramed(ch byte, b []byte) error {
 
 func (p *channelProto) Finish(e supervisor.Exit) error {
 	err := p.writeFramed(chanStatus, exitStatusJSON(e))
-	return joinErr(err, p.finish(e))
+	return errors.Join(err, p.finish(e))
 }

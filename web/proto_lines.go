@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"errors"
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
@@ -52,14 +53,7 @@ func (p *linesProto) Send(s supervisor.Stream, b []byte) error {
 	}
 	p.bc.begin()
 	err := p.sendLines(b)
-	return joinErr(err, p.bc.end())
-}
-
-func joinErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
+	return errors.Join(err, p.bc.end())
 }
 
 func (p *linesProto) sendLines(b []byte) error {
@@ -165,5 +159,5 @@ func (p *linesProto) Finish(e supervisor.Exit) error {
 	}
 	p.wmu.Unlock()
 	p.stderr.flush(p.log)
-	return joinErr(err, p.finish(e))
+	return errors.Join(err, p.finish(e))
 }

@@ -183,13 +183,13 @@ func (p *v1Proto) Finish(e supervisor.Exit) error {
 	p.wmu.Lock()
 	for _, s := range []supervisor.Stream{supervisor.Stdout, supervisor.Stderr} {
 		if len(p.carry[s]) > 0 {
-			err = joinErr(err, p.sendChunk(s, p.carry[s]))
+			err = errors.Join(err, p.sendChunk(s, p.carry[s]))
 			p.carry[s] = nil
 		}
 	}
 	p.wmu.Unlock()
-	err = joinErr(err, p.writeJSON("/exit", exitJSON(e)))
-	return joinErr(err, p.finish(e))
+	err = errors.Join(err, p.writeJSON("/exit", exitJSON(e)))
+	return errors.Join(err, p.finish(e))
 }
 
 const hexDigits = "0123456789abcdef"
