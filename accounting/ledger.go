@@ -1,0 +1,448 @@
+package accounting
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// The file's layout. Every key that names a job is its sequence number as
+// 8 big-endian bytes, so key order is start order (IDs and started_at are
+// allocated together and both only grow, see Ledger.Begin).
+//
+//	meta       "version" → "1", "instance" → 16 hex digits
+//	jobs       seq → Record (JSON)
+//	by_time    started_at (unix ns, 8 bytes) ‖ seq → ""
+//	by_tenant  tenant ‖ 0x00 ‖ seq → ""
+//	by_app     app ‖ 0x00 ‖ seq → ""
+//	open       seq → last_seen (unix ns, 8 bytes), for starting and running jobs only
+//	samples    seq ‖ t (unix ns) → Sample (JSON)
+var (
+	bucketMeta     = []byte("meta")
+	bucketJobs     = []byte("jobs")
+	bucketByTime   = []byte("by_time")
+	bucketByTenant = []byte("by_tenant")
+	bucketByApp    = []byte("by_app")
+	bucketOpen     = []byte("open")
+	bucketSamples  = []byte("samples")
+	allBuckets     = [][]byte{bucketMeta, bucketJobs, bucketByTime, bucketByTenant, bucketByApp, bucketOpen, bucketSamples}
+)
+
+// fileVersion is the layout above. Open refuses a file from a newer layout.
+const fileVersion = 1
+
+var (
+	// ErrLocked is returned by Open when another process holds the file.
+	ErrLocked = errors.New("ledger is in use by another chimirror server")
+	// ErrClosed is returned by writes after Close.
+	ErrClosed = errors.New("ledger is closed")
+	// ErrReadOnly is returned by writes to a ledger opened read-only.
+	ErrReadOnly = errors.New("ledger is open read-only")
+	// ErrNotFound is returned for a job ID the ledger does not hold.
+	ErrNotFound = errors.New("no such job in the ledger")
+)
+
+// Options tune a Ledger. Zero values take the defaults.
+type Options struct {
+	// LockTimeout bounds the wait for the file lock; the lock is what keeps
+	// a second server off the same data dir. Default 1 s.
+	LockTimeout time.Duration
+	// ReadOnly opens the file for queries only (a shared lock, which a
+	// running server's exclusive lock blocks).
+	ReadOnly bool
+	// MaxBatch is the most writes one commit carries. Default 512.
+	MaxBatch int
+	// MaxSamplesPerJob bounds the interval samples kept for one job: when a
+	// job reaches it, every other sample is dropped and the job is sampled
+	// half as often, so its whole life stays charted. Default 240.
+	MaxSamplesPerJob int
+	// MaxPending bounds the records kept in memory after their write failed,
+	// to be written again at the next Flush. Default 10000.
+	MaxPending int
+	Log        *slog.Logger
+}
+
+// Ledger is the job ledger. It is safe for concurrent use.
+//
+// Writes go through one writer goroutine that groups whatever is queued
+// into one bbolt transaction (group commit): concurrent starts and finishes
+// share the cost of an fsync, and every write a caller waits for is on disk
+// when the call returns. fsync is never turned off.
+type Ledger struct {
+	db   *bolt.DB
+	path string
+	log  *slog.Logger
+	opts Options
+
+	instance string
+
+	idMu     sync.Mutex // allocates IDs and start times together
+	lastSeq  uint64
+	lastTime time.Time
+
+	sendMu sync.RWMutex // held to send on ops; Close takes it to close ops
+	closed bool
+	ops    chan op
+	done   chan struct{} // closed when the writer has exited
+
+	// The writer goroutine alone touches these.
+	pending map[uint64]*Record // writes that failed, newest snapshot per job
+	samples map[uint64]*sampleState
+
+	writeErrors atomic.Int64
+	dropped     atomic.Int64
+}
+
+// op is one write. apply must be idempotent: a batch that fails because of
+// one op is run again without it.
+type op struct {
+	apply func(tx *bolt.Tx) error
+	done  chan error // nil: nobody waits
+	rec   *Record    // a record snapshot, kept for retry if its write fails
+	seq   uint64
+	// ctl, when set instead of apply, runs on the writer outside any
+	// transaction (retries, questions about the writer's state).
+	ctl func()
+}
+
+type sampleState struct {
+	n      int // samples stored
+	stride int // store one tick in stride
+	ticks  int
+}
+
+// Open opens (creating if needed) the ledger at path. A second Open of the
+// same file, from this process or another, fails after LockTimeout with
+// ErrLocked.
+func Open(path string, opts Options) (*Ledger, error) {
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = time.Second
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 512
+	}
+	if opts.MaxSamplesPerJob < 4 {
+		opts.MaxSamplesPerJob = 240
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = 10000
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.ReadOnly {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("open ledger %s: %w", path, err)
+		}
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, ReadOnly: opts.ReadOnly})
+	if err != nil {
+		if errors.Is(err, berrors.ErrTimeout) {
+			return nil, fmt.Errorf("open ledger %s: %w (its lock is held)", path, ErrLocked)
+		}
+		return nil, fmt.Errorf("open ledger %s: %w", path, err)
+	}
+	l := &Ledger{db: db, path: path, log: opts.Log, opts: opts,
+		pending: make(map[uint64]*Record), samples: make(map[uint64]*sampleState)}
+	if err := l.init(); err != nil {
+		return nil, errors.Join(fmt.Errorf("open ledger %s: %w", path, err), db.Close())
+	}
+	if !opts.ReadOnly {
+		l.ops = make(chan op, 4*opts.MaxBatch)
+		l.done = make(chan struct{})
+		go l.writer()
+	}
+	return l, nil
+}
+
+// init creates the buckets of a new file, checks the layout version of an
+// old one, and loads the instance name and the last ID and start time.
+func (l *Ledger) init() error {
+	if !l.opts.ReadOnly {
+		err := l.db.Update(func(tx *bolt.Tx) error {
+			for _, b := range allBuckets {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return fmt.Errorf("create bucket %s: %w", b, err)
+				}
+			}
+			meta := tx.Bucket(bucketMeta)
+			if meta.Get([]byte("version")) == nil {
+				if err := meta.Put([]byte("version"), []byte(fmt.Sprint(fileVersion))); err != nil {
+					return err
+				}
+			}
+			if meta.Get([]byte("instance")) == nil {
+				var b [8]byte
+				if _, err := rand.Read(b[:]); err != nil {
+					return err
+				}
+				return meta.Put([]byte("instance"), []byte(hex.EncodeToString(b[:])))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return l.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return errors.New("not a chimirror ledger (no meta bucket)")
+		}
+		if v := string(meta.Get([]byte("version"))); v != fmt.Sprint(fileVersion) {
+			return fmt.Errorf("ledger layout version %q; this chimirror reads version %d", v, fileVersion)
+		}
+		l.instance = string(meta.Get([]byte("instance")))
+		jobs := tx.Bucket(bucketJobs)
+		l.lastSeq = jobs.Sequence()
+		if k, _ := tx.Bucket(bucketByTime).Cursor().Last(); k != nil {
+			l.lastTime = time.Unix(0, int64(binary.BigEndian.Uint64(k)))
+		}
+		return nil
+	})
+}
+
+// Path is the ledger's file.
+func (l *Ledger) Path() string { return l.path }
+
+// Instance names this ledger for good (16 hex digits, made when the file
+// was created). The supervisor puts its job cgroups under it, so recovery
+// sweeps only what a server of this ledger left.
+func (l *Ledger) Instance() string { return l.instance }
+
+// WriteErrors is how many writes have failed since Open.
+func (l *Ledger) WriteErrors() int64 { return l.writeErrors.Load() }
+
+// Dropped is how many failed records were given up because MaxPending
+// others were already waiting to be written again.
+func (l *Ledger) Dropped() int64 { return l.dropped.Load() }
+
+// Close writes what is queued, tries once more to write records whose
+// write failed, and closes the file. Writes after Close return ErrClosed.
+func (l *Ledger) Close() error {
+	if l.opts.ReadOnly {
+		return l.db.Close()
+	}
+	l.sendMu.Lock()
+	if l.closed {
+		l.sendMu.Unlock()
+		return nil
+	}
+	l.closed = true
+	close(l.ops)
+	l.sendMu.Unlock()
+	<-l.done
+	var err error
+	if n := len(l.pending); n > 0 {
+		err = fmt.Errorf("close ledger: %d records could not be written", n)
+	}
+	return errors.Join(err, l.db.Close())
+}
+
+func seqKey(seq uint64) []byte {
+	k := make([]byte, 8)
+	binary.BigEndian.PutUint64(k, seq)
+	return k
+}
+
+func nameKey(name string, seq uint64) []byte {
+	k := make([]byte, 0, len(name)+9)
+	k = append(k, name...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+func timeKey(t time.Time, seq uint64) []byte {
+	k := binary.BigEndian.AppendUint64(make([]byte, 0, 16), uint64(t.UnixNano()))
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// Begin records a new job, state starting, and returns once the record is
+// on disk. It sets r.V, r.ID, r.State and r.StartedAt: IDs come from the
+// ledger's sequence and are unique for good; start times strictly grow
+// with IDs, even if the clock steps back.
+//
+// If the write fails, r.ID is still set and the job may run: the error is
+// counted, and the record is kept and written again at the next Flush.
+func (l *Ledger) Begin(r *Record) error {
+	l.idMu.Lock()
+	l.lastSeq++
+	seq := l.lastSeq
+	now := time.Now().Round(0)
+	if !now.After(l.lastTime) {
+		now = l.lastTime.Add(time.Nanosecond)
+	}
+	l.lastTime = now
+	l.idMu.Unlock()
+	r.V, r.ID, r.State, r.StartedAt = RecordVersion, FormatID(seq), StateStarting, now
+	return l.Put(r, true)
+}
+
+// Put writes a snapshot of r, replacing the stored one. With wait it
+// returns once the record is on disk; without, the write is queued and a
+// failure is only counted and logged. Either way, a record whose write
+// failed is written again at the next Flush, unless a newer one was.
+func (l *Ledger) Put(r *Record, wait bool) error {
+	seq, err := ParseID(r.ID)
+	if err != nil {
+		return err
+	}
+	snap := *r
+	snap.V = RecordVersion
+	val, err := json.Marshal(&snap)
+	if err != nil {
+		return fmt.Errorf("encode record %s: %w", r.ID, err)
+	}
+	o := op{rec: &snap, seq: seq, apply: func(tx *bolt.Tx) error { return putRecord(tx, seq, &snap, val) }}
+	return l.submit(o, wait)
+}
+
+func putRecord(tx *bolt.Tx, seq uint64, r *Record, val []byte) error {
+	k := seqKey(seq)
+	jobs := tx.Bucket(bucketJobs)
+	if err := jobs.Put(k, val); err != nil {
+		return err
+	}
+	if jobs.Sequence() < seq {
+		if err := jobs.SetSequence(seq); err != nil {
+			return err
+		}
+	}
+	for _, ix := range []struct {
+		b []byte
+		k []byte
+	}{
+		{bucketByTime, timeKey(r.StartedAt, seq)},
+		{bucketByTenant, nameKey(r.Tenant, seq)},
+		{bucketByApp, nameKey(r.App, seq)},
+	} {
+		if err := tx.Bucket(ix.b).Put(ix.k, nil); err != nil {
+			return err
+		}
+	}
+	open := tx.Bucket(bucketOpen)
+	if !r.State.Open() {
+		return open.Delete(k)
+	}
+	if open.Get(k) != nil && r.LastSeen.IsZero() {
+		return nil // keep the last_seen the sampler wrote
+	}
+	seen := r.LastSeen
+	if seen.IsZero() {
+		seen = r.StartedAt
+	}
+	return open.Put(k, binary.BigEndian.AppendUint64(nil, uint64(seen.UnixNano())))
+}
+
+// Tick is one sampler pass: every running job is seen alive at At, and
+// those with a Sample get it appended to their charts. All of it is one
+// transaction, whatever the number of jobs. Tick also writes again the
+// records whose earlier write failed. It returns once all is on disk.
+func (l *Ledger) Tick(at time.Time, seen []TickItem) error {
+	items := make([]tickItem, 0, len(seen))
+	for _, s := range seen {
+		seq, err := ParseID(s.ID)
+		if err != nil {
+			return err
+		}
+		it := tickItem{seq: seq}
+		if s.Sample != nil {
+			val, err := json.Marshal(s.Sample)
+			if err != nil {
+				return fmt.Errorf("encode sample of %s: %w", s.ID, err)
+			}
+			it.sample, it.at = val, s.Sample.At
+		}
+		items = append(items, it)
+	}
+	seenVal := binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano()))
+	o := op{apply: func(tx *bolt.Tx) error {
+		open := tx.Bucket(bucketOpen)
+		for _, it := range items {
+			k := seqKey(it.seq)
+			if open.Get(k) == nil {
+				continue // it ended since; its final record is written
+			}
+			if err := open.Put(k, seenVal); err != nil {
+				return err
+			}
+			if it.sample != nil {
+				if err := l.addSample(tx, it.seq, it.at, it.sample); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}}
+	if err := l.submit(o, true); err != nil {
+		return err
+	}
+	return l.Flush()
+}
+
+// TickItem is one running job in a Tick.
+type TickItem struct {
+	ID     string
+	Sample *Sample // nil: seen alive, nothing to chart
+}
+
+type tickItem struct {
+	seq    uint64
+	sample []byte
+	at     time.Time
+}
+
+// addSample appends one sample, thinning the job's samples when it has
+// MaxSamplesPerJob of them. It runs on the writer goroutine; if the
+// transaction is rolled back the in-memory count is ahead by one, which
+// only makes the next thinning come a sample early.
+func (l *Ledger) addSample(tx *bolt.Tx, seq uint64, at time.Time, val []byte) error {
+	st := l.samples[seq]
+	if st == nil {
+		st = &sampleState{stride: 1}
+		l.samples[seq] = st
+	}
+	st.ticks++
+	if (st.ticks-1)%st.stride != 0 {
+		return nil
+	}
+	b := tx.Bucket(bucketSamples)
+	if st.n >= l.opts.MaxSamplesPerJob {
+		prefix := seqKey(seq)
+		c := b.Cursor()
+		i := 0
+		var drop [][]byte
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if i%2 == 1 {
+				drop = append(drop, bytes.Clone(k))
+			}
+			i++
+		}
+		for _, k := range drop {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		st.n = i - len(drop)
+		st.stride *= 2
+	}
+	st.n++
+	return b.Put(sampleKey(seq, at), val)
+}
+
+func sampleKey(seq uint64, at time.Time) []byte {
+	k := binary.BigEndian.AppendUint64(make([]byte, 0, 16), seq)
+	return binary.BigEndian.AppendUint64(k, uint64(at.UnixNano()))
+}

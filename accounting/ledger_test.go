@@ -1,0 +1,507 @@
+package accounting
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// mustOpen opens a ledger in a fresh directory; cleanup checks the file's
+// consistency (bbolt's tx.Check) and closes it.
+func mustOpen(t testing.TB, opts Options) *Ledger {
+	t.Helper()
+	return mustOpenAt(t, filepath.Join(t.TempDir(), "ledger.db"), opts)
+}
+
+func mustOpenAt(t testing.TB, path string, opts Options) *Ledger {
+	t.Helper()
+	l, err := Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.Check(); err != nil {
+			t.Errorf("ledger check: %v", err)
+		}
+		if err := l.Close(); err != nil {
+			t.Errorf("close ledger: %v", err)
+		}
+	})
+	return l
+}
+
+func newRecord(app, tenant string) *Record {
+	return &Record{App: app, Tenant: tenant, Policy: "default", Command: []string{"/bin/cat"}, Protocol: "lines"}
+}
+
+// finish writes r as ended by reason.
+func finish(t testing.TB, l *Ledger, r *Record, reason string, cpu int64) {
+	t.Helper()
+	code := 0
+	r.State, r.Reason, r.ExitCode, r.EndedAt = StateFinished, reason, &code, r.StartedAt.Add(time.Second)
+	r.Usage = Usage{CPUUserNs: cpu, MemoryPeakBytes: 1 << 30}
+	r.Traffic = Traffic{StdinBytes: 10, StdoutBytes: 20}
+	if err := l.Put(r, true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Ensure that IDs come from the ledger's sequence and stay unique across
+// reopens, and that a record reads back as written.
+func TestLedger_Begin_IDsUniqueForGood(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	l, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range 3 {
+		r := newRecord("echo", "public")
+		if err := l.Begin(r); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = mustOpenAt(t, path, Options{})
+	r := newRecord("echo", "public")
+	if err := l.Begin(r); err != nil {
+		t.Fatal(err)
+	}
+	ids = append(ids, r.ID)
+	if want := "JOB00000001 JOB00000002 JOB00000003 JOB00000004"; strings.Join(ids, " ") != want {
+		t.Fatalf("ids %v, want %s", ids, want)
+	}
+	got, _, err := l.Get("JOB00000002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != StateStarting || got.App != "echo" || got.V != RecordVersion || got.StartedAt.IsZero() || got.LastSeen.IsZero() {
+		t.Fatalf("record %+v", got)
+	}
+	if _, _, err := l.Get("JOB00000099"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get unknown: %v", err)
+	}
+}
+
+// Ensure that a second Open of the same file fails at once, naming it.
+func TestLedger_Open_SecondInstanceFails(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	mustOpenAt(t, path, Options{})
+	start := time.Now()
+	_, err := Open(path, Options{LockTimeout: 200 * time.Millisecond})
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("second open: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("second open took %v", d)
+	}
+	_, err = Open(path, Options{ReadOnly: true, LockTimeout: 200 * time.Millisecond})
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("read-only open beside a writer: %v", err)
+	}
+}
+
+// Ensure that a read-only ledger reads and refuses writes, and that a
+// missing file is an error, not a new file.
+func TestLedger_Open_ReadOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	if _, err := Open(path, Options{ReadOnly: true}); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("read-only open of a missing file: %v", err)
+	}
+	l, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRecord("echo", "public")
+	if err := l.Begin(r); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ro := mustOpenAt(t, path, Options{ReadOnly: true})
+	if _, _, err := ro.Get(r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := ro.Begin(newRecord("x", "y")); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("write to read-only: %v", err)
+	}
+}
+
+// Ensure that listing pages through more records than a page, newest
+// first, with every filter, and uses the cursor without repeats.
+func TestLedger_List(t *testing.T) {
+	l := mustOpen(t, Options{})
+	var recs []*Record
+	for i := range 25 {
+		r := newRecord([]string{"echo", "demo"}[i%2], []string{"acme", "umbrella", "public"}[i%3])
+		if err := l.Begin(r); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	mid := recs[10].StartedAt
+	for _, r := range recs[:20] {
+		finish(t, l, r, "exit", 1e9)
+	}
+	ids := func(p Page) string {
+		var s []string
+		for _, r := range p.Records {
+			s = append(s, strings.TrimPrefix(r.ID, "JOB000000"))
+		}
+		return strings.Join(s, ",")
+	}
+	tests := []struct {
+		name string
+		q    Query
+		want string
+	}{
+		{"all newest first", Query{Limit: 3}, "25,24,23"},
+		{"running", Query{State: "running"}, "25,24,23,22,21"},
+		{"finished", Query{State: "finished", Limit: 2}, "20,19"},
+		{"tenant", Query{Tenant: "acme", Limit: 4}, "25,22,19,16"},
+		{"tenant and app", Query{Tenant: "acme", App: "echo"}, "25,19,13,07,01"},
+		{"app", Query{App: "demo", Limit: 3}, "24,22,20"},
+		{"since", Query{Since: mid, Tenant: "umbrella"}, "23,20,17,14,11"},
+		{"until", Query{Until: mid, Limit: 2}, "10,09"},
+		{"cursor", Query{Cursor: "JOB00000004"}, "03,02,01"},
+		{"tenant cursor", Query{Tenant: "public", Cursor: "JOB00000009"}, "06,03"},
+		{"unknown tenant", Query{Tenant: "nobody"}, ""},
+		{"reason", Query{Reason: "exit", Limit: 1}, "20"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := l.List(tc.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ids(p); got != tc.want {
+				t.Fatalf("got %s, want %s", got, tc.want)
+			}
+		})
+	}
+	t.Run("pages cover everything once", func(t *testing.T) {
+		seen := map[string]bool{}
+		q := Query{Limit: 7}
+		pages := 0
+		for {
+			p, err := l.List(q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			for _, r := range p.Records {
+				if seen[r.ID] {
+					t.Fatalf("%s twice", r.ID)
+				}
+				seen[r.ID] = true
+			}
+			if p.Next == "" {
+				break
+			}
+			q.Cursor = p.Next
+		}
+		if len(seen) != 25 || pages != 4 {
+			t.Fatalf("%d records in %d pages", len(seen), pages)
+		}
+	})
+	t.Run("bad queries", func(t *testing.T) {
+		for _, q := range []Query{{State: "zombie"}, {Limit: -1}, {Cursor: "JOBX"}} {
+			if _, err := l.List(q); err == nil {
+				t.Errorf("%+v: no error", q)
+			}
+		}
+	})
+}
+
+// Ensure that a tick marks running jobs seen, and that samples stay
+// bounded while still covering the job's whole life.
+func TestLedger_Tick_SamplesBounded(t *testing.T) {
+	l := mustOpen(t, Options{MaxSamplesPerJob: 8})
+	r := newRecord("echo", "public")
+	if err := l.Begin(r); err != nil {
+		t.Fatal(err)
+	}
+	done := newRecord("echo", "public")
+	if err := l.Begin(done); err != nil {
+		t.Fatal(err)
+	}
+	finish(t, l, done, "exit", 0)
+	t0 := r.StartedAt
+	var at time.Time
+	for i := range 50 {
+		at = t0.Add(time.Duration(i+1) * time.Second)
+		err := l.Tick(at, []TickItem{
+			{ID: r.ID, Sample: &Sample{At: at, CPUNs: int64(i), MemoryCurrentBytes: 100}},
+			{ID: done.ID, Sample: &Sample{At: at}}, // ended: ignored
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, samples, err := l.Get(r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.LastSeen.Equal(at) {
+		t.Fatalf("last_seen %v, want %v", got.LastSeen, at)
+	}
+	if len(samples) > 8 || len(samples) < 4 {
+		t.Fatalf("%d samples, want 4..8", len(samples))
+	}
+	if samples[0].CPUNs != 0 || samples[len(samples)-1].CPUNs < 40 {
+		t.Fatalf("samples do not span the life: first %d last %d", samples[0].CPUNs, samples[len(samples)-1].CPUNs)
+	}
+	for i := 1; i < len(samples); i++ {
+		if !samples[i].At.After(samples[i-1].At) {
+			t.Fatalf("samples out of order at %d", i)
+		}
+	}
+	if _, s, _ := l.Get(done.ID); len(s) != 0 {
+		t.Fatalf("finished job got %d samples", len(s))
+	}
+	open, err := l.OpenRecords()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(open) != 1 || open[0].ID != r.ID || !open[0].LastSeen.Equal(at) {
+		t.Fatalf("open records %+v", open)
+	}
+}
+
+// Ensure that reports group, sum, count reasons and price.
+func TestLedger_Report(t *testing.T) {
+	l := mustOpen(t, Options{})
+	for i, spec := range []struct{ app, tenant, reason string }{
+		{"echo", "acme", "exit"}, {"echo", "acme", "oom"}, {"demo", "acme", "exit"}, {"demo", "umbrella", "cancelled"},
+	} {
+		r := newRecord(spec.app, spec.tenant)
+		if err := l.Begin(r); err != nil {
+			t.Fatal(err)
+		}
+		finish(t, l, r, spec.reason, int64(i+1)*1e9)
+	}
+	open := newRecord("echo", "umbrella")
+	if err := l.Begin(open); err != nil {
+		t.Fatal(err)
+	}
+	groups, err := l.Report(ReportQuery{By: "tenant", CPUSecondRate: 0.5, GiBHourRate: 3600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(groups)
+	if len(groups) != 2 {
+		t.Fatalf("groups %s", b)
+	}
+	acme, umb := groups[0], groups[1]
+	if acme.Key != "acme" || acme.Jobs != 3 || acme.CPUSeconds != 6 || acme.Reasons["exit"] != 2 || acme.Reasons["oom"] != 1 {
+		t.Fatalf("acme %s", b)
+	}
+	// 3 jobs × 1 GiB × 1 s = 3/3600 GiB-hours; at 3600 per GiB-hour that is 3.
+	if acme.Bytes != 90 || acme.MemoryPeakBytes != 1<<30 || fmt.Sprintf("%.3f", acme.Cost) != "6.000" {
+		t.Fatalf("acme totals %s", b)
+	}
+	if umb.Jobs != 2 || umb.Reasons["running"] != 1 || umb.Reasons["cancelled"] != 1 {
+		t.Fatalf("umbrella %s", b)
+	}
+	days, err := l.Report(ReportQuery{By: "day"})
+	if err != nil || len(days) != 1 || days[0].Jobs != 5 {
+		t.Fatalf("by day %+v %v", days, err)
+	}
+	if _, err := l.Report(ReportQuery{By: "color"}); err == nil {
+		t.Fatal("bad grouping: no error")
+	}
+}
+
+// Ensure that pruning deletes old finished jobs in bounded transactions,
+// keeps open ones and recent ones, and leaves no index entry behind.
+func TestLedger_Prune(t *testing.T) {
+	l := mustOpen(t, Options{})
+	var recs []*Record
+	for range 12 {
+		r := newRecord("echo", "acme")
+		if err := l.Begin(r); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	for _, r := range recs[1:] {
+		finish(t, l, r, "exit", 0)
+	}
+	if err := l.Tick(time.Now(), []TickItem{{ID: recs[0].ID, Sample: &Sample{At: time.Now()}}}); err != nil {
+		t.Fatal(err)
+	}
+	cutoff := recs[9].StartedAt // prune 1..8 but not the open JOB1
+	n, err := l.Prune(cutoff, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 8 {
+		t.Fatalf("pruned %d, want 8", n)
+	}
+	p, err := l.List(Query{Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Records) != 4 || p.Records[3].ID != recs[0].ID {
+		t.Fatalf("left %d records", len(p.Records))
+	}
+	if _, _, err := l.Get(recs[3].ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("pruned record still there: %v", err)
+	}
+}
+
+// Ensure that a record of the current version, frozen in testdata, is
+// read by this code, and that a newer record's unknown fields are
+// ignored rather than refused.
+func TestRecord_Versions(t *testing.T) {
+	b, err := os.ReadFile("testdata/record-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.V != 1 || r.ID != "JOB00000042" || r.Usage.MemoryPeakBytes != 7340032 || *r.ExitCode != 3 || r.Limits.PidsMax != 64 {
+		t.Fatalf("v1 record read as %+v", r)
+	}
+	var future Record
+	if err := json.Unmarshal([]byte(`{"v":2,"id":"JOB00000001","state":"finished","gpu_seconds":3}`), &future); err != nil {
+		t.Fatal(err)
+	}
+	if future.ID != "JOB00000001" {
+		t.Fatalf("future record %+v", future)
+	}
+}
+
+// Ensure that writes made while the disk is full fail without losing the
+// record: it is counted, kept, and written once space is back. Needs
+// root to mount a small tmpfs.
+func TestLedger_DiskFull_RecordsWrittenLater(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts a tmpfs to fill")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
+		t.Skipf("cannot mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	})
+	l := mustOpenAt(t, filepath.Join(dir, "ledger.db"), Options{Log: testLog(t)})
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			break
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	failures := 0
+	for range 200 {
+		r := newRecord("echo", strings.Repeat("t", 200))
+		r.Command = []string{strings.Repeat("x", 2000)}
+		if err := l.Begin(r); err != nil {
+			failures++
+		}
+		if r.ID == "" {
+			t.Fatal("no ID after a failed write")
+		}
+		ids = append(ids, r.ID)
+	}
+	if failures == 0 || l.WriteErrors() == 0 {
+		t.Fatalf("a full disk caused no write error (%d failures)", failures)
+	}
+	if l.Pending() == 0 {
+		t.Fatal("no record kept for a later write")
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := l.Pending(); n != 0 {
+		t.Fatalf("%d records still pending after space came back", n)
+	}
+	for _, id := range ids {
+		if _, _, err := l.Get(id); err != nil {
+			t.Fatalf("%s lost: %v", id, err)
+		}
+	}
+}
+
+// Ensure that concurrent writers share commits and each gets its own
+// outcome, and that nothing acknowledged is missing after reopen.
+func TestLedger_GroupCommit_Concurrent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	l, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu  sync.Mutex
+		ack []string
+		wg  sync.WaitGroup
+	)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				r := newRecord("echo", "public")
+				if err := l.Begin(r); err != nil {
+					t.Error(err)
+					return
+				}
+				finish(t, l, r, "exit", 0)
+				mu.Lock()
+				ack = append(ack, r.ID)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = mustOpenAt(t, path, Options{ReadOnly: true})
+	for _, id := range ack {
+		r, _, err := l.Get(id)
+		if err != nil || r.State != StateFinished {
+			t.Fatalf("%s: %+v %v", id, r.State, err)
+		}
+	}
+	if len(ack) != 800 {
+		t.Fatalf("%d acknowledged", len(ack))
+	}
+}
+
+func testLog(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }

@@ -1,0 +1,206 @@
+package accounting
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// submit queues o for the writer and, with wait, returns its outcome. The
+// queue is bounded: when it is full, submit blocks until the writer has
+// taken a batch (backpressure, never an unbounded backlog).
+func (l *Ledger) submit(o op, wait bool) error {
+	if l.opts.ReadOnly {
+		return ErrReadOnly
+	}
+	if wait {
+		o.done = make(chan error, 1)
+	}
+	l.sendMu.RLock()
+	if l.closed {
+		l.sendMu.RUnlock()
+		return ErrClosed
+	}
+	l.ops <- o
+	l.sendMu.RUnlock()
+	if !wait {
+		return nil
+	}
+	return <-o.done
+}
+
+// writer is the ledger's one writing goroutine, owned by the Ledger: it
+// runs from Open until Close has closed ops and everything queued before
+// is written. Each round takes the first queued op and whatever else is
+// queued by then (at most MaxBatch) and commits them together, so while one
+// fsync runs, the next batch gathers.
+func (l *Ledger) writer() {
+	defer close(l.done)
+	batch := make([]op, 0, l.opts.MaxBatch)
+	for first := range l.ops {
+		batch = append(batch[:0], first)
+	gather:
+		for len(batch) < l.opts.MaxBatch {
+			select {
+			case o, ok := <-l.ops:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, o)
+			default:
+				break gather
+			}
+		}
+		l.run(batch)
+	}
+	l.retryPending()
+}
+
+// run commits batch in order; a control op commits what precedes it, then
+// runs outside any transaction.
+func (l *Ledger) run(batch []op) {
+	start := 0
+	for i, o := range batch {
+		if o.ctl == nil {
+			continue
+		}
+		l.commit(batch[start:i])
+		o.ctl()
+		if o.done != nil {
+			o.done <- nil
+		}
+		start = i + 1
+	}
+	l.commit(batch[start:])
+}
+
+// opError says which op of a batch failed inside the transaction.
+type opError struct {
+	i   int
+	err error
+}
+
+func (e *opError) Error() string { return e.err.Error() }
+
+// commit writes batch in one transaction. If one op fails, it alone is
+// failed and the rest are committed again without it; if the commit
+// itself fails (disk full, I/O error), every op in it fails.
+func (l *Ledger) commit(batch []op) {
+	for len(batch) > 0 {
+		err := l.db.Update(func(tx *bolt.Tx) error {
+			for i := range batch {
+				if err := batch[i].apply(tx); err != nil {
+					return &opError{i: i, err: err}
+				}
+			}
+			return nil
+		})
+		var oe *opError
+		switch {
+		case err == nil:
+			for _, o := range batch {
+				l.succeeded(o)
+			}
+			return
+		case errors.As(err, &oe):
+			l.failed(batch[oe.i], oe.err)
+			batch = append(batch[:oe.i:oe.i], batch[oe.i+1:]...)
+		default:
+			for _, o := range batch {
+				l.failed(o, err)
+			}
+			return
+		}
+	}
+}
+
+func (l *Ledger) succeeded(o op) {
+	if o.rec != nil {
+		if p := l.pending[o.seq]; p != nil && !newer(p, o.rec) {
+			delete(l.pending, o.seq)
+		}
+		if !o.rec.State.Open() {
+			delete(l.samples, o.seq)
+		}
+	}
+	if o.done != nil {
+		o.done <- nil
+	}
+}
+
+// newer reports whether snapshot a is later in its job's life than b.
+func newer(a, b *Record) bool {
+	rank := func(s State) int {
+		switch s {
+		case StateStarting:
+			return 0
+		case StateRunning:
+			return 1
+		}
+		return 2
+	}
+	return rank(a.State) > rank(b.State)
+}
+
+func (l *Ledger) failed(o op, err error) {
+	l.writeErrors.Add(1)
+	err = fmt.Errorf("write ledger %s: %w", l.path, err)
+	if o.rec != nil {
+		if p := l.pending[o.seq]; p == nil || !newer(p, o.rec) {
+			if p == nil && len(l.pending) >= l.opts.MaxPending {
+				l.dropped.Add(1)
+				l.log.Error("ledger record given up: too many records wait to be written again",
+					"job", o.rec.ID, "pending", len(l.pending), "err", err)
+			} else {
+				l.pending[o.seq] = o.rec
+			}
+		}
+		l.log.Error("ledger write failed; the record will be written again", "job", o.rec.ID, "err", err)
+	} else {
+		l.log.Error("ledger write failed", "err", err)
+	}
+	if o.done != nil {
+		o.done <- err
+	}
+}
+
+// retryPending writes again, in one transaction, the records whose write
+// failed. Writer goroutine only.
+func (l *Ledger) retryPending() {
+	if len(l.pending) == 0 {
+		return
+	}
+	recs := l.pending
+	l.pending = make(map[uint64]*Record)
+	batch := make([]op, 0, len(recs))
+	for seq, r := range recs {
+		val, err := json.Marshal(r)
+		if err != nil {
+			l.log.Error("ledger record cannot be encoded", "job", r.ID, "err", err)
+			continue
+		}
+		batch = append(batch, op{rec: r, seq: seq, apply: func(tx *bolt.Tx) error { return putRecord(tx, seq, r, val) }})
+	}
+	l.commit(batch)
+	if len(l.pending) == 0 {
+		l.log.Info("ledger records written again after earlier failures", "records", len(batch))
+	}
+}
+
+// Flush writes again the records whose write failed, and returns once
+// done. The supervisor calls it (through Tick) every sample interval.
+func (l *Ledger) Flush() error {
+	return l.submit(op{ctl: l.retryPending}, true)
+}
+
+// Pending is how many records wait to be written again (writer's view;
+// approximate while it runs).
+func (l *Ledger) Pending() int {
+	ch := make(chan int, 1)
+	if err := l.submit(op{ctl: func() { ch <- len(l.pending) }}, true); err != nil {
+		return 0
+	}
+	return <-ch
+}
