@@ -40,10 +40,11 @@ type jobCgroup interface {
 	Path() string
 }
 
-// cgroupParent is where job cgroups live, relative to the server's own
-// cgroup in each hierarchy: jobs nest under whoever runs the server, so
-// systemd's control-group kill and the operator's limits still cover them.
-const cgroupParent = "chimirror"
+// DefaultCgroupParent is where job cgroups live when Isolation names no
+// parent, relative to the server's own cgroup in each hierarchy: jobs nest
+// under whoever runs the server, so systemd's control-group kill and the
+// operator's limits still cover them.
+const DefaultCgroupParent = "chimirror"
 
 // CgroupVersion reports which cgroup version jobs use here: 2 on a pure v2
 // host (the containerd rule), else 1.
@@ -54,12 +55,15 @@ func CgroupVersion() int {
 	return 1
 }
 
-// newJobCgroup creates the cgroup for job id with res as its limits.
-func newJobCgroup(version int, id string, res *specs.LinuxResources) (jobCgroup, error) {
-	if version == 2 {
-		return newCgroup2(unifiedMount(), id, res)
+// newJobCgroup creates the cgroup parent/name with res as its limits.
+func newJobCgroup(version int, parent, name string, res *specs.LinuxResources) (jobCgroup, error) {
+	if parent == "" {
+		parent = DefaultCgroupParent
 	}
-	return newCgroup1(id, res)
+	if version == 2 {
+		return newCgroup2(unifiedMount(), parent+"/"+name, res)
+	}
+	return newCgroup1(parent+"/"+name, res)
 }
 
 // --- v1 -------------------------------------------------------------------
@@ -86,12 +90,11 @@ func v1Hierarchy() ([]cgroup1.Subsystem, error) {
 	return subs, nil
 }
 
-func newCgroup1(id string, res *specs.LinuxResources) (jobCgroup, error) {
+func newCgroup1(path string, res *specs.LinuxResources) (jobCgroup, error) {
 	if res == nil {
 		res = &specs.LinuxResources{} // cgroup1.New dereferences it
 	}
 	res = v1Resources(res)
-	path := cgroupParent + "/" + id
 	// containerd reuses an existing directory; two jobs must never share one.
 	if _, err := cgroup1.Load(cgroup1.NestedPath(path), cgroup1.WithHierarchy(v1Hierarchy)); err == nil {
 		return nil, fmt.Errorf("create cgroup v1 %s: already exists", path)
@@ -204,30 +207,35 @@ func (c *cgroup1Job) v1Keyed(sub cgroup1.Name, file, key string) (int64, error) 
 	return readKeyed(p, key)
 }
 
+// Usage reads eight small files rather than containerd's Stat, which
+// parses every file of every controller (about 0.7 ms, KERNEL-NOTES §1
+// gotcha 7): the sampler reads every running job each tick.
 func (c *cgroup1Job) Usage() (Usage, error) {
-	m, err := c.cg.Stat(cgroup1.IgnoreNotExist)
-	if err != nil {
-		return Usage{}, fmt.Errorf("stat %s: %w", c.path, err)
-	}
 	u := Usage{MemoryPeakBytes: -1, PidsPeak: -1}
-	if m.CPU != nil && m.CPU.Usage != nil {
-		u.CPUUserNs, u.CPUSystemNs = int64(m.CPU.Usage.User), int64(m.CPU.Usage.Kernel)
+	var err error
+	if u.CPUUserNs, err = c.v1File(cgroup1.Cpuacct, "cpuacct.usage_user"); err != nil {
+		return u, fmt.Errorf("read usage of %s: %w", c.path, err)
 	}
-	if m.CPU != nil && m.CPU.Throttling != nil {
-		u.CPUThrottledNs = int64(m.CPU.Throttling.ThrottledTime)
+	if u.CPUSystemNs, err = c.v1File(cgroup1.Cpuacct, "cpuacct.usage_sys"); err != nil {
+		return u, fmt.Errorf("read usage of %s: %w", c.path, err)
 	}
-	if m.Memory != nil && m.Memory.Usage != nil {
-		u.MemoryCurrentBytes = int64(m.Memory.Usage.Usage)
-		u.MemoryPeakBytes = int64(m.Memory.Usage.Max)
+	if v, err := c.v1Keyed(cgroup1.Cpu, "cpu.stat", "throttled_time"); err == nil {
+		u.CPUThrottledNs = v
 	}
-	if m.MemoryOomControl != nil {
-		u.OOMKills = int64(m.MemoryOomControl.OomKill)
+	if v, err := c.v1File(cgroup1.Memory, "memory.usage_in_bytes"); err == nil {
+		u.MemoryCurrentBytes = v
 	}
-	if m.Pids != nil {
-		u.PidsCurrent = int64(m.Pids.Current)
+	if v, err := c.v1File(cgroup1.Memory, "memory.max_usage_in_bytes"); err == nil {
+		u.MemoryPeakBytes = v
 	}
-	if hits, err := c.v1Keyed(cgroup1.Pids, "pids.events", "max"); err == nil {
-		u.PidsLimitHits = hits
+	if v, err := c.v1Keyed(cgroup1.Memory, "memory.oom_control", "oom_kill"); err == nil {
+		u.OOMKills = v
+	}
+	if v, err := c.v1File(cgroup1.Pids, "pids.current"); err == nil {
+		u.PidsCurrent = v
+	}
+	if v, err := c.v1Keyed(cgroup1.Pids, "pids.events", "max"); err == nil {
+		u.PidsLimitHits = v
 	}
 	return u, nil
 }
@@ -267,12 +275,12 @@ func ownCgroup2() (string, error) {
 	return "", errors.New("no cgroup v2 entry in /proc/self/cgroup")
 }
 
-func newCgroup2(mount, id string, res *specs.LinuxResources) (jobCgroup, error) {
+func newCgroup2(mount, path string, res *specs.LinuxResources) (jobCgroup, error) {
 	own, err := ownCgroup2()
 	if err != nil {
 		return nil, fmt.Errorf("find own cgroup: %w", err)
 	}
-	group := filepath.Join(own, cgroupParent, id)
+	group := filepath.Join(own, path)
 	if _, err := os.Stat(filepath.Join(mount, group)); err == nil {
 		return nil, fmt.Errorf("create cgroup v2 %s: already exists", group)
 	}

@@ -102,9 +102,9 @@ func newTestCgroup(t *testing.T, version int, res *specs.LinuxResources) jobCgro
 	var cg jobCgroup
 	var err error
 	if version == 2 {
-		cg, err = newCgroup2(requireUnified(t), id, res)
+		cg, err = newCgroup2(requireUnified(t), DefaultCgroupParent+"/"+id, res)
 	} else {
-		cg, err = newCgroup1(id, res)
+		cg, err = newCgroup1(DefaultCgroupParent+"/"+id, res)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -365,8 +365,7 @@ func TestReadUsage2(t *testing.T) {
 func TestCgroup_NoReuse(t *testing.T) {
 	requireV1(t)
 	cg := newTestCgroup(t, 1, nil)
-	name := strings.TrimPrefix(cg.Path(), cgroupParent+"/")
-	if _, err := newCgroup1(name, nil); err == nil || !strings.Contains(err.Error(), "already exists") {
-		t.Fatalf("second create of %s: %v", name, err)
+	if _, err := newCgroup1(cg.Path(), nil); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("second create of %s: %v", cg.Path(), err)
 	}
 }

@@ -51,9 +51,9 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 	if name == "" {
 		name = fmt.Sprintf("init%d", prepared.Add(1))
 	}
-	// The server's pid keeps two servers' names apart until job IDs are
-	// unique for good (the ledger's sequence).
-	cg, err := newJobCgroup(version, fmt.Sprintf("%s.%d", name, os.Getpid()), iso.Resources)
+	// The server's pid keeps apart the names of servers that share a
+	// parent, and of pool initiators, which have no job ID yet.
+	cg, err := newJobCgroup(version, iso.CgroupParent, fmt.Sprintf("%s.%d", name, os.Getpid()), iso.Resources)
 	if err != nil {
 		return nil, err
 	}

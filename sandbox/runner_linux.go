@@ -321,6 +321,15 @@ func (p *Process) Kill() error { return p.Signal(syscall.SIGKILL) }
 // Sandboxed reports whether the job has a cgroup and namespaces.
 func (p *Process) Sandboxed() bool { return p.cg != nil }
 
+// CgroupPath is the job's cgroup relative to the server's own ("" for a
+// plain job). Its last element is the name Leftovers reports after a crash.
+func (p *Process) CgroupPath() string {
+	if p.cg == nil {
+		return ""
+	}
+	return p.cg.Path()
+}
+
 // OOMKills is the job's OOM-kill count, cheap to poll; plain jobs have none.
 func (p *Process) OOMKills() (int64, error) {
 	if p.cg == nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"syscall"
+	"time"
 )
 
 // Runner is Linux-only; elsewhere NewRunner fails with errors.ErrUnsupported.
@@ -62,3 +63,17 @@ func (p *Pool) Close()                                       {}
 func (r *Runner) Prepare(Isolation) (*Initiator, error)      { return nil, errors.ErrUnsupported }
 func (in *Initiator) Launch(Spec) (*Process, error)          { return nil, errors.ErrUnsupported }
 func (in *Initiator) Discard() error                         { return nil }
+
+// DefaultCgroupParent is where job cgroups live on Linux.
+const DefaultCgroupParent = "chimirror"
+
+// Leftover is a dead server's job cgroup; there are none off Linux.
+type Leftover struct{ Name string }
+
+func Leftovers(string) ([]*Leftover, error)         { return nil, nil }
+func (l *Leftover) Path() string                    { return "" }
+func (l *Leftover) KillAndWait(time.Duration) error { return errors.ErrUnsupported }
+func (l *Leftover) Usage() (Usage, error)           { return Usage{}, errors.ErrUnsupported }
+func (l *Leftover) Delete() error                   { return errors.ErrUnsupported }
+func (p *Process) CgroupPath() string               { return "" }
+func RemoveParent(string) error                       { return nil }
