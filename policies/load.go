@@ -40,6 +40,15 @@ func (s *Set) Names() []string {
 	return names
 }
 
+// All returns every policy, sorted by name.
+func (s *Set) All() []*Policy {
+	out := make([]*Policy, 0, len(s.byName))
+	for _, n := range s.Names() {
+		out = append(out, s.byName[n])
+	}
+	return out
+}
+
 // policySource is one policy file to parse.
 type policySource struct {
 	file string // as reported: a path, or BuiltinPrefix + base name

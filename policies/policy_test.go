@@ -61,7 +61,7 @@ func TestParse_Invalid(t *testing.T) {
 	}{
 		{"unknown key", "unknown-key.toml", []string{"2: cpus: unknown key"}},
 		{"bad size unit", "bad-size-unit.toml", []string{`2: memory: bad size "10XB": unknown unit "XB" ` + units}},
-		{"bad duration", "bad-duration.toml", []string{`1: wall_time: bad duration "5 minutes": use a number with a unit, like "5s" or "250ms"`}},
+		{"bad duration", "bad-duration.toml", []string{`1: wall_time: bad duration "5 minutes": use a number with a unit, like "5s", "250ms" or "90d"`}},
 		{"negative values", "negative.toml", []string{
 			"1: cpu: -1 must not be negative",
 			`2: memory: size "-1MiB" must not be negative`,
@@ -113,7 +113,7 @@ func TestParse_Invalid(t *testing.T) {
 		{"every problem at once", "many.toml", []string{
 			`4: tmp_size: "1GiB" is larger than memory "64MiB": files in /tmp are charged to the job's memory`,
 			`6: cpu_time: "10m" can never be used up: at cpu = 0.5 a job gets at most 30s of CPU within wall_time "1m"`,
-			`7: idle_timeout: bad duration "1y": use a number with a unit, like "5s" or "250ms"`,
+			`7: idle_timeout: bad duration "1y": use a number with a unit, like "5s", "250ms" or "90d"`,
 			`8: user: unknown user "no-such-user-chimirror"`,
 			`9: exit_signal: unknown signal "FOO" ` + signals,
 			"10: colour: unknown key",
@@ -496,5 +496,29 @@ func checkPolicyFields(t *testing.T, p *Policy, want Policy) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("policy:\n  %+v\nwant\n  %+v", got, want)
+	}
+}
+
+// Ensure that durations take Go units and whole days, and refuse the rest.
+func TestParseDuration(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"90d", 90 * 24 * time.Hour, true},
+		{"1h30m", 90 * time.Minute, true},
+		{"250ms", 250 * time.Millisecond, true},
+		{"1.5d", 0, false},
+		{"d", 0, false},
+		{"-1d", 0, false},
+		{"5 minutes", 0, false},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := ParseDuration(tc.in)
+			if (err == nil) != tc.ok || got != tc.want {
+				t.Fatalf("ParseDuration(%q) = %v, %v", tc.in, got, err)
+			}
+		})
 	}
 }

@@ -220,20 +220,38 @@ func (x *Index) Line(table string, n int, key string) int {
 	return 0
 }
 
-// Duration is a TOML string such as "5s" or "250ms". Negative values are
-// rejected.
+// Duration is a TOML string such as "5s", "250ms" or "90d" (whole days).
+// Negative values are rejected.
 type Duration time.Duration
 
 func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
+	v, err := ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("bad duration %q: use a number with a unit, like \"5s\" or \"250ms\"", string(b))
-	}
-	if v < 0 {
-		return fmt.Errorf("duration %q must not be negative", string(b))
+		return err
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// ParseDuration reads what Duration accepts: Go durations ("1h30m") and
+// whole days ("90d"), not negative.
+func ParseDuration(s string) (time.Duration, error) {
+	var v time.Duration
+	var err error
+	if days, ok := strings.CutSuffix(s, "d"); ok && days != "" && !strings.ContainsAny(days, "hmsunµ.") {
+		var n int64
+		n, err = strconv.ParseInt(days, 10, 32)
+		v = time.Duration(n) * 24 * time.Hour
+	} else {
+		v, err = time.ParseDuration(s)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("bad duration %q: use a number with a unit, like \"5s\", \"250ms\" or \"90d\"", s)
+	}
+	if v < 0 {
+		return 0, fmt.Errorf("duration %q must not be negative", s)
+	}
+	return v, nil
 }
 
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }

@@ -92,4 +92,7 @@ type Client interface {
 	Finish(e Exit) error
 	// Close tears the connection down at once.
 	Close() error
+	// MessagesOut is how many messages the client has been sent: a
+	// protocol may frame one output chunk as several.
+	MessagesOut() int64
 }

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chimirror/chimirror/accounting"
 	"github.com/chimirror/chimirror/sandbox"
 )
 
@@ -50,6 +51,10 @@ type Job struct {
 	inputMu sync.Mutex
 
 	mu         sync.Mutex
+	rec        accounting.Record // the ledger's record; its snapshots are written
+	usage      sandbox.Usage     // the sampler's last reading
+	usageAt    time.Time
+	cpuPercent float64 // between the last two readings; -1 before two
 	client     Client
 	clientGone bool   // no more output can be delivered
 	reason     Reason // the first cause of termination wins
@@ -72,9 +77,64 @@ func (j *Job) Counters() Counters {
 	return Counters{j.stdinBytes.Load(), j.stdoutBytes.Load(), j.stderrBytes.Load(), j.messagesIn.Load()}
 }
 
+// info is a snapshot; the caller holds neither lock.
 func (j *Job) info() JobInfo {
+	j.mu.Lock()
+	u, at, lim, pct := j.usage, j.usageAt, j.rec.Limits, j.cpuPercent
+	if at.IsZero() {
+		pct = -1
+	}
+	j.mu.Unlock()
 	return JobInfo{ID: j.ID, App: j.App.Name, Tenant: j.Tenant.Name, Policy: policyName(j.App), Pid: j.proc.Pid, Remote: j.Remote,
-		Protocol: j.Protocol, Started: j.Started, Counters: j.Counters()}
+		Protocol: j.Protocol, Started: j.Started, Counters: j.Counters(), Usage: u, UsageAt: at, CPUPercent: pct,
+		Sandboxed: j.proc.Sandboxed(), Cgroup: j.proc.CgroupPath(), Limits: lim}
+}
+
+// record writes a snapshot of the job's record to the ledger; with wait,
+// it returns once the snapshot is on disk. A failed write is logged; the
+// ledger keeps the record and writes it again later.
+func (j *Job) record(wait bool) {
+	if j.sup.ledger == nil {
+		return
+	}
+	j.mu.Lock()
+	snap := j.rec
+	j.mu.Unlock()
+	if err := j.sup.ledger.Put(&snap, wait); err != nil {
+		j.log.Error("ledger: record job", "state", snap.State, "err", err)
+	}
+}
+
+// sample reads the job for the sampler: its cgroup when sandboxed (which
+// also enforces the OOM and cpu_time limits) and its traffic.
+func (j *Job) sample() *accounting.Sample {
+	now := time.Now()
+	c := j.Counters()
+	smp := &accounting.Sample{At: now, MemoryCurrentBytes: -1,
+		StdinBytes: c.StdinBytes, StdoutBytes: c.StdoutBytes, StderrBytes: c.StderrBytes}
+	if !j.proc.Sandboxed() {
+		return smp
+	}
+	u, err := j.proc.Usage()
+	if err != nil {
+		return smp // the job is ending; its cgroup may be gone
+	}
+	j.mu.Lock()
+	prev, prevAt := j.usage, j.usageAt
+	if prevAt.IsZero() { // the first reading: since the start
+		prevAt = j.Started
+	}
+	if dt := now.Sub(prevAt); dt > 0 {
+		j.cpuPercent = 100 * float64(u.CPUUserNs+u.CPUSystemNs-prev.CPUUserNs-prev.CPUSystemNs) / float64(dt)
+	}
+	j.usage, j.usageAt = u, now
+	j.mu.Unlock()
+	smp.CPUNs, smp.MemoryCurrentBytes, smp.PidsCurrent = u.CPUUserNs+u.CPUSystemNs, u.MemoryCurrentBytes, u.PidsCurrent
+	j.checkOOM(u.OOMKills)
+	if j.App.Policy != nil && j.App.Policy.CPUTime > 0 {
+		j.checkCPUTime(u)
+	}
+	return smp
 }
 
 // Log is the job's logger (it carries the job ID).
@@ -131,6 +191,9 @@ func (j *Job) Run(c Client) Exit {
 		}
 	}
 	if err := j.proc.Close(); err != nil {
+		if j.proc.Sandboxed() {
+			j.sup.cgroupErrors.Add(1)
+		}
 		j.log.Warn("close job descriptors", "err", err)
 	}
 	return <-exitc
@@ -378,11 +441,10 @@ func (j *Job) checkIdle() {
 	}
 }
 
-// checkOOM kills the whole job once the OOM killer has struck in it: the
-// kernel (v1) kills one process and would leave the rest running.
-func (j *Job) checkOOM() {
-	n, err := j.proc.OOMKills()
-	if err != nil || n == 0 {
+// checkOOM kills the whole job once the OOM killer has struck in it (n
+// kills): the kernel (v1) kills one process and would leave the rest.
+func (j *Job) checkOOM(n int64) {
+	if n == 0 {
 		return
 	}
 	j.mu.Lock()
@@ -397,16 +459,40 @@ func (j *Job) checkOOM() {
 	}
 }
 
-// checkCPUTime is called by the supervisor's sampler.
-func (j *Job) checkCPUTime() {
-	u, err := j.proc.Usage()
-	if err != nil {
-		return // the job is ending; its cgroup may be gone
-	}
+// checkCPUTime ends the job once usage u passes cpu_time.
+func (j *Job) checkCPUTime(u sandbox.Usage) {
 	limit := j.App.Policy.CPUTime
 	if used := time.Duration(u.CPUUserNs + u.CPUSystemNs); used > limit {
 		j.terminate(ReasonCPUTime, fmt.Sprintf("used %v of CPU, cpu_time is %v", used.Round(time.Millisecond), limit))
 	}
+}
+
+// recordEnd writes the job's final record and waits until it is on disk,
+// so a client told of the end can rely on the record.
+func (j *Job) recordEnd(e Exit, cnt Counters, c Client) {
+	st := e.Status
+	code := st.Code
+	j.mu.Lock()
+	r := &j.rec
+	r.State, r.Reason, r.Detail, r.ExitCode, r.EndedAt = accounting.StateFinished, string(e.Reason), e.Detail, &code, time.Now()
+	r.Signal = ""
+	if st.Signal != 0 {
+		r.Signal = sandbox.SignalName(st.Signal)
+	}
+	if e.Sandboxed {
+		u := e.Usage
+		r.Usage = accounting.Usage{CPUUserNs: u.CPUUserNs, CPUSystemNs: u.CPUSystemNs, CPUThrottledNs: u.CPUThrottledNs,
+			MemoryPeakBytes: u.MemoryPeakBytes, OOMKills: u.OOMKills, PidsPeak: max(u.PidsPeak, 0)}
+	} else { // the rusage of the process and the descendants it reaped
+		r.Usage = accounting.Usage{CPUUserNs: int64(st.UserCPU), CPUSystemNs: int64(st.SystemCPU), MemoryPeakBytes: st.MaxRSSBytes}
+	}
+	r.Traffic = accounting.Traffic{StdinBytes: cnt.StdinBytes, StdoutBytes: cnt.StdoutBytes, StderrBytes: cnt.StderrBytes,
+		MessagesIn: cnt.MessagesIn}
+	if c != nil {
+		r.Traffic.MessagesOut = c.MessagesOut()
+	}
+	j.mu.Unlock()
+	j.record(true)
 }
 
 // finish runs once output is drained and the leader reaped.
@@ -450,6 +536,7 @@ func (j *Job) finish() Exit {
 		attrs = append(attrs, "cpu_user", st.UserCPU, "cpu_system", st.SystemCPU)
 	}
 	j.log.Info("job ended", attrs...)
+	j.recordEnd(e, cnt, c)
 	if j.sup.onEnd != nil {
 		j.sup.onEnd(j.info(), e)
 	}

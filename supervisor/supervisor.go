@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chimirror/chimirror/accounting"
 	"github.com/chimirror/chimirror/policies"
 	"github.com/chimirror/chimirror/sandbox"
 )
@@ -25,11 +26,12 @@ func policyName(a *App) string {
 	return a.Policy.Name
 }
 
-// sampleLoop reads the cgroups of running sandboxed jobs every sampleEvery:
-// the OOM-kill count of every job (one small file; on v1 the OOM killer
-// kills one process, so the job's whole cgroup is then killed here), and
-// full usage for jobs with a cpu_time limit. One goroutine for all jobs: a
-// full v1 read costs about 0.7 ms, so never per message, never per job timer.
+// sampleLoop reads every running job each SampleEvery, in one goroutine
+// for all jobs: a sandboxed job's cgroup (OOM kills, CPU time, memory; on
+// v1 the OOM killer kills one process, so the job's whole cgroup is then
+// killed here) and every job's traffic. The readings go to the ledger as
+// one transaction per tick (samples and last_seen), and records whose
+// write failed earlier are written again.
 func (s *Supervisor) sampleLoop() {
 	defer close(s.sampleDone)
 	t := time.NewTicker(s.sampleEvery)
@@ -40,20 +42,35 @@ func (s *Supervisor) sampleLoop() {
 			return
 		case <-t.C:
 		}
-		s.mu.Lock()
-		jobs := make([]*Job, 0, len(s.jobs))
-		for _, j := range s.jobs {
-			if j.proc != nil && j.proc.Sandboxed() {
-				jobs = append(jobs, j)
-			}
+		s.sample()
+	}
+}
+
+func (s *Supervisor) sample() {
+	s.mu.Lock()
+	jobs := make([]*Job, 0, len(s.jobs))
+	for _, j := range s.jobs {
+		if j.proc != nil {
+			jobs = append(jobs, j)
 		}
-		s.mu.Unlock()
-		for _, j := range jobs {
-			j.checkOOM()
-			if j.App.Policy != nil && j.App.Policy.CPUTime > 0 {
-				j.checkCPUTime()
-			}
-		}
+	}
+	s.mu.Unlock()
+	items := make([]accounting.TickItem, 0, len(jobs))
+	for _, j := range jobs {
+		sample := j.sample()
+		items = append(items, accounting.TickItem{ID: j.ID, Sample: sample})
+	}
+	if s.ledger == nil {
+		return
+	}
+	var err error
+	if len(items) == 0 {
+		err = s.ledger.Flush()
+	} else {
+		err = s.ledger.Tick(time.Now(), items)
+	}
+	if err != nil {
+		s.log.Warn("ledger sample tick", "err", err)
 	}
 }
 
@@ -113,9 +130,19 @@ type Config struct {
 	// Sandbox runs every job in its own cgroup and namespaces, per its
 	// app's policy. Off: plain processes (development, or not root).
 	Sandbox bool
-	// SampleEvery is how often running jobs' cgroups are read (cpu_time);
-	// 0 means DefaultSampleEvery.
+	// SampleEvery is how often running jobs are read (cgroup usage and
+	// traffic) and sampled into the ledger; 0 means DefaultSampleEvery.
 	SampleEvery time.Duration
+	// Ledger, when set, records every job (write-ahead) and issues job
+	// IDs. Without it, IDs are unique only for the Supervisor's life.
+	Ledger *accounting.Ledger
+	// CgroupParent is where this supervisor's job cgroups live (see
+	// sandbox.Isolation). Empty: CgroupParentFor(Ledger) with a ledger,
+	// which is what Recover sweeps, else sandbox.DefaultCgroupParent.
+	CgroupParent string
+	// Retention, when set with a Ledger, prunes records of jobs that
+	// started longer ago than this, at start and then hourly.
+	Retention time.Duration
 }
 
 // Defaults for Config and App.
@@ -127,6 +154,10 @@ const (
 	DefaultSampleEvery = 5 * time.Second
 )
 
+// ReasonStartFailed is recorded for a job whose process could not be made
+// (its client got an error, never a session).
+const ReasonStartFailed Reason = "start-failed"
+
 // Supervisor runs jobs. It is safe for concurrent use.
 type Supervisor struct {
 	log    *slog.Logger
@@ -135,6 +166,9 @@ type Supervisor struct {
 	onEnd  func(JobInfo, Exit)
 	box    bool
 
+	ledger       *accounting.Ledger
+	cgroupParent string
+
 	poolMu sync.Mutex
 	pools  map[*policies.Policy]*sandbox.Pool // prepared sandboxes, per policy in use
 
@@ -142,16 +176,20 @@ type Supervisor struct {
 	stopSample  chan struct{}
 	stopOnce    sync.Once // Shutdown may be called more than once
 	sampleDone  chan struct{}
+	pruneDone   chan struct{}
 
-	apps        atomic.Pointer[map[string]*App]
-	tenants     atomic.Pointer[[]*Tenant]
-	maxSessions atomic.Int64
-	lastID      atomic.Uint64
+	apps         atomic.Pointer[map[string]*App]
+	tenants      atomic.Pointer[[]*Tenant]
+	maxSessions  atomic.Int64
+	lastID       atomic.Uint64 // without a ledger
+	started      atomic.Uint64
+	cgroupErrors atomic.Int64
 
-	mu      sync.Mutex
-	jobs    map[string]*Job
-	closing bool
-	wg      sync.WaitGroup // one per job, from Start until its resources are released
+	mu        sync.Mutex
+	jobs      map[string]*Job
+	admitting map[*Job]bool // admitted, waiting for their ID
+	closing   bool
+	wg        sync.WaitGroup // one per job, from Start until its resources are released
 }
 
 // New starts a Supervisor and its sandbox runner. Call Shutdown to stop it.
@@ -169,6 +207,10 @@ func New(log *slog.Logger, cfg Config) (*Supervisor, error) {
 		jobs:   make(map[string]*Job),
 		pools:  make(map[*policies.Policy]*sandbox.Pool),
 
+		admitting:    make(map[*Job]bool),
+		ledger:       cfg.Ledger,
+		cgroupParent: cfg.CgroupParent,
+
 		sampleEvery: cfg.SampleEvery,
 		stopSample:  make(chan struct{}),
 		sampleDone:  make(chan struct{}),
@@ -176,12 +218,46 @@ func New(log *slog.Logger, cfg Config) (*Supervisor, error) {
 	if s.drain <= 0 {
 		s.drain = DefaultDrain
 	}
+	if s.cgroupParent == "" && s.ledger != nil {
+		s.cgroupParent = CgroupParentFor(s.ledger)
+	}
 	if s.sampleEvery <= 0 {
 		s.sampleEvery = DefaultSampleEvery
 	}
 	s.Reload(cfg)
 	go s.sampleLoop()
+	s.pruneDone = make(chan struct{})
+	if s.ledger != nil && cfg.Retention > 0 {
+		go s.pruneLoop(cfg.Retention)
+	} else {
+		close(s.pruneDone)
+	}
 	return s, nil
+}
+
+// pruneEvery is how often old records are pruned.
+const pruneEvery = time.Hour
+
+// pruneLoop deletes records older than retention, in bounded transactions
+// (the ledger's Prune), until Shutdown.
+func (s *Supervisor) pruneLoop(retention time.Duration) {
+	defer close(s.pruneDone)
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopSample:
+			return
+		case <-t.C:
+		}
+		n, err := s.ledger.Prune(time.Now().Add(-retention), 500)
+		if err != nil {
+			s.log.Error("ledger retention", "err", err)
+		} else if n > 0 {
+			s.log.Info("ledger retention: pruned old records", "jobs", n, "retention", retention)
+		}
+		t.Reset(pruneEvery)
+	}
 }
 
 // Reload swaps the app set and caps. Running jobs keep what they started with.
@@ -243,7 +319,7 @@ func (s *Supervisor) syncPools(cfg Config) {
 	}
 	for pol := range want {
 		if _, ok := s.pools[pol]; !ok {
-			s.pools[pol] = s.runner.NewPool(s.log.With("pool", pol.Name), isolationFor(pol, ""), pol.Initiators)
+			s.pools[pol] = s.runner.NewPool(s.log.With("pool", pol.Name), s.isolationFor(pol, ""), pol.Initiators)
 		}
 	}
 	s.poolMu.Unlock()
@@ -262,10 +338,17 @@ func (s *Supervisor) closePools() {
 	}
 }
 
+// CgroupParentFor is where the jobs of ledger l's server live: one parent
+// per ledger, so recovery after a crash sweeps that server's cgroups and
+// never another's (the ledger's lock says which server owns them).
+func CgroupParentFor(l *accounting.Ledger) string {
+	return sandbox.DefaultCgroupParent + "/" + l.Instance()
+}
+
 // isolationFor is a policy's sandbox, for job id ("" for a pool template).
-func isolationFor(pol *policies.Policy, id string) sandbox.Isolation {
+func (s *Supervisor) isolationFor(pol *policies.Policy, id string) sandbox.Isolation {
 	return sandbox.Isolation{
-		ID: id, Resources: pol.LinuxResources(), Rlimits: pol.Rlimits(), Network: pol.Network,
+		ID: id, CgroupParent: s.cgroupParent, Resources: pol.LinuxResources(), Rlimits: pol.Rlimits(), Network: pol.Network,
 		TmpSizeBytes: pol.TmpSizeBytes, UID: pol.UID, GID: pol.GID, UserNamespace: pol.UserNamespace,
 	}
 }
@@ -315,12 +398,17 @@ func (s *Supervisor) admitLocked(t *Tenant) error {
 	if s.closing {
 		return ErrShuttingDown
 	}
-	if int64(len(s.jobs)) >= s.maxSessions.Load() {
+	if int64(len(s.jobs)+len(s.admitting)) >= s.maxSessions.Load() {
 		return ErrBusy
 	}
 	if t != nil && t.MaxSessions > 0 {
 		n := 0
 		for _, j := range s.jobs {
+			if j.Tenant.Name == t.Name {
+				n++
+			}
+		}
+		for j := range s.admitting {
 			if j.Tenant.Name == t.Name {
 				n++
 			}
@@ -334,11 +422,12 @@ func (s *Supervisor) admitLocked(t *Tenant) error {
 
 // Request is everything about a new job that comes from its client.
 type Request struct {
-	App      string
-	Tenant   *Tenant  // nil: PublicTenant
-	Env      []string // request variables (CGI), appended after the app's allow-list
-	Remote   string
-	Protocol string
+	App       string
+	Tenant    *Tenant  // nil: PublicTenant
+	Env       []string // request variables (CGI), appended after the app's allow-list
+	Remote    string
+	UserAgent string
+	Protocol  string
 }
 
 // Start admits and starts a job. The caller must then call Run or Abort.
@@ -356,24 +445,41 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 		a.Policy = tenant.Policy
 		app = &a
 	}
-	s.mu.Lock()
-	if err := s.admitLocked(tenant); err != nil {
-		s.mu.Unlock()
-		return nil, err
-	}
-	id := fmt.Sprintf("JOB%08d", s.lastID.Add(1))
 	j := &Job{
-		ID:       id,
 		App:      app,
 		Tenant:   tenant,
 		Remote:   req.Remote,
 		Protocol: req.Protocol,
 		sup:      s,
-		log:      s.log.With("job", id, "app", app.Name, "tenant", tenant.Name),
 		exitedc:  make(chan struct{}),
 	}
-	s.jobs[id] = j // reserves the slot while we fork
+	s.mu.Lock()
+	if err := s.admitLocked(tenant); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	s.admitting[j] = true // holds the slot while the record is written
 	s.wg.Add(1)
+	s.mu.Unlock()
+
+	// Write-ahead: the record is on disk before the job's cgroup exists.
+	j.rec = accounting.Record{App: app.Name, Tenant: tenant.Name, Policy: policyName(app),
+		Command: app.Args, RemoteAddr: req.Remote, UserAgent: req.UserAgent, Protocol: req.Protocol,
+		Sandboxed: s.box && app.Policy != nil, Limits: limitsOf(app)}
+	if s.ledger != nil {
+		if err := s.ledger.Begin(&j.rec); err != nil {
+			// The job runs; the ledger keeps the record to write it again.
+			s.log.Error("ledger: record job start", "job", j.rec.ID, "err", err)
+		}
+	} else {
+		j.rec.ID, j.rec.State, j.rec.StartedAt = accounting.FormatID(s.lastID.Add(1)), accounting.StateStarting, time.Now()
+	}
+	id := j.rec.ID
+	j.ID = id
+	j.log = s.log.With("job", id, "app", app.Name, "tenant", tenant.Name)
+	s.mu.Lock()
+	delete(s.admitting, j)
+	s.jobs[id] = j
 	s.mu.Unlock()
 
 	env := make([]string, 0, len(app.Env)+len(req.Env)+2)
@@ -381,26 +487,46 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	env = append(env, req.Env...)
 	env = append(env, "CHIMIRROR_JOB_ID="+id, "CHIMIRROR_APP="+app.Name, "CHIMIRROR_TENANT="+tenant.Name)
 	spec := sandbox.Spec{Path: app.Path, Args: app.Args, Env: env, Dir: app.Dir}
-	if s.box && app.Policy != nil {
-		iso := isolationFor(app.Policy, id)
+	if j.rec.Sandboxed {
+		iso := s.isolationFor(app.Policy, id)
 		spec.Isolation = &iso
 	}
+	s.started.Add(1)
 	p, err := s.start(j, spec)
 	if err != nil {
+		if spec.Isolation != nil {
+			s.cgroupErrors.Add(1)
+		}
+		err = fmt.Errorf("start job %s: %w", id, err)
+		j.rec.State, j.rec.Reason, j.rec.Detail, j.rec.EndedAt = accounting.StateFinished, string(ReasonStartFailed), err.Error(), time.Now()
+		j.record(true)
 		s.release(j)
-		return nil, fmt.Errorf("start job %s: %w", id, err)
+		return nil, err
 	}
 	s.mu.Lock()
 	j.proc = p
 	j.Started = time.Now()
 	closing := s.closing
 	s.mu.Unlock()
+	j.rec.State, j.rec.Pid, j.rec.Cgroup = accounting.StateRunning, p.Pid, p.CgroupPath()
+	j.record(false)
 	j.log.Info("job started", "pid", p.Pid, "remote", req.Remote, "protocol", req.Protocol,
 		"sandboxed", spec.Isolation != nil, "policy", policyName(app))
 	if closing { // Shutdown began while we forked and could not see this job
 		j.terminate(ReasonShutdown, "server shutting down")
 	}
 	return j, nil
+}
+
+// limitsOf is what the ledger records as the limits in force.
+func limitsOf(a *App) accounting.Limits {
+	l := accounting.Limits{GraceNs: int64(a.Grace)}
+	if p := a.Policy; p != nil {
+		l.MemoryMaxBytes, l.CPUCores, l.PidsMax = p.MemoryMaxBytes, p.CPU, p.PidsMax
+		l.CPUTimeNs, l.WallTimeNs, l.IdleTimeoutNs = int64(p.CPUTime), int64(p.WallTime), int64(p.IdleTimeout)
+		l.MaxOutputBytes = p.MaxOutputBytes
+	}
+	return l
 }
 
 func (s *Supervisor) release(j *Job) {
@@ -410,15 +536,25 @@ func (s *Supervisor) release(j *Job) {
 	s.wg.Done()
 }
 
-// Cancel ends a running job as an operator command: exit signal, grace, kill.
-func (s *Supervisor) Cancel(id string) error {
+// Cancel ends a running job as an operator command (JES $C): exit signal,
+// grace, kill. by names the operator, for the record.
+func (s *Supervisor) Cancel(id, by string) error {
 	s.mu.Lock()
 	j := s.jobs[id]
 	s.mu.Unlock()
 	if j == nil || j.proc == nil {
 		return fmt.Errorf("%w: %s", ErrNoJob, id)
 	}
-	j.terminate(ReasonCancelled, "cancelled by operator")
+	detail := "cancelled by operator"
+	if by != "" {
+		detail += " " + by
+	}
+	j.mu.Lock()
+	if j.reason == "" && !j.procExited {
+		j.rec.CancelledBy = by
+	}
+	j.mu.Unlock()
+	j.terminate(ReasonCancelled, detail)
 	return nil
 }
 
@@ -433,6 +569,16 @@ type JobInfo struct {
 	Protocol string
 	Started  time.Time
 	Counters Counters
+	// Usage is the last sampler reading, taken at UsageAt (zero before
+	// the first tick); valid when Sandboxed.
+	Usage   sandbox.Usage
+	UsageAt time.Time
+	// CPUPercent is the CPU used between the last two samples, in percent
+	// of one core; -1 before there are two.
+	CPUPercent float64
+	Sandboxed  bool
+	Cgroup     string // relative to the server's own cgroup; "" when plain
+	Limits     accounting.Limits
 }
 
 // Jobs lists the running jobs, oldest first.
@@ -450,8 +596,40 @@ func (s *Supervisor) Jobs() []JobInfo {
 	return out
 }
 
-// Started is how many jobs have been given an ID (and a fork attempt).
-func (s *Supervisor) Started() uint64 { return s.lastID.Load() }
+// Record is a running job's ledger record as it stands, with its usage and
+// traffic so far, or false if id is not running.
+func (s *Supervisor) Record(id string) (accounting.Record, JobInfo, bool) {
+	s.mu.Lock()
+	j := s.jobs[id]
+	s.mu.Unlock()
+	if j == nil || j.proc == nil {
+		return accounting.Record{}, JobInfo{}, false
+	}
+	info := j.info()
+	j.mu.Lock()
+	r := j.rec
+	j.mu.Unlock()
+	return r, info, true
+}
+
+// Accepting reports whether Start may still admit jobs (no Shutdown yet).
+func (s *Supervisor) Accepting() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.closing
+}
+
+// MaxSessions is the global cap on running jobs.
+func (s *Supervisor) MaxSessions() int { return int(s.maxSessions.Load()) }
+
+// CgroupErrors counts failures to make, read or delete a job's sandbox.
+func (s *Supervisor) CgroupErrors() int64 { return s.cgroupErrors.Load() }
+
+// Started is how many jobs have had a fork attempt.
+func (s *Supervisor) Started() uint64 { return s.started.Load() }
+
+// Ledger is the supervisor's ledger, or nil.
+func (s *Supervisor) Ledger() *accounting.Ledger { return s.ledger }
 
 // Running is the number of admitted jobs not yet fully ended.
 func (s *Supervisor) Running() int {
@@ -478,6 +656,7 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	}
 	s.stopOnce.Do(func() { close(s.stopSample) })
 	<-s.sampleDone
+	<-s.pruneDone
 	s.closePools()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
@@ -491,5 +670,13 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 		}
 		<-done
 	}
-	return errors.Join(err, s.runner.Close())
+	err = errors.Join(err, s.runner.Close())
+	if s.box && s.cgroupParent != "" && s.cgroupParent != sandbox.DefaultCgroupParent {
+		// Every job cgroup is deleted by now; a leftover one keeps the
+		// parent, and the next start's recovery deals with it.
+		if perr := sandbox.RemoveParent(s.cgroupParent); perr != nil {
+			s.log.Warn("remove job cgroup parent", "err", perr)
+		}
+	}
+	return err
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -110,7 +111,8 @@ type wsConn struct {
 	lim Limits
 
 	wmu       sync.Mutex
-	pingMu    sync.Mutex // the timer fires on its own goroutine
+	sent      atomic.Int64 // data messages written
+	pingMu    sync.Mutex   // the timer fires on its own goroutine
 	ping      *time.Timer
 	pingOff   bool // stopped for good: never re-armed
 	closeOnce sync.Once
@@ -197,8 +199,16 @@ func (c *wsConn) writeLocked(mt int, p []byte) error {
 	if err := c.ws.SetWriteDeadline(deadline(c.lim.WriteTimeout)); err != nil {
 		return err
 	}
-	return c.ws.WriteMessage(mt, p)
+	if err := c.ws.WriteMessage(mt, p); err != nil {
+		return err
+	}
+	c.sent.Add(1)
+	return nil
 }
+
+// MessagesOut is how many data messages went to the client (the ledger's
+// messages_out); protocols may frame one output chunk as several.
+func (c *wsConn) MessagesOut() int64 { return c.sent.Load() }
 
 // closeWait bounds how long Finish waits for the client's close frame.
 const closeWait = time.Second

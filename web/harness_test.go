@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/chimirror/chimirror/accounting"
 	"github.com/chimirror/chimirror/supervisor"
 )
 
@@ -43,9 +45,20 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// startServer runs a server with a real ledger in a fresh directory. Its
+// cleanup, after shutdown, checks the ledger: consistent (bbolt's check),
+// no record left starting or running, and every job given an ID recorded.
 func startServer(t *testing.T, cfg supervisor.Config, opts Options) *testServer {
 	t.Helper()
 	log := testLogger(t)
+	if cfg.Ledger == nil {
+		l, err := accounting.Open(filepath.Join(t.TempDir(), "ledger.db"), accounting.Options{Log: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Ledger = l
+		t.Cleanup(func() { checkLedger(t, l) }) // runs after the shutdown below
+	}
 	sup, err := supervisor.New(log, cfg)
 	if err != nil {
 		t.Fatalf("supervisor: %v", err)
@@ -65,6 +78,35 @@ func startServer(t *testing.T, cfg supervisor.Config, opts Options) *testServer 
 		ts.Close()
 	})
 	return &testServer{t: t, URL: "ws" + strings.TrimPrefix(ts.URL, "http"), sup: sup, srv: srv}
+}
+
+func checkLedger(t *testing.T, l *accounting.Ledger) {
+	t.Helper()
+	if err := l.Check(); err != nil {
+		t.Errorf("ledger check: %v", err)
+	}
+	open, err := l.OpenRecords()
+	if err != nil {
+		t.Error(err)
+	}
+	for _, r := range open {
+		t.Errorf("ledger: %s left %s", r.ID, r.State)
+	}
+	st, err := l.Stats()
+	if err != nil {
+		t.Error(err)
+	}
+	if st.LastID != "" {
+		n, _ := accounting.ParseID(st.LastID)
+		for i := uint64(1); i <= n; i++ {
+			if _, _, err := l.Get(accounting.FormatID(i)); err != nil {
+				t.Errorf("ledger: %v", err)
+			}
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("close ledger: %v", err)
+	}
 }
 
 // shApp is an app running a shell script.

@@ -481,14 +481,14 @@ func TestCancel(t *testing.T) {
 	if len(jobs) != 1 {
 		t.Fatalf("jobs %+v", jobs)
 	}
-	if err := s.sup.Cancel(jobs[0].ID); err != nil {
+	if err := s.sup.Cancel(jobs[0].ID, "test"); err != nil {
 		t.Fatal(err)
 	}
 	got := readSession(t, ws, 5*time.Second)
 	if got.exit == nil || got.exit.Reason != "cancelled" {
 		t.Fatalf("exit %+v", got.exit)
 	}
-	if err := s.sup.Cancel("JOB99999999"); !errors.Is(err, supervisor.ErrNoJob) {
+	if err := s.sup.Cancel("JOB99999999", "test"); !errors.Is(err, supervisor.ErrNoJob) {
 		t.Fatalf("cancel unknown: %v", err)
 	}
 }

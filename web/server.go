@@ -86,6 +86,8 @@ type Options struct {
 	QuickApp string
 	// Software is SERVER_SOFTWARE, e.g. "chimirror/0.1.0".
 	Software string
+	// Metrics, when set, counts starts, refusals and setup latency.
+	Metrics *Metrics
 }
 
 // Server serves the apps of a Supervisor.
@@ -157,6 +159,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.log.Error("request failed", "method", r.Method, "uri", r.RequestURI, "err", err)
 			he = &httpError{Status: http.StatusInternalServerError, Msg: "internal error"}
 		}
+		if websocket.IsWebSocketUpgrade(r) {
+			s.opts.Metrics.rejected(he.Status)
+		}
 		if he.RetryAfter != "" {
 			w.Header().Set("Retry-After", he.RetryAfter)
 		}
@@ -184,6 +189,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name string) error {
+	t0 := time.Now()
 	// name is still escaped: an exact match rules out "..", "%2e", "%2f".
 	if _, ok := s.sup.App(name); !ok {
 		return errorf(http.StatusNotFound, "unknown app %q", name)
@@ -203,7 +209,7 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name string) e
 		return err
 	}
 	job, err := s.sup.Start(supervisor.Request{App: name, Tenant: tenant, Env: cgiEnv(r, s.opts.Software),
-		Remote: r.RemoteAddr, Protocol: protoName(proto)})
+		Remote: r.RemoteAddr, UserAgent: r.UserAgent(), Protocol: protoName(proto)})
 	if err != nil {
 		return admitError(err)
 	}
@@ -219,6 +225,7 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name string) e
 		return nil
 	}
 	wc := newWSConn(ws, hw.bc, job.Log(), s.opts.Limits)
+	s.opts.Metrics.started(t0)
 	var c supervisor.Client
 	switch proto {
 	case ProtoV1:

@@ -28,6 +28,7 @@ import (
 // coreutils so the floors can run the very same commands.
 const benchConfig = `
 listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
 max_sessions = 20000
 sandbox = "%s"
 # Held sessions are opened for minutes and never read again: no keepalive

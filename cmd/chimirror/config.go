@@ -41,8 +41,19 @@ type fileConfig struct {
 	Drain             policies.Duration `toml:"drain"`
 	Sandbox           string            `toml:"sandbox"`
 	PolicyDir         string            `toml:"policy_dir"`
+	DataDir           string            `toml:"data_dir"`
+	Retention         policies.Duration `toml:"retention"`
+	SampleInterval    policies.Duration `toml:"sample_interval"`
+	Chargeback        chargebackConfig  `toml:"chargeback"`
+	AdminListen       string            `toml:"admin_listen"`
+	AdminTokens       []string          `toml:"admin_tokens_sha256"`
 	App               []appConfig       `toml:"app"`
 	Tenant            []tenantConfig    `toml:"tenant"`
+}
+
+type chargebackConfig struct {
+	CPUSecond float64 `toml:"cpu_second"`
+	GiBHour   float64 `toml:"gib_hour"`
 }
 
 type tenantConfig struct {
@@ -71,9 +82,23 @@ type config struct {
 	Sandbox string // "auto", "on" or "off"
 	Sup     supervisor.Config
 	Web     web.Options
+
+	Policies    *policies.Set
+	DataDir     string // holds ledger.db and admin.token
+	Retention   time.Duration
+	Chargeback  chargebackConfig
+	AdminListen string
+	AdminTokens []web.AdminToken
 }
 
-const defaultListen = "127.0.0.1:8080"
+const (
+	defaultListen      = "127.0.0.1:8080"
+	defaultAdminListen = "127.0.0.1:8081"
+	defaultDataDir     = "var"
+)
+
+// ledgerPath is the ledger file in a data dir.
+func ledgerPath(dataDir string) string { return filepath.Join(dataDir, "ledger.db") }
 
 // notNameChars are what quick mode replaces in a command's base name.
 var notNameChars = regexp.MustCompile(`[^a-z0-9._-]`)
@@ -122,9 +147,37 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		}
 		ps = append(ps, policies.Problem{File: file, Line: idx.Line(table, n, key), Key: k, Msg: fmt.Sprintf(format, args...)})
 	}
-	c := &config{Source: file, Listen: fc.Listen, Sandbox: fc.Sandbox}
+	c := &config{Source: file, Listen: fc.Listen, Sandbox: fc.Sandbox, Retention: time.Duration(fc.Retention),
+		Chargeback: fc.Chargeback, AdminListen: fc.AdminListen, DataDir: fc.DataDir}
 	if c.Listen == "" {
 		c.Listen = defaultListen
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = defaultAdminListen
+	}
+	if c.DataDir == "" {
+		c.DataDir = defaultDataDir
+	}
+	if !filepath.IsAbs(c.DataDir) { // like every path in the file: from its directory
+		c.DataDir = filepath.Join(dir, c.DataDir)
+	}
+	if c.Retention > 0 && c.Retention < time.Hour {
+		at("", 0, "retention", "%v is too short: keep at least an hour of records, or leave it out to keep them all", c.Retention)
+	}
+	if fc.Chargeback.CPUSecond < 0 || fc.Chargeback.GiBHour < 0 {
+		at("", 0, "chargeback", "rates must not be negative")
+	}
+	for i, entry := range fc.AdminTokens {
+		label, h, found := strings.Cut(entry, ":")
+		if !found {
+			label, h = fmt.Sprintf("admin-%d", i+1), entry
+		}
+		sum, err := hex.DecodeString(h)
+		if err != nil || len(sum) != sha256.Size || label == "" {
+			at("", 0, "admin_tokens_sha256", "entry %d is not \"LABEL:SHA256\" or a SHA-256 in hex (64 hex digits; make one with: printf %%s TOKEN | sha256sum)", i+1)
+			continue
+		}
+		c.AdminTokens = append(c.AdminTokens, web.AdminToken{Label: label, SHA256: [32]byte(sum)})
 	}
 	switch c.Sandbox {
 	case "":
@@ -138,6 +191,7 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		policyDir = filepath.Join(dir, policyDir)
 	}
 	pols, perr := policies.Load(policyDir)
+	c.Policies = pols
 	if perr != nil {
 		var pps policies.Problems
 		if errors.As(perr, &pps) {
@@ -173,7 +227,8 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 			ReadHeaderTimeout: time.Duration(fc.ReadHeaderTimeout),
 		},
 	}
-	c.Sup = supervisor.Config{MaxSessions: fc.MaxSessions, Drain: time.Duration(fc.Drain)}
+	c.Sup = supervisor.Config{MaxSessions: fc.MaxSessions, Drain: time.Duration(fc.Drain),
+		SampleEvery: time.Duration(fc.SampleInterval), Retention: c.Retention}
 	seen := make(map[string]int)
 	for i, a := range fc.App {
 		switch {
@@ -367,6 +422,9 @@ func quickConfig(base *config, argv []string) (*config, error) {
 		return nil, fmt.Errorf("quick mode: built-in policies: %w", err)
 	}
 	pol, _ := pols.Get("default") // always built in
+	if base.Policies == nil {
+		base.Policies = pols
+	}
 	if base.Sandbox == "" {
 		base.Sandbox = "auto"
 	}

@@ -22,6 +22,10 @@ const usage = `chimirror: every WebSocket connection is a supervised job.
 Usage:
   chimirror serve [--config FILE] [--listen ADDR] [-- COMMAND [ARG...]]
   chimirror connect [--origin URL] [--header 'K: V']... URL
+  chimirror jobs [--running|--all] [--tenant T] [--app A] [--since T] [--json]
+  chimirror job JOBID [--json]
+  chimirror cancel JOBID
+  chimirror acct [--since T] [--until T] [--by tenant|app|policy|day] [--format table|csv|json]
   chimirror bench [flags]
   chimirror policy check [FILE...]
   chimirror policy list [--dir DIR]
@@ -65,6 +69,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdServe(args[1:], stderr)
 	case "connect":
 		return cmdConnect(args[1:], stderr)
+	case "jobs":
+		return cmdJobs(args[1:], stdout, stderr)
+	case "job":
+		return cmdJob(args[1:], stdout, stderr)
+	case "cancel":
+		return cmdCancel(args[1:], stdout, stderr)
+	case "acct":
+		return cmdAcct(args[1:], stdout, stderr)
 	case "bench":
 		return cmdBench(args[1:], stdout, stderr)
 	case "policy":

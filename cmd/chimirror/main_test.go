@@ -251,21 +251,28 @@ func startInteractive(t *testing.T, dir string, args ...string) (*proc, *os.File
 // server is a running `chimirror serve`.
 type server struct {
 	*proc
-	addr string // host:port, parsed from the startup line
+	addr  string // host:port, parsed from the startup line
+	admin string // the admin listener's host:port
 }
+
+var adminRe = regexp.MustCompile(`chimirror: operator console at http://(\S+?)/`)
 
 var addrRe = regexp.MustCompile(`chimirror: test page at http://(\S+?)/; apps at ws://\S+?/apps/\{([^}]*)\}`)
 
-// startServer runs `chimirror serve --listen 127.0.0.1:0 ARGS...` in dir and
-// waits for the address it prints.
+// startServer runs `chimirror serve --listen 127.0.0.1:0 --admin-listen
+// 127.0.0.1:0 ARGS...` in dir and waits for the addresses it prints.
 func startServer(t *testing.T, dir string, args ...string) *server {
 	t.Helper()
-	p := startProc(t, dir, nil, append([]string{"serve", "--listen", "127.0.0.1:0"}, args...)...)
+	p := startProc(t, dir, nil, append([]string{"serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, args...)...)
 	m, ok := p.stderr.waitMatch(addrRe, startTimeout, p.done)
 	if !ok {
 		t.Fatalf("%s: no address line (exited: %v)\nstderr:\n%s", p.name, p.exited(), p.stderr)
 	}
-	return &server{proc: p, addr: m[1]}
+	am, ok := p.stderr.waitMatch(adminRe, startTimeout, p.done)
+	if !ok {
+		t.Fatalf("%s: no admin address line\nstderr:\n%s", p.name, p.stderr)
+	}
+	return &server{proc: p, addr: m[1], admin: am[1]}
 }
 
 // apps is the app list of the startup line.
@@ -581,7 +588,7 @@ func TestServeConfigErrors(t *testing.T) {
 				tc.setup(t, dir)
 			}
 			cfg := writeFile(t, filepath.Join(dir, "bad.toml"), tc.toml)
-			_, stderr, code := runCLI(t, dir, nil, "serve", "--listen", "127.0.0.1:0", "--config", cfg)
+			_, stderr, code := runCLI(t, dir, nil, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config", cfg)
 			if code != 1 {
 				t.Errorf("exit code %d, want 1", code)
 			}
@@ -620,7 +627,7 @@ func TestServeMissingConfigFile(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "nope.toml")
-	_, stderr, code := runCLI(t, dir, nil, "serve", "--listen", "127.0.0.1:0", "--config", missing)
+	_, stderr, code := runCLI(t, dir, nil, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config", missing)
 	if code != 1 {
 		t.Errorf("exit code %d, want 1", code)
 	}

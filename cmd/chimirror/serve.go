@@ -13,9 +13,11 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/chimirror/chimirror/accounting"
 	"github.com/chimirror/chimirror/policies"
 	"github.com/chimirror/chimirror/sandbox"
 	"github.com/chimirror/chimirror/supervisor"
@@ -27,6 +29,8 @@ func cmdServe(args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "config file (default ./chimirror.toml if present, else the embedded default)")
 	listen := fs.String("listen", "", "listen address, overriding the config's (e.g. 127.0.0.1:8080, :0)")
+	adminListen := fs.String("admin-listen", "", "admin console and API address, overriding the config's admin_listen")
+	dataDir := fs.String("data-dir", "", "data directory (ledger, admin token), overriding the config's data_dir")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: chimirror serve [--config FILE] [--listen ADDR] [-- COMMAND [ARG...]]\n\n"+
@@ -48,7 +52,8 @@ func cmdServe(args []string, stderr io.Writer) error {
 	var err error
 	if fs.NArg() > 0 && *cfgPath == "" {
 		// Quick mode stands alone: a ./chimirror.toml is not read.
-		cfg, err = quickConfig(&config{Listen: defaultListen, Web: web.Options{Software: "chimirror/" + version}}, fs.Args())
+		cfg, err = quickConfig(&config{Listen: defaultListen, AdminListen: defaultAdminListen, DataDir: defaultDataDir,
+			Web: web.Options{Software: "chimirror/" + version}}, fs.Args())
 	} else {
 		cfg, err = loadConfig(*cfgPath)
 		if err != nil {
@@ -63,6 +68,12 @@ func cmdServe(args []string, stderr io.Writer) error {
 	}
 	if *listen != "" {
 		cfg.Listen = *listen
+	}
+	if *adminListen != "" {
+		cfg.AdminListen = *adminListen
+	}
+	if *dataDir != "" {
+		cfg.DataDir = *dataDir
 	}
 	return serve(log, cfg, stderr)
 }
@@ -84,6 +95,28 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 			retErr = errors.Join(retErr, f.Close())
 		}()
 	}
+	box, why := sandboxMode(cfg.Sandbox)
+	if !box && cfg.Sandbox == "on" {
+		return fmt.Errorf("sandbox = \"on\" but %s", why)
+	}
+	// The ledger first: its lock keeps a second server off this data dir,
+	// and recovery must finish before any connection is accepted.
+	ledger, err := openLedger(log, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := ledger.Close(); err != nil {
+			retErr = errors.Join(retErr, err)
+		}
+	}()
+	rec, err := supervisor.Recover(log, ledger, box)
+	if err != nil {
+		return fmt.Errorf("recover after the last run: %w", err)
+	}
+	if len(rec.Lost) > 0 || rec.Cgroups > 0 {
+		log.Warn("recovered after an unclean stop", "jobs_lost", len(rec.Lost), "cgroups_removed", rec.Cgroups)
+	}
 	// No TCP keepalive: WebSocket pings find dead peers, and the three
 	// setsockopt calls per connection are measurable in the setup rate.
 	lc := net.ListenConfig{KeepAlive: -1}
@@ -91,27 +124,49 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	box, why := sandboxMode(cfg.Sandbox)
 	switch {
 	case box:
 		log.Info("sandbox on: every job gets its own cgroup and namespaces", "cgroup_version", sandbox.CgroupVersion())
-	case cfg.Sandbox == "on":
-		ln.Close()
-		return fmt.Errorf("sandbox = \"on\" but %s", why)
 	case cfg.Sandbox == "auto":
 		log.Warn("SANDBOX OFF: jobs run as plain processes with the server's user, filesystem and network, "+
 			"and no CPU, memory or pids limits; only time and output limits apply", "why", why)
 	default:
 		log.Warn("SANDBOX OFF (sandbox = \"off\"): jobs run as plain processes, without limits or isolation")
 	}
-	cfg.Sup.Sandbox = box
-	sup, err := supervisor.New(log, cfg.Sup)
+	tokens, err := adminTokens(cfg)
 	if err != nil {
 		ln.Close()
 		return err
 	}
+	aln, err := lc.Listen(context.Background(), "tcp", cfg.AdminListen)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("admin_listen on %s: %w", cfg.AdminListen, err)
+	}
+	// Jobs end before Metrics exists only if none ran: it is set before
+	// the first connection is accepted.
+	var metrics atomic.Pointer[web.Metrics]
+	cfg.Sup.Sandbox, cfg.Sup.Ledger = box, ledger
+	cfg.Sup.OnEnd = func(info supervisor.JobInfo, e supervisor.Exit) { metrics.Load().JobEnded(info, e) }
+	sup, err := supervisor.New(log, cfg.Sup)
+	if err != nil {
+		ln.Close()
+		aln.Close()
+		return err
+	}
+	metrics.Store(web.NewMetrics(sup))
+	cfg.Web.Metrics = metrics.Load()
 	srv := web.New(log, sup, cfg.Web)
 	hs := srv.HTTPServer(cfg.Listen)
+	var pols atomic.Pointer[policies.Set] // replaced by SIGHUP reloads
+	pols.Store(cfg.Policies)
+	admin := web.NewAdmin(log, sup, web.AdminOptions{Tokens: tokens, Metrics: metrics.Load(),
+		Policies:      func() []*policies.Policy { return pols.Load().All() },
+		CPUSecondRate: cfg.Chargeback.CPUSecond, GiBHourRate: cfg.Chargeback.GiBHour})
+	defer admin.Close()
+	ahs := admin.HTTPServer(cfg.AdminListen)
+	adminServed := make(chan error, 1)
+	go func() { adminServed <- ahs.Serve(aln) }()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -119,8 +174,10 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 	go func() { served <- hs.Serve(ln) }()
 
 	url := "http://" + ln.Addr().String() + "/"
-	log.Info("chimirror serving", "url", url, "config", cfg.Source, "apps", strings.Join(sup.Apps(), ","), "version", version)
+	log.Info("chimirror serving", "url", url, "config", cfg.Source, "apps", strings.Join(sup.Apps(), ","), "version", version,
+		"ledger", ledger.Path())
 	fmt.Fprintf(stderr, "chimirror: test page at %s; apps at ws://%sapps/{%s}\n", url, strings.TrimPrefix(url, "http://"), strings.Join(sup.Apps(), ","))
+	fmt.Fprintf(stderr, "chimirror: operator console at http://%s/ (%s)\n", aln.Addr(), tokenHint(cfg))
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -142,8 +199,13 @@ wait:
 		case serveErr = <-served:
 			log.Error("http server stopped", "err", serveErr)
 			break wait
+		case serveErr = <-adminServed:
+			log.Error("admin server stopped", "err", serveErr)
+			break wait
 		case <-hup:
-			reload(log, cfg, sup)
+			if next := reload(log, cfg, sup); next != nil {
+				pols.Store(next.Policies)
+			}
 		}
 	}
 	stop()
@@ -160,10 +222,12 @@ wait:
 	defer cancel()
 	herr := hs.Shutdown(sctx)
 	serr := sup.Shutdown(sctx)
+	admin.Close() // live event sockets: hijacked, so Shutdown does not wait for them
+	aerr := ahs.Shutdown(sctx)
 	if serveErr != nil && errors.Is(serveErr, http.ErrServerClosed) {
 		serveErr = nil
 	}
-	if err := errors.Join(serveErr, herr, serr); err != nil {
+	if err := errors.Join(serveErr, herr, serr, aerr); err != nil {
 		return err
 	}
 	log.Info("stopped")
@@ -171,6 +235,19 @@ wait:
 		return err
 	}
 	return nil
+}
+
+// openLedger opens the ledger in dataDir, creating the directory if
+// needed. Every failure names the path and what to do.
+func openLedger(log *slog.Logger, dataDir string) (*accounting.Ledger, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	l, err := accounting.Open(ledgerPath(dataDir), accounting.Options{Log: log})
+	if errors.Is(err, accounting.ErrLocked) {
+		return nil, fmt.Errorf("%w: is another chimirror serving from data_dir %s? Stop it, or give this one its own data_dir", err, dataDir)
+	}
+	return l, err
 }
 
 // sandboxMode decides whether jobs are sandboxed: "off" never, "on" and
@@ -190,10 +267,10 @@ func sandboxMode(mode string) (bool, string) {
 // keep what they started with. An invalid one changes nothing and every
 // problem is logged. Listener, origins, bounds and the sandbox mode need a
 // restart.
-func reload(log *slog.Logger, cur *config, sup *supervisor.Supervisor) {
+func reload(log *slog.Logger, cur *config, sup *supervisor.Supervisor) *config {
 	if cur.Path == "" {
 		log.Warn("SIGHUP: nothing to reload", "config", cur.Source)
-		return
+		return nil
 	}
 	next, err := loadConfig(cur.Path)
 	if err != nil {
@@ -206,12 +283,13 @@ func reload(log *slog.Logger, cur *config, sup *supervisor.Supervisor) {
 			log.Error("reload refused", "err", err)
 		}
 		log.Warn("reload refused: still running the previous configuration", "config", cur.Path)
-		return
+		return nil
 	}
-	next.Sup.Sandbox, next.Sup.OnEnd = cur.Sup.Sandbox, cur.Sup.OnEnd
+	next.Sup.Sandbox, next.Sup.OnEnd, next.Sup.Ledger = cur.Sup.Sandbox, cur.Sup.OnEnd, cur.Sup.Ledger
 	sup.Reload(next.Sup)
 	if next.Listen != cur.Listen || next.Sandbox != cur.Sandbox {
 		log.Warn("reload: listen and sandbox changes need a restart")
 	}
 	log.Info("reloaded", "config", cur.Path, "apps", strings.Join(sup.Apps(), ","), "tenants", len(next.Sup.Tenants))
+	return next
 }

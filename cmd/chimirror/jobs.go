@@ -1,0 +1,600 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/chimirror/chimirror/accounting"
+	"github.com/chimirror/chimirror/policies"
+	"github.com/chimirror/chimirror/web"
+)
+
+// jobSource is where jobs, job, cancel and acct read: a running server's
+// admin API, or, when no server runs, the ledger file opened read-only.
+type jobSource interface {
+	list(q accounting.Query) (listedPage, error)
+	get(id string) (json.RawMessage, error)
+	report(q accounting.ReportQuery) ([]accounting.Group, error)
+	cancel(id string) error
+	close() error
+	describe() string
+}
+
+// listedPage is a page of records; running jobs from the API carry live
+// usage, which the table shows instead of the last recorded one.
+type listedPage struct {
+	Jobs []listedJob `json:"jobs"`
+	Next string      `json:"next,omitempty"`
+}
+
+type listedJob struct {
+	accounting.Record
+	Live *struct {
+		CPUNs           int64 `json:"cpu_ns"`
+		MemoryPeakBytes int64 `json:"memory_peak_bytes"`
+		StdinBytes      int64 `json:"stdin_bytes"`
+		StdoutBytes     int64 `json:"stdout_bytes"`
+		StderrBytes     int64 `json:"stderr_bytes"`
+	} `json:"live,omitempty"`
+}
+
+// clientFlags are the flags every ledger command shares.
+type clientFlags struct {
+	config *string
+	token  *string
+	json   *bool
+}
+
+func addClientFlags(fs *flag.FlagSet) clientFlags {
+	return clientFlags{
+		config: fs.String("config", "", "config file (default ./chimirror.toml if present, else the embedded default): says where the admin API and the data dir are"),
+		token:  fs.String("token", "", "admin token (default $CHIMIRROR_ADMIN_TOKEN, else DATA_DIR/admin.token)"),
+		json:   fs.Bool("json", false, "print JSON (stable; documented in the README)"),
+	}
+}
+
+// open finds the source: the admin API if a server answers at
+// admin_listen, else the ledger file read-only.
+func (f clientFlags) open() (jobSource, error) {
+	cfg, err := loadConfig(*f.config)
+	if err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	token := *f.token
+	if token == "" {
+		token = os.Getenv("CHIMIRROR_ADMIN_TOKEN")
+	}
+	if token == "" {
+		if b, err := os.ReadFile(filepath.Join(cfg.DataDir, adminTokenFile)); err == nil {
+			token = strings.TrimSpace(string(b))
+		}
+	}
+	api := &apiSource{base: "http://" + cfg.AdminListen + "/api/v1", token: token,
+		client: &http.Client{Timeout: 30 * time.Second}}
+	switch err := api.ping(); {
+	case err == nil:
+		return api, nil
+	case !errors.Is(err, syscall.ECONNREFUSED):
+		return nil, fmt.Errorf("admin API at %s: %w", cfg.AdminListen, err)
+	}
+	l, err := accounting.Open(ledgerPath(cfg.DataDir), accounting.Options{ReadOnly: true, LockTimeout: 500 * time.Millisecond})
+	if errors.Is(err, accounting.ErrLocked) {
+		return nil, fmt.Errorf("a server holds the ledger in %s but its admin API does not answer at %s (check admin_listen)", cfg.DataDir, cfg.AdminListen)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("no server answers at %s, and the ledger cannot be read: %w", cfg.AdminListen, err)
+	}
+	return &fileSource{l: l}, nil
+}
+
+// --- the admin API ---------------------------------------------------------
+
+type apiSource struct {
+	base   string
+	token  string
+	client *http.Client
+}
+
+func (a *apiSource) describe() string { return "server " + strings.TrimSuffix(a.base, "/api/v1") }
+func (a *apiSource) close() error     { return nil }
+
+func (a *apiSource) ping() error {
+	req, err := http.NewRequest(http.MethodGet, a.base+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Timeout: 2 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
+// do calls the API and decodes a 2xx answer into out; any other status is
+// an error carrying the server's message.
+func (a *apiSource) do(method, path string, out any) error {
+	req, err := http.NewRequest(method, a.base+path, nil)
+	if err != nil {
+		return err
+	}
+	if a.token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.token)
+	}
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct{ Error string }
+		if json.Unmarshal(body, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(body))
+		}
+		if resp.StatusCode == http.StatusUnauthorized {
+			e.Error += " (give --token, or set CHIMIRROR_ADMIN_TOKEN)"
+		}
+		return &apiStatusError{Status: resp.StatusCode, Msg: e.Error}
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(body, out)
+}
+
+type apiStatusError struct {
+	Status int
+	Msg    string
+}
+
+func (e *apiStatusError) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.Msg, e.Status) }
+
+func (a *apiSource) list(q accounting.Query) (listedPage, error) {
+	v := url.Values{}
+	set := func(k, val string) {
+		if val != "" {
+			v.Set(k, val)
+		}
+	}
+	set("state", q.State)
+	set("tenant", q.Tenant)
+	set("app", q.App)
+	set("cursor", q.Cursor)
+	if !q.Since.IsZero() {
+		v.Set("since", q.Since.Format(time.RFC3339Nano))
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	var p listedPage
+	err := a.do(http.MethodGet, "/jobs?"+v.Encode(), &p)
+	return p, err
+}
+
+func (a *apiSource) get(id string) (json.RawMessage, error) {
+	var out struct {
+		Job json.RawMessage `json:"job"`
+	}
+	err := a.do(http.MethodGet, "/jobs/"+url.PathEscape(id), &out)
+	return out.Job, err
+}
+
+func (a *apiSource) report(q accounting.ReportQuery) ([]accounting.Group, error) {
+	v := url.Values{"by": {q.By}}
+	if !q.Since.IsZero() {
+		v.Set("since", q.Since.Format(time.RFC3339Nano))
+	}
+	if !q.Until.IsZero() {
+		v.Set("until", q.Until.Format(time.RFC3339Nano))
+	}
+	var out struct {
+		Groups []accounting.Group `json:"groups"`
+	}
+	err := a.do(http.MethodGet, "/acct?"+v.Encode(), &out)
+	return out.Groups, err
+}
+
+func (a *apiSource) cancel(id string) error {
+	return a.do(http.MethodPost, "/jobs/"+url.PathEscape(id)+"/cancel", nil)
+}
+
+// --- the ledger file -------------------------------------------------------
+
+type fileSource struct{ l *accounting.Ledger }
+
+func (f *fileSource) describe() string { return "ledger " + f.l.Path() + " (no server running)" }
+func (f *fileSource) close() error     { return f.l.Close() }
+
+func (f *fileSource) list(q accounting.Query) (listedPage, error) {
+	p, err := f.l.List(q)
+	out := listedPage{Next: p.Next}
+	for _, r := range p.Records {
+		out.Jobs = append(out.Jobs, listedJob{Record: r})
+	}
+	return out, err
+}
+
+func (f *fileSource) get(id string) (json.RawMessage, error) {
+	r, _, err := f.l.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(r)
+}
+
+func (f *fileSource) report(q accounting.ReportQuery) ([]accounting.Group, error) {
+	return f.l.Report(q)
+}
+
+func (f *fileSource) cancel(id string) error {
+	return fmt.Errorf("no server is running: %s cannot be running either", id)
+}
+
+// --- commands --------------------------------------------------------------
+
+// cmdJobs is the SDSF-like job list.
+func cmdJobs(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("jobs", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := addClientFlags(fs)
+	running := fs.Bool("running", false, "only running jobs")
+	all := fs.Bool("all", false, "every job, not just the latest 50")
+	tenant := fs.String("tenant", "", "only this tenant's jobs")
+	app := fs.String("app", "", "only this app's jobs")
+	since := fs.String("since", "", "only jobs started since: a time (RFC 3339), a date, or a duration ago (\"2h\", \"7d\")")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: chimirror jobs [--running|--all] [--tenant T] [--app A] [--since T] [--json]\n\n"+
+			"Lists jobs, newest first: from the running server's admin API, or from the\nledger file when no server runs.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 || (*running && *all) {
+		fs.Usage()
+		return exitCode(2)
+	}
+	q := accounting.Query{Tenant: *tenant, App: *app, Limit: 50}
+	if *running {
+		q.State = "running"
+	}
+	if *all {
+		q.Limit = 1000 // a page; every page is fetched below
+	}
+	if *since != "" {
+		t, err := parseWhen(*since)
+		if err != nil {
+			return fmt.Errorf("--since: %w", err)
+		}
+		q.Since = t
+	}
+	src, err := cf.open()
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	var jobs []listedJob
+	for {
+		p, err := src.list(q)
+		if err != nil {
+			return err
+		}
+		jobs = append(jobs, p.Jobs...)
+		if !*all || p.Next == "" {
+			break
+		}
+		q.Cursor = p.Next
+	}
+	if *cf.json {
+		if jobs == nil {
+			jobs = []listedJob{}
+		}
+		return printJSON(stdout, map[string]any{"jobs": jobs})
+	}
+	if len(jobs) == 0 {
+		fmt.Fprintf(stdout, "no jobs (%s)\n", src.describe())
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOBID\tAPP\tTENANT\tCLASS\tSTATE\tREASON\tSTARTED\tELAPSED\tCPU\tMEM-PEAK\tIO")
+	now := time.Now()
+	for _, j := range jobs {
+		cpu, peak, io := j.Usage.CPUNs(), j.Usage.MemoryPeakBytes, j.Traffic.Bytes()
+		if j.Live != nil {
+			cpu, peak, io = j.Live.CPUNs, j.Live.MemoryPeakBytes, j.Live.StdinBytes+j.Live.StdoutBytes+j.Live.StderrBytes
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.App, j.Tenant, dash(j.Policy), j.State,
+			dash(j.Reason), j.StartedAt.Local().Format("01-02 15:04:05"), fmtElapsed(j.Elapsed(now)),
+			fmtElapsed(time.Duration(cpu)), fmtBytes(peak), fmtBytes(io))
+	}
+	return tw.Flush()
+}
+
+// cmdJob prints one job's full record.
+func cmdJob(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("job", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := addClientFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: chimirror job JOBID [--json]\n\nPrints a job's full ledger record.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, reorder(args)); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return exitCode(2)
+	}
+	id := fs.Arg(0)
+	if _, err := accounting.ParseID(id); err != nil {
+		return err
+	}
+	src, err := cf.open()
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	raw, err := src.get(id)
+	if err != nil {
+		return err
+	}
+	if *cf.json {
+		var v any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return err
+		}
+		return printJSON(stdout, v)
+	}
+	var r listedJob
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return err
+	}
+	return printRecord(stdout, &r)
+}
+
+func printRecord(w io.Writer, j *listedJob) error {
+	r := &j.Record
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%v\n", k, v) }
+	row("JOBID", r.ID)
+	row("APP", r.App)
+	row("TENANT", r.Tenant)
+	row("CLASS", dash(r.Policy))
+	row("COMMAND", strings.Join(r.Command, " "))
+	row("STATE", r.State)
+	row("REASON", dash(r.Reason))
+	if r.Detail != "" {
+		row("DETAIL", r.Detail)
+	}
+	if r.ExitCode != nil {
+		row("EXIT", *r.ExitCode)
+	}
+	if r.Signal != "" {
+		row("SIGNAL", r.Signal)
+	}
+	if r.CancelledBy != "" {
+		row("CANCELLED BY", r.CancelledBy)
+	}
+	row("STARTED", r.StartedAt.Local().Format(time.RFC3339))
+	if !r.EndedAt.IsZero() {
+		row("ENDED", r.EndedAt.Local().Format(time.RFC3339))
+	}
+	row("ELAPSED", fmtElapsed(r.Elapsed(time.Now())))
+	row("REMOTE", dash(r.RemoteAddr))
+	row("PROTOCOL", dash(r.Protocol))
+	row("SANDBOXED", r.Sandboxed)
+	row("CPU USER/SYS", fmt.Sprintf("%s / %s", fmtElapsed(time.Duration(r.Usage.CPUUserNs)), fmtElapsed(time.Duration(r.Usage.CPUSystemNs))))
+	row("MEM-PEAK", fmtBytes(r.Usage.MemoryPeakBytes))
+	row("OOM KILLS", r.Usage.OOMKills)
+	row("STDIN/OUT/ERR", fmt.Sprintf("%s / %s / %s", fmtBytes(r.Traffic.StdinBytes), fmtBytes(r.Traffic.StdoutBytes), fmtBytes(r.Traffic.StderrBytes)))
+	row("MESSAGES IN/OUT", fmt.Sprintf("%d / %d", r.Traffic.MessagesIn, r.Traffic.MessagesOut))
+	if l := r.Limits; l.MemoryMaxBytes > 0 || l.CPUCores > 0 || l.PidsMax > 0 {
+		row("LIMITS", fmt.Sprintf("memory %s, cpu %g, pids %d", fmtBytes(l.MemoryMaxBytes), l.CPUCores, l.PidsMax))
+	}
+	return tw.Flush()
+}
+
+// cmdCancel is the operator's cancel (JES $C) through the admin API.
+func cmdCancel(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cancel", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := addClientFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: chimirror cancel JOBID\n\nEnds a running job: its exit signal, grace, then the kill of its whole cgroup.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, reorder(args)); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return exitCode(2)
+	}
+	src, err := cf.open()
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	if err := src.cancel(fs.Arg(0)); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: cancelling\n", strings.ToUpper(fs.Arg(0)))
+	return nil
+}
+
+// cmdAcct is the accounting report.
+func cmdAcct(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("acct", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := addClientFlags(fs)
+	since := fs.String("since", "", "jobs started since: a time (RFC 3339), a date, or a duration ago (\"24h\", \"7d\")")
+	until := fs.String("until", "", "jobs started before this time")
+	by := fs.String("by", "tenant", "group by tenant, app, policy or day")
+	format := fs.String("format", "table", "table, csv or json")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: chimirror acct [--since T] [--until T] [--by tenant|app|policy|day] [--format table|csv|json]\n\n"+
+			"Sums jobs' usage per group: jobs, CPU seconds, peak memory, GiB-hours of memory,\nbytes, counts by reason, and the cost when [chargeback] rates are configured.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *cf.json {
+		*format = "json"
+	}
+	q := accounting.ReportQuery{By: *by}
+	var err error
+	if *since != "" {
+		if q.Since, err = parseWhen(*since); err != nil {
+			return fmt.Errorf("--since: %w", err)
+		}
+	}
+	if *until != "" {
+		if q.Until, err = parseWhen(*until); err != nil {
+			return fmt.Errorf("--until: %w", err)
+		}
+	}
+	if err := q.Validate(); err != nil {
+		return err
+	}
+	switch *format {
+	case "table", "csv", "json":
+	default:
+		return fmt.Errorf("--format %q: use table, csv or json", *format)
+	}
+	cfg, err := loadConfig(*cf.config)
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	q.CPUSecondRate, q.GiBHourRate = cfg.Chargeback.CPUSecond, cfg.Chargeback.GiBHour
+	src, err := cf.open()
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	groups, err := src.report(q)
+	if err != nil {
+		return err
+	}
+	if groups == nil {
+		groups = []accounting.Group{}
+	}
+	switch *format {
+	case "json":
+		return printJSON(stdout, map[string]any{"by": q.By, "since": q.Since, "until": q.Until, "groups": groups})
+	case "csv":
+		return web.WriteReportCSV(stdout, q.By, groups)
+	}
+	if len(groups) == 0 {
+		fmt.Fprintf(stdout, "no jobs in this range (%s)\n", src.describe())
+		return nil
+	}
+	priced := q.CPUSecondRate > 0 || q.GiBHourRate > 0
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	head := strings.ToUpper(q.By) + "\tJOBS\tCPU-S\tMEM-PEAK\tGIB-H\tBYTES\tREASONS\t"
+	if priced {
+		head += "COST\t"
+	}
+	fmt.Fprintln(tw, head)
+	for _, g := range groups {
+		line := fmt.Sprintf("%s\t%d\t%.2f\t%s\t%.4f\t%s\t%s\t", dash(g.Key), g.Jobs, g.CPUSeconds, fmtBytes(g.MemoryPeakBytes),
+			g.GiBHours, fmtBytes(g.Bytes), web.FormatReasons(g.Reasons, " "))
+		if priced {
+			line += fmt.Sprintf("%.2f\t", g.Cost)
+		}
+		fmt.Fprintln(tw, line)
+	}
+	return tw.Flush()
+}
+
+// parseWhen reads a time (RFC 3339), a date, or a duration ago.
+func parseWhen(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.ParseInLocation(time.DateOnly, s, time.Local); err == nil {
+		return t, nil
+	}
+	if d, err := policies.ParseDuration(s); err == nil {
+		return time.Now().Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("%q: use a time (2026-11-23T10:00:00Z), a date (2026-11-23) or a duration ago (2h, 7d)", s)
+}
+
+// reorder puts flags before the positional JOBID, so "job JOB1 --json"
+// works as well as "job --json JOB1".
+func reorder(args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			pos = append(pos, args[i+1:]...)
+			i = len(args)
+		case strings.HasPrefix(a, "-"):
+			flags = append(flags, a)
+			if !strings.Contains(a, "=") && (a == "--config" || a == "-config" || a == "--token" || a == "-token") && i+1 < len(args) {
+				i++
+				flags = append(flags, args[i])
+			}
+		default:
+			pos = append(pos, a)
+		}
+	}
+	return append(flags, pos...)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func fmtBytes(n int64) string {
+	switch {
+	case n < 0:
+		return "-"
+	case n < 1024:
+		return fmt.Sprintf("%dB", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1fK", float64(n)/1024)
+	case n < 1<<30:
+		return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.2fG", float64(n)/(1<<30))
+}
+
+func fmtElapsed(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return fmt.Sprintf("%.3fs", d.Seconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+}
