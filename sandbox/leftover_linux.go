@@ -6,6 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
@@ -55,6 +58,7 @@ func leftovers1(parent string) ([]*Leftover, error) {
 		return nil, err
 	}
 	names := make(map[string]bool)
+	var parents []string // the parent's directory in each hierarchy
 	for _, s := range subs {
 		p, ok := s.(interface{ Path(string) string })
 		if !ok {
@@ -64,6 +68,7 @@ func leftovers1(parent string) ([]*Leftover, error) {
 		if err != nil {
 			return nil, fmt.Errorf("find cgroup %s in %s: %w", parent, s.Name(), err)
 		}
+		parents = append(parents, p.Path(dir))
 		if err := subdirs(p.Path(dir), names); err != nil {
 			return nil, err
 		}
@@ -71,6 +76,16 @@ func leftovers1(parent string) ([]*Leftover, error) {
 	out := make([]*Leftover, 0, len(names))
 	for _, name := range sorted(names) {
 		path := parent + "/" + name
+		var dirs []string
+		for _, pd := range parents {
+			if _, err := os.Stat(filepath.Join(pd, name)); err == nil {
+				dirs = append(dirs, filepath.Join(pd, name))
+			}
+		}
+		if len(dirs) < len(parents) { // the server died while creating it
+			out = append(out, &Leftover{Name: name, cg: &partialCgroup1{path: path, dirs: dirs}})
+			continue
+		}
 		cg, err := cgroup1.Load(cgroup1.NestedPath(path), cgroup1.WithHierarchy(v1Hierarchy))
 		if err != nil {
 			return nil, fmt.Errorf("load leftover cgroup %s: %w", path, err)
@@ -166,6 +181,63 @@ func removeParent(version int, mount, parent string) error {
 	for _, d := range dirs {
 		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove cgroup parent: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// partialCgroup1 is a v1 job cgroup missing from some hierarchies: its
+// server died while creating it, before any job ran in it. It can only be
+// emptied and removed; it has no usage worth reading.
+type partialCgroup1 struct {
+	path string
+	dirs []string
+}
+
+func (c *partialCgroup1) Path() string             { return c.path }
+func (c *partialCgroup1) AddProc(int) error        { return errors.New("partial cgroup: no new processes") }
+func (c *partialCgroup1) CloneFD() (int, error)    { return -1, nil }
+func (c *partialCgroup1) OOMKills() (int64, error) { return 0, nil }
+func (c *partialCgroup1) Usage() (Usage, error) {
+	return Usage{}, fmt.Errorf("cgroup %s is partial: no usage", c.path)
+}
+
+func (c *partialCgroup1) procs() ([]int, error) {
+	var pids []int
+	for _, d := range c.dirs {
+		b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", d, err)
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids, nil
+}
+
+func (c *partialCgroup1) Kill() error {
+	pids, err := c.procs()
+	for _, pid := range pids {
+		if e := syscall.Kill(pid, syscall.SIGKILL); e != nil && !errors.Is(e, syscall.ESRCH) {
+			err = errors.Join(err, fmt.Errorf("kill %d: %w", pid, e))
+		}
+	}
+	return err
+}
+
+func (c *partialCgroup1) Empty() (bool, error) {
+	pids, err := c.procs()
+	return len(pids) == 0, err
+}
+
+func (c *partialCgroup1) Delete() error {
+	var errs []error
+	for _, d := range c.dirs {
+		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("delete cgroup %s: %w", d, err))
 		}
 	}
 	return errors.Join(errs...)

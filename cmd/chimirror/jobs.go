@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -52,16 +53,20 @@ type listedJob struct {
 
 // clientFlags are the flags every ledger command shares.
 type clientFlags struct {
-	config *string
-	token  *string
-	json   *bool
+	config  *string
+	dataDir *string
+	admin   *string
+	token   *string
+	json    *bool
 }
 
 func addClientFlags(fs *flag.FlagSet) clientFlags {
 	return clientFlags{
-		config: fs.String("config", "", "config file (default ./chimirror.toml if present, else the embedded default): says where the admin API and the data dir are"),
-		token:  fs.String("token", "", "admin token (default $CHIMIRROR_ADMIN_TOKEN, else DATA_DIR/admin.token)"),
-		json:   fs.Bool("json", false, "print JSON (stable; documented in the README)"),
+		config:  fs.String("config", "", "config file (default ./chimirror.toml if present, else the embedded default): says where the admin API and the data dir are"),
+		dataDir: fs.String("data-dir", "", "the data dir holding ledger.db and admin.token (default: data_dir from the config)"),
+		admin:   fs.String("admin", "", "the server's admin address (default: admin_listen from the config)"),
+		token:   fs.String("token", "", "admin token (default $CHIMIRROR_ADMIN_TOKEN, else DATA_DIR/admin.token)"),
+		json:    fs.Bool("json", false, "print JSON (stable; documented in the README)"),
 	}
 }
 
@@ -72,6 +77,9 @@ func (f clientFlags) open() (jobSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
+	if *f.dataDir != "" {
+		cfg.DataDir = *f.dataDir
+	}
 	token := *f.token
 	if token == "" {
 		token = os.Getenv("CHIMIRROR_ADMIN_TOKEN")
@@ -80,6 +88,9 @@ func (f clientFlags) open() (jobSource, error) {
 		if b, err := os.ReadFile(filepath.Join(cfg.DataDir, adminTokenFile)); err == nil {
 			token = strings.TrimSpace(string(b))
 		}
+	}
+	if *f.admin != "" {
+		cfg.AdminListen = *f.admin
 	}
 	api := &apiSource{base: "http://" + cfg.AdminListen + "/api/v1", token: token,
 		client: &http.Client{Timeout: 30 * time.Second}}
@@ -549,7 +560,7 @@ func reorder(args []string) []string {
 			i = len(args)
 		case strings.HasPrefix(a, "-"):
 			flags = append(flags, a)
-			if !strings.Contains(a, "=") && (a == "--config" || a == "-config" || a == "--token" || a == "-token") && i+1 < len(args) {
+			if !strings.Contains(a, "=") && slices.Contains([]string{"config", "token", "admin", "data-dir"}, strings.TrimLeft(a, "-")) && i+1 < len(args) {
 				i++
 				flags = append(flags, args[i])
 			}

@@ -3,7 +3,6 @@ package main
 import (
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -68,12 +67,11 @@ env = ["PATH"]
 	if n := len(jobProcs(t, "sleep 98765")); n != 6 {
 		t.Fatalf("%d job processes running, want 6", n)
 	}
-	serverPid := srv.cmd.Process.Pid
 	srv.signal(syscall.SIGKILL)
 	srv.wait(5 * time.Second)
-	// The dead server leaves its jobs' empty cgroups (the ledger's recovery
-	// sweep will remove them); remove ours.
-	t.Cleanup(func() { removeJobCgroups(t, serverPid) })
+	// The dead server leaves its jobs' empty cgroups: the next server on
+	// the same data dir sweeps them (TestCrashLoop checks that in depth).
+	t.Cleanup(func() { recoverAndStop(t, dir, "--config", cfg) })
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		left := jobProcs(t, "sleep 98765")
@@ -87,41 +85,12 @@ env = ["PATH"]
 	}
 }
 
-// removeJobCgroups waits until every cgroup the killed server left (jobs
-// and prepared initiators alike) is empty, then removes it: an orphaned
-// init's zombie waits for the host's init, which can take a second or two.
-func removeJobCgroups(t *testing.T, serverPid int) {
-	suffix := "." + strconv.Itoa(serverPid)
-	var dirs []string
-	err := filepath.WalkDir("/sys/fs/cgroup", func(p string, d os.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		if strings.Count(p, "/") > 8 {
-			return filepath.SkipDir
-		}
-		if filepath.Base(filepath.Dir(p)) == "chimirror" && strings.HasSuffix(p, suffix) {
-			dirs = append(dirs, p)
-			return filepath.SkipDir
-		}
-		return nil
-	})
-	if err != nil {
-		t.Error(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for _, d := range dirs {
-		for {
-			err := os.Remove(d)
-			if err == nil || os.IsNotExist(err) {
-				break
-			}
-			if time.Now().After(deadline) {
-				procs, rerr := os.ReadFile(filepath.Join(d, "cgroup.procs"))
-				t.Errorf("%s still busy after the server's death: %v (procs %q %v)", d, err, procs, rerr)
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+// recoverAndStop starts a server on dir's data dir, which recovers what a
+// killed one left, and stops it again.
+func recoverAndStop(t *testing.T, dir string, args ...string) {
+	t.Helper()
+	srv := startServer(t, dir, args...)
+	if code := srv.stop(syscall.SIGTERM, 15*time.Second); code != 0 {
+		t.Errorf("recovering server exited %d:\n%s", code, srv.stderr)
 	}
 }
