@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"context"
 	"errors"
 	"flag"
@@ -21,7 +22,9 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/chimirror/chimirror/accounting"
 	"github.com/chimirror/chimirror/sandbox"
+	bolt "go.etcd.io/bbolt"
 )
 
 // benchConfig is the server the benchmark measures. Programs are plain
@@ -65,7 +68,7 @@ initiators = 8
 `
 
 type benchOpts struct {
-	setupN, echoN, lines, zeroBytes, sinkBytes, held, boxedHeld int
+	setupN, echoN, lines, zeroBytes, sinkBytes, held, boxedHeld, ledgerPairs int
 }
 
 type benchRow struct{ figure, value, floor, target string }
@@ -83,12 +86,13 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.sinkBytes, "in-bytes", 1<<30, "bytes for client-to-stdin throughput")
 	fs.IntVar(&o.held, "held", 6000, "concurrent sessions to hold open")
 	fs.IntVar(&o.boxedHeld, "boxed-held", 6000, "concurrent sandboxed sessions to hold open")
+	fs.IntVar(&o.ledgerPairs, "ledger-pairs", 4000, "start+finish pairs written to the ledger")
 	quick := fs.Bool("quick", false, "tiny counts: check that every figure can be measured")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *quick {
-		o = benchOpts{setupN: 40, echoN: 100, lines: 20000, zeroBytes: 16 << 20, sinkBytes: 16 << 20, held: 50, boxedHeld: 20}
+		o = benchOpts{setupN: 40, echoN: 100, lines: 20000, zeroBytes: 16 << 20, sinkBytes: 16 << 20, held: 50, boxedHeld: 20, ledgerPairs: 200}
 	}
 	srv, err := startBenchServer(o, "off") // the core figures: plain jobs
 	if err != nil {
@@ -148,6 +152,13 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("stdin throughput: %w", err)
 	}
 	add(benchRow{"client to stdin", fmt.Sprintf("%.0f MB/s", ips/1e6), "–", "–"})
+
+	pairs, plain, err := benchLedger(o.ledgerPairs)
+	if err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	add(benchRow{"ledger start+finish pairs, 32 at once", fmt.Sprintf("%.0f/s durable (%.1f× floor)", pairs, pairs/plain),
+		fmt.Sprintf("%.0f/s a plain bbolt Update per record", plain), "≥ 2,000/s"})
 
 	held, err := srv.hold(o.held)
 	if err != nil {
@@ -659,4 +670,82 @@ func procUsage(pid int) (fds int, rssBytes int64, err error) {
 		}
 	}
 	return 0, 0, errors.New("no VmRSS")
+}
+
+// benchLedger writes n start+finish pairs from 32 goroutines through the
+// group-committing ledger, then through a plain bbolt Update per record
+// (the floor: what the ledger would do without batching), both durable,
+// in a temporary directory. It returns pairs per second for each.
+func benchLedger(n int) (ours, floor float64, retErr error) {
+	dir, err := os.MkdirTemp("", "chimirror-bench-ledger-")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() { retErr = errors.Join(retErr, os.RemoveAll(dir)) }()
+	const workers = 32
+	run := func(pair func() error) (float64, error) {
+		var next atomic.Int64
+		errs := make(chan error, workers)
+		t0 := time.Now()
+		for range workers {
+			go func() {
+				for next.Add(1) <= int64(n) {
+					if err := pair(); err != nil {
+						errs <- err
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		var err error
+		for range workers {
+			err = errors.Join(err, <-errs)
+		}
+		return float64(n) / time.Since(t0).Seconds(), err
+	}
+	l, err := accounting.Open(filepath.Join(dir, "ledger.db"), accounting.Options{})
+	if err != nil {
+		return 0, 0, err
+	}
+	ours, err = run(func() error {
+		r := &accounting.Record{App: "bench", Tenant: "public", Command: []string{"cat"}}
+		if err := l.Begin(r); err != nil {
+			return err
+		}
+		r.State, r.Reason = accounting.StateFinished, "exit"
+		return l.Put(r, true)
+	})
+	if err = errors.Join(err, l.Close()); err != nil {
+		return 0, 0, err
+	}
+	db, err := bolt.Open(filepath.Join(dir, "plain.db"), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() { retErr = errors.Join(retErr, db.Close()) }()
+	var seq atomic.Uint64
+	put := func(r *accounting.Record) error {
+		v, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		return db.Update(func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucketIfNotExists([]byte("jobs"))
+			if err != nil {
+				return err
+			}
+			return b.Put([]byte(r.ID), v)
+		})
+	}
+	floor, err = run(func() error {
+		r := &accounting.Record{ID: accounting.FormatID(seq.Add(1)), App: "bench", Tenant: "public", Command: []string{"cat"},
+			State: accounting.StateStarting, StartedAt: time.Now()}
+		if err := put(r); err != nil {
+			return err
+		}
+		r.State, r.Reason = accounting.StateFinished, "exit"
+		return put(r)
+	})
+	return ours, floor, err
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -297,4 +299,82 @@ env = ["PATH"]
 		}
 	}
 	t.Logf("%d starts acknowledged, %d recorded lost", len(acked), lost)
+}
+
+// Ensure that when ledger writes fail during a run (the disk fills up),
+// jobs still run and end cleanly, the failures are counted in the
+// metrics, the server keeps serving, and the records are written once
+// there is space again.
+func TestLedger_DiskFullDuringRun(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs for the data dir")
+	}
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", data, "tmpfs", 0, "size=2m"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(data, syscall.MNT_DETACH); err != nil {
+			t.Error(err)
+		}
+	})
+	cfg := writeFile(t, filepath.Join(dir, "c.toml"), ledgerConfig)
+	srv := startServer(t, dir, "--config", cfg)
+	filler := filepath.Join(data, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = f.Write(make([]byte, 4096))
+	}
+	f.Close()
+	var ids []string
+	for range 20 {
+		ids = append(ids, runJob(t, srv, "demo", strings.Repeat("x", 3000)+"\n")) // ends with exit 3, close 4003
+	}
+	token, err := os.ReadFile(filepath.Join(data, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	metric := func() string {
+		req, _ := http.NewRequest("GET", "http://"+srv.admin+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "chimirror_ledger_write_errors_total ") {
+				return strings.TrimPrefix(l, "chimirror_ledger_write_errors_total ")
+			}
+		}
+		t.Fatalf("no ledger error metric in:\n%s", b)
+		return ""
+	}
+	if m := metric(); m == "0" {
+		t.Fatal("a full disk caused no counted ledger write error")
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // a few sample ticks write the records again
+	out, stderr, code := runCLI(t, dir, nil, "jobs", "--json", "--all", "--config", cfg, "--admin", srv.admin)
+	if code != 0 {
+		t.Fatalf("jobs: exit %d %s", code, stderr)
+	}
+	for _, id := range ids {
+		if !strings.Contains(out, `"id": "`+id+`"`) {
+			t.Fatalf("%s missing from the ledger after space came back", id)
+		}
+	}
+	if code := srv.stop(syscall.SIGTERM, 15*time.Second); code != 0 {
+		t.Fatalf("serve exited %d", code)
+	}
 }
