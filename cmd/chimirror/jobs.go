@@ -387,7 +387,7 @@ func printRecord(w io.Writer, j *listedJob) error {
 	row("APP", r.App)
 	row("TENANT", r.Tenant)
 	row("CLASS", dash(r.Policy))
-	row("COMMAND", strings.Join(r.Command, " "))
+	row("COMMAND", quoteArgv(r.Command))
 	row("STATE", r.State)
 	row("REASON", dash(r.Reason))
 	if r.Detail != "" {
@@ -569,6 +569,19 @@ func reorder(args []string) []string {
 		}
 	}
 	return append(flags, pos...)
+}
+
+// quoteArgv shows argv on one line: arguments with spaces or control
+// characters are Go-quoted.
+func quoteArgv(argv []string) string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		if a == "" || strings.ContainsFunc(a, func(r rune) bool { return r <= ' ' || r == '"' || r == '\\' }) {
+			a = strconv.Quote(a)
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
 }
 
 func printJSON(w io.Writer, v any) error {
