@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -113,4 +114,86 @@ func TestBrowser_TestPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", shot)
+}
+
+// Ensure an operator can use the console in a real browser: log in, see a
+// job started by a WebSocket client appear in Active jobs within 2 s,
+// cancel it, find it in History with reason cancelled, and open its
+// detail with CPU and memory charts drawn from its samples.
+func TestBrowser_Console(t *testing.T) {
+	ctx := newBrowser(t)
+	dir := t.TempDir()
+	cfg := writeFile(t, filepath.Join(dir, "c.toml"), `data_dir = "data"
+sample_interval = "200ms"
+[[app]]
+name = "sleeper"
+command = ["sh", "-c", "echo up; i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exec sleep 600"]
+env = ["PATH"]
+`)
+	srv := startServer(t, dir, "--config", cfg)
+	token, err := os.ReadFile(filepath.Join(dir, "data", "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot := func(name string) {
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(artifactDir(t), name)
+		if err := os.WriteFile(p, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s", p)
+	}
+	admin := "http://" + srv.admin + "/"
+	err = chromedp.Do(ctx,
+		chromedp.Navigate(admin),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), strings.TrimSpace(string(token))),
+		chromedp.Click(chromedp.ID("login")),
+		chromedp.WaitVisible(chromedp.ID("active-section")),
+	)
+	if err != nil {
+		t.Fatalf("login: %v\nserver stderr:\n%s", err, srv.stderr)
+	}
+	ws := dialWS(t, srv.url("ws", "/apps/sleeper"), "chimirror.v1")
+	_, m := readWS(t, ws)
+	id := regexp.MustCompile(`JOB\d{8}`).FindString(string(m))
+	if id == "" {
+		t.Fatalf("no job ID in %s", m)
+	}
+	row := `#active tr[data-job="` + id + `"]`
+	started := time.Now()
+	if err := chromedp.Do(ctx, chromedp.Poll[chromedp.Void](`document.querySelector('`+row+`') !== null`)); err != nil {
+		t.Fatalf("job row never appeared: %v", err)
+	}
+	if d := time.Since(started); d > 2*time.Second {
+		t.Errorf("the job took %v to appear in Active jobs; want within 2 s", d)
+	}
+	time.Sleep(time.Second) // a few samples for the charts
+	shot("console-active.png")
+	err = chromedp.Do(ctx,
+		chromedp.Evaluate[chromedp.Void](`window.confirm = () => true`),
+		chromedp.Click(chromedp.CSS(row+` button.cancel`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector('`+row+`') === null`),
+		chromedp.Poll[chromedp.Void](`(() => { const r = document.querySelector('#history tr[data-job="`+id+`"]'); return r !== null && r.textContent.includes("cancelled") })()`),
+	)
+	if err != nil {
+		t.Fatalf("cancel: %v\nserver stderr:\n%s", err, srv.stderr)
+	}
+	shot("console-history.png")
+	if code := readCloseCode(t, ws); code < 4000 {
+		t.Errorf("cancelled job closed with %d, want 4000+signal", code)
+	}
+	err = chromedp.Do(ctx,
+		chromedp.Evaluate[chromedp.Void](`location.hash = "#job/`+id+`"`),
+		chromedp.WaitVisible(chromedp.ID("detail")),
+		chromedp.Poll[chromedp.Void](`document.querySelector("#chart-cpu polyline.series") !== null && document.querySelector("#chart-mem polyline.series") !== null`),
+		chromedp.Poll[chromedp.Void](`document.getElementById("detail-fields").textContent.includes("cancelled")`),
+	)
+	if err != nil {
+		t.Fatalf("job detail: %v", err)
+	}
+	shot("console-detail.png")
 }
