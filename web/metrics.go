@@ -24,9 +24,10 @@ type Metrics struct {
 	bytes      *prometheus.CounterVec
 }
 
-// NewMetrics registers the server's metrics, reading live values (sessions,
-// ledger and cgroup errors) from sup when scraped.
-func NewMetrics(sup *supervisor.Supervisor) *Metrics {
+// NewMetrics registers the server's counters. Watch then adds the values
+// read from a supervisor when scraped; it exists before the supervisor so
+// that the supervisor's OnEnd can count into it.
+func NewMetrics() *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	m.starts = prometheus.NewCounter(prometheus.CounterOpts{Name: "chimirror_starts_total",
 		Help: "Jobs started (a process was made)."})
@@ -41,6 +42,12 @@ func NewMetrics(sup *supervisor.Supervisor) *Metrics {
 		Help: "Bytes moved between ended jobs and their clients, by channel."}, []string{"channel"})
 	m.reg.MustRegister(m.starts, m.rejections, m.ended, m.setup, m.bytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Watch registers the values read from sup at each scrape: sessions by
+// state, cgroup errors and ledger write errors. Call it once.
+func (m *Metrics) Watch(sup *supervisor.Supervisor) {
 	sessions := prometheus.NewDesc("chimirror_sessions", "Jobs in the session table, by state.", []string{"state"}, nil)
 	m.reg.MustRegister(funcCollector{
 		desc: sessions,
@@ -56,7 +63,6 @@ func NewMetrics(sup *supervisor.Supervisor) *Metrics {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "chimirror_ledger_write_errors_total",
 			Help: "Ledger writes that failed (their records are written again later)."}, func() float64 { return float64(l.WriteErrors()) }))
 	}
-	return m
 }
 
 type funcCollector struct {

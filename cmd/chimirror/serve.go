@@ -143,24 +143,21 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 		ln.Close()
 		return fmt.Errorf("admin_listen on %s: %w", cfg.AdminListen, err)
 	}
-	// Jobs end before Metrics exists only if none ran: it is set before
-	// the first connection is accepted.
-	var metrics atomic.Pointer[web.Metrics]
-	cfg.Sup.Sandbox, cfg.Sup.Ledger = box, ledger
-	cfg.Sup.OnEnd = func(info supervisor.JobInfo, e supervisor.Exit) { metrics.Load().JobEnded(info, e) }
+	metrics := web.NewMetrics()
+	cfg.Sup.Sandbox, cfg.Sup.Ledger, cfg.Sup.OnEnd = box, ledger, metrics.JobEnded
 	sup, err := supervisor.New(log, cfg.Sup)
 	if err != nil {
 		ln.Close()
 		aln.Close()
 		return err
 	}
-	metrics.Store(web.NewMetrics(sup))
-	cfg.Web.Metrics = metrics.Load()
+	metrics.Watch(sup)
+	cfg.Web.Metrics = metrics
 	srv := web.New(log, sup, cfg.Web)
 	hs := srv.HTTPServer(cfg.Listen)
 	var pols atomic.Pointer[policies.Set] // replaced by SIGHUP reloads
 	pols.Store(cfg.Policies)
-	admin := web.NewAdmin(log, sup, web.AdminOptions{Tokens: tokens, Metrics: metrics.Load(),
+	admin := web.NewAdmin(log, sup, web.AdminOptions{Tokens: tokens, Metrics: metrics,
 		Policies:      func() []*policies.Policy { return pols.Load().All() },
 		CPUSecondRate: cfg.Chargeback.CPUSecond, GiBHourRate: cfg.Chargeback.GiBHour})
 	defer admin.Close()
