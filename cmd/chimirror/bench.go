@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -165,6 +166,9 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("held sessions: %w", err)
 	}
 	add(benchRow{"held sessions", strconv.Itoa(held.n), "fd limit " + strconv.Itoa(held.fdLimit), "≥ 6,000"})
+	add(benchRow{fmt.Sprintf("admin running list at %d jobs", held.n),
+		fmt.Sprintf("p50 %s, p99 %s (1000 a page)", ms(held.apiRunning[len(held.apiRunning)/2]), ms(held.apiRunning[len(held.apiRunning)-1])),
+		fmt.Sprintf("p50 %s GET /api/v1/healthz", ms(held.apiFloor[len(held.apiFloor)/2])), "not slow at 1,000"})
 	add(benchRow{"fds per session (server)", fmt.Sprintf("%.2f", held.fdsPer), "–", "≤ 3"})
 	add(benchRow{"server RSS per session", fmt.Sprintf("%.1f KB", held.rssPer/1024), "–", "≤ 40 KB"})
 
@@ -304,6 +308,7 @@ func pipeFloor(cmd *exec.Cmd) (float64, error) {
 }
 
 type benchServer struct {
+	admin string // the admin listener's host:port
 	cmd  *exec.Cmd
 	addr string
 	dir  string
@@ -311,7 +316,10 @@ type benchServer struct {
 	done chan struct{}
 }
 
-var listenLine = regexp.MustCompile(`test page at http://([^/]+)/`)
+var (
+	listenLine = regexp.MustCompile(`test page at http://([^/]+)/`)
+	adminLine  = regexp.MustCompile(`operator console at http://([^/]+)/`)
+)
 
 func startBenchServer(o benchOpts, sandboxMode string) (_ *benchServer, retErr error) {
 	dir, err := os.MkdirTemp("", "chimirror-bench-")
@@ -347,7 +355,7 @@ func startBenchServer(o benchOpts, sandboxMode string) (_ *benchServer, retErr e
 		return nil, err
 	}
 	s := &benchServer{cmd: cmd, dir: dir, logs: bufio.NewReader(stderr), done: make(chan struct{})}
-	for s.addr == "" {
+	for s.addr == "" || s.admin == "" {
 		line, err := s.logs.ReadString('\n')
 		if err != nil {
 			cmd.Process.Kill()
@@ -356,6 +364,9 @@ func startBenchServer(o benchOpts, sandboxMode string) (_ *benchServer, retErr e
 		}
 		if m := listenLine.FindStringSubmatch(line); m != nil {
 			s.addr = m[1]
+		}
+		if m := adminLine.FindStringSubmatch(line); m != nil {
+			s.admin = m[1]
 		}
 	}
 	go func() { // keep the server's stderr flowing; ends when it exits
@@ -564,6 +575,9 @@ type heldResult struct {
 	n                      int
 	fdsPer, rssPer, memPer float64 // memPer: the host's used memory (MemAvailable) per session
 	fdLimit                int
+	// The admin API while the sessions are held: the running list (1000 a
+	// page, as the console reads it), and /healthz as the HTTP floor.
+	apiRunning, apiFloor []time.Duration
 }
 
 // hold opens n concurrent cat sessions, checks each echoes, and measures the
@@ -631,8 +645,48 @@ func (s *benchServer) hold(n int) (heldResult, error) {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return heldResult{}, err
 	}
-	return heldResult{n: n, fdsPer: float64(fds1-fds0) / float64(n), rssPer: float64(rss1-rss0) / float64(n),
-		memPer: float64(avail0-avail1) / float64(n), fdLimit: int(lim.Max)}, nil
+	res := heldResult{n: n, fdsPer: float64(fds1-fds0) / float64(n), rssPer: float64(rss1-rss0) / float64(n),
+		memPer: float64(avail0-avail1) / float64(n), fdLimit: int(lim.Max)}
+	if res.apiRunning, err = s.timeAdmin("/api/v1/jobs?state=running&limit=1000", 20); err != nil {
+		return heldResult{}, err
+	}
+	if res.apiFloor, err = s.timeAdmin("/api/v1/healthz", 20); err != nil {
+		return heldResult{}, err
+	}
+	return res, nil
+}
+
+// timeAdmin times n GETs of path on the admin API, sorted.
+func (s *benchServer) timeAdmin(path string, n int) ([]time.Duration, error) {
+	tok, err := os.ReadFile(filepath.Join(s.dir, "var", "admin.token"))
+	if err != nil {
+		return nil, err
+	}
+	c := &http.Client{Timeout: 30 * time.Second}
+	var out []time.Duration
+	for range n {
+		req, err := http.NewRequest(http.MethodGet, "http://"+s.admin+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		t0 := time.Now()
+		resp, err := c.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("GET %s: %s", path, resp.Status)
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, time.Since(t0))
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // memAvailable is the host's MemAvailable in bytes.
