@@ -68,6 +68,11 @@ type Options struct {
 	// job reaches it, every other sample is dropped and the job is sampled
 	// half as often, so its whole life stays charted. Default 240.
 	MaxSamplesPerJob int
+	// LazyDelay is how long a write nobody waits for (Put without wait)
+	// may wait to share a commit with one somebody waits for. Default
+	// 50 ms: a job's "running" mark then usually rides along with the next
+	// start or finish instead of costing an fsync of its own.
+	LazyDelay time.Duration
 	// MaxPending bounds the records kept in memory after their write failed,
 	// to be written again at the next Flush. Default 10000.
 	MaxPending int
@@ -135,6 +140,9 @@ func Open(path string, opts Options) (*Ledger, error) {
 	}
 	if opts.MaxSamplesPerJob < 4 {
 		opts.MaxSamplesPerJob = 240
+	}
+	if opts.LazyDelay <= 0 {
+		opts.LazyDelay = 50 * time.Millisecond
 	}
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = 10000

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -35,27 +36,57 @@ func (l *Ledger) submit(o op, wait bool) error {
 // runs from Open until Close has closed ops and everything queued before
 // is written. Each round takes the first queued op and whatever else is
 // queued by then (at most MaxBatch) and commits them together, so while one
-// fsync runs, the next batch gathers.
+// fsync runs, the next batch gathers. A round of writes nobody waits for
+// (a job marked running) waits up to LazyDelay for company first.
 func (l *Ledger) writer() {
 	defer close(l.done)
 	batch := make([]op, 0, l.opts.MaxBatch)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for first := range l.ops {
-		batch = append(batch[:0], first)
-	gather:
-		for len(batch) < l.opts.MaxBatch {
+		batch = l.gather(append(batch[:0], first))
+		if lazyOnly(batch) && len(batch) < l.opts.MaxBatch {
+			// Nobody waits for these: give them LazyDelay to share a commit
+			// with a write someone does wait for.
+			timer.Reset(l.opts.LazyDelay)
 			select {
 			case o, ok := <-l.ops:
-				if !ok {
-					break gather
+				if ok {
+					batch = l.gather(append(batch, o))
 				}
-				batch = append(batch, o)
-			default:
-				break gather
+			case <-timer.C:
 			}
+			timer.Stop()
 		}
 		l.run(batch)
 	}
 	l.retryPending()
+}
+
+// gather adds whatever else is queued, up to MaxBatch, without waiting.
+func (l *Ledger) gather(batch []op) []op {
+	for len(batch) < l.opts.MaxBatch {
+		select {
+		case o, ok := <-l.ops:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, o)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// lazyOnly reports whether nobody waits for any op of batch.
+func lazyOnly(batch []op) bool {
+	for _, o := range batch {
+		if o.done != nil || o.ctl != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // run commits batch in order; a control op commits what precedes it, then
