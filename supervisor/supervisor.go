@@ -664,11 +664,15 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		err = fmt.Errorf("shutdown: %d jobs outlived the deadline and were killed: %w", s.Running(), ctx.Err())
-		for _, j := range jobs {
-			j.kill()
+		select {
+		case <-done: // both were ready: the jobs made it
+		default:
+			err = fmt.Errorf("shutdown: %d jobs outlived the deadline and were killed: %w", s.Running(), ctx.Err())
+			for _, j := range jobs {
+				j.kill()
+			}
+			<-done
 		}
-		<-done
 	}
 	err = errors.Join(err, s.runner.Close())
 	if s.box && s.cgroupParent != "" && s.cgroupParent != sandbox.DefaultCgroupParent {

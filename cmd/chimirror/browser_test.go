@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/gorilla/websocket"
 )
 
 // findChromium returns a Chromium binary, or skips the test with one line.
@@ -196,4 +197,62 @@ env = ["PATH"]
 		t.Fatalf("job detail: %v", err)
 	}
 	shot("console-detail.png")
+}
+
+// Ensure the console keeps up with 1,000 running jobs: every one is listed
+// and updated live. How long the list took to appear and how long the
+// page took to answer while it updated are logged (figures for the notes,
+// not asserts: speed is the benchmark's business).
+func TestBrowser_ConsoleThousandJobs(t *testing.T) {
+	ctx := newBrowser(t)
+	dir := t.TempDir()
+	cfg := writeFile(t, filepath.Join(dir, "c.toml"), `data_dir = "data"
+sandbox = "off"
+ping_interval = "1h"
+[[app]]
+name = "cat"
+command = ["cat"]
+`)
+	srv := startServer(t, dir, "--config", cfg)
+	const n = 1000
+	for i := range n {
+		ws := dialWS(t, srv.url("ws", "/apps/cat"))
+		if err := ws.WriteMessage(websocket.TextMessage, []byte("x")); err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+		readWS(t, ws)
+	}
+	token, err := os.ReadFile(filepath.Join(dir, "data", "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	err = chromedp.Do(ctx,
+		chromedp.Navigate("http://"+srv.admin+"/"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), strings.TrimSpace(string(token))),
+		chromedp.Click(chromedp.ID("login")),
+		chromedp.Poll[chromedp.Void](`document.querySelectorAll("#active tr[data-job]").length === `+strconv.Itoa(n)),
+	)
+	if err != nil {
+		t.Fatalf("console with %d jobs: %v", n, err)
+	}
+	listed := time.Since(t0)
+	var worst time.Duration
+	for range 10 { // while /jobs/usage batches of 1,000 arrive every second
+		t1 := time.Now()
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#active tr[data-job]").length`)); err != nil {
+			t.Fatal(err)
+		}
+		worst = max(worst, time.Since(t1))
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Logf("console: %d running jobs listed %v after login; slowest page answer while updating: %v", n, listed.Round(time.Millisecond), worst.Round(time.Millisecond))
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(60))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(artifactDir(t), "console-1000.jpg"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -214,11 +214,19 @@ wait:
 	for _, a := range cfg.Sup.Apps {
 		maxGrace = max(maxGrace, a.Grace, supervisor.DefaultGrace)
 	}
-	teardown := time.Duration(sup.Running()) * 5 * time.Millisecond
+	teardown := time.Duration(sup.Running()) * 10 * time.Millisecond
 	sctx, cancel := context.WithTimeout(context.Background(), maxGrace+5*time.Second+teardown)
 	defer cancel()
-	herr := hs.Shutdown(sctx)
+	// The HTTP server stops accepting at once, and its handlers may still be
+	// starting jobs: shut both down side by side, so ending the jobs never
+	// waits for a handler (nor a handler for the jobs' end).
+	herrc := make(chan error, 1)
+	go func() { herrc <- hs.Shutdown(sctx) }()
+	t0 := time.Now()
+	running := sup.Running()
 	serr := sup.Shutdown(sctx)
+	log.Info("jobs ended", "jobs", running, "took", time.Since(t0).Round(time.Millisecond))
+	herr := <-herrc
 	admin.Close() // live event sockets: hijacked, so Shutdown does not wait for them
 	aerr := ahs.Shutdown(sctx)
 	if serveErr != nil && errors.Is(serveErr, http.ErrServerClosed) {

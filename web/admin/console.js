@@ -425,7 +425,7 @@
   function tick() {
     for (const [id, r] of state.rows) {
       const a = state.active.get(id);
-      if (a) r.cells.elapsed.textContent = fmtDur(elapsedMs(a.job));
+      if (a) setText(r.cells.elapsed, fmtDur(elapsedMs(a.job)));
     }
   }
 
@@ -493,16 +493,25 @@
     return { tr, cells, bar, fill, peak, label };
   }
 
+  // setText and setProp write only what changed: a thousand rows are
+  // refreshed every second, and an unchanged write still costs a relayout.
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+  function setProp(obj, key, value) {
+    if (obj[key] !== value) obj[key] = value;
+  }
+
   function updateRow(r, job) {
     if (!r || !job) return;
     const c = r.cells;
-    c.app.textContent = job.app || '';
-    c.tenant.textContent = job.tenant || '';
-    c.policy.textContent = job.policy || '';
-    c.elapsed.textContent = fmtDur(elapsedMs(job));
+    setText(c.app, job.app || '');
+    setText(c.tenant, job.tenant || '');
+    setText(c.policy, job.policy || '');
+    setText(c.elapsed, fmtDur(elapsedMs(job)));
     const pct = job.live?.cpu_percent;
-    c.cpu.textContent = typeof pct === 'number' ? `${pct.toFixed(1)}%` : '—';
-    c.io.textContent = fmtIO(job);
+    setText(c.cpu, typeof pct === 'number' ? `${pct.toFixed(1)}%` : '—');
+    setText(c.io, fmtIO(job));
     updateMem(r, job);
   }
 
@@ -512,17 +521,17 @@
     const peak = job.live?.memory_peak_bytes ?? -1;
     const limit = job.limits?.memory_max_bytes || 0;
     const pct = (n) => `${Math.max(0, Math.min(100, (n / limit) * 100)).toFixed(1)}%`;
-    r.bar.hidden = !limit;
+    setProp(r.bar, 'hidden', !limit);
     if (limit) {
-      r.fill.style.width = cur >= 0 ? pct(cur) : '0%';
-      r.fill.className = `fill${cur / limit > 0.9 ? ' hot' : cur / limit > 0.75 ? ' warm' : ''}`;
-      r.peak.hidden = peak < 0;
-      r.peak.style.left = pct(peak);
-      r.label.textContent = `${fmtBytes(cur)} / ${fmtBytes(limit, true)}`;
+      setProp(r.fill.style, 'width', cur >= 0 ? pct(cur) : '0%');
+      setProp(r.fill, 'className', `fill${cur / limit > 0.9 ? ' hot' : cur / limit > 0.75 ? ' warm' : ''}`);
+      setProp(r.peak, 'hidden', peak < 0);
+      setProp(r.peak.style, 'left', pct(peak));
+      setText(r.label, `${fmtBytes(cur)} / ${fmtBytes(limit, true)}`);
     } else {
-      r.label.textContent = cur < 0 && peak < 0 ? '—' : `${fmtBytes(cur)} (peak ${fmtBytes(peak)})`;
+      setText(r.label, cur < 0 && peak < 0 ? '—' : `${fmtBytes(cur)} (peak ${fmtBytes(peak)})`);
     }
-    r.cells.mem.title = `current ${fmtBytes(cur)}, peak ${fmtBytes(peak)}, limit ${limit ? fmtBytes(limit) : 'none'}`;
+    setProp(r.cells.mem, 'title', `current ${fmtBytes(cur)}, peak ${fmtBytes(peak)}, limit ${limit ? fmtBytes(limit) : 'none'}`);
   }
 
   async function cancelJob(id, btn) {
