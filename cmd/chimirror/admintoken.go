@@ -19,10 +19,11 @@ const adminTokenFile = "admin.token"
 // adminTokens is who may use the console and the admin API: the tokens in
 // admin_tokens_sha256 ("LABEL:HEX" or just HEX), or, when none are
 // configured, one generated on the first run and kept, mode 0600, in
-// DATA_DIR/admin.token (labelled "admin").
-func adminTokens(cfg *config) ([]web.AdminToken, error) {
+// DATA_DIR/admin.token (labelled "admin"). A token generated now is also
+// returned as fresh, for the operator's terminal; it is never logged.
+func adminTokens(cfg *config) (_ []web.AdminToken, fresh string, _ error) {
 	if len(cfg.AdminTokens) > 0 {
-		return cfg.AdminTokens, nil
+		return cfg.AdminTokens, "", nil
 	}
 	path := filepath.Join(cfg.DataDir, adminTokenFile)
 	b, err := os.ReadFile(path)
@@ -30,28 +31,28 @@ func adminTokens(cfg *config) ([]web.AdminToken, error) {
 	case err == nil:
 		tok := strings.TrimSpace(string(b))
 		if tok == "" {
-			return nil, fmt.Errorf("admin token file %s is empty: delete it to get a new token", path)
+			return nil, "", fmt.Errorf("admin token file %s is empty: delete it to get a new token", path)
 		}
-		return []web.AdminToken{{Label: "admin", SHA256: sha256.Sum256([]byte(tok))}}, nil
+		return []web.AdminToken{{Label: "admin", SHA256: sha256.Sum256([]byte(tok))}}, "", nil
 	case !errors.Is(err, os.ErrNotExist):
-		return nil, fmt.Errorf("read admin token: %w", err)
+		return nil, "", fmt.Errorf("read admin token: %w", err)
 	}
 	var raw [24]byte
 	if _, err := rand.Read(raw[:]); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	tok := hex.EncodeToString(raw[:])
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("write admin token: %w", err)
+		return nil, "", fmt.Errorf("write admin token: %w", err)
 	}
 	if _, err := f.WriteString(tok + "\n"); err != nil {
-		return nil, errors.Join(fmt.Errorf("write admin token: %w", err), f.Close())
+		return nil, "", errors.Join(fmt.Errorf("write admin token: %w", err), f.Close())
 	}
 	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("write admin token: %w", err)
+		return nil, "", fmt.Errorf("write admin token: %w", err)
 	}
-	return []web.AdminToken{{Label: "admin", SHA256: sha256.Sum256([]byte(tok))}}, nil
+	return []web.AdminToken{{Label: "admin", SHA256: sha256.Sum256([]byte(tok))}}, tok, nil
 }
 
 // tokenHint says where the operator finds the token.

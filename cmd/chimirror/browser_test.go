@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,10 +133,21 @@ name = "sleeper"
 command = ["sh", "-c", "echo up; i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exec sleep 600"]
 env = ["PATH"]
 `)
-	srv := startServer(t, dir, "--config", cfg)
+	// A fixed admin port, so the console can find the server again after
+	// a restart.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminAddr := l.Addr().String()
+	l.Close()
+	srv := startServer(t, dir, "--config", cfg, "--admin-listen", adminAddr)
 	token, err := os.ReadFile(filepath.Join(dir, "data", "admin.token"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(srv.stderr.String(), "new admin token (kept in that file): "+strings.TrimSpace(string(token))) {
+		t.Errorf("the first run did not print its new admin token:\n%s", srv.stderr)
 	}
 	shot := func(name string) {
 		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
@@ -183,6 +196,11 @@ env = ["PATH"]
 	if err != nil {
 		t.Fatalf("cancel: %v\nserver stderr:\n%s", err, srv.stderr)
 	}
+	// Its accounting: the report by tenant counts it, cancelled.
+	err = chromedp.Do(ctx, chromedp.Poll[chromedp.Void](`(() => { const r = document.querySelector('#acct-table tr[data-key="public"]'); return r !== null && r.textContent.includes("cancelled") })()`))
+	if err != nil {
+		t.Fatalf("accounting: %v", err)
+	}
 	shot("console-history.png")
 	if code := readCloseCode(t, ws); code < 4000 {
 		t.Errorf("cancelled job closed with %d, want 4000+signal", code)
@@ -197,6 +215,28 @@ env = ["PATH"]
 		t.Fatalf("job detail: %v", err)
 	}
 	shot("console-detail.png")
+
+	// The server goes away: the page says so; it comes back: the page
+	// reconnects by itself and reads its lists again.
+	if code := srv.stop(syscall.SIGTERM, 15*time.Second); code != 0 {
+		t.Fatalf("serve exited %d", code)
+	}
+	err = chromedp.Do(ctx,
+		chromedp.Evaluate[chromedp.Void](`location.hash = ""`),
+		chromedp.Poll[chromedp.Void](`document.getElementById("status").textContent.includes("unreachable")`),
+	)
+	if err != nil {
+		t.Fatalf("server gone: %v", err)
+	}
+	shot("console-unreachable.png")
+	srv = startServer(t, dir, "--config", cfg, "--admin-listen", adminAddr)
+	err = chromedp.Do(ctx,
+		chromedp.Poll[chromedp.Void](`!document.getElementById("status").textContent.includes("unreachable")`),
+		chromedp.Poll[chromedp.Void](`document.querySelector('#history tr[data-job="`+id+`"]') !== null`),
+	)
+	if err != nil {
+		t.Fatalf("reconnect: %v\nserver stderr:\n%s", err, srv.stderr)
+	}
 }
 
 // Ensure the console keeps up with 1,000 running jobs: every one is listed

@@ -133,7 +133,7 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 	default:
 		log.Warn("SANDBOX OFF (sandbox = \"off\"): jobs run as plain processes, without limits or isolation")
 	}
-	tokens, err := adminTokens(cfg)
+	tokens, freshToken, err := adminTokens(cfg)
 	if err != nil {
 		ln.Close()
 		return err
@@ -175,6 +175,9 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 		"ledger", ledger.Path())
 	fmt.Fprintf(stderr, "chimirror: test page at %s; apps at ws://%sapps/{%s}\n", url, strings.TrimPrefix(url, "http://"), strings.Join(sup.Apps(), ","))
 	fmt.Fprintf(stderr, "chimirror: operator console at http://%s/ (%s)\n", aln.Addr(), tokenHint(cfg))
+	if freshToken != "" { // once, on first run, beside the startup lines (not through the logger)
+		fmt.Fprintf(stderr, "chimirror: new admin token (kept in that file): %s\n", freshToken)
+	}
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

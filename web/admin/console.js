@@ -419,6 +419,7 @@
     }
     if (state.detail.id === job.id) loadDetail().catch(report);
     debounce('tenants', 1000, () => loadTenants().catch(report));
+    debounce('acct', 1000, () => loadAcct().catch(report)); // its usage is final now
   }
 
   // tick runs every second: elapsed times of running jobs.
