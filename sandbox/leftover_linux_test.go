@@ -21,6 +21,24 @@ func TestLeftovers_KillReadDelete(t *testing.T) {
 				mount = requireUnified(t)
 			}
 			parent := fmt.Sprintf("chimirror-test-left-%d", time.Now().UnixNano())
+			t.Cleanup(func() { // if the test failed halfway: leave nothing behind
+				var left []*Leftover
+				if version == 1 {
+					left, _ = leftovers1(parent)
+				} else {
+					left, _ = leftovers2(mount, parent)
+				}
+				for _, l := range left {
+					if l.KillAndWait(5*time.Second) == nil {
+						if err := l.Delete(); err != nil {
+							t.Error(err)
+						}
+					}
+				}
+				if err := removeParent(version, mount, parent); err != nil {
+					t.Error(err)
+				}
+			})
 			var cmds []*exec.Cmd
 			for i := range 2 {
 				name := fmt.Sprintf("%s/JOB%08d.999", parent, i+1)
