@@ -303,18 +303,41 @@ func (l *Ledger) Begin(r *Record) error {
 // failure is only counted and logged. Either way, a record whose write
 // failed is written again at the next Flush, unless a newer one was.
 func (l *Ledger) Put(r *Record, wait bool) error {
-	seq, err := ParseID(r.ID)
+	o, err := l.putOp(r)
 	if err != nil {
 		return err
+	}
+	return l.submit(o, wait)
+}
+
+// PutLater queues a snapshot of r to be written at once, like Put with
+// wait, but returns without waiting: the returned function waits until it
+// is on disk and returns the outcome. It lets the caller do other work
+// (tell a client) while the commit runs; call the function exactly once.
+func (l *Ledger) PutLater(r *Record) func() error {
+	o, err := l.putOp(r)
+	if err == nil {
+		o.done = make(chan error, 1)
+		err = l.enqueue(o)
+	}
+	if err != nil {
+		return func() error { return err }
+	}
+	return func() error { return <-o.done }
+}
+
+func (l *Ledger) putOp(r *Record) (op, error) {
+	seq, err := ParseID(r.ID)
+	if err != nil {
+		return op{}, err
 	}
 	snap := *r
 	snap.V = RecordVersion
 	val, err := json.Marshal(&snap)
 	if err != nil {
-		return fmt.Errorf("encode record %s: %w", r.ID, err)
+		return op{}, fmt.Errorf("encode record %s: %w", r.ID, err)
 	}
-	o := op{rec: &snap, seq: seq, apply: func(tx *bolt.Tx) error { return putRecord(tx, seq, &snap, val) }}
-	return l.submit(o, wait)
+	return op{rec: &snap, seq: seq, apply: func(tx *bolt.Tx) error { return putRecord(tx, seq, &snap, val) }}, nil
 }
 
 func putRecord(tx *bolt.Tx, seq uint64, r *Record, val []byte) error {

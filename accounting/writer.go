@@ -13,23 +13,28 @@ import (
 // queue is bounded: when it is full, submit blocks until the writer has
 // taken a batch (backpressure, never an unbounded backlog).
 func (l *Ledger) submit(o op, wait bool) error {
+	if !wait {
+		return l.enqueue(o)
+	}
+	o.done = make(chan error, 1)
+	if err := l.enqueue(o); err != nil {
+		return err
+	}
+	return <-o.done
+}
+
+// enqueue hands o to the writer; o.done, if set, gets its outcome.
+func (l *Ledger) enqueue(o op) error {
 	if l.opts.ReadOnly {
 		return ErrReadOnly
 	}
-	if wait {
-		o.done = make(chan error, 1)
-	}
 	l.sendMu.RLock()
+	defer l.sendMu.RUnlock()
 	if l.closed {
-		l.sendMu.RUnlock()
 		return ErrClosed
 	}
 	l.ops <- o
-	l.sendMu.RUnlock()
-	if !wait {
-		return nil
-	}
-	return <-o.done
+	return nil
 }
 
 // writer is the ledger's one writing goroutine, owned by the Ledger: it

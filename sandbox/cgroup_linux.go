@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -90,16 +91,64 @@ func v1Hierarchy() ([]cgroup1.Subsystem, error) {
 	return subs, nil
 }
 
+// ownV1 is the server's own cgroup in each v1 hierarchy, read once from
+// /proc/self/cgroup: the server never moves itself, and containerd's
+// NestedPath parses that file on every call (per file read, that was most
+// of a sandboxed job's teardown CPU).
+var ownV1 = sync.OnceValues(func() (map[cgroup1.Name]string, error) {
+	subs, err := v1Hierarchy()
+	if err != nil {
+		return nil, err
+	}
+	own := make(map[cgroup1.Name]string, len(subs))
+	for _, s := range subs {
+		p, err := cgroup1.NestedPath("")(s.Name())
+		if err != nil {
+			return nil, fmt.Errorf("find own cgroup in %s: %w", s.Name(), err)
+		}
+		own[s.Name()] = p
+	}
+	return own, nil
+})
+
+// nestedPath is cgroup1.NestedPath(path) over the cached ownV1.
+func nestedPath(path string) cgroup1.Path {
+	return func(sub cgroup1.Name) (string, error) {
+		own, err := ownV1()
+		if err != nil {
+			return "", err
+		}
+		o, ok := own[sub]
+		if !ok {
+			return "", fmt.Errorf("cgroup v1 controller %s is not used by jobs", sub)
+		}
+		return filepath.Join(o, path), nil
+	}
+}
+
+// v1Dir is path's directory in one v1 hierarchy.
+func v1Dir(sub cgroup1.Name, path string) (string, error) {
+	p, err := nestedPath(path)(sub)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join("/sys/fs/cgroup", string(sub), p), nil
+}
+
 func newCgroup1(path string, res *specs.LinuxResources) (jobCgroup, error) {
 	if res == nil {
 		res = &specs.LinuxResources{} // cgroup1.New dereferences it
 	}
 	res = v1Resources(res)
 	// containerd reuses an existing directory; two jobs must never share one.
-	if _, err := cgroup1.Load(cgroup1.NestedPath(path), cgroup1.WithHierarchy(v1Hierarchy)); err == nil {
+	dir, err := v1Dir(cgroup1.Pids, path)
+	if err != nil {
+		return nil, fmt.Errorf("create cgroup v1 %s: %w", path, err)
+	}
+	if _, err := os.Stat(dir); err == nil {
 		return nil, fmt.Errorf("create cgroup v1 %s: already exists", path)
 	}
-	cg, err := cgroup1.New(cgroup1.NestedPath(path), res, cgroup1.WithHierarchy(v1Hierarchy))
+	cg, err := cgroup1.New(nestedPath(path), res, cgroup1.WithHierarchy(v1Hierarchy))
 	if err != nil {
 		return nil, fmt.Errorf("create cgroup v1 %s: %w", path, err)
 	}
@@ -173,21 +222,11 @@ func (c *cgroup1Job) Empty() (bool, error) {
 
 // v1Path is the path of file in the job's directory of one v1 controller.
 func (c *cgroup1Job) v1Path(sub cgroup1.Name, file string) (string, error) {
-	for _, s := range c.cg.Subsystems() {
-		if s.Name() != sub {
-			continue
-		}
-		p, ok := s.(interface{ Path(string) string })
-		if !ok {
-			break
-		}
-		dir, err := cgroup1.NestedPath(c.path)(sub)
-		if err != nil {
-			return "", err
-		}
-		return filepath.Join(p.Path(dir), file), nil
+	dir, err := v1Dir(sub, c.path)
+	if err != nil {
+		return "", err
 	}
-	return "", fmt.Errorf("cgroup %s has no %s controller", c.path, sub)
+	return filepath.Join(dir, file), nil
 }
 
 func (c *cgroup1Job) v1File(sub cgroup1.Name, file string) (int64, error) {

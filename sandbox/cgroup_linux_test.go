@@ -193,7 +193,8 @@ func TestCgroup1_Threats(t *testing.T) {
 		// The bomb's shell dies at its first failed fork; the outer shell,
 		// PID 1 here as a job's init is, survives and inherits the sleeps.
 		cmd := startIn(t, cg, `sh -c 'i=0; while [ $i -lt 100 ]; do sleep 5 & i=$((i+1)); done' 2>/dev/null; sleep 30`)
-		waitUsage(t, cg, "pids at the cap", func(u Usage) bool { return u.PidsCurrent >= 32 })
+		// The cap is reached before the first refused fork is counted.
+		waitUsage(t, cg, "pids at the cap and a refused fork", func(u Usage) bool { return u.PidsCurrent >= 32 && u.PidsLimitHits > 0 })
 		u, err := cg.Usage()
 		if err != nil {
 			t.Fatal(err)

@@ -64,7 +64,7 @@ func leftovers1(parent string) ([]*Leftover, error) {
 		if !ok {
 			continue
 		}
-		dir, err := cgroup1.NestedPath(parent)(s.Name())
+		dir, err := nestedPath(parent)(s.Name())
 		if err != nil {
 			return nil, fmt.Errorf("find cgroup %s in %s: %w", parent, s.Name(), err)
 		}
@@ -86,7 +86,7 @@ func leftovers1(parent string) ([]*Leftover, error) {
 			out = append(out, &Leftover{Name: name, cg: &partialCgroup1{path: path, dirs: dirs}})
 			continue
 		}
-		cg, err := cgroup1.Load(cgroup1.NestedPath(path), cgroup1.WithHierarchy(v1Hierarchy))
+		cg, err := cgroup1.Load(nestedPath(path), cgroup1.WithHierarchy(v1Hierarchy))
 		if err != nil {
 			return nil, fmt.Errorf("load leftover cgroup %s: %w", path, err)
 		}
@@ -170,7 +170,7 @@ func removeParent(version int, mount, parent string) error {
 			if !ok {
 				continue
 			}
-			dir, err := cgroup1.NestedPath(parent)(s.Name())
+			dir, err := nestedPath(parent)(s.Name())
 			if err != nil {
 				return fmt.Errorf("find cgroup %s in %s: %w", parent, s.Name(), err)
 			}

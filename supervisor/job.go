@@ -50,6 +50,10 @@ type Job struct {
 	// the job's end is never reported before an answer the client awaits.
 	inputMu sync.Mutex
 
+	// recorded waits for the final record's commit (set by finish, called
+	// by Run before the cgroup is deleted).
+	recorded func() error
+
 	mu         sync.Mutex
 	rec        accounting.Record // the ledger's record; its snapshots are written
 	usage      sandbox.Usage     // the sampler's last reading
@@ -188,6 +192,11 @@ func (j *Job) Run(c Client) Exit {
 	if c != nil {
 		if err := c.Close(); err != nil {
 			j.log.Debug("close client", "err", err)
+		}
+	}
+	if j.recorded != nil {
+		if err := j.recorded(); err != nil {
+			j.log.Error("ledger: record job end", "err", err)
 		}
 	}
 	if err := j.proc.Close(); err != nil {
@@ -467,8 +476,10 @@ func (j *Job) checkCPUTime(u sandbox.Usage) {
 	}
 }
 
-// recordEnd writes the job's final record and waits until it is on disk,
-// so a client told of the end can rely on the record.
+// recordEnd queues the job's final record. Run waits for it to be on disk
+// before it deletes the job's cgroup: the client hears of the end while
+// the commit runs, and if the server dies in between, recovery still
+// finds the cgroup and its final counters.
 func (j *Job) recordEnd(e Exit, cnt Counters, c Client) {
 	st := e.Status
 	code := st.Code
@@ -491,8 +502,11 @@ func (j *Job) recordEnd(e Exit, cnt Counters, c Client) {
 	if c != nil {
 		r.Traffic.MessagesOut = c.MessagesOut()
 	}
+	snap := *r
 	j.mu.Unlock()
-	j.record(true)
+	if j.sup.ledger != nil {
+		j.recorded = j.sup.ledger.PutLater(&snap)
+	}
 }
 
 // finish runs once output is drained and the leader reaped.

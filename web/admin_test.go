@@ -387,4 +387,3 @@ func TestAdmin_Events(t *testing.T) {
 		}
 	}
 }
-

@@ -46,11 +46,12 @@ type hub struct {
 const subBuffer = 64
 
 type subscriber struct {
-	ws   *websocket.Conn
-	send chan []byte
-	gone chan struct{} // closed once, by drop
-	once sync.Once
-	jobs bool // subscribed to /jobs; guarded by hub.mu
+	ws    *websocket.Conn
+	send  chan []byte
+	gone  chan struct{} // closed once, by drop
+	once  sync.Once
+	jobs  bool      // subscribed to /jobs; guarded by hub.mu
+	subAt time.Time // when it subscribed; guarded by hub.mu
 }
 
 func newHub(log *slog.Logger, sup *supervisor.Supervisor, every time.Duration) *hub {
@@ -65,14 +66,27 @@ func (h *hub) run() {
 	defer close(h.done)
 	t := time.NewTicker(h.every)
 	defer t.Stop()
-	known := make(map[string]bool)
+	var known map[string]bool // nil while nobody listens
 	for {
 		select {
 		case <-h.stop:
 			return
 		case <-t.C:
 		}
+		since, ok := h.listening()
+		if !ok {
+			known = nil // idle: no work, no garbage, whatever the number of jobs
+			continue
+		}
 		jobs := h.sup.Jobs()
+		if known == nil { // jobs older than the subscription: it re-reads the list itself
+			known = make(map[string]bool, len(jobs))
+			for _, j := range jobs {
+				if j.Started.Before(since) {
+					known[j.ID] = true
+				}
+			}
+		}
 		now := make(map[string]bool, len(jobs))
 		usage := make([]map[string]any, 0, len(jobs))
 		for _, j := range jobs {
@@ -94,6 +108,21 @@ func (h *hub) run() {
 		known = now
 		h.broadcast("/jobs/usage", usage)
 	}
+}
+
+// listening reports whether any subscriber wants /jobs events, and since
+// when the earliest of them does.
+func (h *hub) listening() (time.Time, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var since time.Time
+	ok := false
+	for s := range h.subs {
+		if s.jobs && (!ok || s.subAt.Before(since)) {
+			since, ok = s.subAt, true
+		}
+	}
+	return since, ok
 }
 
 func (h *hub) broadcast(event string, data any) {
@@ -250,7 +279,9 @@ func (s *subscriber) readLoop(h *hub) error {
 			switch {
 			case in.Event == "/subscribe" && path == "/jobs":
 				h.mu.Lock()
-				s.jobs = true
+				if !s.jobs {
+					s.jobs, s.subAt = true, time.Now()
+				}
 				h.mu.Unlock()
 			case in.Event == "/unsubscribe" && path == "/jobs":
 				h.mu.Lock()
