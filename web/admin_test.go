@@ -74,13 +74,16 @@ func adminApps() supervisor.Config {
 	}}
 }
 
-// runQuick runs one job of the "quick" app to its end.
+// runQuick runs one job of the "quick" app to its end, record included.
 func runQuick(t *testing.T, s *testServer) string {
 	t.Helper()
 	ws := s.dial("/apps/quick", ProtoV1)
 	sess := readSession(t, ws, 5*time.Second)
 	var job struct{ ID string }
 	jsonUnmarshal(t, sess.events[0].Data, &job)
+	// The client hears of the end while the final record commits; the job
+	// leaves the table once it is on disk.
+	waitFor(t, 5*time.Second, "the job's final record", func() bool { return s.sup.Running() == 0 })
 	return job.ID
 }
 

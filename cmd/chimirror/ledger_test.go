@@ -34,8 +34,18 @@ command = ["cat"]
 `
 
 // runJob runs one job on app over chimirror.v1, writing input and closing
-// stdin, and returns its job ID as acknowledged to the client by /job.
+// stdin, waits for its final record, and returns its job ID as
+// acknowledged to the client by /job.
 func runJob(t *testing.T, srv *server, app string, input string) string {
+	t.Helper()
+	id := runJobUnrecorded(t, srv, app, input)
+	waitRecorded(t, srv, id)
+	return id
+}
+
+// runJobUnrecorded is runJob without waiting for the record (which a full
+// disk may hold back).
+func runJobUnrecorded(t *testing.T, srv *server, app string, input string) string {
 	t.Helper()
 	ws := dialWS(t, srv.url("ws", "/apps/"+app), "chimirror.v1")
 	_, m := readWS(t, ws)
@@ -57,6 +67,38 @@ func runJob(t *testing.T, srv *server, app string, input string) string {
 	}
 	readCloseCode(t, ws)
 	return ev.Data.ID
+}
+
+// waitRecorded waits until job id's final record is on disk: the client
+// hears of a job's end while that commit runs.
+func waitRecorded(t *testing.T, srv *server, id string) {
+	t.Helper()
+	token, err := os.ReadFile(filepath.Join(srv.cmd.Dir, "data", "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		req, err := http.NewRequest("GET", "http://"+srv.admin+"/api/v1/jobs/"+id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct{ Job accounting.Record }
+		err = json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		if err == nil && !out.Job.State.Open() && out.Job.State != "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not recorded as ended: %+v %v", id, out.Job, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Ensure that jobs, job and acct read the ledger through a running
@@ -335,7 +377,7 @@ func TestLedger_DiskFullDuringRun(t *testing.T) {
 	f.Close()
 	var ids []string
 	for range 20 {
-		ids = append(ids, runJob(t, srv, "demo", strings.Repeat("x", 3000)+"\n")) // ends with exit 3, close 4003
+		ids = append(ids, runJobUnrecorded(t, srv, "demo", strings.Repeat("x", 3000)+"\n")) // ends with exit 3, close 4003
 	}
 	token, err := os.ReadFile(filepath.Join(data, "admin.token"))
 	if err != nil {
