@@ -68,10 +68,10 @@ type Options struct {
 	// job reaches it, every other sample is dropped and the job is sampled
 	// half as often, so its whole life stays charted. Default 240.
 	MaxSamplesPerJob int
-	// LazyDelay is how long a write nobody waits for (Put without wait)
-	// may wait to share a commit with one somebody waits for. Default
-	// 50 ms: a job's "running" mark then usually rides along with the next
-	// start or finish instead of costing an fsync of its own.
+	// LazyDelay is how long a write nobody waits for yet (Put without
+	// wait, PutLater) may wait to share a commit with one somebody waits
+	// for. Default 50 ms: a job's "running" mark and its end then usually
+	// ride along with the next start instead of costing fsyncs of their own.
 	LazyDelay time.Duration
 	// MaxPending bounds the records kept in memory after their write failed,
 	// to be written again at the next Flush. Default 10000.
@@ -120,6 +120,9 @@ type op struct {
 	// ctl, when set instead of apply, runs on the writer outside any
 	// transaction (retries, questions about the writer's state).
 	ctl func()
+	// later: its waiter does not wait yet (PutLater), so it may wait
+	// LazyDelay for company like an op nobody waits for.
+	later bool
 }
 
 type sampleState struct {
@@ -285,6 +288,12 @@ func timeKey(t time.Time, seq uint64) []byte {
 // If the write fails, r.ID is still set and the job may run: the error is
 // counted, and the record is kept and written again at the next Flush.
 func (l *Ledger) Begin(r *Record) error {
+	l.allocate(r)
+	return l.Put(r, true)
+}
+
+// allocate gives r its ID and start time, together: both only grow.
+func (l *Ledger) allocate(r *Record) {
 	l.idMu.Lock()
 	l.lastSeq++
 	seq := l.lastSeq
@@ -295,7 +304,17 @@ func (l *Ledger) Begin(r *Record) error {
 	l.lastTime = now
 	l.idMu.Unlock()
 	r.V, r.ID, r.State, r.StartedAt = RecordVersion, FormatID(seq), StateStarting, now
-	return l.Put(r, true)
+}
+
+// BeginNow is Begin without the wait: r gets its ID and start time at
+// once and its write goes to the next commit, also at once; the returned
+// function waits until it is on disk. A caller whose job may exist before
+// its record is durable (a plain process, which dies with the server) uses
+// it to fork while the commit runs; it must still wait before it tells
+// anyone the job started. Call the function exactly once.
+func (l *Ledger) BeginNow(r *Record) func() error {
+	l.allocate(r)
+	return l.queue(r, false)
 }
 
 // Put writes a snapshot of r, replacing the stored one. With wait it
@@ -310,14 +329,19 @@ func (l *Ledger) Put(r *Record, wait bool) error {
 	return l.submit(o, wait)
 }
 
-// PutLater queues a snapshot of r to be written at once, like Put with
-// wait, but returns without waiting: the returned function waits until it
-// is on disk and returns the outcome. It lets the caller do other work
-// (tell a client) while the commit runs; call the function exactly once.
-func (l *Ledger) PutLater(r *Record) func() error {
+// PutLater queues a snapshot of r like Put with wait, but returns without
+// waiting: the returned function waits until it is on disk and returns the
+// outcome. The write may wait up to LazyDelay to share a commit (a job's
+// end with the next job's start), so call the function only when the
+// caller has nothing else to do; call it exactly once.
+func (l *Ledger) PutLater(r *Record) func() error { return l.queue(r, true) }
+
+// queue enqueues a snapshot of r and returns the wait for its commit;
+// later lets the commit wait LazyDelay for company.
+func (l *Ledger) queue(r *Record, later bool) func() error {
 	o, err := l.putOp(r)
 	if err == nil {
-		o.done = make(chan error, 1)
+		o.done, o.later = make(chan error, 1), later
 		err = l.enqueue(o)
 	}
 	if err != nil {

@@ -505,3 +505,43 @@ func testLog(t testing.TB) *slog.Logger {
 type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+
+// Ensure that BeginNow gives the ID at once and its wait returns once the
+// record is on disk, and that PutLater's wait does too, even alone (after
+// at most LazyDelay).
+func TestLedger_BeginNow_PutLater(t *testing.T) {
+	l := mustOpen(t, Options{LazyDelay: 20 * time.Millisecond})
+	r := newRecord("echo", "public")
+	wait := l.BeginNow(r)
+	if r.ID != "JOB00000001" || r.State != StateStarting {
+		t.Fatalf("BeginNow: %+v", r)
+	}
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.Get(r.ID); err != nil {
+		t.Fatalf("after BeginNow's wait: %v", err)
+	}
+	r.State, r.Reason = StateFinished, "exit"
+	start := time.Now()
+	if err := l.PutLater(r)(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("PutLater alone waited %v", d)
+	}
+	got, _, err := l.Get(r.ID)
+	if err != nil || got.State != StateFinished {
+		t.Fatalf("after PutLater's wait: %+v %v", got.State, err)
+	}
+	closed, err := Open(filepath.Join(t.TempDir(), "closed.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := closed.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := closed.PutLater(r)(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("PutLater after Close: %v", err)
+	}
+}

@@ -84,10 +84,11 @@ func (l *Ledger) gather(batch []op) []op {
 	return batch
 }
 
-// lazyOnly reports whether nobody waits for any op of batch.
+// lazyOnly reports whether no op of batch is urgent: nobody waits for
+// them, or nobody waits now (PutLater).
 func lazyOnly(batch []op) bool {
 	for _, o := range batch {
-		if o.done != nil || o.ctl != nil {
+		if o.ctl != nil || (o.done != nil && !o.later) {
 			return false
 		}
 	}

@@ -462,14 +462,18 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	s.wg.Add(1)
 	s.mu.Unlock()
 
-	// Write-ahead: the record is on disk before the job's cgroup exists.
+	// Write-ahead: a sandboxed job's record is on disk before its cgroup
+	// exists. A plain job's may commit while it forks (it has no cgroup,
+	// and dies with the server), but before anyone is told it started.
 	j.rec = accounting.Record{App: app.Name, Tenant: tenant.Name, Policy: policyName(app),
 		Command: app.Args, RemoteAddr: req.Remote, UserAgent: req.UserAgent, Protocol: req.Protocol,
 		Sandboxed: s.box && app.Policy != nil, Limits: limitsOf(app)}
+	begun := func() error { return nil }
 	if s.ledger != nil {
-		if err := s.ledger.Begin(&j.rec); err != nil {
-			// The job runs; the ledger keeps the record to write it again.
-			s.log.Error("ledger: record job start", "job", j.rec.ID, "err", err)
+		begun = s.ledger.BeginNow(&j.rec)
+		if j.rec.Sandboxed {
+			err := begun()
+			begun = func() error { return err }
 		}
 	} else {
 		j.rec.ID, j.rec.State, j.rec.StartedAt = accounting.FormatID(s.lastID.Add(1)), accounting.StateStarting, time.Now()
@@ -493,6 +497,10 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	}
 	s.started.Add(1)
 	p, err := s.start(j, spec)
+	if berr := begun(); berr != nil {
+		// The job runs; the ledger keeps the record to write it again.
+		s.log.Error("ledger: record job start", "job", id, "err", berr)
+	}
 	if err != nil {
 		if spec.Isolation != nil {
 			s.cgroupErrors.Add(1)
