@@ -22,12 +22,13 @@ import (
 // 8 big-endian bytes, so key order is start order (IDs and started_at are
 // allocated together and both only grow, see Ledger.Begin).
 //
-//	meta       "version" → "1", "instance" → 16 hex digits
+//	meta       "version" → "1", "instance" → 16 hex digits,
+//	           "heartbeat" → unix ns of the last sampler tick
 //	jobs       seq → Record (JSON)
 //	by_time    started_at (unix ns, 8 bytes) ‖ seq → ""
 //	by_tenant  tenant ‖ 0x00 ‖ seq → ""
 //	by_app     app ‖ 0x00 ‖ seq → ""
-//	open       seq → last_seen (unix ns, 8 bytes), for starting and running jobs only
+//	open       seq → started_at (unix ns, 8 bytes), for starting and running jobs only
 //	samples    seq ‖ t (unix ns) → Sample (JSON)
 var (
 	bucketMeta     = []byte("meta")
@@ -127,8 +128,9 @@ type op struct {
 
 type sampleState struct {
 	n      int // samples stored
-	stride int // store one tick in stride
+	stride int // store one changed sample in stride
 	ticks  int
+	last   Sample // the last one stored
 }
 
 // Open opens (creating if needed) the ledger at path. A second Open of the
@@ -350,6 +352,10 @@ func (l *Ledger) queue(r *Record, later bool) func() error {
 	return func() error { return <-o.done }
 }
 
+// putOp writes a snapshot of r. The record is encoded on the writer, not
+// the caller: encoding/json runs deep, and a caller that then sits in a
+// long wait (a job's input loop, one per session) would keep the grown
+// stack for the job's whole life.
 func (l *Ledger) putOp(r *Record) (op, error) {
 	seq, err := ParseID(r.ID)
 	if err != nil {
@@ -357,14 +363,14 @@ func (l *Ledger) putOp(r *Record) (op, error) {
 	}
 	snap := *r
 	snap.V = RecordVersion
-	val, err := json.Marshal(&snap)
-	if err != nil {
-		return op{}, fmt.Errorf("encode record %s: %w", r.ID, err)
-	}
-	return op{rec: &snap, seq: seq, apply: func(tx *bolt.Tx) error { return putRecord(tx, seq, &snap, val) }}, nil
+	return op{rec: &snap, seq: seq, apply: func(tx *bolt.Tx) error { return putRecord(tx, seq, &snap) }}, nil
 }
 
-func putRecord(tx *bolt.Tx, seq uint64, r *Record, val []byte) error {
+func putRecord(tx *bolt.Tx, seq uint64, r *Record) error {
+	val, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode record %s: %w", r.ID, err)
+	}
 	k := seqKey(seq)
 	jobs := tx.Bucket(bucketJobs)
 	if err := jobs.Put(k, val); err != nil {
@@ -391,52 +397,54 @@ func putRecord(tx *bolt.Tx, seq uint64, r *Record, val []byte) error {
 	if !r.State.Open() {
 		return open.Delete(k)
 	}
-	if open.Get(k) != nil && r.LastSeen.IsZero() {
-		return nil // keep the last_seen the sampler wrote
+	if open.Get(k) != nil {
+		return nil
 	}
-	seen := r.LastSeen
-	if seen.IsZero() {
-		seen = r.StartedAt
-	}
-	return open.Put(k, binary.BigEndian.AppendUint64(nil, uint64(seen.UnixNano())))
+	return open.Put(k, binary.BigEndian.AppendUint64(nil, uint64(r.StartedAt.UnixNano())))
 }
 
-// Tick is one sampler pass: every running job is seen alive at At, and
-// those with a Sample get it appended to their charts. All of it is one
-// transaction, whatever the number of jobs. Tick also writes again the
-// records whose earlier write failed. It returns once all is on disk.
+var keyHeartbeat = []byte("heartbeat")
+
+// heartbeat is the time of the last tick, or zero.
+func heartbeat(tx *bolt.Tx) time.Time {
+	if v := tx.Bucket(bucketMeta).Get(keyHeartbeat); len(v) == 8 {
+		return time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+	}
+	return time.Time{}
+}
+
+// Tick is one sampler pass: the server is alive at `at` with every open
+// job running (so each one's last_seen is at, or its start if later; one
+// heartbeat stands for all of them), and each item's sample is appended to
+// its job's chart unless nothing in it changed since the job's last stored
+// sample (an idle job costs no write; a chart draws the same line). All of
+// it is one transaction, whatever the number of jobs. Tick also writes
+// again the records whose earlier write failed. It returns once all is on
+// disk.
 func (l *Ledger) Tick(at time.Time, seen []TickItem) error {
 	items := make([]tickItem, 0, len(seen))
 	for _, s := range seen {
+		if s.Sample == nil {
+			continue
+		}
 		seq, err := ParseID(s.ID)
 		if err != nil {
 			return err
 		}
-		it := tickItem{seq: seq}
-		if s.Sample != nil {
-			val, err := json.Marshal(s.Sample)
-			if err != nil {
-				return fmt.Errorf("encode sample of %s: %w", s.ID, err)
-			}
-			it.sample, it.at = val, s.Sample.At
-		}
-		items = append(items, it)
+		items = append(items, tickItem{seq: seq, sample: *s.Sample})
 	}
-	seenVal := binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano()))
+	beat := binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano()))
 	o := op{apply: func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketMeta).Put(keyHeartbeat, beat); err != nil {
+			return err
+		}
 		open := tx.Bucket(bucketOpen)
 		for _, it := range items {
-			k := seqKey(it.seq)
-			if open.Get(k) == nil {
+			if open.Get(seqKey(it.seq)) == nil {
 				continue // it ended since; its final record is written
 			}
-			if err := open.Put(k, seenVal); err != nil {
+			if err := l.addSample(tx, it.seq, it.sample); err != nil {
 				return err
-			}
-			if it.sample != nil {
-				if err := l.addSample(tx, it.seq, it.at, it.sample); err != nil {
-					return err
-				}
 			}
 		}
 		return nil
@@ -455,19 +463,24 @@ type TickItem struct {
 
 type tickItem struct {
 	seq    uint64
-	sample []byte
-	at     time.Time
+	sample Sample
 }
 
-// addSample appends one sample, thinning the job's samples when it has
+// addSample appends one sample, unless it equals the job's last stored
+// one but for its time, and thins the job's samples when it has
 // MaxSamplesPerJob of them. It runs on the writer goroutine; if the
-// transaction is rolled back the in-memory count is ahead by one, which
-// only makes the next thinning come a sample early.
-func (l *Ledger) addSample(tx *bolt.Tx, seq uint64, at time.Time, val []byte) error {
+// transaction is rolled back, the in-memory state is ahead by a sample,
+// which only makes the next thinning come a sample early.
+func (l *Ledger) addSample(tx *bolt.Tx, seq uint64, smp Sample) error {
 	st := l.samples[seq]
 	if st == nil {
 		st = &sampleState{stride: 1}
 		l.samples[seq] = st
+	}
+	last := st.last
+	last.At = smp.At
+	if st.n > 0 && last == smp {
+		return nil // unchanged: the chart's line already says so
 	}
 	st.ticks++
 	if (st.ticks-1)%st.stride != 0 {
@@ -493,8 +506,13 @@ func (l *Ledger) addSample(tx *bolt.Tx, seq uint64, at time.Time, val []byte) er
 		st.n = i - len(drop)
 		st.stride *= 2
 	}
+	val, err := json.Marshal(&smp)
+	if err != nil {
+		return fmt.Errorf("encode sample of %s: %w", FormatID(seq), err)
+	}
 	st.n++
-	return b.Put(sampleKey(seq, at), val)
+	st.last = smp
+	return b.Put(sampleKey(seq, smp.At), val)
 }
 
 func sampleKey(seq uint64, at time.Time) []byte {

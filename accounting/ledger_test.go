@@ -545,3 +545,35 @@ func TestLedger_BeginNow_PutLater(t *testing.T) {
 		t.Fatalf("PutLater after Close: %v", err)
 	}
 }
+
+// Ensure that a sample equal to the job's last stored one but for its
+// time is not written (an idle job costs no write), while the heartbeat
+// still moves its last_seen.
+func TestLedger_Tick_UnchangedSamplesSkipped(t *testing.T) {
+	l := mustOpen(t, Options{})
+	r := newRecord("echo", "public")
+	if err := l.Begin(r); err != nil {
+		t.Fatal(err)
+	}
+	var at time.Time
+	for i := range 10 {
+		at = r.StartedAt.Add(time.Duration(i+1) * time.Second)
+		cpu := int64(5)
+		if i >= 8 {
+			cpu = 9 // a change at the end
+		}
+		if err := l.Tick(at, []TickItem{{ID: r.ID, Sample: &Sample{At: at, CPUNs: cpu, MemoryCurrentBytes: 100}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, samples, err := l.Get(r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(samples) != 2 || samples[0].CPUNs != 5 || samples[1].CPUNs != 9 {
+		t.Fatalf("samples %+v, want the first and the change", samples)
+	}
+	if !got.LastSeen.Equal(at) {
+		t.Fatalf("last_seen %v, want %v", got.LastSeen, at)
+	}
+}

@@ -15,14 +15,17 @@ import (
 // Queries run in read transactions of their own: they never wait for the
 // writer, and the writer never waits for them.
 
-func decodeRecord(k, v []byte, open *bolt.Bucket) (Record, error) {
+// decodeRecord reads a stored record. An open job's last_seen is the last
+// heartbeat, or its start if it started after that.
+func decodeRecord(k, v []byte, beat time.Time) (Record, error) {
 	var r Record
 	if err := json.Unmarshal(v, &r); err != nil {
 		return r, fmt.Errorf("decode record %x: %w", k, err)
 	}
-	if r.State.Open() && open != nil {
-		if seen := open.Get(k); len(seen) == 8 {
-			r.LastSeen = time.Unix(0, int64(binary.BigEndian.Uint64(seen)))
+	if r.State.Open() {
+		r.LastSeen = r.StartedAt
+		if beat.After(r.StartedAt) {
+			r.LastSeen = beat
 		}
 	}
 	return r, nil
@@ -45,7 +48,7 @@ func (l *Ledger) Get(id string) (Record, []Sample, error) {
 			return fmt.Errorf("%w: %s", ErrNotFound, FormatID(seq))
 		}
 		var err error
-		if r, err = decodeRecord(k, v, tx.Bucket(bucketOpen)); err != nil {
+		if r, err = decodeRecord(k, v, heartbeat(tx)); err != nil {
 			return err
 		}
 		c := tx.Bucket(bucketSamples).Cursor()
@@ -164,7 +167,7 @@ func (l *Ledger) List(q Query) (Page, error) {
 		if lo > hi {
 			return nil
 		}
-		jobs, open := tx.Bucket(bucketJobs), tx.Bucket(bucketOpen)
+		jobs, open, beat := tx.Bucket(bucketJobs), tx.Bucket(bucketOpen), heartbeat(tx)
 		var (
 			b      *bolt.Bucket
 			prefix []byte
@@ -201,7 +204,7 @@ func (l *Ledger) List(q Query) (Page, error) {
 			if v == nil {
 				continue // pruned between index and record: the index entry is stale
 			}
-			r, err := decodeRecord(sk, v, open)
+			r, err := decodeRecord(sk, v, beat)
 			if err != nil {
 				return err
 			}
@@ -224,13 +227,13 @@ func (l *Ledger) List(q Query) (Page, error) {
 func (l *Ledger) OpenRecords() ([]Record, error) {
 	var out []Record
 	err := l.db.View(func(tx *bolt.Tx) error {
-		jobs, open := tx.Bucket(bucketJobs), tx.Bucket(bucketOpen)
+		jobs, open, beat := tx.Bucket(bucketJobs), tx.Bucket(bucketOpen), heartbeat(tx)
 		return open.ForEach(func(k, _ []byte) error {
 			v := jobs.Get(k)
 			if v == nil {
 				return fmt.Errorf("open job %x has no record", k)
 			}
-			r, err := decodeRecord(k, v, open)
+			r, err := decodeRecord(k, v, beat)
 			if err != nil {
 				return err
 			}
@@ -297,10 +300,10 @@ func (l *Ledger) Report(q ReportQuery) ([]Group, error) {
 		if lo > hi {
 			return nil
 		}
-		jobs, open := tx.Bucket(bucketJobs), tx.Bucket(bucketOpen)
+		jobs, beat := tx.Bucket(bucketJobs), heartbeat(tx)
 		c := jobs.Cursor()
 		for k, v := c.Seek(seqKey(lo)); k != nil && binary.BigEndian.Uint64(k) <= hi; k, v = c.Next() {
-			r, err := decodeRecord(k, v, open)
+			r, err := decodeRecord(k, v, beat)
 			if err != nil {
 				return err
 			}

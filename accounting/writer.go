@@ -1,7 +1,6 @@
 package accounting
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -213,12 +212,7 @@ func (l *Ledger) retryPending() {
 	l.pending = make(map[uint64]*Record)
 	batch := make([]op, 0, len(recs))
 	for seq, r := range recs {
-		val, err := json.Marshal(r)
-		if err != nil {
-			l.log.Error("ledger record cannot be encoded", "job", r.ID, "err", err)
-			continue
-		}
-		batch = append(batch, op{rec: r, seq: seq, apply: func(tx *bolt.Tx) error { return putRecord(tx, seq, r, val) }})
+		batch = append(batch, op{rec: r, seq: seq, apply: func(tx *bolt.Tx) error { return putRecord(tx, seq, r) }})
 	}
 	l.commit(batch)
 	if len(l.pending) == 0 {

@@ -410,11 +410,40 @@ func (a *Admin) getJob(w http.ResponseWriter, r *http.Request, _ string) error {
 		live.LastSeen = rec.LastSeen
 		j = live
 	}
+	samples = closeSamples(samples, j)
+	writeJSON(w, http.StatusOK, map[string]any{"job": j, "samples": samples})
+	return nil
+}
+
+// closeSamples ends a job's samples with its latest reading: the ledger
+// skips samples that did not change, so an idle job may have one sample
+// for its whole life. A running job gets its live reading; an ended one
+// its final CPU at ended_at (its memory as last sampled).
+func closeSamples(samples []accounting.Sample, j jobJSON) []accounting.Sample {
 	if samples == nil {
 		samples = []accounting.Sample{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"job": j, "samples": samples})
-	return nil
+	var last accounting.Sample
+	if n := len(samples); n > 0 {
+		last = samples[n-1]
+	}
+	var end accounting.Sample
+	switch {
+	case j.Live != nil && !j.Live.SampledAt.IsZero():
+		l := j.Live
+		end = accounting.Sample{At: l.SampledAt, CPUNs: l.CPUNs, MemoryCurrentBytes: l.MemoryCurrentBytes, PidsCurrent: l.Pids,
+			StdinBytes: l.StdinBytes, StdoutBytes: l.StdoutBytes, StderrBytes: l.StderrBytes}
+	case !j.State.Open() && !j.EndedAt.IsZero() && len(samples) > 0:
+		end = last
+		end.At, end.CPUNs = j.EndedAt, j.Usage.CPUNs()
+		end.StdinBytes, end.StdoutBytes, end.StderrBytes = j.Traffic.StdinBytes, j.Traffic.StdoutBytes, j.Traffic.StderrBytes
+	default:
+		return samples
+	}
+	if end.At.After(last.At) {
+		samples = append(samples, end)
+	}
+	return samples
 }
 
 func (a *Admin) cancelJob(w http.ResponseWriter, r *http.Request, label string) error {
