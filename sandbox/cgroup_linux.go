@@ -204,18 +204,14 @@ func (c *cgroup1Job) Kill() error {
 	return kerr
 }
 
+// Empty reads pids.current alone: it is hierarchical (a sub-cgroup's
+// tasks count too) and counts zombies until they are reaped (gotcha 3),
+// so zero means nothing at all is left. Walking the tree for tasks, as
+// containerd's Processes does, costs a directory walk per call.
 func (c *cgroup1Job) Empty() (bool, error) {
-	procs, err := c.cg.Processes(cgroup1.Freezer, true)
-	if err != nil {
-		return false, fmt.Errorf("list %s: %w", c.path, err)
-	}
-	if len(procs) > 0 {
-		return false, nil
-	}
-	// Zombies still count in pids.current until reaped (gotcha 3).
 	cur, err := c.v1File(cgroup1.Pids, "pids.current")
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("read tasks of %s: %w", c.path, err)
 	}
 	return cur == 0, nil
 }
@@ -283,8 +279,27 @@ func (c *cgroup1Job) OOMKills() (int64, error) {
 	return c.v1Keyed(cgroup1.Memory, "memory.oom_control", "oom_kill")
 }
 
+// Delete removes the job's directory in each hierarchy. The caller has
+// found it empty; a sub-cgroup (which a job cannot make: no capability
+// over the host's cgroup files) would make rmdir fail, and is reported.
+// containerd's Delete walks every hierarchy's tree first, which cost more
+// than the rest of a job's teardown.
 func (c *cgroup1Job) Delete() error {
-	if err := c.cg.Delete(); err != nil {
+	own, err := ownV1()
+	if err != nil {
+		return fmt.Errorf("delete cgroup %s: %w", c.path, err)
+	}
+	var errs []error
+	for sub := range own {
+		dir, err := v1Dir(sub, c.path)
+		if err == nil {
+			err = os.Remove(dir)
+		}
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("delete cgroup %s: %w", c.path, err)
 	}
 	return nil
