@@ -301,7 +301,7 @@ func TestAdmin_AcctTenantsPolicies(t *testing.T) {
 		t.Fatalf("bad grouping: %d", code)
 	}
 	code, body = s.call(t, "GET", "/api/v1/tenants", adminSecret, nil)
-	if code != 200 || !strings.Contains(string(body), `"name": "public"`) || !strings.Contains(string(body), `"jobs": 3`) {
+	if code != 200 || !strings.Contains(string(body), `"name":"public"`) || !strings.Contains(string(body), `"jobs":3`) {
 		t.Fatalf("tenants: %d %s", code, body)
 	}
 	if code, body := s.call(t, "GET", "/api/v1/policies", adminSecret, nil); code != 200 || !strings.Contains(string(body), `"policies"`) {
