@@ -373,6 +373,7 @@ func putRecord(tx *bolt.Tx, seq uint64, r *Record) error {
 	}
 	k := seqKey(seq)
 	jobs := tx.Bucket(bucketJobs)
+	known := jobs.Get(k) != nil
 	if err := jobs.Put(k, val); err != nil {
 		return err
 	}
@@ -380,6 +381,9 @@ func putRecord(tx *bolt.Tx, seq uint64, r *Record) error {
 		if err := jobs.SetSequence(seq); err != nil {
 			return err
 		}
+	}
+	if known {
+		return putOpen(tx, k, r) // its index entries never change
 	}
 	for _, ix := range []struct {
 		b []byte
@@ -393,9 +397,15 @@ func putRecord(tx *bolt.Tx, seq uint64, r *Record) error {
 			return err
 		}
 	}
+	return putOpen(tx, k, r)
+}
+
+// putOpen keeps the open set: a write only when a job enters or leaves
+// it (a put that changes nothing would still dirty a page).
+func putOpen(tx *bolt.Tx, k []byte, r *Record) error {
 	open := tx.Bucket(bucketOpen)
 	if !r.State.Open() {
-		return open.Delete(k)
+		return open.Delete(k) // no write if it is not there
 	}
 	if open.Get(k) != nil {
 		return nil
