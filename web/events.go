@@ -228,7 +228,8 @@ func (s *subscriber) writeLoop() {
 		var err error
 		select {
 		case <-s.gone:
-			// Unblock the reader too: the connection is done.
+			// Unblock the reader too: the connection is done. The handler
+			// closes it again and reports that error.
 			s.ws.Close()
 			return
 		case msg := <-s.send:
