@@ -53,6 +53,9 @@ var (
 	ErrReadOnly = errors.New("ledger is open read-only")
 	// ErrNotFound is returned for a job ID the ledger does not hold.
 	ErrNotFound = errors.New("no such job in the ledger")
+	// errEncode marks a record that cannot be encoded: writing it again
+	// cannot help, so it is not kept for a retry.
+	errEncode = errors.New("cannot encode")
 )
 
 // Options tune a Ledger. Zero values take the defaults.
@@ -124,6 +127,9 @@ type op struct {
 	// later: its waiter does not wait yet (PutLater), so it may wait
 	// LazyDelay for company like an op nobody waits for.
 	later bool
+	// committed, when set, runs on the writer once apply's transaction
+	// has committed: in-memory state that must follow the file.
+	committed func()
 }
 
 type sampleState struct {
@@ -369,7 +375,7 @@ func (l *Ledger) putOp(r *Record) (op, error) {
 func putRecord(tx *bolt.Tx, seq uint64, r *Record) error {
 	val, err := json.Marshal(r)
 	if err != nil {
-		return fmt.Errorf("encode record %s: %w", r.ID, err)
+		return fmt.Errorf("encode record %s: %w: %w", r.ID, errEncode, err)
 	}
 	k := seqKey(seq)
 	jobs := tx.Bucket(bucketJobs)
@@ -444,7 +450,12 @@ func (l *Ledger) Tick(at time.Time, seen []TickItem) error {
 		items = append(items, tickItem{seq: seq, sample: *s.Sample})
 	}
 	beat := binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano()))
+	// The jobs' sample states change only once the transaction commits:
+	// apply may run again (a batch retried without a failed op) or be
+	// rolled back, and must then start from the same states.
+	var staged map[uint64]sampleState
 	o := op{apply: func(tx *bolt.Tx) error {
+		staged = make(map[uint64]sampleState, len(items))
 		if err := tx.Bucket(bucketMeta).Put(keyHeartbeat, beat); err != nil {
 			return err
 		}
@@ -453,11 +464,20 @@ func (l *Ledger) Tick(at time.Time, seen []TickItem) error {
 			if open.Get(seqKey(it.seq)) == nil {
 				continue // it ended since; its final record is written
 			}
-			if err := l.addSample(tx, it.seq, it.sample); err != nil {
+			st := sampleState{stride: 1}
+			if cur := l.samples[it.seq]; cur != nil {
+				st = *cur
+			}
+			if err := l.addSample(tx, it.seq, &st, it.sample); err != nil {
 				return err
 			}
+			staged[it.seq] = st
 		}
 		return nil
+	}, committed: func() {
+		for seq, st := range staged {
+			l.samples[seq] = &st
+		}
 	}}
 	if err := l.submit(o, true); err != nil {
 		return err
@@ -476,17 +496,11 @@ type tickItem struct {
 	sample Sample
 }
 
-// addSample appends one sample, unless it equals the job's last stored
-// one but for its time, and thins the job's samples when it has
-// MaxSamplesPerJob of them. It runs on the writer goroutine; if the
-// transaction is rolled back, the in-memory state is ahead by a sample,
-// which only makes the next thinning come a sample early.
-func (l *Ledger) addSample(tx *bolt.Tx, seq uint64, smp Sample) error {
-	st := l.samples[seq]
-	if st == nil {
-		st = &sampleState{stride: 1}
-		l.samples[seq] = st
-	}
+// addSample appends one sample to the job whose state is st, unless it
+// equals the job's last stored one but for its time, and thins the job's
+// samples when it has MaxSamplesPerJob of them. It updates st, which the
+// caller keeps only if the transaction commits.
+func (l *Ledger) addSample(tx *bolt.Tx, seq uint64, st *sampleState, smp Sample) error {
 	last := st.last
 	last.At = smp.At
 	if st.n > 0 && last == smp {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -217,7 +218,7 @@ func TestLedger_List(t *testing.T) {
 		}
 	})
 	t.Run("bad queries", func(t *testing.T) {
-		for _, q := range []Query{{State: "zombie"}, {Limit: -1}, {Cursor: "JOBX"}} {
+		for _, q := range []Query{{State: "zombie"}, {Limit: -1}, {Cursor: "JOBX"}, {Tenant: "a\x00"}, {App: "x\x00y"}} {
 			if _, err := l.List(q); err == nil {
 				t.Errorf("%+v: no error", q)
 			}
@@ -575,5 +576,85 @@ func TestLedger_Tick_UnchangedSamplesSkipped(t *testing.T) {
 	}
 	if !got.LastSeen.Equal(at) {
 		t.Fatalf("last_seen %v, want %v", got.LastSeen, at)
+	}
+}
+
+
+// Ensure that times the time index cannot hold (before 1970, after 2262)
+// select everything or nothing, as they should, instead of wrapping.
+func TestLedger_List_TimesOutsideTheIndex(t *testing.T) {
+	l := mustOpen(t, Options{})
+	if err := l.Begin(newRecord("echo", "acme")); err != nil {
+		t.Fatal(err)
+	}
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, tc := range []struct {
+		name string
+		q    Query
+		want int
+	}{
+		{"since 1969", Query{Since: at("1969-12-31T00:00:00Z")}, 1},
+		{"until 1969", Query{Until: at("1969-12-31T00:00:00Z")}, 0},
+		{"until 9999", Query{Until: at("9999-01-01T00:00:00Z")}, 1},
+		{"since 2300", Query{Since: at("2300-01-01T00:00:00Z")}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := l.List(tc.q)
+			if err != nil || len(p.Records) != tc.want {
+				t.Fatalf("%d records, %v; want %d", len(p.Records), err, tc.want)
+			}
+			g, err := l.Report(ReportQuery{By: "tenant", Since: tc.q.Since, Until: tc.q.Until})
+			if err != nil || len(g) != tc.want {
+				t.Fatalf("report: %d groups, %v; want %d", len(g), err, tc.want)
+			}
+		})
+	}
+}
+
+// Ensure that a sample survives its batch being run again without a
+// failed op: the jobs' sample states change only when a commit lands.
+// A record that cannot be encoded (NaN) fails alone and is not kept for
+// retries, which could never succeed.
+func TestLedger_Tick_SurvivesBatchRetry(t *testing.T) {
+	l := mustOpen(t, Options{MaxBatch: 64})
+	job := newRecord("echo", "public")
+	if err := l.Begin(job); err != nil {
+		t.Fatal(err)
+	}
+	var waits []func() error
+	for range 500 { // a queue, so the tick and the bad record share a batch
+		r := newRecord("y", "b")
+		r.Detail = strings.Repeat("x", 2000)
+		waits = append(waits, l.BeginNow(r))
+	}
+	tick := make(chan error, 1)
+	go func() {
+		tick <- l.Tick(time.Now(), []TickItem{{ID: job.ID, Sample: &Sample{At: time.Now(), CPUNs: 5, MemoryCurrentBytes: 7}}})
+	}()
+	time.Sleep(2 * time.Millisecond)
+	bad := newRecord("z", "c")
+	bad.Limits.CPUCores = math.NaN()
+	if err := l.BeginNow(bad)(); err == nil {
+		t.Fatal("a record with NaN was written")
+	}
+	if err := <-tick; err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range waits {
+		if err := w(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, s, _ := l.Get(job.ID); len(s) != 1 {
+		t.Fatalf("%d samples after the tick, want 1", len(s))
+	}
+	if n := l.Pending(); n != 0 {
+		t.Fatalf("%d records kept for retries", n)
 	}
 }

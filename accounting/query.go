@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -103,6 +105,11 @@ func (q Query) Validate() error {
 			return fmt.Errorf("bad cursor: %w", err)
 		}
 	}
+	for _, n := range []struct{ key, v string }{{"tenant", q.Tenant}, {"app", q.App}} {
+		if strings.ContainsRune(n.v, 0) { // index keys end each name with NUL
+			return fmt.Errorf("bad %s %q", n.key, n.v)
+		}
+	}
 	return nil
 }
 
@@ -121,10 +128,29 @@ func (q Query) match(r *Record) bool {
 		(q.Policy == "" || r.Policy == q.Policy) && (q.Reason == "" || r.Reason == q.Reason)
 }
 
+// Index times are unix ns in 8 bytes: from 1970 to 2262.
+var (
+	minIndexTime = time.Unix(0, 0)
+	maxIndexTime = time.Unix(0, math.MaxInt64)
+)
+
 // bounds turns a time range into a range of sequence numbers, [lo, hi],
-// through the time index: start times grow with IDs.
+// through the time index: start times grow with IDs. Times outside what
+// the index holds select everything, or nothing, as they should.
 func bounds(tx *bolt.Tx, since, until time.Time) (lo, hi uint64) {
 	lo, hi = 1, ^uint64(0)
+	switch {
+	case !until.IsZero() && !until.After(minIndexTime):
+		return 1, 0 // nothing started before 1970
+	case !since.IsZero() && since.After(maxIndexTime):
+		return 1, 0
+	}
+	if since.Before(minIndexTime) {
+		since = time.Time{}
+	}
+	if until.After(maxIndexTime) {
+		until = time.Time{}
+	}
 	c := tx.Bucket(bucketByTime).Cursor()
 	if !since.IsZero() {
 		k, _ := c.Seek(timeKey(since, 0))
@@ -192,6 +218,9 @@ func (l *Ledger) List(q Query) (Page, error) {
 			k, _ = c.Prev()
 		}
 		for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Prev() {
+			if len(k) != len(prefix)+8 {
+				continue // another name's key (names never hold NUL)
+			}
 			seq := binary.BigEndian.Uint64(k[len(prefix):])
 			if seq > hi {
 				continue

@@ -153,6 +153,9 @@ func (l *Ledger) commit(batch []op) {
 }
 
 func (l *Ledger) succeeded(o op) {
+	if o.committed != nil {
+		o.committed()
+	}
 	if o.rec != nil {
 		if p := l.pending[o.seq]; p != nil && !newer(p, o.rec) {
 			delete(l.pending, o.seq)
@@ -183,7 +186,10 @@ func newer(a, b *Record) bool {
 func (l *Ledger) failed(o op, err error) {
 	l.writeErrors.Add(1)
 	err = fmt.Errorf("write ledger %s: %w", l.path, err)
-	if o.rec != nil {
+	if o.rec != nil && errors.Is(err, errEncode) {
+		l.dropped.Add(1)
+		l.log.Error("ledger record cannot be encoded; it is not written", "job", o.rec.ID, "err", err)
+	} else if o.rec != nil {
 		if p := l.pending[o.seq]; p == nil || !newer(p, o.rec) {
 			if p == nil && len(l.pending) >= l.opts.MaxPending {
 				l.dropped.Add(1)

@@ -511,12 +511,17 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 		s.release(j)
 		return nil, err
 	}
+	// The job is in the table already (Cancel, Record and the sampler may
+	// look at it): its record changes under j.mu, before its process is
+	// published under s.mu, so whoever sees the process sees it running.
+	j.mu.Lock()
+	j.rec.State, j.rec.Pid, j.rec.Cgroup = accounting.StateRunning, p.Pid, p.CgroupPath()
+	j.mu.Unlock()
 	s.mu.Lock()
 	j.proc = p
 	j.Started = time.Now()
 	closing := s.closing
 	s.mu.Unlock()
-	j.rec.State, j.rec.Pid, j.rec.Cgroup = accounting.StateRunning, p.Pid, p.CgroupPath()
 	j.record(false)
 	j.log.Info("job started", "pid", p.Pid, "remote", req.Remote, "protocol", req.Protocol,
 		"sandboxed", spec.Isolation != nil, "policy", policyName(app))
@@ -544,13 +549,22 @@ func (s *Supervisor) release(j *Job) {
 	s.wg.Done()
 }
 
+// runningJob is the job id if its process exists, else nil. j.proc is
+// written under s.mu, so it is read under it too.
+func (s *Supervisor) runningJob(id string) *Job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if j := s.jobs[id]; j != nil && j.proc != nil {
+		return j
+	}
+	return nil
+}
+
 // Cancel ends a running job as an operator command (JES $C): exit signal,
 // grace, kill. by names the operator, for the record.
 func (s *Supervisor) Cancel(id, by string) error {
-	s.mu.Lock()
-	j := s.jobs[id]
-	s.mu.Unlock()
-	if j == nil || j.proc == nil {
+	j := s.runningJob(id)
+	if j == nil {
 		return fmt.Errorf("%w: %s", ErrNoJob, id)
 	}
 	detail := "cancelled by operator"
@@ -607,10 +621,8 @@ func (s *Supervisor) Jobs() []JobInfo {
 // Record is a running job's ledger record as it stands, with its usage and
 // traffic so far, or false if id is not running.
 func (s *Supervisor) Record(id string) (accounting.Record, JobInfo, bool) {
-	s.mu.Lock()
-	j := s.jobs[id]
-	s.mu.Unlock()
-	if j == nil || j.proc == nil {
+	j := s.runningJob(id)
+	if j == nil {
 		return accounting.Record{}, JobInfo{}, false
 	}
 	info := j.info()

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -216,12 +217,23 @@ func (a *Admin) check(token string) (string, bool) {
 	return label, found
 }
 
+// clientHost is who failed logins are counted against: the IPv4 address,
+// or the IPv6 /64 (one host's usual allocation; counting single IPv6
+// addresses would let one client rotate past the limit).
 func clientHost(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
 	}
-	return host
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.Unmap().Is4() {
+		return host
+	}
+	p, err := ip.Prefix(64)
+	if err != nil {
+		return host
+	}
+	return p.String()
 }
 
 func (a *Admin) login(w http.ResponseWriter, r *http.Request, _ string) error {
@@ -641,27 +653,38 @@ func (l *failLimiter) recent(host string, now time.Time) []time.Time {
 	return ts
 }
 
+// blocked reports whether host may not try now: it failed max times
+// within the window, or the table is full of hosts failing right now and
+// host is not one of them (fail closed: under such an attack, new
+// addresses wait until entries expire, rather than clearing the blocks).
 func (l *failLimiter) blocked(host string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.recent(host, time.Now())) >= l.max
+	now := time.Now()
+	if len(l.recent(host, now)) >= l.max {
+		return true
+	}
+	_, known := l.fails[host]
+	return !known && len(l.fails) >= maxHosts && !l.expire(now)
+}
+
+// expire forgets hosts whose failures are all older than the window and
+// reports whether the table has room.
+func (l *failLimiter) expire(now time.Time) bool {
+	for h := range l.fails {
+		l.recent(h, now)
+	}
+	return len(l.fails) < maxHosts
 }
 
 func (l *failLimiter) fail(host string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := time.Now()
-	if len(l.fails) >= maxHosts {
-		for h := range l.fails { // forget the expired, else someone
-			if len(l.recent(h, now)) == 0 || len(l.fails) >= maxHosts {
-				delete(l.fails, h)
-			}
-			if len(l.fails) < maxHosts/2 {
-				break
-			}
-		}
-	}
 	ts := l.recent(host, now)
+	if len(ts) == 0 && len(l.fails) >= maxHosts && !l.expire(now) {
+		return // full of active entries: blocked() already refuses new hosts
+	}
 	if len(ts) < l.max {
 		l.fails[host] = append(ts, now)
 	}

@@ -204,7 +204,7 @@ func (a *Admin) events(w http.ResponseWriter, r *http.Request, _ string) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.writeLoop()
+		s.writeLoop(h)
 	}()
 	readErr := s.readLoop(h)
 	h.mu.Lock()
@@ -221,7 +221,10 @@ func (a *Admin) events(w http.ResponseWriter, r *http.Request, _ string) error {
 	return nil
 }
 
-func (s *subscriber) writeLoop() {
+// writeLoop sends what is queued until the subscriber is dropped. A
+// write that fails drops it too, which unblocks a reader waiting to queue
+// an answer.
+func (s *subscriber) writeLoop(h *hub) {
 	ping := time.NewTicker(eventsPing)
 	defer ping.Stop()
 	for {
@@ -240,8 +243,10 @@ func (s *subscriber) writeLoop() {
 			err = s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(10*time.Second))
 		}
 		if err != nil {
-			s.ws.Close()
-			<-s.gone
+			h.mu.Lock()
+			h.dropLocked(s)
+			h.mu.Unlock()
+			s.ws.Close() // unblocks the reader; the handler reports the close
 			return
 		}
 	}
