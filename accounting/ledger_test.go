@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -505,7 +505,10 @@ func testLog(t testing.TB) *slog.Logger {
 
 type testWriter struct{ t testing.TB }
 
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 // Ensure that BeginNow gives the ID at once and its wait returns once the
 // record is on disk, and that PutLater's wait does too, even alone (after
@@ -578,7 +581,6 @@ func TestLedger_Tick_UnchangedSamplesSkipped(t *testing.T) {
 		t.Fatalf("last_seen %v, want %v", got.LastSeen, at)
 	}
 }
-
 
 // Ensure that times the time index cannot hold (before 1970, after 2262)
 // select everything or nothing, as they should, instead of wrapping.

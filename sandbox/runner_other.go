@@ -76,4 +76,4 @@ func (l *Leftover) KillAndWait(time.Duration) error { return errors.ErrUnsupport
 func (l *Leftover) Usage() (Usage, error)           { return Usage{}, errors.ErrUnsupported }
 func (l *Leftover) Delete() error                   { return errors.ErrUnsupported }
 func (p *Process) CgroupPath() string               { return "" }
-func RemoveParent(string) error                       { return nil }
+func RemoveParent(string) error                     { return nil }

@@ -50,13 +50,13 @@ type Spec struct {
 // /proc, a private /tmp, rlimits, no_new_privs, no capabilities, and UID:GID.
 // A nil Isolation in a Spec means a plain process.
 type Isolation struct {
-	ID            string // names the cgroup and is the hostname
+	ID string // names the cgroup and is the hostname
 	// CgroupParent is the directory, under the server's own cgroup in each
 	// hierarchy, that holds the job's cgroup; DefaultCgroupParent if empty.
 	// Leftovers sweeps one parent, so servers that must not sweep each
 	// other's jobs use different parents.
-	CgroupParent string
-	CgroupVersion int    // 1 or 2; 0 means CgroupVersion()
+	CgroupParent  string
+	CgroupVersion int // 1 or 2; 0 means CgroupVersion()
 	Resources     *specs.LinuxResources
 	Rlimits       []specs.POSIXRlimit
 	Network       bool // keep the host's network namespace

@@ -2,8 +2,8 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -310,11 +310,11 @@ func pipeFloor(cmd *exec.Cmd) (float64, error) {
 type benchServer struct {
 	admin string   // the admin listener's host:port
 	tail  []string // the server's last log lines; the log goroutine's until done
-	cmd  *exec.Cmd
-	addr string
-	dir  string
-	logs *bufio.Reader
-	done chan struct{}
+	cmd   *exec.Cmd
+	addr  string
+	dir   string
+	logs  *bufio.Reader
+	done  chan struct{}
 }
 
 var (
@@ -661,7 +661,7 @@ func (s *benchServer) hold(n int) (heldResult, error) {
 	}
 	res := heldResult{n: n, fdsPer: float64(fds1-fds0) / float64(n), rssPer: float64(rss1-rss0) / float64(n),
 		filePer: float64(file1-file0) / float64(n),
-		memPer: float64(avail0-avail1) / float64(n), fdLimit: int(lim.Max)}
+		memPer:  float64(avail0-avail1) / float64(n), fdLimit: int(lim.Max)}
 	if res.apiRunning, err = s.timeAdmin("/api/v1/jobs?state=running&limit=1000", 20); err != nil {
 		return heldResult{}, err
 	}
