@@ -34,9 +34,6 @@ type jobCgroup interface {
 	// Empty reports whether no process, and no unreaped zombie, is left.
 	Empty() (bool, error)
 	Usage() (Usage, error)
-	// OOMKills is the OOM-kill count alone: one small file, cheap enough to
-	// poll for every job.
-	OOMKills() (int64, error)
 	Delete() error
 	Path() string
 }
@@ -133,6 +130,34 @@ func v1Dir(sub cgroup1.Name, path string) (string, error) {
 		return "", err
 	}
 	return filepath.Join("/sys/fs/cgroup", string(sub), p), nil
+}
+
+// v1Dirs is path's directory in every hierarchy jobs use.
+func v1Dirs(path string) ([]string, error) {
+	own, err := ownV1()
+	if err != nil {
+		return nil, err
+	}
+	dirs := make([]string, 0, len(own))
+	for sub := range own {
+		dir, err := v1Dir(sub, path)
+		if err != nil {
+			return nil, err
+		}
+		dirs = append(dirs, dir)
+	}
+	return dirs, nil
+}
+
+// removeDirs removes empty cgroup directories; ones already gone are fine.
+func removeDirs(dirs []string) error {
+	var errs []error
+	for _, d := range dirs {
+		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func newCgroup1(path string, res *specs.LinuxResources) (jobCgroup, error) {
@@ -275,31 +300,17 @@ func (c *cgroup1Job) Usage() (Usage, error) {
 	return u, nil
 }
 
-func (c *cgroup1Job) OOMKills() (int64, error) {
-	return c.v1Keyed(cgroup1.Memory, "memory.oom_control", "oom_kill")
-}
-
 // Delete removes the job's directory in each hierarchy. The caller has
 // found it empty; a sub-cgroup (which a job cannot make: no capability
 // over the host's cgroup files) would make rmdir fail, and is reported.
 // containerd's Delete walks every hierarchy's tree first, which cost more
 // than the rest of a job's teardown.
 func (c *cgroup1Job) Delete() error {
-	own, err := ownV1()
+	dirs, err := v1Dirs(c.path)
+	if err == nil {
+		err = removeDirs(dirs)
+	}
 	if err != nil {
-		return fmt.Errorf("delete cgroup %s: %w", c.path, err)
-	}
-	var errs []error
-	for sub := range own {
-		dir, err := v1Dir(sub, c.path)
-		if err == nil {
-			err = os.Remove(dir)
-		}
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("delete cgroup %s: %w", c.path, err)
 	}
 	return nil
@@ -391,10 +402,6 @@ func (c *cgroup2Job) Empty() (bool, error) {
 		return true, nil
 	}
 	return cur == 0, err
-}
-
-func (c *cgroup2Job) OOMKills() (int64, error) {
-	return readKeyed(filepath.Join(c.dir(), "memory.events"), "oom_kill")
 }
 
 func (c *cgroup2Job) Usage() (Usage, error) {

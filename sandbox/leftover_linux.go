@@ -53,23 +53,13 @@ func Leftovers(parent string) ([]*Leftover, error) {
 }
 
 func leftovers1(parent string) ([]*Leftover, error) {
-	subs, err := v1Hierarchy()
+	parents, err := v1Dirs(parent) // the parent's directory in each hierarchy
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("find cgroup %s: %w", parent, err)
 	}
 	names := make(map[string]bool)
-	var parents []string // the parent's directory in each hierarchy
-	for _, s := range subs {
-		p, ok := s.(interface{ Path(string) string })
-		if !ok {
-			continue
-		}
-		dir, err := nestedPath(parent)(s.Name())
-		if err != nil {
-			return nil, fmt.Errorf("find cgroup %s in %s: %w", parent, s.Name(), err)
-		}
-		parents = append(parents, p.Path(dir))
-		if err := subdirs(p.Path(dir), names); err != nil {
+	for _, pd := range parents {
+		if err := subdirs(pd, names); err != nil {
 			return nil, err
 		}
 	}
@@ -159,31 +149,17 @@ func removeParent(version int, mount, parent string) error {
 		if err != nil {
 			return fmt.Errorf("find own cgroup: %w", err)
 		}
-		dirs = append(dirs, filepath.Join(mount, own, parent))
+		dirs = []string{filepath.Join(mount, own, parent)}
 	} else {
-		subs, err := v1Hierarchy()
-		if err != nil {
-			return err
-		}
-		for _, s := range subs {
-			p, ok := s.(interface{ Path(string) string })
-			if !ok {
-				continue
-			}
-			dir, err := nestedPath(parent)(s.Name())
-			if err != nil {
-				return fmt.Errorf("find cgroup %s in %s: %w", parent, s.Name(), err)
-			}
-			dirs = append(dirs, p.Path(dir))
+		var err error
+		if dirs, err = v1Dirs(parent); err != nil {
+			return fmt.Errorf("find cgroup %s: %w", parent, err)
 		}
 	}
-	var errs []error
-	for _, d := range dirs {
-		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove cgroup parent: %w", err))
-		}
+	if err := removeDirs(dirs); err != nil {
+		return fmt.Errorf("remove cgroup parent: %w", err)
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // partialCgroup1 is a v1 job cgroup missing from some hierarchies: its
@@ -194,10 +170,9 @@ type partialCgroup1 struct {
 	dirs []string
 }
 
-func (c *partialCgroup1) Path() string             { return c.path }
-func (c *partialCgroup1) AddProc(int) error        { return errors.New("partial cgroup: no new processes") }
-func (c *partialCgroup1) CloneFD() (int, error)    { return -1, nil }
-func (c *partialCgroup1) OOMKills() (int64, error) { return 0, nil }
+func (c *partialCgroup1) Path() string          { return c.path }
+func (c *partialCgroup1) AddProc(int) error     { return errors.New("partial cgroup: no new processes") }
+func (c *partialCgroup1) CloneFD() (int, error) { return -1, nil }
 func (c *partialCgroup1) Usage() (Usage, error) {
 	return Usage{}, fmt.Errorf("cgroup %s is partial: no usage", c.path)
 }
@@ -234,11 +209,8 @@ func (c *partialCgroup1) Empty() (bool, error) {
 }
 
 func (c *partialCgroup1) Delete() error {
-	var errs []error
-	for _, d := range c.dirs {
-		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("delete cgroup %s: %w", d, err))
-		}
+	if err := removeDirs(c.dirs); err != nil {
+		return fmt.Errorf("delete cgroup %s: %w", c.path, err)
 	}
-	return errors.Join(errs...)
+	return nil
 }

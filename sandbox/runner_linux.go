@@ -330,14 +330,6 @@ func (p *Process) CgroupPath() string {
 	return p.cg.Path()
 }
 
-// OOMKills is the job's OOM-kill count, cheap to poll; plain jobs have none.
-func (p *Process) OOMKills() (int64, error) {
-	if p.cg == nil {
-		return 0, errors.New("plain job: no cgroup to read")
-	}
-	return p.cg.OOMKills()
-}
-
 // Usage reads the job's cgroup; plain jobs have none.
 func (p *Process) Usage() (Usage, error) {
 	if p.cg == nil {

@@ -50,8 +50,6 @@ const InitArg = "sandbox-init"
 
 func RunInit() { panic("sandbox-init is Linux-only") }
 
-func (p *Process) OOMKills() (int64, error) { return 0, errors.ErrUnsupported }
-
 // Pool and Initiator are Linux-only; the fallback pool never has one ready.
 type Pool struct{}
 
