@@ -476,6 +476,12 @@ func (j *Job) checkCPUTime(u sandbox.Usage) {
 	}
 }
 
+// cgroupUsage is a cgroup's reading as the ledger records it.
+func cgroupUsage(u sandbox.Usage) accounting.Usage {
+	return accounting.Usage{CPUUserNs: u.CPUUserNs, CPUSystemNs: u.CPUSystemNs, CPUThrottledNs: u.CPUThrottledNs,
+		MemoryPeakBytes: u.MemoryPeakBytes, OOMKills: u.OOMKills, PidsPeak: max(u.PidsPeak, 0)}
+}
+
 // recordEnd queues the job's final record. Run waits for it to be on disk
 // before it deletes the job's cgroup: the client hears of the end while
 // the commit runs, and if the server dies in between, recovery still
@@ -491,9 +497,7 @@ func (j *Job) recordEnd(e Exit, cnt Counters, c Client) {
 		r.Signal = sandbox.SignalName(st.Signal)
 	}
 	if e.Sandboxed {
-		u := e.Usage
-		r.Usage = accounting.Usage{CPUUserNs: u.CPUUserNs, CPUSystemNs: u.CPUSystemNs, CPUThrottledNs: u.CPUThrottledNs,
-			MemoryPeakBytes: u.MemoryPeakBytes, OOMKills: u.OOMKills, PidsPeak: max(u.PidsPeak, 0)}
+		r.Usage = cgroupUsage(e.Usage)
 	} else { // the rusage of the process and the descendants it reaped
 		r.Usage = accounting.Usage{CPUUserNs: int64(st.UserCPU), CPUSystemNs: int64(st.SystemCPU), MemoryPeakBytes: st.MaxRSSBytes}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,18 +16,7 @@ import (
 // jobs start: run with -race, this fails on any unsynchronised access to
 // a job being published.
 func TestSupervisor_RecordAndCancelWhileStarting(t *testing.T) {
-	l, err := accounting.Open(filepath.Join(t.TempDir(), "ledger.db"), accounting.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.Check(); err != nil {
-			t.Errorf("ledger check: %v", err)
-		}
-		if err := l.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	l := openLedger(t)
 	s, err := New(slog.New(slog.DiscardHandler), Config{Ledger: l,
 		Apps: []App{{Name: "t", Path: "/bin/true", Args: []string{"true"}}}})
 	if err != nil {

@@ -97,8 +97,8 @@ func recoverCgroup(log *slog.Logger, ledger *accounting.Ledger, lo *sandbox.Left
 		u, err := lo.Usage()
 		var usage *accounting.Usage
 		if err == nil {
-			usage = &accounting.Usage{CPUUserNs: u.CPUUserNs, CPUSystemNs: u.CPUSystemNs, CPUThrottledNs: u.CPUThrottledNs,
-				MemoryPeakBytes: u.MemoryPeakBytes, OOMKills: u.OOMKills, PidsPeak: max(u.PidsPeak, 0)}
+			cu := cgroupUsage(u)
+			usage = &cu
 		} else {
 			log.Warn("recover: read final usage", "cgroup", lo.Path(), "err", err)
 		}

@@ -76,18 +76,7 @@ func TestRecover_Idempotent(t *testing.T) {
 	if err := sandbox.Available(); err != nil || sandbox.CgroupVersion() != 1 {
 		t.Skipf("needs root and cgroup v1 controllers (this test makes v1 cgroups by hand): %v", err)
 	}
-	l, err := accounting.Open(filepath.Join(t.TempDir(), "ledger.db"), accounting.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.Check(); err != nil {
-			t.Errorf("ledger check: %v", err)
-		}
-		if err := l.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	l := openLedger(t)
 	begin := func(state accounting.State) *accounting.Record {
 		r := &accounting.Record{App: "a", Tenant: "public", Command: []string{"cat"}}
 		if err := l.Begin(r); err != nil {
