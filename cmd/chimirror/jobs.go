@@ -71,11 +71,12 @@ func addClientFlags(fs *flag.FlagSet) clientFlags {
 }
 
 // open finds the source: the admin API if a server answers at
-// admin_listen, else the ledger file read-only.
-func (f clientFlags) open() (jobSource, error) {
+// admin_listen, else the ledger file read-only. It also returns the
+// configuration it read.
+func (f clientFlags) open() (jobSource, *config, error) {
 	cfg, err := loadConfig(*f.config)
 	if err != nil {
-		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+		return nil, nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	if *f.dataDir != "" {
 		cfg.DataDir = *f.dataDir
@@ -96,18 +97,18 @@ func (f clientFlags) open() (jobSource, error) {
 		client: &http.Client{Timeout: 30 * time.Second}}
 	switch err := api.ping(); {
 	case err == nil:
-		return api, nil
+		return api, cfg, nil
 	case !errors.Is(err, syscall.ECONNREFUSED):
-		return nil, fmt.Errorf("admin API at %s: %w", cfg.AdminListen, err)
+		return nil, nil, fmt.Errorf("admin API at %s: %w", cfg.AdminListen, err)
 	}
 	l, err := accounting.Open(ledgerPath(cfg.DataDir), accounting.Options{ReadOnly: true, LockTimeout: 500 * time.Millisecond})
 	if errors.Is(err, accounting.ErrLocked) {
-		return nil, fmt.Errorf("a server holds the ledger in %s but its admin API does not answer at %s (check admin_listen)", cfg.DataDir, cfg.AdminListen)
+		return nil, nil, fmt.Errorf("a server holds the ledger in %s but its admin API does not answer at %s (check admin_listen)", cfg.DataDir, cfg.AdminListen)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("no server answers at %s, and the ledger cannot be read: %w", cfg.AdminListen, err)
+		return nil, nil, fmt.Errorf("no server answers at %s, and the ledger cannot be read: %w", cfg.AdminListen, err)
 	}
-	return &fileSource{l: l}, nil
+	return &fileSource{l: l}, cfg, nil
 }
 
 // --- the admin API ---------------------------------------------------------
@@ -294,7 +295,7 @@ func cmdJobs(args []string, stdout, stderr io.Writer) error {
 		}
 		q.Since = t
 	}
-	src, err := cf.open()
+	src, _, err := cf.open()
 	if err != nil {
 		return err
 	}
@@ -336,27 +337,34 @@ func cmdJobs(args []string, stdout, stderr io.Writer) error {
 	return tw.Flush()
 }
 
-// cmdJob prints one job's full record.
-func cmdJob(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("job", flag.ContinueOnError)
+// jobArgs parses the flags of a command about one job, JOBID included
+// (flags may come after it), and opens the job source.
+func jobArgs(name, usage string, args []string, stderr io.Writer) (clientFlags, jobSource, string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cf := addClientFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: chimirror job JOBID [--json]\n\nPrints a job's full ledger record.\n\n")
+		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, reorder(args)); err != nil {
-		return err
+		return cf, nil, "", err
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return exitCode(2)
+		return cf, nil, "", exitCode(2)
 	}
 	id := fs.Arg(0)
 	if _, err := accounting.ParseID(id); err != nil {
-		return err
+		return cf, nil, "", err
 	}
-	src, err := cf.open()
+	src, _, err := cf.open()
+	return cf, src, id, err
+}
+
+// cmdJob prints one job's full record.
+func cmdJob(args []string, stdout, stderr io.Writer) error {
+	cf, src, id, err := jobArgs("job", "Usage: chimirror job JOBID [--json]\n\nPrints a job's full ledger record.\n\n", args, stderr)
 	if err != nil {
 		return err
 	}
@@ -423,29 +431,15 @@ func printRecord(w io.Writer, j *listedJob) error {
 
 // cmdCancel is the operator's cancel (JES $C) through the admin API.
 func cmdCancel(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("cancel", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cf := addClientFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: chimirror cancel JOBID\n\nEnds a running job: its exit signal, grace, then the kill of its whole cgroup.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := parseFlags(fs, reorder(args)); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return exitCode(2)
-	}
-	src, err := cf.open()
+	_, src, id, err := jobArgs("cancel", "Usage: chimirror cancel JOBID\n\nEnds a running job: its exit signal, grace, then the kill of its whole cgroup.\n\n", args, stderr)
 	if err != nil {
 		return err
 	}
 	defer src.close()
-	if err := src.cancel(fs.Arg(0)); err != nil {
+	if err := src.cancel(id); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: cancelling\n", strings.ToUpper(fs.Arg(0)))
+	fmt.Fprintf(stdout, "%s: cancelling\n", strings.ToUpper(id))
 	return nil
 }
 
@@ -489,15 +483,12 @@ func cmdAcct(args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("--format %q: use table, csv or json", *format)
 	}
-	cfg, err := loadConfig(*cf.config)
-	if err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
-	}
-	q.CPUSecondRate, q.GiBHourRate = cfg.Chargeback.CPUSecond, cfg.Chargeback.GiBHour
-	src, err := cf.open()
+	src, cfg, err := cf.open()
 	if err != nil {
 		return err
 	}
+	// The file's report is priced here; a server prices its own.
+	q.CPUSecondRate, q.GiBHourRate = cfg.Chargeback.CPUSecond, cfg.Chargeback.GiBHour
 	defer src.close()
 	groups, err := src.report(q)
 	if err != nil {
