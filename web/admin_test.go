@@ -129,42 +129,34 @@ func TestAdmin_LoginCookie(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &http.Client{Jar: jar}
-	resp, err := c.PostForm(s.admin.URL+"/login", url.Values{"token": {"nope"}})
-	if err != nil {
-		t.Fatal(err)
+	// do sends one request with the jar's cookies and returns the answer.
+	do := func(method, path string, form url.Values) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(method, s.admin.URL+path, strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
+	if resp := do("POST", "/login", url.Values{"token": {"nope"}}); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("wrong login: %d", resp.StatusCode)
 	}
-	resp, err = c.PostForm(s.admin.URL+"/login", url.Values{"token": {adminSecret}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp := do("POST", "/login", url.Values{"token": {adminSecret}})
 	sc := resp.Header.Get("Set-Cookie")
 	if resp.StatusCode != http.StatusNoContent || !strings.Contains(sc, "HttpOnly") || !strings.Contains(sc, "SameSite=Strict") {
 		t.Fatalf("login: %d %q", resp.StatusCode, sc)
 	}
-	resp, err = c.Get(s.admin.URL + "/api/v1/jobs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	if resp := do("GET", "/api/v1/jobs", nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("with cookie: %d", resp.StatusCode)
 	}
-	resp, err = c.Post(s.admin.URL+"/logout", "application/json", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	resp, err = c.Get(s.admin.URL + "/api/v1/jobs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
+	do("POST", "/logout", nil)
+	if resp := do("GET", "/api/v1/jobs", nil); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("after logout: %d", resp.StatusCode)
 	}
 }

@@ -125,17 +125,17 @@ func (h *hub) listening() (time.Time, bool) {
 	return since, ok
 }
 
+// broadcast sends one event to every /jobs subscriber. It is encoded
+// before the lock is taken: a usage batch for thousands of jobs takes a
+// while, and subscribers come and go meanwhile.
 func (h *hub) broadcast(event string, data any) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.subs) == 0 {
-		return
-	}
 	msg, err := json.Marshal(map[string]any{"event": event, "data": data})
 	if err != nil {
 		h.log.Error("encode event", "event", event, "err", err)
 		return
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	for s := range h.subs {
 		if !s.jobs {
 			continue
