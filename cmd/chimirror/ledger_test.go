@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -194,27 +195,9 @@ func TestLedger_StartErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := t.TempDir()
-			data := filepath.Join(d, "data")
-			if err := os.Mkdir(data, 0o700); err != nil {
-				t.Fatal(err)
-			}
-			if err := syscall.Mount("tmpfs", data, "tmpfs", 0, tc.opts); err != nil {
-				t.Skipf("mount tmpfs: %v", err)
-			}
-			t.Cleanup(func() {
-				if err := syscall.Unmount(data, syscall.MNT_DETACH); err != nil {
-					t.Error(err)
-				}
-			})
+			data := tmpfsDataDir(t, d, tc.opts)
 			if tc.fill {
-				f, err := os.Create(filepath.Join(data, "filler"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				for err == nil {
-					_, err = f.Write(make([]byte, 4096))
-				}
-				f.Close()
+				fillDisk(t, data)
 			}
 			c := writeFile(t, filepath.Join(d, "c.toml"), ledgerConfig)
 			_, stderr, code := runCLI(t, d, nil, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config", c)
@@ -352,29 +335,10 @@ func TestLedger_DiskFullDuringRun(t *testing.T) {
 		t.Skip("needs root to mount a small tmpfs for the data dir")
 	}
 	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	if err := os.Mkdir(data, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", data, "tmpfs", 0, "size=2m"); err != nil {
-		t.Skipf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(data, syscall.MNT_DETACH); err != nil {
-			t.Error(err)
-		}
-	})
+	data := tmpfsDataDir(t, dir, "size=2m")
 	cfg := writeFile(t, filepath.Join(dir, "c.toml"), ledgerConfig)
 	srv := startServer(t, dir, "--config", cfg)
-	filler := filepath.Join(data, "filler")
-	f, err := os.Create(filler)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for err == nil {
-		_, err = f.Write(make([]byte, 4096))
-	}
-	f.Close()
+	filler := fillDisk(t, data)
 	var ids []string
 	for range 20 {
 		ids = append(ids, runJobUnrecorded(t, srv, "demo", strings.Repeat("x", 3000)+"\n")) // ends with exit 3, close 4003
@@ -419,4 +383,42 @@ func TestLedger_DiskFullDuringRun(t *testing.T) {
 	if code := srv.stop(syscall.SIGTERM, 15*time.Second); code != 0 {
 		t.Fatalf("serve exited %d", code)
 	}
+}
+
+// tmpfsDataDir mounts a tmpfs with opts at dir/data (ledgerConfig's data
+// dir) until the test ends, and returns its path. Needs root.
+func tmpfsDataDir(t *testing.T, dir, opts string) string {
+	t.Helper()
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", data, "tmpfs", 0, opts); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(data, syscall.MNT_DETACH); err != nil {
+			t.Error(err)
+		}
+	})
+	return data
+}
+
+// fillDisk writes a file in dir until its file system is full, and
+// returns the file's path (removing it frees the space).
+func fillDisk(t *testing.T, dir string) string {
+	t.Helper()
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 4096)
+	for err == nil {
+		_, err = f.Write(chunk)
+	}
+	if err := f.Close(); err != nil && !errors.Is(err, syscall.ENOSPC) {
+		t.Fatal(err)
+	}
+	return filler
 }
