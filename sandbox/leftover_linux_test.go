@@ -23,10 +23,14 @@ func TestLeftovers_KillReadDelete(t *testing.T) {
 			parent := fmt.Sprintf("chimirror-test-left-%d", time.Now().UnixNano())
 			t.Cleanup(func() { // if the test failed halfway: leave nothing behind
 				var left []*Leftover
+				var err error
 				if version == 1 {
-					left, _ = leftovers1(parent)
+					left, err = leftovers1(parent)
 				} else {
-					left, _ = leftovers2(mount, parent)
+					left, err = leftovers2(mount, parent)
+				}
+				if err != nil {
+					t.Error(err)
 				}
 				for _, l := range left {
 					if l.KillAndWait(5*time.Second) == nil {
