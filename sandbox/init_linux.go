@@ -1,11 +1,8 @@
 package sandbox
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"runtime"
@@ -13,34 +10,32 @@ import (
 	"strings"
 	"syscall"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
-// InitArg is the argv[1] that makes the chimirror binary (or a test binary)
-// act as a job's init. main must dispatch it first, before flags, logging or
-// anything that opens files: see RunInit.
-const InitArg = "sandbox-init"
-
-// The parent/helper handshake. The helper is born in the job's namespaces
-// (and, on v2, its cgroup) with fds 0–2 the job's stdio and fd 3 a sync
-// socket; it runs nothing of the job until the parent says go.
+// The parent/init handshake. The init is born in the job's namespaces (and,
+// on v2, its cgroup) with fds 0–2 the job's stdio and fd 3 a sync socket; it
+// runs nothing of the job until the parent says go. Messages are framed as
+// in init_wire_linux.go. The init is C (init_linux.c, run from an ELF
+// constructor before any Go runtime) or, without cgo, Go (RunInit); both
+// keep this contract.
 //
-//	supervisor (Runner.Start)                 helper: chimirror sandbox-init
-//	──────────────────────────                ───────────────────────────────
+//	supervisor (Runner.Prepare, Launch)       init: chimirror sandbox-init
+//	──────────────────────────────────        ───────────────────────────────
 //	create cgroup (v2: dir fd)
 //	clone NEWPID|NEWNS|NEWUTS|NEWIPC[|NEWNET]
-//	      [v2: CLONE_INTO_CGROUP] ──────────► read config from fd 3 (blocks)
-//	v1: AddProc(helper) in every controller
-//	Prepare: write prepareConfig line ──────► / rprivate, /proc, tmpfs /tmp,
-//	                                          rlimits, no_new_privs, bounding
-//	                                          set (CAP_KILL only)
+//	      [v2: CLONE_INTO_CGROUP] ──────────► block all signals; read fd 3
+//	v1: AddProc(init) in every controller
+//	send "prepare" message ─────────────────► lo up, / rprivate, /proc,
+//	                                          tmpfs /tmp, rlimits,
+//	                                          no_new_privs, bounding set
+//	                                          (CAP_KILL only)
 //	read "prepared" or "error: …" ◄────────── reply; wait for the job
 //	   … an initiator may wait in a pool here (cold part done) …
-//	Launch: write jobConfig line ───────────► hostname = job ID
+//	send "job" message ─────────────────────► hostname = job ID
 //	                                          fork+exec target as uid:gid
-//	read "ok PID" or "error: …" ◄──────────── reply; exec the C reaper
-//	read "r" ◄─────────────────────────────── reaper: signals blocked
+//	                                          drop own caps to CAP_KILL
+//	read "ok PID", "r" or "error: …" ◄─────── reply; close 0, 1 and 3
 //	close sync socket (3 fds remain)          PID 1: reap all, forward signals
 //	                                          target exits: kill the rest,
 //	                                          comm := "cm:eN" / "cm:sN",
@@ -48,39 +43,39 @@ const InitArg = "sandbox-init"
 //	        kill cgroup, reap  ◄──────────────
 //
 // If the parent dies, or discards a prepared initiator, fd 3 reads EOF and
-// the helper exits 111 without running anything; Pdeathsig kills it too.
+// the init exits 111 without running anything; Pdeathsig kills it too.
 type prepareConfig struct {
-	NewNet       bool                `json:"new_net"` // a fresh network namespace: bring lo up
-	UID          uint32              `json:"uid"`
-	GID          uint32              `json:"gid"`
-	Rlimits      []specs.POSIXRlimit `json:"rlimits"`
-	TmpSizeBytes int64               `json:"tmp_size_bytes"`
+	NewNet       bool // a fresh network namespace: bring lo up
+	UID, GID     uint32
+	Rlimits      []rlimit
+	TmpSizeBytes int64
+}
+
+// rlimit is one setrlimit call; Resource is the kernel's RLIMIT_* number.
+type rlimit struct {
+	Resource   int
+	Soft, Hard uint64
 }
 
 // jobConfig is what only the job knows.
 type jobConfig struct {
-	Path     string   `json:"path"`
-	Args     []string `json:"args"`
-	Env      []string `json:"env"`
-	Dir      string   `json:"dir"`
-	Hostname string   `json:"hostname"`
+	Path     string
+	Args     []string
+	Env      []string
+	Dir      string
+	Hostname string
 }
 
-// helperCommPrefix marks the status a helper leaves in its comm (15 bytes).
+// helperCommPrefix marks the status an init leaves in its comm (15 bytes).
 const helperCommPrefix = "cm:"
 
-// RunInit is the helper's main. It never returns.
+// RunInit is the Go init's main (see the handshake above). It never returns.
 func RunInit() {
 	// One thread does everything: no_new_privs and the capability bounding
 	// set are per-thread and inherited by the target forked from it.
 	runtime.LockOSThread()
 	sync := os.NewFile(3, "sync")
 	syscall.CloseOnExec(3)
-	br := bufio.NewReader(io.LimitReader(sync, 8<<20))
-	var prep prepareConfig
-	if err := readLine(br, &prep); err != nil {
-		os.Exit(111) // parent gone or protocol broken: run nothing
-	}
 	// Subscribe before the target exists: a target that exits at once must
 	// not leave us waiting for a SIGCHLD that came too early.
 	sigs := make(chan os.Signal, 16)
@@ -93,59 +88,39 @@ func RunInit() {
 		}
 		os.Exit(112)
 	}
-	if err := prepare(&prep); err != nil {
+	msg, err := readInitMsg(sync)
+	if err != nil {
+		os.Exit(111) // parent gone: run nothing
+	}
+	prep, err := decodePrepare(msg)
+	if err != nil {
+		fail(err)
+	}
+	if err := prepare(prep); err != nil {
 		fail(err)
 	}
 	if _, err := fmt.Fprint(sync, "prepared\n"); err != nil {
 		os.Exit(113)
 	}
-	var job jobConfig
-	if err := readLine(br, &job); err != nil {
+	if msg, err = readInitMsg(sync); err != nil {
 		os.Exit(111) // discarded before a job came
 	}
-	pid, err := startTarget(&prep, &job)
+	job, err := decodeJob(msg)
+	if err != nil {
+		fail(err)
+	}
+	pid, err := startTarget(prep, job)
 	if err != nil {
 		fail(err)
 	}
 	// Only the target holds the job's stdin/stdout now, so its EOF is theirs.
 	syscall.Close(0)
 	syscall.Close(1)
-	if _, err := fmt.Fprintf(sync, "ok %d\n", pid); err != nil {
-		os.Exit(113)
-	}
-	if haveCReaper {
-		// Hand PID 1 to the C reaper: the target is our child and stays so
-		// across exec, and a target already dead waits as a zombie for it.
-		// fd 3 goes along: the reaper says "r" once its signals are blocked,
-		// so no signal the server sends can fall into the handoff.
-		if _, _, e := syscall.RawSyscall(syscall.SYS_FCNTL, 3, syscall.F_SETFD, 0); e != 0 {
-			fmt.Fprintf(os.Stderr, "chimirror init: keep sync fd: %v\n", e)
-		} else {
-			err := syscall.Exec("/proc/self/exe", []string{"chimirror-reaper", reaperArg, strconv.Itoa(pid)}, nil)
-			fmt.Fprintf(os.Stderr, "chimirror init: exec reaper: %v; staying PID 1\n", err)
-		}
-	}
-	// The Go helper stays PID 1: its signal handlers are already in place.
-	if _, err := fmt.Fprint(sync, "r\n"); err != nil {
+	if _, err := fmt.Fprintf(sync, "ok %d\nr\n", pid); err != nil {
 		os.Exit(113)
 	}
 	sync.Close()
 	os.Exit(reapAndForward(sigs, pid))
-}
-
-// reaperArg is argv[1] of the C reaper (reaper_linux.c).
-const reaperArg = "sandbox-reaper"
-
-// readLine reads one JSON line of the handshake.
-func readLine(br *bufio.Reader, v any) error {
-	b, err := br.ReadBytes('\n')
-	if err != nil {
-		return fmt.Errorf("read init message: %w", err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("decode init message: %w", err)
-	}
-	return nil
 }
 
 // prepare is everything that does not depend on the job.
@@ -170,22 +145,17 @@ func prepare(cfg *prepareConfig) error {
 		}
 	}
 	for _, rl := range cfg.Rlimits {
-		res, ok := rlimitNames[rl.Type]
-		if !ok {
-			return fmt.Errorf("unknown rlimit %s", rl.Type)
-		}
-		if err := unix.Setrlimit(res, &unix.Rlimit{Cur: rl.Soft, Max: rl.Hard}); err != nil {
-			return fmt.Errorf("set %s: %w", rl.Type, err)
+		if err := unix.Setrlimit(rl.Resource, &unix.Rlimit{Cur: rl.Soft, Max: rl.Hard}); err != nil {
+			return fmt.Errorf("set rlimit %d: %w", rl.Resource, err)
 		}
 	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("no_new_privs: %w", err)
 	}
-	// Every capability leaves the bounding set but CAP_KILL: the reaper we
-	// exec next is root and gets exactly that one, to signal the job's
-	// processes (another uid) and nothing outside its pid namespace. The
-	// target runs as the policy's user with no_new_privs, so its effective
-	// and permitted sets are empty.
+	// Every capability leaves the bounding set but CAP_KILL, so nothing the
+	// target execs can gain one. The target runs as the policy's user with
+	// no_new_privs, so its effective and permitted sets are empty. (The C
+	// init also drops its own to CAP_KILL; the Go one stays root.)
 	for c := 0; c <= unix.CAP_LAST_CAP; c++ {
 		if c == unix.CAP_KILL {
 			continue
@@ -256,8 +226,8 @@ func reapAndForward(sigs <-chan os.Signal, target int) int {
 	}
 }
 
-// leaveStatus records the target's end where the reaper will read it, and
-// returns the exit code the helper mirrors.
+// leaveStatus records the target's end where the server's reaper will read
+// it, and returns the exit code the init mirrors.
 func leaveStatus(ws syscall.WaitStatus) int {
 	comm, code := fmt.Sprintf("%se%d", helperCommPrefix, ws.ExitStatus()), ws.ExitStatus()
 	if ws.Signaled() {

@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -46,6 +45,18 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 	version := iso.CgroupVersion
 	if version == 0 {
 		version = CgroupVersion()
+	}
+	prep := prepareConfig{NewNet: !iso.Network, UID: iso.UID, GID: iso.GID, TmpSizeBytes: iso.TmpSizeBytes}
+	for _, rl := range iso.Rlimits {
+		res, ok := rlimitNames[rl.Type]
+		if !ok {
+			return nil, fmt.Errorf("unknown rlimit %s", rl.Type)
+		}
+		prep.Rlimits = append(prep.Rlimits, rlimit{Resource: res, Soft: rl.Soft, Hard: rl.Hard})
+	}
+	prepMsg, err := prepareMsg(&prep)
+	if err != nil {
+		return nil, err
 	}
 	name := iso.ID
 	if name == "" {
@@ -128,7 +139,7 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 		r.mu.Unlock()
 		return nil, ErrClosed
 	}
-	pid, err := syscall.ForkExec("/proc/self/exe", []string{"chimirror-init", InitArg}, attr)
+	pid, err := syscall.ForkExec("/proc/self/exe", []string{"chimirror-init", r.initArg()}, attr)
 	if err != nil {
 		r.mu.Unlock()
 		return nil, fmt.Errorf("start init helper: %w", err)
@@ -157,7 +168,7 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 			return nil, err
 		}
 	}
-	if err := in.send(prepareConfig{NewNet: !iso.Network, UID: iso.UID, GID: iso.GID, Rlimits: iso.Rlimits, TmpSizeBytes: iso.TmpSizeBytes}); err != nil {
+	if err := in.send(prepMsg); err != nil {
 		return nil, err
 	}
 	if err := in.expect("prepared"); err != nil {
@@ -181,7 +192,11 @@ func (in *Initiator) Launch(spec Spec) (_ *Process, retErr error) {
 	if spec.Isolation != nil && spec.Isolation.ID != "" {
 		host = spec.Isolation.ID
 	}
-	if err := in.send(jobConfig{Path: spec.Path, Args: spec.Args, Env: spec.Env, Dir: spec.Dir, Hostname: host}); err != nil {
+	msg, err := jobMsg(&jobConfig{Path: spec.Path, Args: spec.Args, Env: spec.Env, Dir: spec.Dir, Hostname: host})
+	if err != nil {
+		return nil, err
+	}
+	if err := in.send(msg); err != nil {
 		return nil, err
 	}
 	reply, err := in.reply()
@@ -193,7 +208,7 @@ func (in *Initiator) Launch(spec Spec) (_ *Process, retErr error) {
 	} else if _, err := strconv.Atoi(n); err != nil {
 		return nil, fmt.Errorf("init helper: bad reply %q", reply)
 	}
-	// "r": PID 1 (the C reaper, or the Go helper) now takes every signal.
+	// "r": PID 1 now takes every signal.
 	if err := in.expect("r"); err != nil {
 		return nil, err
 	}
@@ -215,15 +230,11 @@ func (in *Initiator) kill() error {
 	return errors.Join(err, in.p.Close())
 }
 
-func (in *Initiator) send(v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode init message: %w", err)
-	}
+func (in *Initiator) send(b []byte) error {
 	if err := in.sync.SetDeadline(time.Now().Add(handshakeTimeout)); err != nil {
 		return err
 	}
-	if _, err := in.sync.Write(append(b, '\n')); err != nil {
+	if _, err := in.sync.Write(b); err != nil {
 		return fmt.Errorf("send init message: %w", err)
 	}
 	return nil

@@ -45,7 +45,10 @@ func runIsolated(t *testing.T, r *Runner, spec Spec) (string, ExitStatus) {
 // rlimits and a private tmpfs.
 func TestIsolated_InsideView(t *testing.T) {
 	requireV1(t)
-	r := newTestRunner(t)
+	forEachInit(t, insideView)
+}
+
+func insideView(t *testing.T, r *Runner) {
 	spec := isolatedSpec(t, `echo "pid $$"; echo "procs $(ls /proc | grep -c '^[0-9]')"; echo "host $(hostname)";
 		echo "nics $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ,)"; grep -E '^(NoNewPrivs|CapEff)' /proc/self/status;
 		ls /proc/self/fd > /tmp/fds; printf 'fds '; tr '\n' , < /tmp/fds; echo; echo "uid $(id -u)"; echo "nofile $(ulimit -n)";
@@ -77,7 +80,10 @@ func TestIsolated_InsideView(t *testing.T) {
 // included, with no extra descriptor.
 func TestIsolated_ExitStatus(t *testing.T) {
 	requireV1(t)
-	r := newTestRunner(t)
+	forEachInit(t, exitStatus)
+}
+
+func exitStatus(t *testing.T, r *Runner) {
 	for _, tc := range []struct {
 		script string
 		code   int
@@ -96,10 +102,11 @@ func TestIsolated_ExitStatus(t *testing.T) {
 // a setsid escapee dies with the job.
 func TestIsolated_SignalAndEscapee(t *testing.T) {
 	requireV1(t)
-	r := newTestRunner(t)
-	for _, userns := range []bool{false, true} {
-		t.Run(fmt.Sprintf("user namespace %v", userns), func(t *testing.T) { signalAndEscapee(t, r, userns) })
-	}
+	forEachInit(t, func(t *testing.T, r *Runner) {
+		for _, userns := range []bool{false, true} {
+			t.Run(fmt.Sprintf("user namespace %v", userns), func(t *testing.T) { signalAndEscapee(t, r, userns) })
+		}
+	})
 }
 
 func signalAndEscapee(t *testing.T, r *Runner, userns bool) {
@@ -125,12 +132,13 @@ func signalAndEscapee(t *testing.T, r *Runner, userns bool) {
 	}
 }
 
-// Ensure a running job's PID 1 is the C reaper: one thread, so a job costs
-// the host two pids (reaper and target), not a Go runtime's worth.
-func TestIsolated_ReaperIsOneThread(t *testing.T) {
+// Ensure a running job's PID 1 is the C init: one thread, so a job costs
+// the host two pids (init and target), not a Go runtime's worth, holding
+// CAP_KILL and nothing else.
+func TestIsolated_CInitIsOneThread(t *testing.T) {
 	requireV1(t)
-	if !haveCReaper {
-		t.Skip("built without cgo: the Go helper stays PID 1")
+	if !haveCInit {
+		t.Skip("built without cgo: the Go init stays PID 1")
 	}
 	r := newTestRunner(t)
 	p, err := r.Start(isolatedSpec(t, `echo ready; exec sleep 30`))
@@ -141,25 +149,14 @@ func TestIsolated_ReaperIsOneThread(t *testing.T) {
 	if _, err := p.Stdio.Read(buf); err != nil {
 		t.Fatal(err)
 	}
-	var threads string
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "Threads:"); ok {
-				threads = strings.TrimSpace(v)
-			}
-		}
-		if threads == "1" || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if threads != "1" {
-		t.Fatalf("PID 1 of the job has %s threads, want the one-thread C reaper", threads)
+	for _, want := range []string{"Threads:\t1\n", "CapEff:\t0000000000000020\n", "CapPrm:\t0000000000000020\n", "NoNewPrivs:\t1\n"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("PID 1 of the job: status lacks %q:\n%s", want, b)
+		}
 	}
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)
@@ -174,7 +171,10 @@ func TestIsolated_ReaperIsOneThread(t *testing.T) {
 // policy's user runs the target, and the sandbox otherwise behaves the same.
 func TestIsolated_UserNamespace(t *testing.T) {
 	requireV1(t)
-	r := newTestRunner(t)
+	forEachInit(t, userNamespace)
+}
+
+func userNamespace(t *testing.T, r *Runner) {
 	spec := isolatedSpec(t, `cat /proc/self/uid_map; echo "uid $(id -u)"; echo "host $(hostname)"; touch /tmp/x && echo "tmp ok"; exit 5`)
 	spec.Isolation.UserNamespace = true
 	out, st := runIsolated(t, r, spec)
@@ -190,4 +190,61 @@ func TestIsolated_UserNamespace(t *testing.T) {
 	if st.Code != 5 {
 		t.Fatalf("status %s", st)
 	}
+}
+
+// forEachInit runs a test once per init (the conformance suite): the C one
+// where cgo built it in, and the Go one always.
+func forEachInit(t *testing.T, test func(t *testing.T, r *Runner)) {
+	inits := []struct {
+		name   string
+		goInit bool
+	}{{"go", true}}
+	if haveCInit {
+		inits = append([]struct {
+			name   string
+			goInit bool
+		}{{"c", false}}, inits...)
+	}
+	for _, in := range inits {
+		t.Run(in.name+" init", func(t *testing.T) {
+			r := newTestRunner(t)
+			r.goInit = in.goInit
+			test(t, r)
+		})
+	}
+}
+
+// Ensure a job that cannot start reports why, from either init, and leaves
+// nothing behind.
+func TestIsolated_StartErrors(t *testing.T) {
+	requireV1(t)
+	forEachInit(t, func(t *testing.T, r *Runner) {
+		for _, tc := range []struct {
+			name string
+			edit func(*Spec)
+			want string
+		}{
+			{"missing program", func(s *Spec) { s.Path, s.Args = "/nonexistent/prog", []string{"prog"} }, "no such file or directory"},
+			{"missing dir", func(s *Spec) { s.Dir = "/nonexistent" }, "no such file or directory"},
+			{"NUL in an argument", func(s *Spec) { s.Args = []string{"sh", "a\x00b"} }, "contains a nul byte"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				spec := isolatedSpec(t, "exit 0")
+				tc.edit(&spec)
+				p, err := r.Start(spec)
+				if err == nil {
+					p.Close()
+					t.Fatal("started")
+				}
+				// The C init also names the step (exec, chdir); strerror
+				// capitalises where Go does not.
+				if !strings.Contains(strings.ToLower(err.Error()), tc.want) {
+					t.Fatalf("error %q, want it to contain %q", err, tc.want)
+				}
+				if n := r.Running(); n != 0 {
+					t.Fatalf("%d processes left", n)
+				}
+			})
+		}
+	})
 }

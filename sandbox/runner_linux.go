@@ -34,6 +34,16 @@ type Runner struct {
 	sigs chan os.Signal
 	stop chan struct{}
 	done chan struct{}
+
+	goInit bool // tests: the Go init even where the C one is built in
+}
+
+// initArg is argv[1] of a sandbox's init.
+func (r *Runner) initArg() string {
+	if r.goInit {
+		return GoInitArg
+	}
+	return InitArg
 }
 
 // NewRunner makes this process a child subreaper, marks every inherited

@@ -45,8 +45,7 @@ func Available() error { return errors.ErrUnsupported }
 // CgroupVersion: none outside Linux.
 func CgroupVersion() int { return 0 }
 
-// InitArg is Linux-only; RunInit exits.
-const InitArg = "sandbox-init"
+// RunInit is Linux-only.
 
 func RunInit() { panic("sandbox-init is Linux-only") }
 

@@ -34,6 +34,22 @@ var (
 	ErrClosed = errors.New("sandbox runner is closed")
 )
 
+// InitArg is the argv[1] that makes the chimirror binary (or a test binary)
+// act as a job's init. In Linux builds with cgo the C init (init_linux.c)
+// takes it before Go starts; otherwise main must hand it to RunInit first,
+// before flags, logging or anything that opens files.
+const InitArg = "sandbox-init"
+
+// GoInitArg runs the Go init even where the C one is built in, so the tests
+// hold both to one contract.
+const GoInitArg = "sandbox-init-go"
+
+// IsInit reports whether args (os.Args) ask for a job's init; main must
+// then call RunInit, which never returns.
+func IsInit(args []string) bool {
+	return len(args) > 1 && (args[1] == InitArg || args[1] == GoInitArg)
+}
+
 // Spec describes one process to start. Path must be absolute: executables are
 // resolved when configuration is loaded, never per job.
 type Spec struct {

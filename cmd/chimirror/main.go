@@ -42,7 +42,7 @@ func (e exitCode) Error() string { return fmt.Sprintf("exit %d", int(e)) }
 func main() {
 	// A job's init helper: dispatched before anything else runs or opens a
 	// file, as runc init is.
-	if len(os.Args) > 1 && os.Args[1] == sandbox.InitArg {
+	if sandbox.IsInit(os.Args) {
 		sandbox.RunInit()
 	}
 	err := run(os.Args[1:], os.Stdout, os.Stderr)

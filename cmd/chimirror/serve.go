@@ -174,10 +174,12 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 	log.Info("chimirror serving", "url", url, "config", cfg.Source, "apps", strings.Join(sup.Apps(), ","), "version", version,
 		"ledger", ledger.Path())
 	fmt.Fprintf(stderr, "chimirror: test page at %s; apps at ws://%sapps/{%s}\n", url, strings.TrimPrefix(url, "http://"), strings.Join(sup.Apps(), ","))
-	fmt.Fprintf(stderr, "chimirror: operator console at http://%s/ (%s)\n", aln.Addr(), tokenHint(cfg))
+	console := fmt.Sprintf("chimirror: operator console at http://%s/ (%s)\n", aln.Addr(), tokenHint(cfg))
 	if freshToken != "" { // once, on first run, beside the startup lines (not through the logger)
-		fmt.Fprintf(stderr, "chimirror: new admin token (kept in that file): %s\n", freshToken)
+		console += fmt.Sprintf("chimirror: new admin token (kept in that file): %s\n", freshToken)
 	}
+	// One write: whoever waits for the console line sees the token with it.
+	fmt.Fprint(stderr, console)
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -1,0 +1,359 @@
+//go:build linux && cgo
+
+// chimirror's job init in C: the whole helper side of the handshake drawn in
+// init_linux.go, run from an ELF constructor before the Go runtime starts
+// (as runc's nsexec is), so a sandbox costs no Go runtime start-up, no
+// second exec and no Go threads. For any argv but "sandbox-init" the
+// constructor returns at once and Go starts as usual.
+//
+// Its life: block every signal; read the prepare message from fd 3 and set
+// the sandbox up (lo, / rprivate, /proc, tmpfs /tmp, rlimits, no_new_privs,
+// bounding set); say "prepared"; wait for the job message; set the hostname
+// and fork+exec the target as the policy's user; drop its own capabilities
+// to CAP_KILL; say "ok PID" and "r"; then, as PID 1, take signals with
+// sigwaitinfo (blocked signals reach a namespace's init even without a
+// handler): SIGCHLD reaps, anything else goes to every process of the
+// namespace. When the target ends it kills what is left, records the
+// target's status in its comm ("cm:eN" or "cm:sN", read by the server while
+// this process is an unreaped zombie) and exits with the shell's code.
+//
+// Exit codes before the target runs: 111 the server went away (EOF on fd 3,
+// which is also how a pool discards an initiator), 112 a setup step failed
+// (after "error: …" on fd 3), 113 fd 3 could not be written, 114 the target
+// vanished unseen.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <net/if.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SYNC_FD 3
+// Both ends bound the same way: see maxInitMsgBytes in init_wire_linux.go.
+#define MAX_MSG_BYTES (4u << 20)
+
+static void fail(const char *what, int err) {
+	if (dprintf(SYNC_FD, "error: %s: %s\n", what, strerror(err)) < 0) {
+		_exit(113);
+	}
+	_exit(112);
+}
+
+static void failmsg(const char *what) {
+	if (dprintf(SYNC_FD, "error: %s\n", what) < 0) {
+		_exit(113);
+	}
+	_exit(112);
+}
+
+static int read_full(int fd, void *buf, size_t n) {
+	char *p = buf;
+	while (n > 0) {
+		ssize_t got = read(fd, p, n);
+		if (got < 0 && errno == EINTR) {
+			continue;
+		}
+		if (got <= 0) {
+			return -1;
+		}
+		p += got;
+		n -= (size_t)got;
+	}
+	return 0;
+}
+
+// A message: its fields, each NUL-terminated, walked by next().
+struct msg {
+	char *buf, *at, *end;
+};
+
+// read_msg reads one message; EOF (the server is gone, or discarded us)
+// ends the helper with 111 and nothing run.
+static void read_msg(struct msg *m) {
+	unsigned char hdr[4];
+	if (read_full(SYNC_FD, hdr, 4) < 0) {
+		_exit(111);
+	}
+	uint32_t n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
+	if (n == 0 || n > MAX_MSG_BYTES) {
+		failmsg("init message size out of range");
+	}
+	m->buf = malloc(n);
+	if (m->buf == NULL) {
+		fail("init message", ENOMEM);
+	}
+	if (read_full(SYNC_FD, m->buf, n) < 0) {
+		_exit(111);
+	}
+	if (m->buf[n - 1] != 0) {
+		failmsg("init message: last field unterminated");
+	}
+	m->at = m->buf;
+	m->end = m->buf + n;
+}
+
+static char *next(struct msg *m) {
+	if (m->at >= m->end) {
+		failmsg("init message: too few fields");
+	}
+	char *f = m->at;
+	m->at += strlen(f) + 1;
+	return f;
+}
+
+static unsigned long long next_num(struct msg *m) {
+	char *f = next(m), *end;
+	errno = 0;
+	unsigned long long v = strtoull(f, &end, 10);
+	if (*f == 0 || *end != 0 || errno != 0) {
+		failmsg("init message: bad number");
+	}
+	return v;
+}
+
+// next_vec reads a count and that many fields into a NULL-terminated array.
+static char **next_vec(struct msg *m) {
+	unsigned long long n = next_num(m);
+	if (n > MAX_MSG_BYTES) {
+		failmsg("init message: bad count");
+	}
+	char **v = calloc(n + 1, sizeof *v);
+	if (v == NULL) {
+		fail("init message", ENOMEM);
+	}
+	for (unsigned long long i = 0; i < n; i++) {
+		v[i] = next(m);
+	}
+	return v;
+}
+
+static void expect_kind(struct msg *m, const char *kind) {
+	if (strcmp(next(m), kind) != 0) {
+		failmsg("init message: unexpected kind");
+	}
+}
+
+static void loopback_up(void) {
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		fail("bring lo up: socket", errno);
+	}
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof ifr);
+	strcpy(ifr.ifr_name, "lo");
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) {
+		fail("bring lo up", errno);
+	}
+	ifr.ifr_flags |= IFF_UP;
+	if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0) {
+		fail("bring lo up", errno);
+	}
+	close(fd);
+}
+
+// prepare is everything that does not depend on the job; see prepare in
+// init_linux.go, which is the same for builds without cgo.
+static void prepare(struct msg *m, uid_t *uid, gid_t *gid) {
+	expect_kind(m, "prepare");
+	int new_net = next_num(m) != 0;
+	*uid = (uid_t)next_num(m);
+	*gid = (gid_t)next_num(m);
+	unsigned long long tmp_size = next_num(m);
+	unsigned long long nrl = next_num(m);
+	if (new_net) {
+		loopback_up();
+	}
+	// Mounts first: / must not be shared, or our mounts leak to the host.
+	if (mount("", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+		fail("make / rprivate", errno);
+	}
+	if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
+		fail("mount /proc", errno);
+	}
+	if (tmp_size > 0) {
+		char opts[64];
+		snprintf(opts, sizeof opts, "mode=1777,size=%llu", tmp_size);
+		if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) {
+			fail("mount tmpfs /tmp", errno);
+		}
+	}
+	for (unsigned long long i = 0; i < nrl; i++) {
+		int res = (int)next_num(m);
+		struct rlimit rl = {.rlim_cur = next_num(m), .rlim_max = next_num(m)};
+		if (setrlimit(res, &rl) < 0) {
+			fail("set rlimit", errno);
+		}
+	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		fail("no_new_privs", errno);
+	}
+	// Every capability leaves the bounding set but CAP_KILL, so nothing the
+	// target execs can gain one; we drop our own after starting it.
+	for (int c = 0; c <= 63; c++) {
+		if (c != CAP_KILL && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL) {
+			fail("drop capability", errno);
+		}
+	}
+}
+
+// start_target forks the job's program as uid:gid in a session of its own.
+// An exec failure comes back over a close-on-exec pipe as the child's errno.
+static pid_t start_target(const char *path, char **argv, char **envp, const char *dir, uid_t uid, gid_t gid) {
+	int ep[2];
+	if (pipe2(ep, O_CLOEXEC) < 0) {
+		fail("start target: pipe", errno);
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		fail("start target: fork", errno);
+	}
+	if (pid == 0) {
+		int err;
+		const char *step = "setsid";
+		if (setsid() < 0) goto child_fail;
+		step = "setgroups";
+		if (setgroups(0, NULL) < 0) goto child_fail;
+		step = "setgid";
+		if (setgid(gid) < 0) goto child_fail;
+		step = "setuid";
+		if (setuid(uid) < 0) goto child_fail;
+		step = "chdir";
+		if (dir[0] != 0 && chdir(dir) < 0) goto child_fail;
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		step = "exec";
+		execve(path, argv, envp);
+	child_fail:
+		err = errno;
+		char b[64];
+		int n = snprintf(b, sizeof b, "%s %d", step, err);
+		if (write(ep[1], b, (size_t)n) < 0) {
+			_exit(127);
+		}
+		_exit(127);
+	}
+	close(ep[1]);
+	char b[64];
+	ssize_t n;
+	do {
+		n = read(ep[0], b, sizeof b - 1);
+	} while (n < 0 && errno == EINTR);
+	close(ep[0]);
+	if (n > 0) {
+		b[n] = 0;
+		char step[32];
+		int err = 0;
+		if (sscanf(b, "%31s %d", step, &err) != 2) {
+			failmsg("start target: bad report");
+		}
+		int status;
+		waitpid(pid, &status, 0);
+		if (dprintf(SYNC_FD, "error: start %s: %s: %s\n", path, step, strerror(err)) < 0) {
+			_exit(113);
+		}
+		_exit(112);
+	}
+	return pid;
+}
+
+// keep_only_kill leaves this process CAP_KILL alone: enough to signal the
+// job's processes (another uid), nothing outside its namespaces.
+static void keep_only_kill(void) {
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+	struct __user_cap_data_struct data[2];
+	memset(data, 0, sizeof data);
+	data[0].effective = data[0].permitted = 1u << CAP_KILL;
+	if (syscall(SYS_capset, &hdr, data) < 0) {
+		fail("drop init capabilities", errno);
+	}
+}
+
+static void leave_status(int status) {
+	char comm[16];
+	int code;
+	if (WIFSIGNALED(status)) {
+		snprintf(comm, sizeof comm, "cm:s%d", WTERMSIG(status));
+		code = 128 + WTERMSIG(status);
+	} else {
+		snprintf(comm, sizeof comm, "cm:e%d", WEXITSTATUS(status));
+		code = WEXITSTATUS(status);
+	}
+	prctl(PR_SET_NAME, comm, 0, 0, 0);
+	_exit(code);
+}
+
+static void reap(pid_t target, sigset_t *all) {
+	for (;;) {
+		int status;
+		pid_t p;
+		while ((p = waitpid(-1, &status, WNOHANG)) > 0) {
+			if (p == target) {
+				kill(-1, SIGKILL);
+				leave_status(status);
+			}
+		}
+		if (p < 0 && errno == ECHILD) {
+			_exit(114);
+		}
+		siginfo_t si;
+		int sig = sigwaitinfo(all, &si);
+		if (sig < 0 || sig == SIGCHLD) {
+			continue;
+		}
+		kill(-1, sig);
+	}
+}
+
+__attribute__((constructor)) static void chimirror_init(int argc, char **argv, char **envp) {
+	(void)envp;
+	if (argc != 2 || strcmp(argv[1], "sandbox-init") != 0) {
+		return;
+	}
+	// Blocked from the first instruction: nothing the server sends is lost
+	// before the reaper takes signals, and the target unblocks its own.
+	sigset_t all;
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, NULL);
+	if (fcntl(SYNC_FD, F_SETFD, FD_CLOEXEC) < 0) {
+		_exit(111);
+	}
+	uid_t uid;
+	gid_t gid;
+	struct msg m;
+	read_msg(&m);
+	prepare(&m, &uid, &gid);
+	if (dprintf(SYNC_FD, "prepared\n") < 0) {
+		_exit(113);
+	}
+	read_msg(&m);
+	expect_kind(&m, "job");
+	char *path = next(&m), *dir = next(&m), *host = next(&m);
+	char **args = next_vec(&m), **env = next_vec(&m);
+	if (host[0] != 0 && sethostname(host, strlen(host)) < 0) {
+		fail("set hostname", errno);
+	}
+	pid_t pid = start_target(path, args, env, dir, uid, gid);
+	// Only the target holds the job's stdin/stdout now, so its EOF is theirs.
+	close(0);
+	close(1);
+	keep_only_kill();
+	if (dprintf(SYNC_FD, "ok %d\nr\n", (int)pid) < 0) {
+		_exit(113);
+	}
+	close(SYNC_FD);
+	reap(pid, &all);
+}

@@ -1,0 +1,187 @@
+package sandbox
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// The server's messages to a job's init: a 4-byte little-endian length,
+// then that many bytes of NUL-terminated fields, numbers in decimal. It is
+// made for a reader in C (init_linux.c) as much as in Go (RunInit).
+//
+//	prepare  "prepare" NEWNET UID GID TMP_SIZE_BYTES N {RESOURCE SOFT HARD}×N
+//	job      "job" PATH DIR HOSTNAME ARGC ARG×ARGC ENVC ENV×ENVC
+//
+// The init's replies are lines: "prepared", "ok PID", "r", or "error: …".
+const maxInitMsgBytes = 4 << 20
+
+// initMsg builds one message field by field.
+type initMsg struct {
+	b   []byte
+	err error
+}
+
+func newInitMsg(kind string) *initMsg {
+	m := &initMsg{b: make([]byte, 4, 256)}
+	return m.str(kind)
+}
+
+func (m *initMsg) str(s string) *initMsg {
+	if strings.IndexByte(s, 0) >= 0 && m.err == nil {
+		m.err = fmt.Errorf("%q contains a NUL byte", s)
+	}
+	m.b = append(append(m.b, s...), 0)
+	return m
+}
+
+func (m *initMsg) num(n uint64) *initMsg { return m.str(strconv.FormatUint(n, 10)) }
+
+func (m *initMsg) strs(v []string) *initMsg {
+	m.num(uint64(len(v)))
+	for _, s := range v {
+		m.str(s)
+	}
+	return m
+}
+
+// bytes returns the framed message.
+func (m *initMsg) bytes() ([]byte, error) {
+	if m.err != nil {
+		return nil, m.err
+	}
+	if len(m.b)-4 > maxInitMsgBytes {
+		return nil, fmt.Errorf("init message of %d bytes exceeds %d", len(m.b)-4, maxInitMsgBytes)
+	}
+	binary.LittleEndian.PutUint32(m.b, uint32(len(m.b)-4))
+	return m.b, nil
+}
+
+// initFields reads one message's fields; io.EOF means the server is gone.
+type initFields struct{ f []string }
+
+func readInitMsg(r io.Reader) (*initFields, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.LittleEndian.Uint32(hdr[:])
+	if n == 0 || n > maxInitMsgBytes {
+		return nil, fmt.Errorf("init message size %d out of range", n)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, err
+	}
+	if b[n-1] != 0 {
+		return nil, errors.New("init message: last field unterminated")
+	}
+	return &initFields{f: strings.Split(string(b[:n-1]), "\x00")}, nil
+}
+
+var errShortMsg = errors.New("init message: too few fields")
+
+func (m *initFields) str() (string, error) {
+	if len(m.f) == 0 {
+		return "", errShortMsg
+	}
+	s := m.f[0]
+	m.f = m.f[1:]
+	return s, nil
+}
+
+func (m *initFields) num() (uint64, error) {
+	s, err := m.str()
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("init message: bad number %q", s)
+	}
+	return n, nil
+}
+
+func (m *initFields) strs() ([]string, error) {
+	n, err := m.num()
+	if err != nil {
+		return nil, err
+	}
+	if n > uint64(len(m.f)) {
+		return nil, errShortMsg
+	}
+	v := m.f[:n:n]
+	m.f = m.f[n:]
+	return v, nil
+}
+
+// prepareMsg encodes a prepareConfig.
+func prepareMsg(c *prepareConfig) ([]byte, error) {
+	newNet := uint64(0)
+	if c.NewNet {
+		newNet = 1
+	}
+	m := newInitMsg("prepare").num(newNet).num(uint64(c.UID)).num(uint64(c.GID)).num(uint64(c.TmpSizeBytes)).num(uint64(len(c.Rlimits)))
+	for _, rl := range c.Rlimits {
+		m.num(uint64(rl.Resource)).num(rl.Soft).num(rl.Hard)
+	}
+	return m.bytes()
+}
+
+// jobMsg encodes a jobConfig.
+func jobMsg(c *jobConfig) ([]byte, error) {
+	return newInitMsg("job").str(c.Path).str(c.Dir).str(c.Hostname).strs(c.Args).strs(c.Env).bytes()
+}
+
+func decodePrepare(m *initFields) (*prepareConfig, error) {
+	var c prepareConfig
+	if kind, err := m.str(); err != nil || kind != "prepare" {
+		return nil, fmt.Errorf("init message: want prepare, got %q (%v)", kind, err)
+	}
+	var nums [5]uint64
+	for i := range nums {
+		n, err := m.num()
+		if err != nil {
+			return nil, err
+		}
+		nums[i] = n
+	}
+	c.NewNet, c.UID, c.GID, c.TmpSizeBytes = nums[0] != 0, uint32(nums[1]), uint32(nums[2]), int64(nums[3])
+	for range nums[4] {
+		var rl [3]uint64
+		for i := range rl {
+			n, err := m.num()
+			if err != nil {
+				return nil, err
+			}
+			rl[i] = n
+		}
+		c.Rlimits = append(c.Rlimits, rlimit{Resource: int(rl[0]), Soft: rl[1], Hard: rl[2]})
+	}
+	return &c, nil
+}
+
+func decodeJob(m *initFields) (*jobConfig, error) {
+	var c jobConfig
+	if kind, err := m.str(); err != nil || kind != "job" {
+		return nil, fmt.Errorf("init message: want job, got %q (%v)", kind, err)
+	}
+	for _, p := range []*string{&c.Path, &c.Dir, &c.Hostname} {
+		s, err := m.str()
+		if err != nil {
+			return nil, err
+		}
+		*p = s
+	}
+	var err error
+	if c.Args, err = m.strs(); err != nil {
+		return nil, err
+	}
+	if c.Env, err = m.strs(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
