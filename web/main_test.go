@@ -10,7 +10,7 @@ import (
 // TestMain lets the test binary be a sandboxed job's init helper: the
 // in-process runner re-executes /proc/self/exe sandbox-init.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == sandbox.InitArg {
+	if sandbox.IsInit(os.Args) {
 		sandbox.RunInit()
 	}
 	os.Exit(m.Run())
