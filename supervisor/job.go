@@ -50,6 +50,8 @@ type Job struct {
 	// the job's end is never reported before an answer the client awaits.
 	inputMu sync.Mutex
 
+	// begun waits, once, for the start record's commit (see StartRecorded).
+	begun func()
 	// recorded waits for the final record's commit (set by finish, called
 	// by Run before the cgroup is deleted).
 	recorded func() error
@@ -144,6 +146,13 @@ func (j *Job) sample() *accounting.Sample {
 // Log is the job's logger (it carries the job ID).
 func (j *Job) Log() *slog.Logger { return j.log }
 
+// StartRecorded returns once the job's start record is durable in the
+// ledger, or writing it failed (logged; the ledger keeps the record to write
+// it again). Nothing of the job reaches its client before, so a client told
+// of a job can count on its record. Run calls it first; a caller that tells
+// the client itself (the /job event) calls it before that.
+func (j *Job) StartRecorded() { j.begun() }
+
 // Abort ends a job whose client never attached (the upgrade failed).
 func (j *Job) Abort() {
 	j.mu.Lock()
@@ -156,6 +165,7 @@ func (j *Job) Abort() {
 // the job's end. A nil c means there is no client: the job is ended at once.
 func (j *Job) Run(c Client) Exit {
 	defer j.sup.release(j)
+	j.StartRecorded()
 	j.mu.Lock()
 	j.client = c
 	j.mu.Unlock()

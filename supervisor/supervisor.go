@@ -370,6 +370,7 @@ func (s *Supervisor) start(j *Job, spec sandbox.Spec) (*sandbox.Process, error) 
 				j.log.Warn("prepared sandbox failed; preparing a new one", "err", err)
 			}
 		}
+		j.begun() // write-ahead: the record before the job's own cgroup
 	}
 	return s.runner.Start(spec)
 }
@@ -462,19 +463,24 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	s.wg.Add(1)
 	s.mu.Unlock()
 
-	// Write-ahead: a sandboxed job's record is on disk before its cgroup
-	// exists. A plain job's may commit while it forks (it has no cgroup,
-	// and dies with the server), but before anyone is told it started.
+	// Write-ahead: a sandbox made for the job has a cgroup named after it,
+	// so its record is on disk before that cgroup exists. Otherwise the
+	// record commits while the job forks (a plain job has no cgroup and dies
+	// with the server; a prepared sandbox's cgroup predates the job, and
+	// recovery sweeps it as unrecorded), but before anyone is told the job
+	// started: see StartRecorded.
 	j.rec = accounting.Record{App: app.Name, Tenant: tenant.Name, Policy: policyName(app),
 		Command: app.Args, RemoteAddr: req.Remote, UserAgent: req.UserAgent, Protocol: req.Protocol,
 		Sandboxed: s.box && app.Policy != nil, Limits: limitsOf(app)}
-	begun := func() error { return nil }
+	j.begun = func() {}
 	if s.ledger != nil {
-		begun = s.ledger.BeginNow(&j.rec)
-		if j.rec.Sandboxed {
-			err := begun()
-			begun = func() error { return err }
-		}
+		begun := s.ledger.BeginNow(&j.rec)
+		j.begun = sync.OnceFunc(func() {
+			if err := begun(); err != nil {
+				// The job runs; the ledger keeps the record to write it again.
+				s.log.Error("ledger: record job start", "job", j.rec.ID, "err", err)
+			}
+		})
 	} else {
 		j.rec.ID, j.rec.State, j.rec.StartedAt = accounting.FormatID(s.lastID.Add(1)), accounting.StateStarting, time.Now()
 	}
@@ -497,11 +503,8 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	}
 	s.started.Add(1)
 	p, err := s.start(j, spec)
-	if berr := begun(); berr != nil {
-		// The job runs; the ledger keeps the record to write it again.
-		s.log.Error("ledger: record job start", "job", id, "err", berr)
-	}
 	if err != nil {
+		j.begun()
 		if spec.Isolation != nil {
 			s.cgroupErrors.Add(1)
 		}

@@ -230,6 +230,7 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name string) e
 	switch proto {
 	case ProtoV1:
 		v := &v1Proto{wsConn: wc}
+		job.StartRecorded() // /job acknowledges the job: its record first
 		if err := v.sendJob(job.ID, name); err != nil {
 			job.Log().Info("send /job", "err", err)
 		}

@@ -64,8 +64,15 @@ env = ["PATH"]
 			c.Close()
 		}
 	}()
-	if n := len(jobProcs(t, "sleep 98765")); n != 6 {
-		t.Fatalf("%d job processes running, want 6", n)
+	// "ready" may come before the background setsid has exec'd sleep.
+	for wait := time.Now().Add(3 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		n := len(jobProcs(t, "sleep 98765"))
+		if n == 6 {
+			break
+		}
+		if time.Now().After(wait) {
+			t.Fatalf("%d job processes running, want 6", n)
+		}
 	}
 	srv.signal(syscall.SIGKILL)
 	srv.wait(5 * time.Second)
