@@ -1,9 +1,123 @@
 package main
 
-import "syscall"
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/chimirror/chimirror/sandbox"
+)
 
 // benchServerAttr: if the bench dies, its server stops too, gracefully,
 // ending its jobs.
 func benchServerAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+}
+
+// sandboxFloor is one bare sandboxed session as the kernel alone allows it,
+// without chimirror: a fresh cgroup in the hierarchies jobs use (v1: cpu,
+// cpuacct, memory, pids and freezer under our own; v2: under our own, born
+// inside), clone with the namespaces a job gets (pid, mount, UTS, IPC,
+// network), exec cat, one echo through its pipes, wait, and remove the
+// cgroup. No helper, /proc, tmpfs, rlimits or privilege drop: a floor.
+func sandboxFloor() error {
+	name := fmt.Sprintf("chimirror-floor.%d.%d", os.Getpid(), floorSeq.Add(1))
+	dirs, err := floorCgroupDirs(name)
+	if err != nil {
+		return err
+	}
+	for _, d := range dirs {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return fmt.Errorf("sandbox floor: %w", err)
+		}
+	}
+	defer func() {
+		for _, d := range dirs {
+			if err := os.Remove(d); err != nil {
+				fmt.Fprintf(os.Stderr, "sandbox floor: %v\n", err)
+			}
+		}
+	}()
+	cmd := exec.Command("cat")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL,
+		Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET}
+	v2 := len(dirs) == 1
+	if v2 {
+		fd, err := unix.Open(dirs[0], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer syscall.Close(fd)
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
+	}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	if !v2 {
+		pid := []byte(strconv.Itoa(cmd.Process.Pid))
+		for _, d := range dirs {
+			if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), pid, 0); err != nil {
+				return errors.Join(err, cmd.Process.Kill(), cmd.Wait())
+			}
+		}
+	}
+	if _, err := in.Write([]byte("x\n")); err != nil {
+		return err
+	}
+	var b [2]byte
+	if _, err := io.ReadFull(out, b[:]); err != nil {
+		return err
+	}
+	if err := in.Close(); err != nil {
+		return err
+	}
+	return cmd.Wait()
+}
+
+var floorSeq atomic.Int64
+
+// floorCgroupDirs names the floor's cgroup in each hierarchy a job uses.
+func floorCgroupDirs(name string) ([]string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	own := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) == 3 {
+			for _, c := range strings.Split(f[1], ",") {
+				own[c] = f[2]
+			}
+		}
+	}
+	if sandbox.CgroupVersion() == 2 {
+		return []string{filepath.Join("/sys/fs/cgroup", own[""], name)}, nil
+	}
+	var dirs []string
+	for _, c := range []string{"cpu", "cpuacct", "memory", "pids", "freezer"} {
+		p, ok := own[c]
+		if !ok {
+			return nil, fmt.Errorf("sandbox floor: no v1 %s controller", c)
+		}
+		dirs = append(dirs, filepath.Join("/sys/fs/cgroup", c, p, name))
+	}
+	return dirs, nil
 }

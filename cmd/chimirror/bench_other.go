@@ -2,7 +2,13 @@
 
 package main
 
-import "syscall"
+import (
+	"errors"
+	"syscall"
+)
 
 // benchServerAttr: no parent-death signal outside Linux.
 func benchServerAttr() *syscall.SysProcAttr { return nil }
+
+// sandboxFloor: sandboxed jobs are Linux-only (the row is not measured).
+func sandboxFloor() error { return errors.ErrUnsupported }
