@@ -240,7 +240,12 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name string) e
 	default:
 		c = &linesProto{wsConn: wc, binary: job.App.Binary}
 	}
-	job.Run(c)
+	// The session runs on a goroutine of its own, and the handler returns:
+	// net/http then lets go of the request, its buffers and the deep stack
+	// that parsed them (about 10 KB a session). The goroutine belongs to
+	// the job: it ends when Run returns, and the supervisor's Shutdown
+	// waits for every job.
+	go job.Run(c)
 	return nil
 }
 
