@@ -267,8 +267,11 @@ func rate(n, par int, f func() error) (float64, []time.Duration, error) {
 
 // forkEchoCat is the setup floor: a bare Go fork+exec of cat with one echo
 // through its pipes.
-func forkEchoCat() error {
-	cmd := exec.Command("cat")
+func forkEchoCat() error { return echoCat(exec.Command("cat"), nil) }
+
+// echoCat starts cmd (a cat), calls placed with its pid if set, sends one
+// line through it and waits for it. A cat started is always waited for.
+func echoCat(cmd *exec.Cmd, placed func(pid int) error) (retErr error) {
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return err
@@ -279,6 +282,16 @@ func forkEchoCat() error {
 	}
 	if err := cmd.Start(); err != nil {
 		return err
+	}
+	defer func() {
+		if retErr != nil {
+			retErr = errors.Join(retErr, cmd.Process.Kill(), cmd.Wait())
+		}
+	}()
+	if placed != nil {
+		if err := placed(cmd.Process.Pid); err != nil {
+			return err
+		}
 	}
 	if _, err := in.Write([]byte("x\n")); err != nil {
 		return err

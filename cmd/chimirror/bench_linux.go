@@ -3,12 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -29,72 +29,52 @@ func benchServerAttr() *syscall.SysProcAttr {
 // inside), clone with the namespaces a job gets (pid, mount, UTS, IPC,
 // network), exec cat, one echo through its pipes, wait, and remove the
 // cgroup. No helper, /proc, tmpfs, rlimits or privilege drop: a floor.
-func sandboxFloor() error {
-	name := fmt.Sprintf("chimirror-floor.%d.%d", os.Getpid(), floorSeq.Add(1))
-	dirs, err := floorCgroupDirs(name)
+func sandboxFloor() (retErr error) {
+	parents, err := floorCgroupParents()
 	if err != nil {
 		return err
 	}
-	for _, d := range dirs {
+	name := fmt.Sprintf("chimirror-floor.%d.%d", os.Getpid(), floorSeq.Add(1))
+	dirs := make([]string, 0, len(parents))
+	defer func() {
+		for _, d := range dirs {
+			retErr = errors.Join(retErr, os.Remove(d))
+		}
+	}()
+	for _, p := range parents {
+		d := filepath.Join(p, name)
 		if err := os.Mkdir(d, 0o755); err != nil {
 			return fmt.Errorf("sandbox floor: %w", err)
 		}
+		dirs = append(dirs, d)
 	}
-	defer func() {
-		for _, d := range dirs {
-			if err := os.Remove(d); err != nil {
-				fmt.Fprintf(os.Stderr, "sandbox floor: %v\n", err)
-			}
-		}
-	}()
 	cmd := exec.Command("cat")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL,
 		Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET}
-	v2 := len(dirs) == 1
-	if v2 {
+	if sandbox.CgroupVersion() == 2 { // born inside
 		fd, err := unix.Open(dirs[0], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
 		defer syscall.Close(fd)
 		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
+		return echoCat(cmd, nil)
 	}
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	if !v2 {
-		pid := []byte(strconv.Itoa(cmd.Process.Pid))
+	return echoCat(cmd, func(pid int) error { // v1: moved in once started
 		for _, d := range dirs {
-			if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), pid, 0); err != nil {
-				return errors.Join(err, cmd.Process.Kill(), cmd.Wait())
+			if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+				return err
 			}
 		}
-	}
-	if _, err := in.Write([]byte("x\n")); err != nil {
-		return err
-	}
-	var b [2]byte
-	if _, err := io.ReadFull(out, b[:]); err != nil {
-		return err
-	}
-	if err := in.Close(); err != nil {
-		return err
-	}
-	return cmd.Wait()
+		return nil
+	})
 }
 
 var floorSeq atomic.Int64
 
-// floorCgroupDirs names the floor's cgroup in each hierarchy a job uses.
-func floorCgroupDirs(name string) ([]string, error) {
+// floorCgroupParents is our own cgroup directory in each hierarchy a job
+// uses, read once: the floor's rate must not pay for it.
+var floorCgroupParents = sync.OnceValues(func() ([]string, error) {
 	b, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
 		return nil, err
@@ -109,7 +89,7 @@ func floorCgroupDirs(name string) ([]string, error) {
 		}
 	}
 	if sandbox.CgroupVersion() == 2 {
-		return []string{filepath.Join("/sys/fs/cgroup", own[""], name)}, nil
+		return []string{filepath.Join("/sys/fs/cgroup", own[""])}, nil
 	}
 	var dirs []string
 	for _, c := range []string{"cpu", "cpuacct", "memory", "pids", "freezer"} {
@@ -117,7 +97,7 @@ func floorCgroupDirs(name string) ([]string, error) {
 		if !ok {
 			return nil, fmt.Errorf("sandbox floor: no v1 %s controller", c)
 		}
-		dirs = append(dirs, filepath.Join("/sys/fs/cgroup", c, p, name))
+		dirs = append(dirs, filepath.Join("/sys/fs/cgroup", c, p))
 	}
 	return dirs, nil
-}
+})
