@@ -167,14 +167,7 @@ func TestAdmin_LoginCookie(t *testing.T) {
 func TestAdmin_Cancel(t *testing.T) {
 	s := startAdmin(t, adminApps())
 	done := runQuick(t, s.testServer)
-	ws := s.dial("/apps/hold", ProtoV1)
-	_, first, err := ws.ReadMessage()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var job struct{ Data struct{ ID string } }
-	jsonUnmarshal(t, first, &job)
-	id := job.Data.ID
+	ws, id := s.dialJob("/apps/hold")
 	cross := http.Header{"Origin": {"https://evil.example"}, "Sec-Fetch-Site": {"cross-site"}}
 	tests := []struct {
 		name string
@@ -329,13 +322,7 @@ func TestAdmin_Events(t *testing.T) {
 	}
 	send("/subscribe", "/nothing", 1)
 	send("/subscribe", "/jobs", 2)
-	ws := s.dial("/apps/hold", ProtoV1)
-	_, first, err := ws.ReadMessage()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var job struct{ Data struct{ ID string } }
-	jsonUnmarshal(t, first, &job)
+	_, id := s.dialJob("/apps/hold")
 	got := map[string]bool{}
 	deadline := time.Now().Add(10 * time.Second)
 	cancelled := false
@@ -363,13 +350,13 @@ func TestAdmin_Events(t *testing.T) {
 				t.Fatalf("callback %s", e.Data)
 			}
 		case "/jobs/started", "/jobs/ended":
-			if !strings.Contains(string(e.Data), job.Data.ID) {
+			if !strings.Contains(string(e.Data), id) {
 				t.Fatalf("%s for another job: %s", e.Event, e.Data)
 			}
 		case "/jobs/usage":
-			if strings.Contains(string(e.Data), job.Data.ID) && !cancelled {
+			if strings.Contains(string(e.Data), id) && !cancelled {
 				cancelled = true
-				if err := s.sup.Cancel(job.Data.ID, "test"); err != nil {
+				if err := s.sup.Cancel(id, "test"); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -97,7 +97,10 @@ func checkLedger(t *testing.T, l *accounting.Ledger) {
 		t.Error(err)
 	}
 	if st.LastID != "" {
-		n, _ := accounting.ParseID(st.LastID)
+		n, err := accounting.ParseID(st.LastID)
+		if err != nil {
+			t.Errorf("ledger: last ID: %v", err)
+		}
 		for i := uint64(1); i <= n; i++ {
 			if _, _, err := l.Get(accounting.FormatID(i)); err != nil {
 				t.Errorf("ledger: %v", err)
@@ -123,6 +126,20 @@ func (s *testServer) dial(path string, protos ...string) *websocket.Conn {
 	}
 	s.t.Cleanup(func() { ws.Close() })
 	return ws
+}
+
+// dialJob starts a chimirror.v1 job at path and returns it with its ID,
+// read from the /job event.
+func (s *testServer) dialJob(path string) (*websocket.Conn, string) {
+	s.t.Helper()
+	ws := s.dial(path, ProtoV1)
+	_, first, err := ws.ReadMessage()
+	if err != nil {
+		s.t.Fatalf("read /job: %v", err)
+	}
+	var job struct{ Data struct{ ID string } }
+	jsonUnmarshal(s.t, first, &job)
+	return ws, job.Data.ID
 }
 
 func (s *testServer) tryDial(path string, hdr http.Header, protos ...string) (*websocket.Conn, error) {
