@@ -127,8 +127,10 @@ static unsigned long long next_num(struct msg *m) {
 // next_vec reads a count and that many fields into a NULL-terminated array.
 static char **next_vec(struct msg *m) {
 	unsigned long long n = next_num(m);
-	if (n > MAX_MSG_BYTES) {
-		failmsg("init message: bad count");
+	// Every field takes at least its NUL: a count beyond what is left is a
+	// lie, and must not size an allocation.
+	if (n > (unsigned long long)(m->end - m->at)) {
+		failmsg("init message: too few fields");
 	}
 	char **v = calloc(n + 1, sizeof *v);
 	if (v == NULL) {
@@ -142,7 +144,10 @@ static char **next_vec(struct msg *m) {
 
 static void expect_kind(struct msg *m, const char *kind) {
 	if (strcmp(next(m), kind) != 0) {
-		failmsg("init message: unexpected kind");
+		if (dprintf(SYNC_FD, "error: init message: want %s\n", kind) < 0) {
+			_exit(113);
+		}
+		_exit(112);
 	}
 }
 

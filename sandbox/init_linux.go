@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime"
@@ -88,10 +89,19 @@ func RunInit() {
 		}
 		os.Exit(112)
 	}
-	msg, err := readInitMsg(sync)
-	if err != nil {
-		os.Exit(111) // parent gone: run nothing
+	// The server gone (EOF) ends us with 111 and nothing run; a malformed
+	// message is an error the server hears.
+	read := func() *initFields {
+		msg, err := readInitMsg(sync)
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			os.Exit(111)
+		}
+		if err != nil {
+			fail(err)
+		}
+		return msg
 	}
+	msg := read()
 	prep, err := decodePrepare(msg)
 	if err != nil {
 		fail(err)
@@ -102,10 +112,7 @@ func RunInit() {
 	if _, err := fmt.Fprint(sync, "prepared\n"); err != nil {
 		os.Exit(113)
 	}
-	if msg, err = readInitMsg(sync); err != nil {
-		os.Exit(111) // discarded before a job came
-	}
-	job, err := decodeJob(msg)
+	job, err := decodeJob(read()) // EOF: discarded before a job came
 	if err != nil {
 		fail(err)
 	}
