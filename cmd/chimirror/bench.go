@@ -89,7 +89,12 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.boxedHeld, "boxed-held", 6000, "concurrent sandboxed sessions to hold open")
 	fs.IntVar(&o.ledgerPairs, "ledger-pairs", 4000, "start+finish pairs written to the ledger")
 	quick := fs.Bool("quick", false, "tiny counts: check that every figure can be measured")
+	only := fs.String("only", "", "comma-separated groups to measure, of: "+strings.Join(benchGroups, ",")+" (default all)")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	want, err := parseOnly(*only)
+	if err != nil {
 		return err
 	}
 	if *quick {
@@ -108,6 +113,9 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "bench: %-38s %s (floor %s)\n", r.figure, r.value, r.floor)
 	}
 	for _, par := range []int{1, 16} {
+		if !want["setup"] {
+			break
+		}
 		floor, flat, err := rate(o.setupN, par, forkEchoCat)
 		if err != nil {
 			return fmt.Errorf("fork floor: %w", err)
@@ -120,61 +128,75 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 			fmt.Sprintf("%.0f/s (%.2f× floor); p50 %s, p99 %s, max %s", ours, ours/floor, ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), ms(lat[len(lat)-1])),
 			fmt.Sprintf("%.0f/s bare fork+exec of cat + echo; p50 %s, p99 %s", floor, ms(flat[len(flat)/2]), ms(flat[len(flat)*99/100])), "≥ 0.9× floor"})
 	}
-	p50, p99, floor50, err := srv.echoLatency(o.echoN)
-	if err != nil {
-		return fmt.Errorf("echo latency: %w", err)
+	if want["echo"] {
+		p50, p99, floor50, err := srv.echoLatency(o.echoN)
+		if err != nil {
+			return fmt.Errorf("echo latency: %w", err)
+		}
+		add(benchRow{"echo round trip", fmt.Sprintf("p50 %s, p99 %s", us(p50), us(p99)),
+			fmt.Sprintf("p50 %s through cat's pipes directly", us(floor50)), "≤ 130 µs p50"})
 	}
-	add(benchRow{"echo round trip", fmt.Sprintf("p50 %s, p99 %s", us(p50), us(p99)),
-		fmt.Sprintf("p50 %s through cat's pipes directly", us(floor50)), "≤ 130 µs p50"})
+	if want["lines"] {
 
-	lps, err := srv.textLines(o.lines)
-	if err != nil {
-		return fmt.Errorf("text lines: %w", err)
+		lps, err := srv.textLines(o.lines)
+		if err != nil {
+			return fmt.Errorf("text lines: %w", err)
+		}
+		lfloor, err := pipeFloor(exec.Command("sh", "-c", fmt.Sprintf("yes \"$(printf '%%099d' 0)\" | head -n %d", o.lines)))
+		if err != nil {
+			return err
+		}
+		add(benchRow{"text-line output (100-byte lines)", fmt.Sprintf("%.0f lines/s", lps),
+			fmt.Sprintf("%.0f lines/s read straight from the pipe", lfloor/100), "≥ 300,000 lines/s"})
 	}
-	lfloor, err := pipeFloor(exec.Command("sh", "-c", fmt.Sprintf("yes \"$(printf '%%099d' 0)\" | head -n %d", o.lines)))
-	if err != nil {
-		return err
-	}
-	add(benchRow{"text-line output (100-byte lines)", fmt.Sprintf("%.0f lines/s", lps),
-		fmt.Sprintf("%.0f lines/s read straight from the pipe", lfloor/100), "≥ 300,000 lines/s"})
+	if want["binary"] {
 
-	bps, err := srv.binaryOut(o.zeroBytes)
-	if err != nil {
-		return fmt.Errorf("binary output: %w", err)
+		bps, err := srv.binaryOut(o.zeroBytes)
+		if err != nil {
+			return fmt.Errorf("binary output: %w", err)
+		}
+		bfloor, err := pipeFloor(exec.Command("head", "-c", strconv.Itoa(o.zeroBytes), "/dev/zero"))
+		if err != nil {
+			return err
+		}
+		add(benchRow{"binary output", fmt.Sprintf("%.0f MB/s", bps/1e6), fmt.Sprintf("%.0f MB/s from the pipe", bfloor/1e6), "≥ 700 MB/s"})
 	}
-	bfloor, err := pipeFloor(exec.Command("head", "-c", strconv.Itoa(o.zeroBytes), "/dev/zero"))
-	if err != nil {
-		return err
-	}
-	add(benchRow{"binary output", fmt.Sprintf("%.0f MB/s", bps/1e6), fmt.Sprintf("%.0f MB/s from the pipe", bfloor/1e6), "≥ 700 MB/s"})
+	if want["stdin"] {
 
-	ips, err := srv.stdinIn(o.sinkBytes)
-	if err != nil {
-		return fmt.Errorf("stdin throughput: %w", err)
+		ips, err := srv.stdinIn(o.sinkBytes)
+		if err != nil {
+			return fmt.Errorf("stdin throughput: %w", err)
+		}
+		add(benchRow{"client to stdin", fmt.Sprintf("%.0f MB/s", ips/1e6), "–", "–"})
 	}
-	add(benchRow{"client to stdin", fmt.Sprintf("%.0f MB/s", ips/1e6), "–", "–"})
+	if want["ledger"] {
 
-	pairs, plain, err := benchLedger(o.ledgerPairs)
-	if err != nil {
-		return fmt.Errorf("ledger: %w", err)
+		pairs, plain, err := benchLedger(o.ledgerPairs)
+		if err != nil {
+			return fmt.Errorf("ledger: %w", err)
+		}
+		add(benchRow{"ledger start+finish pairs, 32 at once", fmt.Sprintf("%.0f/s durable (%.1f× floor)", pairs, pairs/plain),
+			fmt.Sprintf("%.0f/s a plain bbolt Update per record", plain), "≥ 2,000/s"})
 	}
-	add(benchRow{"ledger start+finish pairs, 32 at once", fmt.Sprintf("%.0f/s durable (%.1f× floor)", pairs, pairs/plain),
-		fmt.Sprintf("%.0f/s a plain bbolt Update per record", plain), "≥ 2,000/s"})
+	if want["held"] {
 
-	held, err := srv.hold(o.held)
-	if err != nil {
-		return fmt.Errorf("held sessions: %w", err)
+		held, err := srv.hold(o.held)
+		if err != nil {
+			return fmt.Errorf("held sessions: %w", err)
+		}
+		add(benchRow{"held sessions", strconv.Itoa(held.n), "fd limit " + strconv.Itoa(held.fdLimit), "≥ 6,000"})
+		add(benchRow{fmt.Sprintf("admin running list at %d jobs", held.n),
+			fmt.Sprintf("p50 %s, p99 %s (1000 a page)", ms(held.apiRunning[len(held.apiRunning)/2]), ms(held.apiRunning[len(held.apiRunning)-1])),
+			fmt.Sprintf("p50 %s GET /api/v1/healthz", ms(held.apiFloor[len(held.apiFloor)/2])), "not slow at 1,000"})
+		add(benchRow{"fds per session (server)", fmt.Sprintf("%.2f", held.fdsPer), "–", "≤ 3"})
+		add(benchRow{"server RSS per session", fmt.Sprintf("%.1f KB (%.1f KB of it the ledger file's mapped pages)", held.rssPer/1024, held.filePer/1024), "–", "≤ 40 KB"})
 	}
-	add(benchRow{"held sessions", strconv.Itoa(held.n), "fd limit " + strconv.Itoa(held.fdLimit), "≥ 6,000"})
-	add(benchRow{fmt.Sprintf("admin running list at %d jobs", held.n),
-		fmt.Sprintf("p50 %s, p99 %s (1000 a page)", ms(held.apiRunning[len(held.apiRunning)/2]), ms(held.apiRunning[len(held.apiRunning)-1])),
-		fmt.Sprintf("p50 %s GET /api/v1/healthz", ms(held.apiFloor[len(held.apiFloor)/2])), "not slow at 1,000"})
-	add(benchRow{"fds per session (server)", fmt.Sprintf("%.2f", held.fdsPer), "–", "≤ 3"})
-	add(benchRow{"server RSS per session", fmt.Sprintf("%.1f KB (%.1f KB of it the ledger file's mapped pages)", held.rssPer/1024, held.filePer/1024), "–", "≤ 40 KB"})
 
 	// Sandboxed figures last: tearing thousands of sandboxes down keeps the
 	// kernel busy afterwards, which would disturb the plain figures.
-	if err := sandbox.Available(); err != nil {
+	if !want["sandbox"] {
+		// not asked for
+	} else if err := sandbox.Available(); err != nil {
 		add(benchRow{"sandboxed session setup", "not measured: " + err.Error(), "–", "≥ 700/s at 16, p50 ≤ 3 ms"})
 	} else {
 		boxed, err := startBenchServer(o, "on")
@@ -230,6 +252,28 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "| %s | %s | %s | %s |\n", r.figure, r.value, r.floor, r.target)
 	}
 	return nil
+}
+
+// benchGroups are the figure groups --only can pick, in the order they run.
+var benchGroups = []string{"setup", "echo", "lines", "binary", "stdin", "ledger", "held", "sandbox"}
+
+// parseOnly returns the groups to run: all of them for "".
+func parseOnly(only string) (map[string]bool, error) {
+	want := map[string]bool{}
+	if only == "" {
+		for _, g := range benchGroups {
+			want[g] = true
+		}
+		return want, nil
+	}
+	for _, g := range strings.Split(only, ",") {
+		g = strings.TrimSpace(g)
+		if !slices.Contains(benchGroups, g) {
+			return nil, fmt.Errorf("--only: unknown group %q (want some of %s)", g, strings.Join(benchGroups, ","))
+		}
+		want[g] = true
+	}
+	return want, nil
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
