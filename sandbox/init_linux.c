@@ -352,9 +352,10 @@ __attribute__((constructor)) static void chimirror_init(int argc, char **argv, c
 		fail("set hostname", errno);
 	}
 	pid_t pid = start_target(path, args, env, dir, uid, gid);
-	// Only the target holds the job's stdin/stdout now, so its EOF is theirs.
+	// Only the target holds the job's streams now, so its EOF is theirs.
 	close(0);
 	close(1);
+	close(2);
 	keep_only_kill();
 	if (dprintf(SYNC_FD, "ok %d\nr\n", (int)pid) < 0) {
 		_exit(113);

@@ -120,9 +120,17 @@ func RunInit() {
 	if err != nil {
 		fail(err)
 	}
-	// Only the target holds the job's stdin/stdout now, so its EOF is theirs.
+	// Only the target holds the job's streams now, so its EOF is theirs. fd 2
+	// becomes /dev/null rather than a gap, so that a runtime crash message
+	// cannot land in a file opened later.
 	syscall.Close(0)
 	syscall.Close(1)
+	if null, err := syscall.Open("/dev/null", syscall.O_WRONLY|syscall.O_CLOEXEC, 0); err == nil {
+		syscall.Dup3(null, 2, 0)
+		syscall.Close(null)
+	} else {
+		syscall.Close(2)
+	}
 	if _, err := fmt.Fprintf(sync, "ok %d\nr\n", pid); err != nil {
 		os.Exit(113)
 	}

@@ -92,18 +92,18 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 	}
 	syncp, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		closeFds(fds.stdio, fds.childStdio, fds.stderr, fds.childStderr)
+		closeFds(fds.stdio, fds.childStdio, fds.stdout, fds.childStdout)
 		return nil, fmt.Errorf("socketpair for sync: %w", err)
 	}
-	defer closeFds(fds.childStdio, fds.childStderr, syncp[1])
+	defer closeFds(fds.childStdio, fds.childStdout, syncp[1])
 	if err := syscall.SetNonblock(syncp[0], true); err != nil {
-		closeFds(fds.stdio, fds.stderr, syncp[0])
+		closeFds(fds.stdio, fds.stdout, syncp[0])
 		return nil, fmt.Errorf("set non-blocking: %w", err)
 	}
 	syncFile := os.NewFile(uintptr(syncp[0]), "sync") // non-blocking: deadlines work
 	defer func() {
 		if retErr != nil {
-			closeFds(fds.stdio, fds.stderr)
+			closeFds(fds.stdio, fds.stdout)
 			if err := syncFile.Close(); err != nil {
 				retErr = errors.Join(retErr, err)
 			}
@@ -130,7 +130,7 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 		sys.UseCgroupFD, sys.CgroupFD = true, cgfd
 	}
 	attr := &syscall.ProcAttr{
-		Files: []uintptr{uintptr(fds.childStdio), uintptr(fds.childStdio), uintptr(fds.childStderr), uintptr(syncp[1])},
+		Files: append(fds.childFiles(), uintptr(syncp[1])),
 		Env:   []string{"GOMAXPROCS=1"}, // the helper needs no parallelism, and each thread is a host pid
 		Sys:   sys,
 	}
@@ -147,14 +147,14 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 	p := &Process{
 		Pid:      pid,
 		Stdio:    os.NewFile(uintptr(fds.stdio), "stdio"),
-		Stderr:   os.NewFile(uintptr(fds.stderr), "stderr"),
+		Stdout:   os.NewFile(uintptr(fds.stdout), "stdout"),
 		done:     make(chan struct{}),
 		cg:       cg,
 		isolated: true,
 	}
 	r.procs[pid] = p
 	r.mu.Unlock()
-	fds.stdio, fds.stderr = -1, -1 // p's files own them now
+	fds.stdio, fds.stdout = -1, -1 // p's files own them now
 	cgOwned = true
 	in := &Initiator{r: r, p: p, sync: syncFile, br: bufio.NewReader(syncFile), iso: iso}
 	defer func() {

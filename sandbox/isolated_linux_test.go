@@ -29,7 +29,7 @@ func runIsolated(t *testing.T, r *Runner, spec Spec) (string, ExitStatus) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := io.ReadAll(p.Stdio)
+	out, err := io.ReadAll(p.Stdout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func signalAndEscapee(t *testing.T, r *Runner, userns bool) {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 64)
-	if n, err := p.Stdio.Read(buf); err != nil || !strings.Contains(string(buf[:n]), "ready") {
+	if n, err := p.Stdout.Read(buf); err != nil || !strings.Contains(string(buf[:n]), "ready") {
 		t.Fatalf("read %q %v", buf[:n], err)
 	}
 	time.Sleep(100 * time.Millisecond) // let dash settle into its loop (it exits 2 if hit mid-echo)
@@ -146,7 +146,7 @@ func TestIsolated_CInitIsOneThread(t *testing.T) {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 16)
-	if _, err := p.Stdio.Read(buf); err != nil {
+	if _, err := p.Stdout.Read(buf); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid))

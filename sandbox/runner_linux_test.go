@@ -77,10 +77,12 @@ func TestRunner_ExitStatus(t *testing.T) {
 	}
 }
 
-// Ensure stdin and stdout share one socket and stdin can be closed alone.
-func TestRunner_StdioSocket(t *testing.T) {
+// Ensure stdin and stderr share one socket, stdout is a pipe of its own, and
+// stdin can be closed alone: stderr still flows after it.
+func TestRunner_StdioLayout(t *testing.T) {
 	r := newTestRunner(t)
-	p, err := r.Start(Spec{Path: "/bin/cat", Args: []string{"cat"}})
+	p, err := r.Start(sh(`cat >&2; echo out; echo after >&2; ` +
+		`[ -S /proc/self/fd/0 ] && [ -p /proc/self/fd/1 ] && [ /proc/self/fd/0 -ef /proc/self/fd/2 ] && echo layout`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,12 +93,19 @@ func TestRunner_StdioSocket(t *testing.T) {
 	if err := p.CloseStdin(); err != nil {
 		t.Fatal(err)
 	}
-	out, err := io.ReadAll(p.Stdio)
+	stderr, err := io.ReadAll(p.Stdio)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(out) != "ping\n" {
-		t.Fatalf("got %q", out)
+	if string(stderr) != "ping\nafter\n" {
+		t.Fatalf("stderr %q", stderr)
+	}
+	out, err := io.ReadAll(p.Stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out) != "out\nlayout\n" {
+		t.Fatalf("stdout %q, want the fd layout confirmed", out)
 	}
 	if st := waitDone(t, p); st.Code != 0 {
 		t.Fatalf("cat: %s", st)
@@ -112,7 +121,7 @@ func TestRunner_GroupKilledOnExitNoZombies(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	line, err := bufio.NewReader(p.Stdio).ReadString('\n')
+	line, err := bufio.NewReader(p.Stdout).ReadString('\n')
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +152,7 @@ func TestRunner_SignalGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	if _, err := bufio.NewReader(p.Stdio).ReadString('\n'); err != nil {
+	if _, err := bufio.NewReader(p.Stdout).ReadString('\n'); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Signal(syscall.SIGTERM); err != nil {
@@ -176,7 +185,7 @@ func TestRunner_InheritedFdsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	out, err := io.ReadAll(p.Stdio)
+	out, err := io.ReadAll(p.Stdout)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func (r *Runner) Start(Spec) (*Process, error) { return nil, errors.ErrUnsupport
 type Process struct {
 	Pid    int
 	Stdio  *os.File
-	Stderr *os.File
+	Stdout *os.File
 }
 
 func (p *Process) Done() <-chan struct{}       { return nil }

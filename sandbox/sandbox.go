@@ -3,9 +3,9 @@
 // namespaces, the init helper and its C reaper, prepared initiators and
 // usage; it knows nothing of TOML, WebSockets or the ledger.
 //
-// A job has exactly three descriptors: fd 0 and fd 1 are the same end of one
-// socketpair (so stdin and stdout cost the supervisor one fd), and fd 2 is a
-// pipe. Every other descriptor of the server is close-on-exec. A sandboxed
+// A job has exactly three descriptors: fd 1 is a pipe, and fd 0 and fd 2 are
+// the same end of one socketpair (so the three streams cost the supervisor
+// two fds; stdout, the bulk stream, gets the cheaper pipe). Every other descriptor of the server is close-on-exec. A sandboxed
 // job's exit status travels in its init's comm, not on a fourth descriptor.
 //
 // Exactly one Runner may exist in a process at a time, because it owns every

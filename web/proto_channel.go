@@ -77,8 +77,9 @@ func (p *channelProto) Send(s supervisor.Stream, b []byte) error {
 	return p.writeFramed(ch, b)
 }
 
-// writeFramed sends channel byte + payload as one frame: the write buffer
-// holds a whole chunk plus the channel byte.
+// writeFramed sends channel byte + payload as one message: one frame when it
+// fits the write buffer (a small chunk plus the channel byte), else gorilla
+// sends a streaming job's big chunk as fragments, without copying it.
 func (p *channelProto) writeFramed(ch byte, b []byte) error {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()

@@ -48,6 +48,14 @@ type v1Event struct {
 
 var eventPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
+// putEvent returns an event buffer to the pool, unless a big chunk with many
+// escapes made it too big to keep around.
+func putEvent(bp *[]byte) {
+	if cap(*bp) <= 2<<20 {
+		eventPool.Put(bp)
+	}
+}
+
 func (p *v1Proto) sendJob(id, app string) error {
 	return p.writeJSON("/job", map[string]string{"id": id, "app": app})
 }
@@ -58,7 +66,7 @@ func (p *v1Proto) writeJSON(event string, data any) error {
 		return fmt.Errorf("encode %s: %w", event, err)
 	}
 	bp := eventPool.Get().(*[]byte)
-	defer eventPool.Put(bp)
+	defer putEvent(bp)
 	b := append((*bp)[:0], `{"event":`...)
 	b = strconv.AppendQuote(b, event) // event paths are ASCII
 	b = append(b, `,"data":`...)
@@ -162,7 +170,7 @@ func (p *v1Proto) Send(s supervisor.Stream, b []byte) error {
 
 func (p *v1Proto) sendChunk(s supervisor.Stream, b []byte) error {
 	bp := eventPool.Get().(*[]byte)
-	defer eventPool.Put(bp)
+	defer putEvent(bp)
 	out := append((*bp)[:0], `{"event":"/`...)
 	out = append(out, s.String()...)
 	out = append(out, `","data":`...)

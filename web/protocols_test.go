@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -363,4 +365,87 @@ func TestJobProcessGroup(t *testing.T) {
 	if len(f) != 2 || f[0] != f[1] {
 		t.Fatalf("pid/pgid %q: the job should lead its own group", got.stdout)
 	}
+}
+
+// Ensure bulk output arrives byte-exact in each protocol, and that a job
+// streaming behind a client that has not read yet is read in big chunks:
+// messages over the small chunk's 64 KiB (for channel framing, fragments of
+// one message).
+func TestBulkOutput(t *testing.T) {
+	const n = 3_000_000 // about 21 MB from seq: more than loopback TCP buffers hold
+	var want []byte
+	for i := 1; i <= n; i++ {
+		want = strconv.AppendInt(want, int64(i), 10)
+		want = append(want, '\n')
+	}
+	text := shApp("seq", "seq 1 "+strconv.Itoa(n))
+	bin := text
+	bin.Name, bin.Binary = "binseq", true
+	s := startServer(t, supervisor.Config{Apps: []supervisor.App{text, bin}}, Options{})
+	for _, tc := range []struct {
+		name, path, proto string
+		// stdout returns the stdout bytes a message carries.
+		stdout func(t *testing.T, mt int, m []byte) []byte
+	}{
+		{"binary app", "/apps/binseq", "", func(t *testing.T, mt int, m []byte) []byte {
+			if mt != websocket.BinaryMessage {
+				t.Fatalf("message type %d", mt)
+			}
+			return m
+		}},
+		{"channel", "/apps/seq", ProtoChannel, func(t *testing.T, mt int, m []byte) []byte {
+			if len(m) > 0 && m[0] == chanStdout {
+				return m[1:]
+			}
+			return nil
+		}},
+		{"v1", "/apps/seq", ProtoV1, func(t *testing.T, mt int, m []byte) []byte {
+			var ev event
+			if err := json.Unmarshal(m, &ev); err != nil {
+				t.Fatalf("bad event: %v", err)
+			}
+			if ev.Event == "/stdout" {
+				return ev.bytes(t)
+			}
+			return nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ws := s.dial(tc.path, tc.proto)
+			time.Sleep(300 * time.Millisecond) // the job fills TCP buffers and its pipe
+			if err := ws.SetReadDeadline(time.Now().Add(30 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			var got []byte
+			biggest := 0
+			for {
+				mt, m, err := ws.ReadMessage()
+				if err != nil {
+					if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != websocket.CloseNormalClosure {
+						t.Fatalf("after %d bytes: %v", len(got), err)
+					}
+					break
+				}
+				p := tc.stdout(t, mt, m)
+				biggest = max(biggest, len(p))
+				got = append(got, p...)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("got %d bytes, want %d; first difference at %d", len(got), len(want), firstDiff(got, want))
+			}
+			if biggest <= 64<<10+utf8.UTFMax { // v1 may carry a split rune's bytes over
+
+				t.Fatalf("biggest stdout message %d bytes: the streaming job was never read in big chunks", biggest)
+			}
+		})
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }

@@ -119,8 +119,8 @@ func New(log *slog.Logger, sup *supervisor.Supervisor, opts Options) *Server {
 	return s
 }
 
-// chunkWriteBuffer fits a whole output chunk (64 KiB) and a channel byte in
-// one frame.
+// chunkWriteBuffer fits a small output chunk (64 KiB) and a channel byte in
+// one frame. A bigger chunk goes out as the buffer plus the rest, unbuffered.
 const chunkWriteBuffer = 64<<10 + 64
 
 // HTTPServer wraps the handler with the timeouts that keep slow clients from
