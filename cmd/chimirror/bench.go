@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -112,29 +113,56 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		rows = append(rows, r)
 		fmt.Fprintf(stderr, "bench: %-38s %s (floor %s)\n", r.figure, r.value, r.floor)
 	}
-	for _, par := range []int{1, 16} {
-		if !want["setup"] {
-			break
+	var wsf *wsFloor
+	if want["setup"] || want["echo"] {
+		if wsf, err = startWSFloor(); err != nil {
+			return err
 		}
-		floor, flat, err := rate(o.setupN, par, forkEchoCat)
-		if err != nil {
-			return fmt.Errorf("fork floor: %w", err)
+		defer func() {
+			if err := wsf.stop(); err != nil {
+				fmt.Fprintln(stderr, "bench: stop the minimal WebSocket server:", err)
+			}
+		}()
+	}
+	if want["setup"] {
+		for _, par := range []int{1, 16} {
+			floor, flat, err := rate(o.setupN, par, forkEchoCat)
+			if err != nil {
+				return fmt.Errorf("fork floor: %w", err)
+			}
+			ours, lat, err := rate(o.setupN, par, func() error { return srv.sessionEcho() })
+			if err != nil {
+				return fmt.Errorf("session setup: %w", err)
+			}
+			bare, blat, err := rate(o.setupN, par, func() error { return sessionEcho(wsf.url) })
+			if err != nil {
+				return fmt.Errorf("minimal WebSocket server: %w", err)
+			}
+			add(benchRow{fmt.Sprintf("session setup, %d at a time", par),
+				fmt.Sprintf("%.0f/s (%.2f× floor); p50 %s, p99 %s, max %s", ours, ours/floor, ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), ms(lat[len(lat)-1])),
+				fmt.Sprintf("%.0f/s bare fork+exec of cat + echo; p50 %s, p99 %s", floor, ms(flat[len(flat)/2]), ms(flat[len(flat)*99/100])), "≥ 0.9× floor"})
+			add(benchRow{fmt.Sprintf("  minimal WebSocket server, %d at a time", par),
+				fmt.Sprintf("%.0f/s (%.2f× floor); p50 %s", bare, bare/floor, ms(blat[len(blat)/2])),
+				"the fork floor above; gorilla + os/exec cat per connection, no ledger, no limits", "–"})
 		}
-		ours, lat, err := rate(o.setupN, par, func() error { return srv.sessionEcho() })
-		if err != nil {
-			return fmt.Errorf("session setup: %w", err)
-		}
-		add(benchRow{fmt.Sprintf("session setup, %d at a time", par),
-			fmt.Sprintf("%.0f/s (%.2f× floor); p50 %s, p99 %s, max %s", ours, ours/floor, ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), ms(lat[len(lat)-1])),
-			fmt.Sprintf("%.0f/s bare fork+exec of cat + echo; p50 %s, p99 %s", floor, ms(flat[len(flat)/2]), ms(flat[len(flat)*99/100])), "≥ 0.9× floor"})
 	}
 	if want["echo"] {
-		p50, p99, floor50, err := srv.echoLatency(o.echoN)
+		p50, p99, err := echoLatency("ws://"+srv.addr+"/apps/cat", o.echoN)
 		if err != nil {
 			return fmt.Errorf("echo latency: %w", err)
 		}
+		floor50, err := pipeEchoFloor(o.echoN)
+		if err != nil {
+			return fmt.Errorf("echo floor: %w", err)
+		}
+		bare50, bare99, err := echoLatency(wsf.url, o.echoN)
+		if err != nil {
+			return fmt.Errorf("minimal WebSocket server echo: %w", err)
+		}
 		add(benchRow{"echo round trip", fmt.Sprintf("p50 %s, p99 %s", us(p50), us(p99)),
 			fmt.Sprintf("p50 %s through cat's pipes directly", us(floor50)), "≤ 130 µs p50"})
+		add(benchRow{"  minimal WebSocket server echo", fmt.Sprintf("p50 %s, p99 %s", us(bare50), us(bare99)),
+			"the pipe floor above; gorilla + os/exec cat, no ledger, no limits", "–"})
 	}
 	if want["lines"] {
 
@@ -307,6 +335,126 @@ func rate(n, par int, f func() error) (float64, []time.Duration, error) {
 	r := float64(n) / time.Since(start).Seconds()
 	slices.Sort(lat)
 	return r, lat, firstErr
+}
+
+// The minimal WebSocket server is the least a WebSocket session can cost
+// here: its own process, as the server measured is, that upgrades with
+// gorilla's defaults, starts cat with os/exec, relays lines both ways and
+// answers the close. No ledger, limits, keepalive or sandbox: what TCP,
+// HTTP, WebSocket and a fork cost alone. The bench runs it as the hidden
+// command "bench-ws-floor", which serves until its stdin closes.
+type wsFloor struct {
+	url string
+	cmd *exec.Cmd
+	in  io.WriteCloser
+}
+
+func startWSFloor() (_ *wsFloor, retErr error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, "bench-ws-floor")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("minimal WebSocket server: %w", err)
+	}
+	f := &wsFloor{cmd: cmd, in: in}
+	defer func() {
+		if retErr != nil {
+			retErr = errors.Join(retErr, f.stop())
+		}
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		return nil, fmt.Errorf("minimal WebSocket server did not start: %w", err)
+	}
+	f.url = strings.TrimSpace(line)
+	return f, nil
+}
+
+func (f *wsFloor) stop() error { return errors.Join(f.in.Close(), f.cmd.Wait()) }
+
+// cmdWSFloor is the minimal WebSocket server's process: it prints its URL,
+// then serves until stdin closes.
+func cmdWSFloor(stdin io.Reader, stdout io.Writer) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	var (
+		up       websocket.Upgrader
+		sessions sync.WaitGroup // hijacked connections: http.Server.Close skips them
+	)
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sessions.Add(1)
+		defer sessions.Done()
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		if err := relayCat(ws); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: minimal WebSocket server:", err)
+		}
+	})}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	if _, err := fmt.Fprintf(stdout, "ws://%s/\n", ln.Addr()); err != nil {
+		return errors.Join(err, srv.Close(), <-served)
+	}
+	_, err = io.Copy(io.Discard, stdin) // until the bench closes it
+	err = errors.Join(err, srv.Close())
+	sessions.Wait()
+	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	return err
+}
+
+// relayCat runs one cat for ws until the client closes.
+func relayCat(ws *websocket.Conn) (retErr error) {
+	cmd := exec.Command("cat")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	relayed := make(chan error, 1)
+	go func() { // ends at cat's EOF, after stdin is closed below
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if err := ws.WriteMessage(websocket.TextMessage, sc.Bytes()); err != nil {
+				relayed <- err
+				return
+			}
+		}
+		relayed <- sc.Err()
+	}()
+	for {
+		_, m, err := ws.ReadMessage()
+		if err != nil {
+			break // the client's close (answered by gorilla) or a drop
+		}
+		if _, err := in.Write(append(m, '\n')); err != nil {
+			break
+		}
+	}
+	return errors.Join(in.Close(), <-relayed, cmd.Wait())
 }
 
 // forkEchoCat is the setup floor: a bare Go fork+exec of cat with one echo
@@ -484,8 +632,10 @@ func (s *benchServer) dial(app string, protos ...string) (*websocket.Conn, error
 
 // sessionEcho is one whole session: dial, one echo through cat, close, and
 // wait for the server to finish the job and close the connection.
-func (s *benchServer) sessionEcho() error {
-	ws, err := s.dial("cat")
+func (s *benchServer) sessionEcho() error { return sessionEcho("ws://" + s.addr + "/apps/cat") }
+
+func sessionEcho(url string) error {
+	ws, _, err := plainDialer.Dial(url, nil)
 	if err != nil {
 		return err
 	}
@@ -506,10 +656,11 @@ func (s *benchServer) sessionEcho() error {
 	}
 }
 
-func (s *benchServer) echoLatency(n int) (p50, p99, floor50 time.Duration, err error) {
-	ws, err := s.dial("cat")
+// echoLatency is the round trip of one short line through cat behind url.
+func echoLatency(url string, n int) (p50, p99 time.Duration, err error) {
+	ws, _, err := plainDialer.Dial(url, nil)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, err
 	}
 	defer ws.Close()
 	lat := make([]time.Duration, 0, n)
@@ -517,45 +668,47 @@ func (s *benchServer) echoLatency(n int) (p50, p99, floor50 time.Duration, err e
 	for i := 0; i < n; i++ {
 		t0 := time.Now()
 		if err := ws.WriteMessage(websocket.TextMessage, msg); err != nil {
-			return 0, 0, 0, err
+			return 0, 0, err
 		}
 		if _, _, err := ws.ReadMessage(); err != nil {
-			return 0, 0, 0, err
+			return 0, 0, err
 		}
 		lat = append(lat, time.Since(t0))
 	}
 	slices.Sort(lat)
-	// Floor: the same round trip through cat's pipes, no server in between.
+	return lat[n/2], lat[n*99/100], nil
+}
+
+// pipeEchoFloor is the same round trip through cat's pipes, no server in
+// between.
+func pipeEchoFloor(n int) (p50 time.Duration, retErr error) {
 	cmd := exec.Command("cat")
 	in, err := cmd.StdinPipe()
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, err
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, err
 	}
 	if err := cmd.Start(); err != nil {
-		return 0, 0, 0, err
+		return 0, err
 	}
-	flat := make([]time.Duration, 0, n)
+	defer func() { retErr = errors.Join(retErr, in.Close(), cmd.Wait()) }()
+	lat := make([]time.Duration, 0, n)
 	buf := make([]byte, 5)
 	for i := 0; i < n; i++ {
 		t0 := time.Now()
 		if _, err := in.Write([]byte("ping\n")); err != nil {
-			return 0, 0, 0, err
+			return 0, err
 		}
 		if _, err := io.ReadFull(out, buf); err != nil {
-			return 0, 0, 0, err
+			return 0, err
 		}
-		flat = append(flat, time.Since(t0))
+		lat = append(lat, time.Since(t0))
 	}
-	in.Close()
-	if err := cmd.Wait(); err != nil {
-		return 0, 0, 0, err
-	}
-	slices.Sort(flat)
-	return lat[n/2], lat[n*99/100], flat[n/2], nil
+	slices.Sort(lat)
+	return lat[n/2], nil
 }
 
 // drain reads an app's whole output until its close 1000 and returns the

@@ -20,6 +20,7 @@ func TestBenchQuick(t *testing.T) {
 	}
 	for _, fig := range []string{
 		"session setup, 1 at a time", "session setup, 16 at a time", "echo round trip",
+		"  minimal WebSocket server, 16 at a time", "  minimal WebSocket server echo",
 		"text-line output", "binary output", "client to stdin", "held sessions",
 		"fds per session", "server RSS per session",
 	} {
@@ -29,5 +30,24 @@ func TestBenchQuick(t *testing.T) {
 	}
 	if !strings.Contains(stdout, "| held sessions | 50 |") {
 		t.Errorf("held sessions not 50:\n%s", stdout)
+	}
+}
+
+// Ensure --only measures just the groups asked for, and names the groups when
+// given one it does not know.
+func TestBenchOnly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("bench starts a server; skipped in -short")
+	}
+	stdout, stderr, code := runCLI(t, t.TempDir(), nil, "bench", "--quick", "--only", "binary")
+	if code != 0 {
+		t.Fatalf("bench --only binary exited %d:\n%s", code, stderr)
+	}
+	if rows := strings.Count(stdout, "\n") - 2; !strings.Contains(stdout, "| binary output |") || rows != 1 {
+		t.Fatalf("want the header and the binary row only (%d rows):\n%s", rows, stdout)
+	}
+	_, stderr, code = runCLI(t, t.TempDir(), nil, "bench", "--only", "binary,speed")
+	if code == 0 || !strings.Contains(stderr, `unknown group "speed"`) || !strings.Contains(stderr, "setup,echo") {
+		t.Fatalf("bench --only speed: exit %d, stderr %q", code, stderr)
 	}
 }

@@ -79,6 +79,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdAcct(args[1:], stdout, stderr)
 	case "bench":
 		return cmdBench(args[1:], stdout, stderr)
+	case "bench-ws-floor": // hidden: the bench's minimal WebSocket server
+		return cmdWSFloor(os.Stdin, stdout)
 	case "policy":
 		return cmdPolicy(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
