@@ -36,7 +36,7 @@ import (
 //	send "job" message ─────────────────────► hostname = job ID
 //	                                          fork+exec target as uid:gid
 //	                                          drop own caps to CAP_KILL
-//	read "ok PID", "r" or "error: …" ◄─────── reply; close 0, 1 and 3
+//	read "ok PID", "r" or "error: …" ◄─────── reply; close 0, 1, 2 and 3
 //	close sync socket (3 fds remain)          PID 1: reap all, forward signals
 //	                                          target exits: kill the rest,
 //	                                          comm := "cm:eN" / "cm:sN",
@@ -122,7 +122,9 @@ func RunInit() {
 	}
 	// Only the target holds the job's streams now, so its EOF is theirs. fd 2
 	// becomes /dev/null rather than a gap, so that a runtime crash message
-	// cannot land in a file opened later.
+	// cannot land in a file opened later. The init's own later complaints
+	// (a failed kill or status record) are lost with it, as the C init's
+	// are; the reaper still sees the init exit.
 	syscall.Close(0)
 	syscall.Close(1)
 	if null, err := syscall.Open("/dev/null", syscall.O_WRONLY|syscall.O_CLOEXEC, 0); err == nil {

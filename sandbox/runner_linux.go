@@ -399,6 +399,12 @@ func (f jobFds) childFiles() []uintptr {
 // chunks. It is memory only while output waits unread.
 const stdoutPipeBytes = 256 << 10
 
+// growPipes: only a root server grows stdout pipes. The kernel counts an
+// unprivileged user's pipe pages (pipe-user-pages-soft, 64 MiB by default)
+// and past it gives every new pipe of that user, the jobs' own included,
+// only 8 KiB; a 256 KiB pipe would get there at 256 jobs instead of 1,024.
+var growPipes = sync.OnceValue(func() bool { return os.Geteuid() == 0 })
+
 func newJobFds() (jobFds, error) {
 	sp, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -410,11 +416,13 @@ func newJobFds() (jobFds, error) {
 		return jobFds{}, fmt.Errorf("pipe for stdout: %w", err)
 	}
 	f := jobFds{stdio: sp[0], childStdio: sp[1], stdout: p[0], childStdout: p[1]}
-	// Best effort: an unprivileged server past its user's pipe-user-pages-soft
-	// may not grow a pipe, and keeps the default.
-	if _, err := unix.FcntlInt(uintptr(f.stdout), unix.F_SETPIPE_SZ, stdoutPipeBytes); err != nil && !errors.Is(err, syscall.EPERM) {
-		closeFds(f.stdio, f.childStdio, f.stdout, f.childStdout)
-		return jobFds{}, fmt.Errorf("size stdout pipe: %w", err)
+	if growPipes() {
+		// Best effort: without memory for it the pipe keeps the default.
+		if _, err := unix.FcntlInt(uintptr(f.stdout), unix.F_SETPIPE_SZ, stdoutPipeBytes); err != nil &&
+			!errors.Is(err, syscall.ENOMEM) && !errors.Is(err, syscall.EPERM) {
+			closeFds(f.stdio, f.childStdio, f.stdout, f.childStdout)
+			return jobFds{}, fmt.Errorf("size stdout pipe: %w", err)
+		}
 	}
 	for _, fd := range []int{f.stdio, f.stdout} {
 		if err := syscall.SetNonblock(fd, true); err != nil {

@@ -122,7 +122,7 @@ type Config struct {
 	Tenants     []Tenant // none: everyone is PublicTenant
 	MaxSessions int
 	// Drain bounds how long output is still read after the job's process has
-	// exited (a descendant that escaped the kill may hold the pipes).
+	// exited (a descendant that escaped the kill may hold the stdout pipe or the socket).
 	Drain time.Duration
 	// OnEnd, when set, is called once per job as it ends, before its client
 	// is told. It runs on the job's goroutine and must not block for long.

@@ -322,9 +322,9 @@ func TestAdmin_Events(t *testing.T) {
 	}
 	send("/subscribe", "/nothing", 1)
 	send("/subscribe", "/jobs", 2)
-	_, id := s.dialJob("/apps/hold")
 	got := map[string]bool{}
 	deadline := time.Now().Add(10 * time.Second)
+	id := "" // the job starts once the subscription is confirmed
 	cancelled := false
 	for !got["/jobs/ended"] {
 		if err := ev.SetReadDeadline(deadline); err != nil {
@@ -349,8 +349,11 @@ func TestAdmin_Events(t *testing.T) {
 			if cb.OK != (cb.Callback == 2) {
 				t.Fatalf("callback %s", e.Data)
 			}
+			if cb.Callback == 2 {
+				_, id = s.dialJob("/apps/hold")
+			}
 		case "/jobs/started", "/jobs/ended":
-			if !strings.Contains(string(e.Data), id) {
+			if id == "" || !strings.Contains(string(e.Data), id) {
 				t.Fatalf("%s for another job: %s", e.Event, e.Data)
 			}
 		case "/jobs/usage":

@@ -79,7 +79,7 @@ func (p *channelProto) Send(s supervisor.Stream, b []byte) error {
 
 // writeFramed sends channel byte + payload as one message: one frame when it
 // fits the write buffer (a small chunk plus the channel byte), else gorilla
-// sends a streaming job's big chunk as fragments, without copying it.
+// sends a streaming job's big chunk as fragments of that message.
 func (p *channelProto) writeFramed(ch byte, b []byte) error {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()

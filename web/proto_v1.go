@@ -51,7 +51,7 @@ var eventPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &
 // putEvent returns an event buffer to the pool, unless a big chunk with many
 // escapes made it too big to keep around.
 func putEvent(bp *[]byte) {
-	if cap(*bp) <= 2<<20 {
+	if cap(*bp) <= 512<<10 {
 		eventPool.Put(bp)
 	}
 }
