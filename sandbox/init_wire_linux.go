@@ -105,6 +105,18 @@ func (m *initFields) num() (uint64, error) {
 	return n, nil
 }
 
+// nums fills dst with the next len(dst) numbers.
+func (m *initFields) nums(dst []uint64) error {
+	for i := range dst {
+		n, err := m.num()
+		if err != nil {
+			return err
+		}
+		dst[i] = n
+	}
+	return nil
+}
+
 func (m *initFields) strs() ([]string, error) {
 	n, err := m.num()
 	if err != nil {
@@ -142,22 +154,14 @@ func decodePrepare(m *initFields) (*prepareConfig, error) {
 		return nil, fmt.Errorf("init message: want prepare, got %q (%v)", kind, err)
 	}
 	var nums [5]uint64
-	for i := range nums {
-		n, err := m.num()
-		if err != nil {
-			return nil, err
-		}
-		nums[i] = n
+	if err := m.nums(nums[:]); err != nil {
+		return nil, err
 	}
 	c.NewNet, c.UID, c.GID, c.TmpSizeBytes = nums[0] != 0, uint32(nums[1]), uint32(nums[2]), int64(nums[3])
 	for range nums[4] {
 		var rl [3]uint64
-		for i := range rl {
-			n, err := m.num()
-			if err != nil {
-				return nil, err
-			}
-			rl[i] = n
+		if err := m.nums(rl[:]); err != nil {
+			return nil, err
 		}
 		c.Rlimits = append(c.Rlimits, rlimit{Resource: int(rl[0]), Soft: rl[1], Hard: rl[2]})
 	}

@@ -356,15 +356,8 @@ func startWSFloor() (_ *wsFloor, retErr error) {
 	}
 	cmd := exec.Command(self, "bench-ws-floor")
 	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
+	in, out, err := startPiped(cmd)
 	if err != nil {
-		return nil, err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("minimal WebSocket server: %w", err)
 	}
 	f := &wsFloor{cmd: cmd, in: in}
@@ -421,29 +414,22 @@ func cmdWSFloor(stdin io.Reader, stdout io.Writer) error {
 }
 
 // relayCat runs one cat for ws until the client closes.
-func relayCat(ws *websocket.Conn) (retErr error) {
+func relayCat(ws *websocket.Conn) error {
 	cmd := exec.Command("cat")
-	in, err := cmd.StdinPipe()
+	in, out, err := startPiped(cmd)
 	if err != nil {
-		return err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
 		return err
 	}
 	relayed := make(chan error, 1)
 	go func() { // ends at cat's EOF, after stdin is closed below
+		var werr error
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if err := ws.WriteMessage(websocket.TextMessage, sc.Bytes()); err != nil {
-				relayed <- err
-				return
+			if werr == nil { // after a failed write, drain: cat must not block
+				werr = ws.WriteMessage(websocket.TextMessage, sc.Bytes())
 			}
 		}
-		relayed <- sc.Err()
+		relayed <- errors.Join(werr, sc.Err())
 	}()
 	for {
 		_, m, err := ws.ReadMessage()
@@ -464,15 +450,8 @@ func forkEchoCat() error { return echoCat(exec.Command("cat"), nil) }
 // echoCat starts cmd (a cat), calls placed with its pid if set, sends one
 // line through it and waits for it. A cat started is always waited for.
 func echoCat(cmd *exec.Cmd, placed func(pid int) error) (retErr error) {
-	in, err := cmd.StdinPipe()
+	in, out, err := startPiped(cmd)
 	if err != nil {
-		return err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
 		return err
 	}
 	defer func() {
@@ -496,6 +475,23 @@ func echoCat(cmd *exec.Cmd, placed func(pid int) error) (retErr error) {
 		return err
 	}
 	return cmd.Wait()
+}
+
+// startPiped starts cmd with a pipe to its stdin and one from its stdout;
+// os/exec closes both if the start fails.
+func startPiped(cmd *exec.Cmd) (io.WriteCloser, io.ReadCloser, error) {
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	return in, out, nil
 }
 
 // pipeFloor reads a command's stdout to the end and returns bytes/s.
@@ -570,9 +566,9 @@ func startBenchServer(o benchOpts, sandboxMode string) (_ *benchServer, retErr e
 	for s.addr == "" || s.admin == "" {
 		line, err := s.logs.ReadString('\n')
 		if err != nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-			return nil, fmt.Errorf("bench server did not start: %w (%s)", err, line)
+			kerr := cmd.Process.Kill()
+			werr := cmd.Wait() // "signal: killed", unless it had exited by itself
+			return nil, fmt.Errorf("bench server did not start: %w (%s; %v)", errors.Join(err, kerr), line, werr)
 		}
 		if m := listenLine.FindStringSubmatch(line); m != nil {
 			s.addr = m[1]
@@ -683,15 +679,8 @@ func echoLatency(url string, n int) (p50, p99 time.Duration, err error) {
 // between.
 func pipeEchoFloor(n int) (p50 time.Duration, retErr error) {
 	cmd := exec.Command("cat")
-	in, err := cmd.StdinPipe()
+	in, out, err := startPiped(cmd)
 	if err != nil {
-		return 0, err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return 0, err
-	}
-	if err := cmd.Start(); err != nil {
 		return 0, err
 	}
 	defer func() { retErr = errors.Join(retErr, in.Close(), cmd.Wait()) }()
