@@ -161,8 +161,14 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 		add(benchRow{"echo round trip", fmt.Sprintf("p50 %s, p99 %s", us(p50), us(p99)),
 			fmt.Sprintf("p50 %s through cat's pipes directly", us(floor50)), "≤ 130 µs p50"})
+		tcp50, tcp99, err := tcpEchoLatency(wsf.tcpEcho, o.echoN)
+		if err != nil {
+			return fmt.Errorf("TCP echo: %w", err)
+		}
 		add(benchRow{"  minimal WebSocket server echo", fmt.Sprintf("p50 %s, p99 %s", us(bare50), us(bare99)),
 			"the pipe floor above; gorilla + os/exec cat, no ledger, no limits", "–"})
+		add(benchRow{"  bare TCP echo, two processes", fmt.Sprintf("p50 %s, p99 %s", us(tcp50), us(tcp99)),
+			"loopback TCP from the bench to a Go process that echoes: no WebSocket, no job", "–"})
 	}
 	if want["lines"] {
 
@@ -341,12 +347,15 @@ func rate(n, par int, f func() error) (float64, []time.Duration, error) {
 // here: its own process, as the server measured is, that upgrades with
 // gorilla's defaults, starts cat with os/exec, relays lines both ways and
 // answers the close. No ledger, limits, keepalive or sandbox: what TCP,
-// HTTP, WebSocket and a fork cost alone. The bench runs it as the hidden
-// command "bench-ws-floor", which serves until its stdin closes.
+// HTTP, WebSocket and a fork cost alone. The same process also echoes raw
+// TCP, with no WebSocket and no job: the least any round trip between the
+// bench and a server process costs on this machine. The bench runs it as
+// the hidden command "bench-ws-floor", which serves until its stdin closes.
 type wsFloor struct {
-	url string
-	cmd *exec.Cmd
-	in  io.WriteCloser
+	url     string
+	tcpEcho string // host:port of the raw TCP echo
+	cmd     *exec.Cmd
+	in      io.WriteCloser
 }
 
 func startWSFloor() (_ *wsFloor, retErr error) {
@@ -366,23 +375,31 @@ func startWSFloor() (_ *wsFloor, retErr error) {
 			retErr = errors.Join(retErr, f.stop())
 		}
 	}()
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		return nil, fmt.Errorf("minimal WebSocket server did not start: %w", err)
+	br := bufio.NewReader(out)
+	for _, dst := range []*string{&f.url, &f.tcpEcho} {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return nil, fmt.Errorf("minimal WebSocket server did not start: %w", err)
+		}
+		*dst = strings.TrimSpace(line)
 	}
-	f.url = strings.TrimSpace(line)
 	return f, nil
 }
 
 func (f *wsFloor) stop() error { return errors.Join(f.in.Close(), f.cmd.Wait()) }
 
-// cmdWSFloor is the minimal WebSocket server's process: it prints its URL,
-// then serves until stdin closes.
+// cmdWSFloor is the minimal WebSocket server's process: it prints its URL
+// and its TCP echo's address, a line each, then serves until stdin closes.
 func cmdWSFloor(stdin io.Reader, stdout io.Writer) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
+	echo, err := startTCPEcho()
+	if err != nil {
+		return errors.Join(err, ln.Close())
+	}
+	defer echo.stop()
 	var (
 		up       websocket.Upgrader
 		sessions sync.WaitGroup // hijacked connections: http.Server.Close skips them
@@ -401,7 +418,7 @@ func cmdWSFloor(stdin io.Reader, stdout io.Writer) error {
 	})}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	if _, err := fmt.Fprintf(stdout, "ws://%s/\n", ln.Addr()); err != nil {
+	if _, err := fmt.Fprintf(stdout, "ws://%s/\n%s\n", ln.Addr(), echo.ln.Addr()); err != nil {
 		return errors.Join(err, srv.Close(), <-served)
 	}
 	_, err = io.Copy(io.Discard, stdin) // until the bench closes it
@@ -411,6 +428,90 @@ func cmdWSFloor(stdin io.Reader, stdout io.Writer) error {
 		err = errors.Join(err, serr)
 	}
 	return err
+}
+
+// tcpEcho echoes every byte of every connection back, until stop.
+type tcpEcho struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns map[net.Conn]bool
+	wg    sync.WaitGroup // the accept loop and one copier per connection
+}
+
+func startTCPEcho() (*tcpEcho, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("TCP echo: %w", err)
+	}
+	e := &tcpEcho{ln: ln, conns: map[net.Conn]bool{}}
+	e.wg.Add(1)
+	go func() { // ends when stop closes the listener
+		defer e.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			e.mu.Lock()
+			e.conns[c] = true
+			e.mu.Unlock()
+			e.wg.Add(1)
+			go func() { // ends at the client's close, or stop's
+				defer e.wg.Done()
+				_, err := io.Copy(c, c)
+				e.mu.Lock()
+				delete(e.conns, c)
+				e.mu.Unlock()
+				if err := errors.Join(err, c.Close()); err != nil && !errors.Is(err, net.ErrClosed) {
+					fmt.Fprintln(os.Stderr, "bench: TCP echo:", err)
+				}
+			}()
+		}
+	}()
+	return e, nil
+}
+
+func (e *tcpEcho) stop() {
+	err := e.ln.Close()
+	e.mu.Lock()
+	for c := range e.conns {
+		err = errors.Join(err, c.Close())
+	}
+	e.mu.Unlock()
+	e.wg.Wait()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		fmt.Fprintln(os.Stderr, "bench: stop TCP echo:", err)
+	}
+}
+
+// tcpEchoLatency is the round trip of one short line through the raw TCP
+// echo at addr.
+func tcpEchoLatency(addr string, n int) (p50, p99 time.Duration, retErr error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() { retErr = errors.Join(retErr, c.Close()) }()
+	return roundTrips(c, c, n)
+}
+
+// roundTrips writes "ping\n" to w and reads it back from r, n times, and
+// returns the median and 99th percentile.
+func roundTrips(w io.Writer, r io.Reader, n int) (p50, p99 time.Duration, err error) {
+	lat := make([]time.Duration, 0, n)
+	buf := make([]byte, 5)
+	for i := 0; i < n; i++ {
+		t0 := time.Now()
+		if _, err := w.Write([]byte("ping\n")); err != nil {
+			return 0, 0, err
+		}
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return 0, 0, err
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	return lat[n/2], lat[n*99/100], nil
 }
 
 // relayCat runs one cat for ws until the client closes.
@@ -684,20 +785,8 @@ func pipeEchoFloor(n int) (p50 time.Duration, retErr error) {
 		return 0, err
 	}
 	defer func() { retErr = errors.Join(retErr, in.Close(), cmd.Wait()) }()
-	lat := make([]time.Duration, 0, n)
-	buf := make([]byte, 5)
-	for i := 0; i < n; i++ {
-		t0 := time.Now()
-		if _, err := in.Write([]byte("ping\n")); err != nil {
-			return 0, err
-		}
-		if _, err := io.ReadFull(out, buf); err != nil {
-			return 0, err
-		}
-		lat = append(lat, time.Since(t0))
-	}
-	slices.Sort(lat)
-	return lat[n/2], nil
+	p50, _, err = roundTrips(in, out, n)
+	return p50, err
 }
 
 // drain reads an app's whole output until its close 1000 and returns the

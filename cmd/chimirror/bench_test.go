@@ -21,6 +21,7 @@ func TestBenchQuick(t *testing.T) {
 	for _, fig := range []string{
 		"session setup, 1 at a time", "session setup, 16 at a time", "echo round trip",
 		"  minimal WebSocket server, 16 at a time", "  minimal WebSocket server echo",
+		"  bare TCP echo, two processes",
 		"text-line output", "binary output", "client to stdin", "held sessions",
 		"fds per session", "server RSS per session",
 	} {
