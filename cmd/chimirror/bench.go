@@ -432,10 +432,11 @@ func cmdWSFloor(stdin io.Reader, stdout io.Writer) error {
 
 // tcpEcho echoes every byte of every connection back, until stop.
 type tcpEcho struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns map[net.Conn]bool
-	wg    sync.WaitGroup // the accept loop and one copier per connection
+	ln     net.Listener
+	mu     sync.Mutex
+	conns  map[net.Conn]bool
+	closed bool           // set by stop: a connection accepted after it is closed at once
+	wg     sync.WaitGroup // the accept loop and one copier per connection
 }
 
 func startTCPEcho() (*tcpEcho, error) {
@@ -453,9 +454,16 @@ func startTCPEcho() (*tcpEcho, error) {
 				return
 			}
 			e.mu.Lock()
+			if e.closed {
+				e.mu.Unlock()
+				if err := c.Close(); err != nil {
+					fmt.Fprintln(os.Stderr, "bench: TCP echo:", err)
+				}
+				return
+			}
 			e.conns[c] = true
-			e.mu.Unlock()
 			e.wg.Add(1)
+			e.mu.Unlock()
 			go func() { // ends at the client's close, or stop's
 				defer e.wg.Done()
 				_, err := io.Copy(c, c)
@@ -474,6 +482,7 @@ func startTCPEcho() (*tcpEcho, error) {
 func (e *tcpEcho) stop() {
 	err := e.ln.Close()
 	e.mu.Lock()
+	e.closed = true
 	for c := range e.conns {
 		err = errors.Join(err, c.Close())
 	}
