@@ -21,14 +21,14 @@ func TestLeftovers_KillReadDelete(t *testing.T) {
 				mount = requireUnified(t)
 			}
 			parent := fmt.Sprintf("chimirror-test-left-%d", time.Now().UnixNano())
-			t.Cleanup(func() { // if the test failed halfway: leave nothing behind
-				var left []*Leftover
-				var err error
+			leftovers := func() ([]*Leftover, error) {
 				if version == 1 {
-					left, err = leftovers1(parent)
-				} else {
-					left, err = leftovers2(mount, parent)
+					return leftovers1(parent)
 				}
+				return leftovers2(mount, parent)
+			}
+			t.Cleanup(func() { // if the test failed halfway: leave nothing behind
+				left, err := leftovers()
 				if err != nil {
 					t.Error(err)
 				}
@@ -78,13 +78,7 @@ func TestLeftovers_KillReadDelete(t *testing.T) {
 			time.Sleep(100 * time.Millisecond) // let the shells fork
 			list := func() []*Leftover {
 				t.Helper()
-				var l []*Leftover
-				var err error
-				if version == 1 {
-					l, err = leftovers1(parent)
-				} else {
-					l, err = leftovers2(mount, parent)
-				}
+				l, err := leftovers()
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -434,7 +434,6 @@ func TestBulkOutput(t *testing.T) {
 				t.Fatalf("got %d bytes, want %d; first difference at %d", len(got), len(want), firstDiff(got, want))
 			}
 			if biggest <= 64<<10+utf8.UTFMax { // v1 may carry a split rune's bytes over
-
 				t.Fatalf("biggest stdout message %d bytes: the streaming job was never read in big chunks", biggest)
 			}
 		})
