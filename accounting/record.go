@@ -96,6 +96,8 @@ type Traffic struct {
 	StdoutBytes int64 `json:"stdout_bytes"`
 	StderrBytes int64 `json:"stderr_bytes"`
 	MessagesIn  int64 `json:"messages_in"`
+	// MessagesOut counts the messages sent to the client but the last one
+	// that reports the end (chimirror.v1's /exit, the channel status).
 	MessagesOut int64 `json:"messages_out"`
 }
 

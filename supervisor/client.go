@@ -87,12 +87,18 @@ type Client interface {
 	// keep p only until Send returns. An error means the client cannot take
 	// more output.
 	Send(s Stream, p []byte) error
+	// Flush sends the output the adapter still holds back (a last line
+	// without its newline, a split UTF-8 sequence). It is called once, after
+	// the last Send, before the job's final record is taken.
+	Flush() error
 	// Finish reports the end of the job, sends the closing handshake and waits
 	// a bounded time for the client's close. It is the last call but Close.
 	Finish(e Exit) error
 	// Close tears the connection down at once.
 	Close() error
 	// MessagesOut is how many messages the client has been sent: a
-	// protocol may frame one output chunk as several.
+	// protocol may frame one output chunk as several. The final record
+	// takes it after Flush, so it counts every message but Finish's own
+	// report of the end.
 	MessagesOut() int64
 }

@@ -588,6 +588,11 @@ func (j *Job) finish() Exit {
 			e.Reason = ReasonSignal
 		}
 	}
+	if c != nil && !gone {
+		if err := c.Flush(); err != nil {
+			j.log.Debug("flush client", "err", err)
+		}
+	}
 	cnt := j.Counters()
 	attrs := []any{"reason", e.Reason, "status", st.String(), "detail", e.Detail,
 		"elapsed", time.Since(j.Started).Round(time.Millisecond),

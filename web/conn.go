@@ -195,11 +195,37 @@ func (c *wsConn) write(mt int, p []byte) error {
 
 func deadline(d time.Duration) time.Time { return time.Now().Add(d) }
 
+// writeLocked sends one data message, under the write lock, with the write
+// timeout, and counts it. Every data message goes through here.
 func (c *wsConn) writeLocked(mt int, p []byte) error {
 	if err := c.ws.SetWriteDeadline(deadline(c.lim.WriteTimeout)); err != nil {
 		return err
 	}
 	if err := c.ws.WriteMessage(mt, p); err != nil {
+		return err
+	}
+	c.sent.Add(1)
+	return nil
+}
+
+// writePrefixedLocked is writeLocked for the message prefix+p, without
+// copying p: one frame when it fits the write buffer, else gorilla sends a
+// big chunk as fragments of the one message.
+func (c *wsConn) writePrefixedLocked(mt int, prefix byte, p []byte) error {
+	if err := c.ws.SetWriteDeadline(deadline(c.lim.WriteTimeout)); err != nil {
+		return err
+	}
+	w, err := c.ws.NextWriter(mt)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write([]byte{prefix}); err != nil {
+		return err
+	}
+	if _, err := w.Write(p); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
 		return err
 	}
 	c.sent.Add(1)

@@ -77,27 +77,15 @@ func (p *channelProto) Send(s supervisor.Stream, b []byte) error {
 	return p.writeFramed(ch, b)
 }
 
-// writeFramed sends channel byte + payload as one message: one frame when it
-// fits the write buffer (a small chunk plus the channel byte), else gorilla
-// sends a streaming job's big chunk as fragments of that message.
+// writeFramed sends channel byte + payload as one message.
 func (p *channelProto) writeFramed(ch byte, b []byte) error {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
-	if err := p.ws.SetWriteDeadline(deadline(p.lim.WriteTimeout)); err != nil {
-		return err
-	}
-	w, err := p.ws.NextWriter(websocket.BinaryMessage)
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write([]byte{ch}); err != nil {
-		return err
-	}
-	if _, err := w.Write(b); err != nil {
-		return err
-	}
-	return w.Close()
+	return p.writePrefixedLocked(websocket.BinaryMessage, ch, b)
 }
+
+// Flush has nothing to send: the channel protocol holds nothing back.
+func (p *channelProto) Flush() error { return nil }
 
 func (p *channelProto) Finish(e supervisor.Exit) error {
 	err := p.writeFramed(chanStatus, exitStatusJSON(e))

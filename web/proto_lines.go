@@ -150,7 +150,8 @@ func (p *linesProto) emitLine(line []byte) error {
 	return p.writeLocked(mt, line)
 }
 
-func (p *linesProto) Finish(e supervisor.Exit) error {
+// Flush sends a last line that had no newline, and logs stderr's.
+func (p *linesProto) Flush() error {
 	p.wmu.Lock()
 	var err error
 	if len(p.partial) > 0 {
@@ -159,5 +160,7 @@ func (p *linesProto) Finish(e supervisor.Exit) error {
 	}
 	p.wmu.Unlock()
 	p.stderr.flush(p.log)
-	return errors.Join(err, p.finish(e))
+	return err
 }
+
+func (p *linesProto) Finish(e supervisor.Exit) error { return p.finish(e) }

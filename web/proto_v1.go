@@ -186,17 +186,22 @@ func (p *v1Proto) sendChunk(s supervisor.Stream, b []byte) error {
 	return p.writeLocked(websocket.TextMessage, out)
 }
 
-func (p *v1Proto) Finish(e supervisor.Exit) error {
+// Flush sends the bytes of a UTF-8 sequence a stream ended inside.
+func (p *v1Proto) Flush() error {
 	var err error
 	p.wmu.Lock()
+	defer p.wmu.Unlock()
 	for _, s := range []supervisor.Stream{supervisor.Stdout, supervisor.Stderr} {
 		if len(p.carry[s]) > 0 {
 			err = errors.Join(err, p.sendChunk(s, p.carry[s]))
 			p.carry[s] = nil
 		}
 	}
-	p.wmu.Unlock()
-	err = errors.Join(err, p.writeJSON("/exit", exitJSON(e)))
+	return err
+}
+
+func (p *v1Proto) Finish(e supervisor.Exit) error {
+	err := p.writeJSON("/exit", exitJSON(e))
 	return errors.Join(err, p.finish(e))
 }
 

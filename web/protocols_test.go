@@ -448,3 +448,59 @@ func firstDiff(a, b []byte) int {
 	}
 	return min(len(a), len(b))
 }
+
+// Ensure the ledger's messages_out counts every message the client
+// received but the report of the end (v1's /exit, the channel status), in
+// every protocol: the last line without a newline included.
+func TestMessagesOut(t *testing.T) {
+	for _, tc := range []struct {
+		name, proto string
+		endReports  int
+	}{
+		{"lines", "", 0},
+		{"v1", ProtoV1, 1},
+		{"channel", ProtoChannel, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t, protoApps(), Options{})
+			var protos []string
+			if tc.proto != "" {
+				protos = []string{tc.proto}
+			}
+			ws := s.dial("/apps/lines", protos...)
+			got := 0
+			for {
+				if _, _, err := ws.ReadMessage(); err != nil {
+					if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != 1000 {
+						t.Fatalf("close: %v", err)
+					}
+					break
+				}
+				got++
+			}
+			l := s.sup.Ledger()
+			st, err := l.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				r, _, err := l.Get(st.LastID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !r.State.Open() {
+					if r.Traffic.MessagesOut != int64(got-tc.endReports) || got <= tc.endReports {
+						t.Fatalf("ledger messages_out %d, client received %d (%d of them the end report)",
+							r.Traffic.MessagesOut, got, tc.endReports)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s still %s", r.ID, r.State)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}
