@@ -13,10 +13,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chimirror/chimirror/accounting"
@@ -56,6 +58,7 @@ type Admin struct {
 	sup     *supervisor.Supervisor
 	ledger  *accounting.Ledger
 	opts    AdminOptions
+	tokens  atomic.Pointer[[]AdminToken] // opts.Tokens, then SetTokens's
 	handler http.Handler
 	limiter *failLimiter
 	hub     *hub
@@ -72,6 +75,7 @@ func NewAdmin(log *slog.Logger, sup *supervisor.Supervisor, opts AdminOptions) *
 		opts.EventEvery = time.Second
 	}
 	a := &Admin{log: log, sup: sup, ledger: sup.Ledger(), opts: opts, limiter: newFailLimiter(5, time.Minute)}
+	a.SetTokens(opts.Tokens)
 	a.hub = newHub(log, sup, opts.EventEvery)
 	a.hub.rec = a.running
 	a.hub.ended = func(id string) (jobJSON, bool) {
@@ -205,11 +209,19 @@ func (a *Admin) authenticate(r *http.Request) (string, error) {
 	return "", apiErrorf(http.StatusUnauthorized, "wrong admin token")
 }
 
+// SetTokens replaces who may use the console and the API (a config
+// reload). A removed token stops working at once, the cookie of a browser
+// that logged in with it included.
+func (a *Admin) SetTokens(tokens []AdminToken) {
+	ts := slices.Clone(tokens)
+	a.tokens.Store(&ts)
+}
+
 // check compares token's sum with every admin token's in constant time.
 func (a *Admin) check(token string) (string, bool) {
 	sum := sha256.Sum256([]byte(token))
 	label, found := "", false
-	for _, t := range a.opts.Tokens {
+	for _, t := range *a.tokens.Load() {
 		if subtle.ConstantTimeCompare(sum[:], t.SHA256[:]) == 1 {
 			label, found = t.Label, true
 		}

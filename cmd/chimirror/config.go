@@ -89,6 +89,10 @@ type config struct {
 	Chargeback  chargebackConfig
 	AdminListen string
 	AdminTokens []web.AdminToken
+
+	// overrides applies the command line's --listen, --admin-listen and
+	// --data-dir; a reload applies them to the file it re-reads too.
+	overrides func(*config)
 }
 
 const (

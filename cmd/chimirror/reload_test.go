@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -53,6 +55,59 @@ func TestServeReloadOnSIGHUP(t *testing.T) {
 	}
 	if status, _, _ := httpGet(t, srv.url("http", "/apps/two")); status != http.StatusUpgradeRequired {
 		t.Errorf("after a refused reload app two: %d, want still served", status)
+	}
+}
+
+// Ensure a reload applies new admin tokens at once (a removed one is
+// refused), keeps the command line's overrides, and names the changed keys
+// that need a restart.
+func TestServeReloadAdminTokens(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "a.toml")
+	conf := func(token, extra string) string {
+		sum := sha256.Sum256([]byte(token))
+		return "sandbox = \"off\"\nadmin_tokens_sha256 = [\"ops:" + hex.EncodeToString(sum[:]) + "\"]\n" + extra +
+			"[[app]]\nname = \"one\"\ncommand = [\"cat\"]\n"
+	}
+	writeFile(t, path, conf("old-token", ""))
+	srv := startServer(t, dir, "--config", path) // --listen and --admin-listen 127.0.0.1:0
+	status := func(token string) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, "http://"+srv.admin+"/api/v1/jobs", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := (&http.Client{Timeout: ioTimeout}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := status("old-token"); got != http.StatusOK {
+		t.Fatalf("old token before the reload: %d", got)
+	}
+
+	writeFile(t, path, conf("new-token", ""))
+	srv.signal(syscall.SIGHUP)
+	if _, ok := srv.stderr.waitMatch(regexp.MustCompile(`msg=reloaded`), ioTimeout, srv.done); !ok {
+		t.Fatalf("no reload logged:\n%s", srv.stderr)
+	}
+	if got := status("old-token"); got != http.StatusUnauthorized {
+		t.Errorf("removed token after the reload: %d, want 401", got)
+	}
+	if got := status("new-token"); got != http.StatusOK {
+		t.Errorf("new token after the reload: %d, want 200", got)
+	}
+	if strings.Contains(srv.stderr.String(), "need a restart") {
+		t.Errorf("the command line's addresses were taken for config changes:\n%s", srv.stderr)
+	}
+
+	writeFile(t, path, conf("new-token", "origins = [\"https://example.com\"]\nretention = \"30d\"\n"))
+	srv.signal(syscall.SIGHUP)
+	if _, ok := srv.stderr.waitMatch(regexp.MustCompile(`need a restart and are not applied" keys=origins,retention`), ioTimeout, srv.done); !ok {
+		t.Fatalf("the keys needing a restart were not named:\n%s", srv.stderr)
 	}
 }
 

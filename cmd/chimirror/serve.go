@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -66,15 +67,18 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *listen != "" {
-		cfg.Listen = *listen
+	cfg.overrides = func(c *config) {
+		if *listen != "" {
+			c.Listen = *listen
+		}
+		if *adminListen != "" {
+			c.AdminListen = *adminListen
+		}
+		if *dataDir != "" {
+			c.DataDir = *dataDir
+		}
 	}
-	if *adminListen != "" {
-		cfg.AdminListen = *adminListen
-	}
-	if *dataDir != "" {
-		cfg.DataDir = *dataDir
-	}
+	cfg.overrides(cfg)
 	return serve(log, cfg, stderr)
 }
 
@@ -205,7 +209,7 @@ wait:
 			log.Error("admin server stopped", "err", serveErr)
 			break wait
 		case <-hup:
-			if next := reload(log, cfg, sup); next != nil {
+			if next := reload(log, stderr, cfg, sup, admin); next != nil {
 				pols.Store(next.Policies)
 			}
 		}
@@ -273,11 +277,12 @@ func sandboxMode(mode string) (bool, string) {
 }
 
 // reload re-reads the config file and its policies on SIGHUP. A valid one
-// applies to new jobs (apps, policies, tenants, max_sessions); running jobs
-// keep what they started with. An invalid one changes nothing and every
-// problem is logged. Listener, origins, bounds and the sandbox mode need a
-// restart.
-func reload(log *slog.Logger, cur *config, sup *supervisor.Supervisor) *config {
+// applies to new jobs (apps, policies, tenants, max_sessions) and to the
+// admin tokens at once; running jobs keep what they started with. An
+// invalid one changes nothing and every problem is logged. What the server
+// was started with (cur) and a valid file changes in keys that need a
+// restart is logged, key by key.
+func reload(log *slog.Logger, stderr io.Writer, cur *config, sup *supervisor.Supervisor, admin *web.Admin) *config {
 	if cur.Path == "" {
 		log.Warn("SIGHUP: nothing to reload", "config", cur.Source)
 		return nil
@@ -295,11 +300,47 @@ func reload(log *slog.Logger, cur *config, sup *supervisor.Supervisor) *config {
 		log.Warn("reload refused: still running the previous configuration", "config", cur.Path)
 		return nil
 	}
+	if next.overrides = cur.overrides; next.overrides != nil {
+		next.overrides(next)
+	}
 	next.Sup.Sandbox, next.Sup.OnEnd, next.Sup.Ledger = cur.Sup.Sandbox, cur.Sup.OnEnd, cur.Sup.Ledger
 	sup.Reload(next.Sup)
-	if next.Listen != cur.Listen || next.Sandbox != cur.Sandbox {
-		log.Warn("reload: listen and sandbox changes need a restart")
+	if tokens, fresh, err := adminTokens(next); err != nil {
+		log.Error("reload: admin tokens unchanged", "err", err)
+	} else {
+		admin.SetTokens(tokens)
+		if fresh != "" { // as at startup: for the operator's terminal, never logged
+			fmt.Fprintf(stderr, "chimirror: new admin token (%s): %s\n", tokenHint(next), fresh)
+		}
+	}
+	if keys := restartNeeded(cur, next); len(keys) > 0 {
+		log.Warn("reload: these changes need a restart and are not applied", "keys", strings.Join(keys, ","))
 	}
 	log.Info("reloaded", "config", cur.Path, "apps", strings.Join(sup.Apps(), ","), "tenants", len(next.Sup.Tenants))
 	return next
+}
+
+// restartNeeded names the keys whose change from cur to next a reload
+// cannot apply: the listeners, the sandbox mode, origins and bounds, and
+// the ledger's place, retention and prices.
+func restartNeeded(cur, next *config) []string {
+	var keys []string
+	for _, c := range []struct {
+		key     string
+		changed bool
+	}{
+		{"listen", next.Listen != cur.Listen},
+		{"sandbox", next.Sandbox != cur.Sandbox},
+		{"origins", !slices.Equal(next.Web.Origins, cur.Web.Origins)},
+		{"bounds", next.Web.Limits != cur.Web.Limits},
+		{"data_dir", next.DataDir != cur.DataDir},
+		{"retention", next.Retention != cur.Retention},
+		{"chargeback", next.Chargeback != cur.Chargeback},
+		{"admin_listen", next.AdminListen != cur.AdminListen},
+	} {
+		if c.changed {
+			keys = append(keys, c.key)
+		}
+	}
+	return keys
 }
