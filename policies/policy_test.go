@@ -512,6 +512,10 @@ func TestParseDuration(t *testing.T) {
 		{"1.5d", 0, false},
 		{"d", 0, false},
 		{"-1d", 0, false},
+		{"106751d", 106751 * 24 * time.Hour, true},
+		{"106752d", 0, false}, // would wrap past the largest duration
+		{"300000d", 0, false},
+		{"+5d", 5 * 24 * time.Hour, true},
 		{"5 minutes", 0, false},
 	} {
 		t.Run(tc.in, func(t *testing.T) {

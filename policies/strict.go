@@ -8,6 +8,7 @@ package policies
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -233,14 +234,19 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// maxDays is the most days a time.Duration holds (about 292 years).
+const maxDays = int64(math.MaxInt64 / int64(24*time.Hour))
+
 // ParseDuration reads what Duration accepts: Go durations ("1h30m") and
 // whole days ("90d"), not negative.
 func ParseDuration(s string) (time.Duration, error) {
 	var v time.Duration
 	var err error
-	if days, ok := strings.CutSuffix(s, "d"); ok && days != "" && !strings.ContainsAny(days, "hmsunµ.") {
+	if days, ok := strings.CutSuffix(s, "d"); ok { // no Go unit ends in "d"
 		var n int64
-		n, err = strconv.ParseInt(days, 10, 32)
+		if n, err = strconv.ParseInt(days, 10, 64); err == nil && n > maxDays {
+			return 0, fmt.Errorf("duration %q is too long: at most %dd", s, maxDays)
+		}
 		v = time.Duration(n) * 24 * time.Hour
 	} else {
 		v, err = time.ParseDuration(s)
