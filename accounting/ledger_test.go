@@ -1,6 +1,7 @@
 package accounting
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -344,7 +345,12 @@ func TestLedger_Prune(t *testing.T) {
 		t.Fatal(err)
 	}
 	cutoff := recs[9].StartedAt // prune 1..8 but not the open JOB1
-	n, err := l.Prune(cutoff, 3)
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	if n, err := l.Prune(stopped, cutoff, 3); n != 0 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("prune after its context ended: %d, %v; want 0 and context.Canceled", n, err)
+	}
+	n, err := l.Prune(context.Background(), cutoff, 3)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package accounting
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -382,13 +383,17 @@ func (l *Ledger) Report(q ReportQuery) ([]Group, error) {
 // Prune deletes the finished and lost jobs that started before cutoff,
 // with their index entries and samples, at most perTx jobs per
 // transaction so the writer is never held up for long. Open jobs are
-// kept whatever their age. It returns how many jobs it deleted.
-func (l *Ledger) Prune(cutoff time.Time, perTx int) (int, error) {
+// kept whatever their age. It returns how many jobs it deleted, and
+// ctx's error if ctx ended it between two transactions.
+func (l *Ledger) Prune(ctx context.Context, cutoff time.Time, perTx int) (int, error) {
 	if perTx <= 0 {
 		perTx = 500
 	}
 	total := 0
 	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
 		n := 0
 		done := false
 		err := l.db.Update(func(tx *bolt.Tx) error {

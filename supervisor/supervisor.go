@@ -38,7 +38,7 @@ func (s *Supervisor) sampleLoop() {
 	defer t.Stop()
 	for {
 		select {
-		case <-s.stopSample:
+		case <-s.stopLoops.Done():
 			return
 		case <-t.C:
 		}
@@ -173,8 +173,8 @@ type Supervisor struct {
 	pools  map[*policies.Policy]*sandbox.Pool // prepared sandboxes, per policy in use
 
 	sampleEvery time.Duration
-	stopSample  chan struct{}
-	stopOnce    sync.Once // Shutdown may be called more than once
+	stopLoops   context.Context // done when Shutdown stops the sampler and the pruner
+	stopCancel  context.CancelFunc
 	sampleDone  chan struct{}
 	pruneDone   chan struct{}
 
@@ -212,7 +212,6 @@ func New(log *slog.Logger, cfg Config) (*Supervisor, error) {
 		cgroupParent: cfg.CgroupParent,
 
 		sampleEvery: cfg.SampleEvery,
-		stopSample:  make(chan struct{}),
 		sampleDone:  make(chan struct{}),
 	}
 	if s.drain <= 0 {
@@ -224,6 +223,7 @@ func New(log *slog.Logger, cfg Config) (*Supervisor, error) {
 	if s.sampleEvery <= 0 {
 		s.sampleEvery = DefaultSampleEvery
 	}
+	s.stopLoops, s.stopCancel = context.WithCancel(context.Background())
 	s.Reload(cfg)
 	go s.sampleLoop()
 	s.pruneDone = make(chan struct{})
@@ -246,11 +246,15 @@ func (s *Supervisor) pruneLoop(retention time.Duration) {
 	defer t.Stop()
 	for {
 		select {
-		case <-s.stopSample:
+		case <-s.stopLoops.Done():
 			return
 		case <-t.C:
 		}
-		n, err := s.ledger.Prune(time.Now().Add(-retention), 500)
+		n, err := s.ledger.Prune(s.stopLoops, time.Now().Add(-retention), 500)
+		if errors.Is(err, context.Canceled) {
+			s.log.Info("ledger retention: stopped for shutdown; the rest is pruned after the restart", "jobs", n)
+			return
+		}
 		if err != nil {
 			s.log.Error("ledger retention", "err", err)
 		} else if n > 0 {
@@ -677,7 +681,7 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	for _, j := range jobs {
 		j.terminate(ReasonShutdown, "server shutting down")
 	}
-	s.stopOnce.Do(func() { close(s.stopSample) })
+	s.stopCancel() // a long first prune stops between transactions
 	<-s.sampleDone
 	<-s.pruneDone
 	s.closePools()
