@@ -398,8 +398,24 @@ func readChunk(rc syscall.RawConn, big bool) (*[]byte, int, error) {
 func (j *Job) terminate(reason Reason, detail string) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	j.terminateLocked(reason, detail)
+}
+
+// cancel is terminate for an operator's cancel: by goes on the record only
+// if the cancel is what ends the job (not a limit that fired first).
+func (j *Job) cancel(by, detail string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.terminateLocked(ReasonCancelled, detail) {
+		j.rec.CancelledBy = by
+	}
+}
+
+// terminateLocked starts the end, unless it has started or the process
+// has exited; it reports whether it did. j.mu is held.
+func (j *Job) terminateLocked(reason Reason, detail string) bool {
 	if j.reason != "" || j.procExited {
-		return
+		return false
 	}
 	j.reason, j.detail = reason, detail
 	j.log.Info("terminating job", "reason", reason, "detail", detail,
@@ -415,9 +431,10 @@ func (j *Job) terminate(reason Reason, detail string) {
 		if !errors.Is(err, sandbox.ErrExited) {
 			j.log.Warn("send exit signal", "err", err)
 		}
-		return
+		return true
 	}
 	j.grace = time.AfterFunc(j.App.Grace, j.kill)
+	return true
 }
 
 // kill ends the job's processes now.

@@ -578,12 +578,7 @@ func (s *Supervisor) Cancel(id, by string) error {
 	if by != "" {
 		detail += " " + by
 	}
-	j.mu.Lock()
-	if j.reason == "" && !j.procExited {
-		j.rec.CancelledBy = by
-	}
-	j.mu.Unlock()
-	j.terminate(ReasonCancelled, detail)
+	j.cancel(by, detail)
 	return nil
 }
 
