@@ -295,10 +295,7 @@ func timeKey(t time.Time, seq uint64) []byte {
 //
 // If the write fails, r.ID is still set and the job may run: the error is
 // counted, and the record is kept and written again at the next Flush.
-func (l *Ledger) Begin(r *Record) error {
-	l.allocate(r)
-	return l.Put(r, true)
-}
+func (l *Ledger) Begin(r *Record) error { return l.BeginNow(r)() }
 
 // allocate gives r its ID and start time, together: both only grow.
 func (l *Ledger) allocate(r *Record) {
@@ -440,14 +437,11 @@ func heartbeat(tx *bolt.Tx) time.Time {
 func (l *Ledger) Tick(at time.Time, seen []TickItem) error {
 	items := make([]tickItem, 0, len(seen))
 	for _, s := range seen {
-		if s.Sample == nil {
-			continue
-		}
 		seq, err := ParseID(s.ID)
 		if err != nil {
 			return err
 		}
-		items = append(items, tickItem{seq: seq, sample: *s.Sample})
+		items = append(items, tickItem{seq: seq, sample: s.Sample})
 	}
 	beat := binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano()))
 	// The jobs' sample states change only once the transaction commits:
@@ -488,7 +482,7 @@ func (l *Ledger) Tick(at time.Time, seen []TickItem) error {
 // TickItem is one running job in a Tick.
 type TickItem struct {
 	ID     string
-	Sample *Sample // nil: seen alive, nothing to chart
+	Sample Sample
 }
 
 type tickItem struct {

@@ -245,8 +245,8 @@ func TestLedger_Tick_SamplesBounded(t *testing.T) {
 	for i := range 50 {
 		at = t0.Add(time.Duration(i+1) * time.Second)
 		err := l.Tick(at, []TickItem{
-			{ID: r.ID, Sample: &Sample{At: at, CPUNs: int64(i), MemoryCurrentBytes: 100}},
-			{ID: done.ID, Sample: &Sample{At: at}}, // ended: ignored
+			{ID: r.ID, Sample: Sample{At: at, CPUNs: int64(i), MemoryCurrentBytes: 100}},
+			{ID: done.ID, Sample: Sample{At: at}}, // ended: ignored
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -341,7 +341,7 @@ func TestLedger_Prune(t *testing.T) {
 	for _, r := range recs[1:] {
 		finish(t, l, r, "exit", 0)
 	}
-	if err := l.Tick(time.Now(), []TickItem{{ID: recs[0].ID, Sample: &Sample{At: time.Now()}}}); err != nil {
+	if err := l.Tick(time.Now(), []TickItem{{ID: recs[0].ID, Sample: Sample{At: time.Now()}}}); err != nil {
 		t.Fatal(err)
 	}
 	cutoff := recs[9].StartedAt // prune 1..8 but not the open JOB1
@@ -572,7 +572,7 @@ func TestLedger_Tick_UnchangedSamplesSkipped(t *testing.T) {
 		if i >= 8 {
 			cpu = 9 // a change at the end
 		}
-		if err := l.Tick(at, []TickItem{{ID: r.ID, Sample: &Sample{At: at, CPUNs: cpu, MemoryCurrentBytes: 100}}}); err != nil {
+		if err := l.Tick(at, []TickItem{{ID: r.ID, Sample: Sample{At: at, CPUNs: cpu, MemoryCurrentBytes: 100}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -643,7 +643,7 @@ func TestLedger_Tick_SurvivesBatchRetry(t *testing.T) {
 	}
 	tick := make(chan error, 1)
 	go func() {
-		tick <- l.Tick(time.Now(), []TickItem{{ID: job.ID, Sample: &Sample{At: time.Now(), CPUNs: 5, MemoryCurrentBytes: 7}}})
+		tick <- l.Tick(time.Now(), []TickItem{{ID: job.ID, Sample: Sample{At: time.Now(), CPUNs: 5, MemoryCurrentBytes: 7}}})
 	}()
 	time.Sleep(2 * time.Millisecond)
 	bad := newRecord("z", "c")

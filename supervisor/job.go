@@ -113,10 +113,10 @@ func (j *Job) record(wait bool) {
 
 // sample reads the job for the sampler: its cgroup when sandboxed (which
 // also enforces the OOM and cpu_time limits) and its traffic.
-func (j *Job) sample() *accounting.Sample {
+func (j *Job) sample() accounting.Sample {
 	now := time.Now()
 	c := j.Counters()
-	smp := &accounting.Sample{At: now, MemoryCurrentBytes: -1,
+	smp := accounting.Sample{At: now, MemoryCurrentBytes: -1,
 		StdinBytes: c.StdinBytes, StdoutBytes: c.StdoutBytes, StderrBytes: c.StderrBytes}
 	if !j.proc.Sandboxed() {
 		return smp

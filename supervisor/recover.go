@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path"
 	"strings"
 	"time"
 
@@ -47,7 +48,7 @@ func Recover(log *slog.Logger, ledger *accounting.Ledger, sandboxed bool) (Recov
 		r := &open[i]
 		byID[r.ID] = r
 		if r.Cgroup != "" {
-			byCgroup[lastElem(r.Cgroup)] = r
+			byCgroup[path.Base(r.Cgroup)] = r
 		}
 	}
 	var errs []error
@@ -66,13 +67,9 @@ func Recover(log *slog.Logger, ledger *accounting.Ledger, sandboxed bool) (Recov
 	}
 	for i := range open {
 		r := &open[i]
-		if r.State.Open() {
-			if err := closeLost(ledger, r, nil); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			log.Warn("job lost: the server stopped while it ran", "job", r.ID, "app", r.App, "tenant", r.Tenant,
-				"last_seen", r.LastSeen)
+		if err := closeLost(log, ledger, r, nil); err != nil {
+			errs = append(errs, err)
+			continue
 		}
 		out.Lost = append(out.Lost, r.ID)
 	}
@@ -102,11 +99,9 @@ func recoverCgroup(log *slog.Logger, ledger *accounting.Ledger, lo *sandbox.Left
 		} else {
 			log.Warn("recover: read final usage", "cgroup", lo.Path(), "err", err)
 		}
-		if err := closeLost(ledger, r, usage); err != nil {
+		if err := closeLost(log.With("cgroup", lo.Path()), ledger, r, usage); err != nil {
 			return err
 		}
-		log.Warn("job lost: the server stopped while it ran", "job", r.ID, "app", r.App, "tenant", r.Tenant,
-			"last_seen", r.LastSeen, "cgroup", lo.Path())
 	}
 	if err := lo.Delete(); err != nil {
 		return fmt.Errorf("recover cgroup %s: %w", lo.Path(), err)
@@ -114,30 +109,23 @@ func recoverCgroup(log *slog.Logger, ledger *accounting.Ledger, lo *sandbox.Left
 	return nil
 }
 
-// closeLost writes r as lost, ending at its last_seen, with usage when
-// known, and marks r closed so it is not closed twice.
-func closeLost(ledger *accounting.Ledger, r *accounting.Record, usage *accounting.Usage) error {
+// closeLost writes r as lost, ending at its last_seen (the ledger gives
+// every open record one), with usage when known, logs it, and marks r
+// closed so it is not closed twice.
+func closeLost(log *slog.Logger, ledger *accounting.Ledger, r *accounting.Record, usage *accounting.Usage) error {
 	if !r.State.Open() {
 		return nil
 	}
 	r.State, r.Reason = accounting.StateLost, accounting.ReasonLost
 	r.Detail = "the server stopped while the job ran"
 	r.EndedAt = r.LastSeen
-	if r.EndedAt.IsZero() {
-		r.EndedAt = r.StartedAt
-	}
 	if usage != nil {
 		r.Usage = *usage
 	}
 	if err := ledger.Put(r, true); err != nil {
 		return fmt.Errorf("recover: close %s as lost: %w", r.ID, err)
 	}
+	log.Warn("job lost: the server stopped while it ran", "job", r.ID, "app", r.App, "tenant", r.Tenant,
+		"last_seen", r.LastSeen)
 	return nil
-}
-
-func lastElem(path string) string {
-	if i := strings.LastIndexByte(path, '/'); i >= 0 {
-		return path[i+1:]
-	}
-	return path
 }
