@@ -1,8 +1,6 @@
 package web
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"embed"
 	"encoding/csv"
 	"encoding/json"
@@ -76,26 +74,17 @@ func NewAdmin(log *slog.Logger, sup *supervisor.Supervisor, opts AdminOptions) *
 	}
 	a := &Admin{log: log, sup: sup, ledger: sup.Ledger(), opts: opts, limiter: newFailLimiter(5, time.Minute)}
 	a.SetTokens(opts.Tokens)
-	a.hub = newHub(log, sup, opts.EventEvery)
-	a.hub.rec = a.running
-	a.hub.ended = func(id string) (jobJSON, bool) {
-		if a.ledger == nil {
-			return jobJSON{}, false
-		}
-		rec, _, err := a.ledger.Get(id)
-		if err != nil {
-			a.log.Warn("events: read ended job", "job", id, "err", err)
-			return jobJSON{}, false
-		}
-		return jobJSON{Record: rec}, true
-	}
-	a.hub.start()
 	static, err := fs.Sub(adminFiles, "admin")
 	if err != nil {
 		panic(err) // the embedded tree is fixed at build time
 	}
+	page, err := fs.ReadFile(static, "index.html")
+	if err != nil {
+		panic(err) // likewise
+	}
+	a.hub = newHub(log, sup, opts.EventEvery, a.running, a.endedRecord)
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", a.servePage(static))
+	mux.HandleFunc("GET /{$}", servePage(page))
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	mux.HandleFunc("POST /login", a.handle(a.login, false))
 	mux.HandleFunc("POST /logout", a.handle(a.logout, false))
@@ -109,8 +98,9 @@ func NewAdmin(log *slog.Logger, sup *supervisor.Supervisor, opts AdminOptions) *
 	mux.HandleFunc("GET /api/v1/policies", a.handle(a.policies, true))
 	mux.HandleFunc("GET /api/v1/events", a.handle(a.events, true))
 	if opts.Metrics != nil {
+		mh := opts.Metrics.Handler() // built once: it gathers the registry per scrape
 		metrics := a.handle(func(w http.ResponseWriter, r *http.Request, _ string) error {
-			opts.Metrics.Handler().ServeHTTP(w, r)
+			mh.ServeHTTP(w, r)
 			return nil
 		}, true)
 		mux.HandleFunc("GET /api/v1/metrics", metrics)
@@ -131,22 +121,10 @@ func (a *Admin) HTTPServer(addr string) *http.Server {
 // Close stops live events and closes their connections.
 func (a *Admin) Close() { a.hub.close() }
 
-// apiError is an error with the status and message the client sees, as
-// {"error": message}.
-type apiError struct {
-	Status int
-	Msg    string
-}
-
-func (e *apiError) Error() string { return e.Msg }
-
-func apiErrorf(status int, format string, args ...any) error {
-	return &apiError{Status: status, Msg: fmt.Sprintf(format, args...)}
-}
-
 // handle turns an error-returning handler into an http.HandlerFunc
 // (Caddy-style); with auth it first checks the admin token and passes
-// its label on.
+// its label on. An *httpError is shown to the client as {"error": Msg},
+// any other error as a 500.
 func (a *Admin) handle(h func(http.ResponseWriter, *http.Request, string) error, auth bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		label := ""
@@ -160,18 +138,18 @@ func (a *Admin) handle(h func(http.ResponseWriter, *http.Request, string) error,
 		if err == nil {
 			return
 		}
-		var ae *apiError
-		if !errors.As(err, &ae) {
+		var he *httpError
+		if !errors.As(err, &he) {
 			a.log.Error("admin request failed", "method", r.Method, "uri", r.RequestURI, "err", err)
-			ae = &apiError{Status: http.StatusInternalServerError, Msg: "internal error: " + err.Error()}
+			he = &httpError{Status: http.StatusInternalServerError, Msg: "internal error: " + err.Error()}
 		}
-		if ae.Status == http.StatusUnauthorized {
+		if he.Bearer {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="chimirror-admin"`)
 		}
-		if ae.Status == http.StatusTooManyRequests {
-			w.Header().Set("Retry-After", "60")
+		if he.RetryAfter != "" {
+			w.Header().Set("Retry-After", he.RetryAfter)
 		}
-		writeJSON(w, ae.Status, map[string]string{"error": ae.Msg})
+		writeJSON(w, he.Status, map[string]string{"error": he.Msg})
 	}
 }
 
@@ -191,22 +169,34 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (a *Admin) authenticate(r *http.Request) (string, error) {
 	host := clientHost(r)
 	if a.limiter.blocked(host) {
-		return "", apiErrorf(http.StatusTooManyRequests, "too many failed logins from %s; wait a minute", host)
+		return "", a.tooManyFails(host)
 	}
-	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	token, ok := bearerToken(r)
 	if !ok {
 		if c, err := r.Cookie(adminCookie); err == nil {
 			token = c.Value
 		}
 	}
 	if token == "" {
-		return "", apiErrorf(http.StatusUnauthorized, "log in: an admin token is required (Authorization: Bearer TOKEN)")
+		return "", unauthorized("log in: an admin token is required (Authorization: Bearer TOKEN)")
 	}
 	if label, ok := a.check(token); ok {
 		return label, nil
 	}
 	a.limiter.fail(host)
-	return "", apiErrorf(http.StatusUnauthorized, "wrong admin token")
+	return "", unauthorized("wrong admin token")
+}
+
+// unauthorized is a 401 that asks for a bearer token.
+func unauthorized(msg string) error {
+	return &httpError{Status: http.StatusUnauthorized, Msg: msg, Bearer: true}
+}
+
+// tooManyFails is the 429 for a host the login limiter blocks; it may
+// retry once the limiter's window has passed.
+func (a *Admin) tooManyFails(host string) error {
+	return &httpError{Status: http.StatusTooManyRequests, Msg: fmt.Sprintf("too many failed logins from %s; wait a minute", host),
+		RetryAfter: strconv.Itoa(int(a.limiter.window.Seconds()))}
 }
 
 // SetTokens replaces who may use the console and the API (a config
@@ -217,16 +207,11 @@ func (a *Admin) SetTokens(tokens []AdminToken) {
 	a.tokens.Store(&ts)
 }
 
-// check compares token's sum with every admin token's in constant time.
+// check returns the label of the admin token that token is (compared
+// with every one, in constant time).
 func (a *Admin) check(token string) (string, bool) {
-	sum := sha256.Sum256([]byte(token))
-	label, found := "", false
-	for _, t := range *a.tokens.Load() {
-		if subtle.ConstantTimeCompare(sum[:], t.SHA256[:]) == 1 {
-			label, found = t.Label, true
-		}
-	}
-	return label, found
+	t, ok := findToken(token, *a.tokens.Load(), func(t AdminToken) [32]byte { return t.SHA256 })
+	return t.Label, ok
 }
 
 // clientHost is who failed logins are counted against: the IPv4 address,
@@ -251,16 +236,16 @@ func clientHost(r *http.Request) string {
 func (a *Admin) login(w http.ResponseWriter, r *http.Request, _ string) error {
 	host := clientHost(r)
 	if a.limiter.blocked(host) {
-		return apiErrorf(http.StatusTooManyRequests, "too many failed logins from %s; wait a minute", host)
+		return a.tooManyFails(host)
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 4096)
 	if err := r.ParseForm(); err != nil {
-		return apiErrorf(http.StatusBadRequest, "bad login form: %v", err)
+		return errorf(http.StatusBadRequest, "bad login form: %v", err)
 	}
 	token := r.PostForm.Get("token")
 	if _, ok := a.check(token); !ok || token == "" {
 		a.limiter.fail(host)
-		return apiErrorf(http.StatusUnauthorized, "wrong admin token")
+		return unauthorized("wrong admin token")
 	}
 	http.SetCookie(w, &http.Cookie{Name: adminCookie, Value: token, Path: "/", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
@@ -275,17 +260,13 @@ func (a *Admin) logout(w http.ResponseWriter, r *http.Request, _ string) error {
 	return nil
 }
 
-func (a *Admin) servePage(static fs.FS) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		b, err := fs.ReadFile(static, "index.html")
-		if err != nil {
-			http.Error(w, "console missing from this build", http.StatusInternalServerError)
-			return
-		}
+// servePage serves the console page, read from the embedded tree once.
+func servePage(page []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; connect-src 'self'")
 		w.Header().Set("X-Frame-Options", "DENY")
-		if _, err := w.Write(b); err != nil {
+		if _, err := w.Write(page); err != nil {
 			return // the client went away
 		}
 	}
@@ -335,6 +316,19 @@ func liveOf(info supervisor.JobInfo) *liveJSON {
 	return l
 }
 
+// endedRecord is an ended job's final record, from the ledger.
+func (a *Admin) endedRecord(id string) (jobJSON, bool) {
+	if a.ledger == nil {
+		return jobJSON{}, false
+	}
+	rec, _, err := a.ledger.Get(id)
+	if err != nil {
+		a.log.Warn("events: read ended job", "job", id, "err", err)
+		return jobJSON{}, false
+	}
+	return jobJSON{Record: rec}, true
+}
+
 // running is a running job's record with its live usage.
 func (a *Admin) running(id string) (jobJSON, bool) {
 	rec, info, ok := a.sup.Record(id)
@@ -362,7 +356,7 @@ func parseTime(key, v string) (time.Time, error) {
 	if t, err := time.Parse(time.DateOnly, v); err == nil {
 		return t, nil
 	}
-	return time.Time{}, apiErrorf(http.StatusBadRequest, "bad %s %q: use RFC 3339 (2026-11-23T10:00:00Z) or a date (2026-11-23)", key, v)
+	return time.Time{}, errorf(http.StatusBadRequest, "bad %s %q: use RFC 3339 (2026-11-23T10:00:00Z) or a date (2026-11-23)", key, v)
 }
 
 func (a *Admin) listJobs(w http.ResponseWriter, r *http.Request, _ string) error {
@@ -382,15 +376,15 @@ func (a *Admin) listJobs(w http.ResponseWriter, r *http.Request, _ string) error
 	if s := v.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > maxPage {
-			return apiErrorf(http.StatusBadRequest, "bad limit %q: 1 to %d", s, maxPage)
+			return errorf(http.StatusBadRequest, "bad limit %q: 1 to %d", s, maxPage)
 		}
 		q.Limit = n
 	}
 	if err := q.Validate(); err != nil {
-		return apiErrorf(http.StatusBadRequest, "%v", err)
+		return errorf(http.StatusBadRequest, "%v", err)
 	}
 	if a.ledger == nil {
-		return apiErrorf(http.StatusServiceUnavailable, "this server keeps no ledger")
+		return errorf(http.StatusServiceUnavailable, "this server keeps no ledger")
 	}
 	page, err := a.ledger.List(q)
 	if err != nil {
@@ -417,14 +411,14 @@ func (a *Admin) listJobs(w http.ResponseWriter, r *http.Request, _ string) error
 func (a *Admin) getJob(w http.ResponseWriter, r *http.Request, _ string) error {
 	id := r.PathValue("id")
 	if _, err := accounting.ParseID(id); err != nil {
-		return apiErrorf(http.StatusBadRequest, "%v", err)
+		return errorf(http.StatusBadRequest, "%v", err)
 	}
 	if a.ledger == nil {
-		return apiErrorf(http.StatusServiceUnavailable, "this server keeps no ledger")
+		return errorf(http.StatusServiceUnavailable, "this server keeps no ledger")
 	}
 	rec, samples, err := a.ledger.Get(id)
 	if errors.Is(err, accounting.ErrNotFound) {
-		return apiErrorf(http.StatusNotFound, "%v", err)
+		return errorf(http.StatusNotFound, "%v", err)
 	}
 	if err != nil {
 		return err
@@ -474,7 +468,7 @@ func (a *Admin) cancelJob(w http.ResponseWriter, r *http.Request, label string) 
 	id := r.PathValue("id")
 	seq, err := accounting.ParseID(id)
 	if err != nil {
-		return apiErrorf(http.StatusBadRequest, "%v", err)
+		return errorf(http.StatusBadRequest, "%v", err)
 	}
 	id = accounting.FormatID(seq)
 	err = a.sup.Cancel(id, label)
@@ -488,10 +482,10 @@ func (a *Admin) cancelJob(w http.ResponseWriter, r *http.Request, label string) 
 	}
 	if a.ledger != nil {
 		if rec, _, gerr := a.ledger.Get(id); gerr == nil {
-			return apiErrorf(http.StatusConflict, "%s has already ended (%s, %s)", id, rec.State, rec.Reason)
+			return errorf(http.StatusConflict, "%s has already ended (%s, %s)", id, rec.State, rec.Reason)
 		}
 	}
-	return apiErrorf(http.StatusNotFound, "no such job: %s", id)
+	return errorf(http.StatusNotFound, "no such job: %s", id)
 }
 
 func (a *Admin) reportQuery(r *http.Request) (accounting.ReportQuery, error) {
@@ -508,7 +502,7 @@ func (a *Admin) reportQuery(r *http.Request) (accounting.ReportQuery, error) {
 		return q, err
 	}
 	if err := q.Validate(); err != nil {
-		return q, apiErrorf(http.StatusBadRequest, "%v", err)
+		return q, errorf(http.StatusBadRequest, "%v", err)
 	}
 	return q, nil
 }
@@ -519,7 +513,7 @@ func (a *Admin) acct(w http.ResponseWriter, r *http.Request, _ string) error {
 		return err
 	}
 	if a.ledger == nil {
-		return apiErrorf(http.StatusServiceUnavailable, "this server keeps no ledger")
+		return errorf(http.StatusServiceUnavailable, "this server keeps no ledger")
 	}
 	groups, err := a.ledger.Report(q)
 	if err != nil {
@@ -534,7 +528,7 @@ func (a *Admin) acct(w http.ResponseWriter, r *http.Request, _ string) error {
 		w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="chimirror-acct-by-%s.csv"`, q.By))
 		return WriteReportCSV(w, q.By, groups)
 	default:
-		return apiErrorf(http.StatusBadRequest, "bad format %q: json or csv", f)
+		return errorf(http.StatusBadRequest, "bad format %q: json or csv", f)
 	}
 }
 

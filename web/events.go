@@ -3,8 +3,8 @@ package web
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -46,7 +46,7 @@ type hub struct {
 const subBuffer = 64
 
 type subscriber struct {
-	ws    *websocket.Conn
+	c     *wsConn
 	send  chan []byte
 	gone  chan struct{} // closed once, by drop
 	once  sync.Once
@@ -54,13 +54,21 @@ type subscriber struct {
 	subAt time.Time // when it subscribed; guarded by hub.mu
 }
 
-func newHub(log *slog.Logger, sup *supervisor.Supervisor, every time.Duration) *hub {
-	return &hub{log: log, sup: sup, every: every, subs: make(map[*subscriber]bool),
+// newHub starts a hub that looks records up with rec (running jobs) and
+// ended (ended ones). Close stops it.
+func newHub(log *slog.Logger, sup *supervisor.Supervisor, every time.Duration,
+	rec, ended func(id string) (jobJSON, bool)) *hub {
+	h := &hub{log: log, sup: sup, every: every, rec: rec, ended: ended, subs: make(map[*subscriber]bool),
 		stop: make(chan struct{}), done: make(chan struct{})}
+	go h.run()
+	return h
 }
 
-// start runs the hub's goroutine; the Admin calls it once its lookups are set.
-func (h *hub) start() { go h.run() }
+// usageJSON is one running job's entry in /jobs/usage.
+type usageJSON struct {
+	ID   string    `json:"id"`
+	Live *liveJSON `json:"live"`
+}
 
 func (h *hub) run() {
 	defer close(h.done)
@@ -88,7 +96,7 @@ func (h *hub) run() {
 			}
 		}
 		now := make(map[string]bool, len(jobs))
-		usage := make([]map[string]any, 0, len(jobs))
+		usage := make([]usageJSON, 0, len(jobs))
 		for _, j := range jobs {
 			now[j.ID] = true
 			if !known[j.ID] {
@@ -96,7 +104,7 @@ func (h *hub) run() {
 					h.broadcast("/jobs/started", rec)
 				}
 			}
-			usage = append(usage, map[string]any{"id": j.ID, "live": liveOf(j)})
+			usage = append(usage, usageJSON{ID: j.ID, Live: liveOf(j)})
 		}
 		for id := range known {
 			if !now[id] {
@@ -125,11 +133,17 @@ func (h *hub) listening() (time.Time, bool) {
 	return since, ok
 }
 
+// eventJSON is one chimirror.v1 message from the server.
+type eventJSON struct {
+	Event string `json:"event"`
+	Data  any    `json:"data"`
+}
+
 // broadcast sends one event to every /jobs subscriber. It is encoded
 // before the lock is taken: a usage batch for thousands of jobs takes a
 // while, and subscribers come and go meanwhile.
 func (h *hub) broadcast(event string, data any) {
-	msg, err := json.Marshal(map[string]any{"event": event, "data": data})
+	msg, err := json.Marshal(eventJSON{Event: event, Data: data})
 	if err != nil {
 		h.log.Error("encode event", "event", event, "err", err)
 		return
@@ -143,10 +157,28 @@ func (h *hub) broadcast(event string, data any) {
 		select {
 		case s.send <- msg:
 		default:
-			h.log.Info("events: subscriber too slow; disconnected", "remote", s.ws.RemoteAddr())
+			h.log.Info("events: subscriber too slow; disconnected", "remote", s.c.ws.RemoteAddr())
 			h.dropLocked(s)
 		}
 	}
+}
+
+// add registers s; it reports false once the hub is closed.
+func (h *hub) add(s *subscriber) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	h.subs[s] = true
+	return true
+}
+
+// drop disconnects s; it may be called more than once.
+func (h *hub) drop(s *subscriber) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.dropLocked(s)
 }
 
 func (h *hub) dropLocked(s *subscriber) {
@@ -176,139 +208,105 @@ var eventsUpgrader = websocket.Upgrader{
 	// nil CheckOrigin: the Origin's host must equal Host (same origin).
 }
 
-// eventsPing keeps idle event sockets alive and finds dead ones.
-const eventsPing = 20 * time.Second
+// eventsReadLimit bounds a subscriber's message: its requests are a few
+// bytes of JSON.
+const eventsReadLimit = 4096
 
 // events serves one subscriber: this goroutine reads its requests, a
-// writer goroutine (waited for here) sends what the hub queues.
+// writer goroutine (waited for here) sends what the hub queues. The
+// socket is a wsConn with the job sockets' keepalive and write timeout.
+// Once upgraded, the response is gone: failures are logged, not returned.
 func (a *Admin) events(w http.ResponseWriter, r *http.Request, _ string) error {
 	if !websocket.IsWebSocketUpgrade(r) {
-		return apiErrorf(http.StatusUpgradeRequired, "/api/v1/events is a WebSocket (sub-protocol %s)", ProtoV1)
+		return errorf(http.StatusUpgradeRequired, "/api/v1/events is a WebSocket (sub-protocol %s)", ProtoV1)
 	}
 	ws, err := eventsUpgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return nil // gorilla has answered
 	}
-	ws.SetReadLimit(4096)
-	s := &subscriber{ws: ws, send: make(chan []byte, subBuffer), gone: make(chan struct{})}
+	lim := DefaultLimits()
+	lim.MaxMessageBytes = eventsReadLimit
+	s := &subscriber{c: newWSConn(ws, nil, a.log, lim), send: make(chan []byte, subBuffer), gone: make(chan struct{})}
 	h := a.hub
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
-		return ws.Close()
+	if !h.add(s) { // the Admin is closing
+		if err := s.c.Close(); err != nil {
+			a.log.Debug("close events socket", "err", err)
+		}
+		return nil
 	}
-	h.subs[s] = true
-	h.mu.Unlock()
-
 	var wg sync.WaitGroup
+	var writeErr error
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.writeLoop(h)
+		writeErr = s.writeLoop(h)
 	}()
 	readErr := s.readLoop(h)
-	h.mu.Lock()
-	h.dropLocked(s)
-	h.mu.Unlock()
-	wg.Wait()
-	closeErr := ws.Close()
-	if readErr != nil && !websocket.IsCloseError(readErr, websocket.CloseNormalClosure, websocket.CloseGoingAway) {
+	h.drop(s)
+	wg.Wait() // the writer has closed the socket
+	if readErr != nil && !closedNormally(readErr) {
 		a.log.Debug("events subscriber left", "err", readErr)
 	}
-	if closeErr != nil && !errors.Is(closeErr, net.ErrClosed) {
-		a.log.Debug("close events socket", "err", closeErr)
+	if writeErr != nil {
+		a.log.Debug("events socket", "err", writeErr)
 	}
 	return nil
 }
 
-// writeLoop sends what is queued until the subscriber is dropped. A
-// write that fails drops it too, which unblocks a reader waiting to queue
-// an answer.
-func (s *subscriber) writeLoop(h *hub) {
-	ping := time.NewTicker(eventsPing)
-	defer ping.Stop()
+// closedNormally reports whether err is the client's close frame saying it
+// is done (1000) or leaving (1001). wsConn.read wraps it, so errors.As,
+// not websocket.IsCloseError.
+func closedNormally(err error) bool {
+	var ce *websocket.CloseError
+	return errors.As(err, &ce) && (ce.Code == websocket.CloseNormalClosure || ce.Code == websocket.CloseGoingAway)
+}
+
+// writeLoop sends what is queued until the subscriber is dropped, then
+// closes the socket, which unblocks the reader. A write that fails drops
+// the subscriber too, which unblocks a reader waiting to queue an answer.
+func (s *subscriber) writeLoop(h *hub) error {
 	for {
-		var err error
 		select {
 		case <-s.gone:
-			// Unblock the reader too: the connection is done. The handler
-			// closes it again and reports that error.
-			s.ws.Close()
-			return
-		case msg := <-s.send:
-			if err = s.ws.SetWriteDeadline(time.Now().Add(10 * time.Second)); err == nil {
-				err = s.ws.WriteMessage(websocket.TextMessage, msg)
+			if err := s.c.Close(); err != nil {
+				return fmt.Errorf("close: %w", err)
 			}
-		case <-ping.C:
-			err = s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(10*time.Second))
-		}
-		if err != nil {
-			h.mu.Lock()
-			h.dropLocked(s)
-			h.mu.Unlock()
-			s.ws.Close() // unblocks the reader; the handler reports the close
-			return
+			return nil
+		case msg := <-s.send:
+			if err := s.c.write(websocket.TextMessage, msg); err != nil {
+				h.drop(s)
+				err = fmt.Errorf("send event: %w", err)
+				if cerr := s.c.Close(); cerr != nil {
+					err = errors.Join(err, fmt.Errorf("close: %w", cerr))
+				}
+				return err
+			}
 		}
 	}
 }
 
 // readLoop applies the subscriber's requests until it goes. Answers go
-// through the same queue as events, so they arrive in order.
+// through the same queue as events, so they arrive in order. As on a job's
+// socket, an event with callback 0 (or none) is not answered.
 func (s *subscriber) readLoop(h *hub) error {
-	if err := s.ws.SetReadDeadline(time.Now().Add(2 * eventsPing)); err != nil {
-		return err
-	}
-	s.ws.SetPongHandler(func(string) error { return s.ws.SetReadDeadline(time.Now().Add(2 * eventsPing)) })
 	for {
-		_, p, err := s.ws.ReadMessage()
+		_, p, err := s.c.read()
 		if err != nil {
 			return err
 		}
-		if err := s.ws.SetReadDeadline(time.Now().Add(2 * eventsPing)); err != nil {
-			return err
-		}
-		var in struct {
-			Event    string          `json:"event"`
-			Data     json.RawMessage `json:"data"`
-			Callback *int64          `json:"callback"`
-		}
-		var answer error
-		if err := json.Unmarshal(p, &in); err != nil {
-			answer = errors.New("not a chimirror.v1 event: " + err.Error())
+		var ev v1Event
+		answer := json.Unmarshal(p, &ev)
+		if answer != nil {
+			answer = fmt.Errorf("not a chimirror.v1 event: %w", answer)
 		} else {
-			var path string
-			if len(in.Data) > 0 {
-				if err := json.Unmarshal(in.Data, &path); err != nil {
-					path = ""
-				}
-			}
-			switch {
-			case in.Event == "/subscribe" && path == "/jobs":
-				h.mu.Lock()
-				if !s.jobs {
-					s.jobs, s.subAt = true, time.Now()
-				}
-				h.mu.Unlock()
-			case in.Event == "/unsubscribe" && path == "/jobs":
-				h.mu.Lock()
-				s.jobs = false
-				h.mu.Unlock()
-			case in.Event == "/subscribe" || in.Event == "/unsubscribe":
-				answer = errors.New("unknown subscription " + string(in.Data) + ": the only one is \"/jobs\"")
-			default:
-				answer = errors.New("unknown event " + in.Event + ": use /subscribe or /unsubscribe")
-			}
+			answer = s.request(h, ev)
 		}
-		if in.Callback == nil {
+		if ev.Callback == 0 {
 			continue
 		}
-		cb := map[string]any{"callback": *in.Callback, "ok": answer == nil}
-		if answer != nil {
-			cb["error"] = answer.Error()
-		}
-		msg, err := json.Marshal(map[string]any{"event": "/callback", "data": cb})
+		msg, err := json.Marshal(eventJSON{Event: "/callback", Data: callbackOf(ev.Callback, answer)})
 		if err != nil {
-			return err
+			return fmt.Errorf("encode /callback: %w", err)
 		}
 		select {
 		case s.send <- msg:
@@ -316,4 +314,30 @@ func (s *subscriber) readLoop(h *hub) error {
 			return errors.New("subscriber dropped")
 		}
 	}
+}
+
+// request applies one /subscribe or /unsubscribe; the error is the
+// client's answer.
+func (s *subscriber) request(h *hub, ev v1Event) error {
+	var path string // data that is not a string names no subscription
+	if len(ev.Data) > 0 && json.Unmarshal(ev.Data, &path) != nil {
+		path = ""
+	}
+	switch {
+	case ev.Event == "/subscribe" && path == "/jobs":
+		h.mu.Lock()
+		if !s.jobs {
+			s.jobs, s.subAt = true, time.Now()
+		}
+		h.mu.Unlock()
+	case ev.Event == "/unsubscribe" && path == "/jobs":
+		h.mu.Lock()
+		s.jobs = false
+		h.mu.Unlock()
+	case ev.Event == "/subscribe" || ev.Event == "/unsubscribe":
+		return errors.New("unknown subscription " + string(ev.Data) + ": the only one is \"/jobs\"")
+	default:
+		return errors.New("unknown event " + ev.Event + ": use /subscribe or /unsubscribe")
+	}
+	return nil
 }

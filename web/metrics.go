@@ -97,18 +97,21 @@ func (m *Metrics) started(since time.Time) {
 	m.setup.Observe(time.Since(since).Seconds())
 }
 
+// rejectReasons are the reason labels of refusals, by status.
+var rejectReasons = map[int]string{
+	http.StatusNotFound: "unknown-app", http.StatusForbidden: "origin", http.StatusUnauthorized: "auth",
+	http.StatusTooManyRequests: "busy", http.StatusServiceUnavailable: "unavailable",
+	http.StatusBadRequest: "bad-request", http.StatusUpgradeRequired: "not-websocket",
+	http.StatusMethodNotAllowed: "method",
+}
+
 // rejected counts a refusal; the reason is a short label for its status.
 func (m *Metrics) rejected(status int) {
 	if m == nil {
 		return
 	}
-	reason := map[int]string{
-		http.StatusNotFound: "unknown-app", http.StatusForbidden: "origin", http.StatusUnauthorized: "auth",
-		http.StatusTooManyRequests: "busy", http.StatusServiceUnavailable: "unavailable",
-		http.StatusBadRequest: "bad-request", http.StatusUpgradeRequired: "not-websocket",
-		http.StatusMethodNotAllowed: "method",
-	}[status]
-	if reason == "" {
+	reason, ok := rejectReasons[status]
+	if !ok {
 		reason = "other"
 	}
 	m.rejections.WithLabelValues(reason).Inc()

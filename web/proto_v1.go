@@ -134,15 +134,30 @@ func (p *v1Proto) decode(mt int, b []byte) (supervisor.Input, int64, error) {
 	return supervisor.Input{}, ev.Callback, fmt.Errorf("unknown event %q", ev.Event)
 }
 
+// callbackJSON is the data of a /callback event: the outcome of the
+// client's event numbered Callback. Job sockets and the admin's events
+// socket answer alike.
+type callbackJSON struct {
+	Callback int64  `json:"callback"`
+	OK       bool   `json:"ok"`
+	Error    string `json:"error,omitempty"` // why it failed
+}
+
+func callbackOf(cb int64, err error) callbackJSON {
+	c := callbackJSON{Callback: cb, OK: err == nil}
+	if err != nil {
+		c.Error = err.Error()
+	}
+	return c
+}
+
 // answer reports an event's outcome: /callback when the client asked for one,
 // otherwise /error for a failure.
 func (p *v1Proto) answer(cb int64, err error) {
 	var werr error
 	switch {
-	case cb != 0 && err == nil:
-		werr = p.writeJSON("/callback", map[string]any{"callback": cb, "ok": true})
 	case cb != 0:
-		werr = p.writeJSON("/callback", map[string]any{"callback": cb, "ok": false, "error": err.Error()})
+		werr = p.writeJSON("/callback", callbackOf(cb, err))
 	case err != nil:
 		werr = p.writeJSON("/error", err.Error())
 	}

@@ -136,7 +136,8 @@ func (s *Server) HTTPServer(addr string) *http.Server {
 	}
 }
 
-// httpError is an error with the status and body a client should see.
+// httpError is an error with the status and message a client should see:
+// as plain text on the public listener, as {"error"} on the admin's.
 type httpError struct {
 	Status     int
 	Msg        string
@@ -279,24 +280,38 @@ func (s *Server) authenticate(r *http.Request) (*supervisor.Tenant, error) {
 	if len(tenants) == 0 {
 		return supervisor.PublicTenant, nil
 	}
-	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	token, ok := bearerToken(r)
 	if !ok {
 		token = r.URL.Query().Get("token")
 	}
 	if token == "" {
 		return nil, &httpError{Status: http.StatusUnauthorized, Msg: "a tenant token is required: Authorization: Bearer TOKEN, or ?token=TOKEN", Bearer: true}
 	}
-	sum := sha256.Sum256([]byte(token))
-	var found *supervisor.Tenant
-	for _, t := range tenants {
-		if subtle.ConstantTimeCompare(sum[:], t.TokenSHA256[:]) == 1 {
-			found = t
-		}
-	}
-	if found == nil {
+	found, ok := findToken(token, tenants, func(t *supervisor.Tenant) [32]byte { return t.TokenSHA256 })
+	if !ok {
 		return nil, &httpError{Status: http.StatusUnauthorized, Msg: "unknown tenant token", Bearer: true}
 	}
 	return found, nil
+}
+
+// bearerToken is the token of an "Authorization: Bearer TOKEN" header.
+func bearerToken(r *http.Request) (string, bool) {
+	return strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+}
+
+// findToken returns the last of entries whose SHA-256 sum (by sumOf) is
+// token's. It compares the sum with every entry in constant time, so the
+// time taken tells nothing about which entry, if any, matched.
+func findToken[T any](token string, entries []T, sumOf func(T) [32]byte) (T, bool) {
+	sum := sha256.Sum256([]byte(token))
+	var found T
+	ok := false
+	for _, e := range entries {
+		if s := sumOf(e); subtle.ConstantTimeCompare(sum[:], s[:]) == 1 {
+			found, ok = e, true
+		}
+	}
+	return found, ok
 }
 
 // pickProtocol chooses the sub-protocol. A client that offers protocols, none

@@ -329,12 +329,13 @@
   }
 
   // connect first checks the login over REST (a WebSocket cannot see a
-  // 401), then opens the socket and subscribes; see onEvent for the rest.
+  // 401) by loading the tenants, then opens the socket and subscribes; see
+  // onEvent for the rest.
   async function connect() {
     state.conn.timer = 0;
     if (!state.loggedIn) return;
     try {
-      renderTenants(await api(`${API}/tenants`));
+      await loadTenants();
     } catch (e) {
       if (e.status === 401 || e.status === 429) return; // login shown
       showConsole();
@@ -379,8 +380,9 @@
     refreshAll();
   }
 
+  // refreshAll re-reads the lists; connect has just read the tenants.
   function refreshAll() {
-    const jobs = [loadActive(), loadHistory(true), loadAcct(), loadTenants()];
+    const jobs = [loadActive(), loadHistory(true), loadAcct()];
     if (state.detail.id) jobs.push(loadDetail());
     return Promise.all(jobs.map((p) => p.catch(report)));
   }
@@ -747,7 +749,8 @@
 
   // drawChart renders points [{t ms, v}] into an <svg> (viewBox 600x190):
   // axes, a polyline.series, y min/max labels, start/end time labels and,
-  // with opts.limit, a dashed line.limit. Fewer than 2 points: a message.
+  // with opts.limit, a line.limit. console.css styles them (the series
+  // unfilled, the limit dashed). Fewer than 2 points: a message.
   function drawChart(root, points, opts) {
     const W = 600, H = 190, L = 64, R = 12, T = 26, B = 24;
     root.replaceChildren();
@@ -764,19 +767,19 @@
     root.append(
       svg('line', { class: 'axis', x1: L, y1: T, x2: L, y2: H - B }),
       svg('line', { class: 'axis', x1: L, y1: H - B, x2: W - R, y2: H - B }),
-      svg('text', { class: 'label y-max', x: L - 4, y: T + 4, 'text-anchor': 'end' }, opts.fmt(top)),
-      svg('text', { class: 'label y-min', x: L - 4, y: H - B, 'text-anchor': 'end' }, opts.fmt(0)),
-      svg('text', { class: 'label t-start', x: L, y: H - 6 }, fmtClock(t0)),
-      svg('text', { class: 'label t-end', x: W - R, y: H - 6, 'text-anchor': 'end' }, fmtClock(t1)),
-      svg('text', { class: 'label minmax', x: W - R, y: 14, 'text-anchor': 'end' },
+      svg('text', { class: 'label', x: L - 4, y: T + 4, 'text-anchor': 'end' }, opts.fmt(top)),
+      svg('text', { class: 'label', x: L - 4, y: H - B, 'text-anchor': 'end' }, opts.fmt(0)),
+      svg('text', { class: 'label', x: L, y: H - 6 }, fmtClock(t0)),
+      svg('text', { class: 'label', x: W - R, y: H - 6, 'text-anchor': 'end' }, fmtClock(t1)),
+      svg('text', { class: 'label', x: W - R, y: 14, 'text-anchor': 'end' },
         `min ${opts.fmt(vmin)} · max ${opts.fmt(vmax)} · ${fmtDur(t1 - t0)}`),
     );
     if (opts.limit) {
-      root.append(svg('line', { class: 'limit', x1: L, y1: y(opts.limit), x2: W - R, y2: y(opts.limit), 'stroke-dasharray': '5 4' }),
+      root.append(svg('line', { class: 'limit', x1: L, y1: y(opts.limit), x2: W - R, y2: y(opts.limit) }),
         svg('text', { class: 'label limit-label', x: L + 4, y: y(opts.limit) - 3 }, `limit ${opts.fmtLimit ? opts.fmtLimit(opts.limit) : opts.fmt(opts.limit)}`));
     }
     const line = points.map((p) => `${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`).join(' ');
-    root.append(svg('polyline', { class: 'series', points: line, fill: 'none' }));
+    root.append(svg('polyline', { class: 'series', points: line }));
   }
 
   // ---------- accounting and tenants ----------
