@@ -3,8 +3,10 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,27 +68,51 @@ func newJobCgroup(version int, parent, name string, res *specs.LinuxResources) (
 
 // --- v1 -------------------------------------------------------------------
 
+// cgroupRoot is where the host mounts its cgroup hierarchies: one directory
+// per v1 controller, or the v2 hierarchy itself on a pure v2 host.
+const cgroupRoot = "/sys/fs/cgroup"
+
 type cgroup1Job struct {
 	cg   cgroup1.Cgroup
 	path string
+	dirs cgroup1Dirs // computed once: Usage reads eight files per sample
 }
+
+// cgroup1Dirs is one cgroup's directory in each v1 hierarchy jobs use.
+type cgroup1Dirs map[cgroup1.Name]string
+
+// list is the directories, in no order.
+func (d cgroup1Dirs) list() []string { return slices.Collect(maps.Values(d)) }
+
+// remove removes the directories, which must be empty; ones already gone
+// are fine.
+func (d cgroup1Dirs) remove() error { return removeDirs(d.list()) }
 
 // v1Hierarchy is the controllers jobs use. Never name=systemd: moving a job
 // there would take it out of the server's unit (KERNEL-NOTES gotcha 1).
-func v1Hierarchy() ([]cgroup1.Subsystem, error) {
-	const root = "/sys/fs/cgroup"
+// Computed once, error included: containerd asks for it per cgroup created
+// or loaded, and which controllers the host mounts does not change under a
+// running server.
+var v1Hierarchy = sync.OnceValues(func() ([]cgroup1.Subsystem, error) {
 	subs := []cgroup1.Subsystem{
-		cgroup1.NewCpu(root), cgroup1.NewCpuacct(root),
-		cgroup1.NewMemory(root, cgroup1.OptionalSwap()),
-		cgroup1.NewPids(root), cgroup1.NewFreezer(root),
+		cgroup1.NewCpu(cgroupRoot), cgroup1.NewCpuacct(cgroupRoot),
+		cgroup1.NewMemory(cgroupRoot, cgroup1.OptionalSwap()),
+		cgroup1.NewPids(cgroupRoot), cgroup1.NewFreezer(cgroupRoot),
 	}
 	for _, s := range subs {
-		if _, err := os.Stat(filepath.Join(root, string(s.Name()))); err != nil {
+		if _, err := os.Stat(filepath.Join(cgroupRoot, string(s.Name()))); err != nil {
 			return nil, fmt.Errorf("cgroup v1 controller %s: %w", s.Name(), err)
 		}
 	}
 	return subs, nil
-}
+})
+
+// v1SwapAccounted reports whether the kernel accounts swap (memory.memsw.*
+// exists), read once: it is fixed at boot.
+var v1SwapAccounted = sync.OnceValue(func() bool {
+	_, err := os.Stat(filepath.Join(cgroupRoot, "memory", "memory.memsw.limit_in_bytes"))
+	return err == nil
+})
 
 // ownV1 is the server's own cgroup in each v1 hierarchy, read once from
 // /proc/self/cgroup: the server never moves itself, and containerd's
@@ -123,28 +149,15 @@ func nestedPath(path string) cgroup1.Path {
 	}
 }
 
-// v1Dir is path's directory in one v1 hierarchy.
-func v1Dir(sub cgroup1.Name, path string) (string, error) {
-	p, err := nestedPath(path)(sub)
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join("/sys/fs/cgroup", string(sub), p), nil
-}
-
 // v1Dirs is path's directory in every hierarchy jobs use.
-func v1Dirs(path string) ([]string, error) {
+func v1Dirs(path string) (cgroup1Dirs, error) {
 	own, err := ownV1()
 	if err != nil {
 		return nil, err
 	}
-	dirs := make([]string, 0, len(own))
-	for sub := range own {
-		dir, err := v1Dir(sub, path)
-		if err != nil {
-			return nil, err
-		}
-		dirs = append(dirs, dir)
+	dirs := make(cgroup1Dirs, len(own))
+	for sub, o := range own {
+		dirs[sub] = filepath.Join(cgroupRoot, string(sub), o, path)
 	}
 	return dirs, nil
 }
@@ -165,28 +178,29 @@ func newCgroup1(path string, res *specs.LinuxResources) (jobCgroup, error) {
 		res = &specs.LinuxResources{} // cgroup1.New dereferences it
 	}
 	res = v1Resources(res)
-	// containerd reuses an existing directory; two jobs must never share one.
-	dir, err := v1Dir(cgroup1.Pids, path)
+	dirs, err := v1Dirs(path)
 	if err != nil {
 		return nil, fmt.Errorf("create cgroup v1 %s: %w", path, err)
 	}
-	if _, err := os.Stat(dir); err == nil {
+	// containerd reuses an existing directory; two jobs must never share one.
+	if _, err := os.Stat(dirs[cgroup1.Pids]); err == nil {
 		return nil, fmt.Errorf("create cgroup v1 %s: already exists", path)
 	}
 	cg, err := cgroup1.New(nestedPath(path), res, cgroup1.WithHierarchy(v1Hierarchy))
 	if err != nil {
-		return nil, fmt.Errorf("create cgroup v1 %s: %w", path, err)
+		// containerd makes the hierarchies in turn and returns at the first
+		// error, leaving the directories it made. They are this cgroup's (no
+		// job holds the name: checked above) and hold no process yet, so
+		// they go; a removal that fails is reported with the cause.
+		return nil, fmt.Errorf("create cgroup v1 %s: %w", path, errors.Join(err, dirs.remove()))
 	}
-	return &cgroup1Job{cg: cg, path: path}, nil
+	return &cgroup1Job{cg: cg, path: path, dirs: dirs}, nil
 }
 
 // v1Resources drops the swap limit when the kernel does not account swap
 // (no memory.memsw.*): writing it would fail.
 func v1Resources(res *specs.LinuxResources) *specs.LinuxResources {
-	if res == nil || res.Memory == nil || res.Memory.Swap == nil {
-		return res
-	}
-	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"); err == nil {
+	if res == nil || res.Memory == nil || res.Memory.Swap == nil || v1SwapAccounted() {
 		return res
 	}
 	r := *res
@@ -243,9 +257,9 @@ func (c *cgroup1Job) Empty() (bool, error) {
 
 // v1Path is the path of file in the job's directory of one v1 controller.
 func (c *cgroup1Job) v1Path(sub cgroup1.Name, file string) (string, error) {
-	dir, err := v1Dir(sub, c.path)
-	if err != nil {
-		return "", err
+	dir, ok := c.dirs[sub]
+	if !ok {
+		return "", fmt.Errorf("cgroup v1 controller %s is not used by jobs", sub)
 	}
 	return filepath.Join(dir, file), nil
 }
@@ -306,11 +320,7 @@ func (c *cgroup1Job) Usage() (Usage, error) {
 // containerd's Delete walks every hierarchy's tree first, which cost more
 // than the rest of a job's teardown.
 func (c *cgroup1Job) Delete() error {
-	dirs, err := v1Dirs(c.path)
-	if err == nil {
-		err = removeDirs(dirs)
-	}
-	if err != nil {
+	if err := c.dirs.remove(); err != nil {
 		return fmt.Errorf("delete cgroup %s: %w", c.path, err)
 	}
 	return nil
@@ -324,7 +334,8 @@ type cgroup2Job struct {
 	group string
 }
 
-func unifiedMount() string { return "/sys/fs/cgroup" }
+// unifiedMount is the cgroup2 mount jobs use on a pure v2 host.
+func unifiedMount() string { return cgroupRoot }
 
 // ownCgroup2 is the server's own v2 cgroup ("0::/path" in /proc/self/cgroup).
 func ownCgroup2() (string, error) {

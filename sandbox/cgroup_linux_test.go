@@ -18,7 +18,7 @@ import (
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates cgroups")
+		t.Skip("needs root: creates cgroups or namespaces")
 	}
 }
 
@@ -35,7 +35,7 @@ func requireV1(t *testing.T) {
 func requireUnified(t *testing.T) string {
 	t.Helper()
 	requireRoot(t)
-	for _, m := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+	for _, m := range []string{cgroupRoot, cgroupRoot + "/unified"} {
 		var st unix.Statfs_t
 		if unix.Statfs(m, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
 			return m
@@ -162,11 +162,11 @@ func TestCgroup1_Limits(t *testing.T) {
 // cgroup1Dir finds a job cgroup's directory in one v1 hierarchy.
 func cgroup1Dir(t *testing.T, sub, path string) string {
 	t.Helper()
-	matches, err := filepath.Glob(filepath.Join("/sys/fs/cgroup", sub, "**", path))
+	matches, err := filepath.Glob(filepath.Join(cgroupRoot, sub, "**", path))
 	if err == nil && len(matches) == 1 {
 		return matches[0]
 	}
-	for _, base := range []string{"/sys/fs/cgroup/" + sub} {
+	for _, base := range []string{filepath.Join(cgroupRoot, sub)} {
 		var found string
 		filepath.WalkDir(base, func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() && strings.HasSuffix(p, path) {
@@ -368,5 +368,31 @@ func TestCgroup_NoReuse(t *testing.T) {
 	cg := newTestCgroup(t, 1, nil)
 	if _, err := newCgroup1(cg.Path(), nil); err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("second create of %s: %v", cg.Path(), err)
+	}
+}
+
+// Ensure a v1 job cgroup the kernel refuses leaves no directory behind:
+// containerd makes the hierarchies in turn and stops at the first error.
+// A swappiness over 200 is refused by the memory controller, the third of
+// five, after cpu and cpuacct are made.
+func TestCgroup1_CreateFailureLeavesNothing(t *testing.T) {
+	requireV1(t)
+	path := fmt.Sprintf("%s/test-create-failure-%d", DefaultCgroupParent, time.Now().UnixNano())
+	res := &specs.LinuxResources{Memory: &specs.LinuxMemory{Swappiness: ptr(uint64(1000))}}
+	cg, err := newCgroup1(path, res)
+	if err == nil {
+		if derr := cg.Delete(); derr != nil {
+			t.Error(derr)
+		}
+		t.Fatal("the kernel took swappiness 1000; this test needs a limit it refuses")
+	}
+	dirs, derr := v1Dirs(path)
+	if derr != nil {
+		t.Fatal(derr)
+	}
+	for _, d := range dirs {
+		if _, serr := os.Stat(d); !errors.Is(serr, os.ErrNotExist) {
+			t.Errorf("after a failed create (%v): %s is left (%v)", err, d, serr)
+		}
 	}
 }

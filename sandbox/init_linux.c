@@ -10,7 +10,7 @@
 // the sandbox up (lo, / rprivate, /proc, tmpfs /tmp, rlimits, no_new_privs,
 // bounding set); say "prepared"; wait for the job message; set the hostname
 // and fork+exec the target as the policy's user; drop its own capabilities
-// to CAP_KILL; say "ok PID" and "r"; then, as PID 1, take signals with
+// to CAP_KILL; say "ok"; then, as PID 1, take signals with
 // sigwaitinfo (blocked signals reach a namespace's init even without a
 // handler): SIGCHLD reaps, anything else goes to every process of the
 // namespace. When the target ends it kills what is left, records the
@@ -28,6 +28,7 @@
 #include <linux/capability.h>
 #include <net/if.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,18 +46,21 @@
 // Both ends bound the same way: see maxInitMsgBytes in init_wire_linux.go.
 #define MAX_MSG_BYTES (4u << 20)
 
-static void fail(const char *what, int err) {
-	if (dprintf(SYNC_FD, "error: %s: %s\n", what, strerror(err)) < 0) {
-		_exit(113);
+// failf ends a setup step that failed: it tells the server "error: " and
+// the formatted message, a line, on fd 3, and exits 112, or 113 if fd 3
+// could not be written.
+__attribute__((format(printf, 1, 2), noreturn)) static void failf(const char *fmt, ...) {
+	va_list ap;
+	va_start(ap, fmt);
+	int n = dprintf(SYNC_FD, "error: ");
+	if (n >= 0) {
+		n = vdprintf(SYNC_FD, fmt, ap);
 	}
-	_exit(112);
-}
-
-static void failmsg(const char *what) {
-	if (dprintf(SYNC_FD, "error: %s\n", what) < 0) {
-		_exit(113);
+	va_end(ap);
+	if (n >= 0) {
+		n = dprintf(SYNC_FD, "\n");
 	}
-	_exit(112);
+	_exit(n < 0 ? 113 : 112);
 }
 
 static int read_full(int fd, void *buf, size_t n) {
@@ -89,17 +93,17 @@ static void read_msg(struct msg *m) {
 	}
 	uint32_t n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
 	if (n == 0 || n > MAX_MSG_BYTES) {
-		failmsg("init message size out of range");
+		failf("init message size out of range");
 	}
 	m->buf = malloc(n);
 	if (m->buf == NULL) {
-		fail("init message", ENOMEM);
+		failf("init message: %s", strerror(ENOMEM));
 	}
 	if (read_full(SYNC_FD, m->buf, n) < 0) {
 		_exit(111);
 	}
 	if (m->buf[n - 1] != 0) {
-		failmsg("init message: last field unterminated");
+		failf("init message: last field unterminated");
 	}
 	m->at = m->buf;
 	m->end = m->buf + n;
@@ -107,7 +111,7 @@ static void read_msg(struct msg *m) {
 
 static char *next(struct msg *m) {
 	if (m->at >= m->end) {
-		failmsg("init message: too few fields");
+		failf("init message: too few fields");
 	}
 	char *f = m->at;
 	m->at += strlen(f) + 1;
@@ -119,7 +123,7 @@ static unsigned long long next_num(struct msg *m) {
 	errno = 0;
 	unsigned long long v = strtoull(f, &end, 10);
 	if (*f == 0 || *end != 0 || errno != 0) {
-		failmsg("init message: bad number");
+		failf("init message: bad number");
 	}
 	return v;
 }
@@ -130,11 +134,11 @@ static char **next_vec(struct msg *m) {
 	// Every field takes at least its NUL: a count beyond what is left is a
 	// lie, and must not size an allocation.
 	if (n > (unsigned long long)(m->end - m->at)) {
-		failmsg("init message: too few fields");
+		failf("init message: too few fields");
 	}
 	char **v = calloc(n + 1, sizeof *v);
 	if (v == NULL) {
-		fail("init message", ENOMEM);
+		failf("init message: %s", strerror(ENOMEM));
 	}
 	for (unsigned long long i = 0; i < n; i++) {
 		v[i] = next(m);
@@ -144,27 +148,24 @@ static char **next_vec(struct msg *m) {
 
 static void expect_kind(struct msg *m, const char *kind) {
 	if (strcmp(next(m), kind) != 0) {
-		if (dprintf(SYNC_FD, "error: init message: want %s\n", kind) < 0) {
-			_exit(113);
-		}
-		_exit(112);
+		failf("init message: want %s", kind);
 	}
 }
 
 static void loopback_up(void) {
 	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		fail("bring lo up: socket", errno);
+		failf("bring lo up: socket: %s", strerror(errno));
 	}
 	struct ifreq ifr;
 	memset(&ifr, 0, sizeof ifr);
 	strcpy(ifr.ifr_name, "lo");
 	if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) {
-		fail("bring lo up", errno);
+		failf("bring lo up: %s", strerror(errno));
 	}
 	ifr.ifr_flags |= IFF_UP;
 	if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0) {
-		fail("bring lo up", errno);
+		failf("bring lo up: %s", strerror(errno));
 	}
 	close(fd);
 }
@@ -183,33 +184,33 @@ static void prepare(struct msg *m, uid_t *uid, gid_t *gid) {
 	}
 	// Mounts first: / must not be shared, or our mounts leak to the host.
 	if (mount("", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
-		fail("make / rprivate", errno);
+		failf("make / rprivate: %s", strerror(errno));
 	}
 	if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
-		fail("mount /proc", errno);
+		failf("mount /proc: %s", strerror(errno));
 	}
 	if (tmp_size > 0) {
 		char opts[64];
 		snprintf(opts, sizeof opts, "mode=1777,size=%llu", tmp_size);
 		if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) {
-			fail("mount tmpfs /tmp", errno);
+			failf("mount tmpfs /tmp: %s", strerror(errno));
 		}
 	}
 	for (unsigned long long i = 0; i < nrl; i++) {
 		int res = (int)next_num(m);
 		struct rlimit rl = {.rlim_cur = next_num(m), .rlim_max = next_num(m)};
 		if (setrlimit(res, &rl) < 0) {
-			fail("set rlimit", errno);
+			failf("set rlimit: %s", strerror(errno));
 		}
 	}
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-		fail("no_new_privs", errno);
+		failf("no_new_privs: %s", strerror(errno));
 	}
 	// Every capability leaves the bounding set but CAP_KILL, so nothing the
 	// target execs can gain one; we drop our own after starting it.
 	for (int c = 0; c <= 63; c++) {
 		if (c != CAP_KILL && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL) {
-			fail("drop capability", errno);
+			failf("drop capability: %s", strerror(errno));
 		}
 	}
 }
@@ -219,11 +220,11 @@ static void prepare(struct msg *m, uid_t *uid, gid_t *gid) {
 static pid_t start_target(const char *path, char **argv, char **envp, const char *dir, uid_t uid, gid_t gid) {
 	int ep[2];
 	if (pipe2(ep, O_CLOEXEC) < 0) {
-		fail("start target: pipe", errno);
+		failf("start target: pipe: %s", strerror(errno));
 	}
 	pid_t pid = fork();
 	if (pid < 0) {
-		fail("start target: fork", errno);
+		failf("start target: fork: %s", strerror(errno));
 	}
 	if (pid == 0) {
 		int err;
@@ -263,14 +264,11 @@ static pid_t start_target(const char *path, char **argv, char **envp, const char
 		char step[32];
 		int err = 0;
 		if (sscanf(b, "%31s %d", step, &err) != 2) {
-			failmsg("start target: bad report");
+			failf("start target: bad report");
 		}
 		int status;
 		waitpid(pid, &status, 0);
-		if (dprintf(SYNC_FD, "error: start %s: %s: %s\n", path, step, strerror(err)) < 0) {
-			_exit(113);
-		}
-		_exit(112);
+		failf("start %s: %s: %s", path, step, strerror(err));
 	}
 	return pid;
 }
@@ -283,7 +281,7 @@ static void keep_only_kill(void) {
 	memset(data, 0, sizeof data);
 	data[0].effective = data[0].permitted = 1u << CAP_KILL;
 	if (syscall(SYS_capset, &hdr, data) < 0) {
-		fail("drop init capabilities", errno);
+		failf("drop init capabilities: %s", strerror(errno));
 	}
 }
 
@@ -349,7 +347,7 @@ __attribute__((constructor)) static void chimirror_init(int argc, char **argv, c
 	char *path = next(&m), *dir = next(&m), *host = next(&m);
 	char **args = next_vec(&m), **env = next_vec(&m);
 	if (host[0] != 0 && sethostname(host, strlen(host)) < 0) {
-		fail("set hostname", errno);
+		failf("set hostname: %s", strerror(errno));
 	}
 	pid_t pid = start_target(path, args, env, dir, uid, gid);
 	// Only the target holds the job's streams now, so its EOF is theirs.
@@ -357,7 +355,7 @@ __attribute__((constructor)) static void chimirror_init(int argc, char **argv, c
 	close(1);
 	close(2);
 	keep_only_kill();
-	if (dprintf(SYNC_FD, "ok %d\nr\n", (int)pid) < 0) {
+	if (dprintf(SYNC_FD, "ok\n") < 0) {
 		_exit(113);
 	}
 	close(SYNC_FD);

@@ -36,7 +36,7 @@ import (
 //	send "job" message ─────────────────────► hostname = job ID
 //	                                          fork+exec target as uid:gid
 //	                                          drop own caps to CAP_KILL
-//	read "ok PID", "r" or "error: …" ◄─────── reply; close 0, 1, 2 and 3
+//	read "ok" or "error: …" ◄──────────────── reply; close 0, 1, 2 and 3
 //	close sync socket (3 fds remain)          PID 1: reap all, forward signals
 //	                                          target exits: kill the rest,
 //	                                          comm := "cm:eN" / "cm:sN",
@@ -133,7 +133,7 @@ func RunInit() {
 	} else {
 		syscall.Close(2)
 	}
-	if _, err := fmt.Fprintf(sync, "ok %d\nr\n", pid); err != nil {
+	if _, err := fmt.Fprint(sync, "ok\n"); err != nil {
 		os.Exit(113)
 	}
 	sync.Close()

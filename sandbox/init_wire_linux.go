@@ -16,7 +16,7 @@ import (
 //	prepare  "prepare" NEWNET UID GID TMP_SIZE_BYTES N {RESOURCE SOFT HARD}×N
 //	job      "job" PATH DIR HOSTNAME ARGC ARG×ARGC ENVC ENV×ENVC
 //
-// The init's replies are lines: "prepared", "ok PID", "r", or "error: …".
+// The init's replies are lines: "prepared", "ok", or "error: …".
 const maxInitMsgBytes = 4 << 20
 
 // initMsg builds one message field by field.

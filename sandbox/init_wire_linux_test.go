@@ -84,7 +84,7 @@ func TestInitWire(t *testing.T) {
 // error and exit 112, running nothing: the C parser sees the same hostile
 // frames as the Go one.
 func TestInitWire_InitsRefuseMalformed(t *testing.T) {
-	requireV1(t)
+	requireRoot(t) // namespaces; no cgroup
 	frame := func(payload string) []byte {
 		return append(binary.LittleEndian.AppendUint32(nil, uint32(len(payload))), payload...)
 	}
@@ -92,7 +92,7 @@ func TestInitWire_InitsRefuseMalformed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inits := []string{GoInitArg}
+	inits := []string{goInitArg}
 	if haveCInit {
 		inits = append(inits, InitArg)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -199,17 +198,9 @@ func (in *Initiator) Launch(spec Spec) (_ *Process, retErr error) {
 	if err := in.send(msg); err != nil {
 		return nil, err
 	}
-	reply, err := in.reply()
-	if err != nil {
-		return nil, err
-	}
-	if n, ok := strings.CutPrefix(reply, "ok "); !ok {
-		return nil, fmt.Errorf("init helper: bad reply %q", reply)
-	} else if _, err := strconv.Atoi(n); err != nil {
-		return nil, fmt.Errorf("init helper: bad reply %q", reply)
-	}
-	// "r": PID 1 now takes every signal.
-	if err := in.expect("r"); err != nil {
+	// "ok": the target runs, and PID 1 already takes every signal (each init
+	// has them blocked or subscribed from its start).
+	if err := in.expect("ok"); err != nil {
 		return nil, err
 	}
 	return in.p, nil

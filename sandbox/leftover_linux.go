@@ -40,8 +40,9 @@ func (l *Leftover) Delete() error { return l.cg.Delete() }
 
 // Leftovers lists the job cgroups under parent (DefaultCgroupParent if
 // empty), in every hierarchy jobs use. A cgroup found in only some v1
-// hierarchies (a server died while creating it) is listed too. The caller
-// must own parent: Leftovers does not know which server a cgroup is from.
+// hierarchies (a server died while creating or deleting it) is listed too.
+// The caller must own parent: Leftovers does not know which server a cgroup
+// is from.
 func Leftovers(parent string) ([]*Leftover, error) {
 	if parent == "" {
 		parent = DefaultCgroupParent
@@ -66,13 +67,13 @@ func leftovers1(parent string) ([]*Leftover, error) {
 	out := make([]*Leftover, 0, len(names))
 	for _, name := range sorted(names) {
 		path := parent + "/" + name
-		var dirs []string
-		for _, pd := range parents {
+		dirs := make(cgroup1Dirs, len(parents))
+		for sub, pd := range parents {
 			if _, err := os.Stat(filepath.Join(pd, name)); err == nil {
-				dirs = append(dirs, filepath.Join(pd, name))
+				dirs[sub] = filepath.Join(pd, name)
 			}
 		}
-		if len(dirs) < len(parents) { // the server died while creating it
+		if len(dirs) < len(parents) { // the server died while creating or deleting it
 			out = append(out, &Leftover{Name: name, cg: &partialCgroup1{path: path, dirs: dirs}})
 			continue
 		}
@@ -80,7 +81,7 @@ func leftovers1(parent string) ([]*Leftover, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load leftover cgroup %s: %w", path, err)
 		}
-		out = append(out, &Leftover{Name: name, cg: &cgroup1Job{cg: cg, path: path}})
+		out = append(out, &Leftover{Name: name, cg: &cgroup1Job{cg: cg, path: path, dirs: dirs}})
 	}
 	return out, nil
 }
@@ -151,10 +152,11 @@ func removeParent(version int, mount, parent string) error {
 		}
 		dirs = []string{filepath.Join(mount, own, parent)}
 	} else {
-		var err error
-		if dirs, err = v1Dirs(parent); err != nil {
+		v1, err := v1Dirs(parent)
+		if err != nil {
 			return fmt.Errorf("find cgroup %s: %w", parent, err)
 		}
+		dirs = v1.list()
 	}
 	if err := removeDirs(dirs); err != nil {
 		return fmt.Errorf("remove cgroup parent: %w", err)
@@ -163,11 +165,12 @@ func removeParent(version int, mount, parent string) error {
 }
 
 // partialCgroup1 is a v1 job cgroup missing from some hierarchies: its
-// server died while creating it, before any job ran in it. It can only be
-// emptied and removed; it has no usage worth reading.
+// server died while creating it (before any job ran in it) or while
+// deleting it (once it was empty); a failed create removes what it made.
+// It can only be emptied and removed; it has no usage worth reading.
 type partialCgroup1 struct {
 	path string
-	dirs []string
+	dirs cgroup1Dirs // only the hierarchies it is in
 }
 
 func (c *partialCgroup1) Path() string          { return c.path }
@@ -209,7 +212,7 @@ func (c *partialCgroup1) Empty() (bool, error) {
 }
 
 func (c *partialCgroup1) Delete() error {
-	if err := removeDirs(c.dirs); err != nil {
+	if err := c.dirs.remove(); err != nil {
 		return fmt.Errorf("delete cgroup %s: %w", c.path, err)
 	}
 	return nil

@@ -41,7 +41,7 @@ type Runner struct {
 // initArg is argv[1] of a sandbox's init.
 func (r *Runner) initArg() string {
 	if r.goInit {
-		return GoInitArg
+		return goInitArg
 	}
 	return InitArg
 }

@@ -40,14 +40,14 @@ var (
 // before flags, logging or anything that opens files.
 const InitArg = "sandbox-init"
 
-// GoInitArg runs the Go init even where the C one is built in, so the tests
+// goInitArg runs the Go init even where the C one is built in, so the tests
 // hold both to one contract.
-const GoInitArg = "sandbox-init-go"
+const goInitArg = "sandbox-init-go"
 
 // IsInit reports whether args (os.Args) ask for a job's init; main must
 // then call RunInit, which never returns.
 func IsInit(args []string) bool {
-	return len(args) > 1 && (args[1] == InitArg || args[1] == GoInitArg)
+	return len(args) > 1 && (args[1] == InitArg || args[1] == goInitArg)
 }
 
 // Spec describes one process to start. Path must be absolute: executables are
