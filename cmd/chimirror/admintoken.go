@@ -25,23 +25,19 @@ func adminTokens(cfg *config) (_ []web.AdminToken, fresh string, _ error) {
 	if len(cfg.AdminTokens) > 0 {
 		return cfg.AdminTokens, "", nil
 	}
-	path := filepath.Join(cfg.DataDir, adminTokenFile)
-	b, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		tok := strings.TrimSpace(string(b))
-		if tok == "" {
-			return nil, "", fmt.Errorf("admin token file %s is empty: delete it to get a new token", path)
-		}
-		return []web.AdminToken{{Label: "admin", SHA256: sha256.Sum256([]byte(tok))}}, "", nil
-	case !errors.Is(err, os.ErrNotExist):
-		return nil, "", fmt.Errorf("read admin token: %w", err)
+	tok, err := readAdminToken(cfg.DataDir)
+	if err != nil {
+		return nil, "", err
 	}
+	if tok != "" {
+		return []web.AdminToken{{Label: "admin", SHA256: sha256.Sum256([]byte(tok))}}, "", nil
+	}
+	path := filepath.Join(cfg.DataDir, adminTokenFile)
 	var raw [24]byte
 	if _, err := rand.Read(raw[:]); err != nil {
 		return nil, "", err
 	}
-	tok := hex.EncodeToString(raw[:])
+	tok = hex.EncodeToString(raw[:])
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, "", fmt.Errorf("write admin token: %w", err)
@@ -53,6 +49,24 @@ func adminTokens(cfg *config) (_ []web.AdminToken, fresh string, _ error) {
 		return nil, "", fmt.Errorf("write admin token: %w", err)
 	}
 	return []web.AdminToken{{Label: "admin", SHA256: sha256.Sum256([]byte(tok))}}, tok, nil
+}
+
+// readAdminToken returns the generated admin token kept in dataDir, or ""
+// if there is none yet. An empty or unreadable file is an error.
+func readAdminToken(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, adminTokenFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read admin token: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("admin token file %s is empty: delete it to get a new token", path)
+	}
+	return tok, nil
 }
 
 // tokenHint says where the operator finds the token.

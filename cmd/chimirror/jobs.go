@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,7 +32,8 @@ type jobSource interface {
 }
 
 // listedPage is a page of records; running jobs from the API carry live
-// usage, which the table shows instead of the last recorded one.
+// usage, which the table shows instead of the last recorded one (their
+// traffic is current already).
 type listedPage struct {
 	Jobs []listedJob `json:"jobs"`
 	Next string      `json:"next,omitempty"`
@@ -45,9 +44,6 @@ type listedJob struct {
 	Live *struct {
 		CPUNs           int64 `json:"cpu_ns"`
 		MemoryPeakBytes int64 `json:"memory_peak_bytes"`
-		StdinBytes      int64 `json:"stdin_bytes"`
-		StdoutBytes     int64 `json:"stdout_bytes"`
-		StderrBytes     int64 `json:"stderr_bytes"`
 	} `json:"live,omitempty"`
 }
 
@@ -86,8 +82,8 @@ func (f clientFlags) open() (jobSource, *config, error) {
 		token = os.Getenv("CHIMIRROR_ADMIN_TOKEN")
 	}
 	if token == "" {
-		if b, err := os.ReadFile(filepath.Join(cfg.DataDir, adminTokenFile)); err == nil {
-			token = strings.TrimSpace(string(b))
+		if token, err = readAdminToken(cfg.DataDir); err != nil {
+			return nil, nil, fmt.Errorf("%w (or give --token, or set CHIMIRROR_ADMIN_TOKEN)", err)
 		}
 	}
 	if *f.admin != "" {
@@ -260,7 +256,7 @@ func (f *fileSource) cancel(id string) error {
 // --- commands --------------------------------------------------------------
 
 // cmdJobs is the SDSF-like job list.
-func cmdJobs(args []string, stdout, stderr io.Writer) error {
+func cmdJobs(args []string, stdout, stderr io.Writer) (retErr error) {
 	fs := flag.NewFlagSet("jobs", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cf := addClientFlags(fs)
@@ -299,7 +295,7 @@ func cmdJobs(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer src.close()
+	defer func() { retErr = errors.Join(retErr, src.close()) }()
 	var jobs []listedJob
 	for {
 		p, err := src.list(q)
@@ -328,7 +324,7 @@ func cmdJobs(args []string, stdout, stderr io.Writer) error {
 	for _, j := range jobs {
 		cpu, peak, io := j.Usage.CPUNs(), j.Usage.MemoryPeakBytes, j.Traffic.Bytes()
 		if j.Live != nil {
-			cpu, peak, io = j.Live.CPUNs, j.Live.MemoryPeakBytes, j.Live.StdinBytes+j.Live.StdoutBytes+j.Live.StderrBytes
+			cpu, peak = j.Live.CPUNs, j.Live.MemoryPeakBytes
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.App, j.Tenant, dash(j.Policy), j.State,
 			dash(j.Reason), j.StartedAt.Local().Format("01-02 15:04:05"), fmtElapsed(j.Elapsed(now)),
@@ -347,7 +343,7 @@ func jobArgs(name, usage string, args []string, stderr io.Writer) (clientFlags, 
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, reorder(args)); err != nil {
+	if err := parseFlags(fs, reorder(fs, args)); err != nil {
 		return cf, nil, "", err
 	}
 	if fs.NArg() != 1 {
@@ -363,12 +359,12 @@ func jobArgs(name, usage string, args []string, stderr io.Writer) (clientFlags, 
 }
 
 // cmdJob prints one job's full record.
-func cmdJob(args []string, stdout, stderr io.Writer) error {
+func cmdJob(args []string, stdout, stderr io.Writer) (retErr error) {
 	cf, src, id, err := jobArgs("job", "Usage: chimirror job JOBID [--json]\n\nPrints a job's full ledger record.\n\n", args, stderr)
 	if err != nil {
 		return err
 	}
-	defer src.close()
+	defer func() { retErr = errors.Join(retErr, src.close()) }()
 	raw, err := src.get(id)
 	if err != nil {
 		return err
@@ -430,12 +426,12 @@ func printRecord(w io.Writer, j *listedJob) error {
 }
 
 // cmdCancel is the operator's cancel (JES $C) through the admin API.
-func cmdCancel(args []string, stdout, stderr io.Writer) error {
+func cmdCancel(args []string, stdout, stderr io.Writer) (retErr error) {
 	_, src, id, err := jobArgs("cancel", "Usage: chimirror cancel JOBID\n\nEnds a running job: its exit signal, grace, then the kill of its whole cgroup.\n\n", args, stderr)
 	if err != nil {
 		return err
 	}
-	defer src.close()
+	defer func() { retErr = errors.Join(retErr, src.close()) }()
 	if err := src.cancel(id); err != nil {
 		return err
 	}
@@ -444,7 +440,7 @@ func cmdCancel(args []string, stdout, stderr io.Writer) error {
 }
 
 // cmdAcct is the accounting report.
-func cmdAcct(args []string, stdout, stderr io.Writer) error {
+func cmdAcct(args []string, stdout, stderr io.Writer) (retErr error) {
 	fs := flag.NewFlagSet("acct", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cf := addClientFlags(fs)
@@ -489,7 +485,7 @@ func cmdAcct(args []string, stdout, stderr io.Writer) error {
 	}
 	// The file's report is priced here; a server prices its own.
 	q.CPUSecondRate, q.GiBHourRate = cfg.Chargeback.CPUSecond, cfg.Chargeback.GiBHour
-	defer src.close()
+	defer func() { retErr = errors.Join(retErr, src.close()) }()
 	groups, err := src.report(q)
 	if err != nil {
 		return err
@@ -540,8 +536,9 @@ func parseWhen(s string) (time.Time, error) {
 }
 
 // reorder puts flags before the positional JOBID, so "job JOB1 --json"
-// works as well as "job --json JOB1".
-func reorder(args []string) []string {
+// works as well as "job --json JOB1". A flag of fs that is not boolean
+// takes the next argument as its value.
+func reorder(fs *flag.FlagSet, args []string) []string {
 	var flags, pos []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -551,7 +548,7 @@ func reorder(args []string) []string {
 			i = len(args)
 		case strings.HasPrefix(a, "-"):
 			flags = append(flags, a)
-			if !strings.Contains(a, "=") && slices.Contains([]string{"config", "token", "admin", "data-dir"}, strings.TrimLeft(a, "-")) && i+1 < len(args) {
+			if !strings.Contains(a, "=") && takesValue(fs, strings.TrimLeft(a, "-")) && i+1 < len(args) {
 				i++
 				flags = append(flags, args[i])
 			}
@@ -560,6 +557,16 @@ func reorder(args []string) []string {
 		}
 	}
 	return append(flags, pos...)
+}
+
+// takesValue reports whether fs has a flag name that is not boolean.
+func takesValue(fs *flag.FlagSet, name string) bool {
+	f := fs.Lookup(name)
+	if f == nil {
+		return false
+	}
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return !ok || !b.IsBoolFlag()
 }
 
 // quoteArgv shows argv on one line: arguments with spaces or control

@@ -164,7 +164,6 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 	admin := web.NewAdmin(log, sup, web.AdminOptions{Tokens: tokens, Metrics: metrics,
 		Policies:      func() []*policies.Policy { return pols.Load().All() },
 		CPUSecondRate: cfg.Chargeback.CPUSecond, GiBHourRate: cfg.Chargeback.GiBHour})
-	defer admin.Close()
 	ahs := admin.HTTPServer(cfg.AdminListen)
 	adminServed := make(chan error, 1)
 	go func() { adminServed <- ahs.Serve(aln) }()
@@ -223,7 +222,8 @@ wait:
 	for _, a := range cfg.Sup.Apps {
 		maxGrace = max(maxGrace, a.Grace, supervisor.DefaultGrace)
 	}
-	teardown := time.Duration(sup.Running()) * 10 * time.Millisecond
+	running := sup.Running()
+	teardown := time.Duration(running) * 10 * time.Millisecond
 	sctx, cancel := context.WithTimeout(context.Background(), maxGrace+5*time.Second+teardown)
 	defer cancel()
 	// The HTTP server stops accepting at once, and its handlers may still be
@@ -232,7 +232,6 @@ wait:
 	herrc := make(chan error, 1)
 	go func() { herrc <- hs.Shutdown(sctx) }()
 	t0 := time.Now()
-	running := sup.Running()
 	serr := sup.Shutdown(sctx)
 	log.Info("jobs ended", "jobs", running, "took", time.Since(t0).Round(time.Millisecond))
 	herr := <-herrc
