@@ -666,3 +666,27 @@ func TestLedger_Tick_SurvivesBatchRetry(t *testing.T) {
 		t.Fatalf("%d records kept for retries", n)
 	}
 }
+
+// Ensure Record returns what Get does, without the samples, and the same
+// error for an unknown job.
+func TestLedger_Record(t *testing.T) {
+	l := mustOpen(t, Options{})
+	r := newRecord("echo", "acme")
+	if err := l.Begin(r); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Tick(time.Now(), []TickItem{{ID: r.ID, Sample: Sample{At: time.Now(), CPUNs: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	full, samples, err := l.Get(r.ID)
+	if err != nil || len(samples) != 1 {
+		t.Fatalf("get: %d samples, %v", len(samples), err)
+	}
+	got, err := l.Record(r.ID)
+	if err != nil || got.ID != full.ID || got.State != full.State || !got.LastSeen.Equal(full.LastSeen) {
+		t.Fatalf("record %+v, %v; want %+v", got, err, full)
+	}
+	if _, err := l.Record("JOB99999999"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown job: %v", err)
+	}
+}

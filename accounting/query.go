@@ -36,6 +36,16 @@ func decodeRecord(k, v []byte, beat time.Time) (Record, error) {
 
 // Get returns job id's record and its interval samples, oldest first.
 func (l *Ledger) Get(id string) (Record, []Sample, error) {
+	return l.get(id, true)
+}
+
+// Record returns job id's record alone: Get without reading its samples.
+func (l *Ledger) Record(id string) (Record, error) {
+	r, _, err := l.get(id, false)
+	return r, err
+}
+
+func (l *Ledger) get(id string, withSamples bool) (Record, []Sample, error) {
 	seq, err := ParseID(id)
 	if err != nil {
 		return Record{}, nil, err
@@ -51,7 +61,7 @@ func (l *Ledger) Get(id string) (Record, []Sample, error) {
 			return fmt.Errorf("%w: %s", ErrNotFound, FormatID(seq))
 		}
 		var err error
-		if r, err = decodeRecord(k, v, heartbeat(tx)); err != nil {
+		if r, err = decodeRecord(k, v, heartbeat(tx)); err != nil || !withSamples {
 			return err
 		}
 		c := tx.Bucket(bucketSamples).Cursor()

@@ -321,7 +321,7 @@ func (a *Admin) endedRecord(id string) (jobJSON, bool) {
 	if a.ledger == nil {
 		return jobJSON{}, false
 	}
-	rec, _, err := a.ledger.Get(id)
+	rec, err := a.ledger.Record(id)
 	if err != nil {
 		a.log.Warn("events: read ended job", "job", id, "err", err)
 		return jobJSON{}, false
@@ -481,7 +481,7 @@ func (a *Admin) cancelJob(w http.ResponseWriter, r *http.Request, label string) 
 		return err
 	}
 	if a.ledger != nil {
-		if rec, _, gerr := a.ledger.Get(id); gerr == nil {
+		if rec, gerr := a.ledger.Record(id); gerr == nil {
 			return errorf(http.StatusConflict, "%s has already ended (%s, %s)", id, rec.State, rec.Reason)
 		}
 	}
