@@ -43,6 +43,8 @@ func TestCommandLine(t *testing.T) {
 		{name: "serve --help", args: []string{"serve", "--help"}, wantCode: 0, wantStderr: "Usage: chimirror serve"},
 		{name: "connect without URL", args: []string{"connect"}, wantCode: 2, wantStderr: "Usage: chimirror connect"},
 		{name: "connect with a bad scheme", args: []string{"connect", "ftp://127.0.0.1/apps/x"}, wantCode: 1, wantStderr: "want ws://, wss://, http:// or https://"},
+		{name: "jobs with a bad --since", args: []string{"jobs", "--since", "yesterday"}, wantCode: 2, wantStderr: `invalid value "yesterday" for flag -since: "yesterday": use a time`},
+		{name: "acct with a bad --until", args: []string{"acct", "--until", "soon"}, wantCode: 2, wantStderr: `invalid value "soon" for flag -until`},
 	}
 	runCLICases(t, tests)
 }

@@ -264,7 +264,8 @@ func cmdJobs(args []string, stdout, stderr io.Writer) (retErr error) {
 	all := fs.Bool("all", false, "every job, not just the latest 50")
 	tenant := fs.String("tenant", "", "only this tenant's jobs")
 	app := fs.String("app", "", "only this app's jobs")
-	since := fs.String("since", "", "only jobs started since: a time (RFC 3339), a date, or a duration ago (\"2h\", \"7d\")")
+	var q accounting.Query
+	whenFlag(fs, "since", "only jobs started since: a time (RFC 3339), a date, or a duration ago (\"2h\", \"7d\")", &q.Since)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: chimirror jobs [--running|--all] [--tenant T] [--app A] [--since T] [--json]\n\n"+
 			"Lists jobs, newest first: from the running server's admin API, or from the\nledger file when no server runs.\n\n")
@@ -277,19 +278,12 @@ func cmdJobs(args []string, stdout, stderr io.Writer) (retErr error) {
 		fs.Usage()
 		return exitCode(2)
 	}
-	q := accounting.Query{Tenant: *tenant, App: *app, Limit: 50}
+	q.Tenant, q.App, q.Limit = *tenant, *app, 50
 	if *running {
 		q.State = "running"
 	}
 	if *all {
 		q.Limit = 1000 // a page; every page is fetched below
-	}
-	if *since != "" {
-		t, err := parseWhen(*since)
-		if err != nil {
-			return fmt.Errorf("--since: %w", err)
-		}
-		q.Since = t
 	}
 	src, _, err := cf.open()
 	if err != nil {
@@ -444,8 +438,9 @@ func cmdAcct(args []string, stdout, stderr io.Writer) (retErr error) {
 	fs := flag.NewFlagSet("acct", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cf := addClientFlags(fs)
-	since := fs.String("since", "", "jobs started since: a time (RFC 3339), a date, or a duration ago (\"24h\", \"7d\")")
-	until := fs.String("until", "", "jobs started before this time")
+	var q accounting.ReportQuery
+	whenFlag(fs, "since", "jobs started since: a time (RFC 3339), a date, or a duration ago (\"24h\", \"7d\")", &q.Since)
+	whenFlag(fs, "until", "jobs started before this time", &q.Until)
 	by := fs.String("by", "tenant", "group by tenant, app, policy or day")
 	format := fs.String("format", "table", "table, csv or json")
 	fs.Usage = func() {
@@ -459,18 +454,7 @@ func cmdAcct(args []string, stdout, stderr io.Writer) (retErr error) {
 	if *cf.json {
 		*format = "json"
 	}
-	q := accounting.ReportQuery{By: *by}
-	var err error
-	if *since != "" {
-		if q.Since, err = parseWhen(*since); err != nil {
-			return fmt.Errorf("--since: %w", err)
-		}
-	}
-	if *until != "" {
-		if q.Until, err = parseWhen(*until); err != nil {
-			return fmt.Errorf("--until: %w", err)
-		}
-	}
+	q.By = *by
 	if err := q.Validate(); err != nil {
 		return err
 	}
@@ -533,6 +517,14 @@ func parseWhen(s string) (time.Time, error) {
 		return time.Now().Add(-d), nil
 	}
 	return time.Time{}, fmt.Errorf("%q: use a time (2026-11-23T10:00:00Z), a date (2026-11-23) or a duration ago (2h, 7d)", s)
+}
+
+// whenFlag defines a flag that takes what parseWhen reads, into dst.
+func whenFlag(fs *flag.FlagSet, name, usage string, dst *time.Time) {
+	fs.Func(name, usage, func(s string) (err error) {
+		*dst, err = parseWhen(s)
+		return err
+	})
 }
 
 // reorder puts flags before the positional JOBID, so "job JOB1 --json"
