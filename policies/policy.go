@@ -32,8 +32,12 @@ type Policy struct {
 	MaxOutputBytes int64         // stdout plus stderr bytes; 0: no limit
 	Network        bool          // true: the host's network; false: a private, empty network namespace
 	TmpSizeBytes   int64         // size of the private tmpfs /tmp; 0: the kernel's default (half of RAM)
-	User, Group    string        // as written (names or numeric ids), or the defaults
-	UID, GID       uint32        // User and Group resolved when the policy was loaded
+	// User and Group are as written (names or numeric ids), or the
+	// defaults. User "dynamic" (DynamicUser) gives every running job a uid
+	// and gid of its own, as systemd's DynamicUser=.
+	User, Group string
+	UID, GID    uint32 // User and Group resolved when the policy was loaded; unused when DynamicUser
+	DynamicUser bool
 	ExitSignal     string        // sent first when the job is ended: a canonical name such as "TERM"
 	Grace          time.Duration // between ExitSignal and SIGKILL of the whole job; never 0
 	Env            []string      // allow-list entries as written: "NAME" or "NAME=value"
@@ -43,16 +47,30 @@ type Policy struct {
 	// a job's setup is only its hot part; 0 prepares each on demand.
 	Initiators int
 
-	rlimits []specs.POSIXRlimit // in rlimitKinds order, soft = hard
+	// The job's view of the filesystem (see sandbox.View): ReadOnly is
+	// DefaultReadOnly (where the host has it, plus networkReadOnly with
+	// Network) and the ro key; ReadWrite the rw key; Tmpfs the tmpfs key.
+	ReadOnly, ReadWrite, Tmpfs []string
+	Sys                        bool // a fresh, read-only /sys
+	// Seccomp is SeccompDefault, SeccompOff, or the path of the profile
+	// file read into SeccompProfile.
+	Seccomp        string
+	SeccompProfile *specs.LinuxSeccomp
+
+	rlimits     []specs.POSIXRlimit // in rlimitKinds order, soft = hard
+	seccompLine int
 }
 
 // Defaults of the keys whose absence does not mean "no limit".
 const (
-	DefaultUser       = "nobody"
-	DefaultGroup      = "nogroup" // or, where it does not exist, DefaultUser's primary group
+	DefaultUser       = DynamicUser
+	DefaultGroup      = "nogroup" // for a named user: or, where it does not exist, the user's primary group
 	DefaultExitSignal = "TERM"
 	DefaultGrace      = 5 * time.Second
 )
+
+// DynamicUser is the user value that gives each running job ids of its own.
+const DynamicUser = "dynamic"
 
 // maxInitiators bounds a pool: each prepared sandbox holds a helper, a
 // cgroup and three of the server's descriptors.
@@ -177,6 +195,11 @@ type policyFile struct {
 	Env           rawValue `toml:"env"`
 	UserNamespace rawValue `toml:"user_namespace"`
 	Initiators    rawValue `toml:"initiators"`
+	RO            rawValue `toml:"ro"`
+	RW            rawValue `toml:"rw"`
+	Tmpfs         rawValue `toml:"tmpfs"`
+	Sys           rawValue `toml:"sys"`
+	Seccomp       rawValue `toml:"seccomp"`
 	Rlimits       rawValue `toml:"rlimits"` // a table; checked by rlimits
 }
 
@@ -256,6 +279,9 @@ func parse(file, name string, data []byte) (*Policy, Problems) {
 		}
 	}
 	p.rlimits = c.rlimits(pf.Rlimits)
+	c.view(p, pf.RO, pf.RW, pf.Tmpfs)
+	c.boolean(toml.Key{"sys"}, &p.Sys, pf.Sys)
+	c.seccomp(p, pf.Seccomp)
 
 	// Combinations, checked only between values that are set and valid.
 	// A job can use at most cpu x wall_time of CPU; without a cpu limit that
@@ -429,6 +455,13 @@ func (c *checker) identity(p *Policy, u, g rawValue) {
 	} else {
 		if s != "" {
 			p.User = s
+		}
+		if p.User == DynamicUser {
+			p.DynamicUser, p.Group = true, DynamicUser
+			if g.v != nil {
+				c.add(gk, "a dynamic user has a group of its own: leave group out, or name a user")
+			}
+			return
 		}
 		uid, gid, err := lookupUser(p.User)
 		if err != nil {

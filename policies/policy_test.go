@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,12 +28,13 @@ func readFixture(t *testing.T, rel string) (string, []byte) {
 	return path, data
 }
 
-// nobody returns the ids and the group name the defaults resolve to here.
+// nobody returns the ids and the group name user "nobody", with the
+// default group, resolves to here.
 func nobody(t *testing.T) (uid, gid uint32, group string) {
 	t.Helper()
-	u, err := user.Lookup(DefaultUser)
+	u, err := user.Lookup("nobody")
 	if err != nil {
-		t.Skipf("no user %q here: %v", DefaultUser, err)
+		t.Skipf("no user nobody here: %v", err)
 	}
 	group, gidStr := u.Gid, u.Gid
 	if g, err := user.LookupGroup(DefaultGroup); err == nil {
@@ -83,7 +85,20 @@ func TestParse_Invalid(t *testing.T) {
 		{"cpu below the kernel's smallest quota", "cpu-too-small.toml", []string{
 			"1: cpu: 0.001 is below the smallest limit, 0.01 (the kernel's quota is at least 1ms per 100ms)"}},
 		{"unknown user", "unknown-user.toml", []string{`2: user: unknown user "no-such-user-chimirror"`}},
-		{"unknown group", "unknown-group.toml", []string{`1: group: unknown group "no-such-group-chimirror"`}},
+		{"unknown group", "unknown-group.toml", []string{`2: group: unknown group "no-such-group-chimirror"`}},
+		{"a group beside a dynamic user", "dynamic-group.toml", []string{`2: group: a dynamic user has a group of its own: leave group out, or name a user`}},
+		{"paths a view may not bind", "view-paths.toml", []string{
+			`2: ro: "relative/path" is a relative path: give it from /`,
+			`2: ro: "/no/such/path-chimirror": does not exist`,
+			`2: ro: "/proc/self": the sandbox makes /proc itself (see sys for /sys)`,
+			`2: ro: "/usr/../etc" is not a clean path (write "/etc")`,
+			`3: rw: "/" is the host's whole filesystem: bind what the jobs need`,
+			`4: tmpfs: "/dev/shm/x": the sandbox makes /dev itself (see sys for /sys)`,
+			`4: tmpfs: must be a list of absolute paths like ["/opt/tool"], not a list holding an integer`,
+		}},
+		{"a seccomp profile that is not there", "seccomp-missing.toml", []string{`1: seccomp: "no-such-profile.json": does not exist`}},
+		{"a seccomp profile with a misspelt key", "seccomp-bad.toml", []string{
+			`2: seccomp: ` + fixtures + `/invalid/bad-profile.json: not an OCI seccomp profile: json: unknown field "sycalls"`}},
 		{"unknown signal", "unknown-signal.toml", []string{`1: exit_signal: unknown signal "SIGFOO" ` + signals}},
 		{"unknown rlimit", "unknown-rlimit.toml", []string{
 			"3: rlimits.nofiles: unknown rlimit (use as, core, cpu, data, fsize, memlock, nofile, nproc, stack)"}},
@@ -167,7 +182,8 @@ func TestParse_Valid(t *testing.T) {
 		{
 			name: "empty: every default",
 			file: "empty.toml",
-			want: Policy{User: "nobody", Group: group, UID: uid, GID: gid, ExitSignal: "TERM", Grace: 5 * time.Second, Env: nil},
+			want: Policy{User: "dynamic", Group: "dynamic", DynamicUser: true, ExitSignal: "TERM", Grace: 5 * time.Second, Env: nil,
+				ReadOnly: defaultRO(false), Seccomp: SeccompDefault},
 		},
 		{
 			name: "every key, every value form",
@@ -178,7 +194,14 @@ func TestParse_Valid(t *testing.T) {
 				MaxOutputBytes: 1048576, Network: true, TmpSizeBytes: 500000000,
 				User: "1000", Group: "1000", UID: 1000, GID: 1000,
 				ExitSignal: "INT", Grace: 10 * time.Second,
-				Env: []string{"PATH", "LANG=C.UTF-8"}, UserNamespace: true,
+				Env: []string{"PATH", "LANG=C.UTF-8"}, UserNamespace: true, Initiators: 2,
+				ReadOnly: append(defaultRO(true), "/etc/hostname", "/var/lib"), ReadWrite: []string{"/var/tmp"},
+				Tmpfs: []string{"/srv/cache"}, Sys: true, Seccomp: fixtures + "/valid/profile.json",
+				SeccompProfile: &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Architectures: []specs.Arch{specs.ArchX86_64},
+					Syscalls: []specs.LinuxSyscall{
+						{Names: []string{"keyctl", "add_key"}, Action: specs.ActErrno, ErrnoRet: ptr(uint(38))},
+						{Names: []string{"personality"}, Action: specs.ActErrno, Args: []specs.LinuxSeccompArg{{Index: 0, Value: 8, Op: specs.OpNotEqual}}},
+					}},
 			},
 			wantRlimits: []specs.POSIXRlimit{
 				{Type: "RLIMIT_AS", Soft: 8 << 30, Hard: 8 << 30},
@@ -195,7 +218,8 @@ func TestParse_Valid(t *testing.T) {
 		{
 			name: "names, a lower-case signal, an inline rlimits table",
 			file: "names.toml",
-			want: Policy{User: "nobody", Group: group, UID: uid, GID: gid, ExitSignal: "HUP", Grace: 5 * time.Second},
+			want: Policy{User: "nobody", Group: group, UID: uid, GID: gid, ExitSignal: "HUP", Grace: 5 * time.Second,
+				ReadOnly: defaultRO(false), Seccomp: SeccompDefault},
 			wantRlimits: []specs.POSIXRlimit{
 				{Type: "RLIMIT_CORE", Soft: 0, Hard: 0},
 				{Type: "RLIMIT_NOFILE", Soft: 256, Hard: 256},
@@ -261,7 +285,7 @@ func TestParse_ProblemLines(t *testing.T) {
 		{"inline rlimits table", "cpu = 1\nrlimits = { nofile = \"x\" }\n", `p.toml:2: rlimits.nofile: must be an integer or "unlimited", not "x"`},
 		{"rlimit as a sub-table", "[rlimits]\ncore = 0\n[rlimits.nofile]\nsoft = 1\n", `p.toml:3: rlimits.nofile: must be an integer or "unlimited", not a table`},
 		{"uid out of range", "\nuser = 4294967295\n", "p.toml:2: user: 4294967295 is not a valid user id (0 to 4294967294)"},
-		{"empty group", "group = \"\"\n", "p.toml:1: group: must not be empty"},
+		{"empty group", "user = \"nobody\"\ngroup = \"\"\n", "p.toml:2: group: must not be empty"},
 		{"env list holding a number", "env = [\"PATH\", 3]\n", `p.toml:1: env: must be a list of strings like ["PATH", "LANG=C.UTF-8"], not a list holding an integer`},
 		{"cpu not a number", "cpu = nan\n", "p.toml:1: cpu: must be a number of cores like 0.5 or 2, not NaN"},
 		{"cpu beyond any machine", "cpu = 2e6\n", "p.toml:1: cpu: 2e+06 is more cores than any machine has (at most 1e+06)"},
@@ -406,7 +430,6 @@ func TestPolicy_TmpMount(t *testing.T) {
 // Ensure the built-in files parse cleanly, hold the documented values and
 // document every key.
 func TestBuiltins(t *testing.T) {
-	uid, gid, group := nobody(t)
 	files, err := builtinFS.ReadDir(".")
 	if err != nil {
 		t.Fatal(err)
@@ -430,7 +453,8 @@ func TestBuiltins(t *testing.T) {
 				CPU: 1, MemoryMaxBytes: 512 << 20, PidsMax: 256,
 				WallTime: time.Hour, IdleTimeout: 10 * time.Minute,
 				MaxOutputBytes: 1 << 30, TmpSizeBytes: 64 << 20,
-				User: "nobody", Group: group, UID: uid, GID: gid, ExitSignal: "TERM", Grace: 5 * time.Second, Initiators: 8,
+				User: "dynamic", Group: "dynamic", DynamicUser: true, ExitSignal: "TERM", Grace: 5 * time.Second, Initiators: 8,
+				ReadOnly: defaultRO(false), Seccomp: SeccompDefault,
 			},
 			wantRlimits: []string{"RLIMIT_CORE=0", "RLIMIT_FSIZE=1073741824", "RLIMIT_NOFILE=1024", "RLIMIT_STACK=8388608"},
 		},
@@ -440,7 +464,8 @@ func TestBuiltins(t *testing.T) {
 				CPU: 0.5, MemoryMaxBytes: 64 << 20, PidsMax: 32,
 				WallTime: 5 * time.Minute, CPUTime: 30 * time.Second, IdleTimeout: time.Minute,
 				MaxOutputBytes: 16 << 20, TmpSizeBytes: 8 << 20,
-				User: "nobody", Group: group, UID: uid, GID: gid, ExitSignal: "TERM", Grace: 2 * time.Second, Initiators: 8,
+				User: "dynamic", Group: "dynamic", DynamicUser: true, ExitSignal: "TERM", Grace: 2 * time.Second, Initiators: 8,
+				ReadOnly: defaultRO(false), Seccomp: SeccompDefault,
 			},
 			wantRlimits: []string{"RLIMIT_CORE=0", "RLIMIT_FSIZE=16777216", "RLIMIT_NOFILE=64", "RLIMIT_STACK=8388608"},
 		},
@@ -485,12 +510,29 @@ func TestBuiltins(t *testing.T) {
 	}
 }
 
+// defaultRO is the default read-only list as it stands on this host.
+func defaultRO(network bool) []string {
+	var ro []string
+	list := DefaultReadOnly
+	if network {
+		list = append(slices.Clone(list), networkReadOnly...)
+	}
+	for _, d := range list {
+		if _, err := os.Lstat(d.Path); err == nil {
+			ro = append(ro, d.Path)
+		}
+	}
+	return ro
+}
+
+func ptr[T any](v T) *T { return &v }
+
 // checkPolicyFields compares a parsed policy's plain fields with want (name,
 // source and rlimits are checked by the callers their own way).
 func checkPolicyFields(t *testing.T, p *Policy, want Policy) {
 	t.Helper()
 	got := *p
-	got.Name, got.Source, got.rlimits = "", "", nil
+	got.Name, got.Source, got.rlimits, got.seccompLine = "", "", nil, 0
 	if len(got.Env) == 0 {
 		got.Env = nil
 	}

@@ -7,10 +7,12 @@
 // constructor returns at once and Go starts as usual.
 //
 // Its life: block every signal; read the prepare message from fd 3 and set
-// the sandbox up (lo, / rprivate, /proc, tmpfs /tmp, rlimits, no_new_privs,
-// bounding set); say "prepared"; wait for the job message; set the hostname
-// and fork+exec the target as the policy's user; drop its own capabilities
-// to CAP_KILL; say "ok"; then, as PID 1, take signals with
+// the sandbox up (lo, a cgroup namespace, the job's root from the view's
+// mount steps, rlimits, no_new_privs, bounding set, not dumpable); say
+// "prepared"; wait for the job message; set the hostname and fork the
+// target, which takes the policy's ids, a fresh session keyring, emptied
+// user keyrings and the seccomp filter, then execs; drop its own
+// capabilities to CAP_KILL; say "ok"; then, as PID 1, take signals with
 // sigwaitinfo (blocked signals reach a namespace's init even without a
 // handler): SIGCHLD reaps, anything else goes to every process of the
 // namespace. When the target ends it kills what is left, records the
@@ -26,7 +28,12 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/keyctl.h>
+#include <linux/mount.h>
+#include <linux/seccomp.h>
 #include <net/if.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -38,6 +45,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -170,6 +178,198 @@ static void loopback_up(void) {
 	close(fd);
 }
 
+// Paths while the root is built: see viewPlan in view_linux.go.
+#define OLD_ROOT "/oldroot"
+#define NEW_ROOT "/newroot"
+
+static int num_arg(const char *f, unsigned long long *v) {
+	char *end;
+	errno = 0;
+	*v = strtoull(f, &end, 10);
+	return (*f == 0 || *end != 0 || errno != 0) ? -1 : 0;
+}
+
+static int set_attr(const char *path, unsigned long long attr, int recursive) {
+	struct mount_attr a;
+	memset(&a, 0, sizeof a);
+	a.attr_set = attr;
+	return (int)syscall(SYS_mount_setattr, AT_FDCWD, path, AT_SYMLINK_NOFOLLOW | (recursive ? AT_RECURSIVE : 0), &a, sizeof a);
+}
+
+static int write_file(const char *path, unsigned long long mode, const char *content) {
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, (mode_t)mode);
+	if (fd < 0) {
+		return -1;
+	}
+	size_t n = strlen(content);
+	while (n > 0) {
+		ssize_t w = write(fd, content, n);
+		if (w < 0 && errno == EINTR) {
+			continue;
+		}
+		if (w < 0) {
+			int e = errno;
+			close(fd);
+			errno = e;
+			return -1;
+		}
+		content += w;
+		n -= (size_t)w;
+	}
+	return close(fd);
+}
+
+// run_step runs one of viewPlan's steps; -1 with errno on failure, a
+// malformed step included (EINVAL).
+static int run_step(char *f[6]) {
+	unsigned long long n = 0;
+	const char *kind = f[0], *dst = f[2];
+	if (strcmp(kind, "mount") == 0) {
+		if (num_arg(f[4], &n) < 0) {
+			errno = EINVAL;
+			return -1;
+		}
+		return mount(f[1][0] ? f[1] : NULL, dst, f[3][0] ? f[3] : NULL, (unsigned long)n, f[5][0] ? f[5] : NULL);
+	}
+	if (strcmp(kind, "bind") == 0) {
+		if (num_arg(f[3], &n) < 0) {
+			errno = EINVAL;
+			return -1;
+		}
+		if (mount(f[1], dst, NULL, MS_BIND | MS_REC, NULL) < 0) {
+			return -1;
+		}
+		return set_attr(dst, n, 1);
+	}
+	if (strcmp(kind, "setattr") == 0) {
+		if (num_arg(f[3], &n) < 0) {
+			errno = EINVAL;
+			return -1;
+		}
+		return set_attr(dst, n, 0);
+	}
+	if (strcmp(kind, "mkdir") == 0) {
+		if (num_arg(f[3], &n) < 0) {
+			errno = EINVAL;
+			return -1;
+		}
+		return (mkdir(dst, (mode_t)n) < 0 && errno != EEXIST) ? -1 : 0;
+	}
+	if (strcmp(kind, "file") == 0) {
+		if (num_arg(f[3], &n) < 0) {
+			errno = EINVAL;
+			return -1;
+		}
+		return write_file(dst, n, f[5]);
+	}
+	if (strcmp(kind, "symlink") == 0) {
+		return symlink(f[1], dst);
+	}
+	if (strcmp(kind, "mask") == 0) {
+		struct stat st;
+		if (lstat(dst, &st) < 0) {
+			return errno == ENOENT ? 0 : -1;
+		}
+		if (S_ISDIR(st.st_mode)) {
+			return mount("tmpfs", dst, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0,size=4k");
+		}
+		if (mount(OLD_ROOT "/dev/null", dst, NULL, MS_BIND, NULL) < 0) {
+			return -1;
+		}
+		return set_attr(dst, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, 0);
+	}
+	if (strcmp(kind, "ro") == 0) {
+		if (mount(dst, dst, NULL, MS_BIND | MS_REC, NULL) < 0) {
+			return errno == ENOENT ? 0 : -1;
+		}
+		return set_attr(dst, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, 1);
+	}
+	errno = EINVAL;
+	return -1;
+}
+
+// build_root makes the job's root (see the handshake in init_linux.go).
+static void build_root(struct msg *m) {
+	unsigned long long nops = next_num(m);
+	if (nops > (unsigned long long)(m->end - m->at) / 6) {
+		failf("init message: too few fields");
+	}
+	if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700,size=64k") < 0) {
+		failf("build root: scratch tmpfs: %s", strerror(errno));
+	}
+	if (mkdir("/tmp" OLD_ROOT, 0700) < 0 || mkdir("/tmp" NEW_ROOT, 0700) < 0) {
+		failf("build root: %s", strerror(errno));
+	}
+	if (syscall(SYS_pivot_root, "/tmp", "/tmp" OLD_ROOT) < 0) {
+		failf("build root: pivot into scratch: %s", strerror(errno));
+	}
+	if (chdir("/") < 0) {
+		failf("build root: %s", strerror(errno));
+	}
+	if (mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0) {
+		failf("build root: root tmpfs: %s", strerror(errno));
+	}
+	for (unsigned long long i = 0; i < nops; i++) {
+		char *f[6];
+		for (int j = 0; j < 6; j++) {
+			f[j] = next(m);
+		}
+		if (run_step(f) < 0) {
+			const char *where = f[2];
+			if (strncmp(where, NEW_ROOT, strlen(NEW_ROOT)) == 0) {
+				where += strlen(NEW_ROOT);
+			}
+			failf("build root: step %llu: %s %s: %s", i, f[0], where, strerror(errno));
+		}
+	}
+	if (chdir(NEW_ROOT) < 0) {
+		failf("build root: %s", strerror(errno));
+	}
+	if (syscall(SYS_pivot_root, ".", ".") < 0) {
+		failf("build root: pivot into the job's root: %s", strerror(errno));
+	}
+	if (umount2(".", MNT_DETACH) < 0) {
+		failf("build root: detach the host's tree: %s", strerror(errno));
+	}
+	if (chdir("/") < 0) {
+		failf("build root: %s", strerror(errno));
+	}
+}
+
+// The filter, from the prepare message, installed by the target.
+static struct sock_filter *filter;
+static unsigned short filter_len;
+
+static int hex_digit(char c) {
+	if (c >= '0' && c <= '9') return c - '0';
+	if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+	return -1;
+}
+
+static void read_filter(struct msg *m) {
+	const char *h = next(m);
+	size_t n = strlen(h);
+	if (n == 0) {
+		return;
+	}
+	if (n % 16 != 0 || n / 16 > 4096) {
+		failf("init message: bad seccomp filter");
+	}
+	unsigned char *b = malloc(n / 2);
+	if (b == NULL) {
+		failf("init message: %s", strerror(ENOMEM));
+	}
+	for (size_t i = 0; i < n / 2; i++) {
+		int hi = hex_digit(h[2 * i]), lo = hex_digit(h[2 * i + 1]);
+		if (hi < 0 || lo < 0) {
+			failf("init message: bad seccomp filter");
+		}
+		b[i] = (unsigned char)(hi << 4 | lo);
+	}
+	filter = (struct sock_filter *)b;
+	filter_len = (unsigned short)(n / 16);
+}
+
 // prepare is everything that does not depend on the job; see prepare in
 // init_linux.go, which is the same for builds without cgo.
 static void prepare(struct msg *m, uid_t *uid, gid_t *gid) {
@@ -177,31 +377,41 @@ static void prepare(struct msg *m, uid_t *uid, gid_t *gid) {
 	int new_net = next_num(m) != 0;
 	*uid = (uid_t)next_num(m);
 	*gid = (gid_t)next_num(m);
-	unsigned long long tmp_size = next_num(m);
 	unsigned long long nrl = next_num(m);
 	if (new_net) {
 		loopback_up();
 	}
+	// The server has put us in the job's cgroup by now: a cgroup namespace
+	// made here has it as its root.
+	if (unshare(CLONE_NEWCGROUP) < 0) {
+		failf("new cgroup namespace: %s", strerror(errno));
+	}
+	umask(0); // the steps' modes are meant as written
 	// Mounts first: / must not be shared, or our mounts leak to the host.
 	if (mount("", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
 		failf("make / rprivate: %s", strerror(errno));
 	}
-	if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
-		failf("mount /proc: %s", strerror(errno));
-	}
-	if (tmp_size > 0) {
-		char opts[64];
-		snprintf(opts, sizeof opts, "mode=1777,size=%llu", tmp_size);
-		if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) {
-			failf("mount tmpfs /tmp: %s", strerror(errno));
-		}
+	struct rlimit rls[16];
+	int res[16];
+	if (nrl > 16) {
+		failf("init message: too many rlimits");
 	}
 	for (unsigned long long i = 0; i < nrl; i++) {
-		int res = (int)next_num(m);
-		struct rlimit rl = {.rlim_cur = next_num(m), .rlim_max = next_num(m)};
-		if (setrlimit(res, &rl) < 0) {
+		res[i] = (int)next_num(m);
+		rls[i].rlim_cur = next_num(m);
+		rls[i].rlim_max = next_num(m);
+	}
+	build_root(m);
+	read_filter(m);
+	for (unsigned long long i = 0; i < nrl; i++) {
+		if (setrlimit(res[i], &rls[i]) < 0) {
 			failf("set rlimit: %s", strerror(errno));
 		}
+	}
+	// Not dumpable: a job cannot read this process's memory or open its
+	// /proc/1/exe (the server's binary), whatever its ids.
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
+		failf("not dumpable: %s", strerror(errno));
 	}
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
 		failf("no_new_privs: %s", strerror(errno));
@@ -237,10 +447,24 @@ static pid_t start_target(const char *path, char **argv, char **envp, const char
 		step = "setuid";
 		if (setuid(uid) < 0) goto child_fail;
 		step = "chdir";
-		if (dir[0] != 0 && chdir(dir) < 0) goto child_fail;
+		if (chdir(dir[0] != 0 ? dir : "/") < 0) goto child_fail;
+		umask(022);
+		// Keyrings: a new session keyring of our own, and uid's user
+		// keyrings emptied, which the kernel keeps for as long as it runs:
+		// an earlier job with this uid must not hand its keys on.
+		step = "keyrings";
+		if (syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING) < 0 && errno != ENOSYS) goto child_fail;
+		if (syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_SESSION_KEYRING) < 0 && errno != ENOSYS) goto child_fail;
+		if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 && errno != ENOSYS) goto child_fail;
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
+		// The filter last: from here on only execve must pass it.
+		step = "seccomp";
+		if (filter_len > 0) {
+			struct sock_fprog prog = {.len = filter_len, .filter = filter};
+			if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) goto child_fail;
+		}
 		step = "exec";
 		execve(path, argv, envp);
 	child_fail:

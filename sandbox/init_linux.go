@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,17 +25,27 @@ import (
 //	supervisor (Runner.Prepare, Launch)       init: chimirror sandbox-init
 //	──────────────────────────────────        ───────────────────────────────
 //	create cgroup (v2: dir fd)
+//	ids: a dynamic uid, a user ns block
 //	clone NEWPID|NEWNS|NEWUTS|NEWIPC[|NEWNET]
-//	      [v2: CLONE_INTO_CGROUP] ──────────► block all signals; read fd 3
+//	      [|NEWUSER] [v2: CLONE_INTO_CGROUP] ─► block all signals; read fd 3
 //	v1: AddProc(init) in every controller
-//	send "prepare" message ─────────────────► lo up, / rprivate, /proc,
-//	                                          tmpfs /tmp, rlimits,
-//	                                          no_new_privs, bounding set
-//	                                          (CAP_KILL only)
+//	send "prepare" message ─────────────────► lo up; unshare NEWCGROUP (its
+//	  (rlimits, the view's mount steps,       root is now the job's cgroup);
+//	   the seccomp filter)                    / rprivate; build the root:
+//	                                            tmpfs T at /tmp, pivot into
+//	                                            T (host at /oldroot), tmpfs
+//	                                            /newroot, run the steps,
+//	                                            pivot into /newroot, detach T;
+//	                                          rlimits, no_new_privs,
+//	                                          bounding set (CAP_KILL only),
+//	                                          not dumpable
 //	read "prepared" or "error: …" ◄────────── reply; wait for the job
 //	   … an initiator may wait in a pool here (cold part done) …
 //	send "job" message ─────────────────────► hostname = job ID
-//	                                          fork+exec target as uid:gid
+//	                                          fork the target: setsid, ids,
+//	                                          chdir, fresh session keyring,
+//	                                          user keyrings cleared, seccomp,
+//	                                          exec
 //	                                          drop own caps to CAP_KILL
 //	read "ok" or "error: …" ◄──────────────── reply; close 0, 1, 2 and 3
 //	close sync socket (3 fds remain)          PID 1: reap all, forward signals
@@ -42,14 +53,16 @@ import (
 //	                                          comm := "cm:eN" / "cm:sN",
 //	reaper: waitid(WNOWAIT), read comm,       exit
 //	        kill cgroup, reap  ◄──────────────
+//	Close: cgroup empty and deleted, then the ids go back to their pools
 //
 // If the parent dies, or discards a prepared initiator, fd 3 reads EOF and
 // the init exits 111 without running anything; Pdeathsig kills it too.
 type prepareConfig struct {
-	NewNet       bool // a fresh network namespace: bring lo up
-	UID, GID     uint32
-	Rlimits      []rlimit
-	TmpSizeBytes int64
+	NewNet   bool // a fresh network namespace: bring lo up
+	UID, GID uint32
+	Rlimits  []rlimit
+	Ops      []mountOp // the view's steps, from viewPlan
+	Seccomp  []byte    // struct sock_filter[]; empty: no filter
 }
 
 // rlimit is one setrlimit call; Resource is the kernel's RLIMIT_* number.
@@ -147,32 +160,40 @@ func prepare(cfg *prepareConfig) error {
 			return fmt.Errorf("bring lo up: %w", err)
 		}
 	}
+	// The server has put us in the job's cgroup by now: a cgroup namespace
+	// made here has it as its root.
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+		return fmt.Errorf("new cgroup namespace: %w", err)
+	}
+	unix.Umask(0) // the steps' modes are meant as written
 	// Mounts first: Go never makes propagation private for Cloneflags, and
 	// on systemd hosts / is shared, so our mounts would leak to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make / rprivate: %w", err)
 	}
-	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("mount /proc: %w", err)
-	}
-	if cfg.TmpSizeBytes > 0 {
-		opts := "mode=1777,size=" + strconv.FormatInt(cfg.TmpSizeBytes, 10)
-		if err := unix.Mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-			return fmt.Errorf("mount tmpfs /tmp: %w", err)
-		}
+	if err := buildRoot(cfg.Ops); err != nil {
+		return err
 	}
 	for _, rl := range cfg.Rlimits {
 		if err := unix.Setrlimit(rl.Resource, &unix.Rlimit{Cur: rl.Soft, Max: rl.Hard}); err != nil {
 			return fmt.Errorf("set rlimit %d: %w", rl.Resource, err)
 		}
 	}
+	// Not dumpable: a job cannot read this process's memory or open its
+	// /proc/1/exe (the server's binary), whatever its ids.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("not dumpable: %w", err)
+	}
+	return restrictThread()
+}
+
+// restrictThread sets no_new_privs and leaves only CAP_KILL in the
+// bounding set, so nothing the target execs can gain a capability. Both are
+// per thread, and a forked child inherits them from the thread that forks.
+func restrictThread() error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("no_new_privs: %w", err)
 	}
-	// Every capability leaves the bounding set but CAP_KILL, so nothing the
-	// target execs can gain one. The target runs as the policy's user with
-	// no_new_privs, so its effective and permitted sets are empty. (The C
-	// init also drops its own to CAP_KILL; the Go one stays root.)
 	for c := 0; c <= unix.CAP_LAST_CAP; c++ {
 		if c == unix.CAP_KILL {
 			continue
@@ -184,15 +205,180 @@ func prepare(cfg *prepareConfig) error {
 	return nil
 }
 
-// startTarget runs the job's program in the prepared sandbox.
+// buildRoot makes the job's root (see the handshake above): the steps run
+// with the host's tree at /oldroot and the new root at /newroot, both under
+// a scratch tmpfs that is then detached with the host's tree.
+func buildRoot(ops []mountOp) error {
+	if err := unix.Mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700,size=64k"); err != nil {
+		return fmt.Errorf("build root: scratch tmpfs: %w", err)
+	}
+	for _, d := range []string{"/tmp" + oldRoot, "/tmp" + newRoot} {
+		if err := unix.Mkdir(d, 0o700); err != nil {
+			return fmt.Errorf("build root: %w", err)
+		}
+	}
+	if err := unix.PivotRoot("/tmp", "/tmp"+oldRoot); err != nil {
+		return fmt.Errorf("build root: pivot into scratch: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("build root: %w", err)
+	}
+	if err := unix.Mount("tmpfs", newRoot, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m"); err != nil {
+		return fmt.Errorf("build root: root tmpfs: %w", err)
+	}
+	for i, op := range ops {
+		if err := runMountOp(op); err != nil {
+			return fmt.Errorf("build root: step %d: %s %s: %w", i, op.kind, strings.TrimPrefix(op.b, newRoot), err)
+		}
+	}
+	if err := unix.Chdir(newRoot); err != nil {
+		return fmt.Errorf("build root: %w", err)
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("build root: pivot into the job's root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("build root: detach the host's tree: %w", err)
+	}
+	return unix.Chdir("/")
+}
+
+// runMountOp runs one step of viewPlan.
+func runMountOp(op mountOp) error {
+	num := func(s string) (int, error) {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return 0, fmt.Errorf("bad number %q", s)
+		}
+		return n, nil
+	}
+	switch op.kind {
+	case "mount":
+		flags, err := num(op.d)
+		if err != nil {
+			return err
+		}
+		return unix.Mount(op.a, op.b, op.c, uintptr(flags), op.e)
+	case "bind":
+		attr, err := num(op.c)
+		if err != nil {
+			return err
+		}
+		if err := unix.Mount(op.a, op.b, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return err
+		}
+		return setMountAttr(op.b, attr, true)
+	case "setattr":
+		attr, err := num(op.c)
+		if err != nil {
+			return err
+		}
+		return setMountAttr(op.b, attr, false)
+	case "mkdir":
+		mode, err := num(op.c)
+		if err != nil {
+			return err
+		}
+		if err := unix.Mkdir(op.b, uint32(mode)); err != nil && !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+		return nil
+	case "file":
+		mode, err := num(op.c)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Open(op.b, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC|unix.O_NOFOLLOW, uint32(mode))
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		for b := []byte(op.e); len(b) > 0; {
+			n, err := unix.Write(fd, b)
+			if err != nil {
+				return err
+			}
+			b = b[n:]
+		}
+		return nil
+	case "symlink":
+		return unix.Symlink(op.a, op.b)
+	case "mask":
+		var st unix.Stat_t
+		if err := unix.Lstat(op.b, &st); errors.Is(err, unix.ENOENT) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			return unix.Mount("tmpfs", op.b, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0,size=4k")
+		}
+		if err := unix.Mount(oldRoot+"/dev/null", op.b, "", unix.MS_BIND, ""); err != nil {
+			return err
+		}
+		return setMountAttr(op.b, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC, false)
+	case "ro":
+		if err := unix.Mount(op.b, op.b, "", unix.MS_BIND|unix.MS_REC, ""); errors.Is(err, unix.ENOENT) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		return setMountAttr(op.b, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC, true)
+	}
+	return fmt.Errorf("unknown step %q", op.kind)
+}
+
+// setMountAttr sets attr on the mount at path (and those below it).
+func setMountAttr(path string, attr int, recursive bool) error {
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if recursive {
+		flags |= unix.AT_RECURSIVE
+	}
+	return unix.MountSetattr(unix.AT_FDCWD, path, uint(flags), &unix.MountAttr{Attr_set: uint64(attr)})
+}
+
+// startTarget runs the job's program in the prepared sandbox. The work that
+// must happen as the target but before its exec (keyrings, the seccomp
+// filter) is done on a thread of its own, which the target is forked from
+// and which then ends, so the init's own thread keeps no filter.
 func startTarget(prep *prepareConfig, cfg *jobConfig) (int, error) {
 	if cfg.Hostname != "" {
 		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
 			return 0, fmt.Errorf("set hostname: %w", err)
 		}
 	}
+	type started struct {
+		pid int
+		err error
+	}
+	done := make(chan started, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		pid, err := forkTarget(prep, cfg)
+		done <- started{pid, err}
+	}()
+	s := <-done
+	return s.pid, s.err
+}
+
+func forkTarget(prep *prepareConfig, cfg *jobConfig) (int, error) {
+	if err := restrictThread(); err != nil {
+		return 0, err
+	}
+	if err := freshKeyrings(prep.UID); err != nil {
+		return 0, err
+	}
+	if len(prep.Seccomp) > 0 {
+		if err := loadSeccomp(prep.Seccomp); err != nil {
+			return 0, err
+		}
+	}
+	dir := cfg.Dir
+	if dir == "" {
+		dir = "/"
+	}
 	attr := &syscall.ProcAttr{
-		Dir:   cfg.Dir,
+		Dir:   dir,
 		Env:   cfg.Env,
 		Files: []uintptr{0, 1, 2},
 		Sys: &syscall.SysProcAttr{
@@ -200,11 +386,53 @@ func startTarget(prep *prepareConfig, cfg *jobConfig) (int, error) {
 			Setsid:     true,
 		},
 	}
+	syscall.Umask(0o022)
 	pid, err := syscall.ForkExec(cfg.Path, cfg.Args, attr)
 	if err != nil {
 		return 0, fmt.Errorf("start %s: %w", cfg.Path, err)
 	}
 	return pid, nil
+}
+
+// freshKeyrings gives this thread, and so the target, a new session
+// keyring owned by uid, and empties uid's user keyrings, which the kernel
+// keeps for as long as the host runs: a uid used by an earlier job must not
+// hand that job's keys to the next. The thread is uid only meanwhile; its
+// saved uid 0 brings it back.
+func freshKeyrings(uid uint32) error {
+	setresuid := func(r, e, s uint32) error {
+		if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(r), uintptr(e), uintptr(s)); errno != 0 {
+			return errno
+		}
+		return nil
+	}
+	if err := setresuid(uid, uid, 0); err != nil {
+		return fmt.Errorf("keyrings: become uid %d: %w", uid, err)
+	}
+	var errs []error
+	for _, kr := range []int{unix.KEY_SPEC_USER_KEYRING, unix.KEY_SPEC_USER_SESSION_KEYRING} {
+		if _, _, errno := unix.RawSyscall(unix.SYS_KEYCTL, unix.KEYCTL_CLEAR, uintptr(kr), 0); errno != 0 && errno != unix.ENOSYS {
+			errs = append(errs, fmt.Errorf("keyrings: clear user keyring: %w", errno))
+		}
+	}
+	if _, _, errno := unix.RawSyscall(unix.SYS_KEYCTL, unix.KEYCTL_JOIN_SESSION_KEYRING, 0, 0); errno != 0 && errno != unix.ENOSYS {
+		errs = append(errs, fmt.Errorf("keyrings: new session keyring: %w", errno))
+	}
+	if err := setresuid(0, 0, 0); err != nil {
+		errs = append(errs, fmt.Errorf("keyrings: back to root: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// loadSeccomp installs filter on this thread alone (no TSYNC): the target,
+// forked from it, inherits it. no_new_privs is already set.
+func loadSeccomp(filter []byte) error {
+	prog := unix.SockFprog{Len: uint16(len(filter) / 8), Filter: (*unix.SockFilter)(unsafe.Pointer(&filter[0]))}
+	if _, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&prog))); errno != 0 {
+		return fmt.Errorf("install seccomp filter: %w", errno)
+	}
+	runtime.KeepAlive(filter)
+	return nil
 }
 
 var rlimitNames = map[string]int{

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,9 +14,12 @@ import (
 // then that many bytes of NUL-terminated fields, numbers in decimal. It is
 // made for a reader in C (init_linux.c) as much as in Go (RunInit).
 //
-//	prepare  "prepare" NEWNET UID GID TMP_SIZE_BYTES N {RESOURCE SOFT HARD}×N
+//	prepare  "prepare" NEWNET UID GID N {RESOURCE SOFT HARD}×N
+//	         M {KIND A B C D E}×M SECCOMP
 //	job      "job" PATH DIR HOSTNAME ARGC ARG×ARGC ENVC ENV×ENVC
 //
+// The M groups are the view's mount steps (mountOp); SECCOMP is the filter's
+// struct sock_filter array in hex, or empty for none.
 // The init's replies are lines: "prepared", "ok", or "error: …".
 const maxInitMsgBytes = 4 << 20
 
@@ -136,11 +140,15 @@ func prepareMsg(c *prepareConfig) ([]byte, error) {
 	if c.NewNet {
 		newNet = 1
 	}
-	m := newInitMsg("prepare").num(newNet).num(uint64(c.UID)).num(uint64(c.GID)).num(uint64(c.TmpSizeBytes)).num(uint64(len(c.Rlimits)))
+	m := newInitMsg("prepare").num(newNet).num(uint64(c.UID)).num(uint64(c.GID)).num(uint64(len(c.Rlimits)))
 	for _, rl := range c.Rlimits {
 		m.num(uint64(rl.Resource)).num(rl.Soft).num(rl.Hard)
 	}
-	return m.bytes()
+	m.num(uint64(len(c.Ops)))
+	for _, op := range c.Ops {
+		m.str(op.kind).str(op.a).str(op.b).str(op.c).str(op.d).str(op.e)
+	}
+	return m.str(hex.EncodeToString(c.Seccomp)).bytes()
 }
 
 // jobMsg encodes a jobConfig.
@@ -153,17 +161,40 @@ func decodePrepare(m *initFields) (*prepareConfig, error) {
 	if kind, err := m.str(); err != nil || kind != "prepare" {
 		return nil, fmt.Errorf("init message: want prepare, got %q (%v)", kind, err)
 	}
-	var nums [5]uint64
+	var nums [4]uint64
 	if err := m.nums(nums[:]); err != nil {
 		return nil, err
 	}
-	c.NewNet, c.UID, c.GID, c.TmpSizeBytes = nums[0] != 0, uint32(nums[1]), uint32(nums[2]), int64(nums[3])
-	for range nums[4] {
+	c.NewNet, c.UID, c.GID = nums[0] != 0, uint32(nums[1]), uint32(nums[2])
+	for range nums[3] {
 		var rl [3]uint64
 		if err := m.nums(rl[:]); err != nil {
 			return nil, err
 		}
 		c.Rlimits = append(c.Rlimits, rlimit{Resource: int(rl[0]), Soft: rl[1], Hard: rl[2]})
+	}
+	n, err := m.num()
+	if err != nil {
+		return nil, err
+	}
+	if n > uint64(len(m.f))/6 { // a count the message cannot hold must not size anything
+		return nil, errShortMsg
+	}
+	for range n {
+		var f [6]string
+		for i := range f {
+			if f[i], err = m.str(); err != nil {
+				return nil, err
+			}
+		}
+		c.Ops = append(c.Ops, mountOp{f[0], f[1], f[2], f[3], f[4], f[5]})
+	}
+	h, err := m.str()
+	if err != nil {
+		return nil, err
+	}
+	if c.Seccomp, err = hex.DecodeString(h); err != nil || len(c.Seccomp)%8 != 0 {
+		return nil, fmt.Errorf("init message: bad seccomp filter")
 	}
 	return &c, nil
 }

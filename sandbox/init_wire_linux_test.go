@@ -14,8 +14,11 @@ import (
 // Ensure the init messages survive the trip (empty fields, RLIM_INFINITY,
 // many arguments) and that malformed ones are refused, not misread.
 func TestInitWire(t *testing.T) {
-	prep := prepareConfig{NewNet: true, UID: 65534, GID: 65533, TmpSizeBytes: 8 << 20,
-		Rlimits: []rlimit{{Resource: 7, Soft: 64, Hard: 64}, {Resource: 3, Soft: ^uint64(0), Hard: ^uint64(0)}}}
+	prep := prepareConfig{NewNet: true, UID: 65534, GID: 65533,
+		Rlimits: []rlimit{{Resource: 7, Soft: 64, Hard: 64}, {Resource: 3, Soft: ^uint64(0), Hard: ^uint64(0)}},
+		Ops: []mountOp{{"mount", "tmpfs", "/newroot/tmp", "tmpfs", "6", "mode=1777"}, {"file", "", "/newroot/etc/passwd", "420", "", "root:x:0:0::/:\n"},
+			{"mkdir", "", "/newroot/a b", "493", "", ""}},
+		Seccomp: []byte{0x06, 0, 0, 0, 0, 0, 0xff, 0x7f}}
 	job := jobConfig{Path: "/bin/sh", Args: []string{"sh", "-c", "", "x y"}, Env: nil, Dir: "", Hostname: "JOB00000001"}
 	b, err := prepareMsg(&prep)
 	if err != nil {

@@ -45,7 +45,24 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 	if version == 0 {
 		version = CgroupVersion()
 	}
-	prep := prepareConfig{NewNet: !iso.Network, UID: iso.UID, GID: iso.GID, TmpSizeBytes: iso.TmpSizeBytes}
+	ids, err := r.takeIDs(&iso)
+	if err != nil {
+		return nil, err
+	}
+	idsOwned := false // once the helper is registered, its Process gives them back
+	defer func() {
+		if retErr != nil && !idsOwned {
+			r.giveIDs(ids)
+		}
+	}()
+	ops, err := viewPlan(&iso, ids.uid, ids.gid)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox view: %w", err)
+	}
+	prep := prepareConfig{NewNet: !iso.Network, UID: ids.uid, GID: ids.gid, Ops: ops}
+	if iso.Seccomp != nil {
+		prep.Seccomp = iso.Seccomp.prog
+	}
 	for _, rl := range iso.Rlimits {
 		res, ok := rlimitNames[rl.Type]
 		if !ok {
@@ -118,10 +135,10 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 		// Created first, the user namespace owns the others, so the helper
 		// (root inside) may still mount /proc and /tmp and set the hostname.
 		sys.Cloneflags |= syscall.CLONE_NEWUSER
-		idmap := []syscall.SysProcIDMap{{ContainerID: 0, HostID: UserNamespaceBase, Size: 65536}}
+		idmap := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(ids.nsBase), Size: UserNamespaceBlock}}
 		sys.UidMappings, sys.GidMappings = idmap, idmap
 		sys.GidMappingsEnableSetgroups = true
-		// Root inside (host uid 100000): host uid 0 is not mapped, so without
+		// Root inside (the block's first host id): host uid 0 is not mapped, so without
 		// this the helper would be the overflow uid, without capabilities.
 		sys.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
@@ -150,11 +167,13 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 		done:     make(chan struct{}),
 		cg:       cg,
 		isolated: true,
+		ids:      ids,
+		runner:   r,
 	}
 	r.procs[pid] = p
 	r.mu.Unlock()
 	fds.stdio, fds.stdout = -1, -1 // p's files own them now
-	cgOwned = true
+	cgOwned, idsOwned = true, true
 	in := &Initiator{r: r, p: p, sync: syncFile, br: bufio.NewReader(syncFile), iso: iso}
 	defer func() {
 		if retErr != nil { // the helper is registered: kill it and let the reaper have it
@@ -176,6 +195,49 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 	return in, nil
 }
 
+// jobIDs are the ids a sandbox holds from the Runner's pools.
+type jobIDs struct {
+	uid, gid    uint32 // the target's, as it sees them
+	dynamic     bool   // uid came from the dynamic pool
+	nsBase      uint32 // the user namespace's first host id
+	userNSBlock bool   // nsBase came from the user namespace pool
+}
+
+// takeIDs reserves what iso needs from the pools.
+func (r *Runner) takeIDs(iso *Isolation) (ids jobIDs, retErr error) {
+	ids.uid, ids.gid = iso.UID, iso.GID
+	if iso.UserNamespace {
+		base, err := r.nsIDs.get()
+		if err != nil {
+			return ids, err
+		}
+		ids.nsBase, ids.userNSBlock = base, true
+	}
+	if iso.DynamicUser {
+		if iso.UserNamespace { // the block makes it unique on the host
+			ids.uid, ids.gid = DynamicNamespaceID, DynamicNamespaceID
+			return ids, nil
+		}
+		id, err := r.dynIDs.get()
+		if err != nil {
+			r.giveIDs(ids)
+			return jobIDs{}, err
+		}
+		ids.uid, ids.gid, ids.dynamic = id, id, true
+	}
+	return ids, nil
+}
+
+// giveIDs returns ids to the pools: only once nothing of their job runs.
+func (r *Runner) giveIDs(ids jobIDs) {
+	if ids.dynamic {
+		r.dynIDs.put(ids.uid)
+	}
+	if ids.userNSBlock {
+		r.nsIDs.put(ids.nsBase)
+	}
+}
+
 // Launch runs spec in the prepared sandbox; spec.Isolation's ID, if any, is
 // the hostname. The Initiator is used up either way.
 func (in *Initiator) Launch(spec Spec) (_ *Process, retErr error) {
@@ -191,7 +253,11 @@ func (in *Initiator) Launch(spec Spec) (_ *Process, retErr error) {
 	if spec.Isolation != nil && spec.Isolation.ID != "" {
 		host = spec.Isolation.ID
 	}
-	msg, err := jobMsg(&jobConfig{Path: spec.Path, Args: spec.Args, Env: spec.Env, Dir: spec.Dir, Hostname: host})
+	dir := spec.Dir
+	if dir == "" { // never the server's: it is not even in the view
+		dir = "/"
+	}
+	msg, err := jobMsg(&jobConfig{Path: spec.Path, Args: spec.Args, Env: spec.Env, Dir: dir, Hostname: host})
 	if err != nil {
 		return nil, err
 	}

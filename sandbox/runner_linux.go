@@ -36,6 +36,8 @@ type Runner struct {
 	done chan struct{}
 
 	goInit bool // tests: the Go init even where the C one is built in
+
+	dynIDs, nsIDs *idPool // ids held by running sandboxes
 }
 
 // initArg is argv[1] of a sandbox's init.
@@ -48,7 +50,7 @@ func (r *Runner) initArg() string {
 
 // NewRunner makes this process a child subreaper, marks every inherited
 // descriptor ≥ 3 close-on-exec and starts the reaper. Close it when done.
-func NewRunner(log *slog.Logger) (_ *Runner, retErr error) {
+func NewRunner(log *slog.Logger, opts RunnerOptions) (_ *Runner, retErr error) {
 	if !runnerOpen.CompareAndSwap(false, true) {
 		return nil, ErrRunnerBusy
 	}
@@ -57,6 +59,18 @@ func NewRunner(log *slog.Logger) (_ *Runner, retErr error) {
 			runnerOpen.Store(false)
 		}
 	}()
+	if opts.DynamicIDs.Count == 0 {
+		opts.DynamicIDs = DefaultDynamicIDs
+	}
+	if opts.UserNamespaceIDs.Count == 0 {
+		opts.UserNamespaceIDs = DefaultUserNamespaceIDs
+	}
+	if opts.DynamicIDs.Overlaps(opts.UserNamespaceIDs) {
+		return nil, fmt.Errorf("dynamic ids %s overlap user namespace ids %s", opts.DynamicIDs, opts.UserNamespaceIDs)
+	}
+	if opts.UserNamespaceIDs.Count < UserNamespaceBlock {
+		return nil, fmt.Errorf("user namespace ids %s: fewer than one block of %d", opts.UserNamespaceIDs, UserNamespaceBlock)
+	}
 	if err := closeExecFrom(3); err != nil {
 		return nil, fmt.Errorf("mark inherited fds close-on-exec: %w", err)
 	}
@@ -69,6 +83,9 @@ func NewRunner(log *slog.Logger) (_ *Runner, retErr error) {
 		sigs:  make(chan os.Signal, 1),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
+
+		dynIDs: newIDPool("dynamic uid", opts.DynamicIDs, 1),
+		nsIDs:  newIDPool("user namespace ids", opts.UserNamespaceIDs, UserNamespaceBlock),
 	}
 	signal.Notify(r.sigs, syscall.SIGCHLD)
 	go r.reapLoop()
@@ -184,6 +201,8 @@ type Process struct {
 
 	cg       jobCgroup // nil for a plain process
 	isolated bool      // Pid is the job's init helper
+	ids      jobIDs    // a sandbox's ids, given back by Close
+	runner   *Runner
 
 	mu     sync.Mutex // orders signals against the reap; see Runner
 	exited bool
@@ -373,9 +392,14 @@ func (p *Process) Close() error {
 	err := errors.Join(p.Stdio.Close(), p.Stdout.Close())
 	if p.cg != nil {
 		if kerr := killAndWait(p.cg, 5*time.Second); kerr != nil {
-			return errors.Join(err, kerr) // keep the cgroup: something is stuck in it
+			// Keep the cgroup and the ids: something is stuck in it.
+			return errors.Join(err, kerr)
 		}
 		err = errors.Join(err, p.cg.Delete())
+		// Nothing of the job runs now, so its mount namespace, and the
+		// tmpfs in it, are gone with its last process.
+		p.runner.giveIDs(p.ids)
+		p.ids = jobIDs{}
 	}
 	return err
 }

@@ -15,7 +15,7 @@ import (
 
 func newTestRunner(t *testing.T) *Runner {
 	t.Helper()
-	r, err := NewRunner(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r, err := NewRunner(slog.New(slog.NewTextHandler(io.Discard, nil)), RunnerOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,14 +198,14 @@ func TestRunner_InheritedFdsClosed(t *testing.T) {
 // Ensure only one Runner owns the process's children at a time.
 func TestRunner_Exclusive(t *testing.T) {
 	newTestRunner(t)
-	if _, err := NewRunner(slog.Default()); !errors.Is(err, ErrRunnerBusy) {
+	if _, err := NewRunner(slog.Default(), RunnerOptions{}); !errors.Is(err, ErrRunnerBusy) {
 		t.Fatalf("second runner: %v", err)
 	}
 }
 
 // Ensure Close kills what still runs.
 func TestRunner_CloseKills(t *testing.T) {
-	r, err := NewRunner(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r, err := NewRunner(slog.New(slog.NewTextHandler(io.Discard, nil)), RunnerOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

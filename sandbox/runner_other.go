@@ -4,6 +4,7 @@ package sandbox
 
 import (
 	"errors"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"log/slog"
 	"os"
 	"syscall"
@@ -14,7 +15,10 @@ import (
 type Runner struct{}
 
 // NewRunner is unsupported on this OS.
-func NewRunner(*slog.Logger) (*Runner, error) { return nil, errors.ErrUnsupported }
+func NewRunner(*slog.Logger, RunnerOptions) (*Runner, error) { return nil, errors.ErrUnsupported }
+
+// DefaultSeccomp has no profile outside Linux.
+func DefaultSeccomp() *specs.LinuxSeccomp { return &specs.LinuxSeccomp{} }
 
 func (r *Runner) Close() error                 { return nil }
 func (r *Runner) Running() int                 { return 0 }

@@ -56,14 +56,17 @@ type Spec struct {
 	Path string
 	Args []string // argv, including argv[0]
 	Env  []string // the complete environment; nothing is inherited
-	Dir  string   // working directory; empty means the server's
+	// Dir is the working directory; empty means the server's for a plain
+	// process and / for a sandboxed one, which never sees the server's.
+	Dir string
 	// Isolation, when set, runs the job sandboxed (Linux, root).
 	Isolation *Isolation
 }
 
-// Isolation asks for a sandboxed job: its own cgroup with Resources, new
-// pid, mount, UTS and IPC namespaces (and network unless Network), a fresh
-// /proc, a private /tmp, rlimits, no_new_privs, no capabilities, and UID:GID.
+// Isolation asks for a sandboxed job: its own cgroup with Resources; new
+// pid, mount, UTS, IPC and cgroup namespaces (and network unless Network);
+// a root of its own built from View; rlimits, no_new_privs, no
+// capabilities, a seccomp filter and a uid no other running job has.
 // A nil Isolation in a Spec means a plain process.
 type Isolation struct {
 	ID string // names the cgroup and is the hostname
@@ -76,16 +79,89 @@ type Isolation struct {
 	Resources     *specs.LinuxResources
 	Rlimits       []specs.POSIXRlimit
 	Network       bool // keep the host's network namespace
-	TmpSizeBytes  int64
-	UID, GID      uint32 // the target's ids; inside the user namespace when UserNamespace
+	// TmpSizeBytes sizes each private tmpfs (/tmp, /var/tmp, /run,
+	// /dev/shm and View.Tmpfs); 0 is the kernel's default, half of RAM.
+	// Their pages are charged to the job's memory cgroup.
+	TmpSizeBytes int64
+	// UID and GID are the target's ids (inside the user namespace when
+	// UserNamespace). With DynamicUser the Runner picks them instead.
+	UID, GID uint32
+	// DynamicUser gives the job a uid and gid of its own (systemd's
+	// DynamicUser=): one of the Runner's DynamicIDs, held by no other
+	// running job, or DynamicNamespaceID inside a user namespace of its own.
+	DynamicUser bool
+	// UserName and GroupName are the job's ids' names in the /etc/passwd
+	// and /etc/group made for it; empty means "job".
+	UserName, GroupName string
 	// UserNamespace gives the job a user namespace of its own: ids 0–65535
-	// inside are UserNamespaceBase… on the host, so even a job running as
-	// root inside is an unprivileged, unused uid outside.
+	// inside are a block of the Runner's UserNamespaceIDs that no other
+	// running job has, so even a job running as root inside is an
+	// unprivileged, unused uid outside.
 	UserNamespace bool
+	// View is the job's filesystem.
+	View View
+	// Seccomp is the job's syscall filter (CompileSeccomp); nil for none.
+	Seccomp *SeccompFilter
 }
 
-// UserNamespaceBase is the first host id of a user-namespaced job's range.
-const UserNamespaceBase = 100000
+// DynamicNamespaceID is a dynamic user's uid and gid inside a user
+// namespace of its own: the namespace's block makes it unique on the host.
+const DynamicNamespaceID = 1000
+
+// View is what a sandboxed job sees of the filesystem. Its root is a fresh
+// tmpfs, read-only once built, that holds:
+//   - RO and RW: host paths bound at the same place, with what is mounted
+//     below them, read-only or read-write, never with devices or setuid. A
+//     path that is a symlink on the host is the same symlink in the view.
+//   - private tmpfs at /tmp, /var/tmp, /run and /dev/shm, and at each Tmpfs
+//     path (see Isolation.TmpSizeBytes);
+//   - /dev with null, zero, full, random, urandom, tty and a new devpts
+//     instance (ptmx), and nothing else;
+//   - a fresh /proc with runc's masked and read-only paths, and /proc/cmdline
+//     masked too;
+//   - /etc/passwd, /etc/group, /etc/hosts and /etc/nsswitch.conf made for
+//     the job (root, nobody and the job's own ids only), unless RO binds
+//     the host's;
+//   - a fresh read-only /sys, only with Sys.
+//
+// Hide lists host paths that stay out of sight even inside a bound path:
+// each is masked by an empty read-only directory or an empty file.
+type View struct {
+	RO, RW []string
+	Tmpfs  []string
+	Hide   []string
+	Sys    bool
+}
+
+// Visible reports whether the host path p can be seen inside the view:
+// it is at or below an RO or RW path and not at or below a Hide path. p
+// must be absolute and clean.
+func (v View) Visible(p string) bool {
+	for _, h := range v.Hide {
+		if within(p, h) {
+			return false
+		}
+	}
+	for _, b := range v.RO {
+		if within(p, b) {
+			return true
+		}
+	}
+	for _, b := range v.RW {
+		if within(p, b) {
+			return true
+		}
+	}
+	return false
+}
+
+// within reports whether path p is dir or below it.
+func within(p, dir string) bool {
+	if dir == "/" {
+		return true
+	}
+	return p == dir || strings.HasPrefix(p, dir+"/")
+}
 
 // ExitStatus is how a process ended.
 type ExitStatus struct {

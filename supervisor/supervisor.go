@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -103,6 +105,13 @@ type App struct {
 	// Policy is the job class: limits, namespaces, user. With the sandbox
 	// off only its time and output limits apply.
 	Policy *policies.Policy
+	// ReadOnly are host paths this app's sandboxed jobs see read-only
+	// besides their policy's view and Dir (quick mode: the program).
+	ReadOnly []string
+	// PassHeaders are the request headers withheld by default (Cookie,
+	// Authorization, Proxy-Authorization) that this app's jobs get as
+	// HTTP_* variables, canonical.
+	PassHeaders []string
 }
 
 // Tenant is who runs a job. Its Policy, when set, replaces the app's.
@@ -116,8 +125,24 @@ type Tenant struct {
 // PublicTenant is everyone when no tenants are configured.
 var PublicTenant = &Tenant{Name: "public"}
 
+// Runner starts jobs' processes. *sandbox.Runner is the real one; only
+// one can exist in a process, so the caller makes it and several
+// supervisors (tests running in parallel) may share it. A stand-in that
+// runs plain processes suits tests that do not test the kernel; its
+// NewPool may return nil (no prepared sandboxes).
+type Runner interface {
+	Start(sandbox.Spec) (*sandbox.Process, error)
+	NewPool(log *slog.Logger, tmpl sandbox.Isolation, size int) *sandbox.Pool
+}
+
 // Config is what a Supervisor needs. Zero durations take the defaults below.
 type Config struct {
+	// Runner starts the jobs. nil: New makes a sandbox.Runner with the
+	// default options, and Shutdown closes it.
+	Runner Runner
+	// Hide lists the server's own files (config, policy dir, data dir,
+	// binary): no job's view shows them, even inside a path it binds.
+	Hide        []string
 	Apps        []App
 	Tenants     []Tenant // none: everyone is PublicTenant
 	MaxSessions int
@@ -160,17 +185,20 @@ const ReasonStartFailed Reason = "start-failed"
 
 // Supervisor runs jobs. It is safe for concurrent use.
 type Supervisor struct {
-	log    *slog.Logger
-	runner *sandbox.Runner
-	drain  time.Duration
-	onEnd  func(JobInfo, Exit)
-	box    bool
+	log       *slog.Logger
+	runner    Runner
+	ownRunner *sandbox.Runner // made by New, closed by Shutdown
+	hide      []string
+	drain     time.Duration
+	onEnd     func(JobInfo, Exit)
+	box       bool
 
 	ledger       *accounting.Ledger
 	cgroupParent string
 
-	poolMu sync.Mutex
-	pools  map[*policies.Policy]*sandbox.Pool // prepared sandboxes, per policy in use
+	poolMu  sync.Mutex
+	pools   map[poolKey]*sandbox.Pool          // prepared sandboxes, per policy and app dir in use
+	filters map[*policies.Policy]seccompFilter // compiled per policy in use
 
 	sampleEvery time.Duration
 	stopLoops   context.Context // done when Shutdown stops the sampler and the pruner
@@ -194,18 +222,25 @@ type Supervisor struct {
 
 // New starts a Supervisor and its sandbox runner. Call Shutdown to stop it.
 func New(log *slog.Logger, cfg Config) (*Supervisor, error) {
-	runner, err := sandbox.NewRunner(log)
-	if err != nil {
-		return nil, fmt.Errorf("start sandbox runner: %w", err)
+	runner, own := cfg.Runner, (*sandbox.Runner)(nil)
+	if runner == nil {
+		r, err := sandbox.NewRunner(log, sandbox.RunnerOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("start sandbox runner: %w", err)
+		}
+		runner, own = r, r
 	}
 	s := &Supervisor{
-		log:    log,
-		runner: runner,
-		drain:  cfg.Drain,
-		onEnd:  cfg.OnEnd,
-		box:    cfg.Sandbox,
-		jobs:   make(map[string]*Job),
-		pools:  make(map[*policies.Policy]*sandbox.Pool),
+		log:       log,
+		runner:    runner,
+		ownRunner: own,
+		hide:      cfg.Hide,
+		drain:     cfg.Drain,
+		onEnd:     cfg.OnEnd,
+		box:       cfg.Sandbox,
+		jobs:      make(map[string]*Job),
+		pools:     make(map[poolKey]*sandbox.Pool),
+		filters:   make(map[*policies.Policy]seccompFilter),
 
 		admitting:    make(map[*Job]bool),
 		ledger:       cfg.Ledger,
@@ -292,9 +327,26 @@ func (s *Supervisor) Reload(cfg Config) {
 	s.syncPools(cfg)
 }
 
-// syncPools keeps one pool of prepared sandboxes for each policy in use
-// (by an app or a tenant) that asks for initiators, and closes the pools of
-// policies no longer in use.
+// poolKey is what a prepared sandbox is made for: a policy, and the app's
+// paths its view binds (appPaths).
+type poolKey struct {
+	pol   *policies.Policy
+	paths string
+}
+
+// appPaths is what of a's own its jobs' views bind: its dir and ReadOnly.
+func appPaths(a *App) string { return a.Dir + "\x00" + strings.Join(a.ReadOnly, "\x00") }
+
+// seccompFilter is a policy's compiled filter, or why it would not compile.
+type seccompFilter struct {
+	f   *sandbox.SeccompFilter
+	err error
+}
+
+// syncPools compiles the seccomp filter of each policy in use (by an app,
+// or a tenant for any app), keeps one pool of prepared sandboxes for each
+// policy and app dir in use whose policy asks for initiators, and closes
+// the pools no longer in use.
 func (s *Supervisor) syncPools(cfg Config) {
 	s.mu.Lock()
 	closing := s.closing
@@ -302,28 +354,50 @@ func (s *Supervisor) syncPools(cfg Config) {
 	if !s.box || closing {
 		return
 	}
-	want := make(map[*policies.Policy]bool)
-	for _, a := range cfg.Apps {
-		if a.Policy != nil && a.Policy.Initiators > 0 {
-			want[a.Policy] = true
+	inUse := make(map[poolKey]*App)
+	for i := range cfg.Apps {
+		a := &cfg.Apps[i]
+		if a.Policy != nil {
+			inUse[poolKey{a.Policy, appPaths(a)}] = a
+		}
+		for _, t := range cfg.Tenants {
+			if t.Policy != nil {
+				inUse[poolKey{t.Policy, appPaths(a)}] = a
+			}
 		}
 	}
-	for _, t := range cfg.Tenants {
-		if t.Policy != nil && t.Policy.Initiators > 0 {
-			want[t.Policy] = true
+	filters := make(map[*policies.Policy]seccompFilter)
+	for k := range inUse {
+		if _, ok := filters[k.pol]; !ok {
+			f, err := compileSeccomp(k.pol)
+			if err != nil {
+				s.log.Error("policy's seccomp profile does not compile: its jobs will not start", "policy", k.pol.Name, "err", err)
+			}
+			filters[k.pol] = seccompFilter{f, err}
 		}
 	}
 	s.poolMu.Lock()
+	s.filters = filters
+	if cfg.Hide != nil {
+		s.hide = cfg.Hide
+	}
 	var stale []*sandbox.Pool
-	for pol, p := range s.pools {
-		if !want[pol] {
+	for k, p := range s.pools {
+		if inUse[k] == nil || k.pol.Initiators == 0 {
 			stale = append(stale, p)
-			delete(s.pools, pol)
+			delete(s.pools, k)
 		}
 	}
-	for pol := range want {
-		if _, ok := s.pools[pol]; !ok {
-			s.pools[pol] = s.runner.NewPool(s.log.With("pool", pol.Name), s.isolationFor(pol, ""), pol.Initiators)
+	for k, a := range inUse {
+		if _, ok := s.pools[k]; ok || k.pol.Initiators == 0 || filters[k.pol].err != nil {
+			continue
+		}
+		tmpl, err := s.isolationLocked(k.pol, a, "")
+		if err != nil {
+			continue
+		}
+		if p := s.runner.NewPool(s.log.With("pool", k.pol.Name, "app", a.Name), tmpl, k.pol.Initiators); p != nil {
+			s.pools[k] = p
 		}
 	}
 	s.poolMu.Unlock()
@@ -332,10 +406,21 @@ func (s *Supervisor) syncPools(cfg Config) {
 	}
 }
 
+// compileSeccomp is pol's filter, or nil for seccomp = "off".
+func compileSeccomp(pol *policies.Policy) (*sandbox.SeccompFilter, error) {
+	switch pol.Seccomp {
+	case policies.SeccompOff:
+		return nil, nil
+	case policies.SeccompDefault:
+		return sandbox.CompileSeccomp(sandbox.DefaultSeccomp())
+	}
+	return sandbox.CompileSeccomp(pol.SeccompProfile)
+}
+
 func (s *Supervisor) closePools() {
 	s.poolMu.Lock()
 	pools := s.pools
-	s.pools = make(map[*policies.Policy]*sandbox.Pool)
+	s.pools = make(map[poolKey]*sandbox.Pool)
 	s.poolMu.Unlock()
 	for _, p := range pools {
 		p.Close()
@@ -349,21 +434,45 @@ func CgroupParentFor(l *accounting.Ledger) string {
 	return sandbox.DefaultCgroupParent + "/" + l.Instance()
 }
 
-// isolationFor is a policy's sandbox, for job id ("" for a pool template).
-func (s *Supervisor) isolationFor(pol *policies.Policy, id string) sandbox.Isolation {
-	return sandbox.Isolation{
-		ID: id, CgroupParent: s.cgroupParent, Resources: pol.LinuxResources(), Rlimits: pol.Rlimits(), Network: pol.Network,
-		TmpSizeBytes: pol.TmpSizeBytes, UID: pol.UID, GID: pol.GID, UserNamespace: pol.UserNamespace,
-	}
+// isolation is the sandbox of a job of policy pol for app a, for job id
+// ("" for a pool template).
+func (s *Supervisor) isolation(pol *policies.Policy, a *App, id string) (sandbox.Isolation, error) {
+	s.poolMu.Lock()
+	defer s.poolMu.Unlock()
+	return s.isolationLocked(pol, a, id)
 }
 
-// start launches spec in a prepared sandbox of its policy when one is
-// ready, and prepares one on the spot otherwise (or if the prepared one
+func (s *Supervisor) isolationLocked(pol *policies.Policy, a *App, id string) (sandbox.Isolation, error) {
+	f, ok := s.filters[pol]
+	if !ok { // a policy the last Reload did not see in use
+		f.f, f.err = compileSeccomp(pol)
+		s.filters[pol] = f
+	}
+	if f.err != nil {
+		return sandbox.Isolation{}, fmt.Errorf("policy %s: %w", pol.Name, f.err)
+	}
+	view := sandbox.View{RO: append(slices.Clip(pol.ReadOnly), a.ReadOnly...), RW: pol.ReadWrite, Tmpfs: pol.Tmpfs, Hide: s.hide, Sys: pol.Sys}
+	if a.Dir != "" && a.Dir != "/" { // the app's own dir, read-only
+		view.RO = append(view.RO, a.Dir)
+	}
+	iso := sandbox.Isolation{
+		ID: id, CgroupParent: s.cgroupParent, Resources: pol.LinuxResources(), Rlimits: pol.Rlimits(), Network: pol.Network,
+		TmpSizeBytes: pol.TmpSizeBytes, UID: pol.UID, GID: pol.GID, DynamicUser: pol.DynamicUser,
+		UserNamespace: pol.UserNamespace, View: view, Seccomp: f.f,
+	}
+	if !pol.DynamicUser {
+		iso.UserName, iso.GroupName = pol.User, pol.Group
+	}
+	return iso, nil
+}
+
+// start launches spec in a prepared sandbox of its policy and dir when one
+// is ready, and prepares one on the spot otherwise (or if the prepared one
 // fails: it may have been killed while it waited).
 func (s *Supervisor) start(j *Job, spec sandbox.Spec) (*sandbox.Process, error) {
 	if spec.Isolation != nil {
 		s.poolMu.Lock()
-		pool := s.pools[j.App.Policy]
+		pool := s.pools[poolKey{j.App.Policy, appPaths(j.App)}]
 		s.poolMu.Unlock()
 		if pool != nil {
 			if in := pool.Get(); in != nil {
@@ -501,12 +610,18 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	env = append(env, req.Env...)
 	env = append(env, "CHIMIRROR_JOB_ID="+id, "CHIMIRROR_APP="+app.Name, "CHIMIRROR_TENANT="+tenant.Name)
 	spec := sandbox.Spec{Path: app.Path, Args: app.Args, Env: env, Dir: app.Dir}
+	var err error
 	if j.rec.Sandboxed {
-		iso := s.isolationFor(app.Policy, id)
-		spec.Isolation = &iso
+		var iso sandbox.Isolation
+		if iso, err = s.isolation(app.Policy, app, id); err == nil {
+			spec.Isolation = &iso
+		}
 	}
 	s.started.Add(1)
-	p, err := s.start(j, spec)
+	var p *sandbox.Process
+	if err == nil {
+		p, err = s.start(j, spec)
+	}
 	if err != nil {
 		j.begun()
 		if spec.Isolation != nil {
@@ -696,7 +811,9 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 			<-done
 		}
 	}
-	err = errors.Join(err, s.runner.Close())
+	if s.ownRunner != nil {
+		err = errors.Join(err, s.ownRunner.Close())
+	}
 	if s.box && s.cgroupParent != "" && s.cgroupParent != sandbox.DefaultCgroupParent {
 		// Every job cgroup is deleted by now; a leftover one keeps the
 		// parent, and the next start's recovery deals with it.

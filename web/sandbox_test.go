@@ -1,8 +1,10 @@
 package web
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -68,10 +70,17 @@ func viewOnce(t *testing.T, s *testServer, e *ends) {
 	var job struct{ ID string }
 	jsonUnmarshal(t, got.events[0].Data, &job)
 	for _, want := range []string{"host " + job.ID + "\n", "NoNewPrivs:\t1", "CapEff:\t0000000000000000", "nics lo,",
-		"fds 0,1,2,3,\n", "uid 65534\n", "CHIMIRROR_JOB_ID,", "PATH,", "QUERY_STRING,"} {
+		"fds 0,1,2,3,\n", "CHIMIRROR_JOB_ID,", "PATH,", "QUERY_STRING,"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("inside view lacks %q:\n%s", want, out)
 		}
+	}
+	var uid uint32
+	if m := regexp.MustCompile(`uid (\d+)\n`).FindStringSubmatch(out); m != nil {
+		fmt.Sscan(m[1], &uid)
+	}
+	if !sandbox.DefaultDynamicIDs.Contains(uid) {
+		t.Errorf("the job is uid %d, want a dynamic uid (%s)", uid, sandbox.DefaultDynamicIDs)
 	}
 	if got.exit == nil || got.exit.Code != 0 {
 		t.Fatalf("exit %+v (stderr %q)", got.exit, got.stderr)

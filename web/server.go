@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -192,7 +193,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name string) error {
 	t0 := time.Now()
 	// name is still escaped: an exact match rules out "..", "%2e", "%2f".
-	if _, ok := s.sup.App(name); !ok {
+	app, ok := s.sup.App(name)
+	if !ok {
 		return errorf(http.StatusNotFound, "unknown app %q", name)
 	}
 	if !websocket.IsWebSocketUpgrade(r) {
@@ -209,7 +211,12 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name string) e
 	if err != nil {
 		return err
 	}
-	job, err := s.sup.Start(supervisor.Request{App: name, Tenant: tenant, Env: cgiEnv(r, s.opts.Software),
+	// A tenant's own token is chimirror's secret, never the job's.
+	pass := app.PassHeaders
+	if tenant != supervisor.PublicTenant {
+		pass = slices.DeleteFunc(slices.Clone(pass), func(h string) bool { return h == "Authorization" })
+	}
+	job, err := s.sup.Start(supervisor.Request{App: name, Tenant: tenant, Env: cgiEnv(r, s.opts.Software, pass),
 		Remote: r.RemoteAddr, UserAgent: r.UserAgent(), Protocol: protoName(proto)})
 	if err != nil {
 		return admitError(err)
@@ -347,9 +354,17 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	return strings.EqualFold(u.Host, r.Host)
 }
 
-// cgiEnv is the CGI/1.1 environment websocketd gives its programs.
-// Authorization is never passed on.
-func cgiEnv(r *http.Request, software string) []string {
+// withheldVars are the HTTP_* variables of the headers that never reach a
+// job unless its app passes them (pass names the header): they carry the
+// client's credentials. HTTP_PROXY never does, whatever header makes it: a
+// program would take it for its proxy (httpoxy, CVE-2016-5385). Matching
+// the variable, not the header, also catches "Proxy_Authorization".
+var withheldVars = map[string]string{"HTTP_COOKIE": "Cookie", "HTTP_AUTHORIZATION": "Authorization",
+	"HTTP_PROXY_AUTHORIZATION": "Proxy-Authorization", "HTTP_PROXY": ""}
+
+// cgiEnv is the CGI/1.1 environment websocketd gives its programs, less
+// the withheld headers that pass does not name.
+func cgiEnv(r *http.Request, software string, pass []string) []string {
 	remoteHost, remotePort := splitAddr(r.RemoteAddr)
 	serverName, serverPort, err := net.SplitHostPort(r.Host)
 	if err != nil { // a Host without a port: take the port we accepted on
@@ -391,10 +406,11 @@ func cgiEnv(r *http.Request, software string) []string {
 		"HTTP_HOST="+r.Host, // net/http keeps Host out of r.Header
 	)
 	for k, vs := range r.Header {
-		if k == "Authorization" {
+		v := headerVar(k, vs)
+		if h, ok := withheldVars[v[:strings.IndexByte(v, '=')]]; ok && (h == "" || !slices.Contains(pass, h)) {
 			continue
 		}
-		env = append(env, headerVar(k, vs))
+		env = append(env, v)
 	}
 	return env
 }

@@ -36,6 +36,9 @@ listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 max_sessions = 20000
 sandbox = "%s"
+# A dynamic uid per sandboxed job, for 20,000 of them (the default range,
+# systemd's, holds 4,336).
+dynamic_uids = "70000-99999"
 # Held sessions are opened for minutes and never read again: no keepalive
 # drops while the capacity is measured.
 ping_interval = "1h"
@@ -675,12 +678,16 @@ func startBenchServer(o benchOpts, sandboxMode string) (_ *benchServer, retErr e
 		return nil, err
 	}
 	s := &benchServer{cmd: cmd, dir: dir, logs: bufio.NewReader(stderr), done: make(chan struct{})}
+	var said []string // what it printed before it failed, if it does
 	for s.addr == "" || s.admin == "" {
 		line, err := s.logs.ReadString('\n')
+		if len(said) < 50 {
+			said = append(said, line)
+		}
 		if err != nil {
 			kerr := cmd.Process.Kill()
 			werr := cmd.Wait() // "signal: killed", unless it had exited by itself
-			return nil, fmt.Errorf("bench server did not start: %w (%s; %v)", errors.Join(err, kerr), line, werr)
+			return nil, fmt.Errorf("bench server did not start: %w (%v); it said:\n%s", errors.Join(err, kerr), werr, strings.Join(said, ""))
 		}
 		if m := listenLine.FindStringSubmatch(line); m != nil {
 			s.addr = m[1]

@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"net/http"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -40,6 +43,8 @@ type fileConfig struct {
 	ReadHeaderTimeout policies.Duration `toml:"read_header_timeout"`
 	Drain             policies.Duration `toml:"drain"`
 	Sandbox           string            `toml:"sandbox"`
+	DynamicUIDs       string            `toml:"dynamic_uids"`
+	UserNamespaceUIDs string            `toml:"user_namespace_uids"`
 	PolicyDir         string            `toml:"policy_dir"`
 	DataDir           string            `toml:"data_dir"`
 	Retention         policies.Duration `toml:"retention"`
@@ -72,6 +77,7 @@ type appConfig struct {
 	Grace      policies.Duration `toml:"grace"`
 	Binary     bool              `toml:"binary"`
 	Policy     string            `toml:"policy"`
+	PassHeaders []string         `toml:"pass_headers"`
 }
 
 // config is a loaded, validated, resolved configuration.
@@ -80,6 +86,8 @@ type config struct {
 	Path    string // the file to re-read on SIGHUP; "" for the embedded default and quick mode
 	Listen  string
 	Sandbox string // "auto", "on" or "off"
+	// Runner is the sandbox.Runner's options: the ids jobs may get.
+	Runner sandbox.RunnerOptions
 	Sup     supervisor.Config
 	Web     web.Options
 
@@ -190,6 +198,25 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 	default:
 		at("", 0, "sandbox", "%q: use \"auto\" (on when root), \"on\" or \"off\"", fc.Sandbox)
 	}
+	// Whether jobs will be sandboxed here: what only a sandbox needs is
+	// checked then, so a config that runs plain jobs as a user still loads.
+	boxed := c.Sandbox == "on" || (c.Sandbox == "auto" && sandbox.Available() == nil)
+	c.Runner.DynamicIDs = idRange(fc.DynamicUIDs, sandbox.DefaultDynamicIDs, func(msg string) { at("", 0, "dynamic_uids", "%s", msg) })
+	c.Runner.UserNamespaceIDs = idRange(fc.UserNamespaceUIDs, sandbox.DefaultUserNamespaceIDs, func(msg string) { at("", 0, "user_namespace_uids", "%s", msg) })
+	switch {
+	case c.Runner.DynamicIDs.Overlaps(c.Runner.UserNamespaceIDs):
+		at("", 0, "user_namespace_uids", "%s overlaps dynamic_uids %s", c.Runner.UserNamespaceIDs, c.Runner.DynamicIDs)
+	case c.Runner.UserNamespaceIDs.Count > 0 && c.Runner.UserNamespaceIDs.Count < sandbox.UserNamespaceBlock:
+		at("", 0, "user_namespace_uids", "%s holds fewer than the %d ids one job's user namespace takes", c.Runner.UserNamespaceIDs, sandbox.UserNamespaceBlock)
+	case boxed:
+		// A job given an id that belongs to an account would be that account.
+		if err := sandbox.CheckIDRange(c.Runner.DynamicIDs); err != nil {
+			at("", 0, "dynamic_uids", "%v", err)
+		}
+		if err := sandbox.CheckIDRange(c.Runner.UserNamespaceIDs); err != nil {
+			at("", 0, "user_namespace_uids", "%v", err)
+		}
+	}
 	policyDir := fc.PolicyDir
 	if policyDir != "" && !filepath.IsAbs(policyDir) {
 		policyDir = filepath.Join(dir, policyDir)
@@ -204,6 +231,10 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 			at("", 0, "policy_dir", "%v", perr)
 		}
 	}
+	if pols != nil {
+		ps = append(ps, seccompProblems(pols.All())...)
+	}
+	c.Sup.Hide = serverPaths(file, dir, policyDir, c.DataDir)
 	if fc.MaxSessions < 0 {
 		at("", 0, "max_sessions", "must not be negative")
 	}
@@ -232,7 +263,7 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		},
 	}
 	c.Sup = supervisor.Config{MaxSessions: fc.MaxSessions, Drain: time.Duration(fc.Drain),
-		SampleEvery: time.Duration(fc.SampleInterval), Retention: c.Retention}
+		SampleEvery: time.Duration(fc.SampleInterval), Retention: c.Retention, Hide: c.Sup.Hide}
 	seen := make(map[string]int)
 	for i, a := range fc.App {
 		switch {
@@ -251,6 +282,16 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 			seen[a.Name] = i
 		}
 		app := supervisor.App{Name: a.Name, Args: a.Command, Dir: a.Dir, Grace: time.Duration(a.Grace), Binary: a.Binary}
+		for _, h := range a.PassHeaders {
+			switch k := http.CanonicalHeaderKey(h); k {
+			case "Cookie", "Authorization", "Proxy-Authorization":
+				app.PassHeaders = append(app.PassHeaders, k)
+			case "Proxy":
+				at("app", i, "pass_headers", "Proxy is never passed: a job would take it for HTTP_PROXY (httpoxy)")
+			default:
+				at("app", i, "pass_headers", "%q: only Cookie, Authorization and Proxy-Authorization are withheld, so only they can be passed", h)
+			}
+		}
 		polName := a.Policy
 		if polName == "" {
 			polName = "default"
@@ -350,7 +391,148 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 	if len(fc.App) == 0 {
 		ps = append(ps, policies.Problem{File: file, Msg: "no [[app]] configured: add at least one"})
 	}
+	if boxed {
+		for i, app := range c.Sup.Apps {
+			if app.Path == "" || app.Policy == nil {
+				continue // already a problem
+			}
+			for _, msg := range outsideView(app, c.Sup.Tenants, c.Sup.Hide) {
+				at("app", i, "command", "%s", msg)
+			}
+		}
+		for _, msg := range idsNeeded(c) {
+			at("", 0, "max_sessions", "%s", msg)
+		}
+	}
 	return c, ps.Err()
+}
+
+// idRange parses "FIRST-LAST" (def when empty); bad reports a problem.
+func idRange(s string, def sandbox.IDRange, bad func(string)) sandbox.IDRange {
+	if s == "" {
+		return def
+	}
+	a, b, ok := strings.Cut(s, "-")
+	first, err1 := strconv.ParseUint(strings.TrimSpace(a), 10, 32)
+	last, err2 := strconv.ParseUint(strings.TrimSpace(b), 10, 32)
+	switch {
+	case !ok || err1 != nil || err2 != nil:
+		bad(fmt.Sprintf("%q: want a range of ids like \"61184-65519\"", s))
+	case last < first:
+		bad(fmt.Sprintf("%q: the range ends before it starts", s))
+	case first == 0 || last >= 1<<32-1:
+		bad(fmt.Sprintf("%q: root (0) and %d are not ids a job may get", s, uint32(1<<32-1)))
+	default:
+		return sandbox.IDRange{First: uint32(first), Count: uint32(last - first + 1)}
+	}
+	return def
+}
+
+// serverPaths are the server's own files, hidden from every job: the
+// config file, its policy dir, its data dir and the running binary.
+func serverPaths(file, dir, policyDir, dataDir string) []string {
+	var paths []string
+	add := func(p string) {
+		if p == "" {
+			return
+		}
+		if abs, err := filepath.Abs(p); err == nil {
+			paths = append(paths, abs)
+		}
+	}
+	if file != "(embedded default)" {
+		add(file)
+	}
+	add(policyDir)
+	add(dataDir)
+	if exe, err := os.Executable(); err == nil {
+		add(exe)
+	}
+	return paths
+}
+
+// seccompProblems compiles every policy's seccomp profile for this host,
+// so a profile the sandbox cannot apply is refused when it loads.
+func seccompProblems(pols []*policies.Policy) policies.Problems {
+	var ps policies.Problems
+	for _, p := range pols {
+		if p.SeccompProfile == nil {
+			continue
+		}
+		if _, err := sandbox.CompileSeccomp(p.SeccompProfile); err != nil {
+			ps = append(ps, p.SeccompProblem(err))
+		}
+	}
+	return ps
+}
+
+// outsideView says what of app its jobs could not see, under its policy
+// or any tenant's: its program, or its dir.
+func outsideView(app supervisor.App, tenants []supervisor.Tenant, hide []string) []string {
+	pols := []*policies.Policy{app.Policy}
+	for _, t := range tenants {
+		if t.Policy != nil && !slices.Contains(pols, t.Policy) {
+			pols = append(pols, t.Policy)
+		}
+	}
+	var msgs []string
+	if app.Dir != "" {
+		if dir, err := filepath.EvalSymlinks(app.Dir); err == nil && !(sandbox.View{RO: []string{dir}, Hide: hide}).Visible(dir) {
+			msgs = append(msgs, fmt.Sprintf("dir %q holds the server's own files, which no job may see", app.Dir))
+		}
+	}
+	for _, pol := range pols {
+		if pol == nil {
+			continue
+		}
+		v := sandbox.View{RO: append(slices.Clip(pol.ReadOnly), app.ReadOnly...), RW: pol.ReadWrite, Hide: hide}
+		if app.Dir != "" && app.Dir != "/" {
+			v.RO = append(v.RO, app.Dir)
+		}
+		real, err := filepath.EvalSymlinks(app.Path)
+		if err != nil {
+			real = app.Path
+		}
+		if !v.Visible(app.Path) || !v.Visible(real) {
+			msgs = append(msgs, fmt.Sprintf("%s is outside the sandbox's view under policy %q: add its directory to the policy's ro, or make it the app's dir", app.Path, pol.Name))
+		}
+	}
+	return msgs
+}
+
+// idsNeeded checks that the id ranges hold every job that may run at once,
+// prepared sandboxes included.
+func idsNeeded(c *config) []string {
+	maxJobs := c.Sup.MaxSessions
+	if maxJobs == 0 {
+		maxJobs = supervisor.DefaultMaxSessions
+	}
+	pols := map[*policies.Policy]bool{}
+	for _, a := range c.Sup.Apps {
+		pols[a.Policy] = true
+	}
+	for _, t := range c.Sup.Tenants {
+		pols[t.Policy] = true
+	}
+	dynamic, userns := false, false
+	prepared := 0
+	for p := range pols {
+		if p == nil {
+			continue
+		}
+		dynamic = dynamic || (p.DynamicUser && !p.UserNamespace)
+		userns = userns || p.UserNamespace
+		prepared += p.Initiators * len(c.Sup.Apps)
+	}
+	var msgs []string
+	need := maxJobs + prepared
+	if n := int(c.Runner.DynamicIDs.Count); dynamic && n < need {
+		msgs = append(msgs, fmt.Sprintf("%d jobs and %d prepared sandboxes may need a dynamic uid each, but dynamic_uids %s holds %d: widen it, or lower max_sessions", maxJobs, prepared, c.Runner.DynamicIDs, n))
+	}
+	if n := int(c.Runner.UserNamespaceIDs.Count / sandbox.UserNamespaceBlock); userns && n < need {
+		msgs = append(msgs, fmt.Sprintf("%d jobs and %d prepared sandboxes may need a user namespace block each, but user_namespace_uids %s holds %d: widen it, or lower max_sessions", maxJobs, prepared, c.Runner.UserNamespaceIDs, n))
+	}
+	return msgs
 }
 
 // exitSignal checks a name against the signals a config may use
@@ -433,8 +615,16 @@ func quickConfig(base *config, argv []string) (*config, error) {
 		base.Sandbox = "auto"
 	}
 	c := *base
-	c.Sup.Apps = []supervisor.App{{Name: name, Path: p, Args: argv, Env: env, Policy: pol,
-		Grace: pol.Grace}}
+	app := supervisor.App{Name: name, Path: p, Args: argv, Env: env, Policy: pol, Grace: pol.Grace}
+	// websocketd-style, the program may live anywhere: a sandboxed job then
+	// sees that one file, read-only, beside its policy's view.
+	if len(outsideView(app, nil, c.Sup.Hide)) > 0 {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			app.Path = real
+		}
+		app.ReadOnly = []string{app.Path}
+	}
+	c.Sup.Apps = []supervisor.App{app}
 	c.Web.QuickApp = name
 	c.Source = "quick mode: " + strings.Join(argv, " ")
 	c.Path = ""

@@ -150,8 +150,14 @@ type proc struct {
 // input). The process is killed, if still running, when the test ends.
 func startProc(t *testing.T, dir string, stdin io.Reader, args ...string) *proc {
 	t.Helper()
+	return startProcBin(t, chimirrorBin, dir, stdin, args...)
+}
+
+// startProcBin is startProc of the chimirror binary at bin.
+func startProcBin(t *testing.T, bin, dir string, stdin io.Reader, args ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, name: "chimirror " + strings.Join(args, " "), stdout: newSyncBuffer(), stderr: newSyncBuffer(), done: make(chan struct{})}
-	p.cmd = exec.Command(chimirrorBin, args...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = dir
 	if _, set := os.LookupEnv("GORACE"); !set {
 		// A -race binary otherwise sleeps 1s at every exit.

@@ -148,7 +148,16 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 		return fmt.Errorf("admin_listen on %s: %w", cfg.AdminListen, err)
 	}
 	metrics := web.NewMetrics()
-	cfg.Sup.Sandbox, cfg.Sup.Ledger, cfg.Sup.OnEnd = box, ledger, metrics.JobEnded
+	runner, err := sandbox.NewRunner(log, cfg.Runner)
+	if err != nil {
+		ln.Close()
+		aln.Close()
+		return fmt.Errorf("start sandbox runner: %w", err)
+	}
+	defer func() { // after the supervisor's Shutdown: no job is left to it
+		retErr = errors.Join(retErr, runner.Close())
+	}()
+	cfg.Sup.Sandbox, cfg.Sup.Ledger, cfg.Sup.OnEnd, cfg.Sup.Runner = box, ledger, metrics.JobEnded, runner
 	sup, err := supervisor.New(log, cfg.Sup)
 	if err != nil {
 		ln.Close()
@@ -302,7 +311,7 @@ func reload(log *slog.Logger, stderr io.Writer, cur *config, sup *supervisor.Sup
 	if next.overrides = cur.overrides; next.overrides != nil {
 		next.overrides(next)
 	}
-	next.Sup.Sandbox, next.Sup.OnEnd, next.Sup.Ledger = cur.Sup.Sandbox, cur.Sup.OnEnd, cur.Sup.Ledger
+	next.Sup.Sandbox, next.Sup.OnEnd, next.Sup.Ledger, next.Sup.Runner = cur.Sup.Sandbox, cur.Sup.OnEnd, cur.Sup.Ledger, cur.Sup.Runner
 	sup.Reload(next.Sup)
 	if tokens, fresh, err := adminTokens(next); err != nil {
 		log.Error("reload: admin tokens unchanged", "err", err)
@@ -336,6 +345,8 @@ func restartNeeded(cur, next *config) []string {
 		{"retention", next.Retention != cur.Retention},
 		{"chargeback", next.Chargeback != cur.Chargeback},
 		{"admin_listen", next.AdminListen != cur.AdminListen},
+		{"dynamic_uids", next.Runner.DynamicIDs != cur.Runner.DynamicIDs},
+		{"user_namespace_uids", next.Runner.UserNamespaceIDs != cur.Runner.UserNamespaceIDs},
 	} {
 		if c.changed {
 			keys = append(keys, c.key)

@@ -1,0 +1,317 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// mountOp is one step of building a job's root. The server plans the steps
+// (plan, below); the init only runs them, in order, so the C and Go inits
+// share one contract and no policy logic. Every argument is a string;
+// numbers are decimal.
+//
+//	mount   SRC DST FSTYPE FLAGS DATA   mount(2); an empty SRC, FSTYPE or DATA is NULL
+//	bind    SRC DST ATTRS               a recursive bind, then mount_setattr(ATTRS) on it and below
+//	setattr -   DST ATTRS               mount_setattr(ATTRS) on DST alone
+//	mkdir   -   DST MODE                mkdir(2); one that exists is fine
+//	file    -   DST MODE - CONTENT      a new file holding CONTENT
+//	symlink SRC DST                     symlink(2): DST points at SRC
+//	mask    -   DST                     DST, if it exists, is covered: a directory by an
+//	                                    empty read-only tmpfs, anything else by /dev/null
+//	ro      -   DST                     DST, if it exists, is bound onto itself read-only
+//
+// ATTRS are MOUNT_ATTR_* bits. Paths are as the init sees them while it
+// builds: the host's tree under /oldroot and the job's root at /newroot
+// (see init_linux.go).
+type mountOp struct{ kind, a, b, c, d, e string }
+
+const (
+	oldRoot = "/oldroot"
+	newRoot = "/newroot"
+)
+
+// Attributes of the view's bind mounts.
+const (
+	attrRO      = unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV
+	attrRW      = unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV
+	attrDevNode = unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NOEXEC
+)
+
+// devNodes are the device nodes a job gets, bound from the host's /dev.
+var devNodes = []string{"null", "zero", "full", "random", "urandom", "tty"}
+
+// procMasked are runc's masked paths under /proc, and /proc/cmdline,
+// which tells a job how the host booted.
+var procMasked = []string{"acpi", "asound", "cmdline", "interrupts", "kcore", "keys", "latency_stats",
+	"sched_debug", "scsi", "timer_list", "timer_stats"}
+
+// procReadOnly are runc's read-only paths under /proc.
+var procReadOnly = []string{"bus", "fs", "irq", "sys", "sysrq-trigger"}
+
+// viewPlan is the steps that build iso's view for a job running as
+// uid:gid (ids as the job sees them).
+func viewPlan(iso *Isolation, uid, gid uint32) ([]mountOp, error) {
+	v := iso.View
+	p := &planner{made: map[string]bool{"/": true}, view: v}
+	size := ""
+	if iso.TmpSizeBytes > 0 {
+		size = ",size=" + strconv.FormatInt(iso.TmpSizeBytes, 10)
+	}
+	tmpfsFlags := strconv.Itoa(unix.MS_NOSUID | unix.MS_NODEV)
+	tmpfs := func(dir, opts string) {
+		p.dirs(dir)
+		p.add("mount", "tmpfs", newRoot+dir, "tmpfs", tmpfsFlags, opts)
+	}
+	// Private, per-job tmpfs, first: a bind below /tmp lands inside the
+	// job's own /tmp.
+	tmpfs("/tmp", "mode=1777"+size)
+	tmpfs("/var/tmp", "mode=1777"+size)
+	tmpfs("/run", fmt.Sprintf("mode=0755,uid=%d,gid=%d%s", uid, gid, size))
+
+	// /dev: its own tmpfs, read-only once filled.
+	p.dirs("/dev")
+	p.add("mount", "tmpfs", newRoot+"/dev", "tmpfs", strconv.Itoa(unix.MS_NOSUID|unix.MS_NOEXEC), "mode=0755,size=64k")
+	for _, n := range devNodes {
+		p.add("file", "", newRoot+"/dev/"+n, "438") // 0666, the node's own mode wins once bound
+		p.add("bind", oldRoot+"/dev/"+n, newRoot+"/dev/"+n, strconv.Itoa(attrDevNode))
+	}
+	p.add("mkdir", "", newRoot+"/dev/pts", "493")
+	p.add("mount", "devpts", newRoot+"/dev/pts", "devpts", strconv.Itoa(unix.MS_NOSUID|unix.MS_NOEXEC), "newinstance,ptmxmode=0666,mode=0620")
+	p.add("symlink", "pts/ptmx", newRoot+"/dev/ptmx")
+	p.add("mkdir", "", newRoot+"/dev/shm", "1023") // 01777
+	p.add("mount", "tmpfs", newRoot+"/dev/shm", "tmpfs", tmpfsFlags, "mode=1777"+size)
+	for name, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+		"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
+		p.add("symlink", target, newRoot+"/dev/"+name)
+	}
+
+	// A fresh /proc for the job's pid namespace, with runc's masks.
+	p.dirs("/proc")
+	p.add("mount", "proc", newRoot+"/proc", "proc", strconv.Itoa(unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC), "")
+	for _, m := range procMasked {
+		p.add("mask", "", newRoot+"/proc/"+m)
+	}
+	for _, r := range procReadOnly {
+		p.add("ro", "", newRoot+"/proc/"+r)
+	}
+
+	// The job's own account files, unless the view binds the host's.
+	p.dirs("/etc")
+	userName, groupName := or(iso.UserName, "job"), or(iso.GroupName, "job")
+	for name, content := range map[string]string{
+		"passwd":        passwdFile(uid, gid, userName),
+		"group":         groupFile(gid, groupName),
+		"hosts":         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+		"nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n",
+	} {
+		if !slices.Contains(v.RO, "/etc/"+name) && !slices.Contains(v.RW, "/etc/"+name) {
+			p.add("file", "", newRoot+"/etc/"+name, "420", "", content) // 0644
+		}
+	}
+
+	// The host's paths, parents before children.
+	type bind struct {
+		path string
+		attr int
+	}
+	var binds []bind
+	for _, b := range v.RO {
+		binds = append(binds, bind{b, attrRO})
+	}
+	for _, b := range v.RW {
+		binds = append(binds, bind{b, attrRW})
+	}
+	slices.SortStableFunc(binds, func(x, y bind) int { return strings.Compare(x.path, y.path) })
+	for _, b := range binds {
+		if err := p.bind(b.path, b.attr); err != nil {
+			return nil, err
+		}
+	}
+	for _, t := range v.Tmpfs {
+		if err := checkViewPath(t); err != nil {
+			return nil, fmt.Errorf("tmpfs %w", err)
+		}
+		tmpfs(t, "mode=1777"+size)
+	}
+	for _, h := range v.Hide {
+		if !filepath.IsAbs(h) {
+			return nil, fmt.Errorf("hide %q: not an absolute path", h)
+		}
+		real, err := filepath.EvalSymlinks(h)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // nothing to hide
+		}
+		if err != nil {
+			return nil, fmt.Errorf("hide %s: %w", h, err)
+		}
+		if p.inBind(real) {
+			p.add("mask", "", newRoot+real)
+		}
+	}
+	if v.Sys {
+		p.dirs("/sys")
+		p.add("mount", "sysfs", newRoot+"/sys", "sysfs", strconv.Itoa(unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC), "")
+	}
+	p.add("setattr", "", newRoot+"/dev", strconv.Itoa(unix.MOUNT_ATTR_RDONLY))
+	p.add("setattr", "", newRoot, strconv.Itoa(unix.MOUNT_ATTR_RDONLY))
+	return p.ops, nil
+}
+
+type planner struct {
+	view  View
+	ops   []mountOp
+	made  map[string]bool // directories the plan has made in the job's root
+	bound []string        // bind targets so far
+}
+
+func (p *planner) add(kind string, args ...string) {
+	var a [5]string
+	copy(a[:], args)
+	p.ops = append(p.ops, mountOp{kind, a[0], a[1], a[2], a[3], a[4]})
+}
+
+// inBind reports whether path lies at or below a bind made so far: it is
+// then the host's, and exists if the host's does.
+func (p *planner) inBind(path string) bool {
+	for _, b := range p.bound {
+		if within(path, b) {
+			return true
+		}
+	}
+	return false
+}
+
+// dirs makes dir and its parents in the job's root, where neither the plan
+// nor a bind has them yet.
+func (p *planner) dirs(dir string) {
+	if p.made[dir] || p.inBind(dir) {
+		return
+	}
+	p.dirs(filepath.Dir(dir))
+	p.add("mkdir", "", newRoot+dir, "493") // 0755
+	p.made[dir] = true
+}
+
+// bind binds the host's path at the same place: a symlink becomes the same
+// symlink, anything else is bound with attr.
+func (p *planner) bind(path string, attr int) error {
+	if err := checkViewPath(path); err != nil {
+		return err
+	}
+	// A symlink in a parent is followed on the host, where the bind comes
+	// from; the path itself keeps its place.
+	dir, err := filepath.EvalSymlinks(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("bind %s: %w", path, err)
+	}
+	path = filepath.Join(dir, filepath.Base(path))
+	if p.inBind(path) && attr == attrRO && !p.rwAbove(path) {
+		return nil // already seen, read-only, through a bind above it
+	}
+	st, err := os.Lstat(path)
+	if err != nil {
+		return fmt.Errorf("bind %s: %w", path, err)
+	}
+	if st.Mode()&os.ModeSymlink != 0 {
+		if p.inBind(path) {
+			return nil // the bind above already holds the link
+		}
+		target, err := os.Readlink(path)
+		if err != nil {
+			return fmt.Errorf("bind %s: %w", path, err)
+		}
+		real, err := filepath.EvalSymlinks(path)
+		if err != nil {
+			return fmt.Errorf("bind %s: %w", path, err)
+		}
+		if p.view.Visible(real) { // the same link, pointing into the view
+			p.dirs(filepath.Dir(path))
+			p.add("symlink", target, newRoot+path)
+			return nil
+		}
+		// It points out of the view (/etc/resolv.conf into /run): what it
+		// points at is bound in its place.
+		if st, err = os.Stat(real); err != nil {
+			return fmt.Errorf("bind %s: %w", path, err)
+		}
+		return p.bindAt(real, path, st, attr)
+	}
+	return p.bindAt(path, path, st, attr)
+}
+
+// bindAt binds the host's src, which st describes, at path in the view.
+func (p *planner) bindAt(src, path string, st os.FileInfo, attr int) error {
+	switch {
+	case st.IsDir():
+		p.dirs(path)
+	default:
+		p.dirs(filepath.Dir(path))
+		if !p.inBind(path) {
+			p.add("file", "", newRoot+path, "420")
+		}
+	}
+	p.add("bind", oldRoot+src, newRoot+path, strconv.Itoa(attr))
+	p.bound = append(p.bound, path)
+	return nil
+}
+
+// rwAbove: the nearest bind above path is read-write, so a read-only bind
+// of path still changes what the job can do.
+func (p *planner) rwAbove(path string) bool {
+	for i := len(p.ops) - 1; i >= 0; i-- {
+		op := p.ops[i]
+		if op.kind == "bind" && strings.HasPrefix(op.b, newRoot) && within(path, strings.TrimPrefix(op.b, newRoot)) {
+			return op.c == strconv.Itoa(attrRW)
+		}
+	}
+	return false
+}
+
+// checkViewPath refuses what a view may not bind or cover: a relative or
+// unclean path, the root itself, and the trees the sandbox makes itself.
+func checkViewPath(p string) error {
+	switch {
+	case !filepath.IsAbs(p) || filepath.Clean(p) != p:
+		return fmt.Errorf("%q: not an absolute, clean path", p)
+	case p == "/":
+		return errors.New(`"/": that is the host's whole filesystem`)
+	}
+	for _, own := range []string{"/proc", "/dev", "/sys"} {
+		if within(p, own) {
+			return fmt.Errorf("%q: the sandbox makes %s itself", p, own)
+		}
+	}
+	return nil
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// passwdFile is a job's /etc/passwd: root, nobody, and the job's user.
+func passwdFile(uid, gid uint32, name string) string {
+	s := "root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+	if uid != 0 && uid != 65534 {
+		s += fmt.Sprintf("%s:x:%d:%d:chimirror job:/tmp:/bin/sh\n", name, uid, gid)
+	}
+	return s
+}
+
+// groupFile is a job's /etc/group: root, nogroup, and the job's group.
+func groupFile(gid uint32, name string) string {
+	s := "root:x:0:\nnogroup:x:65534:\n"
+	if gid != 0 && gid != 65534 {
+		s += fmt.Sprintf("%s:x:%d:\n", name, gid)
+	}
+	return s
+}
