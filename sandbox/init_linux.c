@@ -8,11 +8,12 @@
 //
 // Its life: block every signal; read the prepare message from fd 3 and set
 // the sandbox up (lo, a cgroup namespace, the job's root from the view's
-// mount steps, rlimits, no_new_privs, bounding set, not dumpable); say
-// "prepared"; wait for the job message; set the hostname and fork the
+// mount steps, rlimits, no_new_privs, bounding set, not dumpable); fork the
 // target, which takes the policy's ids, a fresh session keyring, emptied
-// user keyrings and the seccomp filter, then execs; drop its own
-// capabilities to CAP_KILL; say "ok"; then, as PID 1, take signals with
+// user keyrings and the seccomp filter, and waits; say "prepared"; wait
+// for the job message; set the hostname and hand the job to the target,
+// which execs; drop its own capabilities to CAP_KILL; say "ok"; then, as
+// PID 1, take signals with
 // sigwaitinfo (blocked signals reach a namespace's init even without a
 // handler): SIGCHLD reaps, anything else goes to every process of the
 // namespace. When the target ends it kills what is left, records the
@@ -92,11 +93,11 @@ struct msg {
 	char *buf, *at, *end;
 };
 
-// read_msg reads one message; EOF (the server is gone, or discarded us)
-// ends the helper with 111 and nothing run.
-static void read_msg(struct msg *m) {
+// read_msg_from reads one message from fd; EOF (the server is gone, or
+// discarded us) ends the process with 111 and nothing run.
+static void read_msg_from(int fd, struct msg *m) {
 	unsigned char hdr[4];
-	if (read_full(SYNC_FD, hdr, 4) < 0) {
+	if (read_full(fd, hdr, 4) < 0) {
 		_exit(111);
 	}
 	uint32_t n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
@@ -107,7 +108,7 @@ static void read_msg(struct msg *m) {
 	if (m->buf == NULL) {
 		failf("init message: %s", strerror(ENOMEM));
 	}
-	if (read_full(SYNC_FD, m->buf, n) < 0) {
+	if (read_full(fd, m->buf, n) < 0) {
 		_exit(111);
 	}
 	if (m->buf[n - 1] != 0) {
@@ -115,6 +116,24 @@ static void read_msg(struct msg *m) {
 	}
 	m->at = m->buf;
 	m->end = m->buf + n;
+}
+
+static void read_msg(struct msg *m) { read_msg_from(SYNC_FD, m); }
+
+static int write_full(int fd, const void *buf, size_t n) {
+	const char *p = buf;
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR) {
+			continue;
+		}
+		if (w < 0) {
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
 }
 
 static char *next(struct msg *m) {
@@ -265,22 +284,17 @@ static int run_step(char *f[6]) {
 	if (strcmp(kind, "symlink") == 0) {
 		return symlink(f[1], dst);
 	}
-	if (strcmp(kind, "mask") == 0) {
-		struct stat st;
-		if (lstat(dst, &st) < 0) {
-			return errno == ENOENT ? 0 : -1;
-		}
-		if (S_ISDIR(st.st_mode)) {
-			return mount("tmpfs", dst, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0,size=4k");
-		}
-		if (mount(OLD_ROOT "/dev/null", dst, NULL, MS_BIND, NULL) < 0) {
+	if (strcmp(kind, "mknod") == 0) {
+		unsigned long long dev = 0;
+		if (num_arg(f[3], &n) < 0 || num_arg(f[4], &dev) < 0) {
+			errno = EINVAL;
 			return -1;
 		}
-		return set_attr(dst, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, 0);
+		return mknod(dst, (mode_t)n, (dev_t)dev);
 	}
 	if (strcmp(kind, "ro") == 0) {
 		if (mount(dst, dst, NULL, MS_BIND | MS_REC, NULL) < 0) {
-			return errno == ENOENT ? 0 : -1;
+			return -1;
 		}
 		return set_attr(dst, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, 1);
 	}
@@ -425,76 +439,110 @@ static void prepare(struct msg *m, uid_t *uid, gid_t *gid) {
 	}
 }
 
-// start_target forks the job's program as uid:gid in a session of its own.
-// An exec failure comes back over a close-on-exec pipe as the child's errno.
-static pid_t start_target(const char *path, char **argv, char **envp, const char *dir, uid_t uid, gid_t gid) {
-	int ep[2];
-	if (pipe2(ep, O_CLOEXEC) < 0) {
-		failf("start target: pipe: %s", strerror(errno));
+// The target is forked while the sandbox is prepared, and waits: by the
+// time a job comes it already has the job's ids, a session of its own, its
+// keyrings and its seccomp filter, so a launch is an exec. A custom
+// seccomp profile must therefore allow, besides execve, what it does while
+// it waits: read, write, brk or mmap, chdir, rt_sigprocmask and exit_group.
+struct target {
+	pid_t pid;
+	int go;     // the init's end of the pipe the job message goes down
+	int report; // the init's end of the target's report: EOF once it execs
+};
+
+// report_fail tells the init which step failed and how, and ends the target.
+__attribute__((noreturn)) static void report_fail(int fd, const char *step) {
+	int err = errno;
+	char b[64];
+	int n = snprintf(b, sizeof b, "%s %d", step, err);
+	if (write(fd, b, (size_t)n) < 0) {
+		_exit(127);
+	}
+	_exit(127);
+}
+
+static struct target prepare_target(uid_t uid, gid_t gid) {
+	int gp[2], ep[2];
+	if (pipe2(gp, O_CLOEXEC) < 0 || pipe2(ep, O_CLOEXEC) < 0) {
+		failf("prepare target: pipe: %s", strerror(errno));
 	}
 	pid_t pid = fork();
 	if (pid < 0) {
-		failf("start target: fork: %s", strerror(errno));
+		failf("prepare target: fork: %s", strerror(errno));
 	}
 	if (pid == 0) {
-		int err;
-		const char *step = "setsid";
-		if (setsid() < 0) goto child_fail;
-		step = "setgroups";
-		if (setgroups(0, NULL) < 0) goto child_fail;
-		step = "setgid";
-		if (setgid(gid) < 0) goto child_fail;
-		step = "setuid";
-		if (setuid(uid) < 0) goto child_fail;
-		step = "chdir";
-		if (chdir(dir[0] != 0 ? dir : "/") < 0) goto child_fail;
+		close(SYNC_FD);
+		close(gp[1]);
+		close(ep[0]);
+		int rep = ep[1];
+		if (setsid() < 0) report_fail(rep, "setsid");
+		if (setgroups(0, NULL) < 0) report_fail(rep, "setgroups");
+		if (setgid(gid) < 0) report_fail(rep, "setgid");
+		if (setuid(uid) < 0) report_fail(rep, "setuid");
 		umask(022);
 		// Keyrings: a new session keyring of our own, and uid's user
 		// keyrings emptied, which the kernel keeps for as long as it runs:
 		// an earlier job with this uid must not hand its keys on.
-		step = "keyrings";
-		if (syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING) < 0 && errno != ENOSYS) goto child_fail;
-		if (syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_SESSION_KEYRING) < 0 && errno != ENOSYS) goto child_fail;
-		if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 && errno != ENOSYS) goto child_fail;
+		if (syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING) < 0 && errno != ENOSYS) report_fail(rep, "keyrings");
+		if (syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_SESSION_KEYRING) < 0 && errno != ENOSYS) report_fail(rep, "keyrings");
+		if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 && errno != ENOSYS) report_fail(rep, "keyrings");
+		if (filter_len > 0) {
+			struct sock_fprog prog = {.len = filter_len, .filter = filter};
+			if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) report_fail(rep, "seccomp");
+		}
+		// Wait for the job (the init checked the message already); EOF: the
+		// sandbox was discarded.
+		struct msg m;
+		read_msg_from(gp[0], &m);
+		next(&m); // "job"
+		char *path = next(&m), *dir = next(&m);
+		next(&m); // the hostname, the init's to set
+		char **argv = next_vec(&m), **envp = next_vec(&m);
+		if (chdir(dir[0] != 0 ? dir : "/") < 0) report_fail(rep, "chdir");
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
-		// The filter last: from here on only execve must pass it.
-		step = "seccomp";
-		if (filter_len > 0) {
-			struct sock_fprog prog = {.len = filter_len, .filter = filter};
-			if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) goto child_fail;
-		}
-		step = "exec";
 		execve(path, argv, envp);
-	child_fail:
-		err = errno;
-		char b[64];
-		int n = snprintf(b, sizeof b, "%s %d", step, err);
-		if (write(ep[1], b, (size_t)n) < 0) {
-			_exit(127);
-		}
-		_exit(127);
+		report_fail(rep, "exec");
 	}
+	close(gp[0]);
 	close(ep[1]);
+	return (struct target){.pid = pid, .go = gp[1], .report = ep[0]};
+}
+
+// launch_target sends the job message m to the waiting target and waits
+// until it has exec'd; a failure ends the init with the target's report.
+static void launch_target(struct target *t, struct msg *m, const char *path) {
+	uint32_t n = (uint32_t)(m->end - m->buf);
+	unsigned char hdr[4] = {n & 0xff, n >> 8 & 0xff, n >> 16 & 0xff, n >> 24};
+	if (write_full(t->go, hdr, 4) < 0 || write_full(t->go, m->buf, n) < 0) {
+		int err = errno;
+		char b[64] = "";
+		ssize_t r = read(t->report, b, sizeof b - 1); // why it is gone, if it said
+		if (r > 0) {
+			b[r] = 0;
+			failf("start %s: target: %s", path, b);
+		}
+		failf("start %s: the prepared target is gone: %s", path, strerror(err));
+	}
+	close(t->go);
 	char b[64];
-	ssize_t n;
+	ssize_t r;
 	do {
-		n = read(ep[0], b, sizeof b - 1);
-	} while (n < 0 && errno == EINTR);
-	close(ep[0]);
-	if (n > 0) {
-		b[n] = 0;
+		r = read(t->report, b, sizeof b - 1);
+	} while (r < 0 && errno == EINTR);
+	close(t->report);
+	if (r > 0) {
+		b[r] = 0;
 		char step[32];
 		int err = 0;
 		if (sscanf(b, "%31s %d", step, &err) != 2) {
 			failf("start target: bad report");
 		}
 		int status;
-		waitpid(pid, &status, 0);
+		waitpid(t->pid, &status, 0);
 		failf("start %s: %s: %s", path, step, strerror(err));
 	}
-	return pid;
 }
 
 // keep_only_kill leaves this process CAP_KILL alone: enough to signal the
@@ -563,17 +611,22 @@ __attribute__((constructor)) static void chimirror_init(int argc, char **argv, c
 	struct msg m;
 	read_msg(&m);
 	prepare(&m, &uid, &gid);
+	struct target t = prepare_target(uid, gid);
 	if (dprintf(SYNC_FD, "prepared\n") < 0) {
 		_exit(113);
 	}
 	read_msg(&m);
 	expect_kind(&m, "job");
-	char *path = next(&m), *dir = next(&m), *host = next(&m);
-	char **args = next_vec(&m), **env = next_vec(&m);
+	char *path = next(&m);
+	next(&m); // dir: the target's
+	char *host = next(&m);
+	free(next_vec(&m)); // checked here, used by the target
+	free(next_vec(&m));
 	if (host[0] != 0 && sethostname(host, strlen(host)) < 0) {
 		failf("set hostname: %s", strerror(errno));
 	}
-	pid_t pid = start_target(path, args, env, dir, uid, gid);
+	launch_target(&t, &m, path);
+	pid_t pid = t.pid;
 	// Only the target holds the job's streams now, so its EOF is theirs.
 	close(0);
 	close(1);

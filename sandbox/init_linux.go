@@ -38,14 +38,17 @@ import (
 //	                                            pivot into /newroot, detach T;
 //	                                          rlimits, no_new_privs,
 //	                                          bounding set (CAP_KILL only),
-//	                                          not dumpable
+//	                                          not dumpable;
+//	                                          C init: fork the target now:
+//	                                            setsid, ids, fresh session
+//	                                            keyring, user keyrings
+//	                                            cleared, seccomp; it waits
 //	read "prepared" or "error: …" ◄────────── reply; wait for the job
 //	   … an initiator may wait in a pool here (cold part done) …
 //	send "job" message ─────────────────────► hostname = job ID
-//	                                          fork the target: setsid, ids,
-//	                                          chdir, fresh session keyring,
-//	                                          user keyrings cleared, seccomp,
-//	                                          exec
+//	                                          C: hand the job to the target,
+//	                                            which chdirs and execs;
+//	                                          Go: fork it as above, exec
 //	                                          drop own caps to CAP_KILL
 //	read "ok" or "error: …" ◄──────────────── reply; close 0, 1, 2 and 3
 //	close sync socket (3 fds remain)          PID 1: reap all, forward signals
@@ -303,24 +306,18 @@ func runMountOp(op mountOp) error {
 		return nil
 	case "symlink":
 		return unix.Symlink(op.a, op.b)
-	case "mask":
-		var st unix.Stat_t
-		if err := unix.Lstat(op.b, &st); errors.Is(err, unix.ENOENT) {
-			return nil
-		} else if err != nil {
+	case "mknod":
+		mode, err := num(op.c)
+		if err != nil {
 			return err
 		}
-		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			return unix.Mount("tmpfs", op.b, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0,size=4k")
+		dev, err := strconv.ParseUint(op.d, 10, 64)
+		if err != nil {
+			return fmt.Errorf("bad number %q", op.d)
 		}
-		if err := unix.Mount(oldRoot+"/dev/null", op.b, "", unix.MS_BIND, ""); err != nil {
-			return err
-		}
-		return setMountAttr(op.b, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC, false)
+		return unix.Mknod(op.b, uint32(mode), int(dev))
 	case "ro":
-		if err := unix.Mount(op.b, op.b, "", unix.MS_BIND|unix.MS_REC, ""); errors.Is(err, unix.ENOENT) {
-			return nil
-		} else if err != nil {
+		if err := unix.Mount(op.b, op.b, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 			return err
 		}
 		return setMountAttr(op.b, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC, true)

@@ -55,10 +55,11 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 			r.giveIDs(ids)
 		}
 	}()
-	ops, err := viewPlan(&iso, ids.uid, ids.gid)
+	plan, err := r.plans.get(&iso)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox view: %w", err)
 	}
+	ops := plan.forJob(&iso, ids.uid, ids.gid)
 	prep := prepareConfig{NewNet: !iso.Network, UID: ids.uid, GID: ids.gid, Ops: ops}
 	if iso.Seccomp != nil {
 		prep.Seccomp = iso.Seccomp.prog

@@ -38,6 +38,7 @@ type Runner struct {
 	goInit bool // tests: the Go init even where the C one is built in
 
 	dynIDs, nsIDs *idPool // ids held by running sandboxes
+	plans         planCache
 }
 
 // initArg is argv[1] of a sandbox's init.

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,9 +25,8 @@ import (
 //	mkdir   -   DST MODE                mkdir(2); one that exists is fine
 //	file    -   DST MODE - CONTENT      a new file holding CONTENT
 //	symlink SRC DST                     symlink(2): DST points at SRC
-//	mask    -   DST                     DST, if it exists, is covered: a directory by an
-//	                                    empty read-only tmpfs, anything else by /dev/null
-//	ro      -   DST                     DST, if it exists, is bound onto itself read-only
+//	mknod   -   DST MODE DEV            mknod(2) of a device node
+//	ro      -   DST                     DST is bound onto itself read-only
 //
 // ATTRS are MOUNT_ATTR_* bits. Paths are as the init sees them while it
 // builds: the host's tree under /oldroot and the job's root at /newroot
@@ -58,8 +59,88 @@ var procReadOnly = []string{"bus", "fs", "irq", "sys", "sysrq-trigger"}
 // viewPlan is the steps that build iso's view for a job running as
 // uid:gid (ids as the job sees them).
 func viewPlan(iso *Isolation, uid, gid uint32) ([]mountOp, error) {
+	t, err := planView(iso)
+	if err != nil {
+		return nil, err
+	}
+	return t.forJob(iso, uid, gid), nil
+}
+
+// viewTemplate is a view's plan but for the job's ids: the steps that
+// depend on them are filled in by forJob.
+type viewTemplate struct {
+	ops                []mountOp
+	run, passwd, group int    // indexes of the steps that name the job's ids; -1: none
+	size               string // the tmpfs size option
+}
+
+// planTTL is how long a view's plan is reused: the host's paths it looked
+// at rarely change, and looking costs a job about 0.2 ms of the server's
+// CPU.
+const planTTL = 5 * time.Second
+
+// maxPlans bounds the cache: about one entry per view in use.
+const maxPlans = 256
+
+type planEntry struct {
+	t  *viewTemplate
+	at time.Time
+}
+
+// planCache caches views' plans, by viewKey.
+type planCache struct {
+	mu sync.Mutex
+	m  map[string]planEntry
+}
+
+// viewKey is what a plan depends on besides the host and the job's ids.
+func viewKey(iso *Isolation) string {
+	v := iso.View
+	return fmt.Sprintf("%q|%q|%q|%q|%v|%d|%v", v.RO, v.RW, v.Tmpfs, v.Hide, v.Sys, iso.TmpSizeBytes, iso.UserNamespace)
+}
+
+// get returns iso's plan, planned again once it is planTTL old.
+func (c *planCache) get(iso *Isolation) (*viewTemplate, error) {
+	key, now := viewKey(iso), time.Now()
+	c.mu.Lock()
+	e, ok := c.m[key]
+	c.mu.Unlock()
+	if ok && now.Sub(e.at) < planTTL {
+		return e.t, nil
+	}
+	t, err := planView(iso)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxPlans {
+		c.m = make(map[string]planEntry)
+	}
+	c.m[key] = planEntry{t, now}
+	c.mu.Unlock()
+	return t, nil
+}
+
+// forJob is t's steps for a job running as uid:gid. The steps are shared
+// but those it fills in: the caller must not change them.
+func (t *viewTemplate) forJob(iso *Isolation, uid, gid uint32) []mountOp {
+	ops := slices.Clone(t.ops)
+	ops[t.run].e = fmt.Sprintf("mode=0755,uid=%d,gid=%d%s", uid, gid, t.size)
+	userName, groupName := or(iso.UserName, "job"), or(iso.GroupName, "job")
+	if t.passwd >= 0 {
+		ops[t.passwd].e = passwdFile(uid, gid, userName)
+	}
+	if t.group >= 0 {
+		ops[t.group].e = groupFile(gid, groupName)
+	}
+	return ops
+}
+
+// planView plans iso's view from what the host has now.
+func planView(iso *Isolation) (*viewTemplate, error) {
 	v := iso.View
 	p := &planner{made: map[string]bool{"/": true}, view: v}
+	t := &viewTemplate{passwd: -1, group: -1}
 	size := ""
 	if iso.TmpSizeBytes > 0 {
 		size = ",size=" + strconv.FormatInt(iso.TmpSizeBytes, 10)
@@ -71,15 +152,26 @@ func viewPlan(iso *Isolation, uid, gid uint32) ([]mountOp, error) {
 	}
 	// Private, per-job tmpfs, first: a bind below /tmp lands inside the
 	// job's own /tmp.
+	t.size = size
 	tmpfs("/tmp", "mode=1777"+size)
 	tmpfs("/var/tmp", "mode=1777"+size)
-	tmpfs("/run", fmt.Sprintf("mode=0755,uid=%d,gid=%d%s", uid, gid, size))
+	tmpfs("/run", "") // the job's own: forJob fills in its ids
+	t.run = len(p.ops) - 1
 
 	// /dev: its own tmpfs, read-only once filled.
 	p.dirs("/dev")
 	p.add("mount", "tmpfs", newRoot+"/dev", "tmpfs", strconv.Itoa(unix.MS_NOSUID|unix.MS_NOEXEC), "mode=0755,size=64k")
 	for _, n := range devNodes {
-		p.add("file", "", newRoot+"/dev/"+n, "438") // 0666, the node's own mode wins once bound
+		var st unix.Stat_t
+		if err := unix.Stat("/dev/"+n, &st); err != nil {
+			return nil, fmt.Errorf("device /dev/%s: %w", n, err)
+		}
+		if !iso.UserNamespace { // the same node, made: cheaper than a bind
+			p.add("mknod", "", newRoot+"/dev/"+n, strconv.FormatUint(uint64(st.Mode), 10), strconv.FormatUint(st.Rdev, 10))
+			continue
+		}
+		// A user namespace may not make device nodes: the host's are bound.
+		p.add("file", "", newRoot+"/dev/"+n, "438")
 		p.add("bind", oldRoot+"/dev/"+n, newRoot+"/dev/"+n, strconv.Itoa(attrDevNode))
 	}
 	p.add("mkdir", "", newRoot+"/dev/pts", "493")
@@ -95,24 +187,33 @@ func viewPlan(iso *Isolation, uid, gid uint32) ([]mountOp, error) {
 	// A fresh /proc for the job's pid namespace, with runc's masks.
 	p.dirs("/proc")
 	p.add("mount", "proc", newRoot+"/proc", "proc", strconv.Itoa(unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC), "")
+	// The job's /proc has what the host's has: the same kernel.
 	for _, m := range procMasked {
-		p.add("mask", "", newRoot+"/proc/"+m)
+		p.mask("/proc/"+m, "/proc/"+m)
 	}
 	for _, r := range procReadOnly {
-		p.add("ro", "", newRoot+"/proc/"+r)
+		if _, err := os.Lstat("/proc/" + r); err == nil {
+			p.add("ro", "", newRoot+"/proc/"+r)
+		}
 	}
 
 	// The job's own account files, unless the view binds the host's.
 	p.dirs("/etc")
-	userName, groupName := or(iso.UserName, "job"), or(iso.GroupName, "job")
-	for name, content := range map[string]string{
-		"passwd":        passwdFile(uid, gid, userName),
-		"group":         groupFile(gid, groupName),
-		"hosts":         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-		"nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n",
+	for _, f := range []struct {
+		name, content string
+		index         *int
+	}{
+		{"passwd", "", &t.passwd}, // forJob fills the ids in
+		{"group", "", &t.group},
+		{"hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n", nil},
+		{"nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n", nil},
 	} {
-		if !slices.Contains(v.RO, "/etc/"+name) && !slices.Contains(v.RW, "/etc/"+name) {
-			p.add("file", "", newRoot+"/etc/"+name, "420", "", content) // 0644
+		if slices.Contains(v.RO, "/etc/"+f.name) || slices.Contains(v.RW, "/etc/"+f.name) {
+			continue
+		}
+		p.add("file", "", newRoot+"/etc/"+f.name, "420", "", f.content) // 0644
+		if f.index != nil {
+			*f.index = len(p.ops) - 1
 		}
 	}
 
@@ -152,7 +253,7 @@ func viewPlan(iso *Isolation, uid, gid uint32) ([]mountOp, error) {
 			return nil, fmt.Errorf("hide %s: %w", h, err)
 		}
 		if p.inBind(real) {
-			p.add("mask", "", newRoot+real)
+			p.mask(real, real)
 		}
 	}
 	if v.Sys {
@@ -161,7 +262,21 @@ func viewPlan(iso *Isolation, uid, gid uint32) ([]mountOp, error) {
 	}
 	p.add("setattr", "", newRoot+"/dev", strconv.Itoa(unix.MOUNT_ATTR_RDONLY))
 	p.add("setattr", "", newRoot, strconv.Itoa(unix.MOUNT_ATTR_RDONLY))
-	return p.ops, nil
+	t.ops = p.ops
+	return t, nil
+}
+
+// mask covers path in the view, if hostPath (what it shows) exists: a
+// directory with an empty read-only tmpfs, anything else with /dev/null.
+func (p *planner) mask(path, hostPath string) {
+	st, err := os.Lstat(hostPath)
+	switch {
+	case err != nil: // nothing there to hide
+	case st.IsDir():
+		p.add("mount", "tmpfs", newRoot+path, "tmpfs", strconv.Itoa(unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC), "mode=0,size=4k")
+	default:
+		p.add("mount", oldRoot+"/dev/null", newRoot+path, "", strconv.Itoa(unix.MS_BIND), "")
+	}
 }
 
 type planner struct {
