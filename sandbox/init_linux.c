@@ -284,6 +284,26 @@ static int run_step(char *f[6]) {
 	if (strcmp(kind, "symlink") == 0) {
 		return symlink(f[1], dst);
 	}
+	if (strcmp(kind, "pivot") == 0) {
+		if (syscall(SYS_pivot_root, f[1], dst) < 0) {
+			return -1;
+		}
+		return chdir("/");
+	}
+	if (strcmp(kind, "enter") == 0) {
+		if (chdir(dst) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 || umount2(".", MNT_DETACH) < 0) {
+			return -1;
+		}
+		return chdir("/");
+	}
+	if (strcmp(kind, "chown") == 0) {
+		unsigned long long gid = 0;
+		if (num_arg(f[3], &n) < 0 || num_arg(f[4], &gid) < 0) {
+			errno = EINVAL;
+			return -1;
+		}
+		return lchown(dst, (uid_t)n, (gid_t)gid);
+	}
 	if (strcmp(kind, "mknod") == 0) {
 		unsigned long long dev = 0;
 		if (num_arg(f[3], &n) < 0 || num_arg(f[4], &dev) < 0) {
@@ -302,26 +322,12 @@ static int run_step(char *f[6]) {
 	return -1;
 }
 
-// build_root makes the job's root (see the handshake in init_linux.go).
+// build_root makes the job's root by running the view's plan (see viewPlan
+// in view_linux.go), which ends inside it.
 static void build_root(struct msg *m) {
 	unsigned long long nops = next_num(m);
 	if (nops > (unsigned long long)(m->end - m->at) / 6) {
 		failf("init message: too few fields");
-	}
-	if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700,size=64k") < 0) {
-		failf("build root: scratch tmpfs: %s", strerror(errno));
-	}
-	if (mkdir("/tmp" OLD_ROOT, 0700) < 0 || mkdir("/tmp" NEW_ROOT, 0700) < 0) {
-		failf("build root: %s", strerror(errno));
-	}
-	if (syscall(SYS_pivot_root, "/tmp", "/tmp" OLD_ROOT) < 0) {
-		failf("build root: pivot into scratch: %s", strerror(errno));
-	}
-	if (chdir("/") < 0) {
-		failf("build root: %s", strerror(errno));
-	}
-	if (mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0) {
-		failf("build root: root tmpfs: %s", strerror(errno));
 	}
 	for (unsigned long long i = 0; i < nops; i++) {
 		char *f[6];
@@ -336,23 +342,12 @@ static void build_root(struct msg *m) {
 			failf("build root: step %llu: %s %s: %s", i, f[0], where, strerror(errno));
 		}
 	}
-	if (chdir(NEW_ROOT) < 0) {
-		failf("build root: %s", strerror(errno));
-	}
-	if (syscall(SYS_pivot_root, ".", ".") < 0) {
-		failf("build root: pivot into the job's root: %s", strerror(errno));
-	}
-	if (umount2(".", MNT_DETACH) < 0) {
-		failf("build root: detach the host's tree: %s", strerror(errno));
-	}
-	if (chdir("/") < 0) {
-		failf("build root: %s", strerror(errno));
-	}
 }
 
 // The filter, from the prepare message, installed by the target.
 static struct sock_filter *filter;
 static unsigned short filter_len;
+static unsigned int filter_flags;
 
 static int hex_digit(char c) {
 	if (c >= '0' && c <= '9') return c - '0';
@@ -361,6 +356,7 @@ static int hex_digit(char c) {
 }
 
 static void read_filter(struct msg *m) {
+	filter_flags = (unsigned int)next_num(m);
 	const char *h = next(m);
 	size_t n = strlen(h);
 	if (n == 0) {
@@ -386,11 +382,15 @@ static void read_filter(struct msg *m) {
 
 // prepare is everything that does not depend on the job; see prepare in
 // init_linux.go, which is the same for builds without cgo.
+// clear_user_keyrings: see ClearUserKeyrings in init_linux.go.
+static int clear_user_keyrings;
+
 static void prepare(struct msg *m, uid_t *uid, gid_t *gid) {
 	expect_kind(m, "prepare");
 	int new_net = next_num(m) != 0;
 	*uid = (uid_t)next_num(m);
 	*gid = (gid_t)next_num(m);
+	clear_user_keyrings = next_num(m) != 0;
 	unsigned long long nrl = next_num(m);
 	if (new_net) {
 		loopback_up();
@@ -480,15 +480,18 @@ static struct target prepare_target(uid_t uid, gid_t gid) {
 		if (setgid(gid) < 0) report_fail(rep, "setgid");
 		if (setuid(uid) < 0) report_fail(rep, "setuid");
 		umask(022);
-		// Keyrings: a new session keyring of our own, and uid's user
-		// keyrings emptied, which the kernel keeps for as long as it runs:
-		// an earlier job with this uid must not hand its keys on.
-		if (syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING) < 0 && errno != ENOSYS) report_fail(rep, "keyrings");
-		if (syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_SESSION_KEYRING) < 0 && errno != ENOSYS) report_fail(rep, "keyrings");
+		// Keyrings: a new session keyring of our own, and, where the job
+		// may use keyrings, uid's user keyrings emptied, which the kernel
+		// keeps for as long as it runs: an earlier job with this uid must
+		// not hand its keys on. (Touching them creates them for good.)
+		if (clear_user_keyrings) {
+			if (syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING) < 0 && errno != ENOSYS) report_fail(rep, "keyrings");
+			if (syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_SESSION_KEYRING) < 0 && errno != ENOSYS) report_fail(rep, "keyrings");
+		}
 		if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 && errno != ENOSYS) report_fail(rep, "keyrings");
 		if (filter_len > 0) {
 			struct sock_fprog prog = {.len = filter_len, .filter = filter};
-			if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) report_fail(rep, "seccomp");
+			if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, filter_flags, &prog) < 0) report_fail(rep, "seccomp");
 		}
 		// Wait for the job (the init checked the message already); EOF: the
 		// sandbox was discarded.

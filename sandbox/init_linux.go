@@ -66,6 +66,13 @@ type prepareConfig struct {
 	Rlimits  []rlimit
 	Ops      []mountOp // the view's steps, from viewPlan
 	Seccomp  []byte    // struct sock_filter[]; empty: no filter
+	// SeccompFlags are seccomp(2)'s flags for installing it.
+	SeccompFlags uint32
+	// ClearUserKeyrings empties the uid's user keyrings before the target
+	// runs: for jobs whose filter lets them use keyrings. Touching them
+	// makes the kernel create them, for good, so jobs that cannot fill
+	// them leave them alone.
+	ClearUserKeyrings bool
 }
 
 // rlimit is one setrlimit call; Resource is the kernel's RLIMIT_* number.
@@ -208,42 +215,15 @@ func restrictThread() error {
 	return nil
 }
 
-// buildRoot makes the job's root (see the handshake above): the steps run
-// with the host's tree at /oldroot and the new root at /newroot, both under
-// a scratch tmpfs that is then detached with the host's tree.
+// buildRoot makes the job's root by running the view's plan (see
+// viewPlan), which ends inside it.
 func buildRoot(ops []mountOp) error {
-	if err := unix.Mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700,size=64k"); err != nil {
-		return fmt.Errorf("build root: scratch tmpfs: %w", err)
-	}
-	for _, d := range []string{"/tmp" + oldRoot, "/tmp" + newRoot} {
-		if err := unix.Mkdir(d, 0o700); err != nil {
-			return fmt.Errorf("build root: %w", err)
-		}
-	}
-	if err := unix.PivotRoot("/tmp", "/tmp"+oldRoot); err != nil {
-		return fmt.Errorf("build root: pivot into scratch: %w", err)
-	}
-	if err := unix.Chdir("/"); err != nil {
-		return fmt.Errorf("build root: %w", err)
-	}
-	if err := unix.Mount("tmpfs", newRoot, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m"); err != nil {
-		return fmt.Errorf("build root: root tmpfs: %w", err)
-	}
 	for i, op := range ops {
 		if err := runMountOp(op); err != nil {
 			return fmt.Errorf("build root: step %d: %s %s: %w", i, op.kind, strings.TrimPrefix(op.b, newRoot), err)
 		}
 	}
-	if err := unix.Chdir(newRoot); err != nil {
-		return fmt.Errorf("build root: %w", err)
-	}
-	if err := unix.PivotRoot(".", "."); err != nil {
-		return fmt.Errorf("build root: pivot into the job's root: %w", err)
-	}
-	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("build root: detach the host's tree: %w", err)
-	}
-	return unix.Chdir("/")
+	return nil
 }
 
 // runMountOp runs one step of viewPlan.
@@ -306,6 +286,32 @@ func runMountOp(op mountOp) error {
 		return nil
 	case "symlink":
 		return unix.Symlink(op.a, op.b)
+	case "pivot":
+		if err := unix.PivotRoot(op.a, op.b); err != nil {
+			return err
+		}
+		return unix.Chdir("/")
+	case "enter":
+		if err := unix.Chdir(op.b); err != nil {
+			return err
+		}
+		if err := unix.PivotRoot(".", "."); err != nil {
+			return err
+		}
+		if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+			return err
+		}
+		return unix.Chdir("/")
+	case "chown":
+		uid, err := num(op.c)
+		if err != nil {
+			return err
+		}
+		gid, err := num(op.d)
+		if err != nil {
+			return err
+		}
+		return unix.Lchown(op.b, uid, gid)
 	case "mknod":
 		mode, err := num(op.c)
 		if err != nil {
@@ -362,11 +368,11 @@ func forkTarget(prep *prepareConfig, cfg *jobConfig) (int, error) {
 	if err := restrictThread(); err != nil {
 		return 0, err
 	}
-	if err := freshKeyrings(prep.UID); err != nil {
+	if err := freshKeyrings(prep.UID, prep.ClearUserKeyrings); err != nil {
 		return 0, err
 	}
 	if len(prep.Seccomp) > 0 {
-		if err := loadSeccomp(prep.Seccomp); err != nil {
+		if err := loadSeccomp(prep.Seccomp, prep.SeccompFlags); err != nil {
 			return 0, err
 		}
 	}
@@ -392,11 +398,11 @@ func forkTarget(prep *prepareConfig, cfg *jobConfig) (int, error) {
 }
 
 // freshKeyrings gives this thread, and so the target, a new session
-// keyring owned by uid, and empties uid's user keyrings, which the kernel
-// keeps for as long as the host runs: a uid used by an earlier job must not
-// hand that job's keys to the next. The thread is uid only meanwhile; its
+// keyring owned by uid, and with clearUser empties uid's user keyrings,
+// which the kernel keeps for as long as the host runs: a uid used by an
+// earlier job must not hand that job's keys to the next. The thread is uid only meanwhile; its
 // saved uid 0 brings it back.
-func freshKeyrings(uid uint32) error {
+func freshKeyrings(uid uint32, clearUser bool) error {
 	setresuid := func(r, e, s uint32) error {
 		if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(r), uintptr(e), uintptr(s)); errno != 0 {
 			return errno
@@ -408,6 +414,9 @@ func freshKeyrings(uid uint32) error {
 	}
 	var errs []error
 	for _, kr := range []int{unix.KEY_SPEC_USER_KEYRING, unix.KEY_SPEC_USER_SESSION_KEYRING} {
+		if !clearUser {
+			break
+		}
 		if _, _, errno := unix.RawSyscall(unix.SYS_KEYCTL, unix.KEYCTL_CLEAR, uintptr(kr), 0); errno != 0 && errno != unix.ENOSYS {
 			errs = append(errs, fmt.Errorf("keyrings: clear user keyring: %w", errno))
 		}
@@ -423,9 +432,9 @@ func freshKeyrings(uid uint32) error {
 
 // loadSeccomp installs filter on this thread alone (no TSYNC): the target,
 // forked from it, inherits it. no_new_privs is already set.
-func loadSeccomp(filter []byte) error {
+func loadSeccomp(filter []byte, flags uint32) error {
 	prog := unix.SockFprog{Len: uint16(len(filter) / 8), Filter: (*unix.SockFilter)(unsafe.Pointer(&filter[0]))}
-	if _, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&prog))); errno != 0 {
+	if _, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, uintptr(flags), uintptr(unsafe.Pointer(&prog))); errno != 0 {
 		return fmt.Errorf("install seccomp filter: %w", errno)
 	}
 	runtime.KeepAlive(filter)

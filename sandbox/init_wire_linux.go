@@ -14,12 +14,13 @@ import (
 // then that many bytes of NUL-terminated fields, numbers in decimal. It is
 // made for a reader in C (init_linux.c) as much as in Go (RunInit).
 //
-//	prepare  "prepare" NEWNET UID GID N {RESOURCE SOFT HARD}×N
-//	         M {KIND A B C D E}×M SECCOMP
+//	prepare  "prepare" NEWNET UID GID CLEARKEYS N {RESOURCE SOFT HARD}×N
+//	         M {KIND A B C D E}×M SECCOMP_FLAGS SECCOMP
 //	job      "job" PATH DIR HOSTNAME ARGC ARG×ARGC ENVC ENV×ENVC
 //
 // The M groups are the view's mount steps (mountOp); SECCOMP is the filter's
-// struct sock_filter array in hex, or empty for none.
+// struct sock_filter array in hex, or empty for none, installed with
+// seccomp(2)'s SECCOMP_FLAGS.
 // The init's replies are lines: "prepared", "ok", or "error: …".
 const maxInitMsgBytes = 4 << 20
 
@@ -140,7 +141,11 @@ func prepareMsg(c *prepareConfig) ([]byte, error) {
 	if c.NewNet {
 		newNet = 1
 	}
-	m := newInitMsg("prepare").num(newNet).num(uint64(c.UID)).num(uint64(c.GID)).num(uint64(len(c.Rlimits)))
+	clearKeys := uint64(0)
+	if c.ClearUserKeyrings {
+		clearKeys = 1
+	}
+	m := newInitMsg("prepare").num(newNet).num(uint64(c.UID)).num(uint64(c.GID)).num(clearKeys).num(uint64(len(c.Rlimits)))
 	for _, rl := range c.Rlimits {
 		m.num(uint64(rl.Resource)).num(rl.Soft).num(rl.Hard)
 	}
@@ -148,7 +153,7 @@ func prepareMsg(c *prepareConfig) ([]byte, error) {
 	for _, op := range c.Ops {
 		m.str(op.kind).str(op.a).str(op.b).str(op.c).str(op.d).str(op.e)
 	}
-	return m.str(hex.EncodeToString(c.Seccomp)).bytes()
+	return m.num(uint64(c.SeccompFlags)).str(hex.EncodeToString(c.Seccomp)).bytes()
 }
 
 // jobMsg encodes a jobConfig.
@@ -161,12 +166,12 @@ func decodePrepare(m *initFields) (*prepareConfig, error) {
 	if kind, err := m.str(); err != nil || kind != "prepare" {
 		return nil, fmt.Errorf("init message: want prepare, got %q (%v)", kind, err)
 	}
-	var nums [4]uint64
+	var nums [5]uint64
 	if err := m.nums(nums[:]); err != nil {
 		return nil, err
 	}
-	c.NewNet, c.UID, c.GID = nums[0] != 0, uint32(nums[1]), uint32(nums[2])
-	for range nums[3] {
+	c.NewNet, c.UID, c.GID, c.ClearUserKeyrings = nums[0] != 0, uint32(nums[1]), uint32(nums[2]), nums[3] != 0
+	for range nums[4] {
 		var rl [3]uint64
 		if err := m.nums(rl[:]); err != nil {
 			return nil, err
@@ -189,6 +194,11 @@ func decodePrepare(m *initFields) (*prepareConfig, error) {
 		}
 		c.Ops = append(c.Ops, mountOp{f[0], f[1], f[2], f[3], f[4], f[5]})
 	}
+	flags, err := m.num()
+	if err != nil {
+		return nil, err
+	}
+	c.SeccompFlags = uint32(flags)
 	h, err := m.str()
 	if err != nil {
 		return nil, err

@@ -18,7 +18,7 @@ func TestInitWire(t *testing.T) {
 		Rlimits: []rlimit{{Resource: 7, Soft: 64, Hard: 64}, {Resource: 3, Soft: ^uint64(0), Hard: ^uint64(0)}},
 		Ops: []mountOp{{"mount", "tmpfs", "/newroot/tmp", "tmpfs", "6", "mode=1777"}, {"file", "", "/newroot/etc/passwd", "420", "", "root:x:0:0::/:\n"},
 			{"mkdir", "", "/newroot/a b", "493", "", ""}},
-		Seccomp: []byte{0x06, 0, 0, 0, 0, 0, 0xff, 0x7f}}
+		Seccomp: []byte{0x06, 0, 0, 0, 0, 0, 0xff, 0x7f}, SeccompFlags: 4, ClearUserKeyrings: true}
 	job := jobConfig{Path: "/bin/sh", Args: []string{"sh", "-c", "", "x y"}, Env: nil, Dir: "", Hostname: "JOB00000001"}
 	b, err := prepareMsg(&prep)
 	if err != nil {

@@ -61,8 +61,9 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 	}
 	ops := plan.forJob(&iso, ids.uid, ids.gid)
 	prep := prepareConfig{NewNet: !iso.Network, UID: ids.uid, GID: ids.gid, Ops: ops}
+	prep.ClearUserKeyrings = true
 	if iso.Seccomp != nil {
-		prep.Seccomp = iso.Seccomp.prog
+		prep.Seccomp, prep.SeccompFlags, prep.ClearUserKeyrings = iso.Seccomp.prog, iso.Seccomp.flags, iso.Seccomp.keyrings
 	}
 	for _, rl := range iso.Rlimits {
 		res, ok := rlimitNames[rl.Type]

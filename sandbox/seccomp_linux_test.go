@@ -224,6 +224,32 @@ func TestSeccomp_DefaultProfile(t *testing.T) {
 	}
 }
 
+// Ensure the filter flags are runc's: SPEC_ALLOW when the profile names
+// none, exactly the profile's otherwise.
+func TestSeccomp_Flags(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		flags []specs.LinuxSeccompFlag
+		want  uint32
+	}{
+		{"none given", nil, 4},
+		{"an empty list", []specs.LinuxSeccompFlag{}, 0},
+		{"log", []specs.LinuxSeccompFlag{"SECCOMP_FILTER_FLAG_LOG"}, 2},
+		{"both", []specs.LinuxSeccompFlag{"SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"}, 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := CompileSeccomp(&specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Flags: tc.flags,
+				Syscalls: []specs.LinuxSyscall{{Names: []string{"read"}, Action: specs.ActAllow}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.flags != tc.want {
+				t.Errorf("flags %#x, want %#x", f.flags, tc.want)
+			}
+		})
+	}
+}
+
 // Ensure what the compiler cannot apply is refused with a reason, not
 // applied as something else.
 func TestSeccomp_Refused(t *testing.T) {
@@ -243,8 +269,8 @@ func TestSeccomp_Refused(t *testing.T) {
 			Args: []specs.LinuxSeccompArg{{Index: 0, Value: 0xff, ValueTwo: 0x3, Op: specs.OpMaskedEqual}}}}}, "SCMP_CMP_MASKED_EQ"},
 		{"argument 6", specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"read"}, Action: specs.ActAllow,
 			Args: []specs.LinuxSeccompArg{{Index: 6, Op: specs.OpEqualTo}}}}}, "6 arguments"},
-		{"flags", specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Flags: []specs.LinuxSeccompFlag{"SECCOMP_FILTER_FLAG_LOG"},
-			Syscalls: []specs.LinuxSyscall{{Names: []string{"read"}, Action: specs.ActAllow}}}, "flags"},
+		{"a flag it does not know", specs.LinuxSeccomp{DefaultAction: specs.ActErrno, Flags: []specs.LinuxSeccompFlag{"SECCOMP_FILTER_FLAG_TSYNC"},
+			Syscalls: []specs.LinuxSyscall{{Names: []string{"read"}, Action: specs.ActAllow}}}, `flag "SECCOMP_FILTER_FLAG_TSYNC" is not supported`},
 		{"errno out of range", specs.LinuxSeccomp{DefaultAction: specs.ActErrno, DefaultErrnoRet: ptr(uint(1 << 20)),
 			Syscalls: []specs.LinuxSyscall{{Names: []string{"read"}, Action: specs.ActAllow, ErrnoRet: &two}}}, "out of range"},
 	} {

@@ -26,16 +26,27 @@ import (
 //	file    -   DST MODE - CONTENT      a new file holding CONTENT
 //	symlink SRC DST                     symlink(2): DST points at SRC
 //	mknod   -   DST MODE DEV            mknod(2) of a device node
+//	chown   -   DST UID GID             lchown(2)
 //	ro      -   DST                     DST is bound onto itself read-only
+//	pivot   NEW OLD                     pivot_root(NEW, OLD), then chdir("/")
+//	enter   -   DIR                     chdir(DIR), pivot_root(".", "."), detach
+//	                                    what was the root, chdir("/")
 //
-// ATTRS are MOUNT_ATTR_* bits. Paths are as the init sees them while it
-// builds: the host's tree under /oldroot and the job's root at /newroot
-// (see init_linux.go).
+// ATTRS are MOUNT_ATTR_* bits. The plan starts in a copy of the host's
+// mounts: it mounts the job's own tmpfs on /tmp and pivots into it, the
+// host's tree then at /oldroot; builds the job's root at /newroot; and
+// enters it, which detaches the host's tree. The rest of the job's tmpfs
+// is bound into its root (/tmp, /var/tmp, /dev/shm, /run), so the
+// scratch the root was built in is the job's own, and out of its sight.
 type mountOp struct{ kind, a, b, c, d, e string }
 
 const (
 	oldRoot = "/oldroot"
 	newRoot = "/newroot"
+	// In the build area (the job's tmpfs), out of the job's sight: what
+	// the job writes, and an empty directory that masked directories show.
+	jobTmp   = "/job"
+	emptyDir = "/empty"
 )
 
 // Attributes of the view's bind mounts.
@@ -125,7 +136,7 @@ func (c *planCache) get(iso *Isolation) (*viewTemplate, error) {
 // but those it fills in: the caller must not change them.
 func (t *viewTemplate) forJob(iso *Isolation, uid, gid uint32) []mountOp {
 	ops := slices.Clone(t.ops)
-	ops[t.run].e = fmt.Sprintf("mode=0755,uid=%d,gid=%d%s", uid, gid, t.size)
+	ops[t.run].c, ops[t.run].d = strconv.FormatUint(uint64(uid), 10), strconv.FormatUint(uint64(gid), 10)
 	userName, groupName := or(iso.UserName, "job"), or(iso.GroupName, "job")
 	if t.passwd >= 0 {
 		ops[t.passwd].e = passwdFile(uid, gid, userName)
@@ -145,22 +156,34 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 	if iso.TmpSizeBytes > 0 {
 		size = ",size=" + strconv.FormatInt(iso.TmpSizeBytes, 10)
 	}
-	tmpfsFlags := strconv.Itoa(unix.MS_NOSUID | unix.MS_NODEV)
-	tmpfs := func(dir, opts string) {
-		p.dirs(dir)
-		p.add("mount", "tmpfs", newRoot+dir, "tmpfs", tmpfsFlags, opts)
-	}
-	// Private, per-job tmpfs, first: a bind below /tmp lands inside the
-	// job's own /tmp.
+	// One tmpfs holds everything the job may write of its own, bound where
+	// the job sees it: /tmp, /var/tmp, /dev/shm, /run and View.Tmpfs share
+	// one size and one superblock (each superblock costs the job's exit a
+	// teardown). The root is built in it.
 	t.size = size
-	tmpfs("/tmp", "mode=1777"+size)
-	tmpfs("/var/tmp", "mode=1777"+size)
-	tmpfs("/run", "") // the job's own: forJob fills in its ids
+	p.add("mount", "tmpfs", "/tmp", "tmpfs", strconv.Itoa(unix.MS_NOSUID|unix.MS_NODEV), "mode=0700"+size)
+	p.add("mkdir", "", "/tmp"+oldRoot, "448") // 0700
+	p.add("mkdir", "", "/tmp"+newRoot, "448")
+	p.add("pivot", "/tmp", "/tmp"+oldRoot)
+	// Not nodev: /dev is a directory of it. It is read-only once built.
+	p.add("mount", "tmpfs", newRoot, "tmpfs", strconv.Itoa(unix.MS_NOSUID), "mode=0755,size=1m")
+	p.add("mkdir", "", jobTmp, "493") // 0755
+	own := func(dir, sub string, mode string) {
+		p.add("mkdir", "", jobTmp+"/"+sub, mode)
+		p.dirs(dir)
+		p.add("bind", jobTmp+"/"+sub, newRoot+dir, strconv.Itoa(attrRW))
+	}
+	// First: a bind below /tmp lands inside the job's own /tmp.
+	own("/tmp", "tmp", "1023") // 01777
+	own("/var/tmp", "var-tmp", "1023")
+	p.add("mkdir", "", jobTmp+"/run", "493")
+	p.add("chown", "", jobTmp+"/run") // the job's own: forJob fills in its ids
 	t.run = len(p.ops) - 1
+	p.dirs("/run")
+	p.add("bind", jobTmp+"/run", newRoot+"/run", strconv.Itoa(attrRW))
 
-	// /dev: its own tmpfs, read-only once filled.
+	// /dev: a directory of the root, read-only with it.
 	p.dirs("/dev")
-	p.add("mount", "tmpfs", newRoot+"/dev", "tmpfs", strconv.Itoa(unix.MS_NOSUID|unix.MS_NOEXEC), "mode=0755,size=64k")
 	for _, n := range devNodes {
 		var st unix.Stat_t
 		if err := unix.Stat("/dev/"+n, &st); err != nil {
@@ -177,8 +200,7 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 	p.add("mkdir", "", newRoot+"/dev/pts", "493")
 	p.add("mount", "devpts", newRoot+"/dev/pts", "devpts", strconv.Itoa(unix.MS_NOSUID|unix.MS_NOEXEC), "newinstance,ptmxmode=0666,mode=0620")
 	p.add("symlink", "pts/ptmx", newRoot+"/dev/ptmx")
-	p.add("mkdir", "", newRoot+"/dev/shm", "1023") // 01777
-	p.add("mount", "tmpfs", newRoot+"/dev/shm", "tmpfs", tmpfsFlags, "mode=1777"+size)
+	own("/dev/shm", "shm", "1023")
 	for name, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
 		"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
 		p.add("symlink", target, newRoot+"/dev/"+name)
@@ -235,11 +257,11 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 			return nil, err
 		}
 	}
-	for _, t := range v.Tmpfs {
-		if err := checkViewPath(t); err != nil {
+	for i, dir := range v.Tmpfs {
+		if err := checkViewPath(dir); err != nil {
 			return nil, fmt.Errorf("tmpfs %w", err)
 		}
-		tmpfs(t, "mode=1777"+size)
+		own(dir, "tmpfs"+strconv.Itoa(i), "1023")
 	}
 	for _, h := range v.Hide {
 		if !filepath.IsAbs(h) {
@@ -260,8 +282,8 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 		p.dirs("/sys")
 		p.add("mount", "sysfs", newRoot+"/sys", "sysfs", strconv.Itoa(unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC), "")
 	}
-	p.add("setattr", "", newRoot+"/dev", strconv.Itoa(unix.MOUNT_ATTR_RDONLY))
 	p.add("setattr", "", newRoot, strconv.Itoa(unix.MOUNT_ATTR_RDONLY))
+	p.add("enter", "", newRoot)
 	t.ops = p.ops
 	return t, nil
 }
@@ -273,7 +295,14 @@ func (p *planner) mask(path, hostPath string) {
 	switch {
 	case err != nil: // nothing there to hide
 	case st.IsDir():
-		p.add("mount", "tmpfs", newRoot+path, "tmpfs", strconv.Itoa(unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC), "mode=0,size=4k")
+		// An empty directory of mode 0 in the job's tmpfs, bound wherever
+		// a directory is masked: nothing to see, and what a job could put
+		// there (as root in its user namespace) lands in its own tmpfs.
+		if !p.made[emptyDir] {
+			p.add("mkdir", "", emptyDir, "0")
+			p.made[emptyDir] = true
+		}
+		p.add("mount", emptyDir, newRoot+path, "", strconv.Itoa(unix.MS_BIND), "")
 	default:
 		p.add("mount", oldRoot+"/dev/null", newRoot+path, "", strconv.Itoa(unix.MS_BIND), "")
 	}
