@@ -368,6 +368,11 @@ func forkTarget(prep *prepareConfig, cfg *jobConfig) (int, error) {
 	if err := restrictThread(); err != nil {
 		return 0, err
 	}
+	// unshare is per thread too: this one needs the cgroup namespace that
+	// prepare made for the init's.
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+		return 0, fmt.Errorf("new cgroup namespace: %w", err)
+	}
 	if err := freshKeyrings(prep.UID, prep.ClearUserKeyrings); err != nil {
 		return 0, err
 	}

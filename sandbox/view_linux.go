@@ -151,6 +151,19 @@ func (t *viewTemplate) forJob(iso *Isolation, uid, gid uint32) []mountOp {
 func planView(iso *Isolation) (*viewTemplate, error) {
 	v := iso.View
 	p := &planner{made: map[string]bool{"/": true}, view: v}
+	for _, h := range v.Hide {
+		if !filepath.IsAbs(h) {
+			return nil, fmt.Errorf("hide %q: not an absolute path", h)
+		}
+		real, err := filepath.EvalSymlinks(h)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // nothing to hide
+		}
+		if err != nil {
+			return nil, fmt.Errorf("hide %s: %w", h, err)
+		}
+		p.hidden = append(p.hidden, real)
+	}
 	t := &viewTemplate{passwd: -1, group: -1}
 	size := ""
 	if iso.TmpSizeBytes > 0 {
@@ -201,9 +214,9 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 	p.add("mount", "devpts", newRoot+"/dev/pts", "devpts", strconv.Itoa(unix.MS_NOSUID|unix.MS_NOEXEC), "newinstance,ptmxmode=0666,mode=0620")
 	p.add("symlink", "pts/ptmx", newRoot+"/dev/ptmx")
 	own("/dev/shm", "shm", "1023")
-	for name, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
-		"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
-		p.add("symlink", target, newRoot+"/dev/"+name)
+	for _, l := range [][2]string{{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"},
+		{"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"}} {
+		p.add("symlink", l[1], newRoot+"/dev/"+l[0])
 	}
 
 	// A fresh /proc for the job's pid namespace, with runc's masks.
@@ -263,19 +276,13 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 		}
 		own(dir, "tmpfs"+strconv.Itoa(i), "1023")
 	}
-	for _, h := range v.Hide {
-		if !filepath.IsAbs(h) {
-			return nil, fmt.Errorf("hide %q: not an absolute path", h)
-		}
-		real, err := filepath.EvalSymlinks(h)
-		if errors.Is(err, os.ErrNotExist) {
-			continue // nothing to hide
-		}
-		if err != nil {
-			return nil, fmt.Errorf("hide %s: %w", h, err)
-		}
-		if p.inBind(real) {
-			p.mask(real, real)
+	// The server's own files, wherever a bind shows them: a bind shows
+	// its source's tree at its place in the view.
+	for _, h := range p.hidden {
+		for _, b := range p.bound {
+			if within(h, b.src) {
+				p.mask(b.view+strings.TrimPrefix(h, b.src), h)
+			}
 		}
 	}
 	if v.Sys {
@@ -309,11 +316,15 @@ func (p *planner) mask(path, hostPath string) {
 }
 
 type planner struct {
-	view  View
-	ops   []mountOp
-	made  map[string]bool // directories the plan has made in the job's root
-	bound []string        // bind targets so far
+	view   View
+	hidden []string // view.Hide, symlinks resolved
+	ops    []mountOp
+	made   map[string]bool // directories the plan has made in the job's root
+	bound  []boundPath     // host binds so far
 }
+
+// boundPath is a bind of the host's src at view in the job's root.
+type boundPath struct{ view, src string }
 
 func (p *planner) add(kind string, args ...string) {
 	var a [5]string
@@ -325,7 +336,18 @@ func (p *planner) add(kind string, args ...string) {
 // then the host's, and exists if the host's does.
 func (p *planner) inBind(path string) bool {
 	for _, b := range p.bound {
-		if within(path, b) {
+		if within(path, b.view) {
+			return true
+		}
+	}
+	return false
+}
+
+// reaches reports whether the host path real is at or below a path the
+// view binds, hidden or not.
+func (p *planner) reaches(real string) bool {
+	for _, b := range append(slices.Clip(p.view.RO), p.view.RW...) {
+		if within(real, b) {
 			return true
 		}
 	}
@@ -375,7 +397,10 @@ func (p *planner) bind(path string, attr int) error {
 		if err != nil {
 			return fmt.Errorf("bind %s: %w", path, err)
 		}
-		if p.view.Visible(real) { // the same link, pointing into the view
+		hidden := slices.ContainsFunc(p.hidden, func(h string) bool { return within(real, h) })
+		if p.reaches(real) || hidden {
+			// The same link, pointing into the view; or at something the
+			// job must not see, which it then does not (masked, or absent).
 			p.dirs(filepath.Dir(path))
 			p.add("symlink", target, newRoot+path)
 			return nil
@@ -402,7 +427,7 @@ func (p *planner) bindAt(src, path string, st os.FileInfo, attr int) error {
 		}
 	}
 	p.add("bind", oldRoot+src, newRoot+path, strconv.Itoa(attr))
-	p.bound = append(p.bound, path)
+	p.bound = append(p.bound, boundPath{view: path, src: src})
 	return nil
 }
 

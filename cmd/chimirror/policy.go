@@ -16,10 +16,15 @@ import (
 
 const policyUsage = `Usage:
   chimirror policy check [FILE...]
-      Validates policy files. Prints "FILE: ok" for each valid one and exits
-      0 when all are; otherwise prints every problem to stderr as
-      FILE:LINE: KEY: message and exits 1. With no FILE, checks the built-in
-      policies.
+      Validates policy files: every key, the paths a view binds (absolute,
+      present here), and the seccomp profile (compiled for this host).
+      Prints "FILE: ok" for each valid one and exits 0 when all are;
+      otherwise prints every problem to stderr as FILE:LINE: KEY: message
+      and exits 1. With no FILE, checks the built-in policies.
+  chimirror policy check --config FILE
+      Validates a server config as serve would load it, its policies
+      included, and that each app's program and dir are inside the view of
+      every policy it may run under.
   chimirror policy list [--dir DIR]
       Lists the policies in force, the built-ins plus DIR's *.toml files (a
       file there replaces the built-in of the same name), with their main
@@ -51,8 +56,20 @@ func cmdPolicyCheck(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("policy check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, policyUsage) }
+	config := fs.String("config", "", "a server config to check, its policies and apps included")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *config != "" {
+		if fs.NArg() > 0 {
+			fmt.Fprintf(stderr, "chimirror policy check: --config takes no FILE arguments\n\n%s", policyUsage)
+			return exitCode(2)
+		}
+		if _, err := loadConfig(*config); err != nil {
+			return printProblems(stderr, err)
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", *config)
+		return nil
 	}
 	if fs.NArg() == 0 {
 		set, err := policies.Load("")
@@ -72,7 +89,12 @@ func cmdPolicyCheck(args []string, stdout, stderr io.Writer) error {
 			all = append(all, policies.Problem{File: file, Msg: err.Error()})
 			continue
 		}
-		if _, ps := policies.Parse(file, data); len(ps) > 0 {
+		p, ps := policies.Parse(file, data)
+		if len(ps) > 0 {
+			all = append(all, ps...)
+			continue
+		}
+		if ps := seccompProblems([]*policies.Policy{p}); len(ps) > 0 {
 			all = append(all, ps...)
 			continue
 		}
@@ -119,7 +141,7 @@ func cmdPolicyList(args []string, stdout, stderr io.Writer) error {
 		return printProblems(stderr, err)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tCPU\tMEMORY\tPIDS\tWALL\tCPU-TIME\tIDLE\tOUTPUT\tTMP\tNETWORK\tUSER\tSOURCE")
+	fmt.Fprintln(tw, "NAME\tCPU\tMEMORY\tPIDS\tWALL\tCPU-TIME\tIDLE\tOUTPUT\tTMP\tNETWORK\tUSER\tSECCOMP\tSOURCE")
 	for _, name := range set.Names() {
 		p, _ := set.Get(name)
 		cpu := "-"
@@ -134,10 +156,13 @@ func cmdPolicyList(args []string, stdout, stderr io.Writer) error {
 		if p.Network {
 			network = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, cpu, listSize(p.MemoryMaxBytes), pids,
+		user := p.User + ":" + p.Group
+		if p.DynamicUser {
+			user = policies.DynamicUser
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, cpu, listSize(p.MemoryMaxBytes), pids,
 			listDuration(p.WallTime), listDuration(p.CPUTime), listDuration(p.IdleTimeout),
-			listSize(p.MaxOutputBytes), listSize(p.TmpSizeBytes), network,
-			fmt.Sprintf("%s:%s", p.User, p.Group), p.Source)
+			listSize(p.MaxOutputBytes), listSize(p.TmpSizeBytes), network, user, p.Seccomp, p.Source)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("policy list: %w", err)

@@ -4,10 +4,13 @@ package main
 // (harness in main_test.go), on the fixtures in testdata/policies.
 
 import (
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/chimirror/chimirror/sandbox"
 )
 
 // policyFixture is the absolute path of a file in testdata/policies: the
@@ -31,6 +34,16 @@ func TestPolicyCheck(t *testing.T) {
 	unknownKey := policyFixture(t, "invalid/unknown-key.toml")
 	syntax := policyFixture(t, "invalid/syntax.toml")
 	missing := filepath.Join(t.TempDir(), "missing.toml")
+	uncompilable := policyFixture(t, "invalid/seccomp-uncompilable.toml")
+	viewPaths := policyFixture(t, "invalid/view-paths.toml")
+	// A config whose app runs a program outside the sandbox's view.
+	cfgDir := t.TempDir()
+	outside := writeFile(t, filepath.Join(cfgDir, "prog.sh"), "#!/bin/sh\necho hi\n")
+	if err := os.Chmod(outside, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	outsideCfg := writeFile(t, filepath.Join(cfgDir, "outside.toml"), "sandbox = \"on\"\n[[app]]\nname = \"prog\"\ncommand = [\"./prog.sh\"]\n")
+	insideCfg := writeFile(t, filepath.Join(cfgDir, "inside.toml"), "sandbox = \"on\"\n[[app]]\nname = \"prog\"\ncommand = [\"./prog.sh\"]\ndir = \".\"\n")
 	tests := []struct {
 		name       string
 		args       []string
@@ -84,6 +97,57 @@ func TestPolicyCheck(t *testing.T) {
 			wantStderr: []string{regexp.QuoteMeta(missing) + `: open ` + regexp.QuoteMeta(missing) + `: no such file or directory`},
 		},
 	}
+	tests = append(tests, []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantStdout string
+		wantStderr []string
+	}{
+		{
+			name:       "a seccomp profile that cannot be compiled",
+			args:       []string{uncompilable},
+			wantCode:   1,
+			wantStderr: []string{regexp.QuoteMeta(uncompilable) + `:2: seccomp: seccomp: syscalls\[0\]: unknown syscall "opne"`},
+		},
+		{
+			name:     "paths a view may not bind",
+			args:     []string{viewPaths},
+			wantCode: 1,
+			wantStderr: []string{
+				regexp.QuoteMeta(viewPaths) + `:2: ro: "relative/path" is a relative path: give it from /`,
+				regexp.QuoteMeta(viewPaths) + `:2: ro: "/no/such/path-chimirror": does not exist`,
+				regexp.QuoteMeta(viewPaths) + `:2: ro: "/proc/self": the sandbox makes /proc itself .*`,
+				regexp.QuoteMeta(viewPaths) + `:2: ro: "/usr/../etc" is not a clean path .*`,
+				regexp.QuoteMeta(viewPaths) + `:3: rw: "/" is the host's whole filesystem: .*`,
+				regexp.QuoteMeta(viewPaths) + `:4: tmpfs: "/dev/shm/x": the sandbox makes /dev itself .*`,
+				regexp.QuoteMeta(viewPaths) + `:4: tmpfs: must be a list of absolute paths .*`,
+			},
+		},
+	}...)
+	if sandbox.Available() == nil { // the view is checked where jobs are sandboxed
+		tests = append(tests, []struct {
+			name       string
+			args       []string
+			wantCode   int
+			wantStdout string
+			wantStderr []string
+		}{
+			{
+				name:     "a config whose app is outside the view",
+				args:     []string{"--config", outsideCfg},
+				wantCode: 1,
+				wantStderr: []string{regexp.QuoteMeta(outsideCfg) + `:4: app\[0\].command: ` + regexp.QuoteMeta(outside) +
+					` is outside the sandbox's view under policy "default": add its directory to the policy's ro, or make it the app's dir`},
+			},
+			{
+				name:       "the same app with its dir",
+				args:       []string{"--config", insideCfg},
+				wantCode:   0,
+				wantStdout: insideCfg + ": ok\n",
+			},
+		}...)
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -128,9 +192,9 @@ func TestPolicyList(t *testing.T) {
 			name:     "built-ins",
 			wantCode: 0,
 			wantRows: [][]string{
-				{"NAME", "CPU", "MEMORY", "PIDS", "WALL", "CPU-TIME", "IDLE", "OUTPUT", "TMP", "NETWORK", "USER", "SOURCE"},
-				{"default", "1", "512MiB", "256", "1h", "-", "10m", "1GiB", "64MiB", "no", "*", "builtin:default.toml"},
-				{"strict", "0.5", "64MiB", "32", "5m", "30s", "1m", "16MiB", "8MiB", "no", "*", "builtin:strict.toml"},
+				{"NAME", "CPU", "MEMORY", "PIDS", "WALL", "CPU-TIME", "IDLE", "OUTPUT", "TMP", "NETWORK", "USER", "SECCOMP", "SOURCE"},
+				{"default", "1", "512MiB", "256", "1h", "-", "10m", "1GiB", "64MiB", "no", "dynamic", "default", "builtin:default.toml"},
+				{"strict", "0.5", "64MiB", "32", "5m", "30s", "1m", "16MiB", "8MiB", "no", "dynamic", "default", "builtin:strict.toml"},
 			},
 		},
 		{
@@ -138,10 +202,10 @@ func TestPolicyList(t *testing.T) {
 			args:     []string{"--dir", override},
 			wantCode: 0,
 			wantRows: [][]string{
-				{"NAME", "CPU", "MEMORY", "PIDS", "WALL", "CPU-TIME", "IDLE", "OUTPUT", "TMP", "NETWORK", "USER", "SOURCE"},
-				{"batch", "4", "8GiB", "-", "12h", "-", "-", "-", "-", "no", "*", filepath.Join(override, "batch.toml")},
-				{"default", "2", "-", "-", "-", "-", "-", "-", "-", "no", "*", filepath.Join(override, "default.toml")},
-				{"strict", "0.5", "64MiB", "32", "5m", "30s", "1m", "16MiB", "8MiB", "no", "*", "builtin:strict.toml"},
+				{"NAME", "CPU", "MEMORY", "PIDS", "WALL", "CPU-TIME", "IDLE", "OUTPUT", "TMP", "NETWORK", "USER", "SECCOMP", "SOURCE"},
+				{"batch", "4", "8GiB", "-", "12h", "-", "-", "-", "-", "no", "dynamic", "default", filepath.Join(override, "batch.toml")},
+				{"default", "2", "-", "-", "-", "-", "-", "-", "-", "no", "dynamic", "default", filepath.Join(override, "default.toml")},
+				{"strict", "0.5", "64MiB", "32", "5m", "30s", "1m", "16MiB", "8MiB", "no", "dynamic", "default", "builtin:strict.toml"},
 			},
 		},
 		{
