@@ -35,13 +35,13 @@ type Policy struct {
 	// User and Group are as written (names or numeric ids), or the
 	// defaults. User "dynamic" (DynamicUser) gives every running job a uid
 	// and gid of its own, as systemd's DynamicUser=.
-	User, Group string
-	UID, GID    uint32 // User and Group resolved when the policy was loaded; unused when DynamicUser
-	DynamicUser bool
-	ExitSignal     string        // sent first when the job is ended: a canonical name such as "TERM"
-	Grace          time.Duration // between ExitSignal and SIGKILL of the whole job; never 0
-	Env            []string      // allow-list entries as written: "NAME" or "NAME=value"
-	UserNamespace  bool          // run the job in a user namespace of its own
+	User, Group   string
+	UID, GID      uint32 // User and Group resolved when the policy was loaded; unused when DynamicUser
+	DynamicUser   bool
+	ExitSignal    string        // sent first when the job is ended: a canonical name such as "TERM"
+	Grace         time.Duration // between ExitSignal and SIGKILL of the whole job; never 0
+	Env           []string      // allow-list entries as written: "NAME" or "NAME=value"
+	UserNamespace bool          // run the job in a user namespace of its own
 	// Initiators is how many sandboxes of this class are kept prepared
 	// ahead of their jobs (cgroup and namespaces made, helper waiting), so
 	// a job's setup is only its hot part; 0 prepares each on demand.

@@ -16,8 +16,9 @@ import (
 // jobs start: run with -race, this fails on any unsynchronised access to
 // a job being published.
 func TestSupervisor_RecordAndCancelWhileStarting(t *testing.T) {
+	t.Parallel()
 	l := openLedger(t)
-	s, err := New(slog.New(slog.DiscardHandler), Config{Ledger: l,
+	s, err := New(slog.New(slog.DiscardHandler), Config{Ledger: l, Runner: testRunner,
 		Apps: []App{{Name: "t", Path: "/bin/true", Args: []string{"true"}}}})
 	if err != nil {
 		t.Fatal(err)

@@ -90,6 +90,7 @@ func runQuick(t *testing.T, s *testServer) string {
 // Ensure that every API route refuses requests without a valid token, that
 // failed attempts are rate-limited, and that health checks need none.
 func TestAdmin_Auth(t *testing.T) {
+	t.Parallel()
 	s := startAdmin(t, adminApps())
 	routes := []struct{ method, path string }{
 		{"GET", "/api/v1/jobs"}, {"GET", "/api/v1/jobs/JOB00000001"}, {"POST", "/api/v1/jobs/JOB00000001/cancel"},
@@ -123,6 +124,7 @@ func TestAdmin_Auth(t *testing.T) {
 // Ensure that the login form sets an HttpOnly, SameSite=Strict cookie that
 // then authenticates API calls, and that logout clears it.
 func TestAdmin_LoginCookie(t *testing.T) {
+	t.Parallel()
 	s := startAdmin(t, adminApps())
 	jar, err := cookiejar.New(nil)
 	if err != nil {
@@ -165,6 +167,7 @@ func TestAdmin_LoginCookie(t *testing.T) {
 // naming the token's label), 404 for an unknown one, 409 for one that has
 // ended, 400 for a bad ID, and 403 for a cross-origin POST.
 func TestAdmin_Cancel(t *testing.T) {
+	t.Parallel()
 	s := startAdmin(t, adminApps())
 	done := runQuick(t, s.testServer)
 	ws, id := s.dialJob("/apps/hold")
@@ -210,6 +213,7 @@ func TestAdmin_Cancel(t *testing.T) {
 // first, without repeats; that running jobs carry live usage; and that
 // filters and bad parameters behave.
 func TestAdmin_JobsPagination(t *testing.T) {
+	t.Parallel()
 	s := startAdmin(t, adminApps())
 	const n = 120
 	for range n {
@@ -268,6 +272,7 @@ func TestAdmin_JobsPagination(t *testing.T) {
 // Ensure accounting reports come as JSON and CSV, and tenants and
 // policies answer.
 func TestAdmin_AcctTenantsPolicies(t *testing.T) {
+	t.Parallel()
 	s := startAdmin(t, adminApps())
 	for range 3 {
 		runQuick(t, s.testServer)
@@ -307,6 +312,7 @@ func TestAdmin_AcctTenantsPolicies(t *testing.T) {
 // Ensure live events: a subscriber gets /jobs/started, /jobs/usage and
 // /jobs/ended for a job, and a bad request gets an error callback.
 func TestAdmin_Events(t *testing.T) {
+	t.Parallel()
 	s := startAdmin(t, adminApps())
 	d := websocket.Dialer{Subprotocols: []string{ProtoV1}}
 	ev, resp, err := d.Dial("ws"+strings.TrimPrefix(s.admin.URL, "http")+"/api/v1/events",

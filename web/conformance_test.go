@@ -55,6 +55,7 @@ func conformanceServer(t *testing.T, sandboxed, userns bool, e *ends) *testServe
 }
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	for _, r := range runners {
 		t.Run(r.name, func(t *testing.T) {
 			var e ends

@@ -22,8 +22,8 @@ import (
 )
 
 // testServer is a real chimirror server on loopback: real supervisor, real
-// processes, real HTTP. Only one may run at a time in a test binary (the
-// sandbox runner owns every child of the process).
+// processes, real HTTP. Its supervisor shares the test binary's runner, so
+// several may run at once.
 type testServer struct {
 	t   *testing.T
 	URL string // ws://127.0.0.1:PORT
@@ -58,6 +58,9 @@ func startServer(t *testing.T, cfg supervisor.Config, opts Options) *testServer 
 		}
 		cfg.Ledger = l
 		t.Cleanup(func() { checkLedger(t, l) }) // runs after the shutdown below
+	}
+	if cfg.Runner == nil {
+		cfg.Runner = testRunner
 	}
 	sup, err := supervisor.New(log, cfg)
 	if err != nil {

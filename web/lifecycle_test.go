@@ -55,6 +55,7 @@ func (e *ends) wait(t *testing.T, app string, timeout time.Duration) supervisor.
 // Ensure refusals happen before the upgrade, with a clear body and status,
 // and start no process.
 func TestRefusals(t *testing.T) {
+	t.Parallel()
 	cfg := supervisor.Config{MaxSessions: 1, Apps: []supervisor.App{
 		{Name: "cat", Path: "/bin/cat", Args: []string{"cat"}},
 	}}
@@ -142,6 +143,7 @@ func upgradeRequest(t *testing.T, s *testServer, path string) (string, int) {
 
 // Ensure an allow-listed origin is accepted and same-origin is the default.
 func TestOrigins(t *testing.T) {
+	t.Parallel()
 	app := supervisor.Config{Apps: []supervisor.App{{Name: "cat", Path: "/bin/cat", Args: []string{"cat"}}}}
 	s := startServer(t, app, Options{Origins: []string{"https://ok.example"}})
 	for _, tc := range []struct {
@@ -159,6 +161,7 @@ func TestOrigins(t *testing.T) {
 }
 
 func TestOrigins_SameOriginDefault(t *testing.T) {
+	t.Parallel()
 	app := supervisor.Config{Apps: []supervisor.App{{Name: "cat", Path: "/bin/cat", Args: []string{"cat"}}}}
 	s := startServer(t, app, Options{})
 	host := strings.TrimPrefix(s.URL, "ws://")
@@ -204,6 +207,7 @@ func readPid(t *testing.T, ws *websocket.Conn) int {
 // Ensure every way a client can vanish ends the job: exit signal, grace, kill,
 // and the process is gone with no zombie.
 func TestClientGone(t *testing.T) {
+	t.Parallel()
 	var e ends
 	s := lifecycleServer(t, &e, Limits{PingInterval: 100 * time.Millisecond, PongTimeout: 150 * time.Millisecond})
 	tests := []struct {
@@ -256,6 +260,7 @@ func TestClientGone(t *testing.T) {
 // Ensure an oversized client message gets close 1009, ends the job, and none
 // of it reaches stdin.
 func TestOversizedMessage(t *testing.T) {
+	t.Parallel()
 	var e ends
 	s := lifecycleServer(t, &e, Limits{MaxMessageBytes: 1024})
 	ws := s.dial("/apps/stdin2file")
@@ -290,6 +295,7 @@ func TestOversizedMessage(t *testing.T) {
 
 // Ensure an endless line is split at max_line_bytes and memory stays flat.
 func TestEndlessLine(t *testing.T) {
+	t.Parallel()
 	var e ends
 	s := lifecycleServer(t, &e, Limits{MaxLineBytes: 4096})
 	ws := s.dial("/apps/endless")
@@ -448,6 +454,7 @@ func TestDrainBound(t *testing.T) {
 
 // Ensure Shutdown ends live jobs with reason shutdown and close 1001.
 func TestShutdownEndsJobs(t *testing.T) {
+	t.Parallel()
 	var e ends
 	s := lifecycleServer(t, &e, Limits{})
 	ws := s.dial("/apps/polite", ProtoV1)
@@ -473,6 +480,7 @@ func TestShutdownEndsJobs(t *testing.T) {
 
 // Ensure Cancel ends a job with reason cancelled.
 func TestCancel(t *testing.T) {
+	t.Parallel()
 	var e ends
 	s := lifecycleServer(t, &e, Limits{})
 	ws := s.dial("/apps/polite", ProtoV1)

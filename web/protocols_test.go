@@ -35,6 +35,7 @@ func protoApps() supervisor.Config {
 // Ensure chimirror.v1 sends /job first, the streams byte-exact, /exit last,
 // then a close frame carrying the status.
 func TestV1_SessionShape(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, protoApps(), Options{})
 	ws := s.dial("/apps/demo", ProtoV1)
 	if ws.Subprotocol() != ProtoV1 {
@@ -66,6 +67,7 @@ func TestV1_SessionShape(t *testing.T) {
 // Ensure non-UTF-8 output survives byte-exact, and a character split across
 // reads stays text.
 func TestV1_BytesExact(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, protoApps(), Options{})
 	ws := s.dial("/apps/bytes", ProtoV1)
 	got := readSession(t, ws, 5*time.Second)
@@ -95,6 +97,7 @@ func TestV1_BytesExact(t *testing.T) {
 
 // Ensure /stdin with base64, /stdin/close and callbacks work.
 func TestV1_StdinAndCallbacks(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, protoApps(), Options{})
 	ws := s.dial("/apps/cat", ProtoV1)
 	if err := ws.WriteJSON(map[string]any{"event": "/stdin", "data": "/38A", "encoding": "base64", "callback": 7}); err != nil {
@@ -139,6 +142,7 @@ func TestV1_StdinAndCallbacks(t *testing.T) {
 
 // Ensure a client signal reaches the process and the exit reports it.
 func TestV1_Signal(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, protoApps(), Options{})
 	tests := []struct {
 		name, app, sig string
@@ -191,6 +195,7 @@ func waitForStdout(t *testing.T, ws *websocket.Conn, want string) {
 
 // Ensure the text-lines protocol: message → line, line → message.
 func TestLines_Echo(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, protoApps(), Options{})
 	ws := s.dial("/apps/cat")
 	for _, m := range []string{"hello", "", "wörld"} {
@@ -216,6 +221,7 @@ func TestLines_Echo(t *testing.T) {
 }
 
 func TestLines_Splitting(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, protoApps(), Options{})
 	ws := s.dial("/apps/lines")
 	var msgs []string
@@ -236,6 +242,7 @@ func TestLines_Splitting(t *testing.T) {
 
 // Ensure channel.chimirror.v1 framing both ways and the status channel.
 func TestChannel_Framing(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, protoApps(), Options{})
 	ws := s.dial("/apps/cat", ProtoChannel)
 	for _, m := range [][]byte{{0, 'h', 'i', 0xff}, {255}} {
@@ -274,6 +281,7 @@ func TestChannel_Framing(t *testing.T) {
 
 // Ensure a binary app exchanges raw bytes without line framing.
 func TestBinaryApp(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, protoApps(), Options{})
 	ws := s.dial("/apps/bincat")
 	payload := []byte{0, 1, 2, 0xff, '\n', 'x'}
@@ -346,6 +354,7 @@ func TestJobEnvironment(t *testing.T) {
 
 // Ensure the job holds fds 0, 1, 2 only, even when the server inherited more.
 func TestJobFds(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, protoApps(), Options{})
 	ws := s.dial("/apps/fds", ProtoV1)
 	got := readSession(t, ws, 5*time.Second)
@@ -358,6 +367,7 @@ func TestJobFds(t *testing.T) {
 
 // Ensure every job is its own process group leader.
 func TestJobProcessGroup(t *testing.T) {
+	t.Parallel()
 	s := startServer(t, protoApps(), Options{})
 	ws := s.dial("/apps/pgrp", ProtoV1)
 	got := readSession(t, ws, 5*time.Second)
@@ -453,6 +463,7 @@ func firstDiff(a, b []byte) int {
 // received but the report of the end (v1's /exit, the channel status), in
 // every protocol: the last line without a newline included.
 func TestMessagesOut(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, proto string
 		endReports  int

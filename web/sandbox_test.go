@@ -45,6 +45,7 @@ func boxed(app supervisor.App, pol *policies.Policy) supervisor.App {
 // Ensure a sandboxed job's view over a real WebSocket: hostname = job ID,
 // only lo, no privileges, fds 0-2, nobody, env = allow-list + CGI.
 func TestSandboxed_InsideView(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ name, initiators string }{{"prepared on demand", "0"}, {"from the pool", "2"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			insideView(t, tc.initiators)
@@ -94,6 +95,7 @@ func viewOnce(t *testing.T, s *testServer, e *ends) {
 // Ensure every policy limit ends the job with its reason, which reaches the
 // client in /exit and the close frame.
 func TestSandboxed_Limits(t *testing.T) {
+	t.Parallel()
 	requireSandbox(t)
 	var e ends
 	apps := []supervisor.App{
@@ -152,6 +154,7 @@ func TestSandboxed_Limits(t *testing.T) {
 // Ensure a setsid escapee and a TERM-ignorer are gone when the client
 // leaves: the job's cgroup is emptied and deleted.
 func TestSandboxed_ClientGoneKillsAll(t *testing.T) {
+	t.Parallel()
 	var e ends
 	pol := mustPolicy(t, "k", `pids = 32`)
 	s := sandboxedServer(t, &e, boxed(shApp("stubborn", `setsid sh -c 'trap "" TERM; sleep 30' & trap '' TERM; echo ready; while :; do sleep 0.05; done`), pol))

@@ -19,6 +19,7 @@ func tenant(name, token string, max int) supervisor.Tenant {
 // missing one is 401 and a full tenant 429, both before the upgrade and
 // with no process started; the job knows its tenant but never the token.
 func TestTenants(t *testing.T) {
+	t.Parallel()
 	var e ends
 	cfg := supervisor.Config{OnEnd: e.hook, Apps: []supervisor.App{
 		{Name: "cat", Path: "/bin/cat", Args: []string{"cat"}},
@@ -88,6 +89,7 @@ func TestTenants(t *testing.T) {
 
 // Ensure a tenant's policy replaces the app's.
 func TestTenantPolicy(t *testing.T) {
+	t.Parallel()
 	requireSandbox(t)
 	var e ends
 	strict := mustPolicy(t, "tiny", `wall_time = "300ms"`)

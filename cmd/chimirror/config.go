@@ -6,9 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
-	"net/http"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -69,15 +69,15 @@ type tenantConfig struct {
 }
 
 type appConfig struct {
-	Name       string            `toml:"name"`
-	Command    []string          `toml:"command"`
-	Dir        string            `toml:"dir"`
-	Env        []string          `toml:"env"`
-	ExitSignal string            `toml:"exit_signal"`
-	Grace      policies.Duration `toml:"grace"`
-	Binary     bool              `toml:"binary"`
-	Policy     string            `toml:"policy"`
-	PassHeaders []string         `toml:"pass_headers"`
+	Name        string            `toml:"name"`
+	Command     []string          `toml:"command"`
+	Dir         string            `toml:"dir"`
+	Env         []string          `toml:"env"`
+	ExitSignal  string            `toml:"exit_signal"`
+	Grace       policies.Duration `toml:"grace"`
+	Binary      bool              `toml:"binary"`
+	Policy      string            `toml:"policy"`
+	PassHeaders []string          `toml:"pass_headers"`
 }
 
 // config is a loaded, validated, resolved configuration.
@@ -88,8 +88,8 @@ type config struct {
 	Sandbox string // "auto", "on" or "off"
 	// Runner is the sandbox.Runner's options: the ids jobs may get.
 	Runner sandbox.RunnerOptions
-	Sup     supervisor.Config
-	Web     web.Options
+	Sup    supervisor.Config
+	Web    web.Options
 
 	Policies    *policies.Set
 	DataDir     string // holds ledger.db and admin.token
@@ -203,18 +203,23 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 	boxed := c.Sandbox == "on" || (c.Sandbox == "auto" && sandbox.Available() == nil)
 	c.Runner.DynamicIDs = idRange(fc.DynamicUIDs, sandbox.DefaultDynamicIDs, func(msg string) { at("", 0, "dynamic_uids", "%s", msg) })
 	c.Runner.UserNamespaceIDs = idRange(fc.UserNamespaceUIDs, sandbox.DefaultUserNamespaceIDs, func(msg string) { at("", 0, "user_namespace_uids", "%s", msg) })
-	switch {
-	case c.Runner.DynamicIDs.Overlaps(c.Runner.UserNamespaceIDs):
+	if c.Runner.DynamicIDs.Overlaps(c.Runner.UserNamespaceIDs) {
 		at("", 0, "user_namespace_uids", "%s overlaps dynamic_uids %s", c.Runner.UserNamespaceIDs, c.Runner.DynamicIDs)
-	case c.Runner.UserNamespaceIDs.Count > 0 && c.Runner.UserNamespaceIDs.Count < sandbox.UserNamespaceBlock:
+	}
+	if c.Runner.UserNamespaceIDs.Count > 0 && c.Runner.UserNamespaceIDs.Count < sandbox.UserNamespaceBlock {
 		at("", 0, "user_namespace_uids", "%s holds fewer than the %d ids one job's user namespace takes", c.Runner.UserNamespaceIDs, sandbox.UserNamespaceBlock)
-	case boxed:
+	}
+	if boxed {
 		// A job given an id that belongs to an account would be that account.
-		if err := sandbox.CheckIDRange(c.Runner.DynamicIDs); err != nil {
-			at("", 0, "dynamic_uids", "%v", err)
-		}
-		if err := sandbox.CheckIDRange(c.Runner.UserNamespaceIDs); err != nil {
-			at("", 0, "user_namespace_uids", "%v", err)
+		for key, r := range map[string]sandbox.IDRange{"dynamic_uids": c.Runner.DynamicIDs, "user_namespace_uids": c.Runner.UserNamespaceIDs} {
+			clashes := unjoin(sandbox.CheckIDRange(r))
+			for i, err := range clashes {
+				if i == maxClashes {
+					at("", 0, key, "and %d more accounts inside %s", len(clashes)-i, r)
+					break
+				}
+				at("", 0, key, "%v", err)
+			}
 		}
 	}
 	policyDir := fc.PolicyDir
@@ -396,8 +401,8 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 			if app.Path == "" || app.Policy == nil {
 				continue // already a problem
 			}
-			for _, msg := range outsideView(app, c.Sup.Tenants, c.Sup.Hide) {
-				at("app", i, "command", "%s", msg)
+			for _, p := range outsideView(app, c.Sup.Tenants, c.Sup.Hide) {
+				at("app", i, p.key, "%s", p.msg)
 			}
 		}
 		for _, msg := range idsNeeded(c) {
@@ -436,6 +441,10 @@ func serverPaths(file, dir, policyDir, dataDir string) []string {
 		if p == "" {
 			return
 		}
+		// Where it really is: an app's dir is compared after its symlinks.
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real
+		}
 		if abs, err := filepath.Abs(p); err == nil {
 			paths = append(paths, abs)
 		}
@@ -466,19 +475,36 @@ func seccompProblems(pols []*policies.Policy) policies.Problems {
 	return ps
 }
 
+// maxClashes is how many accounts inside an id range are named one by one.
+const maxClashes = 5
+
+// unjoin is the errors of an errors.Join, each on its own; nil for nil.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	if err != nil {
+		return []error{err}
+	}
+	return nil
+}
+
+// viewProblem is what outsideView found, and the app key it concerns.
+type viewProblem struct{ key, msg string }
+
 // outsideView says what of app its jobs could not see, under its policy
 // or any tenant's: its program, or its dir.
-func outsideView(app supervisor.App, tenants []supervisor.Tenant, hide []string) []string {
+func outsideView(app supervisor.App, tenants []supervisor.Tenant, hide []string) []viewProblem {
 	pols := []*policies.Policy{app.Policy}
 	for _, t := range tenants {
 		if t.Policy != nil && !slices.Contains(pols, t.Policy) {
 			pols = append(pols, t.Policy)
 		}
 	}
-	var msgs []string
+	var msgs []viewProblem
 	if app.Dir != "" {
 		if dir, err := filepath.EvalSymlinks(app.Dir); err == nil && !(sandbox.View{RO: []string{dir}, Hide: hide}).Visible(dir) {
-			msgs = append(msgs, fmt.Sprintf("dir %q holds the server's own files, which no job may see", app.Dir))
+			msgs = append(msgs, viewProblem{"dir", fmt.Sprintf("%q holds the server's own files, which no job may see", app.Dir)})
 		}
 	}
 	for _, pol := range pols {
@@ -494,7 +520,7 @@ func outsideView(app supervisor.App, tenants []supervisor.Tenant, hide []string)
 			real = app.Path
 		}
 		if !v.Visible(app.Path) || !v.Visible(real) {
-			msgs = append(msgs, fmt.Sprintf("%s is outside the sandbox's view under policy %q: add its directory to the policy's ro, or make it the app's dir", app.Path, pol.Name))
+			msgs = append(msgs, viewProblem{"command", fmt.Sprintf("%s is outside the sandbox's view under policy %q: add its directory to the policy's ro, or make it the app's dir", app.Path, pol.Name)})
 		}
 	}
 	return msgs
