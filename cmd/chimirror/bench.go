@@ -66,14 +66,36 @@ policy = "bench"
 `
 
 // benchPolicy is the bench apps' job class: sandboxed like the built-ins
-// but with no limit a benchmark would hit.
+// (the default seccomp profile, a dynamic user) but with no limit a
+// benchmark would hit.
 const benchPolicy = `memory = "256MiB"
 pids = 64
 initiators = 8
 `
 
+// benchSandboxApps are the sandboxed server's apps for the seccomp
+// figures: cat, and a getppid loop (this binary, copied into DIR), with
+// and without a filter (policies bench and bench-nofilter).
+const benchSandboxApps = `
+[[app]]
+name = "cat-nofilter"
+command = ["cat"]
+policy = "bench-nofilter"
+[[app]]
+name = "getppid"
+command = ["%[1]s", "bench-getppid", "%[2]d"]
+dir = "%[3]s"
+policy = "bench"
+[[app]]
+name = "getppid-nofilter"
+command = ["%[1]s", "bench-getppid", "%[2]d"]
+dir = "%[3]s"
+policy = "bench-nofilter"
+`
+
 type benchOpts struct {
 	setupN, echoN, lines, zeroBytes, sinkBytes, held, boxedHeld, ledgerPairs int
+	getppids                                                                 int // calls per timed loop
 }
 
 type benchRow struct{ figure, value, floor, target string }
@@ -92,6 +114,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.held, "held", 6000, "concurrent sessions to hold open")
 	fs.IntVar(&o.boxedHeld, "boxed-held", 6000, "concurrent sandboxed sessions to hold open")
 	fs.IntVar(&o.ledgerPairs, "ledger-pairs", 4000, "start+finish pairs written to the ledger")
+	fs.IntVar(&o.getppids, "getppids", 200_000, "getppid(2) calls per timed loop, in and out of a job")
 	quick := fs.Bool("quick", false, "tiny counts: check that every figure can be measured")
 	only := fs.String("only", "", "comma-separated groups to measure, of: "+strings.Join(benchGroups, ",")+" (default all)")
 	if err := parseFlags(fs, args); err != nil {
@@ -102,7 +125,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *quick {
-		o = benchOpts{setupN: 40, echoN: 100, lines: 20000, zeroBytes: 16 << 20, sinkBytes: 16 << 20, held: 50, boxedHeld: 20, ledgerPairs: 200}
+		o = benchOpts{setupN: 40, echoN: 100, lines: 20000, zeroBytes: 16 << 20, sinkBytes: 16 << 20, held: 50, boxedHeld: 20, ledgerPairs: 200, getppids: 10000}
 	}
 	var srv *benchServer // the core figures: plain jobs
 	if slices.ContainsFunc([]string{"setup", "echo", "lines", "binary", "stdin", "held"}, func(g string) bool { return want[g] }) {
@@ -258,6 +281,34 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 				fmt.Sprintf("%.0f/s bare clone with the same namespaces into a fresh cgroup, exec cat + echo; p50 %s, p99 %s", floor, ms(flat[len(flat)/2]), ms(flat[len(flat)*99/100])),
 				"≥ 700/s at 16, p50 ≤ 3 ms"})
 		}
+		// What the seccomp filter costs: a session with and without it,
+		// in turns so that both see the same machine; and a syscall.
+		with, without, err := alternate(min(o.setupN/4, 400), boxed.sessionEcho, func() error { return sessionEcho("ws://" + boxed.addr + "/apps/cat-nofilter") })
+		if err != nil {
+			boxed.stop()
+			return fmt.Errorf("sandboxed setup with and without seccomp: %w", err)
+		}
+		add(benchRow{"sandboxed session setup, with the default seccomp filter, 1 at a time",
+			fmt.Sprintf("p50 %s (%+.2f ms)", ms(with[len(with)/2]), float64(with[len(with)/2]-without[len(without)/2])/1e6),
+			fmt.Sprintf("p50 %s, the same sessions without a filter, in turns", ms(without[len(without)/2])), "–"})
+		outside, err := getppidOutside(o.getppids)
+		if err != nil {
+			boxed.stop()
+			return fmt.Errorf("getppid outside a job: %w", err)
+		}
+		inNoFilter, err := boxed.jobText("getppid-nofilter")
+		if err != nil {
+			boxed.stop()
+			return fmt.Errorf("getppid in a job without a filter: %w", err)
+		}
+		inFilter, err := boxed.jobText("getppid")
+		if err != nil {
+			boxed.stop()
+			return fmt.Errorf("getppid in a job: %w", err)
+		}
+		add(benchRow{"getppid(2) in a job, the default seccomp filter",
+			fmt.Sprintf("%s per call (%s without the filter)", strings.TrimSpace(inFilter), strings.TrimSpace(inNoFilter)),
+			fmt.Sprintf("%s per call outside any job", strings.TrimSpace(outside)), "–"})
 		// Paced arrivals (one per 20 ms, below the pool's refill rate): the
 		// latency a job sees when a prepared sandbox is waiting for it.
 		var paced []time.Duration
@@ -668,6 +719,28 @@ func startBenchServer(o benchOpts, sandboxMode string) (_ *benchServer, retErr e
 	if err != nil {
 		return nil, err
 	}
+	if sandboxMode == "on" {
+		if err := os.WriteFile(filepath.Join(dir, "policies", "bench-nofilter.toml"), []byte(benchPolicy+"seccomp = \"off\"\n"), 0o644); err != nil {
+			return nil, err
+		}
+		// The getppid loop runs this binary; a job sees a copy in a dir of
+		// its own (the server's binary is hidden from every job).
+		bin := filepath.Join(dir, "bin")
+		if err := os.Mkdir(bin, 0o755); err != nil {
+			return nil, err
+		}
+		if err := copyFile(self, filepath.Join(bin, "chimirror"), 0o755); err != nil {
+			return nil, err
+		}
+		f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			return nil, err
+		}
+		_, werr := fmt.Fprintf(f, benchSandboxApps, filepath.Join(bin, "chimirror"), o.getppids, bin)
+		if err := errors.Join(werr, f.Close()); err != nil {
+			return nil, err
+		}
+	}
 	cmd := exec.Command(self, "serve", "--config", cfg, "--log-level", "warn")
 	cmd.SysProcAttr = benchServerAttr()
 	stderr, err := cmd.StderrPipe()
@@ -805,6 +878,74 @@ func pipeEchoFloor(n int) (p50 time.Duration, retErr error) {
 	defer func() { retErr = errors.Join(retErr, in.Close(), cmd.Wait()) }()
 	p50, _, err = roundTrips(in, out, n)
 	return p50, err
+}
+
+// alternate runs a and b n times each, in turns, one at a time, and
+// returns each one's latencies, sorted.
+func alternate(n int, a, b func() error) (la, lb []time.Duration, err error) {
+	for range n {
+		for _, x := range []struct {
+			f   func() error
+			lat *[]time.Duration
+		}{{a, &la}, {b, &lb}} {
+			t0 := time.Now()
+			if err := x.f(); err != nil {
+				return nil, nil, err
+			}
+			*x.lat = append(*x.lat, time.Since(t0))
+		}
+	}
+	slices.Sort(la)
+	slices.Sort(lb)
+	return la, lb, nil
+}
+
+// getppidOutside runs the getppid loop as a plain process.
+func getppidOutside(n int) (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.Command(self, "bench-getppid", strconv.Itoa(n)).Output()
+	return string(out), err
+}
+
+// jobText runs app to its end and returns its output as text.
+func (s *benchServer) jobText(app string) (string, error) {
+	ws, err := s.dial(app)
+	if err != nil {
+		return "", err
+	}
+	defer ws.Close()
+	var b strings.Builder
+	for {
+		_, m, err := ws.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) && ce.Code == websocket.CloseNormalClosure {
+				return b.String(), nil
+			}
+			return "", fmt.Errorf("%w (output so far %q)", err, b.String())
+		}
+		b.Write(m)
+		b.WriteByte('\n')
+	}
+}
+
+// copyFile copies src to a new file dst with mode.
+func copyFile(src, dst string, mode os.FileMode) (retErr error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
+	if err != nil {
+		return err
+	}
+	defer func() { retErr = errors.Join(retErr, out.Close()) }()
+	_, err = io.Copy(out, in)
+	return err
 }
 
 // drain reads an app's whole output until its close 1000 and returns the

@@ -4,6 +4,7 @@ package main
 
 import (
 	"errors"
+	"io"
 	"syscall"
 )
 
@@ -12,3 +13,6 @@ func benchServerAttr() *syscall.SysProcAttr { return nil }
 
 // sandboxFloor: sandboxed jobs are Linux-only (the row is not measured).
 func sandboxFloor() error { return errors.ErrUnsupported }
+
+// cmdGetppidLoop: the syscall loop is Linux's.
+func cmdGetppidLoop([]string, io.Writer) error { return errors.ErrUnsupported }

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/chimirror/chimirror/sandbox"
 )
 
 // Ensure every benchmark figure can be measured: bench --quick runs each one
@@ -14,7 +18,9 @@ func TestBenchQuick(t *testing.T) {
 	if raceEnabled() {
 		t.Skip("bench --quick under -race: each sandboxed job starts a race-built helper; run without -race")
 	}
-	stdout, stderr, code := runCLI(t, t.TempDir(), nil, "bench", "--quick")
+	p := startProc(t, t.TempDir(), nil, "bench", "--quick")
+	code := p.wait(2 * time.Minute)
+	stdout, stderr := p.stdout.String(), p.stderr.String()
 	if code != 0 {
 		t.Fatalf("bench --quick exited %d:\n%s", code, stderr)
 	}
@@ -31,6 +37,17 @@ func TestBenchQuick(t *testing.T) {
 	}
 	if !strings.Contains(stdout, "| held sessions | 50 |") {
 		t.Errorf("held sessions not 50:\n%s", stdout)
+	}
+	if sandbox.Available() == nil {
+		for _, fig := range []string{"sandboxed session setup, 1 at a time", "sandboxed session setup, with the default seccomp filter",
+			"getppid(2) in a job, the default seccomp filter", "sandboxed held sessions"} {
+			if !strings.Contains(stdout, "| "+fig) {
+				t.Errorf("figure %q missing from:\n%s", fig, stdout)
+			}
+		}
+		if !regexp.MustCompile(`\| getppid\(2\) in a job, the default seccomp filter \| [0-9.]+ ns per call \([0-9.]+ ns without the filter\) \| [0-9.]+ ns per call outside any job \|`).MatchString(stdout) {
+			t.Errorf("the getppid row has no figures:\n%s", stdout)
+		}
 	}
 }
 

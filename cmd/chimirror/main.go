@@ -81,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdBench(args[1:], stdout, stderr)
 	case "bench-ws-floor": // hidden: the bench's minimal WebSocket server
 		return cmdWSFloor(os.Stdin, stdout)
+	case "bench-getppid": // hidden: the bench's syscall loop, run in and out of jobs
+		return cmdGetppidLoop(args[1:], stdout)
 	case "policy":
 		return cmdPolicy(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
