@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // handshakeTimeout bounds each step of the helper's handshake.
@@ -157,7 +160,13 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 		r.mu.Unlock()
 		return nil, ErrClosed
 	}
-	pid, err := syscall.ForkExec("/proc/self/exe", []string{"chimirror-init", r.initArg()}, attr)
+	argv := []string{"chimirror-init", r.initArg()}
+	var pid int
+	if iso.UserNamespace {
+		pid, err = forkAsOwner(ids.nsBase, "/proc/self/exe", argv, attr)
+	} else {
+		pid, err = syscall.ForkExec("/proc/self/exe", argv, attr)
+	}
 	if err != nil {
 		r.mu.Unlock()
 		return nil, fmt.Errorf("start init helper: %w", err)
@@ -322,6 +331,74 @@ func (in *Initiator) expect(want string) error {
 	}
 	if got != want {
 		return fmt.Errorf("init helper: got %q, want %q", got, want)
+	}
+	return nil
+}
+
+// forkAsOwner is syscall.ForkExec from a thread whose effective uid is
+// owner, so that the user namespace the clone makes is owned by owner, not
+// by root. The kernel charges a user namespace's per-user counts (inotify
+// instances, namespaces, and the like) to its owner in the parent
+// namespace as well: were root the owner of every job's namespace, one job
+// holding its 128 inotify instances would leave none for the other jobs,
+// nor for root's own processes on the host. Each job's block is its own.
+//
+// The thread keeps its capabilities meanwhile (SECBIT_NO_SETUID_FIXUP):
+// it still writes the namespace's id maps, and places the child in its
+// cgroup. It is put back as it was before it runs anything else, and it
+// lives on: a child's parent-death signal fires when the thread that
+// forked it ends.
+func forkAsOwner(owner uint32, path string, argv []string, attr *syscall.ProcAttr) (int, error) {
+	type forked struct {
+		pid int
+		err error
+	}
+	done := make(chan forked, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := setThreadSecurebits(secbitNoSetuidFixup); err != nil {
+			runtime.UnlockOSThread() // nothing changed
+			done <- forked{0, fmt.Errorf("keep capabilities across a uid change: %w", err)}
+			return
+		}
+		var pid int
+		err := setThreadEUID(owner)
+		if err == nil {
+			pid, err = syscall.ForkExec(path, argv, attr)
+		} else {
+			err = fmt.Errorf("take uid %d: %w", owner, err)
+		}
+		if rerr := errors.Join(setThreadEUID(0), setThreadSecurebits(0)); rerr != nil {
+			// The thread's ids may be wrong: it stays locked and ends with
+			// this goroutine, and a child it forked dies with it.
+			done <- forked{0, errors.Join(err, fmt.Errorf("restore the forking thread's ids: %w", rerr))}
+			return
+		}
+		runtime.UnlockOSThread() // as it was: back to the runtime
+		done <- forked{pid, err}
+	}()
+	f := <-done
+	return f.pid, f.err
+}
+
+// secbitNoSetuidFixup is SECBIT_NO_SETUID_FIXUP: a uid change leaves the
+// thread's capabilities alone.
+const secbitNoSetuidFixup = 1 << 2
+
+// setThreadEUID sets this thread's effective uid alone (the runtime's
+// Setresuid would set every thread's).
+func setThreadEUID(uid uint32) error {
+	const keep = 0xffffffff // -1: unchanged
+	if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, keep, uintptr(uid), keep); errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// setThreadSecurebits sets this thread's securebits.
+func setThreadSecurebits(bits uintptr) error {
+	if _, _, errno := unix.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, bits, 0, 0, 0, 0); errno != 0 {
+		return errno
 	}
 	return nil
 }

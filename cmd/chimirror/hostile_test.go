@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -375,6 +376,24 @@ func TestHostileTenants(t *testing.T) {
 		b := h.run("bob", "sh", perl(errnoOf+`r("inotify", syscall(294, 0));`), nil)
 		if got := b.field("inotify="); got != "ok" {
 			t.Errorf("bob's inotify_init1 failed (errno %s) while alice holds %s instances", got, a.field("held "))
+		}
+		a.stop()
+	})
+
+	t.Run("inotify exhaustion across user-namespaced tenants and the host", func(t *testing.T) {
+		h.t = t
+		// The kernel charges a user namespace's counts to its owner on the
+		// host too: every job's must be its own, not root's.
+		a := h.start("alice", "sh-userns", perl(`my $n = 0; $n++ while syscall(294, 0) >= 0; print "held $n\n"; $| = 1; print "held\n"; sleep 60;`), "held", nil)
+		b := h.run("bob", "sh-userns", perl(errnoOf+`r("inotify", syscall(294, 0));`), nil)
+		if got := b.field("inotify="); got != "ok" {
+			t.Errorf("bob's inotify_init1 failed (errno %s) while alice holds %s instances", got, a.field("held "))
+		}
+		fd, err := syscall.InotifyInit1(syscall.IN_CLOEXEC)
+		if err != nil {
+			t.Errorf("the host's root cannot make an inotify instance while alice holds %s: %v", a.field("held "), err)
+		} else {
+			syscall.Close(fd)
 		}
 		a.stop()
 	})
