@@ -31,7 +31,7 @@ type Policy struct {
 	IdleTimeout    time.Duration // no I/O in either direction for this long ends the job; 0: none
 	MaxOutputBytes int64         // stdout plus stderr bytes; 0: no limit
 	Network        bool          // true: the host's network; false: a private, empty network namespace
-	TmpSizeBytes   int64         // size of the private tmpfs /tmp; 0: the kernel's default (half of RAM)
+	TmpSizeBytes   int64         // size of the job's own tmpfs (/tmp, /var/tmp, /run, /dev/shm, Tmpfs); 0: the kernel's default (half of RAM)
 	// User and Group are as written (names or numeric ids), or the
 	// defaults. User "dynamic" (DynamicUser) gives every running job a uid
 	// and gid of its own, as systemd's DynamicUser=.
@@ -155,16 +155,6 @@ func (p *Policy) Namespaces() []specs.LinuxNamespace {
 		ns = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace})
 	}
 	return ns
-}
-
-// TmpMount is the job's private /tmp: a tmpfs of TmpSizeBytes (the kernel's
-// default size when 0), world-writable and sticky, without devices or setuid.
-func (p *Policy) TmpMount() specs.Mount {
-	opts := []string{"nosuid", "nodev", "mode=1777"}
-	if p.TmpSizeBytes > 0 {
-		opts = append(opts, "size="+strconv.FormatInt(p.TmpSizeBytes, 10))
-	}
-	return specs.Mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: opts}
 }
 
 // rawValue keeps a key's TOML value as decoded, so that every bad value can

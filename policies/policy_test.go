@@ -404,29 +404,6 @@ func TestPolicy_OCIResultsAreCopies(t *testing.T) {
 	}
 }
 
-// Ensure the private /tmp mount carries tmp_size.
-func TestPolicy_TmpMount(t *testing.T) {
-	tests := []struct {
-		name, toml string
-		wantOpts   []string
-	}{
-		{"sized", "tmp_size = \"8MiB\"\n", []string{"nosuid", "nodev", "mode=1777", "size=8388608"}},
-		{"kernel default", "", []string{"nosuid", "nodev", "mode=1777"}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			p, ps := Parse("p.toml", []byte(tc.toml))
-			if len(ps) > 0 {
-				t.Fatalf("problems:\n%v", ps)
-			}
-			m := p.TmpMount()
-			if m.Destination != "/tmp" || m.Type != "tmpfs" || !reflect.DeepEqual(m.Options, tc.wantOpts) {
-				t.Errorf("TmpMount %+v, want /tmp tmpfs with %v", m, tc.wantOpts)
-			}
-		})
-	}
-}
-
 // Ensure the built-in files parse cleanly, hold the documented values and
 // document every key.
 func TestBuiltins(t *testing.T) {

@@ -79,9 +79,10 @@ type Isolation struct {
 	Resources     *specs.LinuxResources
 	Rlimits       []specs.POSIXRlimit
 	Network       bool // keep the host's network namespace
-	// TmpSizeBytes sizes each private tmpfs (/tmp, /var/tmp, /run,
-	// /dev/shm and View.Tmpfs); 0 is the kernel's default, half of RAM.
-	// Their pages are charged to the job's memory cgroup.
+	// TmpSizeBytes sizes the job's own tmpfs, which holds its /tmp,
+	// /var/tmp, /run, /dev/shm and View.Tmpfs together; 0 is the kernel's
+	// default, half of RAM. Its pages are charged to the job's memory
+	// cgroup.
 	TmpSizeBytes int64
 	// UID and GID are the target's ids (inside the user namespace when
 	// UserNamespace). With DynamicUser the Runner picks them instead.
@@ -113,8 +114,8 @@ const DynamicNamespaceID = 1000
 //   - RO and RW: host paths bound at the same place, with what is mounted
 //     below them, read-only or read-write, never with devices or setuid. A
 //     path that is a symlink on the host is the same symlink in the view.
-//   - private tmpfs at /tmp, /var/tmp, /run and /dev/shm, and at each Tmpfs
-//     path (see Isolation.TmpSizeBytes);
+//   - /tmp, /var/tmp, /run, /dev/shm and each Tmpfs path: directories of
+//     the job's own tmpfs (see Isolation.TmpSizeBytes);
 //   - /dev with null, zero, full, random, urandom, tty and a new devpts
 //     instance (ptmx), and nothing else;
 //   - a fresh /proc with runc's masked and read-only paths, and /proc/cmdline

@@ -34,7 +34,7 @@ func TestPolicyCheck(t *testing.T) {
 	unknownKey := policyFixture(t, "invalid/unknown-key.toml")
 	syntax := policyFixture(t, "invalid/syntax.toml")
 	missing := filepath.Join(t.TempDir(), "missing.toml")
-	uncompilable := policyFixture(t, "invalid/seccomp-uncompilable.toml")
+	uncompilable := policyFixture(t, "uncompilable/seccomp.toml")
 	viewPaths := policyFixture(t, "invalid/view-paths.toml")
 	// A config whose app runs a program outside the sandbox's view.
 	cfgDir := t.TempDir()
