@@ -352,6 +352,15 @@ var conformanceCases = []struct {
 			}
 		}
 	}},
+	{"a /sys of its own, read-only, on request", func(t *testing.T, e *conformanceEnv) {
+		e.needSandbox(t)
+		spec := e.spec(t, `echo "nets $(ls /sys/class/net | tr '\n' ' ')"; touch /sys/x 2>/dev/null && echo "wrote /sys"; echo done`)
+		spec.Isolation.View.Sys = true
+		out, errOut, _ := e.run(t, spec, "")
+		if field(out, "nets ") != "lo " || strings.Contains(out, "wrote /sys") || !strings.Contains(out, "done\n") {
+			t.Errorf("/sys is not the job's own network's, read-only:\n%s%s", out, errOut)
+		}
+	}},
 	{"the hostname is the job's ID", func(t *testing.T, e *conformanceEnv) {
 		e.needSandbox(t)
 		spec := e.spec(t, `hostname`)
