@@ -110,6 +110,22 @@ func (e *conformanceEnv) run(t *testing.T, spec Spec, stdin string) (stdout, std
 	return string(out), string(errOut), st
 }
 
+// readUntilReady reads a running job's stdout up to its line "ready"; the
+// job goes on.
+func readUntilReady(t *testing.T, p *Process) string {
+	t.Helper()
+	var out strings.Builder
+	br := bufio.NewReader(p.Stdout)
+	for !strings.HasSuffix(out.String(), "ready\n") {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("read: %v (%q)", err, out.String())
+		}
+		out.WriteString(l)
+	}
+	return out.String()
+}
+
 // field is the rest of stdout's line that starts with prefix.
 func field(out, prefix string) string {
 	for _, l := range strings.Split(out, "\n") {
@@ -250,16 +266,8 @@ var conformanceCases = []struct {
 				t.Fatal(err)
 			}
 			ps = append(ps, p)
-			var out strings.Builder
-			br := bufio.NewReader(p.Stdout)
-			for !strings.HasSuffix(out.String(), "ready\n") {
-				l, err := br.ReadString('\n')
-				if err != nil {
-					t.Fatalf("read: %v (%q)", err, out.String())
-				}
-				out.WriteString(l)
-			}
-			uids, maps = append(uids, field(out.String(), "uid ")), append(maps, strings.Join(strings.Fields(field(out.String(), "map ")), " "))
+			out := readUntilReady(t, p)
+			uids, maps = append(uids, field(out, "uid ")), append(maps, strings.Join(strings.Fields(field(out, "map ")), " "))
 		}
 		for _, p := range ps {
 			if err := p.Kill(); err != nil {
@@ -428,17 +436,9 @@ func TestDynamicUIDReuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out strings.Builder
-	br := bufio.NewReader(p.Stdout)
-	for !strings.HasSuffix(out.String(), "ready\n") {
-		l, err := br.ReadString('\n')
-		if err != nil {
-			t.Fatalf("read: %v (%q)", err, out.String())
-		}
-		out.WriteString(l)
-	}
-	if added := field(out.String(), "added "); added == "" || added == "-1" {
-		t.Fatalf("the first job could not add a key: %q", out.String())
+	out := readUntilReady(t, p)
+	if added := field(out, "added "); added == "" || added == "-1" {
+		t.Fatalf("the first job could not add a key: %q", out)
 	}
 	// The only uid is held: the next job must wait for it, not share it.
 	if _, err := r.Start(e.spec(t, "exit 0")); !errors.Is(err, ErrNoIDs) {
@@ -452,8 +452,8 @@ func TestDynamicUIDReuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	next, _, _ := e.run(t, e.spec(t, `echo "uid $(id -u)"; perl -e 'my ($t, $d) = ("user", "reuse-probe"); my $k = syscall(250, 10, -4, $t, $d, 0); print "found ", ($k < 0 ? "none" : $k), "\n"'`), "")
-	if field(next, "uid ") != field(out.String(), "uid ") {
-		t.Fatalf("the next job is uid %q, the first was %q: want the same, reused", field(next, "uid "), field(out.String(), "uid "))
+	if field(next, "uid ") != field(out, "uid ") {
+		t.Fatalf("the next job is uid %q, the first was %q: want the same, reused", field(next, "uid "), field(out, "uid "))
 	}
 	if got := field(next, "found "); got != "none" {
 		t.Errorf("the next job with uid %s found the last one's key: %s", field(next, "uid "), got)

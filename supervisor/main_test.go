@@ -1,33 +1,14 @@
 package supervisor
 
 import (
-	"fmt"
-	"log/slog"
-	"os"
 	"testing"
 
 	"github.com/chimirror/chimirror/sandbox"
+	"github.com/chimirror/chimirror/sandbox/sandboxtest"
 )
 
-// testRunner is the one sandbox.Runner of this test binary (it owns every
-// child of the process): the tests' supervisors share it, so the tests may
-// run in parallel.
+// testRunner is the one sandbox.Runner of this test binary: the tests'
+// supervisors share it, so the tests may run in parallel.
 var testRunner *sandbox.Runner
 
-func TestMain(m *testing.M) {
-	if sandbox.IsInit(os.Args) {
-		sandbox.RunInit()
-	}
-	r, err := sandbox.NewRunner(slog.New(slog.DiscardHandler), sandbox.RunnerOptions{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "sandbox runner:", err)
-		os.Exit(1)
-	}
-	testRunner = r
-	code := m.Run()
-	if err := r.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, "close sandbox runner:", err)
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { sandboxtest.Main(m, &testRunner) }
