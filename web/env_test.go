@@ -65,6 +65,20 @@ func TestCGIEnv(t *testing.T) {
 			absent: []string{"HTTP_AUTHORIZATION", "HTTP_PROXY_AUTHORIZATION"},
 		},
 		{
+			name:   "the console's admin cookie never passes",
+			target: "/apps/x",
+			header: http.Header{"Cookie": {"theme=dark; " + adminCookie + "=admintoken; lang=fr", adminCookie + "=again"}},
+			pass:   []string{"Cookie"},
+			want:   map[string]string{"HTTP_COOKIE": "theme=dark; lang=fr"},
+		},
+		{
+			name:   "a Cookie header of the admin cookie alone is dropped",
+			target: "/apps/x",
+			header: http.Header{"Cookie": {adminCookie + "=admintoken"}},
+			pass:   []string{"Cookie"},
+			absent: []string{"HTTP_COOKIE"},
+		},
+		{
 			name:   "authorization passed alone",
 			target: "/apps/x",
 			header: http.Header{"Cookie": {"c=1"}, "Authorization": {"Bearer t"}, "Proxy-Authorization": {"Basic p"}},

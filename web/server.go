@@ -407,12 +407,34 @@ func cgiEnv(r *http.Request, software string, pass []string) []string {
 	)
 	for k, vs := range r.Header {
 		v := headerVar(k, vs)
-		if h, ok := withheldVars[v[:strings.IndexByte(v, '=')]]; ok && (h == "" || !slices.Contains(pass, h)) {
+		name := v[:strings.IndexByte(v, '=')]
+		if h, ok := withheldVars[name]; ok && (h == "" || !slices.Contains(pass, h)) {
 			continue
+		}
+		if name == "HTTP_COOKIE" {
+			// The console's login cookie is an admin token, and a browser
+			// sends it to this port too (cookies do not keep to a port).
+			if v = withoutCookie(v, adminCookie); v == "HTTP_COOKIE=" {
+				continue
+			}
 		}
 		env = append(env, v)
 	}
 	return env
+}
+
+// withoutCookie drops every cookie called name from a Cookie header's
+// variable ("HTTP_COOKIE=a=1; b=2", joined with ", " when sent twice).
+func withoutCookie(v, name string) string {
+	prefix, list, _ := strings.Cut(v, "=")
+	var kept []string
+	for _, part := range strings.FieldsFunc(list, func(r rune) bool { return r == ';' || r == ',' }) {
+		part = strings.TrimSpace(part)
+		if n, _, _ := strings.Cut(part, "="); strings.TrimSpace(n) != name && part != "" {
+			kept = append(kept, part)
+		}
+	}
+	return prefix + "=" + strings.Join(kept, "; ")
 }
 
 // headerVar renders a header as HTTP_NAME=value: upper case, other bytes '_'.
