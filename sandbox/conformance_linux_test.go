@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -186,6 +187,64 @@ var conformanceCases = []struct {
 		if err := p.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}},
+	{"a bound path swapped for a symlink shows nothing more of the host", func(t *testing.T, e *conformanceEnv) {
+		// Whoever can write where a view's path lies (a job of another
+		// policy, a host user) swaps it for a symlink: to another
+		// tenant's files, the server's hidden ones, the host's /proc or
+		// the build area's /oldroot. The next job must fail to start or
+		// see only what the view gives, whether its plan was cached
+		// before the swap or made after it.
+		e.needSandbox(t)
+		base := openDir(t)
+		site, other, hidden := filepath.Join(base, "shared/site"), filepath.Join(base, "other"), filepath.Join(base, "hidden")
+		for f, body := range map[string]string{"shared/site/index": "site\n", "other/secret.txt": "SECRET\n", "hidden/conf": "HIDDEN\n"} {
+			writeOpen(t, filepath.Join(base, f), body)
+		}
+		// shared is a job's to write (nobody's, as a job's files would be).
+		if err := os.Chown(filepath.Join(base, "shared"), 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		spec := e.spec(t, `cd `+site+` 2>/dev/null; cat index secret.txt conf .`+base+`/other/secret.txt .`+base+`/hidden/conf oldroot`+base+`/other/secret.txt 2>/dev/null
+			if [ -e 1/cmdline ]; then [ "$(tr '\0' ' ' <1/cmdline)" = "$(tr '\0' ' ' </proc/1/cmdline)" ] && echo own-proc || echo HOST-PROC; fi`)
+		spec.Isolation.View.RO = append(spec.Isolation.View.RO, site)
+		spec.Isolation.View.Hide = []string{hidden}
+		for _, target := range []string{other, hidden, "/proc", "/", "/oldroot", "/oldroot" + other} {
+			for _, cached := range []bool{true, false} {
+				t.Run(fmt.Sprintf("%s cached %v", target, cached), func(t *testing.T) {
+					restoreSwap(t, site)
+					flushPlans(e.r)
+					if out, _, _ := e.run(t, spec, ""); out != "site\n" { // and its plan is cached
+						t.Fatalf("before the swap: %q", out)
+					}
+					if err := os.Rename(site, site+".old"); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.Symlink(target, site); err != nil {
+						t.Fatal(err)
+					}
+					if !cached {
+						flushPlans(e.r)
+					}
+					p, err := e.r.Start(spec)
+					if err != nil {
+						t.Logf("refused: %v", err)
+						return
+					}
+					out, _ := io.ReadAll(p.Stdout)
+					waitDone(t, p)
+					if err := p.Close(); err != nil {
+						t.Fatal(err)
+					}
+					for _, leak := range []string{"SECRET", "HIDDEN", "HOST-PROC"} {
+						if strings.Contains(string(out), leak) {
+							t.Errorf("the swap showed the job %s: %q", leak, out)
+						}
+					}
+				})
+			}
+		}
+		restoreSwap(t, site)
 	}},
 	{"a setsid escapee dies with the job", func(t *testing.T, e *conformanceEnv) {
 		e.needSandbox(t) // a plain job's kill is its process group, which setsid leaves
@@ -376,6 +435,55 @@ var conformanceCases = []struct {
 			t.Errorf("hostname %q, want %q", out, spec.Isolation.ID)
 		}
 	}},
+}
+
+// openDir is a new directory, open to every uid (a job's too), its
+// symlinks resolved.
+func openDir(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for d := dir; d != "/tmp" && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// writeOpen writes path, and the directories it needs, readable by all.
+func writeOpen(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flushPlans drops r's cached plans: the next job's is made anew.
+func flushPlans(r *Runner) {
+	r.plans.mu.Lock()
+	r.plans.m = nil
+	r.plans.mu.Unlock()
+}
+
+// restoreSwap undoes a swap of dir for a symlink: dir is a directory
+// again, the one it was.
+func restoreSwap(t *testing.T, dir string) {
+	t.Helper()
+	if _, err := os.Lstat(dir + ".old"); err != nil {
+		return
+	}
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir+".old", dir); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // keyctlGetKeyringID is keyctl(KEYCTL_GET_KEYRING_ID, id, 0) for this process.

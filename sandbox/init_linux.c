@@ -32,6 +32,7 @@
 #include <linux/filter.h>
 #include <linux/keyctl.h>
 #include <linux/mount.h>
+#include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <net/if.h>
 #include <sched.h>
@@ -215,6 +216,48 @@ static int set_attr(const char *path, unsigned long long attr, int recursive) {
 	return (int)syscall(SYS_mount_setattr, AT_FDCWD, path, AT_SYMLINK_NOFOLLOW | (recursive ? AT_RECURSIVE : 0), &a, sizeof a);
 }
 
+// open_path opens path as O_PATH without following any symlink: a path
+// the plan saw as a directory or file, swapped for a link since, fails
+// with ELOOP instead of binding whatever the link names.
+static int open_path(const char *path) {
+	struct open_how how;
+	memset(&how, 0, sizeof how);
+	how.flags = O_PATH | O_CLOEXEC;
+	how.resolve = RESOLVE_NO_SYMLINKS;
+	return (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+}
+
+// bind_path binds src's tree at dst with attr on every mount of it, both
+// opened by open_path: the copy is made and set detached, then attached.
+static int bind_path(const char *src, const char *dst, unsigned long long attr) {
+	int from = open_path(src);
+	if (from < 0) {
+		return -1;
+	}
+	int tree = (int)syscall(SYS_open_tree, from, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+	int e = errno;
+	close(from);
+	if (tree < 0) {
+		errno = e;
+		return -1;
+	}
+	struct mount_attr a;
+	memset(&a, 0, sizeof a);
+	a.attr_set = attr;
+	int to = -1, rc = (int)syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof a);
+	if (rc == 0) {
+		to = open_path(dst);
+		rc = to < 0 ? -1 : (int)syscall(SYS_move_mount, tree, "", to, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+	}
+	e = errno;
+	if (to >= 0) {
+		close(to);
+	}
+	close(tree);
+	errno = e;
+	return rc;
+}
+
 static int write_file(const char *path, unsigned long long mode, const char *content) {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, (mode_t)mode);
 	if (fd < 0) {
@@ -255,10 +298,7 @@ static int run_step(char *f[6]) {
 			errno = EINVAL;
 			return -1;
 		}
-		if (mount(f[1], dst, NULL, MS_BIND | MS_REC, NULL) < 0) {
-			return -1;
-		}
-		return set_attr(dst, n, 1);
+		return bind_path(f[1], dst, n);
 	}
 	if (strcmp(kind, "setattr") == 0) {
 		if (num_arg(f[3], &n) < 0) {
@@ -338,6 +378,9 @@ static void build_root(struct msg *m) {
 			const char *where = f[2];
 			if (strncmp(where, NEW_ROOT, strlen(NEW_ROOT)) == 0) {
 				where += strlen(NEW_ROOT);
+			}
+			if (errno == ELOOP && strcmp(f[0], "bind") == 0) {
+				failf("build root: step %llu: bind %s: a symlink appeared in its path after the view was planned", i, where);
 			}
 			failf("build root: step %llu: %s %s: %s", i, f[0], where, strerror(errno));
 		}

@@ -220,7 +220,11 @@ func restrictThread() error {
 func buildRoot(ops []mountOp) error {
 	for i, op := range ops {
 		if err := runMountOp(op); err != nil {
-			return fmt.Errorf("build root: step %d: %s %s: %w", i, op.kind, strings.TrimPrefix(op.b, newRoot), err)
+			where := strings.TrimPrefix(op.b, newRoot)
+			if errors.Is(err, unix.ELOOP) && op.kind == "bind" {
+				return fmt.Errorf("build root: step %d: bind %s: a symlink appeared in its path after the view was planned", i, where)
+			}
+			return fmt.Errorf("build root: step %d: %s %s: %w", i, op.kind, where, err)
 		}
 	}
 	return nil
@@ -247,10 +251,7 @@ func runMountOp(op mountOp) error {
 		if err != nil {
 			return err
 		}
-		if err := unix.Mount(op.a, op.b, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return err
-		}
-		return setMountAttr(op.b, attr, true)
+		return bindPath(op.a, op.b, attr)
 	case "setattr":
 		attr, err := num(op.c)
 		if err != nil {
@@ -329,6 +330,37 @@ func runMountOp(op mountOp) error {
 		return setMountAttr(op.b, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC, true)
 	}
 	return fmt.Errorf("unknown step %q", op.kind)
+}
+
+// openPath opens path as O_PATH without following any symlink: a path
+// the plan saw as a directory or file, swapped for a link since, fails
+// with ELOOP instead of binding whatever the link names.
+func openPath(path string) (int, error) {
+	return unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS})
+}
+
+// bindPath binds src's tree at dst with attr on every mount of it, both
+// opened by openPath: the copy is made and set detached, then attached.
+func bindPath(src, dst string, attr int) error {
+	from, err := openPath(src)
+	if err != nil {
+		return err
+	}
+	tree, err := unix.OpenTree(from, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH|unix.AT_RECURSIVE)
+	unix.Close(from)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(tree)
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: uint64(attr)}); err != nil {
+		return err
+	}
+	to, err := openPath(dst)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(to)
+	return unix.MoveMount(tree, "", to, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
 }
 
 // setMountAttr sets attr on the mount at path (and those below it).

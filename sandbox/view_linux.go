@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,7 +21,11 @@ import (
 // numbers are decimal.
 //
 //	mount   SRC DST FSTYPE FLAGS DATA   mount(2); an empty SRC, FSTYPE or DATA is NULL
-//	bind    SRC DST ATTRS               a recursive bind, then mount_setattr(ATTRS) on it and below
+//	bind    SRC DST ATTRS               a recursive bind with ATTRS on it and below; SRC
+//	                                    and DST are opened without following
+//	                                    any symlink (RESOLVE_NO_SYMLINKS), so a
+//	                                    path swapped for one since the plan
+//	                                    was made fails the step (ELOOP)
 //	setattr -   DST ATTRS               mount_setattr(ATTRS) on DST alone
 //	mkdir   -   DST MODE                mkdir(2); one that exists is fine
 //	file    -   DST MODE - CONTENT      a new file holding CONTENT
@@ -54,6 +59,8 @@ const (
 	attrRO      = unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV
 	attrRW      = unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV
 	attrDevNode = unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NOEXEC
+	// A mask reads as empty: /dev/null stays a device.
+	attrMask = unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NOEXEC
 )
 
 // devNodes are the device nodes a job gets, bound from the host's /dev.
@@ -145,6 +152,14 @@ func (t *viewTemplate) forJob(iso *Isolation, uid, gid uint32) []mountOp {
 		ops[t.group].e = groupFile(gid, groupName)
 	}
 	return ops
+}
+
+// CheckView says why no job could start with view v on this host as it is
+// now: a path the sandbox makes itself, a symlink someone other than root
+// could aim, a path that holds hidden files, a missing path.
+func CheckView(v View) error {
+	_, err := planView(&Isolation{View: v})
+	return err
 }
 
 // planView plans iso's view from what the host has now.
@@ -274,6 +289,15 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 		if err := checkViewPath(dir); err != nil {
 			return nil, fmt.Errorf("tmpfs %w", err)
 		}
+		// Inside a bind the plan makes no directories: the host's must be
+		// there to mount on.
+		for _, b := range p.bound {
+			if within(dir, b.view) {
+				if st, err := os.Stat(filepath.Join(b.src, strings.TrimPrefix(dir, b.view))); err != nil || !st.IsDir() {
+					return nil, fmt.Errorf("tmpfs %s: it lies in the bound %s, which has no directory there to mount it on", dir, b.view)
+				}
+			}
+		}
 		own(dir, "tmpfs"+strconv.Itoa(i), "1023")
 	}
 	// The server's own files, wherever a bind shows them: a bind shows
@@ -281,7 +305,7 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 	for _, h := range p.hidden {
 		for _, b := range p.bound {
 			if within(h, b.src) {
-				p.mask(b.view+strings.TrimPrefix(h, b.src), h)
+				p.mask(filepath.Join(b.view, strings.TrimPrefix(h, b.src)), h)
 			}
 		}
 	}
@@ -296,22 +320,21 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 }
 
 // mask covers path in the view, if hostPath (what it shows) exists: a
-// directory with an empty read-only tmpfs, anything else with /dev/null.
+// directory with an empty one, read-only, anything else with /dev/null.
 func (p *planner) mask(path, hostPath string) {
 	st, err := os.Lstat(hostPath)
 	switch {
 	case err != nil: // nothing there to hide
 	case st.IsDir():
-		// An empty directory of mode 0 in the job's tmpfs, bound wherever
-		// a directory is masked: nothing to see, and what a job could put
-		// there (as root in its user namespace) lands in its own tmpfs.
+		// An empty directory of mode 0 in the build area, bound read-only
+		// wherever a directory is masked.
 		if !p.made[emptyDir] {
 			p.add("mkdir", "", emptyDir, "0")
 			p.made[emptyDir] = true
 		}
-		p.add("mount", emptyDir, newRoot+path, "", strconv.Itoa(unix.MS_BIND), "")
+		p.add("bind", emptyDir, newRoot+path, strconv.Itoa(attrMask))
 	default:
-		p.add("mount", oldRoot+"/dev/null", newRoot+path, "", strconv.Itoa(unix.MS_BIND), "")
+		p.add("bind", oldRoot+"/dev/null", newRoot+path, strconv.Itoa(attrMask))
 	}
 }
 
@@ -373,11 +396,17 @@ func (p *planner) bind(path string, attr int) error {
 	}
 	// A symlink in a parent is followed on the host, where the bind comes
 	// from; the path itself keeps its place.
-	dir, err := filepath.EvalSymlinks(filepath.Dir(path))
+	dir, err := resolveTrusted(filepath.Dir(path))
 	if err != nil {
 		return fmt.Errorf("bind %s: %w", path, err)
 	}
 	path = filepath.Join(dir, filepath.Base(path))
+	if err := checkViewPath(path); err != nil {
+		return err
+	}
+	if slices.ContainsFunc(p.hidden, func(h string) bool { return within(path, h) }) {
+		return fmt.Errorf("bind %s: it holds the server's own files, which no job may see", path)
+	}
 	if p.inBind(path) && attr == attrRO && !p.rwAbove(path) {
 		return nil // already seen, read-only, through a bind above it
 	}
@@ -398,21 +427,95 @@ func (p *planner) bind(path string, attr int) error {
 			return fmt.Errorf("bind %s: %w", path, err)
 		}
 		hidden := slices.ContainsFunc(p.hidden, func(h string) bool { return within(real, h) })
-		if p.reaches(real) || hidden {
+		if p.reaches(real) || hidden || checkViewPath(real) != nil {
 			// The same link, pointing into the view; or at something the
-			// job must not see, which it then does not (masked, or absent).
+			// job must not see, which it then does not (masked, or absent);
+			// or at what the sandbox makes itself (/proc, /dev, /sys, the
+			// root), which the job's own answer.
 			p.dirs(filepath.Dir(path))
 			p.add("symlink", target, newRoot+path)
 			return nil
 		}
 		// It points out of the view (/etc/resolv.conf into /run): what it
-		// points at is bound in its place.
+		// points at is bound in its place, if only root could have aimed
+		// it there.
+		if real, err = resolveTrusted(path); err != nil {
+			return fmt.Errorf("bind %s: %w", path, err)
+		}
 		if st, err = os.Stat(real); err != nil {
 			return fmt.Errorf("bind %s: %w", path, err)
 		}
 		return p.bindAt(real, path, st, attr)
 	}
 	return p.bindAt(path, path, st, attr)
+}
+
+// maxLinks is how many symlinks resolveTrusted follows, as the kernel does
+// (ELOOP).
+const maxLinks = 40
+
+// resolveTrusted is path with its symlinks followed, like
+// filepath.EvalSymlinks, but only through symlinks no one but root could
+// have made or aimed: each lies in a directory root owns that no one else
+// may write (or, sticky, the link is root's). A job, or a host user, who
+// can write where a view's path lies cannot point the view elsewhere.
+func resolveTrusted(path string) (string, error) {
+	if !filepath.IsAbs(path) {
+		return "", fmt.Errorf("%q: not an absolute path", path)
+	}
+	resolved, rest, links := "/", strings.Split(path, "/"), 0
+	for len(rest) > 0 {
+		name := rest[0]
+		rest = rest[1:]
+		switch name {
+		case "", ".":
+			continue
+		case "..":
+			resolved = filepath.Dir(resolved) // resolved holds no symlinks
+			continue
+		}
+		next := filepath.Join(resolved, name)
+		st, err := os.Lstat(next)
+		if err != nil {
+			return "", err
+		}
+		if st.Mode()&os.ModeSymlink == 0 {
+			resolved = next
+			continue
+		}
+		if links++; links > maxLinks {
+			return "", fmt.Errorf("%s: %w", path, unix.ELOOP)
+		}
+		if err := trustedLink(resolved, next, st); err != nil {
+			return "", err
+		}
+		target, err := os.Readlink(next)
+		if err != nil {
+			return "", err
+		}
+		if filepath.IsAbs(target) {
+			resolved = "/"
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+	}
+	return resolved, nil
+}
+
+// trustedLink says why the symlink link, in dir, could have been aimed by
+// someone other than root; nil if it could not.
+func trustedLink(dir, link string, st os.FileInfo) error {
+	var d unix.Stat_t
+	if err := unix.Stat(dir, &d); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	owner := st.Sys().(*syscall.Stat_t).Uid
+	switch {
+	case d.Uid != 0:
+		return fmt.Errorf("the symlink %s lies in %s, which uid %d owns and may aim anywhere: name its target instead", link, dir, d.Uid)
+	case d.Mode&0o022 != 0 && (d.Mode&unix.S_ISVTX == 0 || owner != 0):
+		return fmt.Errorf("the symlink %s lies in %s, which others may write: name its target instead", link, dir)
+	}
+	return nil
 }
 
 // bindAt binds the host's src, which st describes, at path in the view.

@@ -174,9 +174,9 @@ func dumpOps(ops []mountOp) string {
 }
 
 var (
-	roAttr = strconv.Itoa(attrRO)
-	rwAttr = strconv.Itoa(attrRW)
-	msBind = strconv.Itoa(unix.MS_BIND)
+	roAttr   = strconv.Itoa(attrRO)
+	rwAttr   = strconv.Itoa(attrRW)
+	maskAttr = strconv.Itoa(attrMask)
 )
 
 func TestPlan_Binds(t *testing.T) {
@@ -276,34 +276,34 @@ func TestPlan_Binds(t *testing.T) {
 			noOpAt(t, ops, newRoot+at("ro/link-in"))
 		}},
 		{"Hide a directory inside a bind", View{RO: []string{at("ro")}, Hide: []string{at("ro/secretdir")}}, func(t *testing.T, ops []mountOp) {
-			op := oneOp(t, ops, "mount", newRoot+at("ro/secretdir"))
-			if op.a != emptyDir || op.c != "" || op.d != msBind {
-				t.Errorf("mask step %+v, want a bind of %s", op, emptyDir)
+			op := oneOp(t, ops, "bind", newRoot+at("ro/secretdir"))
+			if op.a != emptyDir || op.c != maskAttr {
+				t.Errorf("mask step %+v, want a read-only bind of %s", op, emptyDir)
 			}
 			mk := indexOf(ops, "mkdir", emptyDir)
-			if mk < 0 || mk > indexOf(ops, "mount", newRoot+at("ro/secretdir")) {
+			if mk < 0 || mk > indexOf(ops, "bind", newRoot+at("ro/secretdir")) {
 				t.Errorf("%s made at step %d, after the mask or not at all", emptyDir, mk)
 			}
-			if bind := indexOf(ops, "bind", newRoot+at("ro")); bind > indexOf(ops, "mount", newRoot+at("ro/secretdir")) {
+			if bind := indexOf(ops, "bind", newRoot+at("ro")); bind > indexOf(ops, "bind", newRoot+at("ro/secretdir")) {
 				t.Error("the mask comes before the bind it covers")
 			}
 		}},
 		{"Hide a file inside a bind", View{RW: []string{at("ro")}, Hide: []string{at("ro/secret.txt")}}, func(t *testing.T, ops []mountOp) {
-			op := oneOp(t, ops, "mount", newRoot+at("ro/secret.txt"))
-			if op.a != oldRoot+"/dev/null" || op.c != "" || op.d != msBind {
-				t.Errorf("mask step %+v, want a bind of %s/dev/null", op, oldRoot)
+			op := oneOp(t, ops, "bind", newRoot+at("ro/secret.txt"))
+			if op.a != oldRoot+"/dev/null" || op.c != maskAttr {
+				t.Errorf("mask step %+v, want a read-only bind of %s/dev/null", op, oldRoot)
 			}
 		}},
 		{"Hide two paths share one empty dir", View{RO: []string{at("ro"), at("rw")}, Hide: []string{at("ro/secretdir"), at("rw/sub")}}, func(t *testing.T, ops []mountOp) {
-			oneOp(t, ops, "mount", newRoot+at("ro/secretdir"))
-			oneOp(t, ops, "mount", newRoot+at("rw/sub"))
+			oneOp(t, ops, "bind", newRoot+at("ro/secretdir"))
+			oneOp(t, ops, "bind", newRoot+at("rw/sub"))
 			oneOp(t, ops, "mkdir", emptyDir)
 		}},
 		{"Hide outside every bind", View{RO: []string{at("ro")}, Hide: []string{at("outside/secret"), at("outside/data.txt")}}, func(t *testing.T, ops []mountOp) {
 			noOpAt(t, ops, newRoot+at("outside/secret"))
 			noOpAt(t, ops, newRoot+at("outside/data.txt"))
 			for _, op := range ops {
-				if op.kind == "mount" && strings.HasPrefix(op.b, newRoot+dir) {
+				if op.kind == "bind" && (op.a == emptyDir || op.a == oldRoot+"/dev/null") && strings.HasPrefix(op.b, newRoot+dir) {
 					t.Errorf("a mask %+v with nothing in the view to mask", op)
 				}
 			}
@@ -340,7 +340,7 @@ func TestPlan_HideThroughOutLink(t *testing.T) {
 			if op := oneOp(t, ops, "bind", newRoot+at("out-dir-link")); op.a != oldRoot+at("outside") {
 				t.Fatalf("bind step %+v", op)
 			}
-			if len(opsAt(ops, "mount", newRoot+at("out-dir-link/secret"))) != 1 {
+			if len(opsAt(ops, "bind", newRoot+at("out-dir-link/secret"))) != 1 {
 				t.Errorf("Hide %s: no mask at %s, where the view shows it; plan:\n%s", hide, at("out-dir-link/secret"), dumpOps(ops))
 			}
 		})
@@ -359,7 +359,7 @@ func TestPlan_HiddenTargetOfLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	ops := mustPlan(t, &Isolation{View: View{RO: []string{at("ro"), link}, Hide: []string{at("ro/secret.txt")}}}).ops
-	oneOp(t, ops, "mount", newRoot+at("ro/secret.txt")) // the Hide path itself is masked
+	oneOp(t, ops, "bind", newRoot+at("ro/secret.txt")) // the Hide path itself is masked
 	for _, op := range ops {
 		if op.a == oldRoot+at("ro/secret.txt") {
 			t.Errorf("hidden %s bound into the view: %+v; plan:\n%s", at("ro/secret.txt"), op, dumpOps(ops))
@@ -684,7 +684,7 @@ func TestPlan_Frame(t *testing.T) {
 				t.Errorf("%d sysfs steps, want %d", got, want)
 			}
 			if _, err := os.Stat("/proc/kcore"); err == nil {
-				if op := oneOp(t, ops, "mount", newRoot+"/proc/kcore"); op.a != oldRoot+"/dev/null" {
+				if op := oneOp(t, ops, "bind", newRoot+"/proc/kcore"); op.a != oldRoot+"/dev/null" {
 					t.Errorf("/proc/kcore mask %+v", op)
 				}
 			}
@@ -784,5 +784,86 @@ func TestPlan_CacheBounded(t *testing.T) {
 		if n > maxPlans {
 			t.Fatalf("after %d views the cache holds %d, more than %d", i+1, n, maxPlans)
 		}
+	}
+}
+
+// TestResolveTrusted: a view's path follows only symlinks that root alone
+// could have aimed; one in a directory a job or a user may write refuses
+// the path, whatever it points at.
+func TestResolveTrusted(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the directories are made for other owners")
+	}
+	dir := viewDir(t)
+	at := func(p string) string { return filepath.Join(dir, p) }
+	mk := func(d string, mode os.FileMode, uid int) {
+		t.Helper()
+		if err := os.Mkdir(at(d), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(at(d), mode); err != nil { // past the umask
+			t.Fatal(err)
+		}
+		if err := os.Chown(at(d), uid, uid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := func(target, l string, uid int) {
+		t.Helper()
+		if err := os.Symlink(target, at(l)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(at(l), uid, uid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("users", 0o755, 65534)
+	link(at("outside"), "users/out", 65534)
+	mk("open", 0o777, 0)
+	link(at("outside"), "open/out", 0)
+	mk("sticky", os.ModeSticky|0o777, 0)
+	link(at("outside"), "sticky/roots", 0)
+	link(at("outside"), "sticky/theirs", 65534)
+	link("loop-b", "loop-a", 0)
+	link("loop-a", "loop-b", 0)
+	for _, tc := range []struct {
+		name, path, want, err string
+	}{
+		{"no symlinks", at("ro/sub"), at("ro/sub"), ""},
+		{"root's link in root's directory", at("out-dir-link/secret"), at("outside/secret"), ""},
+		{"a relative link with ..", at("ro/link-in/../file.txt"), at("ro/file.txt"), ""},
+		{"a link in a user's directory", at("users/out/secret"), "", "which uid 65534 owns"},
+		{"a link in a directory all may write", at("open/out"), "", "which others may write"},
+		{"root's link in a sticky directory", at("sticky/roots"), at("outside"), ""},
+		{"another's link in a sticky directory", at("sticky/theirs"), "", "which others may write"},
+		{"a loop", at("loop-a"), "", "too many levels of symbolic links"},
+		{"missing", at("nowhere/x"), "", "no such file or directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := resolveTrusted(tc.path)
+			switch {
+			case tc.err == "" && err != nil:
+				t.Fatalf("resolveTrusted(%s): %v", tc.path, err)
+			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+				t.Fatalf("resolveTrusted(%s) = %q, %v; want an error saying %q", tc.path, got, err, tc.err)
+			case got != tc.want:
+				t.Fatalf("resolveTrusted(%s) = %q, want %q", tc.path, got, tc.want)
+			}
+		})
+	}
+	// A view: a path that follows a link a user aims is refused; a link a
+	// user aims at the view, or at what the sandbox makes, stays a link.
+	link(at("ro"), "users/in", 65534)
+	link("/proc/self/mounts", "users/mounts", 65534)
+	if _, err := planView(&Isolation{View: View{RO: []string{at("users/out")}}}); err == nil || !strings.Contains(err.Error(), "which uid 65534 owns") {
+		t.Errorf("a user's link out of the view: %v, want it refused", err)
+	}
+	ops := mustPlan(t, &Isolation{View: View{RO: []string{at("ro"), at("users/in"), at("users/mounts")}}}).ops
+	if op := oneOp(t, ops, "symlink", newRoot+at("users/in")); op.a != at("ro") {
+		t.Errorf("a user's link into the view: %+v", op)
+	}
+	if op := oneOp(t, ops, "symlink", newRoot+at("users/mounts")); op.a != "/proc/self/mounts" {
+		t.Errorf("a user's link into /proc: %+v, want the same link (the job's own /proc answers it)", op)
 	}
 }
