@@ -27,8 +27,6 @@ func (r *Runner) NewPool(log *slog.Logger, tmpl Isolation, size int) *Pool {
 	tmpl.ID = ""
 	p := &Pool{r: r, log: log, tmpl: tmpl, ready: make(chan *Initiator, size),
 		stop: make(chan struct{}), done: make(chan struct{})}
-	// Two fillers: a prepare spends part of its time waiting on the helper,
-	// so a second one keeps both cores busy.
 	var wg sync.WaitGroup
 	for i := 0; i < fillers; i++ {
 		wg.Add(1)
@@ -37,8 +35,6 @@ func (r *Runner) NewPool(log *slog.Logger, tmpl Isolation, size int) *Pool {
 	go func() { wg.Wait(); close(p.done) }()
 	return p
 }
-
-const fillers = 2
 
 // fill prepares initiators until stopped; on failure it backs off.
 func (p *Pool) fill() {

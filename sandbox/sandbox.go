@@ -105,6 +105,15 @@ type Isolation struct {
 	Seccomp *SeccompFilter
 }
 
+// fillers is how many goroutines fill a pool: a prepare spends part of its
+// time waiting on the helper, so a second one keeps both cores busy.
+const fillers = 2
+
+// PoolHolds is the most sandboxes a pool of size holds prepared at once,
+// each with its ids: size ready, and one per filler waiting to hand its
+// over.
+func PoolHolds(size int) int { return size + fillers }
+
 // DynamicNamespaceID is a dynamic user's uid and gid inside a user
 // namespace of its own: the namespace's block makes it unique on the host.
 const DynamicNamespaceID = 1000

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -196,9 +197,10 @@ type Supervisor struct {
 	ledger       *accounting.Ledger
 	cgroupParent string
 
-	poolMu  sync.Mutex
-	pools   map[poolKey]*sandbox.Pool          // prepared sandboxes, per policy and app dir in use
-	filters map[*policies.Policy]seccompFilter // compiled per policy in use
+	poolMu      sync.Mutex
+	pools       map[poolKey]*prepared              // prepared sandboxes, per policy and app paths in use
+	poolsClosed bool                               // by Shutdown: no pool is made after
+	filters     map[*policies.Policy]seccompFilter // compiled per policy in use
 
 	sampleEvery time.Duration
 	stopLoops   context.Context // done when Shutdown stops the sampler and the pruner
@@ -239,7 +241,7 @@ func New(log *slog.Logger, cfg Config) (*Supervisor, error) {
 		onEnd:     cfg.OnEnd,
 		box:       cfg.Sandbox,
 		jobs:      make(map[string]*Job),
-		pools:     make(map[poolKey]*sandbox.Pool),
+		pools:     make(map[poolKey]*prepared),
 		filters:   make(map[*policies.Policy]seccompFilter),
 
 		admitting:    make(map[*Job]bool),
@@ -327,11 +329,21 @@ func (s *Supervisor) Reload(cfg Config) {
 	s.syncPools(cfg)
 }
 
-// poolKey is what a prepared sandbox is made for: a policy, and the app's
-// paths its view binds (appPaths).
+// poolKey is what a prepared sandbox is made for: a policy, by name so a
+// reload that leaves it as it was keeps its pool, and the app's paths its
+// view binds (appPaths).
 type poolKey struct {
-	pol   *policies.Policy
-	paths string
+	policy string
+	paths  string
+}
+
+// prepared is a pool and what it prepares: the template of policy pol's
+// jobs. Only jobs of that very policy take from it.
+type prepared struct {
+	pol  *policies.Policy
+	tmpl sandbox.Isolation
+	size int
+	pool *sandbox.Pool
 }
 
 // appPaths is what of a's own its jobs' views bind: its dir and ReadOnly.
@@ -343,37 +355,59 @@ type seccompFilter struct {
 	err error
 }
 
-// syncPools compiles the seccomp filter of each policy in use (by an app,
-// or a tenant for any app), keeps one pool of prepared sandboxes for each
-// policy and app dir in use whose policy asks for initiators, and closes
-// the pools no longer in use.
-func (s *Supervisor) syncPools(cfg Config) {
-	s.mu.Lock()
-	closing := s.closing
-	s.mu.Unlock()
-	if !s.box || closing {
-		return
-	}
-	inUse := make(map[poolKey]*App)
+// poolUse is a policy in use and an app it is in use for.
+type poolUse struct {
+	pol *policies.Policy
+	app *App
+}
+
+// poolsFor is every policy and app paths cfg's jobs may run with.
+func poolsFor(cfg Config) map[poolKey]poolUse {
+	inUse := make(map[poolKey]poolUse)
 	for i := range cfg.Apps {
 		a := &cfg.Apps[i]
 		if a.Policy != nil {
-			inUse[poolKey{a.Policy, appPaths(a)}] = a
+			inUse[poolKey{a.Policy.Name, appPaths(a)}] = poolUse{a.Policy, a}
 		}
 		for _, t := range cfg.Tenants {
 			if t.Policy != nil {
-				inUse[poolKey{t.Policy, appPaths(a)}] = a
+				inUse[poolKey{t.Policy.Name, appPaths(a)}] = poolUse{t.Policy, a}
 			}
 		}
 	}
+	return inUse
+}
+
+// PreparedMost is the most sandboxes cfg's pools hold prepared at once,
+// by policy: a pool per policy and app paths in use.
+func PreparedMost(cfg Config) map[*policies.Policy]int {
+	most := make(map[*policies.Policy]int)
+	for _, u := range poolsFor(cfg) {
+		if u.pol.Initiators > 0 {
+			most[u.pol] += sandbox.PoolHolds(u.pol.Initiators)
+		}
+	}
+	return most
+}
+
+// syncPools compiles the seccomp filter of each policy in use (by an app,
+// or a tenant for any app), keeps one pool of prepared sandboxes for each
+// policy and app paths in use whose policy asks for initiators, and closes
+// the pools no longer in use. A pool whose template and size a reload left
+// as they were is kept, with its prepared sandboxes.
+func (s *Supervisor) syncPools(cfg Config) {
+	if !s.box {
+		return
+	}
+	inUse := poolsFor(cfg)
 	filters := make(map[*policies.Policy]seccompFilter)
-	for k := range inUse {
-		if _, ok := filters[k.pol]; !ok {
-			f, err := compileSeccomp(k.pol)
+	for _, u := range inUse {
+		if _, ok := filters[u.pol]; !ok {
+			f, err := compileSeccomp(u.pol)
 			if err != nil {
-				s.log.Error("policy's seccomp profile does not compile: its jobs will not start", "policy", k.pol.Name, "err", err)
+				s.log.Error("policy's seccomp profile does not compile: its jobs will not start", "policy", u.pol.Name, "err", err)
 			}
-			filters[k.pol] = seccompFilter{f, err}
+			filters[u.pol] = seccompFilter{f, err}
 		}
 	}
 	s.poolMu.Lock()
@@ -381,23 +415,37 @@ func (s *Supervisor) syncPools(cfg Config) {
 	if cfg.Hide != nil {
 		s.hide = cfg.Hide
 	}
+	if s.poolsClosed {
+		s.poolMu.Unlock()
+		return
+	}
 	var stale []*sandbox.Pool
-	for k, p := range s.pools {
-		if inUse[k] == nil || k.pol.Initiators == 0 {
-			stale = append(stale, p)
+	for k, u := range inUse {
+		var tmpl sandbox.Isolation
+		var err error
+		if u.pol.Initiators > 0 && filters[u.pol].err == nil {
+			tmpl, err = s.isolationLocked(u.pol, u.app, "")
+		}
+		want := u.pol.Initiators > 0 && filters[u.pol].err == nil && err == nil
+		if p, ok := s.pools[k]; ok {
+			if want && p.size == u.pol.Initiators && reflect.DeepEqual(p.tmpl, tmpl) {
+				p.pol = u.pol
+				continue
+			}
+			stale = append(stale, p.pool)
 			delete(s.pools, k)
 		}
+		if !want {
+			continue
+		}
+		if pool := s.runner.NewPool(s.log.With("pool", u.pol.Name, "app", u.app.Name), tmpl, u.pol.Initiators); pool != nil {
+			s.pools[k] = &prepared{pol: u.pol, tmpl: tmpl, size: u.pol.Initiators, pool: pool}
+		}
 	}
-	for k, a := range inUse {
-		if _, ok := s.pools[k]; ok || k.pol.Initiators == 0 || filters[k.pol].err != nil {
-			continue
-		}
-		tmpl, err := s.isolationLocked(k.pol, a, "")
-		if err != nil {
-			continue
-		}
-		if p := s.runner.NewPool(s.log.With("pool", k.pol.Name, "app", a.Name), tmpl, k.pol.Initiators); p != nil {
-			s.pools[k] = p
+	for k, p := range s.pools {
+		if _, ok := inUse[k]; !ok {
+			stale = append(stale, p.pool)
+			delete(s.pools, k)
 		}
 	}
 	s.poolMu.Unlock()
@@ -417,13 +465,16 @@ func compileSeccomp(pol *policies.Policy) (*sandbox.SeccompFilter, error) {
 	return sandbox.CompileSeccomp(pol.SeccompProfile)
 }
 
+// closePools closes every pool, for good: a reload racing Shutdown makes
+// no new one.
 func (s *Supervisor) closePools() {
 	s.poolMu.Lock()
 	pools := s.pools
-	s.pools = make(map[poolKey]*sandbox.Pool)
+	s.pools = make(map[poolKey]*prepared)
+	s.poolsClosed = true
 	s.poolMu.Unlock()
 	for _, p := range pools {
-		p.Close()
+		p.pool.Close()
 	}
 }
 
@@ -442,6 +493,16 @@ func (s *Supervisor) isolation(pol *policies.Policy, a *App, id string) (sandbox
 	return s.isolationLocked(pol, a, id)
 }
 
+// ViewOf is the view of app a's jobs under policy pol, hide hidden in it:
+// the policy's paths, and the app's own dir and ReadOnly paths read-only.
+func ViewOf(pol *policies.Policy, a *App, hide []string) sandbox.View {
+	view := sandbox.View{RO: append(slices.Clip(pol.ReadOnly), a.ReadOnly...), RW: pol.ReadWrite, Tmpfs: pol.Tmpfs, Hide: hide, Sys: pol.Sys}
+	if a.Dir != "" && a.Dir != "/" {
+		view.RO = append(view.RO, a.Dir)
+	}
+	return view
+}
+
 func (s *Supervisor) isolationLocked(pol *policies.Policy, a *App, id string) (sandbox.Isolation, error) {
 	f, ok := s.filters[pol]
 	if !ok { // a policy the last Reload did not see in use
@@ -451,10 +512,7 @@ func (s *Supervisor) isolationLocked(pol *policies.Policy, a *App, id string) (s
 	if f.err != nil {
 		return sandbox.Isolation{}, fmt.Errorf("policy %s: %w", pol.Name, f.err)
 	}
-	view := sandbox.View{RO: append(slices.Clip(pol.ReadOnly), a.ReadOnly...), RW: pol.ReadWrite, Tmpfs: pol.Tmpfs, Hide: s.hide, Sys: pol.Sys}
-	if a.Dir != "" && a.Dir != "/" { // the app's own dir, read-only
-		view.RO = append(view.RO, a.Dir)
-	}
+	view := ViewOf(pol, a, s.hide)
 	iso := sandbox.Isolation{
 		ID: id, CgroupParent: s.cgroupParent, Resources: pol.LinuxResources(), Rlimits: pol.Rlimits(), Network: pol.Network,
 		TmpSizeBytes: pol.TmpSizeBytes, UID: pol.UID, GID: pol.GID, DynamicUser: pol.DynamicUser,
@@ -471,8 +529,11 @@ func (s *Supervisor) isolationLocked(pol *policies.Policy, a *App, id string) (s
 // fails: it may have been killed while it waited).
 func (s *Supervisor) start(j *Job, spec sandbox.Spec) (*sandbox.Process, error) {
 	if spec.Isolation != nil {
+		var pool *sandbox.Pool
 		s.poolMu.Lock()
-		pool := s.pools[poolKey{j.App.Policy, appPaths(j.App)}]
+		if p := s.pools[poolKey{j.App.Policy.Name, appPaths(j.App)}]; p != nil && p.pol == j.App.Policy {
+			pool = p.pool
+		}
 		s.poolMu.Unlock()
 		if pool != nil {
 			if in := pool.Get(); in != nil {

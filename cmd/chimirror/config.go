@@ -101,6 +101,11 @@ type config struct {
 	// overrides applies the command line's --listen, --admin-listen and
 	// --data-dir; a reload applies them to the file it re-reads too.
 	overrides func(*config)
+
+	// Where the config came from, for the server's own paths (serverPaths)
+	// and the problems found after it is parsed (jobProblems).
+	file, dir, policyDir string
+	idx                  *policies.Index
 }
 
 const (
@@ -160,7 +165,7 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		ps = append(ps, policies.Problem{File: file, Line: idx.Line(table, n, key), Key: k, Msg: fmt.Sprintf(format, args...)})
 	}
 	c := &config{Source: file, Listen: fc.Listen, Sandbox: fc.Sandbox, Retention: time.Duration(fc.Retention),
-		Chargeback: fc.Chargeback, AdminListen: fc.AdminListen, DataDir: fc.DataDir}
+		Chargeback: fc.Chargeback, AdminListen: fc.AdminListen, DataDir: fc.DataDir, file: file, dir: dir, idx: idx}
 	if c.Listen == "" {
 		c.Listen = defaultListen
 	}
@@ -226,6 +231,7 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 	if policyDir != "" && !filepath.IsAbs(policyDir) {
 		policyDir = filepath.Join(dir, policyDir)
 	}
+	c.policyDir = policyDir
 	pols, perr := policies.Load(policyDir)
 	c.Policies = pols
 	if perr != nil {
@@ -239,7 +245,7 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 	if pols != nil {
 		ps = append(ps, seccompProblems(pols.All())...)
 	}
-	c.Sup.Hide = serverPaths(file, dir, policyDir, c.DataDir)
+	c.setDataDir(c.DataDir)
 	if fc.MaxSessions < 0 {
 		at("", 0, "max_sessions", "must not be negative")
 	}
@@ -320,6 +326,10 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 			if !filepath.IsAbs(d) {
 				d = filepath.Join(dir, d)
 			}
+			// Absolute: a view binds it, and a job's cwd is taken in its view.
+			if abs, err := filepath.Abs(d); err == nil {
+				d = abs
+			}
 			if st, err := os.Stat(d); err != nil || !st.IsDir() {
 				at("app", i, "dir", "%q is not a directory", a.Dir)
 			}
@@ -397,19 +407,93 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		ps = append(ps, policies.Problem{File: file, Msg: "no [[app]] configured: add at least one"})
 	}
 	if boxed {
-		for i, app := range c.Sup.Apps {
-			if app.Path == "" || app.Policy == nil {
-				continue // already a problem
-			}
-			for _, p := range outsideView(app, c.Sup.Tenants, c.Sup.Hide) {
-				at("app", i, p.key, "%s", p.msg)
-			}
-		}
-		for _, msg := range idsNeeded(c) {
-			at("", 0, "max_sessions", "%s", msg)
-		}
+		ps = append(ps, c.jobProblems()...)
 	}
 	return c, ps.Err()
+}
+
+// jobProblems is what would keep c's sandboxed jobs from starting, or
+// from being what they should, on this host as it is now: a view that
+// cannot be built or hides the app's own program, a policy's fixed ids
+// among the ones jobs are given, id ranges too small for every job.
+// Checked when c is parsed (when jobs will be sandboxed), and again with
+// the data dir, sandbox mode and id ranges a server runs with.
+func (c *config) jobProblems() policies.Problems {
+	var ps policies.Problems
+	at := func(table string, n int, key, format string, args ...any) {
+		k := key
+		if table != "" {
+			k = fmt.Sprintf("%s[%d].%s", table, n, key)
+		}
+		line := 0
+		if c.idx != nil {
+			line = c.idx.Line(table, n, key)
+		}
+		ps = append(ps, policies.Problem{File: c.file, Line: line, Key: k, Msg: fmt.Sprintf(format, args...)})
+	}
+	for i, app := range c.Sup.Apps {
+		if app.Path == "" || app.Policy == nil {
+			continue // already a problem
+		}
+		outside := outsideView(app, c.Sup.Tenants, c.Sup.Hide)
+		for _, p := range outside {
+			at("app", i, p.key, "%s", p.msg)
+		}
+		// Whether the views can be built, once the app's own are sound.
+		st, err := os.Stat(app.Dir)
+		viewable := len(outside) == 0 && (app.Dir == "" || err == nil && st.IsDir())
+		for _, pol := range appPolicies(app, c.Sup.Tenants) {
+			if !viewable {
+				// already a problem
+			} else if err := sandbox.CheckView(supervisor.ViewOf(pol, &app, c.Sup.Hide)); err != nil {
+				key, noDir := "policy", app
+				noDir.Dir = ""
+				if app.Dir != "" && sandbox.CheckView(supervisor.ViewOf(pol, &noDir, c.Sup.Hide)) == nil {
+					key = "dir" // the app's dir is what the view cannot take
+				}
+				at("app", i, key, "the view of policy %q cannot be built: %v", pol.Name, err)
+			}
+			if pol.DynamicUser || pol.UserNamespace {
+				continue
+			}
+			for _, r := range []struct {
+				key string
+				ids sandbox.IDRange
+			}{{"dynamic_uids", c.Runner.DynamicIDs}, {"user_namespace_uids", c.Runner.UserNamespaceIDs}} {
+				for _, id := range []struct {
+					what string
+					v    uint32
+				}{{"uid", pol.UID}, {"gid", pol.GID}} {
+					if r.ids.Contains(id.v) {
+						at("app", i, "policy", "policy %q runs jobs as %s %d, which %s %s holds: jobs given it would share it", pol.Name, id.what, id.v, r.key, r.ids)
+					}
+				}
+			}
+		}
+	}
+	for _, msg := range idsNeeded(c) {
+		at("", 0, "max_sessions", "%s", msg)
+	}
+	return ps
+}
+
+// appPolicies are the policies app's jobs may run under: its own, and any
+// tenant's.
+func appPolicies(app supervisor.App, tenants []supervisor.Tenant) []*policies.Policy {
+	pols := []*policies.Policy{app.Policy}
+	for _, t := range tenants {
+		if t.Policy != nil && !slices.Contains(pols, t.Policy) {
+			pols = append(pols, t.Policy)
+		}
+	}
+	return pols
+}
+
+// setDataDir puts the data dir at dir (the file's data_dir, or
+// --data-dir) and hides it, with the server's other files, from jobs.
+func (c *config) setDataDir(dir string) {
+	c.DataDir = dir
+	c.Sup.Hide = serverPaths(c.file, c.dir, c.policyDir, dir)
 }
 
 // idRange parses "FIRST-LAST" (def when empty); bad reports a problem.
@@ -495,12 +579,7 @@ type viewProblem struct{ key, msg string }
 // outsideView says what of app its jobs could not see, under its policy
 // or any tenant's: its program, or its dir.
 func outsideView(app supervisor.App, tenants []supervisor.Tenant, hide []string) []viewProblem {
-	pols := []*policies.Policy{app.Policy}
-	for _, t := range tenants {
-		if t.Policy != nil && !slices.Contains(pols, t.Policy) {
-			pols = append(pols, t.Policy)
-		}
-	}
+	pols := appPolicies(app, tenants)
 	var msgs []viewProblem
 	if app.Dir != "" {
 		if dir, err := filepath.EvalSymlinks(app.Dir); err == nil && !(sandbox.View{RO: []string{dir}, Hide: hide}).Visible(dir) {
@@ -541,22 +620,29 @@ func idsNeeded(c *config) []string {
 		pols[t.Policy] = true
 	}
 	dynamic, userns := false, false
-	prepared := 0
 	for p := range pols {
-		if p == nil {
-			continue
+		if p != nil {
+			dynamic = dynamic || (p.DynamicUser && !p.UserNamespace)
+			userns = userns || p.UserNamespace
 		}
-		dynamic = dynamic || (p.DynamicUser && !p.UserNamespace)
-		userns = userns || p.UserNamespace
-		prepared += p.Initiators * len(c.Sup.Apps)
+	}
+	// Every job may be of a policy that takes ids; a prepared sandbox
+	// takes them by its own policy.
+	preparedDynamic, preparedUserns := 0, 0
+	for p, n := range supervisor.PreparedMost(c.Sup) {
+		switch {
+		case p.UserNamespace:
+			preparedUserns += n
+		case p.DynamicUser:
+			preparedDynamic += n
+		}
 	}
 	var msgs []string
-	need := maxJobs + prepared
-	if n := int(c.Runner.DynamicIDs.Count); dynamic && n < need {
-		msgs = append(msgs, fmt.Sprintf("%d jobs and %d prepared sandboxes may need a dynamic uid each, but dynamic_uids %s holds %d: widen it, or lower max_sessions", maxJobs, prepared, c.Runner.DynamicIDs, n))
+	if n := int(c.Runner.DynamicIDs.Count); dynamic && n < maxJobs+preparedDynamic {
+		msgs = append(msgs, fmt.Sprintf("%d jobs and %d prepared sandboxes may need a dynamic uid each, but dynamic_uids %s holds %d: widen it, or lower max_sessions or initiators", maxJobs, preparedDynamic, c.Runner.DynamicIDs, n))
 	}
-	if n := int(c.Runner.UserNamespaceIDs.Count / sandbox.UserNamespaceBlock); userns && n < need {
-		msgs = append(msgs, fmt.Sprintf("%d jobs and %d prepared sandboxes may need a user namespace block each, but user_namespace_uids %s holds %d: widen it, or lower max_sessions", maxJobs, prepared, c.Runner.UserNamespaceIDs, n))
+	if n := int(c.Runner.UserNamespaceIDs.Count / sandbox.UserNamespaceBlock); userns && n < maxJobs+preparedUserns {
+		msgs = append(msgs, fmt.Sprintf("%d jobs and %d prepared sandboxes may need a user namespace block each, but user_namespace_uids %s holds %d: widen it, or lower max_sessions or initiators", maxJobs, preparedUserns, c.Runner.UserNamespaceIDs, n))
 	}
 	return msgs
 }

@@ -205,10 +205,10 @@ func TestIDRangeAccounts(t *testing.T) {
 		{name: "defaults hold no account"},
 		{name: "dynamic range holding nobody", keys: "dynamic_uids = \"65000-65600\"\n",
 			want: map[string][]string{"2: dynamic_uids": {clash("65000-65600")}}},
-		{name: "nobody the last id of the range", keys: "dynamic_uids = \"65525-65534\"\n",
-			want: map[string][]string{"2: dynamic_uids": {clash("65525-65534")}}},
-		{name: "nobody the first id of the range", keys: "dynamic_uids = \"65534-65543\"\n",
-			want: map[string][]string{"2: dynamic_uids": {clash("65534-65543")}}},
+		{name: "nobody the last id of the range", keys: "dynamic_uids = \"65524-65534\"\n",
+			want: map[string][]string{"2: dynamic_uids": {clash("65524-65534")}}},
+		{name: "nobody the first id of the range", keys: "dynamic_uids = \"65534-65544\"\n",
+			want: map[string][]string{"2: dynamic_uids": {clash("65534-65544")}}},
 		{name: "just below nobody", keys: "dynamic_uids = \"65520-65533\"\n"},
 		{name: "user namespace range holding nobody", keys: "dynamic_uids = \"200000-200999\"\nuser_namespace_uids = \"60000-130000\"\n",
 			want: map[string][]string{"3: user_namespace_uids": {clash("60000-130000")}}},
@@ -229,7 +229,8 @@ func TestIDRangeAccounts(t *testing.T) {
 					t.Skip("no account daemon with id 1 here")
 				}
 			}
-			// max_sessions after the keys: ranges this small hold its jobs.
+			// max_sessions after the keys: ranges of 11 hold its job and a pool
+			// of 8 initiators (10 held).
 			data := "sandbox = \"on\"\n" + tc.keys + "max_sessions = 1\n" + catApp
 			_, err := parseConfig("ids.toml", []byte(data), t.TempDir())
 			lines := problemLines(t, "ids.toml", err)
@@ -309,10 +310,12 @@ func TestIDRangeAccountsOneLineEach(t *testing.T) {
 func TestIDRangeMaxSessions(t *testing.T) {
 	t.Parallel()
 	const (
-		dynMsg = "%d jobs and %d prepared sandboxes may need a dynamic uid each, but dynamic_uids %s holds %d: widen it, or lower max_sessions"
-		nsMsg  = "%d jobs and %d prepared sandboxes may need a user namespace block each, but user_namespace_uids %s holds %d: widen it, or lower max_sessions"
+		dynMsg = "%d jobs and %d prepared sandboxes may need a dynamic uid each, but dynamic_uids %s holds %d: widen it, or lower max_sessions or initiators"
+		nsMsg  = "%d jobs and %d prepared sandboxes may need a user namespace block each, but user_namespace_uids %s holds %d: widen it, or lower max_sessions or initiators"
 	)
-	two := catApp + "[[app]]\nname = \"b\"\ncommand = [\"cat\"]\n"
+	// A pool of 8 initiators holds up to 10: two more wait to hand theirs over.
+	same := catApp + "[[app]]\nname = \"b\"\ncommand = [\"cat\"]\n"
+	two := same + "dir = \"/usr\"\n"
 	tests := []struct {
 		name    string
 		sandbox string
@@ -322,14 +325,15 @@ func TestIDRangeMaxSessions(t *testing.T) {
 		want    []string
 	}{
 		{name: "100 sessions in 10 dynamic ids", sandbox: "on", keys: "dynamic_uids = \"70000-70009\"\nmax_sessions = 100\n", apps: catApp,
-			want: []string{"3: max_sessions: " + fmt.Sprintf(dynMsg, 100, 8, "70000-70009", 10)}},
-		{name: "exactly enough: 100 sessions and 8 prepared", sandbox: "on", keys: "dynamic_uids = \"70000-70107\"\nmax_sessions = 100\n", apps: catApp},
-		{name: "one id short", sandbox: "on", keys: "dynamic_uids = \"70000-70106\"\nmax_sessions = 100\n", apps: catApp,
-			want: []string{"3: max_sessions: " + fmt.Sprintf(dynMsg, 100, 8, "70000-70106", 107)}},
-		{name: "prepared sandboxes of every app", sandbox: "on", keys: "dynamic_uids = \"70000-70109\"\nmax_sessions = 100\n", apps: two,
-			want: []string{"3: max_sessions: " + fmt.Sprintf(dynMsg, 100, 16, "70000-70109", 110)}},
+			want: []string{"3: max_sessions: " + fmt.Sprintf(dynMsg, 100, 10, "70000-70009", 10)}},
+		{name: "exactly enough: 100 sessions and 10 prepared", sandbox: "on", keys: "dynamic_uids = \"70000-70109\"\nmax_sessions = 100\n", apps: catApp},
+		{name: "one id short", sandbox: "on", keys: "dynamic_uids = \"70000-70108\"\nmax_sessions = 100\n", apps: catApp,
+			want: []string{"3: max_sessions: " + fmt.Sprintf(dynMsg, 100, 10, "70000-70108", 109)}},
+		{name: "a pool per app dir", sandbox: "on", keys: "dynamic_uids = \"70000-70110\"\nmax_sessions = 100\n", apps: two,
+			want: []string{"3: max_sessions: " + fmt.Sprintf(dynMsg, 100, 20, "70000-70110", 111)}},
+		{name: "apps of one policy and dir share a pool", sandbox: "on", keys: "dynamic_uids = \"70000-70109\"\nmax_sessions = 100\n", apps: same},
 		{name: "max_sessions absent takes the default", sandbox: "on", keys: "dynamic_uids = \"70000-70999\"\n", apps: catApp,
-			want: []string{"0: max_sessions: " + fmt.Sprintf(dynMsg, supervisor.DefaultMaxSessions, 8, "70000-70999", 1000)}},
+			want: []string{"0: max_sessions: " + fmt.Sprintf(dynMsg, supervisor.DefaultMaxSessions, 10, "70000-70999", 1000)}},
 		{name: "a policy with no initiators", sandbox: "on", keys: "dynamic_uids = \"70000-70099\"\nmax_sessions = 100\n",
 			apps:   "[[app]]\nname = \"a\"\ncommand = [\"cat\"]\npolicy = \"lean\"\n",
 			policy: map[string]string{"lean.toml": "initiators = 0\n"}},
@@ -829,6 +833,41 @@ func TestQuickView(t *testing.T) {
 			if !slices.Equal(c.Sup.Hide, base.Sup.Hide) {
 				t.Errorf("Hide %q, want the base's %q", c.Sup.Hide, base.Sup.Hide)
 			}
+		})
+	}
+}
+
+// TestFixedIDsInRanges: a policy that runs its jobs as a fixed uid or gid
+// the id ranges hold would share it with the jobs given it, and own user
+// namespaces of a block it starts.
+func TestFixedIDsInRanges(t *testing.T) {
+	t.Parallel()
+	requireSandboxHere(t)
+	for _, tc := range []struct{ name, policy, want string }{
+		{"a uid among the dynamic ones", "user = \"61190\"\ngroup = \"nogroup\"\n",
+			`policy "p" runs jobs as uid 61190, which dynamic_uids 61184-65519 holds`},
+		{"a gid among the dynamic ones", "user = \"nobody\"\ngroup = \"61200\"\n",
+			`policy "p" runs jobs as gid 61200, which dynamic_uids 61184-65519 holds`},
+		{"a uid among the user namespace blocks", "user = \"524288\"\ngroup = \"nogroup\"\n",
+			`policy "p" runs jobs as uid 524288, which user_namespace_uids`},
+		{"nobody is outside both", "user = \"nobody\"\ngroup = \"nogroup\"\n", ""},
+		{"a user namespace's ids are its own", "user = \"61190\"\ngroup = \"61190\"\nuser_namespace = true\n", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			mkdir(t, filepath.Join(dir, "pol"))
+			writeFile(t, filepath.Join(dir, "pol", "p.toml"), tc.policy)
+			_, err := parseConfig("f.toml", []byte("sandbox = \"on\"\npolicy_dir = \"pol\"\n[[app]]\nname = \"a\"\ncommand = [\"cat\"]\npolicy = \"p\"\n"), dir)
+			var want []string
+			if tc.want != "" {
+				want = []string{"6: app[0].policy: " + tc.want}
+			}
+			got := problemLines(t, "f.toml", err)
+			if len(want) == 1 && len(got) == 1 && strings.HasPrefix(got[0], want[0]) {
+				return
+			}
+			sameProblems(t, got, want)
 		})
 	}
 }

@@ -65,8 +65,13 @@ func cmdPolicyCheck(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stderr, "chimirror policy check: --config takes no FILE arguments\n\n%s", policyUsage)
 			return exitCode(2)
 		}
-		if _, err := loadConfig(*config); err != nil {
+		c, err := loadConfig(*config)
+		if err != nil {
 			return printProblems(stderr, err)
+		}
+		// As the server would find them sandboxing jobs, whoever checks.
+		if ps := c.jobProblems(); c.Sandbox != "off" && len(ps) > 0 {
+			return printProblems(stderr, ps)
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", *config)
 		return nil

@@ -49,25 +49,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	var cfg *config
-	var err error
-	if fs.NArg() > 0 && *cfgPath == "" {
-		// Quick mode stands alone: a ./chimirror.toml is not read.
-		cfg, err = quickConfig(&config{Listen: defaultListen, AdminListen: defaultAdminListen, DataDir: defaultDataDir,
-			Web: web.Options{Software: "chimirror/" + version}}, fs.Args())
-	} else {
-		cfg, err = loadConfig(*cfgPath)
-		if err != nil {
-			return fmt.Errorf("invalid configuration:\n%w", err)
-		}
-		if fs.NArg() > 0 {
-			cfg, err = quickConfig(cfg, fs.Args())
-		}
-	}
-	if err != nil {
-		return err
-	}
-	cfg.overrides = func(c *config) {
+	overrides := func(c *config) {
 		if *listen != "" {
 			c.Listen = *listen
 		}
@@ -75,10 +57,31 @@ func cmdServe(args []string, stderr io.Writer) error {
 			c.AdminListen = *adminListen
 		}
 		if *dataDir != "" {
-			c.DataDir = *dataDir
+			c.setDataDir(*dataDir)
 		}
 	}
-	cfg.overrides(cfg)
+	var cfg *config
+	if fs.NArg() > 0 && *cfgPath == "" {
+		// Quick mode stands alone: a ./chimirror.toml is not read.
+		cfg = &config{Listen: defaultListen, AdminListen: defaultAdminListen, file: "(embedded default)",
+			Web:    web.Options{Software: "chimirror/" + version},
+			Runner: sandbox.RunnerOptions{DynamicIDs: sandbox.DefaultDynamicIDs, UserNamespaceIDs: sandbox.DefaultUserNamespaceIDs}}
+		cfg.setDataDir(defaultDataDir)
+	} else {
+		var err error
+		if cfg, err = loadConfig(*cfgPath); err != nil {
+			return fmt.Errorf("invalid configuration:\n%w", err)
+		}
+	}
+	// Before quick mode's app: what it must bind depends on what is hidden.
+	overrides(cfg)
+	if fs.NArg() > 0 {
+		var err error
+		if cfg, err = quickConfig(cfg, fs.Args()); err != nil {
+			return err
+		}
+	}
+	cfg.overrides = overrides
 	return serve(log, cfg, stderr)
 }
 
@@ -102,6 +105,11 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 	box, why := sandboxMode(cfg.Sandbox)
 	if !box && cfg.Sandbox == "on" {
 		return fmt.Errorf("sandbox = \"on\" but %s", why)
+	}
+	if box { // again: --data-dir may have moved what jobs must not see
+		if ps := cfg.jobProblems(); len(ps) > 0 {
+			return fmt.Errorf("invalid configuration:\n%w", ps)
+		}
 	}
 	// The ledger first: its lock keeps a second server off this data dir,
 	// and recovery must finish before any connection is accepted.
@@ -311,6 +319,19 @@ func reload(log *slog.Logger, stderr io.Writer, cur *config, sup *supervisor.Sup
 	if next.overrides = cur.overrides; next.overrides != nil {
 		next.overrides(next)
 	}
+	restart := restartNeeded(cur, next)
+	// What needs a restart stays as it runs, and the jobs of the new apps
+	// and policies must start with it: the running sandbox mode and ids.
+	next.Runner = cur.Runner
+	if cur.Sup.Sandbox {
+		if ps := next.jobProblems(); len(ps) > 0 {
+			for _, p := range ps {
+				log.Error("reload refused: config problem", "problem", p.String())
+			}
+			log.Warn("reload refused: still running the previous configuration", "config", cur.Path)
+			return nil
+		}
+	}
 	next.Sup.Sandbox, next.Sup.OnEnd, next.Sup.Ledger, next.Sup.Runner = cur.Sup.Sandbox, cur.Sup.OnEnd, cur.Sup.Ledger, cur.Sup.Runner
 	sup.Reload(next.Sup)
 	if tokens, fresh, err := adminTokens(next); err != nil {
@@ -321,8 +342,8 @@ func reload(log *slog.Logger, stderr io.Writer, cur *config, sup *supervisor.Sup
 			fmt.Fprintf(stderr, "chimirror: new admin token (%s): %s\n", tokenHint(next), fresh)
 		}
 	}
-	if keys := restartNeeded(cur, next); len(keys) > 0 {
-		log.Warn("reload: these changes need a restart and are not applied", "keys", strings.Join(keys, ","))
+	if len(restart) > 0 {
+		log.Warn("reload: these changes need a restart and are not applied", "keys", strings.Join(restart, ","))
 	}
 	log.Info("reloaded", "config", cur.Path, "apps", strings.Join(sup.Apps(), ","), "tenants", len(next.Sup.Tenants))
 	return next
