@@ -55,7 +55,7 @@ func nobody(t *testing.T) (uid, gid uint32, group string) {
 // at its line; a file's problems all come at once, sorted by line.
 func TestParse_Invalid(t *testing.T) {
 	const units = "(use B, kB, MB, GB, TB, PB, EB, KiB, MiB, GiB, TiB, PiB or EiB)"
-	const signals = "(use one of HUP INT QUIT KILL USR1 USR2 PIPE ALRM TERM CONT STOP ABRT SEGV BUS FPE ILL TRAP SYS XCPU XFSZ)"
+	const signals = "(use one of HUP INT QUIT KILL USR1 USR2 PIPE ALRM TERM CONT ABRT SEGV BUS FPE ILL TRAP SYS XCPU XFSZ)"
 	tests := []struct {
 		name string
 		file string   // under testdata/policies/invalid

@@ -10,7 +10,7 @@ import (
 // only checks names, so that it does not depend on the sandbox.
 var signalNames = []string{
 	"HUP", "INT", "QUIT", "KILL", "USR1", "USR2", "PIPE", "ALRM", "TERM", "CONT",
-	"STOP", "ABRT", "SEGV", "BUS", "FPE", "ILL", "TRAP", "SYS", "XCPU", "XFSZ",
+	"ABRT", "SEGV", "BUS", "FPE", "ILL", "TRAP", "SYS", "XCPU", "XFSZ",
 }
 
 // CanonicalSignal accepts a signal name as "TERM", "SIGTERM" or "term" and
@@ -18,6 +18,9 @@ var signalNames = []string{
 // "SIG" ("TERM").
 func CanonicalSignal(name string) (string, error) {
 	n := strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(name)), "SIG")
+	if n == "STOP" || n == "TSTP" {
+		return "", fmt.Errorf("%q only pauses a job, and the grace would then run out on it: name one it can end on, like TERM", name)
+	}
 	for _, s := range signalNames {
 		if n == s {
 			return s, nil

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // backend is one way a job runs.
@@ -245,6 +247,71 @@ var conformanceCases = []struct {
 			}
 		}
 		restoreSwap(t, site)
+	}},
+	{"the init keeps only CAP_KILL once the job runs", func(t *testing.T, e *conformanceEnv) {
+		e.needSandbox(t)
+		if e.b.goInit && haveCInit {
+			t.Skip("the Go init drops its capabilities on every thread only without cgo (AllThreadsSyscall); a cgo binary runs the C init")
+		}
+		out, _, _ := e.run(t, e.spec(t, `grep -E '^(CapEff|CapPrm)' /proc/1/status`), "")
+		if out != "CapPrm:\t0000000000000020\nCapEff:\t0000000000000020\n" {
+			t.Errorf("the init's capabilities:\n%s\nwant CAP_KILL (0x20) alone", out)
+		}
+	}},
+	{"a profile may deny fork and id changes: only the exec runs under it", func(t *testing.T, e *conformanceEnv) {
+		e.needSandbox(t)
+		eperm := uint(1)
+		for _, tc := range []struct {
+			name   string
+			action specs.LinuxSeccompAction
+		}{{"errno", specs.ActErrno}, {"kill", specs.ActKillThread}} {
+			prof := &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
+				{Names: []string{"clone", "clone3", "fork", "vfork"}, Action: tc.action, ErrnoRet: &eperm},
+				{Names: []string{"setuid", "setgid", "setgroups", "setresuid", "setresgid", "setreuid", "setregid", "setfsuid", "setfsgid"}, Action: tc.action, ErrnoRet: &eperm},
+			}}
+			if tc.action != specs.ActErrno {
+				for i := range prof.Syscalls {
+					prof.Syscalls[i].ErrnoRet = nil
+				}
+			}
+			f, err := CompileSeccomp(prof)
+			if err != nil {
+				t.Fatal(err)
+			}
+			spec := e.spec(t, `echo ran`) // a builtin: the shell forks nothing
+			spec.Isolation.Seccomp = f
+			if out, _, st := e.run(t, spec, ""); out != "ran\n" || st.Code != 0 {
+				t.Errorf("%s: the job under a profile denying fork and id changes: %q, %s; want it run", tc.name, out, st)
+			}
+		}
+	}},
+	{"every exit signal reaches the job, even one the server ignores", func(t *testing.T, e *conformanceEnv) {
+		// As under nohup: the server ignores HUP, and a job must not
+		// inherit that. (NewRunner takes care of it for plain jobs at the
+		// server's start, which this ignoring comes after.)
+		signal.Ignore(syscall.SIGHUP)
+		defer signal.Reset(syscall.SIGHUP)
+		if !e.b.sandboxed {
+			unignoreSignals()
+		}
+		for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGPIPE, syscall.SIGXCPU, syscall.SIGABRT, syscall.SIGSEGV} {
+			name := strings.TrimPrefix(unix.SignalName(sig), "SIG")
+			p, err := e.r.Start(e.spec(t, `trap 'echo got `+name+`; exit 7' `+name+`; echo ready; while :; do sleep 0.05; done`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			readUntilReady(t, p)
+			time.Sleep(100 * time.Millisecond) // dash exits 2 if hit mid-echo
+			if err := p.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			if st := waitDone(t, p); st.Code != 7 {
+				t.Errorf("%s: status %s, want exit 7 from the job's trap", name, st)
+			}
+			if err := p.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}},
 	{"a setsid escapee dies with the job", func(t *testing.T, e *conformanceEnv) {
 		e.needSandbox(t) // a plain job's kill is its process group, which setsid leaves
@@ -539,7 +606,10 @@ func TestDynamicUIDReuse(t *testing.T) {
 		}
 	})
 	e := &conformanceEnv{b: backend{name: "c init", sandboxed: true, goInit: !haveCInit}, r: r}
-	hold := e.spec(t, `perl -e 'my ($t, $d, $p) = ("user", "reuse-probe", "secret"); print "added ", syscall(248, $t, $d, $p, 6, -4), "\n"'; echo "uid $(id -u)"; echo ready; exec sleep 30`)
+	// 248 add_key, 250 keyctl: 22 GET_PERSISTENT (into -2, the process
+	// keyring), 10 SEARCH; -4 is the user keyring.
+	hold := e.spec(t, `perl -e 'my ($t, $d, $p) = ("user", "reuse-probe", "secret"); print "added ", syscall(248, $t, $d, $p, 6, -4), "\n";
+		my $pk = syscall(250, 22, -1, -2); print "persistent ", ($pk < 0 ? -1 : syscall(248, $t, $d, $p, 6, $pk)), "\n"'; echo "uid $(id -u)"; echo ready; exec sleep 30`)
 	p, err := r.Start(hold)
 	if err != nil {
 		t.Fatal(err)
@@ -547,6 +617,9 @@ func TestDynamicUIDReuse(t *testing.T) {
 	out := readUntilReady(t, p)
 	if added := field(out, "added "); added == "" || added == "-1" {
 		t.Fatalf("the first job could not add a key: %q", out)
+	}
+	if added := field(out, "persistent "); added == "" || added == "-1" {
+		t.Fatalf("the first job could not add a key to its persistent keyring: %q", out)
 	}
 	// The only uid is held: the next job must wait for it, not share it.
 	if _, err := r.Start(e.spec(t, "exit 0")); !errors.Is(err, ErrNoIDs) {
@@ -559,11 +632,15 @@ func TestDynamicUIDReuse(t *testing.T) {
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	next, _, _ := e.run(t, e.spec(t, `echo "uid $(id -u)"; perl -e 'my ($t, $d) = ("user", "reuse-probe"); my $k = syscall(250, 10, -4, $t, $d, 0); print "found ", ($k < 0 ? "none" : $k), "\n"'`), "")
+	next, _, _ := e.run(t, e.spec(t, `echo "uid $(id -u)"; perl -e 'my ($t, $d) = ("user", "reuse-probe"); my $k = syscall(250, 10, -4, $t, $d, 0); print "found ", ($k < 0 ? "none" : $k), "\n";
+		my $pk = syscall(250, 22, -1, -2); $k = syscall(250, 10, $pk, $t, $d, 0); print "persistent ", ($pk < 0 ? "unreachable" : $k < 0 ? "none" : $k), "\n"'`), "")
 	if field(next, "uid ") != field(out, "uid ") {
 		t.Fatalf("the next job is uid %q, the first was %q: want the same, reused", field(next, "uid "), field(out, "uid "))
 	}
 	if got := field(next, "found "); got != "none" {
 		t.Errorf("the next job with uid %s found the last one's key: %s", field(next, "uid "), got)
+	}
+	if got := field(next, "persistent "); got != "none" {
+		t.Errorf("the next job with uid %s, in its persistent keyring: %s, want none (the last one's key cleared)", field(next, "uid "), got)
 	}
 }

@@ -524,12 +524,17 @@ static struct target prepare_target(uid_t uid, gid_t gid) {
 		if (setuid(uid) < 0) report_fail(rep, "setuid");
 		umask(022);
 		// Keyrings: a new session keyring of our own, and, where the job
-		// may use keyrings, uid's user keyrings emptied, which the kernel
-		// keeps for as long as it runs: an earlier job with this uid must
-		// not hand its keys on. (Touching them creates them for good.)
+		// may use keyrings, uid's user keyrings and persistent keyring
+		// emptied, which the kernel keeps after the job (the persistent
+		// one for days): an earlier job with this uid must not hand its
+		// keys on. (Touching them creates them.) The persistent keyring
+		// is reached through the thread keyring, which the exec drops.
 		if (clear_user_keyrings) {
 			if (syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING) < 0 && errno != ENOSYS) report_fail(rep, "keyrings");
 			if (syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_SESSION_KEYRING) < 0 && errno != ENOSYS) report_fail(rep, "keyrings");
+			long pk = syscall(SYS_keyctl, KEYCTL_GET_PERSISTENT, -1, KEY_SPEC_THREAD_KEYRING);
+			if (pk < 0 && errno != ENOSYS && errno != EOPNOTSUPP) report_fail(rep, "persistent keyring");
+			if (pk >= 0 && syscall(SYS_keyctl, KEYCTL_CLEAR, pk) < 0) report_fail(rep, "persistent keyring");
 		}
 		if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 && errno != ENOSYS) report_fail(rep, "keyrings");
 		if (filter_len > 0) {
@@ -649,6 +654,17 @@ __attribute__((constructor)) static void chimirror_init(int argc, char **argv, c
 	sigset_t all;
 	sigfillset(&all);
 	sigprocmask(SIG_BLOCK, &all, NULL);
+	// Signals the server ignores (started under nohup, or in a script's
+	// background) must still reach the job: an ignored signal is dropped,
+	// blocked or not, and the target would inherit it ignored.
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof dfl);
+	dfl.sa_handler = SIG_DFL;
+	for (int s = 1; s < NSIG; s++) {
+		if (s != SIGKILL && s != SIGSTOP) {
+			sigaction(s, &dfl, NULL); // EINVAL for the C library's own: fine
+		}
+	}
 	if (fcntl(SYNC_FD, F_SETFD, FD_CLOEXEC) < 0) {
 		_exit(111);
 	}

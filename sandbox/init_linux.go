@@ -95,6 +95,9 @@ const helperCommPrefix = "cm:"
 
 // RunInit is the Go init's main (see the handshake above). It never returns.
 func RunInit() {
+	if len(os.Args) > 1 && os.Args[1] == execArg {
+		runExec()
+	}
 	// One thread does everything: no_new_privs and the capability bounding
 	// set are per-thread and inherited by the target forked from it.
 	runtime.LockOSThread()
@@ -103,9 +106,9 @@ func RunInit() {
 	// Subscribe before the target exists: a target that exits at once must
 	// not leave us waiting for a SIGCHLD that came too early.
 	sigs := make(chan os.Signal, 16)
-	// Not SIGURG (the Go runtime's preemption) nor SIGPIPE.
-	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM,
-		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGALRM, syscall.SIGCONT)
+	// Every signal, as the C init: caught, so none is dropped as ignored
+	// (the runtime's own SIGURG is left out when forwarding).
+	signal.Notify(sigs)
 	fail := func(err error) {
 		if _, werr := fmt.Fprintf(sync, "error: %v\n", err); werr != nil {
 			os.Exit(113)
@@ -141,6 +144,9 @@ func RunInit() {
 	}
 	pid, err := startTarget(prep, job)
 	if err != nil {
+		fail(err)
+	}
+	if err := dropCaps(); err != nil {
 		fail(err)
 	}
 	// Only the target holds the job's streams now, so its EOF is theirs. fd 2
@@ -408,11 +414,6 @@ func forkTarget(prep *prepareConfig, cfg *jobConfig) (int, error) {
 	if err := freshKeyrings(prep.UID, prep.ClearUserKeyrings); err != nil {
 		return 0, err
 	}
-	if len(prep.Seccomp) > 0 {
-		if err := loadSeccomp(prep.Seccomp, prep.SeccompFlags); err != nil {
-			return 0, err
-		}
-	}
 	dir := cfg.Dir
 	if dir == "" {
 		dir = "/"
@@ -427,18 +428,148 @@ func forkTarget(prep *prepareConfig, cfg *jobConfig) (int, error) {
 		},
 	}
 	syscall.Umask(0o022)
-	pid, err := syscall.ForkExec(cfg.Path, cfg.Args, attr)
+	if len(prep.Seccomp) == 0 {
+		pid, err := syscall.ForkExec(cfg.Path, cfg.Args, attr)
+		if err != nil {
+			return 0, fmt.Errorf("start %s: %w", cfg.Path, err)
+		}
+		return pid, nil
+	}
+	return execFiltered(attr, prep, cfg)
+}
+
+// execFiltered starts the target through the exec helper, this binary
+// again as the target's ids: it installs the filter and execs, so only
+// the exec itself runs under the filter (as with the C init), not Go's
+// fork and id changes. It reports failure on fd 4, whose close on exec
+// means success.
+func execFiltered(attr *syscall.ProcAttr, prep *prepareConfig, cfg *jobConfig) (_ int, retErr error) {
+	msg, err := execMsg(prep.SeccompFlags, prep.Seccomp)
 	if err != nil {
-		return 0, fmt.Errorf("start %s: %w", cfg.Path, err)
+		return 0, err
+	}
+	job, err := jobMsg(cfg)
+	if err != nil {
+		return 0, err
+	}
+	var in, report [2]int
+	if err := unix.Pipe2(in[:], unix.O_CLOEXEC); err != nil {
+		return 0, fmt.Errorf("exec helper: %w", err)
+	}
+	if err := unix.Pipe2(report[:], unix.O_CLOEXEC); err != nil {
+		unix.Close(in[0])
+		unix.Close(in[1])
+		return 0, fmt.Errorf("exec helper: %w", err)
+	}
+	helper := *attr
+	helper.Env = nil // the job's reach the target through the message
+	helper.Files = []uintptr{0, 1, 2, uintptr(in[0]), uintptr(report[1])}
+	pid, err := syscall.ForkExec("/proc/self/exe", []string{"chimirror", execArg}, &helper)
+	unix.Close(in[0])
+	unix.Close(report[1])
+	defer unix.Close(report[0])
+	if err != nil {
+		unix.Close(in[1])
+		return 0, fmt.Errorf("start %s: exec helper: %w", cfg.Path, err)
+	}
+	w := os.NewFile(uintptr(in[1]), "exec helper")
+	_, werr := w.Write(append(msg, job...))
+	if err := errors.Join(werr, w.Close()); err != nil {
+		return 0, fmt.Errorf("start %s: exec helper: %w", cfg.Path, err)
+	}
+	why, err := io.ReadAll(io.LimitReader(os.NewFile(uintptr(report[0]), "exec report"), 4096))
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("start %s: exec helper: %w", cfg.Path, err)
+	case len(why) > 0:
+		return 0, errors.New(string(why))
 	}
 	return pid, nil
 }
 
+// runExec is the exec helper's main: running as the target's ids, with
+// the job's stdio and dir, it reads the filter and the job from fd 3,
+// installs the filter on this thread and execs the target from it.
+// Between the two it blocks no signal but runs only execve (and write,
+// to report a failure on fd 4). It never returns.
+func runExec() {
+	runtime.LockOSThread()
+	report := os.NewFile(4, "exec report")
+	fail := func(err error) {
+		if _, werr := fmt.Fprint(report, err); werr != nil {
+			os.Exit(126)
+		}
+		os.Exit(127)
+	}
+	in := os.NewFile(3, "exec message")
+	m, err := readInitMsg(in)
+	if err != nil {
+		fail(fmt.Errorf("exec helper: %w", err))
+	}
+	flags, filter, err := decodeExec(m)
+	if err != nil {
+		fail(err)
+	}
+	if m, err = readInitMsg(in); err != nil {
+		fail(fmt.Errorf("exec helper: %w", err))
+	}
+	cfg, err := decodeJob(m)
+	if err != nil {
+		fail(err)
+	}
+	in.Close()
+	syscall.CloseOnExec(4)
+	path, err := unix.BytePtrFromString(cfg.Path)
+	if err != nil {
+		fail(err)
+	}
+	argv, err := syscall.SlicePtrFromStrings(cfg.Args)
+	if err != nil {
+		fail(err)
+	}
+	envv, err := syscall.SlicePtrFromStrings(cfg.Env)
+	if err != nil {
+		fail(err)
+	}
+	// No signal handler may run under the filter before the exec.
+	var all, none unix.Sigset_t
+	for i := range all.Val {
+		all.Val[i] = ^uint64(0)
+	}
+	if err := unix.PthreadSigmask(unix.SIG_SETMASK, &all, nil); err != nil {
+		fail(fmt.Errorf("block signals: %w", err))
+	}
+	if err := loadSeccomp(filter, flags); err != nil {
+		fail(err)
+	}
+	if err := unix.PthreadSigmask(unix.SIG_SETMASK, &none, nil); err != nil {
+		fail(fmt.Errorf("start %s: unblock signals: %w", cfg.Path, err))
+	}
+	_, _, errno := unix.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(path)), uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])))
+	fail(fmt.Errorf("start %s: %w", cfg.Path, errno))
+}
+
+// dropCaps leaves the init, once the target runs, only CAP_KILL (to pass
+// the job's signals on), as the C init does: on every thread, which only
+// a Go runtime without cgo can do (AllThreadsSyscall). A binary with cgo
+// runs the C init; its Go init (the tests') keeps its thread's caps.
+func dropCaps() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	kill := uint32(1) << unix.CAP_KILL
+	data := [2]unix.CapUserData{{Effective: kill, Permitted: kill}}
+	_, _, errno := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
+	switch errno {
+	case 0, syscall.ENOTSUP:
+		return nil
+	}
+	return fmt.Errorf("drop capabilities: %w", errno)
+}
+
 // freshKeyrings gives this thread, and so the target, a new session
 // keyring owned by uid, and with clearUser empties uid's user keyrings,
-// which the kernel keeps for as long as the host runs: a uid used by an
-// earlier job must not hand that job's keys to the next. The thread is uid only meanwhile; its
-// saved uid 0 brings it back.
+// and persistent keyring, which the kernel keeps after the job: a uid used
+// by an earlier job must not hand that job's keys to the next. The thread
+// is uid only meanwhile; its saved uid 0 brings it back.
 func freshKeyrings(uid uint32, clearUser bool) error {
 	setresuid := func(r, e, s uint32) error {
 		if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(r), uintptr(e), uintptr(s)); errno != 0 {
@@ -450,12 +581,27 @@ func freshKeyrings(uid uint32, clearUser bool) error {
 		return fmt.Errorf("keyrings: become uid %d: %w", uid, err)
 	}
 	var errs []error
-	for _, kr := range []int{unix.KEY_SPEC_USER_KEYRING, unix.KEY_SPEC_USER_SESSION_KEYRING} {
-		if !clearUser {
-			break
+	if clearUser {
+		for _, kr := range []int{unix.KEY_SPEC_USER_KEYRING, unix.KEY_SPEC_USER_SESSION_KEYRING} {
+			if _, _, errno := unix.RawSyscall(unix.SYS_KEYCTL, unix.KEYCTL_CLEAR, uintptr(kr), 0); errno != 0 && errno != unix.ENOSYS {
+				errs = append(errs, fmt.Errorf("keyrings: clear user keyring: %w", errno))
+			}
 		}
-		if _, _, errno := unix.RawSyscall(unix.SYS_KEYCTL, unix.KEYCTL_CLEAR, uintptr(kr), 0); errno != 0 && errno != unix.ENOSYS {
-			errs = append(errs, fmt.Errorf("keyrings: clear user keyring: %w", errno))
+		// The persistent keyring, kept for days: reached through this
+		// thread's keyring, and unlinked from it again.
+		thread := unix.KEY_SPEC_THREAD_KEYRING
+		pk, _, errno := unix.RawSyscall(unix.SYS_KEYCTL, unix.KEYCTL_GET_PERSISTENT, ^uintptr(0), uintptr(thread))
+		switch {
+		case errno == unix.ENOSYS || errno == unix.EOPNOTSUPP:
+		case errno != 0:
+			errs = append(errs, fmt.Errorf("keyrings: persistent keyring: %w", errno))
+		default:
+			if _, _, errno := unix.RawSyscall(unix.SYS_KEYCTL, unix.KEYCTL_CLEAR, pk, 0); errno != 0 {
+				errs = append(errs, fmt.Errorf("keyrings: clear persistent keyring: %w", errno))
+			}
+			if _, _, errno := unix.RawSyscall(unix.SYS_KEYCTL, unix.KEYCTL_UNLINK, pk, uintptr(thread)); errno != 0 {
+				errs = append(errs, fmt.Errorf("keyrings: unlink persistent keyring: %w", errno))
+			}
 		}
 	}
 	if _, _, errno := unix.RawSyscall(unix.SYS_KEYCTL, unix.KEYCTL_JOIN_SESSION_KEYRING, 0, 0); errno != 0 && errno != unix.ENOSYS {
@@ -504,7 +650,7 @@ func reapAndForward(sigs <-chan os.Signal, target int) int {
 			return leaveStatus(ws)
 		}
 		sig := (<-sigs).(syscall.Signal)
-		if sig == syscall.SIGCHLD {
+		if sig == syscall.SIGCHLD || sig == syscall.SIGURG { // ours: reaping, and the runtime's preemption
 			continue
 		}
 		// kill(-1) reaches every process of the namespace but us.

@@ -18,6 +18,9 @@ import (
 //	         M {KIND A B C D E}×M SECCOMP_FLAGS SECCOMP
 //	job      "job" PATH DIR HOSTNAME ARGC ARG×ARGC ENVC ENV×ENVC
 //
+//	exec     "exec" SECCOMP_FLAGS SECCOMP, then a job message: from the Go
+//	         init to its exec helper
+//
 // The M groups are the view's mount steps (mountOp); SECCOMP is the filter's
 // struct sock_filter array in hex, or empty for none, installed with
 // seccomp(2)'s SECCOMP_FLAGS.
@@ -154,6 +157,29 @@ func prepareMsg(c *prepareConfig) ([]byte, error) {
 		m.str(op.kind).str(op.a).str(op.b).str(op.c).str(op.d).str(op.e)
 	}
 	return m.num(uint64(c.SeccompFlags)).str(hex.EncodeToString(c.Seccomp)).bytes()
+}
+
+// execMsg encodes the filter the Go init's exec helper installs.
+func execMsg(flags uint32, filter []byte) ([]byte, error) {
+	return newInitMsg("exec").num(uint64(flags)).str(hex.EncodeToString(filter)).bytes()
+}
+
+func decodeExec(m *initFields) (flags uint32, filter []byte, err error) {
+	if kind, err := m.str(); err != nil || kind != "exec" {
+		return 0, nil, fmt.Errorf("exec message: want exec, got %q (%v)", kind, err)
+	}
+	n, err := m.num()
+	if err != nil {
+		return 0, nil, err
+	}
+	h, err := m.str()
+	if err != nil {
+		return 0, nil, err
+	}
+	if filter, err = hex.DecodeString(h); err != nil || len(filter) == 0 || len(filter)%8 != 0 {
+		return 0, nil, errors.New("exec message: bad seccomp filter")
+	}
+	return uint32(n), filter, nil
 }
 
 // jobMsg encodes a jobConfig.

@@ -17,6 +17,20 @@ import (
 
 var runnerOpen atomic.Bool
 
+// unignoreSignals catches, into a channel no one reads, every signal this
+// process was started ignoring (nohup's HUP; INT and QUIT in a script's
+// background): an exec keeps a signal ignored, so a plain job would never
+// see its exit signal. Caught, it is still ignored here and reset in every
+// child. (The inits reset what they inherit themselves.)
+func unignoreSignals() {
+	discard := make(chan os.Signal, 1)
+	for sig := syscall.Signal(1); sig < 32; sig++ {
+		if sig != syscall.SIGKILL && sig != syscall.SIGSTOP && signal.Ignored(sig) {
+			signal.Notify(discard, sig)
+		}
+	}
+}
+
 // Runner starts processes and owns every child of this process.
 //
 // Reaping contract: when a job's leader exits, the reaper first kills the
@@ -60,6 +74,7 @@ func NewRunner(log *slog.Logger, opts RunnerOptions) (_ *Runner, retErr error) {
 			runnerOpen.Store(false)
 		}
 	}()
+	unignoreSignals()
 	if opts.DynamicIDs.Count == 0 {
 		opts.DynamicIDs = DefaultDynamicIDs
 	}

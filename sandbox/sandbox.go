@@ -47,8 +47,12 @@ const goInitArg = "sandbox-init-go"
 // IsInit reports whether args (os.Args) ask for a job's init; main must
 // then call RunInit, which never returns.
 func IsInit(args []string) bool {
-	return len(args) > 1 && (args[1] == InitArg || args[1] == goInitArg)
+	return len(args) > 1 && (args[1] == InitArg || args[1] == goInitArg || args[1] == execArg)
 }
+
+// execArg runs the Go init's exec helper (see startTarget in
+// init_linux.go), where RunInit is called.
+const execArg = "sandbox-exec"
 
 // Spec describes one process to start. Path must be absolute: executables are
 // resolved when configuration is loaded, never per job.
