@@ -266,15 +266,17 @@ func (chainJump) Assemble() (bpf.RawInstruction, error) {
 // default, ends the chain.
 func (c *seccompChain) assemble(def uint32) ([]bpf.Instruction, error) {
 	// The generator's default must be one of its own actions; SCMP_ACT_TRACE
-	// (refused in a profile) stands for "go on" and is replaced.
-	const next = uint32(seccomp.ActionTrace)
+	// (refused in a profile) stands for "go on" and is replaced. The
+	// group's action is ALLOW, replaced by the rule's exact action: the
+	// generator would render an errno of 0 as EPERM.
+	const next, this = uint32(seccomp.ActionTrace), uint32(seccomp.ActionAllow)
 	var out []bpf.Instruction
 	for i := 0; i < len(c.rules); {
 		r := c.rules[i]
 		if r.conds == nil {
 			return append(out, bpf.RetConstant{Val: r.action}), nil
 		}
-		g := seccomp.SyscallGroup{Action: seccomp.Action(r.action)}
+		g := seccomp.SyscallGroup{Action: seccomp.Action(this)}
 		for ; i < len(c.rules) && c.rules[i].conds != nil && c.rules[i].action == r.action; i++ {
 			g.NamesWithCondtions = append(g.NamesWithCondtions, seccomp.NameWithConditions{Name: r.name, Conditions: c.rules[i].conds})
 		}
@@ -284,8 +286,11 @@ func (c *seccompChain) assemble(def uint32) ([]bpf.Instruction, error) {
 			return nil, fmt.Errorf("seccomp: %s: %s", r.name, strings.ReplaceAll(err.Error(), "\n", "; "))
 		}
 		for j, in := range insts {
-			if rc, ok := in.(bpf.RetConstant); ok && rc.Val == next {
+			switch rc, ok := in.(bpf.RetConstant); {
+			case ok && rc.Val == next:
 				insts[j] = bpf.Jump{Skip: uint32(len(insts) - j - 1)} // the next program
+			case ok && rc.Val == this:
+				insts[j] = bpf.RetConstant{Val: r.action}
 			}
 		}
 		out = append(out, insts...)

@@ -110,7 +110,7 @@ rules:
 // allow by default, rules with conditions before, between and after
 // others included.
 func TestSeccomp_FilterMatchesProfile(t *testing.T) {
-	errno := uint(unix.EACCES)
+	errno, zero := uint(unix.EACCES), uint(0)
 	profiles := map[string]*specs.LinuxSeccomp{
 		"default": DefaultSeccomp(),
 		"a deny list": {DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
@@ -122,6 +122,9 @@ func TestSeccomp_FilterMatchesProfile(t *testing.T) {
 			{Names: []string{"socket"}, Action: specs.ActErrno, Args: []specs.LinuxSeccompArg{{Index: 0, Value: unix.AF_VSOCK, Op: specs.OpEqualTo}}},
 			{Names: []string{"socket"}, Action: specs.ActTrap, Args: []specs.LinuxSeccompArg{{Index: 0, Value: 41, Op: specs.OpEqualTo}}},
 			{Names: []string{"clone"}, Action: specs.ActErrno, Args: []specs.LinuxSeccompArg{{Index: 0, Value: unix.CLONE_NEWUSER, ValueTwo: unix.CLONE_NEWUSER, Op: specs.OpMaskedEqual}}},
+			// errno 0: "succeed" without running, with conditions or not.
+			{Names: []string{"setpgid"}, Action: specs.ActErrno, ErrnoRet: &zero, Args: []specs.LinuxSeccompArg{{Index: 0, Value: 8, Op: specs.OpEqualTo}}},
+			{Names: []string{"umask"}, Action: specs.ActErrno, ErrnoRet: &zero},
 		}},
 	}
 	argSets := [][6]uint64{{}, {8}, {39}, {41}, {56}, {135}, {0x20008}, {0x20008, 1 << 41}, {0xffffffff}, {unix.AF_INET}, {unix.AF_VSOCK},
