@@ -283,7 +283,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 		// What the seccomp filter costs: a session with and without it,
 		// in turns so that both see the same machine; and a syscall.
-		with, without, err := alternate(min(o.setupN/4, 400), boxed.sessionEcho, func() error { return sessionEcho("ws://" + boxed.addr + "/apps/cat-nofilter") })
+		with, without, err := alternate(max(1, min(o.setupN/4, 400)), boxed.sessionEcho, func() error { return sessionEcho("ws://" + boxed.addr + "/apps/cat-nofilter") })
 		if err != nil {
 			boxed.stop()
 			return fmt.Errorf("sandboxed setup with and without seccomp: %w", err)
