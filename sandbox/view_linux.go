@@ -424,7 +424,7 @@ func (p *planner) bind(path string, attr int) error {
 		}
 		real, err := filepath.EvalSymlinks(path)
 		if err != nil {
-			return fmt.Errorf("bind %s: %w", path, err)
+			return fmt.Errorf("bind %s: the symlink to %s: %w", path, target, err)
 		}
 		hidden := slices.ContainsFunc(p.hidden, func(h string) bool { return within(real, h) })
 		if p.reaches(real) || hidden || checkViewPath(real) != nil {

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -74,6 +75,28 @@ func newHostileRig(t *testing.T) *hostileRig {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(dir, "policies.d", "userns.toml"), "# "+secretMarker+"\nuser_namespace = true\nmemory = \"256MiB\"\npids = 64\n")
+	// A drop dir every job of policy "writer" may write, as operators
+	// make them, holding the dir of app "site".
+	shared := filepath.Join(dir, "shared")
+	if err := os.MkdirAll(filepath.Join(shared, "site"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(shared, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(shared, "site", "index.html"), "site\n")
+	// Another tenant's files, readable by all, in no job's view.
+	if err := os.MkdirAll(filepath.Join(dir, "other"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "other", "secret.txt"), secretMarker+"\n")
+	if err := os.Chmod(filepath.Join(dir, "other", "secret.txt"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "policies.d", "writer.toml"), fmt.Sprintf("rw = [%q]\n", shared))
+	// Policy "reader" binds the shared dir's site; each of its jobs' roots
+	// is built at its start: no prepared sandbox built before a swap.
+	writeFile(t, filepath.Join(dir, "policies.d", "reader.toml"), fmt.Sprintf("ro = [%q]\ninitiators = 0\n", filepath.Join(shared, "site")))
 	tokens := map[string]string{"alice": "alice-token-" + secretMarker, "bob": "bob-token-" + secretMarker}
 	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
 	cfg := writeFile(t, filepath.Join(dir, "chimirror.toml"), fmt.Sprintf(`# %s
@@ -106,6 +129,18 @@ command = ["sh"]
 dir = "."
 env = ["PATH"]
 policy = "userns"
+
+[[app]]
+name = "writer"
+command = ["sh"]
+env = ["PATH"]
+policy = "writer"
+
+[[app]]
+name = "site"
+command = ["sh"]
+env = ["PATH"]
+policy = "reader"
 `, secretMarker, sum(tokens["alice"]), sum(tokens["bob"])))
 	p := startProcBin(t, bin, dir, nil, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config", cfg)
 	m, ok := p.stderr.waitMatch(addrRe, startTimeout, p.done)
@@ -137,6 +172,17 @@ type probe struct {
 // output until that line has come (the job keeps running).
 func (h *hostileRig) start(tenant, app, script, until string, hdr http.Header) *probe {
 	h.t.Helper()
+	p, refused := h.tryStart(tenant, app, script, until, hdr)
+	if p == nil {
+		h.t.Fatalf("%s: dial %s: %s", tenant, app, refused)
+	}
+	return p
+}
+
+// tryStart is start, but a job the server refuses to start is no failure:
+// it returns nil and the refusal (the handshake's status and body).
+func (h *hostileRig) tryStart(tenant, app, script, until string, hdr http.Header) (_ *probe, refused string) {
+	h.t.Helper()
 	if hdr == nil {
 		hdr = http.Header{}
 	}
@@ -144,11 +190,11 @@ func (h *hostileRig) start(tenant, app, script, until string, hdr http.Header) *
 	d := websocket.Dialer{HandshakeTimeout: ioTimeout, Subprotocols: []string{"chimirror.v1"}}
 	ws, resp, err := d.Dial(h.srv.url("ws", "/apps/"+app), hdr)
 	if err != nil {
-		status := ""
-		if resp != nil {
-			status = resp.Status
+		if resp == nil {
+			h.t.Fatalf("%s: dial %s: %v", tenant, app, err)
 		}
-		h.t.Fatalf("%s: dial %s: %v %s", tenant, app, err, status)
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Sprintf("%v %s: %s", err, resp.Status, body)
 	}
 	h.t.Cleanup(func() { ws.Close() })
 	p := &probe{t: h.t, ws: ws}
@@ -164,7 +210,7 @@ func (h *hostileRig) start(tenant, app, script, until string, hdr http.Header) *
 			}
 		}
 	}
-	return p
+	return p, ""
 }
 
 // run runs script as tenant's job of app to its end.
@@ -454,6 +500,55 @@ func TestHostileTenants(t *testing.T) {
 			if got := p.field(k); got != "1" {
 				t.Errorf("%s%q, want EPERM (1)\n%s%s", k, got, p.out(), &p.stderr)
 			}
+		}
+	})
+
+	t.Run("a shared dir's path swapped for a symlink", func(t *testing.T) {
+		h.t = t
+		shared := filepath.Join(h.dir, "shared")
+		site := filepath.Join(shared, "site")
+		t.Cleanup(func() {
+			if _, err := os.Lstat(site + ".old"); err == nil {
+				if err := os.Remove(site); err != nil {
+					t.Error(err)
+				}
+				if err := os.Rename(site+".old", site); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+		// bob's job shows what its dir holds; the server's files, another
+		// tenant's or the host's /proc must not be what it holds.
+		look := `cd ` + site + ` && cat index.html 2>/dev/null; grep -a -l ` + secretMarker + ` secret.txt other/secret.txt 2>/dev/null && echo LEAK
+			if [ -e 1/cmdline ]; then [ "$(tr '\0' ' ' <1/cmdline)" = "$(tr '\0' ' ' </proc/1/cmdline)" ] || echo HOST-PROC; fi; echo done`
+		b := h.run("bob", "site", look, nil) // its view's plan is cached now
+		b.mustContain("site\n", "done\n")
+		// Refused, with the reason, or run seeing nothing it should not.
+		victim := func() {
+			t.Helper()
+			b, refused := h.tryStart("bob", "site", look, "", nil)
+			if b == nil {
+				t.Logf("bob's job refused: %s", refused)
+				return
+			}
+			b.wait()
+			b.mustNotContain("LEAK", "HOST-PROC")
+		}
+		plant := func(target string) {
+			t.Helper()
+			a := h.run("alice", "writer", `cd `+shared+` && { [ -L site ] || mv site site.old; } && rm -f site && ln -s `+target+` site && echo planted`, nil)
+			a.mustContain("planted\n")
+		}
+		other := filepath.Join(h.dir, "other")
+		for _, target := range []string{other, "/proc", "/oldroot" + h.dir, "/oldroot" + other} {
+			plant(target)
+			victim() // the plan cached before the swap
+		}
+		// And planned anew, once the cached plan has expired.
+		for _, target := range []string{other, "/proc"} {
+			plant(target)
+			time.Sleep(5*time.Second + 200*time.Millisecond)
+			victim()
 		}
 	})
 
