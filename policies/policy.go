@@ -242,7 +242,7 @@ func parse(file, name string, data []byte) (*Policy, Problems) {
 	c.size(toml.Key{"max_output"}, &p.MaxOutputBytes, pf.MaxOutput)
 	c.boolean(toml.Key{"network"}, &p.Network, pf.Network)
 	tmpSet := c.size(toml.Key{"tmp_size"}, &p.TmpSizeBytes, pf.TmpSize)
-	c.identity(p, pf.User, pf.Group)
+	rootUser, rootGroup := c.identity(p, pf.User, pf.Group)
 	p.ExitSignal = DefaultExitSignal
 	if pf.ExitSignal.v != nil {
 		if s, ok := pf.ExitSignal.v.(string); !ok {
@@ -259,6 +259,17 @@ func parse(file, name string, data []byte) (*Policy, Problems) {
 	}
 	p.Env = c.env(pf.Env)
 	c.boolean(toml.Key{"user_namespace"}, &p.UserNamespace, pf.UserNamespace)
+	if !p.DynamicUser && !p.UserNamespace {
+		// Root outside a user namespace owns what root owns on the host:
+		// whatever an rw path lets it write, and symlinks the sandbox
+		// trusts as an operator's.
+		if rootUser {
+			c.add(toml.Key{"user"}, "root outside a user namespace is the host's root: set user_namespace = true, or name another user")
+		}
+		if rootGroup {
+			c.add(toml.Key{"group"}, "group 0 outside a user namespace is the host's root group: set user_namespace = true, or name another group")
+		}
+	}
 	if pf.Initiators.v != nil {
 		if n, ok := c.integer(toml.Key{"initiators"}, pf.Initiators); ok {
 			if n < 0 || n > maxInitiators {
@@ -434,8 +445,9 @@ func (c *checker) env(r rawValue) []string {
 	return env
 }
 
-// identity resolves user and group into p.
-func (c *checker) identity(p *Policy, u, g rawValue) {
+// identity resolves user and group into p, and says whether the user and
+// group it resolved are root's.
+func (c *checker) identity(p *Policy, u, g rawValue) (rootUser, rootGroup bool) {
 	p.User, p.Group = DefaultUser, DefaultGroup
 	uk, gk := toml.Key{"user"}, toml.Key{"group"}
 	userOK := true
@@ -451,7 +463,7 @@ func (c *checker) identity(p *Policy, u, g rawValue) {
 			if g.v != nil {
 				c.add(gk, "a dynamic user has a group of its own: leave group out, or name a user")
 			}
-			return
+			return false, false
 		}
 		uid, gid, err := lookupUser(p.User)
 		if err != nil {
@@ -459,10 +471,11 @@ func (c *checker) identity(p *Policy, u, g rawValue) {
 			userOK = false
 		}
 		p.UID, primary = uid, gid
+		rootUser = userOK && uid == 0
 	}
 	s, ok := c.idString(gk, "group", g)
 	if !ok {
-		return
+		return rootUser, false
 	}
 	if s != "" {
 		p.Group = s
@@ -474,7 +487,7 @@ func (c *checker) identity(p *Policy, u, g rawValue) {
 			c.add(gk, "unknown group %q", s)
 		}
 		p.GID = gid
-		return
+		return rootUser, err == nil && found && gid == 0
 	}
 	gid, found, err := lookupGroup(DefaultGroup)
 	switch {
@@ -493,6 +506,7 @@ func (c *checker) identity(p *Policy, u, g rawValue) {
 	case userOK:
 		c.add(gk, "the default group %q does not exist here, and user %q has no primary group: set group", DefaultGroup, p.User)
 	}
+	return rootUser, false
 }
 
 // idString returns a user or group value as a string ("" when absent).

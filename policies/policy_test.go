@@ -259,7 +259,7 @@ func TestParse_Values(t *testing.T) {
 		{"cpu_time beyond wall_time on several cores", "cpu = 4\nwall_time = \"1m\"\ncpu_time = \"3m\"\n", func(p *Policy) bool { return p.CPUTime == 3*time.Minute }},
 		{"cpu_time beyond wall_time without a cpu limit", "wall_time = \"1m\"\ncpu_time = \"3m\"\n", func(p *Policy) bool { return p.CPUTime == 3*time.Minute }},
 		{"numeric user as a string", "user = \"4242\"\ngroup = 4343\n", func(p *Policy) bool { return p.UID == 4242 && p.GID == 4343 }},
-		{"root is an id like any other", "user = 0\ngroup = 0\n", func(p *Policy) bool { return p.UID == 0 && p.GID == 0 }},
+		{"root inside a user namespace", "user = 0\ngroup = 0\nuser_namespace = true\n", func(p *Policy) bool { return p.UID == 0 && p.GID == 0 }},
 		{"dotted rlimits key", "rlimits.nofile = 10\n", func(p *Policy) bool { return len(p.Rlimits()) == 1 && p.Rlimits()[0].Hard == 10 }},
 	}
 	for _, tc := range tests {
@@ -541,6 +541,23 @@ func TestParseDuration(t *testing.T) {
 			got, err := ParseDuration(tc.in)
 			if (err == nil) != tc.ok || got != tc.want {
 				t.Fatalf("ParseDuration(%q) = %v, %v", tc.in, got, err)
+			}
+		})
+	}
+}
+
+// Ensure root, by name or id, runs a job only inside a user namespace: out
+// of one it is the host's root.
+func TestParse_RootOutsideUserNamespace(t *testing.T) {
+	for _, tc := range []struct{ name, toml, want string }{
+		{"user root", "user = \"root\"\n", "p.toml:1: user: root outside a user namespace is the host's root"},
+		{"uid 0", "user = 0\ngroup = \"nogroup\"\n", "p.toml:1: user: root outside a user namespace is the host's root"},
+		{"gid 0", "user = \"nobody\"\ngroup = 0\n", "p.toml:2: group: group 0 outside a user namespace"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, ps := Parse("p.toml", []byte(tc.toml))
+			if len(ps) != 1 || !strings.HasPrefix(ps[0].String(), tc.want) {
+				t.Fatalf("problems %v, want one starting %q", ps, tc.want)
 			}
 		})
 	}
