@@ -187,6 +187,18 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// Before the lines that say the server is up: a SIGHUP sent on seeing
+	// them must reload, not kill it (SIGHUP's default).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	// A log reader that goes away must not kill the server (Go kills a
+	// program on a broken pipe at fd 1 or 2 unless SIGPIPE is handled):
+	// logs are lost, jobs go on and shutdown still cleans up. Handled, not
+	// ignored, so that jobs still get SIGPIPE's default action.
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 
@@ -201,16 +213,6 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 	// One write: whoever waits for the console line sees the token with it.
 	fmt.Fprint(stderr, console)
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	// A log reader that goes away must not kill the server (Go kills a
-	// program on a broken pipe at fd 1 or 2 unless SIGPIPE is handled):
-	// logs are lost, jobs go on and shutdown still cleans up. Handled, not
-	// ignored, so that jobs still get SIGPIPE's default action.
-	pipe := make(chan os.Signal, 1)
-	signal.Notify(pipe, syscall.SIGPIPE)
-	defer signal.Stop(pipe)
 	var serveErr error
 wait:
 	for {
@@ -321,8 +323,12 @@ func reload(log *slog.Logger, stderr io.Writer, cur *config, sup *supervisor.Sup
 	}
 	restart := restartNeeded(cur, next)
 	// What needs a restart stays as it runs, and the jobs of the new apps
-	// and policies must start with it: the running sandbox mode and ids.
+	// and policies must start with it: the running sandbox mode and ids,
+	// and the data dir in use, hidden from them.
 	next.Runner = cur.Runner
+	if next.DataDir != cur.DataDir {
+		next.setDataDir(cur.DataDir)
+	}
 	if cur.Sup.Sandbox {
 		if ps := next.jobProblems(); len(ps) > 0 {
 			for _, p := range ps {

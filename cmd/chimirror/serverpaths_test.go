@@ -80,3 +80,43 @@ func TestReloadChecksRunningIDs(t *testing.T) {
 	}
 	linesEcho(t, srv.url("ws", "/apps/a"))
 }
+
+// Ensure a reload whose file moves data_dir (which needs a restart) keeps
+// hiding the data dir the server still runs with.
+func TestReloadKeepsDataDirHidden(t *testing.T) {
+	requireSandboxHere(t)
+	t.Parallel()
+	dir := t.TempDir()
+	for d := dir; d != "/tmp"; d = filepath.Dir(d) { // for the job's uid
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shared := filepath.Join(dir, "shared")
+	for _, d := range []string{filepath.Join(dir, "pol"), shared} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(dir, "pol", "p.toml"), fmt.Sprintf("ro = [%q]\ninitiators = 0\n", shared))
+	body := func(data string) string {
+		return fmt.Sprintf("sandbox = \"on\"\npolicy_dir = \"pol\"\ndata_dir = %q\n"+
+			"[[app]]\nname = \"a\"\ncommand = [\"stat\", \"-c\", \"%%a\", \"%s/data\"]\npolicy = \"p\"\nenv = [\"PATH\"]\n", data, shared)
+	}
+	cfg := writeFile(t, filepath.Join(dir, "c.toml"), body(filepath.Join(shared, "data")))
+	srv := startServer(t, dir, "--config", cfg)
+	if _, p := readWS(t, dialWS(t, srv.url("ws", "/apps/a"))); string(p) != "0" {
+		t.Fatalf("before the reload the job sees the data dir with mode %s, want 0 (masked)", p)
+	}
+	writeFile(t, cfg, body(filepath.Join(dir, "elsewhere")))
+	srv.signal(syscall.SIGHUP)
+	if _, ok := srv.stderr.waitMatch(regexp.MustCompile(`msg=reloaded`), ioTimeout, srv.done); !ok {
+		t.Fatalf("no reload logged:\n%s", srv.stderr)
+	}
+	if _, p := readWS(t, dialWS(t, srv.url("ws", "/apps/a"))); string(p) != "0" {
+		t.Errorf("after a reload that moves data_dir, the data dir in use shows mode %s to jobs, want 0 (masked)", p)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "elsewhere")); err == nil {
+		t.Errorf("the reload made the new data_dir, which needs a restart")
+	}
+}
