@@ -403,10 +403,7 @@ func startTarget(prep *prepareConfig, cfg *jobConfig) (int, error) {
 }
 
 func forkTarget(prep *prepareConfig, cfg *jobConfig) (int, error) {
-	if err := restrictThread(); err != nil {
-		return 0, err
-	}
-	// unshare is per thread too: this one needs the cgroup namespace that
+	// unshare is per thread: this one needs the cgroup namespace that
 	// prepare made for the init's.
 	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
 		return 0, fmt.Errorf("new cgroup namespace: %w", err)
@@ -418,7 +415,14 @@ func forkTarget(prep *prepareConfig, cfg *jobConfig) (int, error) {
 	if dir == "" {
 		dir = "/"
 	}
-	attr := &syscall.ProcAttr{
+	syscall.Umask(0o022)
+	if len(prep.Seccomp) > 0 {
+		return execFiltered(dir, prep, cfg)
+	}
+	if err := restrictThread(); err != nil {
+		return 0, err
+	}
+	pid, err := syscall.ForkExec(cfg.Path, cfg.Args, &syscall.ProcAttr{
 		Dir:   dir,
 		Env:   cfg.Env,
 		Files: []uintptr{0, 1, 2},
@@ -426,25 +430,30 @@ func forkTarget(prep *prepareConfig, cfg *jobConfig) (int, error) {
 			Credential: &syscall.Credential{Uid: prep.UID, Gid: prep.GID, Groups: []uint32{}},
 			Setsid:     true,
 		},
+	})
+	if err != nil {
+		return 0, fmt.Errorf("start %s: %w", cfg.Path, err)
 	}
-	syscall.Umask(0o022)
-	if len(prep.Seccomp) == 0 {
-		pid, err := syscall.ForkExec(cfg.Path, cfg.Args, attr)
-		if err != nil {
-			return 0, fmt.Errorf("start %s: %w", cfg.Path, err)
-		}
-		return pid, nil
-	}
-	return execFiltered(attr, prep, cfg)
+	return pid, nil
 }
 
-// execFiltered starts the target through the exec helper, this binary
-// again as the target's ids: it installs the filter and execs, so only
-// the exec itself runs under the filter (as with the C init), not Go's
-// fork and id changes. It reports failure on fd 4, whose close on exec
-// means success.
-func execFiltered(attr *syscall.ProcAttr, prep *prepareConfig, cfg *jobConfig) (_ int, retErr error) {
-	msg, err := execMsg(prep.SeccompFlags, prep.Seccomp)
+// The exec helper's descriptors. Until it execs, its stdout and stderr are
+// the report pipe: whatever it says, a Go runtime's fatal error included,
+// is the init's to report, never the job's to read.
+const (
+	execMsgFD    = 3 // the exec and job messages
+	execStdinFD  = 4 // the job's stdio, moved to 0–2 just before the exec
+	execStdoutFD = 5
+	execStderrFD = 6
+	execReportFD = 7 // close-on-exec: EOF with nothing said means it exec'd
+)
+
+// execFiltered starts the target through the exec helper: this binary
+// again, as root in the job's namespaces, which takes the target's ids,
+// installs the filter and execs, so that only the exec itself runs under
+// the filter (as with the C init), not Go's fork and id changes.
+func execFiltered(dir string, prep *prepareConfig, cfg *jobConfig) (int, error) {
+	msg, err := execMsg(prep.UID, prep.GID, prep.SeccompFlags, prep.Seccomp)
 	if err != nil {
 		return 0, err
 	}
@@ -452,61 +461,77 @@ func execFiltered(attr *syscall.ProcAttr, prep *prepareConfig, cfg *jobConfig) (
 	if err != nil {
 		return 0, err
 	}
+	fail := func(err error) (int, error) { return 0, fmt.Errorf("start %s: exec helper: %w", cfg.Path, err) }
+	null, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fail(err)
+	}
+	defer unix.Close(null)
 	var in, report [2]int
 	if err := unix.Pipe2(in[:], unix.O_CLOEXEC); err != nil {
-		return 0, fmt.Errorf("exec helper: %w", err)
+		return fail(err)
 	}
 	if err := unix.Pipe2(report[:], unix.O_CLOEXEC); err != nil {
 		unix.Close(in[0])
 		unix.Close(in[1])
-		return 0, fmt.Errorf("exec helper: %w", err)
+		return fail(err)
 	}
-	helper := *attr
-	helper.Env = nil // the job's reach the target through the message
-	helper.Files = []uintptr{0, 1, 2, uintptr(in[0]), uintptr(report[1])}
-	pid, err := syscall.ForkExec("/proc/self/exe", []string{"chimirror", execArg}, &helper)
+	w := uintptr(report[1])
+	pid, err := syscall.ForkExec("/proc/self/exe", []string{"chimirror", execArg}, &syscall.ProcAttr{
+		Dir:   dir,
+		Env:   []string{"GOTRACEBACK=none"}, // the job's reach the target through the message
+		Files: []uintptr{uintptr(null), w, w, uintptr(in[0]), 0, 1, 2, w},
+		Sys:   &syscall.SysProcAttr{Setsid: true},
+	})
 	unix.Close(in[0])
 	unix.Close(report[1])
-	defer unix.Close(report[0])
+	r := os.NewFile(uintptr(report[0]), "exec report")
+	defer r.Close()
 	if err != nil {
 		unix.Close(in[1])
-		return 0, fmt.Errorf("start %s: exec helper: %w", cfg.Path, err)
+		return fail(err)
 	}
-	w := os.NewFile(uintptr(in[1]), "exec helper")
-	_, werr := w.Write(append(msg, job...))
-	if err := errors.Join(werr, w.Close()); err != nil {
-		return 0, fmt.Errorf("start %s: exec helper: %w", cfg.Path, err)
+	msgs := os.NewFile(uintptr(in[1]), "exec message")
+	_, werr := msgs.Write(append(msg, job...))
+	werr = errors.Join(werr, msgs.Close())
+	// Read all it says (it may be blocked saying it), keep the start.
+	said, rerr := io.ReadAll(io.LimitReader(r, 1<<20))
+	if len(said) > 0 {
+		if len(said) > 2048 {
+			said = append(said[:2048], "…"...)
+		}
+		return 0, fmt.Errorf("start %s: %s", cfg.Path, strings.TrimSpace(string(said)))
 	}
-	why, err := io.ReadAll(io.LimitReader(os.NewFile(uintptr(report[0]), "exec report"), 4096))
-	switch {
-	case err != nil:
-		return 0, fmt.Errorf("start %s: exec helper: %w", cfg.Path, err)
-	case len(why) > 0:
-		return 0, errors.New(string(why))
+	if err := errors.Join(werr, rerr); err != nil {
+		return fail(err)
 	}
 	return pid, nil
 }
 
-// runExec is the exec helper's main: running as the target's ids, with
-// the job's stdio and dir, it reads the filter and the job from fd 3,
-// installs the filter on this thread and execs the target from it.
-// Between the two it blocks no signal but runs only execve (and write,
-// to report a failure on fd 4). It never returns.
+// runExec is the exec helper's main (see execFiltered). Root in the job's
+// namespaces, with the job's dir, it reads the job; drops the bounding set
+// to CAP_KILL, sets no_new_privs and takes the target's ids; and on this
+// thread, with every signal blocked and reset, puts the job's stdio in
+// place, installs the filter, unblocks and execs. Under the filter only
+// rt_sigprocmask and execve run (and write, to report a failed exec). It
+// never returns.
 func runExec() {
 	runtime.LockOSThread()
-	report := os.NewFile(4, "exec report")
 	fail := func(err error) {
-		if _, werr := fmt.Fprint(report, err); werr != nil {
+		if _, werr := unix.Write(execReportFD, []byte(err.Error())); werr != nil {
 			os.Exit(126)
 		}
 		os.Exit(127)
 	}
-	in := os.NewFile(3, "exec message")
+	for _, fd := range []int{execMsgFD, execStdinFD, execStdoutFD, execStderrFD, execReportFD} {
+		syscall.CloseOnExec(fd)
+	}
+	in := os.NewFile(execMsgFD, "exec message")
 	m, err := readInitMsg(in)
 	if err != nil {
 		fail(fmt.Errorf("exec helper: %w", err))
 	}
-	flags, filter, err := decodeExec(m)
+	x, err := decodeExec(m)
 	if err != nil {
 		fail(err)
 	}
@@ -518,7 +543,19 @@ func runExec() {
 		fail(err)
 	}
 	in.Close()
-	syscall.CloseOnExec(4)
+	if err := restrictThread(); err != nil {
+		fail(err)
+	}
+	// Every thread's ids (the runtime's own, or the C library's, way).
+	if err := syscall.Setgroups(nil); err != nil {
+		fail(fmt.Errorf("setgroups: %w", err))
+	}
+	if err := syscall.Setgid(int(x.gid)); err != nil {
+		fail(fmt.Errorf("setgid %d: %w", x.gid, err))
+	}
+	if err := syscall.Setuid(int(x.uid)); err != nil {
+		fail(fmt.Errorf("setuid %d: %w", x.uid, err))
+	}
 	path, err := unix.BytePtrFromString(cfg.Path)
 	if err != nil {
 		fail(err)
@@ -531,7 +568,9 @@ func runExec() {
 	if err != nil {
 		fail(err)
 	}
-	// No signal handler may run under the filter before the exec.
+	// No Go signal handler may run under the filter: every signal blocked
+	// on this thread, and reset (the exec would reset them anyway), so
+	// one pending is dropped or acted on by the kernel.
 	var all, none unix.Sigset_t
 	for i := range all.Val {
 		all.Val[i] = ^uint64(0)
@@ -539,14 +578,25 @@ func runExec() {
 	if err := unix.PthreadSigmask(unix.SIG_SETMASK, &all, nil); err != nil {
 		fail(fmt.Errorf("block signals: %w", err))
 	}
-	if err := loadSeccomp(filter, flags); err != nil {
+	var dfl [4]uint64 // struct sigaction: SIG_DFL, no flags, no mask
+	for sig := 1; sig <= 64; sig++ {
+		if sig != int(syscall.SIGKILL) && sig != int(syscall.SIGSTOP) {
+			unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&dfl)), 0, 8, 0, 0) // EINVAL for 32, 33: fine
+		}
+	}
+	for to, from := range []int{execStdinFD, execStdoutFD, execStderrFD} {
+		if _, _, errno := unix.RawSyscall(unix.SYS_DUP3, uintptr(from), uintptr(to), 0); errno != 0 {
+			fail(fmt.Errorf("stdio: %w", errno))
+		}
+	}
+	if err := loadSeccomp(x.filter, x.flags); err != nil {
 		fail(err)
 	}
-	if err := unix.PthreadSigmask(unix.SIG_SETMASK, &none, nil); err != nil {
-		fail(fmt.Errorf("start %s: unblock signals: %w", cfg.Path, err))
+	if _, _, errno := unix.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_SETMASK, uintptr(unsafe.Pointer(&none)), 0, 8, 0, 0); errno != 0 {
+		fail(fmt.Errorf("unblock signals: %w", errno))
 	}
 	_, _, errno := unix.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(path)), uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])))
-	fail(fmt.Errorf("start %s: %w", cfg.Path, errno))
+	fail(errno)
 }
 
 // dropCaps leaves the init, once the target runs, only CAP_KILL (to pass

@@ -18,8 +18,8 @@ import (
 //	         M {KIND A B C D E}×M SECCOMP_FLAGS SECCOMP
 //	job      "job" PATH DIR HOSTNAME ARGC ARG×ARGC ENVC ENV×ENVC
 //
-//	exec     "exec" SECCOMP_FLAGS SECCOMP, then a job message: from the Go
-//	         init to its exec helper
+//	exec     "exec" UID GID SECCOMP_FLAGS SECCOMP, then a job message: from
+//	         the Go init to its exec helper
 //
 // The M groups are the view's mount steps (mountOp); SECCOMP is the filter's
 // struct sock_filter array in hex, or empty for none, installed with
@@ -159,27 +159,35 @@ func prepareMsg(c *prepareConfig) ([]byte, error) {
 	return m.num(uint64(c.SeccompFlags)).str(hex.EncodeToString(c.Seccomp)).bytes()
 }
 
-// execMsg encodes the filter the Go init's exec helper installs.
-func execMsg(flags uint32, filter []byte) ([]byte, error) {
-	return newInitMsg("exec").num(uint64(flags)).str(hex.EncodeToString(filter)).bytes()
+// execMsg encodes what the Go init's exec helper takes besides the job:
+// the target's ids and the filter it installs.
+func execMsg(uid, gid, flags uint32, filter []byte) ([]byte, error) {
+	return newInitMsg("exec").num(uint64(uid)).num(uint64(gid)).num(uint64(flags)).str(hex.EncodeToString(filter)).bytes()
 }
 
-func decodeExec(m *initFields) (flags uint32, filter []byte, err error) {
+// execFields is an exec message.
+type execFields struct {
+	uid, gid, flags uint32
+	filter          []byte
+}
+
+func decodeExec(m *initFields) (*execFields, error) {
 	if kind, err := m.str(); err != nil || kind != "exec" {
-		return 0, nil, fmt.Errorf("exec message: want exec, got %q (%v)", kind, err)
+		return nil, fmt.Errorf("exec message: want exec, got %q (%v)", kind, err)
 	}
-	n, err := m.num()
-	if err != nil {
-		return 0, nil, err
+	var nums [3]uint64
+	if err := m.nums(nums[:]); err != nil {
+		return nil, err
 	}
 	h, err := m.str()
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
-	if filter, err = hex.DecodeString(h); err != nil || len(filter) == 0 || len(filter)%8 != 0 {
-		return 0, nil, errors.New("exec message: bad seccomp filter")
+	x := &execFields{uid: uint32(nums[0]), gid: uint32(nums[1]), flags: uint32(nums[2])}
+	if x.filter, err = hex.DecodeString(h); err != nil || len(x.filter) == 0 || len(x.filter)%8 != 0 {
+		return nil, errors.New("exec message: bad seccomp filter")
 	}
-	return uint32(n), filter, nil
+	return x, nil
 }
 
 // jobMsg encodes a jobConfig.
