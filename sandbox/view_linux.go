@@ -293,7 +293,7 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 		// there to mount on.
 		for _, b := range p.bound {
 			if within(dir, b.view) {
-				if st, err := os.Stat(filepath.Join(b.src, strings.TrimPrefix(dir, b.view))); err != nil || !st.IsDir() {
+				if st, err := os.Lstat(filepath.Join(b.src, strings.TrimPrefix(dir, b.view))); err != nil || !st.IsDir() {
 					return nil, fmt.Errorf("tmpfs %s: it lies in the bound %s, which has no directory there to mount it on", dir, b.view)
 				}
 			}
@@ -304,8 +304,13 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 	// its source's tree at its place in the view.
 	for _, h := range p.hidden {
 		for _, b := range p.bound {
-			if within(h, b.src) {
-				p.mask(filepath.Join(b.view, strings.TrimPrefix(h, b.src)), h)
+			if !within(h, b.src) {
+				continue
+			}
+			at := filepath.Join(b.view, strings.TrimPrefix(h, b.src))
+			// Under a tmpfs path the job sees its own empty dir instead.
+			if !slices.ContainsFunc(v.Tmpfs, func(d string) bool { return within(at, d) }) {
+				p.mask(at, h)
 			}
 		}
 	}

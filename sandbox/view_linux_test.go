@@ -867,3 +867,25 @@ func TestResolveTrusted(t *testing.T) {
 		t.Errorf("a user's link into /proc: %+v, want the same link (the job's own /proc answers it)", op)
 	}
 }
+
+// TestPlan_TmpfsInsideBind: a tmpfs path inside a bind mounts on the host's
+// directory there, so it must be one (not a symlink to one); and a hidden
+// path under it is covered by the tmpfs, not masked where nothing is.
+func TestPlan_TmpfsInsideBind(t *testing.T) {
+	t.Parallel()
+	requireDevNodes(t)
+	dir := viewDir(t)
+	at := func(p string) string { return filepath.Join(dir, p) }
+	if err := os.Symlink("sub", at("ro/cache")); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckView(View{RO: []string{at("ro")}, Tmpfs: []string{at("ro/cache")}}); err == nil || !strings.Contains(err.Error(), "has no directory there") {
+		t.Errorf("a tmpfs at a symlink inside a bind: %v, want it refused", err)
+	}
+	if err := os.MkdirAll(at("ro/var/data"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ops := mustPlan(t, &Isolation{View: View{RO: []string{at("ro")}, Tmpfs: []string{at("ro/var")}, Hide: []string{at("ro/var/data")}}}).ops
+	oneOp(t, ops, "bind", newRoot+at("ro/var")) // the tmpfs
+	noOpAt(t, ops, newRoot+at("ro/var/data"))
+}

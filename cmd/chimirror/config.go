@@ -319,6 +319,11 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		} else if p, err := resolveExecutable(a.Command[0], dir); err != nil {
 			at("app", i, "command", "%v", err)
 		} else {
+			// Its directory where it really is, as a view binds it (/home
+			// a link to var/home, say); the file keeps its name.
+			if real, err := filepath.EvalSymlinks(filepath.Dir(p)); err == nil {
+				p = filepath.Join(real, filepath.Base(p))
+			}
 			app.Path = p
 		}
 		if a.Dir != "" {
@@ -326,12 +331,15 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 			if !filepath.IsAbs(d) {
 				d = filepath.Join(dir, d)
 			}
-			// Absolute: a view binds it, and a job's cwd is taken in its view.
+			// Absolute and without symlinks: a view binds it where it
+			// really is, and a job's cwd is taken in its view.
 			if abs, err := filepath.Abs(d); err == nil {
 				d = abs
 			}
 			if st, err := os.Stat(d); err != nil || !st.IsDir() {
 				at("app", i, "dir", "%q is not a directory", a.Dir)
+			} else if real, err := filepath.EvalSymlinks(d); err == nil {
+				d = real
 			}
 			app.Dir = d
 		}

@@ -599,7 +599,8 @@ func TestConfigViewApps(t *testing.T) {
 			},
 			top:     "data_dir = \"data\"",
 			appRest: func(e env) string { return "dir = \"link\"" },
-			want:    func(e env) []string { return []string{ownFilesProblem(filepath.Join(e.cfgDir, "link"))} },
+			// The dir is taken where it really is, and named so.
+			want: func(e env) []string { return []string{ownFilesProblem(filepath.Join(e.cfgDir, "data"))} },
 		},
 		{
 			name:    "the dir's problem is on the dir's line",
@@ -869,5 +870,34 @@ func TestFixedIDsInRanges(t *testing.T) {
 			}
 			sameProblems(t, got, want)
 		})
+	}
+}
+
+// TestAppPathsThroughLinks: an app's dir and program reached through a
+// symlinked directory (/home a link to var/home, say) are taken where they
+// really are, as a view binds them, so the job's cwd and program exist in
+// its view.
+func TestAppPathsThroughLinks(t *testing.T) {
+	t.Parallel()
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := filepath.Join(dir, "var", "home")
+	writeExec(t, filepath.Join(real, "app", "run.sh"))
+	if err := os.Symlink("var/home", filepath.Join(dir, "home")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseConfig("l.toml", []byte(fmt.Sprintf("sandbox = \"off\"\n[[app]]\nname = \"a\"\ncommand = [%q]\ndir = %q\n",
+		filepath.Join(dir, "home", "app", "run.sh"), filepath.Join(dir, "home", "app"))), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.Sup.Apps[0]
+	if want := filepath.Join(real, "app"); a.Dir != want {
+		t.Errorf("dir %q, want %q", a.Dir, want)
+	}
+	if want := filepath.Join(real, "app", "run.sh"); a.Path != want {
+		t.Errorf("program %q, want %q", a.Path, want)
 	}
 }
