@@ -197,6 +197,18 @@ func newCgroup1(path string, res *specs.LinuxResources) (jobCgroup, error) {
 	return &cgroup1Job{cg: cg, path: path, dirs: dirs}, nil
 }
 
+// fileSlots bounds the cgroup operations that hold a file open at once.
+// A server holding thousands of sessions runs near its descriptor limit,
+// and a shutdown ends them all together: each kill's freezer.state, each
+// last usage read, must wait for a slot rather than fail with EMFILE.
+var fileSlots = make(chan struct{}, 256)
+
+// fileSlot takes a slot and returns its release.
+func fileSlot() (release func()) {
+	fileSlots <- struct{}{}
+	return func() { <-fileSlots }
+}
+
 // v1Resources drops the swap limit when the kernel does not account swap
 // (no memory.memsw.*): writing it would fail.
 func v1Resources(res *specs.LinuxResources) *specs.LinuxResources {
@@ -213,6 +225,7 @@ func v1Resources(res *specs.LinuxResources) *specs.LinuxResources {
 func (c *cgroup1Job) Path() string { return c.path }
 
 func (c *cgroup1Job) AddProc(pid int) error {
+	defer fileSlot()()
 	if err := c.cg.AddProc(uint64(pid)); err != nil {
 		return fmt.Errorf("add %d to cgroup %s: %w", pid, c.path, err)
 	}
@@ -224,6 +237,7 @@ func (c *cgroup1Job) CloneFD() (int, error) { return -1, nil }
 // Kill freezes the cgroup so nothing can fork, kills every task, and thaws
 // it so the kills are delivered.
 func (c *cgroup1Job) Kill() error {
+	defer fileSlot()()
 	if err := c.cg.Freeze(); err != nil {
 		return fmt.Errorf("freeze %s: %w", c.path, err)
 	}
@@ -248,6 +262,7 @@ func (c *cgroup1Job) Kill() error {
 // so zero means nothing at all is left. Walking the tree for tasks, as
 // containerd's Processes does, costs a directory walk per call.
 func (c *cgroup1Job) Empty() (bool, error) {
+	defer fileSlot()()
 	cur, err := c.v1File(cgroup1.Pids, "pids.current")
 	if err != nil {
 		return false, fmt.Errorf("read tasks of %s: %w", c.path, err)
@@ -285,6 +300,7 @@ func (c *cgroup1Job) v1Keyed(sub cgroup1.Name, file, key string) (int64, error) 
 // parses every file of every controller (about 0.7 ms, KERNEL-NOTES §1
 // gotcha 7): the sampler reads every running job each tick.
 func (c *cgroup1Job) Usage() (Usage, error) {
+	defer fileSlot()()
 	u := Usage{MemoryPeakBytes: -1, PidsPeak: -1}
 	var err error
 	if u.CPUUserNs, err = c.v1File(cgroup1.Cpuacct, "cpuacct.usage_user"); err != nil {
@@ -320,6 +336,7 @@ func (c *cgroup1Job) Usage() (Usage, error) {
 // containerd's Delete walks every hierarchy's tree first, which cost more
 // than the rest of a job's teardown.
 func (c *cgroup1Job) Delete() error {
+	defer fileSlot()()
 	if err := c.dirs.remove(); err != nil {
 		return fmt.Errorf("delete cgroup %s: %w", c.path, err)
 	}
@@ -379,6 +396,7 @@ func (c *cgroup2Job) Path() string { return c.group }
 func (c *cgroup2Job) dir() string  { return filepath.Join(c.mount, c.group) }
 
 func (c *cgroup2Job) AddProc(pid int) error {
+	defer fileSlot()()
 	if err := c.m.AddProc(uint64(pid)); err != nil {
 		return fmt.Errorf("add %d to cgroup %s: %w", pid, c.group, err)
 	}
@@ -394,6 +412,7 @@ func (c *cgroup2Job) CloneFD() (int, error) {
 }
 
 func (c *cgroup2Job) Kill() error {
+	defer fileSlot()()
 	if err := c.m.Kill(); err != nil {
 		return fmt.Errorf("kill cgroup %s: %w", c.group, err)
 	}
@@ -401,6 +420,7 @@ func (c *cgroup2Job) Kill() error {
 }
 
 func (c *cgroup2Job) Empty() (bool, error) {
+	defer fileSlot()()
 	pop, err := readKeyed(filepath.Join(c.dir(), "cgroup.events"), "populated")
 	if err != nil {
 		return false, err
@@ -416,6 +436,7 @@ func (c *cgroup2Job) Empty() (bool, error) {
 }
 
 func (c *cgroup2Job) Usage() (Usage, error) {
+	defer fileSlot()()
 	return readUsage2(c.dir())
 }
 
@@ -452,6 +473,7 @@ func readUsage2(dir string) (Usage, error) {
 }
 
 func (c *cgroup2Job) Delete() error {
+	defer fileSlot()()
 	if err := c.m.Delete(); err != nil {
 		return fmt.Errorf("delete cgroup %s: %w", c.group, err)
 	}

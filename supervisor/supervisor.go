@@ -865,9 +865,16 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 		select {
 		case <-done: // both were ready: the jobs made it
 		default:
-			err = fmt.Errorf("shutdown: %d jobs outlived the deadline and were killed: %w", s.Running(), ctx.Err())
-			for _, j := range jobs {
-				j.kill()
+			// Jobs whose processes are gone may still be releasing their
+			// cgroups: only those still here outlived it.
+			s.mu.Lock()
+			n := len(s.jobs) + len(s.admitting)
+			s.mu.Unlock()
+			if n > 0 {
+				err = fmt.Errorf("shutdown: %d jobs outlived the deadline and were killed: %w", n, ctx.Err())
+				for _, j := range jobs {
+					j.kill()
+				}
 			}
 			<-done
 		}
