@@ -10,6 +10,27 @@ import (
 	"testing"
 )
 
+// sharedDirRig is a config dir, open to jobs' uids, holding dir "shared"
+// and policy dir "pol" with policy "p": the shared dir read-only in its
+// view, and rest.
+func sharedDirRig(t *testing.T, rest string) (dir, shared string) {
+	t.Helper()
+	dir = t.TempDir()
+	for d := dir; d != "/tmp"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shared = filepath.Join(dir, "shared")
+	for _, d := range []string{filepath.Join(dir, "pol"), shared} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(dir, "pol", "p.toml"), fmt.Sprintf("ro = [%q]\n%s", shared, rest))
+	return dir, shared
+}
+
 // Ensure --data-dir moves what jobs must not see with the data dir: an
 // app's dir inside it is refused, and a view that binds it shows it masked.
 func TestDataDirFlagHidden(t *testing.T) {
@@ -30,20 +51,7 @@ func TestDataDirFlagHidden(t *testing.T) {
 	})
 	t.Run("inside a policy's view", func(t *testing.T) {
 		t.Parallel()
-		dir := t.TempDir()
-		for d := dir; d != "/tmp"; d = filepath.Dir(d) { // for the job's uid
-			if err := os.Chmod(d, 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
-		shared := filepath.Join(dir, "shared")
-		if err := os.MkdirAll(filepath.Join(dir, "pol"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Mkdir(shared, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		writeFile(t, filepath.Join(dir, "pol", "p.toml"), fmt.Sprintf("ro = [%q]\n", shared))
+		dir, shared := sharedDirRig(t, "")
 		cfg := writeFile(t, filepath.Join(dir, "c.toml"), fmt.Sprintf("sandbox = \"on\"\npolicy_dir = \"pol\"\n"+
 			"[[app]]\nname = \"a\"\ncommand = [\"stat\", \"-c\", \"%%a\", \"%s/data\"]\npolicy = \"p\"\nenv = [\"PATH\"]\n", shared))
 		srv := startServer(t, dir, "--config", cfg, "--data-dir", filepath.Join(shared, "data"))
@@ -86,19 +94,7 @@ func TestReloadChecksRunningIDs(t *testing.T) {
 func TestReloadKeepsDataDirHidden(t *testing.T) {
 	requireSandboxHere(t)
 	t.Parallel()
-	dir := t.TempDir()
-	for d := dir; d != "/tmp"; d = filepath.Dir(d) { // for the job's uid
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	shared := filepath.Join(dir, "shared")
-	for _, d := range []string{filepath.Join(dir, "pol"), shared} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeFile(t, filepath.Join(dir, "pol", "p.toml"), fmt.Sprintf("ro = [%q]\ninitiators = 0\n", shared))
+	dir, shared := sharedDirRig(t, "initiators = 0\n")
 	body := func(data string) string {
 		return fmt.Sprintf("sandbox = \"on\"\npolicy_dir = \"pol\"\ndata_dir = %q\n"+
 			"[[app]]\nname = \"a\"\ncommand = [\"stat\", \"-c\", \"%%a\", \"%s/data\"]\npolicy = \"p\"\nenv = [\"PATH\"]\n", data, shared)
