@@ -198,7 +198,7 @@ static void loopback_up(void) {
 	close(fd);
 }
 
-// Paths while the root is built: see viewPlan in view_linux.go.
+// Paths while the root is built: see planView in view_linux.go.
 #define OLD_ROOT "/oldroot"
 #define NEW_ROOT "/newroot"
 
@@ -263,25 +263,16 @@ static int write_file(const char *path, unsigned long long mode, const char *con
 	if (fd < 0) {
 		return -1;
 	}
-	size_t n = strlen(content);
-	while (n > 0) {
-		ssize_t w = write(fd, content, n);
-		if (w < 0 && errno == EINTR) {
-			continue;
-		}
-		if (w < 0) {
-			int e = errno;
-			close(fd);
-			errno = e;
-			return -1;
-		}
-		content += w;
-		n -= (size_t)w;
+	if (write_full(fd, content, strlen(content)) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
 	}
 	return close(fd);
 }
 
-// run_step runs one of viewPlan's steps; -1 with errno on failure, a
+// run_step runs one of planView's steps; -1 with errno on failure, a
 // malformed step included (EINVAL).
 static int run_step(char *f[6]) {
 	unsigned long long n = 0;
@@ -362,7 +353,7 @@ static int run_step(char *f[6]) {
 	return -1;
 }
 
-// build_root makes the job's root by running the view's plan (see viewPlan
+// build_root makes the job's root by running the view's plan (see planView
 // in view_linux.go), which ends inside it.
 static void build_root(struct msg *m) {
 	unsigned long long nops = next_num(m);
@@ -423,11 +414,11 @@ static void read_filter(struct msg *m) {
 	filter_len = (unsigned short)(n / 16);
 }
 
-// prepare is everything that does not depend on the job; see prepare in
-// init_linux.go, which is the same for builds without cgo.
 // clear_user_keyrings: see ClearUserKeyrings in init_linux.go.
 static int clear_user_keyrings;
 
+// prepare is everything that does not depend on the job; see prepare in
+// init_linux.go, which is the same for builds without cgo.
 static void prepare(struct msg *m, uid_t *uid, gid_t *gid) {
 	expect_kind(m, "prepare");
 	int new_net = next_num(m) != 0;
@@ -549,7 +540,7 @@ static struct target prepare_target(uid_t uid, gid_t gid) {
 		char *path = next(&m), *dir = next(&m);
 		next(&m); // the hostname, the init's to set
 		char **argv = next_vec(&m), **envp = next_vec(&m);
-		if (chdir(dir[0] != 0 ? dir : "/") < 0) report_fail(rep, "chdir");
+		if (chdir(dir) < 0) report_fail(rep, "chdir"); // Launch names one, "/" at least
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);

@@ -64,7 +64,7 @@ type prepareConfig struct {
 	NewNet   bool // a fresh network namespace: bring lo up
 	UID, GID uint32
 	Rlimits  []rlimit
-	Ops      []mountOp // the view's steps, from viewPlan
+	Ops      []mountOp // the view's steps, from planView
 	Seccomp  []byte    // struct sock_filter[]; empty: no filter
 	// SeccompFlags are seccomp(2)'s flags for installing it.
 	SeccompFlags uint32
@@ -222,7 +222,7 @@ func restrictThread() error {
 }
 
 // buildRoot makes the job's root by running the view's plan (see
-// viewPlan), which ends inside it.
+// planView), which ends inside it.
 func buildRoot(ops []mountOp) error {
 	for i, op := range ops {
 		if err := runMountOp(op); err != nil {
@@ -236,7 +236,7 @@ func buildRoot(ops []mountOp) error {
 	return nil
 }
 
-// runMountOp runs one step of viewPlan.
+// runMountOp runs one step of planView's.
 func runMountOp(op mountOp) error {
 	num := func(s string) (int, error) {
 		n, err := strconv.Atoi(s)
@@ -378,10 +378,11 @@ func setMountAttr(path string, attr int, recursive bool) error {
 	return unix.MountSetattr(unix.AT_FDCWD, path, uint(flags), &unix.MountAttr{Attr_set: uint64(attr)})
 }
 
-// startTarget runs the job's program in the prepared sandbox. The work that
-// must happen as the target but before its exec (keyrings, the seccomp
-// filter) is done on a thread of its own, which the target is forked from
-// and which then ends, so the init's own thread keeps no filter.
+// startTarget runs the job's program in the prepared sandbox. What is set
+// per thread for the target (its cgroup namespace, its session keyring,
+// no_new_privs and the bounding set) is set on a thread of its own, which
+// the target, or its exec helper, is forked from and which then ends: the
+// init's own thread keeps none of it.
 func startTarget(prep *prepareConfig, cfg *jobConfig) (int, error) {
 	if cfg.Hostname != "" {
 		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
@@ -411,10 +412,7 @@ func forkTarget(prep *prepareConfig, cfg *jobConfig) (int, error) {
 	if err := freshKeyrings(prep.UID, prep.ClearUserKeyrings); err != nil {
 		return 0, err
 	}
-	dir := cfg.Dir
-	if dir == "" {
-		dir = "/"
-	}
+	dir := cfg.Dir // Launch names one, "/" at least
 	syscall.Umask(0o022)
 	if len(prep.Seccomp) > 0 {
 		return execFiltered(dir, prep, cfg)
@@ -663,8 +661,8 @@ func freshKeyrings(uid uint32, clearUser bool) error {
 	return errors.Join(errs...)
 }
 
-// loadSeccomp installs filter on this thread alone (no TSYNC): the target,
-// forked from it, inherits it. no_new_privs is already set.
+// loadSeccomp installs filter on this thread alone (no TSYNC): the exec
+// from it keeps it. no_new_privs is already set.
 func loadSeccomp(filter []byte, flags uint32) error {
 	prog := unix.SockFprog{Len: uint16(len(filter) / 8), Filter: (*unix.SockFilter)(unsafe.Pointer(&filter[0]))}
 	if _, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, uintptr(flags), uintptr(unsafe.Pointer(&prog))); errno != 0 {

@@ -4,11 +4,12 @@ package sandbox
 
 import (
 	"errors"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"log/slog"
 	"os"
 	"syscall"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // Runner is Linux-only; elsewhere NewRunner fails with errors.ErrUnsupported.

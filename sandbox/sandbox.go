@@ -50,7 +50,7 @@ func IsInit(args []string) bool {
 	return len(args) > 1 && (args[1] == InitArg || args[1] == goInitArg || args[1] == execArg)
 }
 
-// execArg runs the Go init's exec helper (see startTarget in
+// execArg runs the Go init's exec helper (see execFiltered in
 // init_linux.go), where RunInit is called.
 const execArg = "sandbox-exec"
 

@@ -74,22 +74,11 @@ var procMasked = []string{"acpi", "asound", "cmdline", "interrupts", "kcore", "k
 // procReadOnly are runc's read-only paths under /proc.
 var procReadOnly = []string{"bus", "fs", "irq", "sys", "sysrq-trigger"}
 
-// viewPlan is the steps that build iso's view for a job running as
-// uid:gid (ids as the job sees them).
-func viewPlan(iso *Isolation, uid, gid uint32) ([]mountOp, error) {
-	t, err := planView(iso)
-	if err != nil {
-		return nil, err
-	}
-	return t.forJob(iso, uid, gid), nil
-}
-
 // viewTemplate is a view's plan but for the job's ids: the steps that
 // depend on them are filled in by forJob.
 type viewTemplate struct {
 	ops                []mountOp
-	run, passwd, group int    // indexes of the steps that name the job's ids; -1: none
-	size               string // the tmpfs size option
+	run, passwd, group int // indexes of the steps that name the job's ids; -1: none
 }
 
 // planTTL is how long a view's plan is reused: the host's paths it looked
@@ -188,7 +177,6 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 	// the job sees it: /tmp, /var/tmp, /dev/shm, /run and View.Tmpfs share
 	// one size and one superblock (each superblock costs the job's exit a
 	// teardown). The root is built in it.
-	t.size = size
 	p.add("mount", "tmpfs", "/tmp", "tmpfs", strconv.Itoa(unix.MS_NOSUID|unix.MS_NODEV), "mode=0700"+size)
 	p.add("mkdir", "", "/tmp"+oldRoot, "448") // 0700
 	p.add("mkdir", "", "/tmp"+newRoot, "448")
@@ -352,7 +340,10 @@ type planner struct {
 }
 
 // boundPath is a bind of the host's src at view in the job's root.
-type boundPath struct{ view, src string }
+type boundPath struct {
+	view, src string
+	attr      int
+}
 
 func (p *planner) add(kind string, args ...string) {
 	var a [5]string
@@ -535,17 +526,17 @@ func (p *planner) bindAt(src, path string, st os.FileInfo, attr int) error {
 		}
 	}
 	p.add("bind", oldRoot+src, newRoot+path, strconv.Itoa(attr))
-	p.bound = append(p.bound, boundPath{view: path, src: src})
+	p.bound = append(p.bound, boundPath{view: path, src: src, attr: attr})
 	return nil
 }
 
 // rwAbove: the nearest bind above path is read-write, so a read-only bind
-// of path still changes what the job can do.
+// of path still changes what the job can do. Binds are made parents first,
+// so the last one above path is the nearest.
 func (p *planner) rwAbove(path string) bool {
-	for i := len(p.ops) - 1; i >= 0; i-- {
-		op := p.ops[i]
-		if op.kind == "bind" && strings.HasPrefix(op.b, newRoot) && within(path, strings.TrimPrefix(op.b, newRoot)) {
-			return op.c == strconv.Itoa(attrRW)
+	for i := len(p.bound) - 1; i >= 0; i-- {
+		if b := p.bound[i]; within(path, b.view) {
+			return b.attr == attrRW
 		}
 	}
 	return false

@@ -107,6 +107,16 @@ func viewDir(t *testing.T) string {
 	return dir
 }
 
+// viewPlan is the steps that build iso's view for a job running as
+// uid:gid (ids as the job sees them), as Prepare takes them.
+func viewPlan(iso *Isolation, uid, gid uint32) ([]mountOp, error) {
+	t, err := planView(iso)
+	if err != nil {
+		return nil, err
+	}
+	return t.forJob(iso, uid, gid), nil
+}
+
 func mustPlan(t *testing.T, iso *Isolation) *viewTemplate {
 	t.Helper()
 	tpl, err := planView(iso)
