@@ -340,9 +340,8 @@ type poolKey struct {
 // prepared is a pool and what it prepares: the template of policy pol's
 // jobs. Only jobs of that very policy take from it.
 type prepared struct {
-	pol  *policies.Policy
+	pol  *policies.Policy // its size is pol.Initiators
 	tmpl sandbox.Isolation
-	size int
 	pool *sandbox.Pool
 }
 
@@ -428,7 +427,7 @@ func (s *Supervisor) syncPools(cfg Config) {
 		}
 		want := u.pol.Initiators > 0 && filters[u.pol].err == nil && err == nil
 		if p, ok := s.pools[k]; ok {
-			if want && p.size == u.pol.Initiators && reflect.DeepEqual(p.tmpl, tmpl) {
+			if want && p.pol.Initiators == u.pol.Initiators && reflect.DeepEqual(p.tmpl, tmpl) {
 				p.pol = u.pol
 				continue
 			}
@@ -439,7 +438,7 @@ func (s *Supervisor) syncPools(cfg Config) {
 			continue
 		}
 		if pool := s.runner.NewPool(s.log.With("pool", u.pol.Name, "app", u.app.Name), tmpl, u.pol.Initiators); pool != nil {
-			s.pools[k] = &prepared{pol: u.pol, tmpl: tmpl, size: u.pol.Initiators, pool: pool}
+			s.pools[k] = &prepared{pol: u.pol, tmpl: tmpl, pool: pool}
 		}
 	}
 	for k, p := range s.pools {

@@ -82,7 +82,7 @@ type appConfig struct {
 
 // config is a loaded, validated, resolved configuration.
 type config struct {
-	Source  string // file name, or "(embedded default)"
+	Source  string // file name, or embeddedSource
 	Path    string // the file to re-read on SIGHUP; "" for the embedded default and quick mode
 	Listen  string
 	Sandbox string // "auto", "on" or "off"
@@ -106,6 +106,9 @@ type config struct {
 	// and the problems found after it is parsed (jobProblems).
 	file, dir, policyDir string
 	idx                  *policies.Index
+	// jobsChecked: jobProblems found none for c as it is (parseConfig,
+	// sandboxed); whatever changes what it checks clears it.
+	jobsChecked bool
 }
 
 const (
@@ -113,6 +116,9 @@ const (
 	defaultAdminListen = "127.0.0.1:8081"
 	defaultDataDir     = "var"
 )
+
+// embeddedSource is the name of the built-in config, which no file holds.
+const embeddedSource = "(embedded default)"
 
 // ledgerPath is the ledger file in a data dir.
 func ledgerPath(dataDir string) string { return filepath.Join(dataDir, "ledger.db") }
@@ -137,13 +143,13 @@ func loadConfig(path string) (*config, error) {
 		case err == nil:
 			name, data, dir = "chimirror.toml", b, "."
 		case errors.Is(err, os.ErrNotExist):
-			name, data, dir = "(embedded default)", defaultConfig, "."
+			name, data, dir = embeddedSource, defaultConfig, "."
 		default:
 			return nil, fmt.Errorf("read config: %w", err)
 		}
 	}
 	c, err := parseConfig(name, data, dir)
-	if c != nil && name != "(embedded default)" {
+	if c != nil && name != embeddedSource {
 		c.Path = name
 	}
 	return c, err
@@ -157,15 +163,11 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 	if len(ps) > 0 {
 		return nil, ps
 	}
-	at := func(table string, n int, key, format string, args ...any) {
-		k := key
-		if table != "" {
-			k = fmt.Sprintf("%s[%d].%s", table, n, key)
-		}
-		ps = append(ps, policies.Problem{File: file, Line: idx.Line(table, n, key), Key: k, Msg: fmt.Sprintf(format, args...)})
-	}
 	c := &config{Source: file, Listen: fc.Listen, Sandbox: fc.Sandbox, Retention: time.Duration(fc.Retention),
 		Chargeback: fc.Chargeback, AdminListen: fc.AdminListen, DataDir: fc.DataDir, file: file, dir: dir, idx: idx}
+	at := func(table string, n int, key, format string, args ...any) {
+		ps = append(ps, c.problemAt(table, n, key, format, args...))
+	}
 	if c.Listen == "" {
 		c.Listen = defaultListen
 	}
@@ -415,7 +417,9 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		ps = append(ps, policies.Problem{File: file, Msg: "no [[app]] configured: add at least one"})
 	}
 	if boxed {
-		ps = append(ps, c.jobProblems()...)
+		jps := c.jobProblems()
+		ps = append(ps, jps...)
+		c.jobsChecked = len(jps) == 0
 	}
 	return c, ps.Err()
 }
@@ -429,15 +433,7 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 func (c *config) jobProblems() policies.Problems {
 	var ps policies.Problems
 	at := func(table string, n int, key, format string, args ...any) {
-		k := key
-		if table != "" {
-			k = fmt.Sprintf("%s[%d].%s", table, n, key)
-		}
-		line := 0
-		if c.idx != nil {
-			line = c.idx.Line(table, n, key)
-		}
-		ps = append(ps, policies.Problem{File: c.file, Line: line, Key: k, Msg: fmt.Sprintf(format, args...)})
+		ps = append(ps, c.problemAt(table, n, key, format, args...))
 	}
 	for i, app := range c.Sup.Apps {
 		if app.Path == "" || app.Policy == nil {
@@ -451,15 +447,15 @@ func (c *config) jobProblems() policies.Problems {
 		st, err := os.Stat(app.Dir)
 		viewable := len(outside) == 0 && (app.Dir == "" || err == nil && st.IsDir())
 		for _, pol := range appPolicies(app, c.Sup.Tenants) {
-			if !viewable {
-				// already a problem
-			} else if err := sandbox.CheckView(supervisor.ViewOf(pol, &app, c.Sup.Hide)); err != nil {
-				key, noDir := "policy", app
-				noDir.Dir = ""
-				if app.Dir != "" && sandbox.CheckView(supervisor.ViewOf(pol, &noDir, c.Sup.Hide)) == nil {
-					key = "dir" // the app's dir is what the view cannot take
+			if viewable {
+				if err := sandbox.CheckView(supervisor.ViewOf(pol, &app, c.Sup.Hide)); err != nil {
+					key, noDir := "policy", app
+					noDir.Dir = ""
+					if app.Dir != "" && sandbox.CheckView(supervisor.ViewOf(pol, &noDir, c.Sup.Hide)) == nil {
+						key = "dir" // the app's dir is what the view cannot take
+					}
+					at("app", i, key, "the view of policy %q cannot be built: %v", pol.Name, err)
 				}
-				at("app", i, key, "the view of policy %q cannot be built: %v", pol.Name, err)
 			}
 			if pol.DynamicUser || pol.UserNamespace {
 				continue
@@ -468,13 +464,11 @@ func (c *config) jobProblems() policies.Problems {
 				key string
 				ids sandbox.IDRange
 			}{{"dynamic_uids", c.Runner.DynamicIDs}, {"user_namespace_uids", c.Runner.UserNamespaceIDs}} {
-				for _, id := range []struct {
-					what string
-					v    uint32
-				}{{"uid", pol.UID}, {"gid", pol.GID}} {
-					if r.ids.Contains(id.v) {
-						at("app", i, "policy", "policy %q runs jobs as %s %d, which %s %s holds: jobs given it would share it", pol.Name, id.what, id.v, r.key, r.ids)
-					}
+				if r.ids.Contains(pol.UID) {
+					at("app", i, "policy", "policy %q runs jobs as uid %d, which %s %s holds: jobs given it would share it", pol.Name, pol.UID, r.key, r.ids)
+				}
+				if r.ids.Contains(pol.GID) {
+					at("app", i, "policy", "policy %q runs jobs as gid %d, which %s %s holds: jobs given it would share it", pol.Name, pol.GID, r.key, r.ids)
 				}
 			}
 		}
@@ -483,6 +477,19 @@ func (c *config) jobProblems() policies.Problems {
 		at("", 0, "max_sessions", "%s", msg)
 	}
 	return ps
+}
+
+// problemAt is a problem at a key of c's file: table's n-th entry's key,
+// or a top-level key when table is "".
+func (c *config) problemAt(table string, n int, key, format string, args ...any) policies.Problem {
+	k, line := key, 0
+	if table != "" {
+		k = fmt.Sprintf("%s[%d].%s", table, n, key)
+	}
+	if c.idx != nil {
+		line = c.idx.Line(table, n, key)
+	}
+	return policies.Problem{File: c.file, Line: line, Key: k, Msg: fmt.Sprintf(format, args...)}
 }
 
 // appPolicies are the policies app's jobs may run under: its own, and any
@@ -502,6 +509,7 @@ func appPolicies(app supervisor.App, tenants []supervisor.Tenant) []*policies.Po
 func (c *config) setDataDir(dir string) {
 	c.DataDir = dir
 	c.Sup.Hide = serverPaths(c.file, c.dir, c.policyDir, dir)
+	c.jobsChecked = false
 }
 
 // idRange parses "FIRST-LAST" (def when empty); bad reports a problem.
@@ -541,7 +549,7 @@ func serverPaths(file, dir, policyDir, dataDir string) []string {
 			paths = append(paths, abs)
 		}
 	}
-	if file != "(embedded default)" {
+	if file != embeddedSource {
 		add(file)
 	}
 	add(policyDir)
@@ -587,21 +595,16 @@ type viewProblem struct{ key, msg string }
 // outsideView says what of app its jobs could not see, under its policy
 // or any tenant's: its program, or its dir.
 func outsideView(app supervisor.App, tenants []supervisor.Tenant, hide []string) []viewProblem {
-	pols := appPolicies(app, tenants)
 	var msgs []viewProblem
-	if app.Dir != "" {
-		if dir, err := filepath.EvalSymlinks(app.Dir); err == nil && !(sandbox.View{RO: []string{dir}, Hide: hide}).Visible(dir) {
-			msgs = append(msgs, viewProblem{"dir", fmt.Sprintf("%q holds the server's own files, which no job may see", app.Dir)})
-		}
+	// app.Dir is where it really is (parseConfig), as hide's paths are.
+	if app.Dir != "" && !(sandbox.View{RO: []string{app.Dir}, Hide: hide}).Visible(app.Dir) {
+		msgs = append(msgs, viewProblem{"dir", fmt.Sprintf("%q holds the server's own files, which no job may see", app.Dir)})
 	}
-	for _, pol := range pols {
+	for _, pol := range appPolicies(app, tenants) {
 		if pol == nil {
 			continue
 		}
-		v := sandbox.View{RO: append(slices.Clip(pol.ReadOnly), app.ReadOnly...), RW: pol.ReadWrite, Hide: hide}
-		if app.Dir != "" && app.Dir != "/" {
-			v.RO = append(v.RO, app.Dir)
-		}
+		v := supervisor.ViewOf(pol, &app, hide)
 		real, err := filepath.EvalSymlinks(app.Path)
 		if err != nil {
 			real = app.Path
@@ -745,6 +748,7 @@ func quickConfig(base *config, argv []string) (*config, error) {
 		app.ReadOnly = []string{app.Path}
 	}
 	c.Sup.Apps = []supervisor.App{app}
+	c.jobsChecked = false
 	c.Web.QuickApp = name
 	c.Source = "quick mode: " + strings.Join(argv, " ")
 	c.Path = ""

@@ -753,7 +753,9 @@ func TestQuickView(t *testing.T) {
 	if err != nil {
 		t.Skip("no cat in PATH")
 	}
-	cat, _ = filepath.Abs(cat)
+	if cat, err = filepath.Abs(cat); err != nil {
+		t.Fatal(err)
+	}
 	catReal, err := filepath.EvalSymlinks(cat)
 	if err != nil {
 		t.Fatal(err)

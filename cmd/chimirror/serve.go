@@ -63,7 +63,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	var cfg *config
 	if fs.NArg() > 0 && *cfgPath == "" {
 		// Quick mode stands alone: a ./chimirror.toml is not read.
-		cfg = &config{Listen: defaultListen, AdminListen: defaultAdminListen, file: "(embedded default)",
+		cfg = &config{Listen: defaultListen, AdminListen: defaultAdminListen, file: embeddedSource,
 			Web:    web.Options{Software: "chimirror/" + version},
 			Runner: sandbox.RunnerOptions{DynamicIDs: sandbox.DefaultDynamicIDs, UserNamespaceIDs: sandbox.DefaultUserNamespaceIDs}}
 		cfg.setDataDir(defaultDataDir)
@@ -106,7 +106,7 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 	if !box && cfg.Sandbox == "on" {
 		return fmt.Errorf("sandbox = \"on\" but %s", why)
 	}
-	if box { // again: --data-dir may have moved what jobs must not see
+	if box && !cfg.jobsChecked { // --data-dir or quick mode changed what it checks
 		if ps := cfg.jobProblems(); len(ps) > 0 {
 			return fmt.Errorf("invalid configuration:\n%w", ps)
 		}
@@ -305,8 +305,7 @@ func reload(log *slog.Logger, stderr io.Writer, cur *config, sup *supervisor.Sup
 		log.Warn("SIGHUP: nothing to reload", "config", cur.Source)
 		return nil
 	}
-	next, err := loadConfig(cur.Path)
-	if err != nil {
+	refuse := func(err error) *config {
 		var ps policies.Problems
 		if errors.As(err, &ps) {
 			for _, p := range ps {
@@ -317,6 +316,10 @@ func reload(log *slog.Logger, stderr io.Writer, cur *config, sup *supervisor.Sup
 		}
 		log.Warn("reload refused: still running the previous configuration", "config", cur.Path)
 		return nil
+	}
+	next, err := loadConfig(cur.Path)
+	if err != nil {
+		return refuse(err)
 	}
 	if next.overrides = cur.overrides; next.overrides != nil {
 		next.overrides(next)
@@ -331,11 +334,7 @@ func reload(log *slog.Logger, stderr io.Writer, cur *config, sup *supervisor.Sup
 	}
 	if cur.Sup.Sandbox {
 		if ps := next.jobProblems(); len(ps) > 0 {
-			for _, p := range ps {
-				log.Error("reload refused: config problem", "problem", p.String())
-			}
-			log.Warn("reload refused: still running the previous configuration", "config", cur.Path)
-			return nil
+			return refuse(ps)
 		}
 	}
 	next.Sup.Sandbox, next.Sup.OnEnd, next.Sup.Ledger, next.Sup.Runner = cur.Sup.Sandbox, cur.Sup.OnEnd, cur.Sup.Ledger, cur.Sup.Runner
