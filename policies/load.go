@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/chimirror/chimirror/tomlstrict"
 )
 
 // builtinFS holds the built-in policies, one file per policy.
@@ -58,20 +60,20 @@ type policySource struct {
 // Load returns the built-in policies plus every *.toml file directly in dir
 // ("" for the built-ins alone). A file in dir replaces the built-in policy of
 // the same name as a whole; its keys are not merged with the built-in's, and
-// the replaced built-in is not parsed. Any error is a Problems listing every
+// the replaced built-in is not parsed. Any error is a tomlstrict.Problems listing every
 // problem of every file: files that could not be read first, then by policy
 // name and line.
 func Load(dir string) (*Set, error) {
 	srcs := make(map[string]policySource)
-	var ps Problems
+	var ps tomlstrict.Problems
 	builtins, err := fs.Glob(builtinFS, "*.toml")
 	if err != nil { // only for a malformed pattern
-		return nil, Problems{{File: BuiltinPrefix + "*.toml", Msg: err.Error()}}
+		return nil, tomlstrict.Problems{{File: BuiltinPrefix + "*.toml", Msg: err.Error()}}
 	}
 	for _, f := range builtins {
 		data, err := builtinFS.ReadFile(f)
 		if err != nil {
-			ps = append(ps, Problem{File: BuiltinPrefix + f, Msg: err.Error()})
+			ps = append(ps, tomlstrict.Problem{File: BuiltinPrefix + f, Msg: err.Error()})
 			continue
 		}
 		srcs[strings.TrimSuffix(f, ".toml")] = policySource{file: BuiltinPrefix + f, data: data}
@@ -79,7 +81,7 @@ func Load(dir string) (*Set, error) {
 	if dir != "" {
 		entries, err := os.ReadDir(dir)
 		if err != nil {
-			return nil, Problems{{File: dir, Msg: "read policy directory: " + err.Error()}}
+			return nil, tomlstrict.Problems{{File: dir, Msg: "read policy directory: " + err.Error()}}
 		}
 		for _, e := range entries {
 			if e.IsDir() || !strings.HasSuffix(e.Name(), ".toml") {
@@ -88,7 +90,7 @@ func Load(dir string) (*Set, error) {
 			path := filepath.Join(dir, e.Name())
 			data, err := os.ReadFile(path)
 			if err != nil {
-				ps = append(ps, Problem{File: path, Msg: err.Error()})
+				ps = append(ps, tomlstrict.Problem{File: path, Msg: err.Error()})
 				continue
 			}
 			srcs[strings.TrimSuffix(e.Name(), ".toml")] = policySource{file: path, data: data}

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/chimirror/chimirror/tomlstrict"
 )
 
 // Ensure Load gives the built-ins, lets an operator's file replace one as a
@@ -139,7 +141,7 @@ func TestLoad_Errors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Load(%q) = %v, want an error", dir, set.Names())
 			}
-			var ps Problems
+			var ps tomlstrict.Problems
 			if !errors.As(err, &ps) {
 				t.Fatalf("error %T %v, want Problems", err, err)
 			}
@@ -150,7 +152,7 @@ func TestLoad_Errors(t *testing.T) {
 				}
 			}
 			if tc.wantAll {
-				var want Problems
+				var want tomlstrict.Problems
 				files, err := filepath.Glob(filepath.Join(dir, "*.toml"))
 				if err != nil {
 					t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
+	"github.com/chimirror/chimirror/tomlstrict"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -157,40 +157,32 @@ func (p *Policy) Namespaces() []specs.LinuxNamespace {
 	return ns
 }
 
-// rawValue keeps a key's TOML value as decoded, so that every bad value can
-// be reported together instead of decoding stopping at the first.
-type rawValue struct{ v any }
-
-func (r *rawValue) UnmarshalTOML(v any) error {
-	r.v = v
-	return nil
-}
-
 // policyFile is the schema of a policy file. Keys are documented in the
-// built-in default.toml.
+// built-in default.toml. Every value is kept as decoded, so that every bad
+// value can be reported together instead of decoding stopping at the first.
 type policyFile struct {
-	CPU           rawValue `toml:"cpu"`
-	Memory        rawValue `toml:"memory"`
-	Pids          rawValue `toml:"pids"`
-	WallTime      rawValue `toml:"wall_time"`
-	CPUTime       rawValue `toml:"cpu_time"`
-	IdleTimeout   rawValue `toml:"idle_timeout"`
-	MaxOutput     rawValue `toml:"max_output"`
-	Network       rawValue `toml:"network"`
-	TmpSize       rawValue `toml:"tmp_size"`
-	User          rawValue `toml:"user"`
-	Group         rawValue `toml:"group"`
-	ExitSignal    rawValue `toml:"exit_signal"`
-	Grace         rawValue `toml:"grace"`
-	Env           rawValue `toml:"env"`
-	UserNamespace rawValue `toml:"user_namespace"`
-	Initiators    rawValue `toml:"initiators"`
-	RO            rawValue `toml:"ro"`
-	RW            rawValue `toml:"rw"`
-	Tmpfs         rawValue `toml:"tmpfs"`
-	Sys           rawValue `toml:"sys"`
-	Seccomp       rawValue `toml:"seccomp"`
-	Rlimits       rawValue `toml:"rlimits"` // a table; checked by rlimits
+	CPU           any `toml:"cpu"`
+	Memory        any `toml:"memory"`
+	Pids          any `toml:"pids"`
+	WallTime      any `toml:"wall_time"`
+	CPUTime       any `toml:"cpu_time"`
+	IdleTimeout   any `toml:"idle_timeout"`
+	MaxOutput     any `toml:"max_output"`
+	Network       any `toml:"network"`
+	TmpSize       any `toml:"tmp_size"`
+	User          any `toml:"user"`
+	Group         any `toml:"group"`
+	ExitSignal    any `toml:"exit_signal"`
+	Grace         any `toml:"grace"`
+	Env           any `toml:"env"`
+	UserNamespace any `toml:"user_namespace"`
+	Initiators    any `toml:"initiators"`
+	RO            any `toml:"ro"`
+	RW            any `toml:"rw"`
+	Tmpfs         any `toml:"tmpfs"`
+	Sys           any `toml:"sys"`
+	Seccomp       any `toml:"seccomp"`
+	Rlimits       any `toml:"rlimits"` // a table; checked by rlimits
 }
 
 var policyNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
@@ -202,22 +194,22 @@ func ValidName(s string) bool { return policyNameRe.MatchString(s) }
 // Parse reads one policy file. Its name is file's base name without
 // ".toml". It returns either the policy or every problem found (a syntax or
 // type error of the TOML itself is reported alone), sorted by line.
-func Parse(file string, data []byte) (*Policy, Problems) {
+func Parse(file string, data []byte) (*Policy, tomlstrict.Problems) {
 	name, ok := strings.CutSuffix(filepath.Base(file), ".toml")
 	if !ok {
-		return nil, Problems{{File: file, Msg: "a policy file's name must end in .toml"}}
+		return nil, tomlstrict.Problems{{File: file, Msg: "a policy file's name must end in .toml"}}
 	}
 	return parse(file, name, data)
 }
 
 // parse is Parse for a policy whose name does not come from file.
-func parse(file, name string, data []byte) (*Policy, Problems) {
+func parse(file, name string, data []byte) (*Policy, tomlstrict.Problems) {
 	c := &checker{file: file}
 	if !policyNameRe.MatchString(name) {
-		c.ps = append(c.ps, Problem{File: file, Msg: fmt.Sprintf("%q is not a valid policy name (lower-case letters, digits, '.', '_', '-'; at most 64)", name)})
+		c.ps = append(c.ps, tomlstrict.Problem{File: file, Msg: fmt.Sprintf("%q is not a valid policy name (lower-case letters, digits, '.', '_', '-'; at most 64)", name)})
 	}
 	var pf policyFile
-	idx, ps, decoded := decodeStrict(file, data, &pf)
+	idx, ps, decoded := tomlstrict.Decode(file, data, &pf)
 	c.idx = idx
 	c.ps = append(c.ps, ps...)
 	if !decoded {
@@ -226,54 +218,54 @@ func parse(file, name string, data []byte) (*Policy, Problems) {
 	p := &Policy{Name: name, Source: file}
 
 	cpuSet := c.cpu(&p.CPU, pf.CPU)
-	memSet := c.size(toml.Key{"memory"}, &p.MemoryMaxBytes, pf.Memory)
-	if pf.Pids.v != nil {
-		if n, ok := c.integer(toml.Key{"pids"}, pf.Pids); ok {
+	memSet := c.size(tomlstrict.Key{"memory"}, &p.MemoryMaxBytes, pf.Memory)
+	if pf.Pids != nil {
+		if n, ok := c.integer(tomlstrict.Key{"pids"}, pf.Pids); ok {
 			if n < 1 {
-				c.add(toml.Key{"pids"}, "must be at least 1 (leave pids out for no limit)")
+				c.add(tomlstrict.Key{"pids"}, "must be at least 1 (leave pids out for no limit)")
 			} else {
 				p.PidsMax = n
 			}
 		}
 	}
-	wallSet := c.duration(toml.Key{"wall_time"}, &p.WallTime, pf.WallTime)
-	cpuTimeSet := c.duration(toml.Key{"cpu_time"}, &p.CPUTime, pf.CPUTime)
-	c.duration(toml.Key{"idle_timeout"}, &p.IdleTimeout, pf.IdleTimeout)
-	c.size(toml.Key{"max_output"}, &p.MaxOutputBytes, pf.MaxOutput)
-	c.boolean(toml.Key{"network"}, &p.Network, pf.Network)
-	tmpSet := c.size(toml.Key{"tmp_size"}, &p.TmpSizeBytes, pf.TmpSize)
+	wallSet := c.duration(tomlstrict.Key{"wall_time"}, &p.WallTime, pf.WallTime)
+	cpuTimeSet := c.duration(tomlstrict.Key{"cpu_time"}, &p.CPUTime, pf.CPUTime)
+	c.duration(tomlstrict.Key{"idle_timeout"}, &p.IdleTimeout, pf.IdleTimeout)
+	c.size(tomlstrict.Key{"max_output"}, &p.MaxOutputBytes, pf.MaxOutput)
+	c.boolean(tomlstrict.Key{"network"}, &p.Network, pf.Network)
+	tmpSet := c.size(tomlstrict.Key{"tmp_size"}, &p.TmpSizeBytes, pf.TmpSize)
 	rootUser, rootGroup := c.identity(p, pf.User, pf.Group)
 	p.ExitSignal = DefaultExitSignal
-	if pf.ExitSignal.v != nil {
-		if s, ok := pf.ExitSignal.v.(string); !ok {
-			c.add(toml.Key{"exit_signal"}, "must be a signal name like \"TERM\", not %s", tomlType(pf.ExitSignal.v))
+	if pf.ExitSignal != nil {
+		if s, ok := pf.ExitSignal.(string); !ok {
+			c.add(tomlstrict.Key{"exit_signal"}, "must be a signal name like \"TERM\", not %s", tomlType(pf.ExitSignal))
 		} else if sig, err := CanonicalSignal(s); err != nil {
-			c.add(toml.Key{"exit_signal"}, "%v", err)
+			c.add(tomlstrict.Key{"exit_signal"}, "%v", err)
 		} else {
 			p.ExitSignal = sig
 		}
 	}
-	graceSet := c.duration(toml.Key{"grace"}, &p.Grace, pf.Grace)
+	graceSet := c.duration(tomlstrict.Key{"grace"}, &p.Grace, pf.Grace)
 	if p.Grace == 0 {
 		p.Grace = DefaultGrace
 	}
 	p.Env = c.env(pf.Env)
-	c.boolean(toml.Key{"user_namespace"}, &p.UserNamespace, pf.UserNamespace)
+	c.boolean(tomlstrict.Key{"user_namespace"}, &p.UserNamespace, pf.UserNamespace)
 	if !p.DynamicUser && !p.UserNamespace {
 		// Root outside a user namespace owns what root owns on the host:
 		// whatever an rw path lets it write, and symlinks the sandbox
 		// trusts as an operator's.
 		if rootUser {
-			c.add(toml.Key{"user"}, "root outside a user namespace is the host's root: set user_namespace = true, or name another user")
+			c.add(tomlstrict.Key{"user"}, "root outside a user namespace is the host's root: set user_namespace = true, or name another user")
 		}
 		if rootGroup {
-			c.add(toml.Key{"group"}, "group 0 outside a user namespace is the host's root group: set user_namespace = true, or name another group")
+			c.add(tomlstrict.Key{"group"}, "group 0 outside a user namespace is the host's root group: set user_namespace = true, or name another group")
 		}
 	}
-	if pf.Initiators.v != nil {
-		if n, ok := c.integer(toml.Key{"initiators"}, pf.Initiators); ok {
+	if pf.Initiators != nil {
+		if n, ok := c.integer(tomlstrict.Key{"initiators"}, pf.Initiators); ok {
 			if n < 0 || n > maxInitiators {
-				c.add(toml.Key{"initiators"}, "must be from 0 to %d", maxInitiators)
+				c.add(tomlstrict.Key{"initiators"}, "must be from 0 to %d", maxInitiators)
 			} else {
 				p.Initiators = int(n)
 			}
@@ -281,7 +273,7 @@ func parse(file, name string, data []byte) (*Policy, Problems) {
 	}
 	p.rlimits = c.rlimits(pf.Rlimits)
 	c.view(p, pf.RO, pf.RW, pf.Tmpfs)
-	c.boolean(toml.Key{"sys"}, &p.Sys, pf.Sys)
+	c.boolean(tomlstrict.Key{"sys"}, &p.Sys, pf.Sys)
 	c.seccomp(p, pf.Seccomp)
 
 	// Combinations, checked only between values that are set and valid.
@@ -289,16 +281,16 @@ func parse(file, name string, data []byte) (*Policy, Problems) {
 	// depends on the host's cores, so cpu_time may then exceed wall_time.
 	if cpuTimeSet && wallSet && cpuSet {
 		if most := float64(p.WallTime) * p.CPU; float64(p.CPUTime) > most {
-			c.add(toml.Key{"cpu_time"}, "%s can never be used up: at cpu = %g a job gets at most %v of CPU within wall_time %s",
+			c.add(tomlstrict.Key{"cpu_time"}, "%s can never be used up: at cpu = %g a job gets at most %v of CPU within wall_time %s",
 				quoted(pf.CPUTime), p.CPU, time.Duration(most).Round(time.Millisecond), quoted(pf.WallTime))
 		}
 	}
 	if tmpSet && memSet && p.TmpSizeBytes > p.MemoryMaxBytes {
-		c.add(toml.Key{"tmp_size"}, "%s is larger than memory %s: files in /tmp are charged to the job's memory",
+		c.add(tomlstrict.Key{"tmp_size"}, "%s is larger than memory %s: files in /tmp are charged to the job's memory",
 			quoted(pf.TmpSize), quoted(pf.Memory))
 	}
 	if graceSet && wallSet && p.Grace > p.WallTime {
-		c.add(toml.Key{"grace"}, "%s is longer than wall_time %s", quoted(pf.Grace), quoted(pf.WallTime))
+		c.add(tomlstrict.Key{"grace"}, "%s is longer than wall_time %s", quoted(pf.Grace), quoted(pf.WallTime))
 	}
 
 	if len(c.ps) > 0 {
@@ -309,29 +301,29 @@ func parse(file, name string, data []byte) (*Policy, Problems) {
 }
 
 // quoted writes a raw value as it appeared in the file.
-func quoted(r rawValue) string {
-	if s, ok := r.v.(string); ok {
+func quoted(r any) string {
+	if s, ok := r.(string); ok {
 		return strconv.Quote(s)
 	}
-	return fmt.Sprint(r.v)
+	return fmt.Sprint(r)
 }
 
 // checker collects the problems of one file.
 type checker struct {
 	file string
-	idx  *Index
-	ps   Problems
+	idx  *tomlstrict.Index
+	ps   tomlstrict.Problems
 }
 
-func (c *checker) add(k toml.Key, format string, args ...any) {
-	c.ps = append(c.ps, Problem{File: c.file, Line: c.idx.KeyLine(k), Key: k.String(), Msg: fmt.Sprintf(format, args...)})
+func (c *checker) add(k tomlstrict.Key, format string, args ...any) {
+	c.ps = append(c.ps, tomlstrict.Problem{File: c.file, Line: c.idx.KeyLine(k), Key: k.String(), Msg: fmt.Sprintf(format, args...)})
 }
 
 // cpu sets *dst from r and reports whether a limit was set.
-func (c *checker) cpu(dst *float64, r rawValue) bool {
-	k := toml.Key{"cpu"}
+func (c *checker) cpu(dst *float64, r any) bool {
+	k := tomlstrict.Key{"cpu"}
 	var f float64
-	switch v := r.v.(type) {
+	switch v := r.(type) {
 	case nil:
 		return false
 	case int64:
@@ -339,7 +331,7 @@ func (c *checker) cpu(dst *float64, r rawValue) bool {
 	case float64:
 		f = v
 	default:
-		c.add(k, "must be a number of cores like 0.5 or 2, not %s", tomlType(r.v))
+		c.add(k, "must be a number of cores like 0.5 or 2, not %s", tomlType(r))
 		return false
 	}
 	switch {
@@ -361,12 +353,12 @@ func (c *checker) cpu(dst *float64, r rawValue) bool {
 }
 
 // size sets *dst from r and reports whether a non-zero size was set.
-func (c *checker) size(k toml.Key, dst *int64, r rawValue) bool {
-	if r.v == nil {
+func (c *checker) size(k tomlstrict.Key, dst *int64, r any) bool {
+	if r == nil {
 		return false
 	}
 	var s Size
-	if err := s.UnmarshalTOML(r.v); err != nil {
+	if err := s.UnmarshalTOML(r); err != nil {
 		c.add(k, "%v", err)
 		return false
 	}
@@ -375,39 +367,39 @@ func (c *checker) size(k toml.Key, dst *int64, r rawValue) bool {
 }
 
 // duration sets *dst from r and reports whether a non-zero duration was set.
-func (c *checker) duration(k toml.Key, dst *time.Duration, r rawValue) bool {
-	if r.v == nil {
+func (c *checker) duration(k tomlstrict.Key, dst *time.Duration, r any) bool {
+	if r == nil {
 		return false
 	}
-	s, ok := r.v.(string)
+	s, ok := r.(string)
 	if !ok {
-		c.add(k, "must be a duration with a unit, like \"30s\" or \"5m\", not %s", tomlType(r.v))
+		c.add(k, "must be a duration with a unit, like \"30s\" or \"5m\", not %s", tomlType(r))
 		return false
 	}
-	var d Duration
-	if err := d.UnmarshalText([]byte(s)); err != nil {
+	d, err := tomlstrict.ParseDuration(s)
+	if err != nil {
 		c.add(k, "%v", err)
 		return false
 	}
-	*dst = time.Duration(d)
+	*dst = d
 	return d > 0
 }
 
-func (c *checker) integer(k toml.Key, r rawValue) (int64, bool) {
-	n, ok := r.v.(int64)
+func (c *checker) integer(k tomlstrict.Key, r any) (int64, bool) {
+	n, ok := r.(int64)
 	if !ok {
-		c.add(k, "must be an integer, not %s", tomlType(r.v))
+		c.add(k, "must be an integer, not %s", tomlType(r))
 	}
 	return n, ok
 }
 
-func (c *checker) boolean(k toml.Key, dst *bool, r rawValue) {
-	if r.v == nil {
+func (c *checker) boolean(k tomlstrict.Key, dst *bool, r any) {
+	if r == nil {
 		return
 	}
-	b, ok := r.v.(bool)
+	b, ok := r.(bool)
 	if !ok {
-		c.add(k, "must be true or false, not %s", tomlType(r.v))
+		c.add(k, "must be true or false, not %s", tomlType(r))
 		return
 	}
 	*dst = b
@@ -419,14 +411,14 @@ var envNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 func ValidEnvName(s string) bool { return envNameRe.MatchString(s) }
 
 // env checks the allow-list's syntax; it does not look variables up.
-func (c *checker) env(r rawValue) []string {
-	k := toml.Key{"env"}
-	if r.v == nil {
+func (c *checker) env(r any) []string {
+	k := tomlstrict.Key{"env"}
+	if r == nil {
 		return nil
 	}
-	list, ok := r.v.([]any)
+	list, ok := r.([]any)
 	if !ok {
-		c.add(k, "must be a list of strings like [\"PATH\", \"LANG=C.UTF-8\"], not %s", tomlType(r.v))
+		c.add(k, "must be a list of strings like [\"PATH\", \"LANG=C.UTF-8\"], not %s", tomlType(r))
 		return nil
 	}
 	env := make([]string, 0, len(list))
@@ -447,9 +439,9 @@ func (c *checker) env(r rawValue) []string {
 
 // identity resolves user and group into p, and says whether the user and
 // group it resolved are root's.
-func (c *checker) identity(p *Policy, u, g rawValue) (rootUser, rootGroup bool) {
+func (c *checker) identity(p *Policy, u, g any) (rootUser, rootGroup bool) {
 	p.User, p.Group = DefaultUser, DefaultGroup
-	uk, gk := toml.Key{"user"}, toml.Key{"group"}
+	uk, gk := tomlstrict.Key{"user"}, tomlstrict.Key{"group"}
 	userOK := true
 	primary := "" // the user's primary gid, when known
 	if s, ok := c.idString(uk, "user", u); !ok {
@@ -460,7 +452,7 @@ func (c *checker) identity(p *Policy, u, g rawValue) (rootUser, rootGroup bool) 
 		}
 		if p.User == DynamicUser {
 			p.DynamicUser, p.Group = true, DynamicUser
-			if g.v != nil {
+			if g != nil {
 				c.add(gk, "a dynamic user has a group of its own: leave group out, or name a user")
 			}
 			return false, false
@@ -510,8 +502,8 @@ func (c *checker) identity(p *Policy, u, g rawValue) (rootUser, rootGroup bool) 
 }
 
 // idString returns a user or group value as a string ("" when absent).
-func (c *checker) idString(k toml.Key, what string, r rawValue) (string, bool) {
-	switch v := r.v.(type) {
+func (c *checker) idString(k tomlstrict.Key, what string, r any) (string, bool) {
+	switch v := r.(type) {
 	case nil:
 		return "", true
 	case string:
@@ -527,7 +519,7 @@ func (c *checker) idString(k toml.Key, what string, r rawValue) (string, bool) {
 		}
 		return strconv.FormatInt(v, 10), true
 	}
-	c.add(k, "must be a %s name or a numeric id, not %s", what, tomlType(r.v))
+	c.add(k, "must be a %s name or a numeric id, not %s", what, tomlType(r))
 	return "", false
 }
 
@@ -593,13 +585,13 @@ func lookupGroup(s string) (gid uint32, found bool, err error) {
 // rlimits checks the [rlimits] table; soft and hard limits are the same.
 // (A map field would not do: the TOML decoder quietly leaves a map empty when
 // the value is not a table.)
-func (c *checker) rlimits(r rawValue) []specs.POSIXRlimit {
-	if r.v == nil {
+func (c *checker) rlimits(r any) []specs.POSIXRlimit {
+	if r == nil {
 		return nil
 	}
-	m, ok := r.v.(map[string]any)
+	m, ok := r.(map[string]any)
 	if !ok {
-		c.add(toml.Key{"rlimits"}, "must be a table like [rlimits] or { nofile = 64 }, not %s", tomlType(r.v))
+		c.add(tomlstrict.Key{"rlimits"}, "must be a table like [rlimits] or { nofile = 64 }, not %s", tomlType(r))
 		return nil
 	}
 	names := make([]string, 0, len(m))
@@ -615,7 +607,7 @@ func (c *checker) rlimits(r rawValue) []specs.POSIXRlimit {
 	}
 	values := make(map[string]uint64)
 	for _, name := range names {
-		k := toml.Key{"rlimits", name}
+		k := tomlstrict.Key{"rlimits", name}
 		kind, ok := known[name]
 		if !ok {
 			c.add(k, "unknown rlimit (use %s)", strings.Join(keys, ", "))
@@ -634,7 +626,7 @@ func (c *checker) rlimits(r rawValue) []specs.POSIXRlimit {
 	return out
 }
 
-func (c *checker) rlimit(k toml.Key, kind rlimitKind, v any) (uint64, bool) {
+func (c *checker) rlimit(k tomlstrict.Key, kind rlimitKind, v any) (uint64, bool) {
 	want := `an integer or "unlimited"`
 	if kind.bytes {
 		want = `an integer, a size like "8MiB" or "unlimited"`

@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/BurntSushi/toml"
+	"github.com/chimirror/chimirror/tomlstrict"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -54,7 +54,7 @@ var sandboxOwned = []string{"/proc", "/dev", "/sys"}
 // view checks the ro, rw and tmpfs keys and fills the policy's view. A
 // bound path must be absolute, clean and present here; what a view would
 // show of it is resolved at each job's start.
-func (c *checker) view(p *Policy, ro, rw, tmpfs rawValue) {
+func (c *checker) view(p *Policy, ro, rw, tmpfs any) {
 	for _, d := range DefaultReadOnly {
 		if _, err := os.Lstat(d.Path); err == nil {
 			p.ReadOnly = append(p.ReadOnly, d.Path)
@@ -67,19 +67,19 @@ func (c *checker) view(p *Policy, ro, rw, tmpfs rawValue) {
 			}
 		}
 	}
-	p.ReadOnly = append(p.ReadOnly, c.paths(toml.Key{"ro"}, ro, true)...)
-	p.ReadWrite = c.paths(toml.Key{"rw"}, rw, true)
-	p.Tmpfs = c.paths(toml.Key{"tmpfs"}, tmpfs, false)
+	p.ReadOnly = append(p.ReadOnly, c.paths(tomlstrict.Key{"ro"}, ro, true)...)
+	p.ReadWrite = c.paths(tomlstrict.Key{"rw"}, rw, true)
+	p.Tmpfs = c.paths(tomlstrict.Key{"tmpfs"}, tmpfs, false)
 }
 
 // paths checks a list of paths; bound ones must exist.
-func (c *checker) paths(k toml.Key, r rawValue, bound bool) []string {
-	if r.v == nil {
+func (c *checker) paths(k tomlstrict.Key, r any, bound bool) []string {
+	if r == nil {
 		return nil
 	}
-	list, ok := r.v.([]any)
+	list, ok := r.([]any)
 	if !ok {
-		c.add(k, `must be a list of absolute paths like ["/opt/tool"], not %s`, tomlType(r.v))
+		c.add(k, `must be a list of absolute paths like ["/opt/tool"], not %s`, tomlType(r))
 		return nil
 	}
 	var out []string
@@ -144,16 +144,16 @@ const (
 // seccomp profile (a JSON LinuxSeccomp), relative to the policy file.
 // Whether the profile compiles for this host is the sandbox's to say
 // (see Policy.SeccompProblem).
-func (c *checker) seccomp(p *Policy, r rawValue) {
-	k := toml.Key{"seccomp"}
+func (c *checker) seccomp(p *Policy, r any) {
+	k := tomlstrict.Key{"seccomp"}
 	p.Seccomp = SeccompDefault
-	if r.v == nil {
+	if r == nil {
 		return
 	}
 	p.seccompLine = c.idx.KeyLine(k)
-	s, ok := r.v.(string)
+	s, ok := r.(string)
 	if !ok {
-		c.add(k, `must be "default", "off" or the path of an OCI seccomp profile (JSON), not %s`, tomlType(r.v))
+		c.add(k, `must be "default", "off" or the path of an OCI seccomp profile (JSON), not %s`, tomlType(r))
 		return
 	}
 	switch s {
@@ -206,6 +206,6 @@ func ParseSeccomp(data []byte) (*specs.LinuxSeccomp, error) {
 
 // SeccompProblem reports err, found with the policy's seccomp profile, at
 // the policy's seccomp key.
-func (p *Policy) SeccompProblem(err error) Problem {
-	return Problem{File: p.Source, Line: p.seccompLine, Key: "seccomp", Msg: err.Error()}
+func (p *Policy) SeccompProblem(err error) tomlstrict.Problem {
+	return tomlstrict.Problem{File: p.Source, Line: p.seccompLine, Key: "seccomp", Msg: err.Error()}
 }

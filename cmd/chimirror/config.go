@@ -20,6 +20,7 @@ import (
 	"github.com/chimirror/chimirror/policies"
 	"github.com/chimirror/chimirror/sandbox"
 	"github.com/chimirror/chimirror/supervisor"
+	"github.com/chimirror/chimirror/tomlstrict"
 	"github.com/chimirror/chimirror/web"
 )
 
@@ -31,29 +32,29 @@ var defaultConfig []byte
 
 // fileConfig is chimirror.toml. Every key is documented in the example file.
 type fileConfig struct {
-	Listen            string            `toml:"listen"`
-	Origins           []string          `toml:"origins"`
-	MaxSessions       int               `toml:"max_sessions"`
-	MaxMessageBytes   int64             `toml:"max_message_bytes"`
-	MaxLineBytes      int64             `toml:"max_line_bytes"`
-	PingInterval      policies.Duration `toml:"ping_interval"`
-	PongTimeout       policies.Duration `toml:"pong_timeout"`
-	WriteTimeout      policies.Duration `toml:"write_timeout"`
-	HandshakeTimeout  policies.Duration `toml:"handshake_timeout"`
-	ReadHeaderTimeout policies.Duration `toml:"read_header_timeout"`
-	Drain             policies.Duration `toml:"drain"`
-	Sandbox           string            `toml:"sandbox"`
-	DynamicUIDs       string            `toml:"dynamic_uids"`
-	UserNamespaceUIDs string            `toml:"user_namespace_uids"`
-	PolicyDir         string            `toml:"policy_dir"`
-	DataDir           string            `toml:"data_dir"`
-	Retention         policies.Duration `toml:"retention"`
-	SampleInterval    policies.Duration `toml:"sample_interval"`
-	Chargeback        chargebackConfig  `toml:"chargeback"`
-	AdminListen       string            `toml:"admin_listen"`
-	AdminTokens       []string          `toml:"admin_tokens_sha256"`
-	App               []appConfig       `toml:"app"`
-	Tenant            []tenantConfig    `toml:"tenant"`
+	Listen            string              `toml:"listen"`
+	Origins           []string            `toml:"origins"`
+	MaxSessions       int                 `toml:"max_sessions"`
+	MaxMessageBytes   int64               `toml:"max_message_bytes"`
+	MaxLineBytes      int64               `toml:"max_line_bytes"`
+	PingInterval      tomlstrict.Duration `toml:"ping_interval"`
+	PongTimeout       tomlstrict.Duration `toml:"pong_timeout"`
+	WriteTimeout      tomlstrict.Duration `toml:"write_timeout"`
+	HandshakeTimeout  tomlstrict.Duration `toml:"handshake_timeout"`
+	ReadHeaderTimeout tomlstrict.Duration `toml:"read_header_timeout"`
+	Drain             tomlstrict.Duration `toml:"drain"`
+	Sandbox           string              `toml:"sandbox"`
+	DynamicUIDs       string              `toml:"dynamic_uids"`
+	UserNamespaceUIDs string              `toml:"user_namespace_uids"`
+	PolicyDir         string              `toml:"policy_dir"`
+	DataDir           string              `toml:"data_dir"`
+	Retention         tomlstrict.Duration `toml:"retention"`
+	SampleInterval    tomlstrict.Duration `toml:"sample_interval"`
+	Chargeback        chargebackConfig    `toml:"chargeback"`
+	AdminListen       string              `toml:"admin_listen"`
+	AdminTokens       []string            `toml:"admin_tokens_sha256"`
+	App               []appConfig         `toml:"app"`
+	Tenant            []tenantConfig      `toml:"tenant"`
 }
 
 type chargebackConfig struct {
@@ -69,15 +70,15 @@ type tenantConfig struct {
 }
 
 type appConfig struct {
-	Name        string            `toml:"name"`
-	Command     []string          `toml:"command"`
-	Dir         string            `toml:"dir"`
-	Env         []string          `toml:"env"`
-	ExitSignal  string            `toml:"exit_signal"`
-	Grace       policies.Duration `toml:"grace"`
-	Binary      bool              `toml:"binary"`
-	Policy      string            `toml:"policy"`
-	PassHeaders []string          `toml:"pass_headers"`
+	Name        string              `toml:"name"`
+	Command     []string            `toml:"command"`
+	Dir         string              `toml:"dir"`
+	Env         []string            `toml:"env"`
+	ExitSignal  string              `toml:"exit_signal"`
+	Grace       tomlstrict.Duration `toml:"grace"`
+	Binary      bool                `toml:"binary"`
+	Policy      string              `toml:"policy"`
+	PassHeaders []string            `toml:"pass_headers"`
 }
 
 // config is a loaded, validated, resolved configuration.
@@ -105,7 +106,7 @@ type config struct {
 	// Where the config came from, for the server's own paths (serverPaths)
 	// and the problems found after it is parsed (jobProblems).
 	file, dir, policyDir string
-	idx                  *policies.Index
+	idx                  *tomlstrict.Index
 	// jobsChecked: jobProblems found none for c as it is (parseConfig,
 	// sandboxed); whatever changes what it checks clears it.
 	jobsChecked bool
@@ -159,7 +160,7 @@ func loadConfig(path string) (*config, error) {
 // config fails at start rather than on some later connection.
 func parseConfig(file string, data []byte, dir string) (*config, error) {
 	var fc fileConfig
-	idx, ps := policies.DecodeStrict(file, data, &fc)
+	idx, ps, _ := tomlstrict.Decode(file, data, &fc)
 	if len(ps) > 0 {
 		return nil, ps
 	}
@@ -237,7 +238,7 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 	pols, perr := policies.Load(policyDir)
 	c.Policies = pols
 	if perr != nil {
-		var pps policies.Problems
+		var pps tomlstrict.Problems
 		if errors.As(perr, &pps) {
 			ps = append(ps, pps...)
 		} else {
@@ -414,7 +415,7 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		c.Sup.Tenants = append(c.Sup.Tenants, t)
 	}
 	if len(fc.App) == 0 {
-		ps = append(ps, policies.Problem{File: file, Msg: "no [[app]] configured: add at least one"})
+		ps = append(ps, tomlstrict.Problem{File: file, Msg: "no [[app]] configured: add at least one"})
 	}
 	if boxed {
 		jps := c.jobProblems()
@@ -430,8 +431,8 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 // among the ones jobs are given, id ranges too small for every job.
 // Checked when c is parsed (when jobs will be sandboxed), and again with
 // the data dir, sandbox mode and id ranges a server runs with.
-func (c *config) jobProblems() policies.Problems {
-	var ps policies.Problems
+func (c *config) jobProblems() tomlstrict.Problems {
+	var ps tomlstrict.Problems
 	at := func(table string, n int, key, format string, args ...any) {
 		ps = append(ps, c.problemAt(table, n, key, format, args...))
 	}
@@ -481,7 +482,7 @@ func (c *config) jobProblems() policies.Problems {
 
 // problemAt is a problem at a key of c's file: table's n-th entry's key,
 // or a top-level key when table is "".
-func (c *config) problemAt(table string, n int, key, format string, args ...any) policies.Problem {
+func (c *config) problemAt(table string, n int, key, format string, args ...any) tomlstrict.Problem {
 	k, line := key, 0
 	if table != "" {
 		k = fmt.Sprintf("%s[%d].%s", table, n, key)
@@ -489,7 +490,7 @@ func (c *config) problemAt(table string, n int, key, format string, args ...any)
 	if c.idx != nil {
 		line = c.idx.Line(table, n, key)
 	}
-	return policies.Problem{File: c.file, Line: line, Key: k, Msg: fmt.Sprintf(format, args...)}
+	return tomlstrict.Problem{File: c.file, Line: line, Key: k, Msg: fmt.Sprintf(format, args...)}
 }
 
 // appPolicies are the policies app's jobs may run under: its own, and any
@@ -562,8 +563,8 @@ func serverPaths(file, dir, policyDir, dataDir string) []string {
 
 // seccompProblems compiles every policy's seccomp profile for this host,
 // so a profile the sandbox cannot apply is refused when it loads.
-func seccompProblems(pols []*policies.Policy) policies.Problems {
-	var ps policies.Problems
+func seccompProblems(pols []*policies.Policy) tomlstrict.Problems {
+	var ps tomlstrict.Problems
 	for _, p := range pols {
 		if p.SeccompProfile == nil {
 			continue

@@ -19,6 +19,7 @@ import (
 	"github.com/chimirror/chimirror/policies"
 	"github.com/chimirror/chimirror/sandbox"
 	"github.com/chimirror/chimirror/supervisor"
+	"github.com/chimirror/chimirror/tomlstrict"
 )
 
 // problemLines renders parseConfig's error as "LINE: KEY: MSG" lines (the
@@ -29,9 +30,9 @@ func problemLines(t *testing.T, file string, err error) []string {
 	if err == nil {
 		return nil
 	}
-	var ps policies.Problems
+	var ps tomlstrict.Problems
 	if !errors.As(err, &ps) {
-		t.Fatalf("parseConfig: %v (%T), want policies.Problems", err, err)
+		t.Fatalf("parseConfig: %v (%T), want tomlstrict.Problems", err, err)
 	}
 	lines := make([]string, 0, len(ps))
 	for _, p := range ps {

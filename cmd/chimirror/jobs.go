@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/chimirror/chimirror/accounting"
-	"github.com/chimirror/chimirror/policies"
+	"github.com/chimirror/chimirror/tomlstrict"
 	"github.com/chimirror/chimirror/web"
 )
 
@@ -513,7 +513,7 @@ func parseWhen(s string) (time.Time, error) {
 	if t, err := time.ParseInLocation(time.DateOnly, s, time.Local); err == nil {
 		return t, nil
 	}
-	if d, err := policies.ParseDuration(s); err == nil {
+	if d, err := tomlstrict.ParseDuration(s); err == nil {
 		return time.Now().Add(-d), nil
 	}
 	return time.Time{}, fmt.Errorf("%q: use a time (2026-11-23T10:00:00Z), a date (2026-11-23) or a duration ago (2h, 7d)", s)

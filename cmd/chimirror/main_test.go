@@ -554,28 +554,27 @@ func TestServeConfigErrors(t *testing.T) {
 		{
 			name: "wrong type",
 			toml: "listen = \"127.0.0.1:0\"\nmax_sessions = \"ten\"\n" + app,
-			want: []string{`2: max_sessions: incompatible types: .*`},
+			want: []string{`2: max_sessions: must be an integer, not a string`},
 		},
 		{
 			name: "malformed TOML: missing value",
 			toml: "listen = \"127.0.0.1:0\"\nmax_sessions = = 3\n" + app,
-			want: []string{`2: max_sessions: expected value but found '=' instead`},
+			want: []string{`2: max_sessions: unexpected character U\+003D '=' at start of value`},
 		},
 		{
 			name: "malformed TOML: unterminated string",
 			toml: "[[app]]\nname = \"a\ncommand = [\"cat\"]\n",
-			want: []string{`2: app\.name: strings cannot contain newlines`},
+			want: []string{`2: app\.name: basic strings cannot have new lines`},
 		},
 		{
 			name: "malformed TOML: unclosed array-of-tables header",
 			toml: "listen = \"127.0.0.1:0\"\n[[app]\nname = \"a\"\n",
-			// BurntSushi/toml v1.6.0 places this error on the next line (3).
-			want: []string{`[23]: expected end of table array name delimiter.*`},
+			want: []string{`2: expected ']]' to close array table name`},
 		},
 		{
 			name: "duplicate app names in inline tables",
 			toml: "app = [\n  { name = \"a\", command = [\"cat\"] },\n  { name = \"a\", command = [\"cat\"] },\n]\n",
-			want: []string{`(3:)? app\[1\]\.name: duplicate app name "a" \(first at app\[0\]\)`},
+			want: []string{`3: app\[1\]\.name: duplicate app name "a" \(first at line 2\)`},
 		},
 		{
 			name: "no app",

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chimirror/chimirror/policies"
+	"github.com/chimirror/chimirror/tomlstrict"
 )
 
 const policyUsage = `Usage:
@@ -87,11 +88,11 @@ func cmdPolicyCheck(args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	}
-	var all policies.Problems
+	var all tomlstrict.Problems
 	for _, file := range fs.Args() {
 		data, err := os.ReadFile(file)
 		if err != nil {
-			all = append(all, policies.Problem{File: file, Msg: err.Error()})
+			all = append(all, tomlstrict.Problem{File: file, Msg: err.Error()})
 			continue
 		}
 		p, ps := policies.Parse(file, data)
@@ -111,10 +112,10 @@ func cmdPolicyCheck(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// printProblems prints a policies.Problems one problem a line, or any other
+// printProblems prints a tomlstrict.Problems one problem a line, or any other
 // error as chimirror prints errors, and returns exitCode(1).
 func printProblems(stderr io.Writer, err error) error {
-	var ps policies.Problems
+	var ps tomlstrict.Problems
 	if errors.As(err, &ps) {
 		for _, p := range ps {
 			fmt.Fprintln(stderr, p)

@@ -86,7 +86,7 @@ func TestPolicyCheck(t *testing.T) {
 			wantStdout: full + ": ok\n",
 			wantStderr: []string{
 				regexp.QuoteMeta(unknownKey) + `:2: cpus: unknown key`,
-				regexp.QuoteMeta(syntax) + `:2: memory: strings cannot contain newlines`,
+				regexp.QuoteMeta(syntax) + `:2: memory: basic strings cannot have new lines`,
 			},
 		},
 		{

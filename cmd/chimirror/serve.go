@@ -22,6 +22,7 @@ import (
 	"github.com/chimirror/chimirror/policies"
 	"github.com/chimirror/chimirror/sandbox"
 	"github.com/chimirror/chimirror/supervisor"
+	"github.com/chimirror/chimirror/tomlstrict"
 	"github.com/chimirror/chimirror/web"
 )
 
@@ -306,7 +307,7 @@ func reload(log *slog.Logger, stderr io.Writer, cur *config, sup *supervisor.Sup
 		return nil
 	}
 	refuse := func(err error) *config {
-		var ps policies.Problems
+		var ps tomlstrict.Problems
 		if errors.As(err, &ps) {
 			for _, p := range ps {
 				log.Error("reload refused: config problem", "problem", p.String())

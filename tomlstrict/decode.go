@@ -1,0 +1,267 @@
+package tomlstrict
+
+import (
+	"bytes"
+	"encoding"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+	"github.com/pelletier/go-toml/v2/unstable"
+)
+
+// Decode decodes data into v and reports a syntax or type error (alone:
+// decoding stops there), or else every key v has no field for. decoded is
+// true when v holds the whole document, so that the only problems, if any,
+// are unknown keys and v can be checked on. The Index locates keys for the
+// caller's own semantic checks.
+//
+// v's fields are matched by their `toml` tags, and a field's type may
+// implement encoding.TextUnmarshaler (as Duration does); its error is the
+// problem's message.
+func Decode(file string, data []byte, v any) (idx *Index, ps Problems, decoded bool) {
+	idx = NewIndex(data)
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	var missing *toml.StrictMissingError
+	var de *toml.DecodeError
+	switch {
+	case err == nil:
+		if p, ok := idx.mismatch(file, v); ok {
+			return idx, Problems{p}, false
+		}
+		return idx, nil, true
+	case errors.As(err, &missing):
+		if p, ok := idx.mismatch(file, v); ok {
+			return idx, Problems{p}, false
+		}
+		for i := range missing.Errors {
+			line, _ := missing.Errors[i].Position()
+			k := idx.fullKey(Key(missing.Errors[i].Key()), line)
+			ps = append(ps, Problem{File: file, Line: line, Key: k.String(), Msg: "unknown key"})
+		}
+		return idx, ps, true
+	case errors.As(err, &de):
+		line, col := de.Position()
+		k := Key(de.Key())
+		if len(k) == 0 {
+			k = idx.keyOnLine(data, line, col)
+		}
+		return idx, Problems{{File: file, Line: line, Key: k.String(), Msg: idx.message(v, k, line, de)}}, false
+	default:
+		return idx, Problems{{File: file, Msg: err.Error()}}, false
+	}
+}
+
+// mismatch finds the first value whose kind v's field does not take. The
+// decoder lets some through: an integer into a Duration, whose Go type is
+// an integer, would be nanoseconds.
+func (x *Index) mismatch(file string, v any) (Problem, bool) {
+	for _, e := range x.entries {
+		if len(e.key) == 0 {
+			continue
+		}
+		k := e.full()
+		if t, ok := fieldType(reflect.TypeOf(v), k); ok {
+			if msg, bad := kindMismatch(t, e); bad {
+				return Problem{File: file, Line: e.line, Key: k.String(), Msg: msg}, true
+			}
+		}
+	}
+	return Problem{}, false
+}
+
+// fullKey is k, as the decoder names a key on line, made whole: inside an
+// array of inline tables the decoder names it without the array's key.
+func (x *Index) fullKey(k Key, line int) Key {
+	for _, e := range x.entries {
+		if e.line != line || len(e.key) == 0 {
+			continue
+		}
+		if full := e.full(); len(full) > len(k) && full[len(full)-len(k):].String() == k.String() {
+			return full
+		}
+	}
+	return k
+}
+
+// message is de's text, or, for a value of the wrong type, what the schema
+// wants in TOML's words rather than the decoder's Go ones.
+func (x *Index) message(v any, k Key, line int, de *toml.DecodeError) string {
+	if e, ok := x.at(k, line); ok {
+		if t, ok := fieldType(reflect.TypeOf(v), k); ok {
+			if want, ok := kindMismatch(t, e); ok {
+				return want
+			}
+		}
+	}
+	return strings.TrimPrefix(de.Error(), "toml: ")
+}
+
+// keyOnLine is the key written on line when a syntax error at column col
+// stopped the parser there: the parser reads the text before the '=' (if
+// the error comes after it) as a key of its own.
+func (x *Index) keyOnLine(data []byte, line, col int) Key {
+	lines := bytes.Split(data, []byte("\n"))
+	if line < 1 || line > len(lines) {
+		return nil
+	}
+	text := lines[line-1]
+	if col-1 < len(text) {
+		text = text[:max(col-1, 0)]
+	}
+	eq := bytes.IndexByte(text, '=')
+	if eq < 0 {
+		return nil
+	}
+	var p unstable.Parser
+	p.Reset(append(bytes.Clone(text[:eq]), "= 0\n"...))
+	if !p.NextExpression() || p.Expression().Kind != unstable.KeyValue {
+		return nil
+	}
+	var table Key
+	for _, e := range x.entries {
+		if e.line >= line {
+			break
+		}
+		if len(e.key) == 0 {
+			table = e.table
+		}
+	}
+	return append(append(Key{}, table...), keyOf(p.Expression())...)
+}
+
+var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+
+// fieldType follows k through t's fields (by their toml tags), arrays of
+// tables and maps to the type its value is decoded into.
+func fieldType(t reflect.Type, k Key) (reflect.Type, bool) {
+	for _, part := range k {
+		t = elem(t)
+		switch t.Kind() {
+		case reflect.Map:
+			t = t.Elem()
+		case reflect.Struct:
+			f, ok := fieldByTag(t, part)
+			if !ok {
+				return nil, false
+			}
+			t = f.Type
+		default:
+			return nil, false
+		}
+	}
+	return t, true
+}
+
+// elem is t without pointers and, for an array of tables, its element.
+func elem(t reflect.Type) reflect.Type {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice && elemIsTable(t.Elem()) {
+		t = t.Elem()
+	}
+	return t
+}
+
+func elemIsTable(t reflect.Type) bool {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t.Kind() == reflect.Struct || t.Kind() == reflect.Map
+}
+
+func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if tag == name || tag == "" && strings.EqualFold(f.Name, name) {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+// kindMismatch says what t wants when e's value (or one of an array's
+// elements) is not of a kind t takes; ok is false when it is.
+func kindMismatch(t reflect.Type, e entry) (string, bool) {
+	want := tomlKind(t)
+	if want == "" || accepts(t, e.kind) {
+		if t.Kind() != reflect.Slice || e.kind != unstable.Array || tomlKind(t.Elem()) == "" {
+			return "", false
+		}
+		for i, k := range e.elems {
+			if !accepts(t.Elem(), k) {
+				return fmt.Sprintf("element %d must be %s, not %s", i+1, tomlKind(t.Elem()), kindName(k)), true
+			}
+		}
+		return "", false
+	}
+	return fmt.Sprintf("must be %s, not %s", want, kindName(e.kind)), true
+}
+
+// tomlKind names the TOML values t is decoded from; "" for any value.
+func tomlKind(t reflect.Type) string {
+	if reflect.PointerTo(t).Implements(textUnmarshaler) {
+		return "a string"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "a table"
+	}
+	return ""
+}
+
+// accepts reports whether a value of kind k decodes into t at all.
+func accepts(t reflect.Type, k unstable.Kind) bool {
+	if reflect.PointerTo(t).Implements(textUnmarshaler) {
+		return k == unstable.String
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return k == unstable.String
+	case reflect.Bool:
+		return k == unstable.Bool
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return k == unstable.Integer
+	case reflect.Float32, reflect.Float64:
+		return k == unstable.Float || k == unstable.Integer
+	case reflect.Slice, reflect.Array:
+		return k == unstable.Array
+	case reflect.Struct, reflect.Map:
+		return k == unstable.InlineTable || k == unstable.Table
+	}
+	return true
+}
+
+// kindName names a TOML value's kind.
+func kindName(k unstable.Kind) string {
+	switch k {
+	case unstable.String:
+		return "a string"
+	case unstable.Integer:
+		return "an integer"
+	case unstable.Float:
+		return "a float"
+	case unstable.Bool:
+		return "a boolean"
+	case unstable.Array:
+		return "an array"
+	case unstable.InlineTable, unstable.Table:
+		return "a table"
+	}
+	return "a date or time"
+}
