@@ -2,7 +2,6 @@ package web
 
 import (
 	"embed"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,9 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -526,36 +523,10 @@ func (a *Admin) acct(w http.ResponseWriter, r *http.Request, _ string) error {
 	case "csv":
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 		w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="chimirror-acct-by-%s.csv"`, q.By))
-		return WriteReportCSV(w, q.By, groups)
+		return accounting.WriteReportCSV(w, q.By, groups)
 	default:
 		return errorf(http.StatusBadRequest, "bad format %q: json or csv", f)
 	}
-}
-
-// WriteReportCSV writes an accounting report as CSV, one row per group.
-func WriteReportCSV(w interface{ Write([]byte) (int, error) }, by string, groups []accounting.Group) error {
-	cw := csv.NewWriter(w)
-	rows := [][]string{{by, "jobs", "cpu_seconds", "memory_peak_bytes", "gib_hours", "bytes", "reasons", "cost"}}
-	for _, g := range groups {
-		rows = append(rows, []string{g.Key, strconv.Itoa(g.Jobs), strconv.FormatFloat(g.CPUSeconds, 'f', 3, 64),
-			strconv.FormatInt(g.MemoryPeakBytes, 10), strconv.FormatFloat(g.GiBHours, 'f', 6, 64),
-			strconv.FormatInt(g.Bytes, 10), FormatReasons(g.Reasons, ";"), strconv.FormatFloat(g.Cost, 'f', 4, 64)})
-	}
-	return cw.WriteAll(rows)
-}
-
-// FormatReasons renders counts by reason as "exit=2;oom=1", sorted.
-func FormatReasons(m map[string]int, sep string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
-	}
-	return strings.Join(parts, sep)
 }
 
 func (a *Admin) tenants(w http.ResponseWriter, _ *http.Request, _ string) error {
