@@ -7,6 +7,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/chimirror/chimirror/accounting"
 	"github.com/chimirror/chimirror/supervisor"
 )
 
@@ -122,24 +123,10 @@ func (p *linesProto) resetPartial() {
 // runeCut returns n, or less so that b[:n] does not end inside a UTF-8
 // sequence; it never returns 0 for n > 0.
 func runeCut(b []byte, n int) int {
-	if t := IncompleteUTF8Tail(b[:n]); t > 0 && t < n {
+	if t := accounting.IncompleteUTF8Tail(b[:n]); t > 0 && t < n {
 		return n - t
 	}
 	return n
-}
-
-// IncompleteUTF8Tail is how many trailing bytes of b start a UTF-8 sequence
-// that b does not finish (0 to 3). Streams hold them back for the next chunk.
-func IncompleteUTF8Tail(b []byte) int {
-	for i := 1; i < utf8.UTFMax && i <= len(b); i++ {
-		if utf8.RuneStart(b[len(b)-i]) {
-			if !utf8.FullRune(b[len(b)-i:]) {
-				return i
-			}
-			return 0
-		}
-	}
-	return 0
 }
 
 func (p *linesProto) emitLine(line []byte) error {

@@ -17,7 +17,6 @@ import (
 
 	"github.com/chimirror/chimirror/accounting"
 	"github.com/chimirror/chimirror/tomlstrict"
-	"github.com/chimirror/chimirror/web"
 )
 
 // jobSource is where jobs, job, cancel and acct read: a running server's
@@ -322,7 +321,7 @@ func cmdJobs(args []string, stdout, stderr io.Writer) (retErr error) {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.App, j.Tenant, dash(j.Policy), j.State,
 			dash(j.Reason), j.StartedAt.Local().Format("01-02 15:04:05"), fmtElapsed(j.Elapsed(now)),
-			fmtElapsed(time.Duration(cpu)), fmtBytes(peak), fmtBytes(io))
+			fmtElapsed(time.Duration(cpu)), accounting.FormatBytes(peak), accounting.FormatBytes(io))
 	}
 	return tw.Flush()
 }
@@ -409,12 +408,12 @@ func printRecord(w io.Writer, j *listedJob) error {
 	row("PROTOCOL", dash(r.Protocol))
 	row("SANDBOXED", r.Sandboxed)
 	row("CPU USER/SYS", fmt.Sprintf("%s / %s", fmtElapsed(time.Duration(r.Usage.CPUUserNs)), fmtElapsed(time.Duration(r.Usage.CPUSystemNs))))
-	row("MEM-PEAK", fmtBytes(r.Usage.MemoryPeakBytes))
+	row("MEM-PEAK", accounting.FormatBytes(r.Usage.MemoryPeakBytes))
 	row("OOM KILLS", r.Usage.OOMKills)
-	row("STDIN/OUT/ERR", fmt.Sprintf("%s / %s / %s", fmtBytes(r.Traffic.StdinBytes), fmtBytes(r.Traffic.StdoutBytes), fmtBytes(r.Traffic.StderrBytes)))
+	row("STDIN/OUT/ERR", fmt.Sprintf("%s / %s / %s", accounting.FormatBytes(r.Traffic.StdinBytes), accounting.FormatBytes(r.Traffic.StdoutBytes), accounting.FormatBytes(r.Traffic.StderrBytes)))
 	row("MESSAGES IN/OUT", fmt.Sprintf("%d / %d", r.Traffic.MessagesIn, r.Traffic.MessagesOut))
 	if l := r.Limits; l.MemoryMaxBytes > 0 || l.CPUCores > 0 || l.PidsMax > 0 {
-		row("LIMITS", fmt.Sprintf("memory %s, cpu %g, pids %d", fmtBytes(l.MemoryMaxBytes), l.CPUCores, l.PidsMax))
+		row("LIMITS", fmt.Sprintf("memory %s, cpu %g, pids %d", accounting.FormatBytes(l.MemoryMaxBytes), l.CPUCores, l.PidsMax))
 	}
 	return tw.Flush()
 }
@@ -481,7 +480,7 @@ func cmdAcct(args []string, stdout, stderr io.Writer) (retErr error) {
 	case "json":
 		return printJSON(stdout, map[string]any{"by": q.By, "since": q.Since, "until": q.Until, "groups": groups})
 	case "csv":
-		return web.WriteReportCSV(stdout, q.By, groups)
+		return accounting.WriteReportCSV(stdout, q.By, groups)
 	}
 	if len(groups) == 0 {
 		fmt.Fprintf(stdout, "no jobs in this range (%s)\n", src.describe())
@@ -495,8 +494,8 @@ func cmdAcct(args []string, stdout, stderr io.Writer) (retErr error) {
 	}
 	fmt.Fprintln(tw, head)
 	for _, g := range groups {
-		line := fmt.Sprintf("%s\t%d\t%.2f\t%s\t%.4f\t%s\t%s\t", dash(g.Key), g.Jobs, g.CPUSeconds, fmtBytes(g.MemoryPeakBytes),
-			g.GiBHours, fmtBytes(g.Bytes), web.FormatReasons(g.Reasons, " "))
+		line := fmt.Sprintf("%s\t%d\t%.2f\t%s\t%.4f\t%s\t%s\t", dash(g.Key), g.Jobs, g.CPUSeconds, accounting.FormatBytes(g.MemoryPeakBytes),
+			g.GiBHours, accounting.FormatBytes(g.Bytes), accounting.FormatReasons(g.Reasons, " "))
 		if priced {
 			line += fmt.Sprintf("%.2f\t", g.Cost)
 		}
@@ -585,20 +584,6 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func fmtBytes(n int64) string {
-	switch {
-	case n < 0:
-		return "-"
-	case n < 1024:
-		return fmt.Sprintf("%dB", n)
-	case n < 1<<20:
-		return fmt.Sprintf("%.1fK", float64(n)/1024)
-	case n < 1<<30:
-		return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%.2fG", float64(n)/(1<<30))
 }
 
 func fmtElapsed(d time.Duration) string {
