@@ -7,7 +7,6 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/chimirror/chimirror/accounting"
 	"github.com/chimirror/chimirror/supervisor"
 )
 
@@ -123,7 +122,7 @@ func (p *linesProto) resetPartial() {
 // runeCut returns n, or less so that b[:n] does not end inside a UTF-8
 // sequence; it never returns 0 for n > 0.
 func runeCut(b []byte, n int) int {
-	if t := accounting.IncompleteUTF8Tail(b[:n]); t > 0 && t < n {
+	if t := supervisor.IncompleteUTF8Tail(b[:n]); t > 0 && t < n {
 		return n - t
 	}
 	return n

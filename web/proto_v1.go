@@ -12,7 +12,6 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/chimirror/chimirror/accounting"
 	"github.com/chimirror/chimirror/supervisor"
 )
 
@@ -174,7 +173,7 @@ func (p *v1Proto) Send(s supervisor.Stream, b []byte) error {
 		b = append(append(make([]byte, 0, len(carry)+len(b)), carry...), b...)
 		p.carry[s] = carry[:0]
 	}
-	if t := accounting.IncompleteUTF8Tail(b); t > 0 {
+	if t := supervisor.IncompleteUTF8Tail(b); t > 0 {
 		p.carry[s] = append(p.carry[s], b[len(b)-t:]...)
 		b = b[:len(b)-t]
 	}

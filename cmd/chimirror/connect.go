@@ -19,8 +19,8 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/chimirror/chimirror/accounting"
 	"github.com/chimirror/chimirror/sandbox"
+	"github.com/chimirror/chimirror/supervisor"
 )
 
 // connectFailed is connect's own exit code when there is no job status to
@@ -228,7 +228,7 @@ func (c *connectSession) pumpStdin(stdin io.Reader, stderr io.Writer) {
 		chunk := append(carry, buf[:n]...)
 		carry = nil
 		if err == nil {
-			if t := accounting.IncompleteUTF8Tail(chunk); t > 0 {
+			if t := supervisor.IncompleteUTF8Tail(chunk); t > 0 {
 				carry = append([]byte(nil), chunk[len(chunk)-t:]...)
 				chunk = chunk[:len(chunk)-t]
 			}
