@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/chimirror/chimirror/tomlstrict"
@@ -38,10 +39,10 @@ type Policy struct {
 	User, Group   string
 	UID, GID      uint32 // User and Group resolved when the policy was loaded; unused when DynamicUser
 	DynamicUser   bool
-	ExitSignal    string        // sent first when the job is ended: a canonical name such as "TERM"
-	Grace         time.Duration // between ExitSignal and SIGKILL of the whole job; never 0
-	Env           []string      // allow-list entries as written: "NAME" or "NAME=value"
-	UserNamespace bool          // run the job in a user namespace of its own
+	ExitSignal    syscall.Signal // sent first when the job is ended
+	Grace         time.Duration  // between ExitSignal and SIGKILL of the whole job; never 0
+	Env           []string       // allow-list entries as written: "NAME" or "NAME=value"
+	UserNamespace bool           // run the job in a user namespace of its own
 	// Initiators is how many sandboxes of this class are kept prepared
 	// ahead of their jobs (cgroup and namespaces made, helper waiting), so
 	// a job's setup is only its hot part; 0 prepares each on demand.
@@ -65,7 +66,7 @@ type Policy struct {
 const (
 	DefaultUser       = DynamicUser
 	DefaultGroup      = "nogroup" // for a named user: or, where it does not exist, the user's primary group
-	DefaultExitSignal = "TERM"
+	DefaultExitSignal = syscall.SIGTERM
 	DefaultGrace      = 5 * time.Second
 )
 
@@ -239,7 +240,7 @@ func parse(file, name string, data []byte) (*Policy, tomlstrict.Problems) {
 	if pf.ExitSignal != nil {
 		if s, ok := pf.ExitSignal.(string); !ok {
 			c.add(tomlstrict.Key{"exit_signal"}, "must be a signal name like \"TERM\", not %s", tomlType(pf.ExitSignal))
-		} else if sig, err := CanonicalSignal(s); err != nil {
+		} else if sig, err := ParseExitSignal(s); err != nil {
 			c.add(tomlstrict.Key{"exit_signal"}, "%v", err)
 		} else {
 			p.ExitSignal = sig

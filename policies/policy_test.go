@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -182,7 +183,7 @@ func TestParse_Valid(t *testing.T) {
 		{
 			name: "empty: every default",
 			file: "empty.toml",
-			want: Policy{User: "dynamic", Group: "dynamic", DynamicUser: true, ExitSignal: "TERM", Grace: 5 * time.Second, Env: nil,
+			want: Policy{User: "dynamic", Group: "dynamic", DynamicUser: true, ExitSignal: syscall.SIGTERM, Grace: 5 * time.Second, Env: nil,
 				ReadOnly: defaultRO(false), Seccomp: SeccompDefault},
 		},
 		{
@@ -193,7 +194,7 @@ func TestParse_Valid(t *testing.T) {
 				WallTime: 2 * time.Hour, CPUTime: 3 * time.Hour, IdleTimeout: 15 * time.Minute,
 				MaxOutputBytes: 1048576, Network: true, TmpSizeBytes: 500000000,
 				User: "1000", Group: "1000", UID: 1000, GID: 1000,
-				ExitSignal: "INT", Grace: 10 * time.Second,
+				ExitSignal: syscall.SIGINT, Grace: 10 * time.Second,
 				Env: []string{"PATH", "LANG=C.UTF-8"}, UserNamespace: true, Initiators: 2,
 				ReadOnly: append(defaultRO(true), "/etc/hostname", "/var/lib"), ReadWrite: []string{"/var/tmp"},
 				Tmpfs: []string{"/srv/cache"}, Sys: true, Seccomp: fixtures + "/valid/profile.json",
@@ -218,7 +219,7 @@ func TestParse_Valid(t *testing.T) {
 		{
 			name: "names, a lower-case signal, an inline rlimits table",
 			file: "names.toml",
-			want: Policy{User: "nobody", Group: group, UID: uid, GID: gid, ExitSignal: "HUP", Grace: 5 * time.Second,
+			want: Policy{User: "nobody", Group: group, UID: uid, GID: gid, ExitSignal: syscall.SIGHUP, Grace: 5 * time.Second,
 				ReadOnly: defaultRO(false), Seccomp: SeccompDefault},
 			wantRlimits: []specs.POSIXRlimit{
 				{Type: "RLIMIT_CORE", Soft: 0, Hard: 0},
@@ -430,7 +431,7 @@ func TestBuiltins(t *testing.T) {
 				CPU: 1, MemoryMaxBytes: 512 << 20, PidsMax: 256,
 				WallTime: time.Hour, IdleTimeout: 10 * time.Minute,
 				MaxOutputBytes: 1 << 30, TmpSizeBytes: 64 << 20,
-				User: "dynamic", Group: "dynamic", DynamicUser: true, ExitSignal: "TERM", Grace: 5 * time.Second, Initiators: 8,
+				User: "dynamic", Group: "dynamic", DynamicUser: true, ExitSignal: syscall.SIGTERM, Grace: 5 * time.Second, Initiators: 8,
 				ReadOnly: defaultRO(false), Seccomp: SeccompDefault,
 			},
 			wantRlimits: []string{"RLIMIT_CORE=0", "RLIMIT_FSIZE=1073741824", "RLIMIT_NOFILE=1024", "RLIMIT_STACK=8388608"},
@@ -441,7 +442,7 @@ func TestBuiltins(t *testing.T) {
 				CPU: 0.5, MemoryMaxBytes: 64 << 20, PidsMax: 32,
 				WallTime: 5 * time.Minute, CPUTime: 30 * time.Second, IdleTimeout: time.Minute,
 				MaxOutputBytes: 16 << 20, TmpSizeBytes: 8 << 20,
-				User: "dynamic", Group: "dynamic", DynamicUser: true, ExitSignal: "TERM", Grace: 2 * time.Second, Initiators: 8,
+				User: "dynamic", Group: "dynamic", DynamicUser: true, ExitSignal: syscall.SIGTERM, Grace: 2 * time.Second, Initiators: 8,
 				ReadOnly: defaultRO(false), Seccomp: SeccompDefault,
 			},
 			wantRlimits: []string{"RLIMIT_CORE=0", "RLIMIT_FSIZE=16777216", "RLIMIT_NOFILE=64", "RLIMIT_STACK=8388608"},

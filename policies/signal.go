@@ -3,28 +3,60 @@ package policies
 import (
 	"fmt"
 	"strings"
+	"syscall"
 )
 
-// signalNames are the exit signals a policy may name. The list is the same as
-// sandbox.ParseSignal's, which turns the name into a signal number; policies
-// only checks names, so that it does not depend on the sandbox.
-var signalNames = []string{
-	"HUP", "INT", "QUIT", "KILL", "USR1", "USR2", "PIPE", "ALRM", "TERM", "CONT",
-	"ABRT", "SEGV", "BUS", "FPE", "ILL", "TRAP", "SYS", "XCPU", "XFSZ",
+// signals is every signal name chimirror accepts, wherever it is written: a
+// policy's or an app's exit_signal, and a client's /signal event
+// (chimirror.v1) or channel 4 message. This is the one list; names are
+// written as the kernel's without "SIG".
+var signals = []struct {
+	name string
+	sig  syscall.Signal
+	// client: a client may send it to its job. These are what a terminal
+	// user needs; the rest only end a job.
+	client bool
+}{
+	{"HUP", syscall.SIGHUP, true}, {"INT", syscall.SIGINT, true}, {"QUIT", syscall.SIGQUIT, false},
+	{"KILL", syscall.SIGKILL, true}, {"USR1", syscall.SIGUSR1, true}, {"USR2", syscall.SIGUSR2, true},
+	{"PIPE", syscall.SIGPIPE, false}, {"ALRM", syscall.SIGALRM, false}, {"TERM", syscall.SIGTERM, true},
+	{"CONT", syscall.SIGCONT, false}, {"ABRT", syscall.SIGABRT, false}, {"SEGV", syscall.SIGSEGV, false},
+	{"BUS", syscall.SIGBUS, false}, {"FPE", syscall.SIGFPE, false}, {"ILL", syscall.SIGILL, false},
+	{"TRAP", syscall.SIGTRAP, false}, {"SYS", syscall.SIGSYS, false}, {"XCPU", syscall.SIGXCPU, false},
+	{"XFSZ", syscall.SIGXFSZ, false},
 }
 
-// CanonicalSignal accepts a signal name as "TERM", "SIGTERM" or "term" and
-// returns it as sandbox.ParseSignal's names are written: upper case, without
-// "SIG" ("TERM").
-func CanonicalSignal(name string) (string, error) {
+// ParseExitSignal resolves an exit signal written as "TERM", "SIGTERM" or
+// "term". The error says why a name is refused and which names are not.
+func ParseExitSignal(name string) (syscall.Signal, error) {
 	n := strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(name)), "SIG")
 	if n == "STOP" || n == "TSTP" {
-		return "", fmt.Errorf("%q only pauses a job, and the grace would then run out on it: name one it can end on, like TERM", name)
+		return 0, fmt.Errorf("%q only pauses a job, and the grace would then run out on it: name one it can end on, like TERM", name)
 	}
-	for _, s := range signalNames {
-		if n == s {
-			return s, nil
+	for _, s := range signals {
+		if n == s.name {
+			return s.sig, nil
 		}
 	}
-	return "", fmt.Errorf("unknown signal %q (use one of %s)", name, strings.Join(signalNames, " "))
+	names := make([]string, len(signals))
+	for i, s := range signals {
+		names[i] = s.name
+	}
+	return 0, fmt.Errorf("unknown signal %q (use one of %s)", name, strings.Join(names, " "))
+}
+
+// ClientSignal resolves a signal a client sends, named exactly as the
+// protocols document it ("INT"). The error lists the names a client may
+// send.
+func ClientSignal(name string) (syscall.Signal, error) {
+	var names []string
+	for _, s := range signals {
+		if s.client {
+			if name == s.name {
+				return s.sig, nil
+			}
+			names = append(names, s.name)
+		}
+	}
+	return 0, fmt.Errorf("%q is not one of %s", name, strings.Join(names, " "))
 }

@@ -110,33 +110,3 @@ func TestFormatSize(t *testing.T) {
 		})
 	}
 }
-
-// Ensure exit signals are checked as sandbox.ParseSignal checks them.
-func TestCanonicalSignal(t *testing.T) {
-	tests := []struct {
-		name, in, want string
-	}{
-		{name: "plain", in: "TERM", want: "TERM"},
-		{name: "SIG prefix", in: "SIGTERM", want: "TERM"},
-		{name: "lower case", in: "term", want: "TERM"},
-		{name: "lower case with prefix", in: "sigusr1", want: "USR1"},
-		{name: "last of the list", in: "XFSZ", want: "XFSZ"},
-		{name: "unknown", in: "FOO"},
-		{name: "number", in: "15"},
-		{name: "empty", in: ""},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := CanonicalSignal(tc.in)
-			if tc.want == "" {
-				if err == nil {
-					t.Fatalf("CanonicalSignal(%q) = %q, want an error", tc.in, got)
-				}
-				return
-			}
-			if err != nil || got != tc.want {
-				t.Fatalf("CanonicalSignal(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
-			}
-		})
-	}
-}

@@ -224,14 +224,3 @@ func TestRunner_CloseKills(t *testing.T) {
 		t.Fatalf("start after close: %v", err)
 	}
 }
-
-func TestParseSignal(t *testing.T) {
-	for in, want := range map[string]syscall.Signal{"TERM": syscall.SIGTERM, "sigint": syscall.SIGINT, " HUP ": syscall.SIGHUP} {
-		if got, err := ParseSignal(in); err != nil || got != want {
-			t.Errorf("%q: %v %v", in, got, err)
-		}
-	}
-	if _, err := ParseSignal("BOGUS"); err == nil {
-		t.Error("BOGUS accepted")
-	}
-}

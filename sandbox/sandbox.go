@@ -18,11 +18,12 @@ import (
 	"errors"
 
 	"fmt"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 	"strings"
 	"syscall"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -209,16 +210,6 @@ type Usage struct {
 	PidsPeak int64
 	// PidsLimitHits counts forks refused by the pids limit.
 	PidsLimitHits int64
-}
-
-// ParseSignal accepts "TERM", "SIGTERM" or "term". Which names a config may
-// use is policies' business (CanonicalSignal); this only maps them.
-func ParseSignal(name string) (syscall.Signal, error) {
-	n := strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(name)), "SIG")
-	if s := unix.SignalNum("SIG" + n); s != 0 {
-		return s, nil
-	}
-	return 0, fmt.Errorf("unknown signal %q", name)
 }
 
 // SignalName returns "TERM" for SIGTERM, or "SIG<n>" for an unnamed signal.

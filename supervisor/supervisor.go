@@ -176,7 +176,7 @@ const (
 	DefaultMaxSessions = 1024
 	DefaultGrace       = 5 * time.Second
 	DefaultDrain       = 2 * time.Second
-	DefaultExitSignal  = syscall.SIGTERM
+	DefaultExitSignal  = policies.DefaultExitSignal
 	DefaultSampleEvery = 5 * time.Second
 )
 

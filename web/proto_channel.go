@@ -7,6 +7,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/chimirror/chimirror/policies"
 	"github.com/chimirror/chimirror/supervisor"
 )
 
@@ -60,9 +61,9 @@ func decodeChannel(mt int, b []byte) (supervisor.Input, error) {
 		return supervisor.Input{Kind: supervisor.InputCloseStdin}, nil
 	case chanSignal:
 		name := strings.TrimSpace(string(b[1:]))
-		sig, ok := v1Signals[name]
-		if !ok {
-			return supervisor.Input{}, fmt.Errorf("channel 4: %q is not one of INT TERM HUP USR1 USR2 KILL", name)
+		sig, err := policies.ClientSignal(name)
+		if err != nil {
+			return supervisor.Input{}, fmt.Errorf("channel 4: %w", err)
 		}
 		return supervisor.Input{Kind: supervisor.InputSignal, Signal: sig}, nil
 	}

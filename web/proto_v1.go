@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"syscall"
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/chimirror/chimirror/policies"
 	"github.com/chimirror/chimirror/supervisor"
 )
 
@@ -27,12 +27,6 @@ import (
 // gives exactly the bytes the program wrote. /stdin takes the same
 // "encoding": "base64" for binary input.
 const ProtoV1 = "chimirror.v1"
-
-// v1 signals a client may send: the ones a terminal user needs.
-var v1Signals = map[string]syscall.Signal{
-	"INT": syscall.SIGINT, "TERM": syscall.SIGTERM, "HUP": syscall.SIGHUP,
-	"USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "KILL": syscall.SIGKILL,
-}
 
 type v1Proto struct {
 	*wsConn
@@ -125,9 +119,9 @@ func (p *v1Proto) decode(mt int, b []byte) (supervisor.Input, int64, error) {
 	case "/stdin/close":
 		return supervisor.Input{Kind: supervisor.InputCloseStdin}, ev.Callback, nil
 	case "/signal":
-		sig, ok := v1Signals[s]
-		if !ok {
-			return supervisor.Input{}, ev.Callback, fmt.Errorf("/signal: %q is not one of INT TERM HUP USR1 USR2 KILL", s)
+		sig, err := policies.ClientSignal(s)
+		if err != nil {
+			return supervisor.Input{}, ev.Callback, fmt.Errorf("/signal: %w", err)
 		}
 		return supervisor.Input{Kind: supervisor.InputSignal, Signal: sig}, ev.Callback, nil
 	}

@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/chimirror/chimirror/policies"
@@ -347,7 +346,7 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 			app.Dir = d
 		}
 		if a.ExitSignal != "" {
-			sig, err := exitSignal(a.ExitSignal)
+			sig, err := policies.ParseExitSignal(a.ExitSignal)
 			if err != nil {
 				at("app", i, "exit_signal", "%v", err)
 			}
@@ -365,11 +364,7 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		app.Env = env
 		if app.Policy != nil {
 			if app.ExitSignal == 0 {
-				sig, err := exitSignal(app.Policy.ExitSignal)
-				if err != nil { // the policy checked it when it loaded
-					at("app", i, "policy", "%v", err)
-				}
-				app.ExitSignal = sig
+				app.ExitSignal = app.Policy.ExitSignal
 			}
 			if app.Grace == 0 {
 				app.Grace = app.Policy.Grace
@@ -657,16 +652,6 @@ func idsNeeded(c *config) []string {
 		msgs = append(msgs, fmt.Sprintf("%d jobs and %d prepared sandboxes may need a user namespace block each, but user_namespace_uids %s holds %d: widen it, or lower max_sessions or initiators", maxJobs, preparedUserns, c.Runner.UserNamespaceIDs, n))
 	}
 	return msgs
-}
-
-// exitSignal checks a name against the signals a config may use
-// (policies' list) and maps it to its number.
-func exitSignal(name string) (syscall.Signal, error) {
-	canon, err := policies.CanonicalSignal(name)
-	if err != nil {
-		return 0, fmt.Errorf("unknown signal %q", name)
-	}
-	return sandbox.ParseSignal(canon)
 }
 
 // resolveExecutable finds argv[0]: a name is looked up in the server's PATH;

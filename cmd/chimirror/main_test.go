@@ -538,7 +538,7 @@ func TestServeConfigErrors(t *testing.T) {
 			toml: "[[app]]\nname = \"Bad Name\"\ncommand = [\"cat\"]\nexit_signal = \"FOO\"\ndir = \"nowhere\"\nenv = [\"1BAD\"]\n",
 			want: []string{
 				`2: app\[0\]\.name: "Bad Name" is not a valid app name .*`,
-				`4: app\[0\]\.exit_signal: unknown signal "FOO"`,
+				`4: app\[0\]\.exit_signal: unknown signal "FOO" \(use one of HUP INT .* XFSZ\)`,
 				`5: app\[0\]\.dir: "nowhere" is not a directory`,
 				`6: app\[0\]\.env: "1BAD" is not a variable name`,
 			},
