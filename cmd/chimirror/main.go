@@ -26,7 +26,6 @@ Usage:
   chimirror job JOBID [--json]
   chimirror cancel JOBID
   chimirror acct [--since T] [--until T] [--by tenant|app|policy|day] [--format table|csv|json]
-  chimirror bench [flags]
   chimirror policy check [FILE...]
   chimirror policy list [--dir DIR]
   chimirror version
@@ -77,12 +76,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdCancel(args[1:], stdout, stderr)
 	case "acct":
 		return cmdAcct(args[1:], stdout, stderr)
-	case "bench":
-		return cmdBench(args[1:], stdout, stderr)
-	case "bench-ws-floor": // hidden: the bench's minimal WebSocket server
-		return cmdWSFloor(os.Stdin, stdout)
-	case "bench-getppid": // hidden: the bench's syscall loop, run in and out of jobs
-		return cmdGetppidLoop(args[1:], stdout)
 	case "policy":
 		return cmdPolicy(args[1:], stdout, stderr)
 	case "version", "--version", "-v":

@@ -113,7 +113,7 @@ func cmdGetppidLoop(args []string, stdout io.Writer) error {
 	if len(args) > 0 {
 		v, err := strconv.Atoi(args[0])
 		if err != nil || v < 1 {
-			return fmt.Errorf("bench-getppid: %q is not a count", args[0])
+			return fmt.Errorf("%s: %q is not a count", getppidArg, args[0])
 		}
 		n = v
 	}

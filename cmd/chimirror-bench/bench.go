@@ -3,6 +3,9 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -36,6 +39,8 @@ listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 max_sessions = 20000
 sandbox = "%s"
+# The bench's own admin token, made per server, for the admin API figures.
+admin_tokens_sha256 = ["bench:%s"]
 # A dynamic uid per sandboxed job, for 20,000 of them (the default range,
 # systemd's, holds 4,336).
 dynamic_uids = "70000-99999"
@@ -74,8 +79,9 @@ initiators = 8
 `
 
 // benchSandboxApps are the sandboxed server's apps for the seccomp
-// figures: cat, and a getppid loop (this binary, copied into DIR), with
-// and without a filter (policies bench and bench-nofilter).
+// figures: cat, and a getppid loop (this binary, copied into DIR, run as
+// its hidden command ARG), with and without a filter (policies bench and
+// bench-nofilter).
 const benchSandboxApps = `
 [[app]]
 name = "cat-nofilter"
@@ -83,12 +89,12 @@ command = ["cat"]
 policy = "bench-nofilter"
 [[app]]
 name = "getppid"
-command = ["%[1]s", "bench-getppid", "%[2]d"]
+command = ["%[1]s", "%[4]s", "%[2]d"]
 dir = "%[3]s"
 policy = "bench"
 [[app]]
 name = "getppid-nofilter"
-command = ["%[1]s", "bench-getppid", "%[2]d"]
+command = ["%[1]s", "%[4]s", "%[2]d"]
 dir = "%[3]s"
 policy = "bench-nofilter"
 `
@@ -103,9 +109,10 @@ type benchRow struct{ figure, value, floor, target string }
 // cmdBench measures chimirror against floors taken in the same run on the
 // same machine, and prints a table (see README "Benchmarks").
 func cmdBench(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs := flag.NewFlagSet("chimirror-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := benchOpts{}
+	chimirror := fs.String("chimirror", "", "the chimirror binary to measure (default: chimirror beside this executable, else on PATH)")
 	fs.IntVar(&o.setupN, "setups", 2000, "sessions per setup-rate figure")
 	fs.IntVar(&o.echoN, "echoes", 5000, "round trips for the echo latency")
 	fs.IntVar(&o.lines, "lines", 2_000_000, "100-byte lines for text throughput")
@@ -127,9 +134,17 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	if *quick {
 		o = benchOpts{setupN: 40, echoN: 100, lines: 20000, zeroBytes: 16 << 20, sinkBytes: 16 << 20, held: 50, boxedHeld: 20, ledgerPairs: 200, getppids: 10000}
 	}
+	plain := slices.ContainsFunc([]string{"setup", "echo", "lines", "binary", "stdin", "held"}, func(g string) bool { return want[g] })
+	boxErr := sandbox.Available()
+	var server string // the chimirror binary, if a group needs a server
+	if plain || (want["sandbox"] && boxErr == nil) {
+		if server, err = chimirrorBinary(*chimirror); err != nil {
+			return err
+		}
+	}
 	var srv *benchServer // the core figures: plain jobs
-	if slices.ContainsFunc([]string{"setup", "echo", "lines", "binary", "stdin", "held"}, func(g string) bool { return want[g] }) {
-		if srv, err = startBenchServer(o, "off"); err != nil {
+	if plain {
+		if srv, err = startBenchServer(server, o, "off"); err != nil {
 			return err
 		}
 		defer srv.stop()
@@ -258,10 +273,10 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	// kernel busy afterwards, which would disturb the plain figures.
 	if !want["sandbox"] {
 		// not asked for
-	} else if err := sandbox.Available(); err != nil {
-		add(benchRow{"sandboxed session setup", "not measured: " + err.Error(), "–", "≥ 700/s at 16, p50 ≤ 3 ms"})
+	} else if boxErr != nil {
+		add(benchRow{"sandboxed session setup", "not measured: " + boxErr.Error(), "–", "≥ 700/s at 16, p50 ≤ 3 ms"})
 	} else {
-		boxed, err := startBenchServer(o, "on")
+		boxed, err := startBenchServer(server, o, "on")
 		if err != nil {
 			return err
 		}
@@ -406,7 +421,7 @@ func rate(n, par int, f func() error) (float64, []time.Duration, error) {
 // HTTP, WebSocket and a fork cost alone. The same process also echoes raw
 // TCP, with no WebSocket and no job: the least any round trip between the
 // bench and a server process costs on this machine. The bench runs it as
-// the hidden command "bench-ws-floor", which serves until its stdin closes.
+// its own hidden command wsFloorArg, which serves until its stdin closes.
 type wsFloor struct {
 	url     string
 	tcpEcho string // host:port of the raw TCP echo
@@ -419,7 +434,7 @@ func startWSFloor() (_ *wsFloor, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "bench-ws-floor")
+	cmd := exec.Command(self, wsFloorArg)
 	cmd.Stderr = os.Stderr
 	in, out, err := startPiped(cmd)
 	if err != nil {
@@ -682,6 +697,7 @@ func pipeFloor(cmd *exec.Cmd) (float64, error) {
 
 type benchServer struct {
 	admin string   // the admin listener's host:port
+	token string   // the admin API's token, configured by the bench
 	tail  []string // the server's last log lines; the log goroutine's until done
 	cmd   *exec.Cmd
 	addr  string
@@ -695,7 +711,10 @@ var (
 	adminLine  = regexp.MustCompile(`operator console at http://([^/]+)/`)
 )
 
-func startBenchServer(o benchOpts, sandboxMode string) (_ *benchServer, retErr error) {
+// startBenchServer runs the chimirror binary server as `serve` on a config
+// of its own in a fresh temporary directory, removed by stop, with sandbox
+// = sandboxMode, and returns once it has said where it listens.
+func startBenchServer(server string, o benchOpts, sandboxMode string) (_ *benchServer, retErr error) {
 	dir, err := os.MkdirTemp("", "chimirror-bench-")
 	if err != nil {
 		return nil, err
@@ -706,7 +725,9 @@ func startBenchServer(o benchOpts, sandboxMode string) (_ *benchServer, retErr e
 		}
 	}()
 	cfg := filepath.Join(dir, "bench.toml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(benchConfig, sandboxMode, o.lines, o.zeroBytes)), 0o644); err != nil {
+	tok := rand.Text()
+	sum := sha256.Sum256([]byte(tok))
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(benchConfig, sandboxMode, hex.EncodeToString(sum[:]), o.lines, o.zeroBytes)), 0o644); err != nil {
 		return nil, err
 	}
 	if err := os.Mkdir(filepath.Join(dir, "policies"), 0o755); err != nil {
@@ -715,33 +736,33 @@ func startBenchServer(o benchOpts, sandboxMode string) (_ *benchServer, retErr e
 	if err := os.WriteFile(filepath.Join(dir, "policies", "bench.toml"), []byte(benchPolicy), 0o644); err != nil {
 		return nil, err
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
 	if sandboxMode == "on" {
 		if err := os.WriteFile(filepath.Join(dir, "policies", "bench-nofilter.toml"), []byte(benchPolicy+"seccomp = \"off\"\n"), 0o644); err != nil {
 			return nil, err
 		}
 		// The getppid loop runs this binary; a job sees a copy in a dir of
 		// its own (the server's binary is hidden from every job).
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
 		bin := filepath.Join(dir, "bin")
 		if err := os.Mkdir(bin, 0o755); err != nil {
 			return nil, err
 		}
-		if err := copyFile(self, filepath.Join(bin, "chimirror"), 0o755); err != nil {
+		if err := copyFile(self, filepath.Join(bin, "chimirror-bench"), 0o755); err != nil {
 			return nil, err
 		}
 		f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
 		if err != nil {
 			return nil, err
 		}
-		_, werr := fmt.Fprintf(f, benchSandboxApps, filepath.Join(bin, "chimirror"), o.getppids, bin)
+		_, werr := fmt.Fprintf(f, benchSandboxApps, filepath.Join(bin, "chimirror-bench"), o.getppids, bin, getppidArg)
 		if err := errors.Join(werr, f.Close()); err != nil {
 			return nil, err
 		}
 	}
-	cmd := exec.Command(self, "serve", "--config", cfg, "--log-level", "warn")
+	cmd := exec.Command(server, "serve", "--config", cfg, "--log-level", "warn")
 	cmd.SysProcAttr = benchServerAttr()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -750,7 +771,7 @@ func startBenchServer(o benchOpts, sandboxMode string) (_ *benchServer, retErr e
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &benchServer{cmd: cmd, dir: dir, logs: bufio.NewReader(stderr), done: make(chan struct{})}
+	s := &benchServer{cmd: cmd, dir: dir, token: tok, logs: bufio.NewReader(stderr), done: make(chan struct{})}
 	var said []string // what it printed before it failed, if it does
 	for s.addr == "" || s.admin == "" {
 		line, err := s.logs.ReadString('\n')
@@ -906,7 +927,7 @@ func getppidOutside(n int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	out, err := exec.Command(self, "bench-getppid", strconv.Itoa(n)).Output()
+	out, err := exec.Command(self, getppidArg, strconv.Itoa(n)).Output()
 	return string(out), err
 }
 
@@ -1115,11 +1136,7 @@ func (s *benchServer) hold(n int) (heldResult, error) {
 	res := heldResult{n: n, fdsPer: float64(fds1-fds0) / float64(n), rssPer: float64(rss1-rss0) / float64(n),
 		filePer: float64(file1-file0) / float64(n),
 		memPer:  float64(avail0-avail1) / float64(n), fdLimit: int(lim.Max)}
-	tok, err := readAdminToken(filepath.Join(s.dir, defaultDataDir))
-	if err != nil {
-		return heldResult{}, err
-	}
-	api := &apiSource{base: "http://" + s.admin + "/api/v1", token: tok, client: &http.Client{Timeout: 30 * time.Second}}
+	api := &adminAPI{base: "http://" + s.admin + "/api/v1", token: s.token, client: &http.Client{Timeout: 30 * time.Second}}
 	if res.apiRunning, err = timeAdmin(api, "/jobs?state=running&limit=1000", 20); err != nil {
 		return heldResult{}, err
 	}
@@ -1131,17 +1148,48 @@ func (s *benchServer) hold(n int) (heldResult, error) {
 
 // timeAdmin times n GETs of path on the admin API (each read whole and
 // checked for a 2xx), sorted.
-func timeAdmin(api *apiSource, path string, n int) ([]time.Duration, error) {
+func timeAdmin(api *adminAPI, path string, n int) ([]time.Duration, error) {
 	var out []time.Duration
 	for range n {
 		t0 := time.Now()
-		if err := api.do(http.MethodGet, path, nil); err != nil {
+		if err := api.get(path); err != nil {
 			return nil, err
 		}
 		out = append(out, time.Since(t0))
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// adminAPI is the bench server's admin API, as an operator's client calls
+// it: base is ".../api/v1", token a bearer token.
+type adminAPI struct {
+	base   string
+	token  string
+	client *http.Client
+}
+
+// get GETs path and reads the answer whole; any status but a 2xx is an
+// error carrying the server's message.
+func (a *adminAPI) get(path string) (retErr error) {
+	req, err := http.NewRequest(http.MethodGet, a.base+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { retErr = errors.Join(retErr, resp.Body.Close()) }()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("GET %s: HTTP %d: %s", path, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	return nil
 }
 
 // memAvailable is the host's MemAvailable in bytes.
