@@ -131,6 +131,13 @@ func (p *Policy) LinuxResources() *specs.LinuxResources {
 	return r
 }
 
+// OOMGroup is every policy's OOM semantics: when the OOM killer kills one
+// of a job's processes, the whole job ends, never left running short of a
+// part (a server whose worker died, a pipeline short of a stage). With
+// LinuxResources' swap equal to the limit, this is all of what a memory
+// limit means; the sandbox only carries it out.
+func (p *Policy) OOMGroup() bool { return true }
+
 // Rlimits is the policy's [rlimits] table in OCI terms ("RLIMIT_NOFILE" and
 // so on, sorted by type), soft equal to hard; RlimitInfinity is "unlimited".
 // Limits the policy does not set are absent: the job inherits the server's.

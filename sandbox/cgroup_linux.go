@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,15 +56,16 @@ func CgroupVersion() int {
 	return 1
 }
 
-// newJobCgroup creates the cgroup parent/name with res as its limits.
-func newJobCgroup(version int, parent, name string, res *specs.LinuxResources) (jobCgroup, error) {
+// newJobCgroup creates the cgroup parent/name with res as its limits and,
+// with oomGroup, Isolation.OOMGroup's whole-job OOM kill.
+func newJobCgroup(version int, parent, name string, res *specs.LinuxResources, oomGroup bool) (jobCgroup, error) {
 	if parent == "" {
 		parent = DefaultCgroupParent
 	}
 	if version == 2 {
-		return newCgroup2(unifiedMount(), parent+"/"+name, res)
+		return newCgroup2(unifiedMount(), parent+"/"+name, res, oomGroup)
 	}
-	return newCgroup1(parent+"/"+name, res)
+	return newCgroup1(parent+"/"+name, res, oomGroup)
 }
 
 // --- v1 -------------------------------------------------------------------
@@ -76,6 +78,10 @@ type cgroup1Job struct {
 	cg   cgroup1.Cgroup
 	path string
 	dirs cgroup1Dirs // computed once: Usage reads eight files per sample
+	// oomGroup: v1 has no memory.oom.group, so Usage kills the whole job
+	// the first time it reads an OOM kill; oomKilled records that it did.
+	oomGroup  bool
+	oomKilled atomic.Bool
 }
 
 // cgroup1Dirs is one cgroup's directory in each v1 hierarchy jobs use.
@@ -173,7 +179,7 @@ func removeDirs(dirs []string) error {
 	return errors.Join(errs...)
 }
 
-func newCgroup1(path string, res *specs.LinuxResources) (jobCgroup, error) {
+func newCgroup1(path string, res *specs.LinuxResources, oomGroup bool) (jobCgroup, error) {
 	if res == nil {
 		res = &specs.LinuxResources{} // cgroup1.New dereferences it
 	}
@@ -194,7 +200,7 @@ func newCgroup1(path string, res *specs.LinuxResources) (jobCgroup, error) {
 		// they go; a removal that fails is reported with the cause.
 		return nil, fmt.Errorf("create cgroup v1 %s: %w", path, errors.Join(err, dirs.remove()))
 	}
-	return &cgroup1Job{cg: cg, path: path, dirs: dirs}, nil
+	return &cgroup1Job{cg: cg, path: path, dirs: dirs, oomGroup: oomGroup}, nil
 }
 
 // fileSlots bounds the cgroup operations that hold a file open at once.
@@ -298,8 +304,20 @@ func (c *cgroup1Job) v1Keyed(sub cgroup1.Name, file, key string) (int64, error) 
 
 // Usage reads eight small files rather than containerd's Stat, which
 // parses every file of every controller (about 0.7 ms, KERNEL-NOTES §1
-// gotcha 7): the sampler reads every running job each tick.
+// gotcha 7): the sampler reads every running job each tick. With
+// oomGroup, the first read that finds an OOM kill kills the rest of the
+// job, as memory.oom.group does on v2 in the kernel.
 func (c *cgroup1Job) Usage() (Usage, error) {
+	u, err := c.usage()
+	if err == nil && c.oomGroup && u.OOMKills > 0 && c.oomKilled.CompareAndSwap(false, true) {
+		if err := c.Kill(); err != nil {
+			return u, fmt.Errorf("kill %s after an OOM kill: %w", c.path, err)
+		}
+	}
+	return u, err
+}
+
+func (c *cgroup1Job) usage() (Usage, error) {
 	defer fileSlot()()
 	u := Usage{MemoryPeakBytes: -1, PidsPeak: -1}
 	var err error
@@ -368,7 +386,7 @@ func ownCgroup2() (string, error) {
 	return "", errors.New("no cgroup v2 entry in /proc/self/cgroup")
 }
 
-func newCgroup2(mount, path string, res *specs.LinuxResources) (jobCgroup, error) {
+func newCgroup2(mount, path string, res *specs.LinuxResources, oomGroup bool) (jobCgroup, error) {
 	own, err := ownCgroup2()
 	if err != nil {
 		return nil, fmt.Errorf("find own cgroup: %w", err)
@@ -381,8 +399,10 @@ func newCgroup2(mount, path string, res *specs.LinuxResources) (jobCgroup, error
 	if res != nil {
 		r = cgroup2.ToResources(res)
 	}
-	if r.Memory != nil {
-		oomGroup := true // the whole job dies on OOM, not one process
+	if oomGroup {
+		if r.Memory == nil {
+			r.Memory = &cgroup2.Memory{}
+		}
 		r.Memory.OOMGroup = &oomGroup
 	}
 	m, err := cgroup2.NewManager(mount, group, r)

@@ -102,9 +102,9 @@ func newTestCgroup(t *testing.T, version int, res *specs.LinuxResources) jobCgro
 	var cg jobCgroup
 	var err error
 	if version == 2 {
-		cg, err = newCgroup2(requireUnified(t), DefaultCgroupParent+"/"+id, res)
+		cg, err = newCgroup2(requireUnified(t), DefaultCgroupParent+"/"+id, res, res != nil && res.Memory != nil)
 	} else {
-		cg, err = newCgroup1(DefaultCgroupParent+"/"+id, res)
+		cg, err = newCgroup1(DefaultCgroupParent+"/"+id, res, false)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -366,7 +366,7 @@ func TestReadUsage2(t *testing.T) {
 func TestCgroup_NoReuse(t *testing.T) {
 	requireV1(t)
 	cg := newTestCgroup(t, 1, nil)
-	if _, err := newCgroup1(cg.Path(), nil); err == nil || !strings.Contains(err.Error(), "already exists") {
+	if _, err := newCgroup1(cg.Path(), nil, false); err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("second create of %s: %v", cg.Path(), err)
 	}
 }
@@ -379,7 +379,7 @@ func TestCgroup1_CreateFailureLeavesNothing(t *testing.T) {
 	requireV1(t)
 	path := fmt.Sprintf("%s/test-create-failure-%d", DefaultCgroupParent, time.Now().UnixNano())
 	res := &specs.LinuxResources{Memory: &specs.LinuxMemory{Swappiness: ptr(uint64(1000))}}
-	cg, err := newCgroup1(path, res)
+	cg, err := newCgroup1(path, res, false)
 	if err == nil {
 		if derr := cg.Delete(); derr != nil {
 			t.Error(derr)

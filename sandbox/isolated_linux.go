@@ -85,7 +85,7 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 	}
 	// The server's pid keeps apart the names of servers that share a
 	// parent, and of pool initiators, which have no job ID yet.
-	cg, err := newJobCgroup(version, iso.CgroupParent, fmt.Sprintf("%s.%d", name, os.Getpid()), iso.Resources)
+	cg, err := newJobCgroup(version, iso.CgroupParent, fmt.Sprintf("%s.%d", name, os.Getpid()), iso.Resources, iso.OOMGroup)
 	if err != nil {
 		return nil, err
 	}

@@ -49,9 +49,9 @@ func TestLeftovers_KillReadDelete(t *testing.T) {
 				var cg jobCgroup
 				var err error
 				if version == 1 {
-					cg, err = newCgroup1(name, nil)
+					cg, err = newCgroup1(name, nil, false)
 				} else {
-					cg, err = newCgroup2(mount, name, nil)
+					cg, err = newCgroup2(mount, name, nil, false)
 				}
 				if err != nil {
 					t.Fatal(err)

@@ -82,8 +82,14 @@ type Isolation struct {
 	CgroupParent  string
 	CgroupVersion int // 1 or 2; 0 means CgroupVersion()
 	Resources     *specs.LinuxResources
-	Rlimits       []specs.POSIXRlimit
-	Network       bool // keep the host's network namespace
+	// OOMGroup: when the OOM killer kills a process of the job, the rest
+	// of the job is killed too. v2 does it in the kernel
+	// (memory.oom.group); v1 has no such control, so there Process.Usage
+	// kills the job the first time it reads an OOM kill, and a caller that
+	// sets OOMGroup samples Usage (the supervisor does, each sample).
+	OOMGroup bool
+	Rlimits  []specs.POSIXRlimit
+	Network  bool // keep the host's network namespace
 	// TmpSizeBytes sizes the job's own tmpfs, which holds its /tmp,
 	// /var/tmp, /run, /dev/shm and View.Tmpfs together; 0 is the kernel's
 	// default, half of RAM. Its pages are charged to the job's memory

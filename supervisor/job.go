@@ -513,8 +513,9 @@ func (j *Job) checkIdle() {
 	}
 }
 
-// checkOOM kills the whole job once the OOM killer has struck in it (n
-// kills): the kernel (v1) kills one process and would leave the rest.
+// checkOOM records why the job ends once the OOM killer has struck in it
+// (n kills). The sandbox ends all of it (Isolation.OOMGroup, the policy's
+// OOM semantics); this only names the reason before the exit does.
 func (j *Job) checkOOM(n int64) {
 	if n == 0 {
 		return
@@ -526,8 +527,7 @@ func (j *Job) checkOOM(n int64) {
 	}
 	j.mu.Unlock()
 	if first {
-		j.log.Info("terminating job", "reason", ReasonOOM, "detail", "OOM kill in the job's cgroup: killing all of it")
-		j.kill()
+		j.log.Info("terminating job", "reason", ReasonOOM, "detail", "OOM kill in the job's cgroup: the sandbox kills all of it")
 	}
 }
 

@@ -31,8 +31,8 @@ func policyName(a *App) string {
 
 // sampleLoop reads every running job each SampleEvery, in one goroutine
 // for all jobs: a sandboxed job's cgroup (OOM kills, CPU time, memory; on
-// v1 the OOM killer kills one process, so the job's whole cgroup is then
-// killed here) and every job's traffic. The readings go to the ledger as
+// v1 this reading is also when the sandbox ends the rest of a job the OOM
+// killer struck: sandbox.Isolation.OOMGroup) and every job's traffic. The readings go to the ledger as
 // one transaction per tick (samples and last_seen), and records whose
 // write failed earlier are written again.
 func (s *Supervisor) sampleLoop() {
@@ -513,7 +513,8 @@ func (s *Supervisor) isolationLocked(pol *policies.Policy, a *App, id string) (s
 	}
 	view := ViewOf(pol, a, s.hide)
 	iso := sandbox.Isolation{
-		ID: id, CgroupParent: s.cgroupParent, Resources: pol.LinuxResources(), Rlimits: pol.Rlimits(), Network: pol.Network,
+		ID: id, CgroupParent: s.cgroupParent, Resources: pol.LinuxResources(), OOMGroup: pol.OOMGroup(),
+		Rlimits: pol.Rlimits(), Network: pol.Network,
 		TmpSizeBytes: pol.TmpSizeBytes, UID: pol.UID, GID: pol.GID, DynamicUser: pol.DynamicUser,
 		UserNamespace: pol.UserNamespace, View: view, Seccomp: f.f,
 	}
