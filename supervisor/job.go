@@ -50,7 +50,8 @@ type Job struct {
 	// the job's end is never reported before an answer the client awaits.
 	inputMu sync.Mutex
 
-	// begun waits, once, for the start record's commit (see StartRecorded).
+	// begun waits, once, for the start record's commit (see StartRecorded);
+	// once the process exists, it then runs the Started hooks.
 	begun func()
 	// recorded waits for the final record's commit (set by finish, called
 	// by Run before the cgroup is deleted).
@@ -148,9 +149,10 @@ func (j *Job) Log() *slog.Logger { return j.log }
 
 // StartRecorded returns once the job's start record is durable in the
 // ledger, or writing it failed (logged; the ledger keeps the record to write
-// it again). Nothing of the job reaches its client before, so a client told
-// of a job can count on its record. Run calls it first; a caller that tells
-// the client itself (the /job event) calls it before that.
+// it again), and the Started hooks have run (see Hooks). Nothing of the job
+// reaches its client before, so a client told of a job can count on its
+// record. Run calls it first; a caller that tells the client itself (the
+// /job event) calls it before that.
 func (j *Job) StartRecorded() { j.begun() }
 
 // Abort ends a job whose client never attached (the upgrade failed).
@@ -623,9 +625,7 @@ func (j *Job) finish() Exit {
 	}
 	j.log.Info("job ended", attrs...)
 	j.recordEnd(e, cnt, c)
-	if j.sup.onEnd != nil {
-		j.sup.onEnd(j.info(), e)
-	}
+	j.sup.jobEnded(j, e)
 	if c != nil && !gone {
 		j.inputMu.Lock() // let an input being applied send its answer first
 		err := c.Finish(e)

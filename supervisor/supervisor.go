@@ -152,6 +152,8 @@ type Config struct {
 	Drain time.Duration
 	// OnEnd, when set, is called once per job as it ends, before its client
 	// is told. It runs on the job's goroutine and must not block for long.
+	// It is a subscription made by New (see Subscribe) that lasts as long as
+	// the Supervisor; Reload does not change it.
 	OnEnd func(JobInfo, Exit)
 	// Sandbox runs every job in its own cgroup and namespaces, per its
 	// app's policy. Off: plain processes (development, or not root).
@@ -191,8 +193,12 @@ type Supervisor struct {
 	ownRunner *sandbox.Runner // made by New, closed by Shutdown
 	hide      []string
 	drain     time.Duration
-	onEnd     func(JobInfo, Exit)
 	box       bool
+
+	// hooksMu is held for reading while hooks run, so that unsubscribing
+	// waits for them.
+	hooksMu sync.RWMutex
+	hooks   []*Hooks
 
 	ledger       *accounting.Ledger
 	cgroupParent string
@@ -238,7 +244,6 @@ func New(log *slog.Logger, cfg Config) (*Supervisor, error) {
 		ownRunner: own,
 		hide:      cfg.Hide,
 		drain:     cfg.Drain,
-		onEnd:     cfg.OnEnd,
 		box:       cfg.Sandbox,
 		jobs:      make(map[string]*Job),
 		pools:     make(map[poolKey]*prepared),
@@ -261,6 +266,9 @@ func New(log *slog.Logger, cfg Config) (*Supervisor, error) {
 		s.sampleEvery = DefaultSampleEvery
 	}
 	s.stopLoops, s.stopCancel = context.WithCancel(context.Background())
+	if onEnd := cfg.OnEnd; onEnd != nil {
+		s.Subscribe(Hooks{Ended: func(info JobInfo, e Exit, _ accounting.Record) { onEnd(info, e) }})
+	}
 	s.Reload(cfg)
 	go s.sampleLoop()
 	s.pruneDone = make(chan struct{})
@@ -270,6 +278,78 @@ func New(log *slog.Logger, cfg Config) (*Supervisor, error) {
 		close(s.pruneDone)
 	}
 	return s, nil
+}
+
+// Hooks are one subscriber's callbacks on every job's life (Subscribe);
+// any may be nil. They run on the jobs' goroutines (Started perhaps on
+// the one that calls StartRecorded), for several jobs at once, so they
+// must be safe for concurrent use. They must not block (queue the news
+// and return), nor call Subscribe or an unsubscribe, which wait for
+// running hooks.
+//
+// A job whose process started gets exactly one Started and then exactly
+// one Ended, however short it is; Started returns before Ended is called.
+// A job that never got a process (start-failed) gets neither. A
+// subscriber that joins while a job runs gets only its Ended.
+type Hooks struct {
+	// Started is called when the job's start record is durable
+	// (StartRecorded), before anything of the job reaches its client. rec
+	// is its record then: state running, with its pid.
+	Started func(info JobInfo, rec accounting.Record)
+	// Ended is called once output is drained and the process reaped,
+	// before the client is told. rec is the final record, which may still
+	// be committing to the ledger.
+	Ended func(info JobInfo, e Exit, rec accounting.Record)
+}
+
+// Subscribe calls h's hooks for every job from now on, until unsubscribe,
+// which may be called more than once. Once unsubscribe returns, none of
+// h's hooks is running or will be called.
+func (s *Supervisor) Subscribe(h Hooks) (unsubscribe func()) {
+	p := &h
+	s.hooksMu.Lock()
+	s.hooks = append(s.hooks, p)
+	s.hooksMu.Unlock()
+	return sync.OnceFunc(func() {
+		s.hooksMu.Lock()
+		s.hooks = slices.DeleteFunc(s.hooks, func(q *Hooks) bool { return q == p })
+		s.hooksMu.Unlock()
+	})
+}
+
+// jobStarted runs the Started hooks for j, once its start record is
+// durable.
+func (s *Supervisor) jobStarted(j *Job) {
+	s.fire(j, func(h *Hooks, info JobInfo, rec accounting.Record) {
+		if h.Started != nil {
+			h.Started(info, rec)
+		}
+	})
+}
+
+// jobEnded runs the Ended hooks for j, whose final record is made.
+func (s *Supervisor) jobEnded(j *Job, e Exit) {
+	s.fire(j, func(h *Hooks, info JobInfo, rec accounting.Record) {
+		if h.Ended != nil {
+			h.Ended(info, e, rec)
+		}
+	})
+}
+
+// fire calls call for every subscriber's hooks with j as it stands.
+func (s *Supervisor) fire(j *Job, call func(h *Hooks, info JobInfo, rec accounting.Record)) {
+	s.hooksMu.RLock()
+	defer s.hooksMu.RUnlock()
+	if len(s.hooks) == 0 {
+		return
+	}
+	info := j.info()
+	j.mu.Lock()
+	rec := j.rec
+	j.mu.Unlock()
+	for _, h := range s.hooks {
+		call(h, info, rec)
+	}
 }
 
 // pruneEvery is how often old records are pruned.
@@ -706,6 +786,10 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	closing := s.closing
 	s.mu.Unlock()
 	j.record(false)
+	// From here StartRecorded also announces the job to the Started hooks,
+	// once: before that its process did not exist.
+	begun := j.begun
+	j.begun = sync.OnceFunc(func() { begun(); s.jobStarted(j) })
 	j.log.Info("job started", "pid", p.Pid, "remote", req.Remote, "protocol", req.Protocol,
 		"sandboxed", spec.Isolation != nil, "policy", policyName(app))
 	if closing { // Shutdown began while we forked and could not see this job

@@ -67,7 +67,7 @@ func NewAdmin(log *slog.Logger, sup *supervisor.Supervisor, opts AdminOptions) *
 	if err != nil {
 		panic(err) // likewise
 	}
-	a.hub = newHub(log, sup, opts.EventEvery, a.running, a.endedRecord)
+	a.hub = newHub(log, sup, opts.EventEvery)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", servePage(page))
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))

@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/chimirror/chimirror/accounting"
 	"github.com/chimirror/chimirror/supervisor"
 )
 
@@ -21,23 +23,32 @@ import (
 //	/jobs/usage    [{id, live}] for every running job, each EventEvery
 //	/jobs/ended    a job's final record, when it ends
 //
-// State lives with the server: a client that reconnects subscribes again
-// and re-reads the lists through the API.
+// Starts and ends come from the supervisor's hooks, so every job that
+// starts or ends while one is subscribed is reported, however short it
+// is, and its /jobs/started comes before its /jobs/ended. A job that
+// started before the subscription gets only its /jobs/ended. A /jobs/usage
+// batch is a snapshot: it may name a job whose /jobs/started is still on
+// its way, or one whose /jobs/ended came just before it. The answer to
+// /subscribe comes before any event it brings, and no event follows the
+// answer to /unsubscribe. State lives with the server: a client that
+// (re)subscribes re-reads the lists through the API.
 //
-// One hub goroutine (owned by the Admin, stopped by Close) watches the
-// session table and fans events out. Each subscriber has a bounded queue;
+// The hooks queue each event for every /jobs subscriber at once, on the
+// job's goroutine, without waiting. Each subscriber has a bounded queue;
 // one that falls behind by subBuffer events is disconnected, never waited
-// for.
+// for, so a subscriber still connected has missed nothing. One hub
+// goroutine (owned by the Admin, stopped by Close) sends the usage
+// batches, and does nothing while nobody listens.
 type hub struct {
-	log   *slog.Logger
-	sup   *supervisor.Supervisor
-	every time.Duration
-	rec   func(id string) (jobJSON, bool) // a running job's record
-	ended func(id string) (jobJSON, bool) // an ended job's final record
+	log         *slog.Logger
+	sup         *supervisor.Supervisor
+	every       time.Duration
+	unsubscribe func() // the supervisor's hooks
 
-	mu     sync.Mutex
-	subs   map[*subscriber]bool
-	closed bool
+	mu        sync.Mutex
+	subs      map[*subscriber]bool
+	listeners atomic.Int32 // subscribers to /jobs; changed under mu
+	closed    bool
 
 	stop chan struct{}
 	done chan struct{}
@@ -46,22 +57,45 @@ type hub struct {
 const subBuffer = 64
 
 type subscriber struct {
-	c     *wsConn
-	send  chan []byte
-	gone  chan struct{} // closed once, by drop
-	once  sync.Once
-	jobs  bool      // subscribed to /jobs; guarded by hub.mu
-	subAt time.Time // when it subscribed; guarded by hub.mu
+	c    *wsConn
+	send chan []byte
+	gone chan struct{} // closed once, by drop
+	once sync.Once
+	jobs bool // subscribed to /jobs; guarded by hub.mu
 }
 
-// newHub starts a hub that looks records up with rec (running jobs) and
-// ended (ended ones). Close stops it.
-func newHub(log *slog.Logger, sup *supervisor.Supervisor, every time.Duration,
-	rec, ended func(id string) (jobJSON, bool)) *hub {
-	h := &hub{log: log, sup: sup, every: every, rec: rec, ended: ended, subs: make(map[*subscriber]bool),
+// newHub starts a hub fed by sup's hooks that sends usage batches each
+// every. Close stops it.
+func newHub(log *slog.Logger, sup *supervisor.Supervisor, every time.Duration) *hub {
+	h := &hub{log: log, sup: sup, every: every, subs: make(map[*subscriber]bool),
 		stop: make(chan struct{}), done: make(chan struct{})}
+	h.unsubscribe = sup.Subscribe(supervisor.Hooks{Started: h.started, Ended: h.ended})
 	go h.run()
 	return h
+}
+
+// started is the supervisor's Started hook.
+func (h *hub) started(info supervisor.JobInfo, rec accounting.Record) {
+	if h.listeners.Load() == 0 {
+		return
+	}
+	h.broadcast("/jobs/started", runningJSON(rec, info))
+}
+
+// ended is the supervisor's Ended hook.
+func (h *hub) ended(_ supervisor.JobInfo, _ supervisor.Exit, rec accounting.Record) {
+	if h.listeners.Load() == 0 {
+		return
+	}
+	h.broadcast("/jobs/ended", jobJSON{Record: rec})
+}
+
+// runningJSON is a running job's record with its traffic so far and its
+// live usage.
+func runningJSON(rec accounting.Record, info supervisor.JobInfo) jobJSON {
+	rec.Traffic = accounting.Traffic{StdinBytes: info.Counters.StdinBytes, StdoutBytes: info.Counters.StdoutBytes,
+		StderrBytes: info.Counters.StderrBytes, MessagesIn: info.Counters.MessagesIn}
+	return jobJSON{Record: rec, Live: liveOf(info)}
 }
 
 // usageJSON is one running job's entry in /jobs/usage.
@@ -70,67 +104,42 @@ type usageJSON struct {
 	Live *liveJSON `json:"live"`
 }
 
+// run sends a usage batch each tick while anyone listens.
 func (h *hub) run() {
 	defer close(h.done)
 	t := time.NewTicker(h.every)
 	defer t.Stop()
-	var known map[string]bool // nil while nobody listens
 	for {
 		select {
 		case <-h.stop:
 			return
 		case <-t.C:
 		}
-		since, ok := h.listening()
-		if !ok {
-			known = nil // idle: no work, no garbage, whatever the number of jobs
-			continue
+		if h.listeners.Load() == 0 {
+			continue // idle: no work, whatever the number of jobs
 		}
 		jobs := h.sup.Jobs()
-		if known == nil { // jobs older than the subscription: it re-reads the list itself
-			known = make(map[string]bool, len(jobs))
-			for _, j := range jobs {
-				if j.Started.Before(since) {
-					known[j.ID] = true
-				}
-			}
-		}
-		now := make(map[string]bool, len(jobs))
 		usage := make([]usageJSON, 0, len(jobs))
 		for _, j := range jobs {
-			now[j.ID] = true
-			if !known[j.ID] {
-				if rec, ok := h.rec(j.ID); ok {
-					h.broadcast("/jobs/started", rec)
-				}
-			}
 			usage = append(usage, usageJSON{ID: j.ID, Live: liveOf(j)})
 		}
-		for id := range known {
-			if !now[id] {
-				if rec, ok := h.ended(id); ok {
-					h.broadcast("/jobs/ended", rec)
-				}
-			}
-		}
-		known = now
 		h.broadcast("/jobs/usage", usage)
 	}
 }
 
-// listening reports whether any subscriber wants /jobs events, and since
-// when the earliest of them does.
-func (h *hub) listening() (time.Time, bool) {
+// setJobs subscribes s to /jobs, or unsubscribes it.
+func (h *hub) setJobs(s *subscriber, on bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var since time.Time
-	ok := false
-	for s := range h.subs {
-		if s.jobs && (!ok || s.subAt.Before(since)) {
-			since, ok = s.subAt, true
-		}
+	if !h.subs[s] || s.jobs == on { // dropped, or no change
+		return
 	}
-	return since, ok
+	s.jobs = on
+	if on {
+		h.listeners.Add(1)
+	} else {
+		h.listeners.Add(-1)
+	}
 }
 
 // eventJSON is one chimirror.v1 message from the server.
@@ -139,9 +148,11 @@ type eventJSON struct {
 	Data  any    `json:"data"`
 }
 
-// broadcast sends one event to every /jobs subscriber. It is encoded
-// before the lock is taken: a usage batch for thousands of jobs takes a
-// while, and subscribers come and go meanwhile.
+// broadcast queues one event for every /jobs subscriber, never waiting:
+// one whose queue is full is dropped. It runs on job goroutines (the
+// hooks) and the hub's. The event is encoded before the lock is taken: a
+// usage batch for thousands of jobs takes a while, and subscribers come
+// and go meanwhile.
 func (h *hub) broadcast(event string, data any) {
 	msg, err := json.Marshal(eventJSON{Event: event, Data: data})
 	if err != nil {
@@ -182,11 +193,16 @@ func (h *hub) drop(s *subscriber) {
 }
 
 func (h *hub) dropLocked(s *subscriber) {
+	if h.subs[s] && s.jobs {
+		s.jobs = false
+		h.listeners.Add(-1)
+	}
 	delete(h.subs, s)
 	s.once.Do(func() { close(s.gone) })
 }
 
-// close disconnects every subscriber and stops the hub goroutine.
+// close disconnects every subscriber, leaves the supervisor's hooks and
+// stops the hub goroutine.
 func (h *hub) close() {
 	h.mu.Lock()
 	if h.closed {
@@ -198,6 +214,7 @@ func (h *hub) close() {
 		h.dropLocked(s)
 	}
 	h.mu.Unlock()
+	h.unsubscribe()
 	close(h.stop)
 	<-h.done
 }
@@ -286,8 +303,9 @@ func (s *subscriber) writeLoop(h *hub) error {
 }
 
 // readLoop applies the subscriber's requests until it goes. Answers go
-// through the same queue as events, so they arrive in order. As on a job's
-// socket, an event with callback 0 (or none) is not answered.
+// through the same queue as events, so they arrive in order: a
+// subscription starts after its answer is queued, an unsubscription before.
+// As on a job's socket, an event with callback 0 (or none) is not answered.
 func (s *subscriber) readLoop(h *hub) error {
 	for {
 		_, p, err := s.c.read()
@@ -295,49 +313,47 @@ func (s *subscriber) readLoop(h *hub) error {
 			return err
 		}
 		var ev v1Event
-		answer := json.Unmarshal(p, &ev)
+		on, answer := false, json.Unmarshal(p, &ev)
 		if answer != nil {
 			answer = fmt.Errorf("not a chimirror.v1 event: %w", answer)
 		} else {
-			answer = s.request(h, ev)
+			on, answer = request(ev)
 		}
-		if ev.Callback == 0 {
-			continue
+		if answer == nil && !on {
+			h.setJobs(s, false)
 		}
-		msg, err := json.Marshal(eventJSON{Event: "/callback", Data: callbackOf(ev.Callback, answer)})
-		if err != nil {
-			return fmt.Errorf("encode /callback: %w", err)
+		if ev.Callback != 0 {
+			msg, err := json.Marshal(eventJSON{Event: "/callback", Data: callbackOf(ev.Callback, answer)})
+			if err != nil {
+				return fmt.Errorf("encode /callback: %w", err)
+			}
+			select {
+			case s.send <- msg:
+			case <-s.gone:
+				return errors.New("subscriber dropped")
+			}
 		}
-		select {
-		case s.send <- msg:
-		case <-s.gone:
-			return errors.New("subscriber dropped")
+		if answer == nil && on {
+			h.setJobs(s, true)
 		}
 	}
 }
 
-// request applies one /subscribe or /unsubscribe; the error is the
+// request reads one /subscribe (on) or /unsubscribe; the error is the
 // client's answer.
-func (s *subscriber) request(h *hub, ev v1Event) error {
+func request(ev v1Event) (on bool, err error) {
 	var path string // data that is not a string names no subscription
 	if len(ev.Data) > 0 && json.Unmarshal(ev.Data, &path) != nil {
 		path = ""
 	}
 	switch {
 	case ev.Event == "/subscribe" && path == "/jobs":
-		h.mu.Lock()
-		if !s.jobs {
-			s.jobs, s.subAt = true, time.Now()
-		}
-		h.mu.Unlock()
+		return true, nil
 	case ev.Event == "/unsubscribe" && path == "/jobs":
-		h.mu.Lock()
-		s.jobs = false
-		h.mu.Unlock()
+		return false, nil
 	case ev.Event == "/subscribe" || ev.Event == "/unsubscribe":
-		return errors.New("unknown subscription " + string(ev.Data) + ": the only one is \"/jobs\"")
+		return false, errors.New("unknown subscription " + string(ev.Data) + ": the only one is \"/jobs\"")
 	default:
-		return errors.New("unknown event " + ev.Event + ": use /subscribe or /unsubscribe")
+		return false, errors.New("unknown event " + ev.Event + ": use /subscribe or /unsubscribe")
 	}
-	return nil
 }
