@@ -46,28 +46,13 @@ func liveOf(info supervisor.JobInfo) *liveJSON {
 	return l
 }
 
-// endedRecord is an ended job's final record, from the ledger.
-func (a *Admin) endedRecord(id string) (jobJSON, bool) {
-	if a.ledger == nil {
-		return jobJSON{}, false
-	}
-	rec, err := a.ledger.Record(id)
-	if err != nil {
-		a.log.Warn("events: read ended job", "job", id, "err", err)
-		return jobJSON{}, false
-	}
-	return jobJSON{Record: rec}, true
-}
-
 // running is a running job's record with its live usage.
 func (a *Admin) running(id string) (jobJSON, bool) {
 	rec, info, ok := a.sup.Record(id)
 	if !ok {
 		return jobJSON{}, false
 	}
-	rec.Traffic = accounting.Traffic{StdinBytes: info.Counters.StdinBytes, StdoutBytes: info.Counters.StdoutBytes,
-		StderrBytes: info.Counters.StderrBytes, MessagesIn: info.Counters.MessagesIn}
-	return jobJSON{Record: rec, Live: liveOf(info)}, true
+	return runningJSON(rec, info), true
 }
 
 const (
