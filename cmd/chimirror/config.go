@@ -156,18 +156,62 @@ func loadConfig(path string) (*config, error) {
 }
 
 // parseConfig validates everything and resolves executables now, so a bad
-// config fails at start rather than on some later connection.
+// config fails at start rather than on some later connection. Every problem
+// found is reported, in the order of the steps below.
 func parseConfig(file string, data []byte, dir string) (*config, error) {
 	var fc fileConfig
 	idx, ps, _ := tomlstrict.Decode(file, data, &fc)
 	if len(ps) > 0 {
 		return nil, ps
 	}
-	c := &config{Source: file, Listen: fc.Listen, Sandbox: fc.Sandbox, Retention: time.Duration(fc.Retention),
-		Chargeback: fc.Chargeback, AdminListen: fc.AdminListen, DataDir: fc.DataDir, file: file, dir: dir, idx: idx}
-	at := func(table string, n int, key, format string, args ...any) {
-		ps = append(ps, c.problemAt(table, n, key, format, args...))
+	p := &configParse{fc: &fc, dir: dir, c: &config{Source: file, Listen: fc.Listen, Sandbox: fc.Sandbox,
+		Retention: time.Duration(fc.Retention), Chargeback: fc.Chargeback, AdminListen: fc.AdminListen,
+		DataDir: fc.DataDir, file: file, dir: dir, idx: idx}}
+	p.server()
+	boxed := p.sandbox()
+	p.policies()
+	p.c.setDataDir(p.c.DataDir)
+	p.web()
+	p.c.Sup = supervisor.Config{MaxSessions: fc.MaxSessions, Drain: time.Duration(fc.Drain),
+		SampleEvery: time.Duration(fc.SampleInterval), Retention: p.c.Retention, Hide: p.c.Sup.Hide}
+	seen := make(map[string]int)
+	for i, a := range fc.App {
+		p.app(i, a, seen)
 	}
+	names, tokens := map[string]int{}, map[string]int{}
+	for i, tc := range fc.Tenant {
+		p.tenant(i, tc, names, tokens)
+	}
+	if len(fc.App) == 0 {
+		p.ps = append(p.ps, tomlstrict.Problem{File: file, Msg: "no [[app]] configured: add at least one"})
+	}
+	if boxed {
+		jps := p.c.jobProblems()
+		p.ps = append(p.ps, jps...)
+		p.c.jobsChecked = len(jps) == 0
+	}
+	return p.c, p.ps.Err()
+}
+
+// configParse is one parseConfig under way: the file as decoded, the
+// config being built from it, and every problem found so far.
+type configParse struct {
+	fc  *fileConfig
+	c   *config
+	dir string // the file's directory: relative paths start there
+	ps  tomlstrict.Problems
+}
+
+// at records a problem at table's n-th entry's key, or at a top-level key
+// when table is "".
+func (p *configParse) at(table string, n int, key, format string, args ...any) {
+	p.ps = append(p.ps, p.c.problemAt(table, n, key, format, args...))
+}
+
+// server takes the listeners, the data dir, retention, chargeback and the
+// admin tokens, with their defaults.
+func (p *configParse) server() {
+	c, fc, dir, at := p.c, p.fc, p.dir, p.at
 	if c.Listen == "" {
 		c.Listen = defaultListen
 	}
@@ -198,6 +242,13 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 		}
 		c.AdminTokens = append(c.AdminTokens, web.AdminToken{Label: label, SHA256: [32]byte(sum)})
 	}
+}
+
+// sandbox checks the sandbox mode and the id ranges jobs get, and reports
+// whether jobs will be sandboxed here: what only a sandbox needs is checked
+// then, so a config that runs plain jobs as a user still loads.
+func (p *configParse) sandbox() (boxed bool) {
+	c, fc, at := p.c, p.fc, p.at
 	switch c.Sandbox {
 	case "":
 		c.Sandbox = "auto"
@@ -205,9 +256,7 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 	default:
 		at("", 0, "sandbox", "%q: use \"auto\" (on when root), \"on\" or \"off\"", fc.Sandbox)
 	}
-	// Whether jobs will be sandboxed here: what only a sandbox needs is
-	// checked then, so a config that runs plain jobs as a user still loads.
-	boxed := c.Sandbox == "on" || (c.Sandbox == "auto" && sandbox.Available() == nil)
+	boxed = c.Sandbox == "on" || (c.Sandbox == "auto" && sandbox.Available() == nil)
 	c.Runner.DynamicIDs = idRange(fc.DynamicUIDs, sandbox.DefaultDynamicIDs, func(msg string) { at("", 0, "dynamic_uids", "%s", msg) })
 	c.Runner.UserNamespaceIDs = idRange(fc.UserNamespaceUIDs, sandbox.DefaultUserNamespaceIDs, func(msg string) { at("", 0, "user_namespace_uids", "%s", msg) })
 	if c.Runner.DynamicIDs.Overlaps(c.Runner.UserNamespaceIDs) {
@@ -229,6 +278,13 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 			}
 		}
 	}
+	return boxed
+}
+
+// policies loads the policy dir (the built-in policies when none is set)
+// and checks their seccomp profiles.
+func (p *configParse) policies() {
+	c, fc, dir, at := p.c, p.fc, p.dir, p.at
 	policyDir := fc.PolicyDir
 	if policyDir != "" && !filepath.IsAbs(policyDir) {
 		policyDir = filepath.Join(dir, policyDir)
@@ -239,15 +295,19 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 	if perr != nil {
 		var pps tomlstrict.Problems
 		if errors.As(perr, &pps) {
-			ps = append(ps, pps...)
+			p.ps = append(p.ps, pps...)
 		} else {
 			at("", 0, "policy_dir", "%v", perr)
 		}
 	}
 	if pols != nil {
-		ps = append(ps, seccompProblems(pols.All())...)
+		p.ps = append(p.ps, seccompProblems(pols.All())...)
 	}
-	c.setDataDir(c.DataDir)
+}
+
+// web checks the protocol limits and origins, and makes the web options.
+func (p *configParse) web() {
+	c, fc, at := p.c, p.fc, p.at
 	if fc.MaxSessions < 0 {
 		at("", 0, "max_sessions", "must not be negative")
 	}
@@ -275,149 +335,151 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 			ReadHeaderTimeout: time.Duration(fc.ReadHeaderTimeout),
 		},
 	}
-	c.Sup = supervisor.Config{MaxSessions: fc.MaxSessions, Drain: time.Duration(fc.Drain),
-		SampleEvery: time.Duration(fc.SampleInterval), Retention: c.Retention, Hide: c.Sup.Hide}
-	seen := make(map[string]int)
-	for i, a := range fc.App {
-		switch {
-		case a.Name == "":
-			at("app", i, "name", "missing: every app needs a name")
-		case !policies.ValidName(a.Name):
-			at("app", i, "name", "%q is not a valid app name (lower-case letters, digits, '.', '_', '-'; at most 64)", a.Name)
+}
+
+// app checks the i-th [[app]] and adds it to the supervisor's apps. seen
+// maps the names so far to their entries.
+func (p *configParse) app(i int, a appConfig, seen map[string]int) {
+	c, at := p.c, p.at
+	switch {
+	case a.Name == "":
+		at("app", i, "name", "missing: every app needs a name")
+	case !policies.ValidName(a.Name):
+		at("app", i, "name", "%q is not a valid app name (lower-case letters, digits, '.', '_', '-'; at most 64)", a.Name)
+	default:
+		if first, dup := seen[a.Name]; dup {
+			where := fmt.Sprintf("app[%d]", first)
+			if l := c.idx.Line("app", first, "name"); l > 0 {
+				where = fmt.Sprintf("line %d", l)
+			}
+			at("app", i, "name", "duplicate app name %q (first at %s)", a.Name, where)
+		}
+		seen[a.Name] = i
+	}
+	app := supervisor.App{Name: a.Name, Args: a.Command, Dir: a.Dir, Grace: time.Duration(a.Grace), Binary: a.Binary}
+	for _, h := range a.PassHeaders {
+		switch k := http.CanonicalHeaderKey(h); k {
+		case "Cookie", "Authorization", "Proxy-Authorization":
+			app.PassHeaders = append(app.PassHeaders, k)
+		case "Proxy":
+			at("app", i, "pass_headers", "Proxy is never passed: a job would take it for HTTP_PROXY (httpoxy)")
 		default:
-			if first, dup := seen[a.Name]; dup {
-				where := fmt.Sprintf("app[%d]", first)
-				if l := idx.Line("app", first, "name"); l > 0 {
-					where = fmt.Sprintf("line %d", l)
-				}
-				at("app", i, "name", "duplicate app name %q (first at %s)", a.Name, where)
-			}
-			seen[a.Name] = i
+			at("app", i, "pass_headers", "%q: only Cookie, Authorization and Proxy-Authorization are withheld, so only they can be passed", h)
 		}
-		app := supervisor.App{Name: a.Name, Args: a.Command, Dir: a.Dir, Grace: time.Duration(a.Grace), Binary: a.Binary}
-		for _, h := range a.PassHeaders {
-			switch k := http.CanonicalHeaderKey(h); k {
-			case "Cookie", "Authorization", "Proxy-Authorization":
-				app.PassHeaders = append(app.PassHeaders, k)
-			case "Proxy":
-				at("app", i, "pass_headers", "Proxy is never passed: a job would take it for HTTP_PROXY (httpoxy)")
-			default:
-				at("app", i, "pass_headers", "%q: only Cookie, Authorization and Proxy-Authorization are withheld, so only they can be passed", h)
-			}
-		}
-		polName := a.Policy
-		if polName == "" {
-			polName = "default"
-		}
-		if pols != nil {
-			if pol, ok := pols.Get(polName); ok {
-				app.Policy = pol
-			} else {
-				at("app", i, "policy", "unknown policy %q (have: %s)", polName, strings.Join(pols.Names(), ", "))
-			}
-		}
-		if len(a.Command) == 0 || a.Command[0] == "" {
-			at("app", i, "command", "missing: give the program and its arguments, like [\"cat\"]")
-		} else if p, err := resolveExecutable(a.Command[0], dir); err != nil {
-			at("app", i, "command", "%v", err)
+	}
+	polName := a.Policy
+	if polName == "" {
+		polName = "default"
+	}
+	if pols := c.Policies; pols != nil {
+		if pol, ok := pols.Get(polName); ok {
+			app.Policy = pol
 		} else {
-			// Its directory where it really is, as a view binds it (/home
-			// a link to var/home, say); the file keeps its name.
-			if real, err := filepath.EvalSymlinks(filepath.Dir(p)); err == nil {
-				p = filepath.Join(real, filepath.Base(p))
-			}
-			app.Path = p
+			at("app", i, "policy", "unknown policy %q (have: %s)", polName, strings.Join(pols.Names(), ", "))
 		}
-		if a.Dir != "" {
-			d := a.Dir
-			if !filepath.IsAbs(d) {
-				d = filepath.Join(dir, d)
-			}
-			// Absolute and without symlinks: a view binds it where it
-			// really is, and a job's cwd is taken in its view.
-			if abs, err := filepath.Abs(d); err == nil {
-				d = abs
-			}
-			if st, err := os.Stat(d); err != nil || !st.IsDir() {
-				at("app", i, "dir", "%q is not a directory", a.Dir)
-			} else if real, err := filepath.EvalSymlinks(d); err == nil {
-				d = real
-			}
-			app.Dir = d
-		}
-		if a.ExitSignal != "" {
-			sig, err := policies.ParseExitSignal(a.ExitSignal)
-			if err != nil {
-				at("app", i, "exit_signal", "%v", err)
-			}
-			app.ExitSignal = sig
-		}
-		// The app's own exit_signal, grace and env win over its policy's.
-		envList := a.Env
-		if envList == nil && app.Policy != nil {
-			envList = app.Policy.Env
-		}
-		env, err := resolveEnv(envList)
+	}
+	p.appPaths(i, a, &app)
+	if a.ExitSignal != "" {
+		sig, err := policies.ParseExitSignal(a.ExitSignal)
 		if err != nil {
-			at("app", i, "env", "%v", err)
+			at("app", i, "exit_signal", "%v", err)
 		}
-		app.Env = env
-		if app.Policy != nil {
-			if app.ExitSignal == 0 {
-				app.ExitSignal = app.Policy.ExitSignal
-			}
-			if app.Grace == 0 {
-				app.Grace = app.Policy.Grace
-			}
-		}
-		c.Sup.Apps = append(c.Sup.Apps, app)
+		app.ExitSignal = sig
 	}
-	tenantNames, tokens := map[string]int{}, map[string]int{}
-	for i, tc := range fc.Tenant {
-		t := supervisor.Tenant{Name: tc.Name, MaxSessions: tc.MaxSessions}
-		switch {
-		case tc.Name == "":
-			at("tenant", i, "name", "missing: every tenant needs a name")
-		case !policies.ValidName(tc.Name) || tc.Name == supervisor.PublicTenant.Name:
-			at("tenant", i, "name", "%q is not a valid tenant name (lower-case letters, digits, '.', '_', '-'; not \"public\")", tc.Name)
-		default:
-			if first, dup := tenantNames[tc.Name]; dup {
-				at("tenant", i, "name", "duplicate tenant name %q (first at tenant[%d])", tc.Name, first)
-			}
-			tenantNames[tc.Name] = i
-		}
-		sum, err := hex.DecodeString(tc.TokenSHA256)
-		switch {
-		case err != nil || len(sum) != sha256.Size:
-			at("tenant", i, "token_sha256", "want the 64 hex digits of a token's SHA-256 (printf %%s TOKEN | sha256sum)")
-		default:
-			if first, dup := tokens[tc.TokenSHA256]; dup {
-				at("tenant", i, "token_sha256", "the same token as tenant[%d]", first)
-			}
-			tokens[tc.TokenSHA256] = i
-			copy(t.TokenSHA256[:], sum)
-		}
-		if tc.MaxSessions < 0 {
-			at("tenant", i, "max_sessions", "must not be negative")
-		}
-		if tc.Policy != "" && pols != nil {
-			pol, ok := pols.Get(tc.Policy)
-			if !ok {
-				at("tenant", i, "policy", "unknown policy %q (have: %s)", tc.Policy, strings.Join(pols.Names(), ", "))
-			}
-			t.Policy = pol
-		}
-		c.Sup.Tenants = append(c.Sup.Tenants, t)
+	// The app's own exit_signal, grace and env win over its policy's.
+	envList := a.Env
+	if envList == nil && app.Policy != nil {
+		envList = app.Policy.Env
 	}
-	if len(fc.App) == 0 {
-		ps = append(ps, tomlstrict.Problem{File: file, Msg: "no [[app]] configured: add at least one"})
+	env, err := resolveEnv(envList)
+	if err != nil {
+		at("app", i, "env", "%v", err)
 	}
-	if boxed {
-		jps := c.jobProblems()
-		ps = append(ps, jps...)
-		c.jobsChecked = len(jps) == 0
+	app.Env = env
+	if app.Policy != nil {
+		if app.ExitSignal == 0 {
+			app.ExitSignal = app.Policy.ExitSignal
+		}
+		if app.Grace == 0 {
+			app.Grace = app.Policy.Grace
+		}
 	}
-	return c, ps.Err()
+	c.Sup.Apps = append(c.Sup.Apps, app)
+}
+
+// appPaths resolves the i-th app's program and working directory into app:
+// absolute, and where they really are, as a view binds them.
+func (p *configParse) appPaths(i int, a appConfig, app *supervisor.App) {
+	if len(a.Command) == 0 || a.Command[0] == "" {
+		p.at("app", i, "command", "missing: give the program and its arguments, like [\"cat\"]")
+	} else if path, err := resolveExecutable(a.Command[0], p.dir); err != nil {
+		p.at("app", i, "command", "%v", err)
+	} else {
+		// Its directory where it really is, as a view binds it (/home
+		// a link to var/home, say); the file keeps its name.
+		if real, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
+			path = filepath.Join(real, filepath.Base(path))
+		}
+		app.Path = path
+	}
+	if a.Dir != "" {
+		d := a.Dir
+		if !filepath.IsAbs(d) {
+			d = filepath.Join(p.dir, d)
+		}
+		// Absolute and without symlinks: a view binds it where it
+		// really is, and a job's cwd is taken in its view.
+		if abs, err := filepath.Abs(d); err == nil {
+			d = abs
+		}
+		if st, err := os.Stat(d); err != nil || !st.IsDir() {
+			p.at("app", i, "dir", "%q is not a directory", a.Dir)
+		} else if real, err := filepath.EvalSymlinks(d); err == nil {
+			d = real
+		}
+		app.Dir = d
+	}
+}
+
+// tenant checks the i-th [[tenant]] and adds it to the supervisor's
+// tenants. names and tokens map the names and token hashes so far to their
+// entries.
+func (p *configParse) tenant(i int, tc tenantConfig, names, tokens map[string]int) {
+	c, at := p.c, p.at
+	t := supervisor.Tenant{Name: tc.Name, MaxSessions: tc.MaxSessions}
+	switch {
+	case tc.Name == "":
+		at("tenant", i, "name", "missing: every tenant needs a name")
+	case !policies.ValidName(tc.Name) || tc.Name == supervisor.PublicTenant.Name:
+		at("tenant", i, "name", "%q is not a valid tenant name (lower-case letters, digits, '.', '_', '-'; not \"public\")", tc.Name)
+	default:
+		if first, dup := names[tc.Name]; dup {
+			at("tenant", i, "name", "duplicate tenant name %q (first at tenant[%d])", tc.Name, first)
+		}
+		names[tc.Name] = i
+	}
+	sum, err := hex.DecodeString(tc.TokenSHA256)
+	switch {
+	case err != nil || len(sum) != sha256.Size:
+		at("tenant", i, "token_sha256", "want the 64 hex digits of a token's SHA-256 (printf %%s TOKEN | sha256sum)")
+	default:
+		if first, dup := tokens[tc.TokenSHA256]; dup {
+			at("tenant", i, "token_sha256", "the same token as tenant[%d]", first)
+		}
+		tokens[tc.TokenSHA256] = i
+		copy(t.TokenSHA256[:], sum)
+	}
+	if tc.MaxSessions < 0 {
+		at("tenant", i, "max_sessions", "must not be negative")
+	}
+	if pols := c.Policies; tc.Policy != "" && pols != nil {
+		pol, ok := pols.Get(tc.Policy)
+		if !ok {
+			at("tenant", i, "policy", "unknown policy %q (have: %s)", tc.Policy, strings.Join(pols.Names(), ", "))
+		}
+		t.Policy = pol
+	}
+	c.Sup.Tenants = append(c.Sup.Tenants, t)
 }
 
 // jobProblems is what would keep c's sandboxed jobs from starting, or
