@@ -686,7 +686,40 @@ type Request struct {
 }
 
 // Start admits and starts a job. The caller must then call Run or Abort.
+// Its steps: resolve the app and tenant, admit the job against the caps,
+// record it (write-ahead) and give it its ID, make its spec, start its
+// process, and publish it as running. A job that fails after admission is
+// recorded as start-failed and released.
 func (s *Supervisor) Start(req Request) (*Job, error) {
+	j, err := s.newJob(req)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if err := s.admitLocked(j.Tenant); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	s.admitting[j] = true // holds the slot while the record is written
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.recordStart(j, req)
+	spec, err := s.specOf(j, req)
+	s.started.Add(1)
+	var p *sandbox.Process
+	if err == nil {
+		p, err = s.start(j, spec)
+	}
+	if err != nil {
+		return nil, s.startFailed(j, spec, err)
+	}
+	s.running(j, p, req, spec.Isolation != nil)
+	return j, nil
+}
+
+// newJob is a job of req's app for req's tenant (PublicTenant when none),
+// under the tenant's policy when it has one.
+func (s *Supervisor) newJob(req Request) (*Job, error) {
 	app, ok := s.App(req.App)
 	if !ok {
 		return nil, fmt.Errorf("%w %q", ErrUnknownApp, req.App)
@@ -700,30 +733,22 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 		a.Policy = tenant.Policy
 		app = &a
 	}
-	j := &Job{
-		App:      app,
-		Tenant:   tenant,
-		Remote:   req.Remote,
-		Protocol: req.Protocol,
-		sup:      s,
-		exitedc:  make(chan struct{}),
-	}
-	s.mu.Lock()
-	if err := s.admitLocked(tenant); err != nil {
-		s.mu.Unlock()
-		return nil, err
-	}
-	s.admitting[j] = true // holds the slot while the record is written
-	s.wg.Add(1)
-	s.mu.Unlock()
+	return &Job{App: app, Tenant: tenant, Remote: req.Remote, Protocol: req.Protocol, sup: s,
+		exitedc: make(chan struct{})}, nil
+}
 
-	// Write-ahead: a sandbox made for the job has a cgroup named after it,
-	// so its record is on disk before that cgroup exists. Otherwise the
-	// record commits while the job forks (a plain job has no cgroup and dies
-	// with the server; a prepared sandbox's cgroup predates the job, and
-	// recovery sweeps it as unrecorded), but before anyone is told the job
-	// started: see StartRecorded.
-	j.rec = accounting.Record{App: app.Name, Tenant: tenant.Name, Policy: policyName(app),
+// recordStart gives an admitted job its record and ID, and moves it from
+// the admitting set into the session table.
+//
+// Write-ahead: a sandbox made for the job has a cgroup named after it, so
+// its record is on disk before that cgroup exists. Otherwise the record
+// commits while the job forks (a plain job has no cgroup and dies with the
+// server; a prepared sandbox's cgroup predates the job, and recovery sweeps
+// it as unrecorded), but before anyone is told the job started: see
+// StartRecorded.
+func (s *Supervisor) recordStart(j *Job, req Request) {
+	app := j.App
+	j.rec = accounting.Record{App: app.Name, Tenant: j.Tenant.Name, Policy: policyName(app),
 		Command: app.Args, RemoteAddr: req.Remote, UserAgent: req.UserAgent, Protocol: req.Protocol,
 		Sandboxed: s.box && app.Policy != nil, Limits: limitsOf(app)}
 	j.begun = func() {}
@@ -738,45 +763,53 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	} else {
 		j.rec.ID, j.rec.State, j.rec.StartedAt = accounting.FormatID(s.lastID.Add(1)), accounting.StateStarting, time.Now()
 	}
-	id := j.rec.ID
-	j.ID = id
-	j.log = s.log.With("job", id, "app", app.Name, "tenant", tenant.Name)
+	j.ID = j.rec.ID
+	j.log = s.log.With("job", j.ID, "app", app.Name, "tenant", j.Tenant.Name)
 	s.mu.Lock()
 	delete(s.admitting, j)
-	s.jobs[id] = j
+	s.jobs[j.ID] = j
 	s.mu.Unlock()
+}
 
-	env := make([]string, 0, len(app.Env)+len(req.Env)+2)
+// specOf is what the job's process is started from: the app's program and
+// environment, the request's variables and the job's own, and, for a
+// sandboxed job, its isolation.
+func (s *Supervisor) specOf(j *Job, req Request) (sandbox.Spec, error) {
+	app := j.App
+	env := make([]string, 0, len(app.Env)+len(req.Env)+3)
 	env = append(env, app.Env...)
 	env = append(env, req.Env...)
-	env = append(env, "CHIMIRROR_JOB_ID="+id, "CHIMIRROR_APP="+app.Name, "CHIMIRROR_TENANT="+tenant.Name)
+	env = append(env, "CHIMIRROR_JOB_ID="+j.ID, "CHIMIRROR_APP="+app.Name, "CHIMIRROR_TENANT="+j.Tenant.Name)
 	spec := sandbox.Spec{Path: app.Path, Args: app.Args, Env: env, Dir: app.Dir}
-	var err error
 	if j.rec.Sandboxed {
-		var iso sandbox.Isolation
-		if iso, err = s.isolation(app.Policy, app, id); err == nil {
-			spec.Isolation = &iso
+		iso, err := s.isolation(app.Policy, app, j.ID)
+		if err != nil {
+			return spec, err
 		}
+		spec.Isolation = &iso
 	}
-	s.started.Add(1)
-	var p *sandbox.Process
-	if err == nil {
-		p, err = s.start(j, spec)
+	return spec, nil
+}
+
+// startFailed records why the job's process could not be made, releases
+// the job, and returns the error its client gets.
+func (s *Supervisor) startFailed(j *Job, spec sandbox.Spec, cause error) error {
+	j.begun()
+	if spec.Isolation != nil {
+		s.cgroupErrors.Add(1)
 	}
-	if err != nil {
-		j.begun()
-		if spec.Isolation != nil {
-			s.cgroupErrors.Add(1)
-		}
-		err = fmt.Errorf("start job %s: %w", id, err)
-		j.rec.State, j.rec.Reason, j.rec.Detail, j.rec.EndedAt = accounting.StateFinished, string(ReasonStartFailed), err.Error(), time.Now()
-		j.record(true)
-		s.release(j)
-		return nil, err
-	}
-	// The job is in the table already (Cancel, Record and the sampler may
-	// look at it): its record changes under j.mu, before its process is
-	// published under s.mu, so whoever sees the process sees it running.
+	err := fmt.Errorf("start job %s: %w", j.ID, cause)
+	j.rec.State, j.rec.Reason, j.rec.Detail, j.rec.EndedAt = accounting.StateFinished, string(ReasonStartFailed), err.Error(), time.Now()
+	j.record(true)
+	s.release(j)
+	return err
+}
+
+// running publishes the job's process p. The job is in the table already
+// (Cancel, Record and the sampler may look at it): its record changes
+// under j.mu, before its process is published under s.mu, so whoever sees
+// the process sees it running.
+func (s *Supervisor) running(j *Job, p *sandbox.Process, req Request, sandboxed bool) {
 	j.mu.Lock()
 	j.rec.State, j.rec.Pid, j.rec.Cgroup = accounting.StateRunning, p.Pid, p.CgroupPath()
 	j.mu.Unlock()
@@ -791,11 +824,10 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	begun := j.begun
 	j.begun = sync.OnceFunc(func() { begun(); s.jobStarted(j) })
 	j.log.Info("job started", "pid", p.Pid, "remote", req.Remote, "protocol", req.Protocol,
-		"sandboxed", spec.Isolation != nil, "policy", policyName(app))
+		"sandboxed", sandboxed, "policy", policyName(j.App))
 	if closing { // Shutdown began while we forked and could not see this job
 		j.terminate(ReasonShutdown, "server shutting down")
 	}
-	return j, nil
 }
 
 // limitsOf is what the ledger records as the limits in force.

@@ -86,105 +86,35 @@ func cmdServe(args []string, stderr io.Writer) error {
 	return serve(log, cfg, stderr)
 }
 
+// serve runs the server until SIGINT or SIGTERM, or until a listener
+// fails, then ends every job and stops. Its steps, in order: the sandbox
+// check, the ledger and its recovery (before any connection), the
+// listeners, the supervisor and the HTTP servers, the up lines, the wait
+// (SIGHUP reloads meanwhile) and the shutdown.
 func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
-	// CHIMIRROR_CPUPROFILE=FILE profiles the server until it stops (for
-	// 'go tool pprof'); a developer's aid for the benchmark.
-	if path := os.Getenv("CHIMIRROR_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			return fmt.Errorf("cpu profile: %w", err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			f.Close()
-			return fmt.Errorf("cpu profile: %w", err)
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			retErr = errors.Join(retErr, f.Close())
-		}()
+	stopProfile, err := startProfile()
+	if err != nil {
+		return err
 	}
-	box, why := sandboxMode(cfg.Sandbox)
-	if !box && cfg.Sandbox == "on" {
-		return fmt.Errorf("sandbox = \"on\" but %s", why)
-	}
-	if box && !cfg.jobsChecked { // --data-dir or quick mode changed what it checks
-		if ps := cfg.jobProblems(); len(ps) > 0 {
-			return fmt.Errorf("invalid configuration:\n%w", ps)
-		}
+	defer func() { retErr = errors.Join(retErr, stopProfile()) }()
+	box, why, err := sandboxFor(cfg)
+	if err != nil {
+		return err
 	}
 	// The ledger first: its lock keeps a second server off this data dir,
 	// and recovery must finish before any connection is accepted.
-	ledger, err := openLedger(log, cfg.DataDir)
+	ledger, err := openRecovered(log, cfg.DataDir, box)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := ledger.Close(); err != nil {
-			retErr = errors.Join(retErr, err)
-		}
-	}()
-	rec, err := supervisor.Recover(log, ledger, box)
+	defer func() { retErr = errors.Join(retErr, ledger.Close()) }()
+	srv, err := startInstance(log, cfg, ledger, box, why)
 	if err != nil {
-		return fmt.Errorf("recover after the last run: %w", err)
-	}
-	if len(rec.Lost) > 0 || rec.Cgroups > 0 {
-		log.Warn("recovered after an unclean stop", "jobs_lost", len(rec.Lost), "cgroups_removed", rec.Cgroups)
-	}
-	// No TCP keepalive: WebSocket pings find dead peers, and the three
-	// setsockopt calls per connection are measurable in the setup rate.
-	lc := net.ListenConfig{KeepAlive: -1}
-	ln, err := lc.Listen(context.Background(), "tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-	}
-	switch {
-	case box:
-		log.Info("sandbox on: every job gets its own cgroup and namespaces", "cgroup_version", sandbox.CgroupVersion())
-	case cfg.Sandbox == "auto":
-		log.Warn("SANDBOX OFF: jobs run as plain processes with the server's user, filesystem and network, "+
-			"and no CPU, memory or pids limits; only time and output limits apply", "why", why)
-	default:
-		log.Warn("SANDBOX OFF (sandbox = \"off\"): jobs run as plain processes, without limits or isolation")
-	}
-	tokens, freshToken, err := adminTokens(cfg)
-	if err != nil {
-		ln.Close()
 		return err
-	}
-	aln, err := lc.Listen(context.Background(), "tcp", cfg.AdminListen)
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("admin_listen on %s: %w", cfg.AdminListen, err)
-	}
-	metrics := web.NewMetrics()
-	runner, err := sandbox.NewRunner(log, cfg.Runner)
-	if err != nil {
-		ln.Close()
-		aln.Close()
-		return fmt.Errorf("start sandbox runner: %w", err)
 	}
 	defer func() { // after the supervisor's Shutdown: no job is left to it
-		retErr = errors.Join(retErr, runner.Close())
+		retErr = errors.Join(retErr, srv.runner.Close())
 	}()
-	cfg.Sup.Sandbox, cfg.Sup.Ledger, cfg.Sup.OnEnd, cfg.Sup.Runner = box, ledger, metrics.JobEnded, runner
-	sup, err := supervisor.New(log, cfg.Sup)
-	if err != nil {
-		ln.Close()
-		aln.Close()
-		return err
-	}
-	metrics.Watch(sup)
-	cfg.Web.Metrics = metrics
-	srv := web.New(log, sup, cfg.Web)
-	hs := srv.HTTPServer(cfg.Listen)
-	var pols atomic.Pointer[policies.Set] // replaced by SIGHUP reloads
-	pols.Store(cfg.Policies)
-	admin := web.NewAdmin(log, sup, web.AdminOptions{Tokens: tokens, Metrics: metrics,
-		Policies:      func() []*policies.Policy { return pols.Load().All() },
-		CPUSecondRate: cfg.Chargeback.CPUSecond, GiBHourRate: cfg.Chargeback.GiBHour})
-	ahs := admin.HTTPServer(cfg.AdminListen)
-	adminServed := make(chan error, 1)
-	go func() { adminServed <- ahs.Serve(aln) }()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -200,67 +130,11 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 	pipe := make(chan os.Signal, 1)
 	signal.Notify(pipe, syscall.SIGPIPE)
 	defer signal.Stop(pipe)
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
-
-	url := "http://" + ln.Addr().String() + "/"
-	log.Info("chimirror serving", "url", url, "config", cfg.Source, "apps", strings.Join(sup.Apps(), ","), "version", version,
-		"ledger", ledger.Path())
-	fmt.Fprintf(stderr, "chimirror: test page at %s; apps at ws://%sapps/{%s}\n", url, strings.TrimPrefix(url, "http://"), strings.Join(sup.Apps(), ","))
-	console := fmt.Sprintf("chimirror: operator console at http://%s/ (%s)\n", aln.Addr(), tokenHint(cfg))
-	if freshToken != "" { // once, on first run, beside the startup lines (not through the logger)
-		console += fmt.Sprintf("chimirror: new admin token (kept in that file): %s\n", freshToken)
-	}
-	// One write: whoever waits for the console line sees the token with it.
-	fmt.Fprint(stderr, console)
-
-	var serveErr error
-wait:
-	for {
-		select {
-		case <-ctx.Done():
-			log.Info("shutting down: ending every job")
-			break wait
-		case serveErr = <-served:
-			log.Error("http server stopped", "err", serveErr)
-			break wait
-		case serveErr = <-adminServed:
-			log.Error("admin server stopped", "err", serveErr)
-			break wait
-		case <-hup:
-			if next := reload(log, stderr, cfg, sup, admin); next != nil {
-				pols.Store(next.Policies)
-			}
-		}
-	}
+	srv.serve()
+	srv.announce(stderr)
+	serveErr := srv.wait(ctx, hup, stderr)
 	stop()
-	// Stop accepting, then end every job through its normal termination path.
-	// The deadline leaves room for the longest grace period plus the kill.
-	// Tearing a sandboxed job down (cgroup kill, empty, delete) takes a few
-	// ms of kernel work, so thousands of jobs need more than the grace.
-	var maxGrace time.Duration
-	for _, a := range cfg.Sup.Apps {
-		maxGrace = max(maxGrace, a.Grace, supervisor.DefaultGrace)
-	}
-	running := sup.Running()
-	teardown := time.Duration(running) * 10 * time.Millisecond
-	sctx, cancel := context.WithTimeout(context.Background(), maxGrace+5*time.Second+teardown)
-	defer cancel()
-	// The HTTP server stops accepting at once, and its handlers may still be
-	// starting jobs: shut both down side by side, so ending the jobs never
-	// waits for a handler (nor a handler for the jobs' end).
-	herrc := make(chan error, 1)
-	go func() { herrc <- hs.Shutdown(sctx) }()
-	t0 := time.Now()
-	serr := sup.Shutdown(sctx)
-	log.Info("jobs ended", "jobs", running, "took", time.Since(t0).Round(time.Millisecond))
-	herr := <-herrc
-	admin.Close() // live event sockets: hijacked, so Shutdown does not wait for them
-	aerr := ahs.Shutdown(sctx)
-	if serveErr != nil && errors.Is(serveErr, http.ErrServerClosed) {
-		serveErr = nil
-	}
-	if err := errors.Join(serveErr, herr, serr, aerr); err != nil {
+	if err := srv.shutdown(serveErr); err != nil {
 		return err
 	}
 	log.Info("stopped")
@@ -268,6 +142,235 @@ wait:
 		return err
 	}
 	return nil
+}
+
+// startProfile starts a CPU profile when CHIMIRROR_CPUPROFILE=FILE is set
+// (for 'go tool pprof'; a developer's aid for the benchmark). The stop
+// function ends it and closes the file.
+func startProfile() (stop func() error, retErr error) {
+	path := os.Getenv("CHIMIRROR_CPUPROFILE")
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", errors.Join(err, f.Close()))
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
+}
+
+// sandboxFor decides whether jobs are sandboxed (why: the reason when they
+// are not), refuses sandbox = "on" where it cannot be, and checks what only sandboxed jobs
+// need when parseConfig could not (--data-dir or quick mode changed it).
+func sandboxFor(cfg *config) (box bool, why string, err error) {
+	box, why = sandboxMode(cfg.Sandbox)
+	if !box && cfg.Sandbox == "on" {
+		return false, why, fmt.Errorf("sandbox = \"on\" but %s", why)
+	}
+	if box && !cfg.jobsChecked {
+		if ps := cfg.jobProblems(); len(ps) > 0 {
+			return false, why, fmt.Errorf("invalid configuration:\n%w", ps)
+		}
+	}
+	return box, why, nil
+}
+
+// openRecovered opens the data dir's ledger and recovers from the last
+// run: jobs it left running are recorded lost, their cgroups removed.
+func openRecovered(log *slog.Logger, dataDir string, box bool) (_ *accounting.Ledger, retErr error) {
+	ledger, err := openLedger(log, dataDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			retErr = errors.Join(retErr, ledger.Close())
+		}
+	}()
+	rec, err := supervisor.Recover(log, ledger, box)
+	if err != nil {
+		return nil, fmt.Errorf("recover after the last run: %w", err)
+	}
+	if len(rec.Lost) > 0 || rec.Cgroups > 0 {
+		log.Warn("recovered after an unclean stop", "jobs_lost", len(rec.Lost), "cgroups_removed", rec.Cgroups)
+	}
+	return ledger, nil
+}
+
+// instance is a running chimirror server: its listeners, its supervisor
+// and runner, and the HTTP servers on them.
+type instance struct {
+	log        *slog.Logger
+	cfg        *config
+	box        bool
+	why        string // why jobs are not sandboxed, when they are not
+	ledger     *accounting.Ledger
+	ln, aln    net.Listener
+	runner     *sandbox.Runner
+	sup        *supervisor.Supervisor
+	admin      *web.Admin
+	hs, ahs    *http.Server
+	pols       atomic.Pointer[policies.Set] // replaced by SIGHUP reloads
+	freshToken string                       // an admin token made on this first run, to print once
+
+	served, adminServed chan error // each HTTP server's Serve result
+}
+
+// startInstance opens the listeners (the public one first: a busy port fails
+// before anything else is made), the runner and the supervisor, and makes
+// the HTTP servers. Nothing is served until serve.
+func startInstance(log *slog.Logger, cfg *config, ledger *accounting.Ledger, box bool, why string) (_ *instance, retErr error) {
+	s := &instance{log: log, cfg: cfg, box: box, why: why, ledger: ledger,
+		served: make(chan error, 1), adminServed: make(chan error, 1)}
+	var undo []func() error
+	defer func() {
+		if retErr != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				retErr = errors.Join(retErr, undo[i]())
+			}
+		}
+	}()
+	// No TCP keepalive: WebSocket pings find dead peers, and the three
+	// setsockopt calls per connection are measurable in the setup rate.
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(context.Background(), "tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	s.ln = ln
+	undo = append(undo, ignoreClosed(ln.Close))
+	s.logSandbox()
+	tokens, freshToken, err := adminTokens(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.freshToken = freshToken
+	aln, err := lc.Listen(context.Background(), "tcp", cfg.AdminListen)
+	if err != nil {
+		return nil, fmt.Errorf("admin_listen on %s: %w", cfg.AdminListen, err)
+	}
+	s.aln = aln
+	undo = append(undo, ignoreClosed(aln.Close))
+	metrics := web.NewMetrics()
+	if s.runner, err = sandbox.NewRunner(log, cfg.Runner); err != nil {
+		return nil, fmt.Errorf("start sandbox runner: %w", err)
+	}
+	undo = append(undo, s.runner.Close)
+	cfg.Sup.Sandbox, cfg.Sup.Ledger, cfg.Sup.OnEnd, cfg.Sup.Runner = box, ledger, metrics.JobEnded, s.runner
+	if s.sup, err = supervisor.New(log, cfg.Sup); err != nil {
+		return nil, err
+	}
+	metrics.Watch(s.sup)
+	cfg.Web.Metrics = metrics
+	s.hs = web.New(log, s.sup, cfg.Web).HTTPServer(cfg.Listen)
+	s.pols.Store(cfg.Policies)
+	s.admin = web.NewAdmin(log, s.sup, web.AdminOptions{Tokens: tokens, Metrics: metrics,
+		Policies:      func() []*policies.Policy { return s.pols.Load().All() },
+		CPUSecondRate: cfg.Chargeback.CPUSecond, GiBHourRate: cfg.Chargeback.GiBHour})
+	s.ahs = s.admin.HTTPServer(cfg.AdminListen)
+	return s, nil
+}
+
+// ignoreClosed is close that takes an already closed listener as done.
+func ignoreClosed(close func() error) func() error {
+	return func() error {
+		if err := close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	}
+}
+
+// logSandbox says, once, how jobs will run.
+func (s *instance) logSandbox() {
+	switch {
+	case s.box:
+		s.log.Info("sandbox on: every job gets its own cgroup and namespaces", "cgroup_version", sandbox.CgroupVersion())
+	case s.cfg.Sandbox == "auto":
+		s.log.Warn("SANDBOX OFF: jobs run as plain processes with the server's user, filesystem and network, "+
+			"and no CPU, memory or pids limits; only time and output limits apply", "why", s.why)
+	default:
+		s.log.Warn("SANDBOX OFF (sandbox = \"off\"): jobs run as plain processes, without limits or isolation")
+	}
+}
+
+// serve starts both HTTP servers; wait reads how they end.
+func (s *instance) serve() {
+	go func() { s.adminServed <- s.ahs.Serve(s.aln) }()
+	go func() { s.served <- s.hs.Serve(s.ln) }()
+}
+
+// announce writes the lines that say the server is up, and where.
+func (s *instance) announce(stderr io.Writer) {
+	url := "http://" + s.ln.Addr().String() + "/"
+	s.log.Info("chimirror serving", "url", url, "config", s.cfg.Source, "apps", strings.Join(s.sup.Apps(), ","),
+		"version", version, "ledger", s.ledger.Path())
+	fmt.Fprintf(stderr, "chimirror: test page at %s; apps at ws://%sapps/{%s}\n", url, strings.TrimPrefix(url, "http://"), strings.Join(s.sup.Apps(), ","))
+	console := fmt.Sprintf("chimirror: operator console at http://%s/ (%s)\n", s.aln.Addr(), tokenHint(s.cfg))
+	if s.freshToken != "" { // once, on first run, beside the startup lines (not through the logger)
+		console += fmt.Sprintf("chimirror: new admin token (kept in that file): %s\n", s.freshToken)
+	}
+	// One write: whoever waits for the console line sees the token with it.
+	fmt.Fprint(stderr, console)
+}
+
+// wait serves until ctx is done or an HTTP server stops, reloading on
+// each SIGHUP, and returns the server's error if one stopped.
+func (s *instance) wait(ctx context.Context, hup <-chan os.Signal, stderr io.Writer) error {
+	for {
+		select {
+		case <-ctx.Done():
+			s.log.Info("shutting down: ending every job")
+			return nil
+		case err := <-s.served:
+			s.log.Error("http server stopped", "err", err)
+			return err
+		case err := <-s.adminServed:
+			s.log.Error("admin server stopped", "err", err)
+			return err
+		case <-hup:
+			if next := reload(s.log, stderr, s.cfg, s.sup, s.admin); next != nil {
+				s.pols.Store(next.Policies)
+			}
+		}
+	}
+}
+
+// shutdown stops accepting, then ends every job through its normal
+// termination path. The deadline leaves room for the longest grace period
+// plus the kill; tearing a sandboxed job down (cgroup kill, empty, delete)
+// takes a few ms of kernel work, so thousands of jobs need more than the
+// grace.
+func (s *instance) shutdown(serveErr error) error {
+	var maxGrace time.Duration
+	for _, a := range s.cfg.Sup.Apps {
+		maxGrace = max(maxGrace, a.Grace, supervisor.DefaultGrace)
+	}
+	running := s.sup.Running()
+	teardown := time.Duration(running) * 10 * time.Millisecond
+	sctx, cancel := context.WithTimeout(context.Background(), maxGrace+5*time.Second+teardown)
+	defer cancel()
+	// The HTTP server stops accepting at once, and its handlers may still be
+	// starting jobs: shut both down side by side, so ending the jobs never
+	// waits for a handler (nor a handler for the jobs' end).
+	herrc := make(chan error, 1)
+	go func() { herrc <- s.hs.Shutdown(sctx) }()
+	t0 := time.Now()
+	serr := s.sup.Shutdown(sctx)
+	s.log.Info("jobs ended", "jobs", running, "took", time.Since(t0).Round(time.Millisecond))
+	herr := <-herrc
+	s.admin.Close() // live event sockets: hijacked, so Shutdown does not wait for them
+	aerr := s.ahs.Shutdown(sctx)
+	if serveErr != nil && errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	return errors.Join(serveErr, herr, serr, aerr)
 }
 
 // openLedger opens the ledger in dataDir, creating the directory if
