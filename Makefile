@@ -4,6 +4,9 @@
 # step here must be non-interactive.
 
 GO ?= go
+# staticcheck, pinned; make deps installs it through the module proxy.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK = $(shell $(GO) env GOPATH)/bin/staticcheck
 
 .DEFAULT_GOAL := test
 .PHONY: test deps vet build bench
@@ -15,8 +18,14 @@ test: deps vet
 	@# run it as such a build does (AllThreadsSyscall works only there).
 	CGO_ENABLED=0 $(GO) test -count=1 ./sandbox
 
+# vet: static checks. go.mod and go.sum must be tidy (no drift between the
+# imports and the requirements), go vet, and staticcheck with its default
+# checks (bugs SA*, simplifications S*, the default style checks ST*, and
+# unused code U1000).
 vet: deps
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
 	@# Linux-only code lives in _linux.go files with fallbacks: keep other
 	@# OSes and cgo-less builds compiling.
 	GOOS=darwin $(GO) build ./...
@@ -35,6 +44,11 @@ deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "make deps: chromium missing and not root: browser tests will skip"; fi; \
+	fi
+	@# staticcheck, at the pinned version, built by the go command.
+	@if ! $(STATICCHECK) -version 2>/dev/null | grep -q '($(STATICCHECK_VERSION:v%=%))'; then \
+	  echo "make deps: installing staticcheck $(STATICCHECK_VERSION)"; \
+	  $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); \
 	fi
 # ---- end deps ----------------------------------------------------------------
 

@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"testing"
@@ -32,23 +31,6 @@ func testView() View {
 		}
 	}
 	return View{RO: ro}
-}
-
-func runIsolated(t *testing.T, r *Runner, spec Spec) (string, ExitStatus) {
-	t.Helper()
-	p, err := r.Start(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := io.ReadAll(p.Stdout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := waitDone(t, p)
-	if err := p.Close(); err != nil {
-		t.Fatalf("close: %v", err)
-	}
-	return string(out), st
 }
 
 // Ensure a running job's PID 1 is the C init: one thread, so a job costs

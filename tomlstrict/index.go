@@ -182,16 +182,3 @@ func (x *Index) at(k Key, line int) (entry, bool) {
 	}
 	return found, ok
 }
-
-// lastKeyBefore is the key written last at or before line: the one a
-// syntax error on line interrupts.
-func (x *Index) lastKeyBefore(line int) Key {
-	var k Key
-	for _, e := range x.entries {
-		if e.line > line {
-			break
-		}
-		k = e.full()
-	}
-	return k
-}

@@ -261,7 +261,8 @@ func (a *Admin) events(w http.ResponseWriter, r *http.Request, _ string) error {
 	readErr := s.readLoop(h)
 	h.drop(s)
 	wg.Wait() // the writer has closed the socket
-	if readErr != nil && !closedNormally(readErr) {
+	// readLoop ends only on an error: the client's close frame, or worse.
+	if !closedNormally(readErr) {
 		a.log.Debug("events subscriber left", "err", readErr)
 	}
 	if writeErr != nil {
