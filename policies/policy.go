@@ -1,3 +1,12 @@
+// Package policies is the job-class model: a policy (a TOML file, strictly
+// decoded by tomlstrict) names a job's CPU, memory, pids, time and output
+// limits, its identity, its view of files and devices, and its seccomp
+// filter. The built-in default.toml and strict.toml are embedded; an
+// operator's own files come from policy_dir. Everything is checked and
+// resolved once, when a policy loads: sizes and durations to numbers,
+// signal names to signals (signal.go holds the one list), memory semantics
+// (no swap, the whole job ended on OOM) and limits to the OCI runtime-spec
+// vocabulary the sandbox takes. The sandbox decides nothing about policy.
 package policies
 
 import (
