@@ -625,7 +625,6 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 		Remote:   req.Remote,
 		Protocol: req.Protocol,
 		sup:      s,
-		exitedc:  make(chan struct{}),
 	}
 	s.mu.Lock()
 	if err := s.admitLocked(tenant); err != nil {
