@@ -75,10 +75,11 @@ type Exit struct {
 // supervisor never knows which protocol is in use.
 //
 // Concurrency contract: Receive is called from one goroutine. Send is called
-// from the stdout and stderr pumps concurrently, and Input.Done callbacks and
-// Finish may run alongside, so the adapter serialises its own writes. Close
-// may be called at any time, from any goroutine, and must unblock Receive and
-// Send.
+// from the stdout and stderr pumps of the job's relay concurrently, and
+// Input.Done callbacks and Finish may run alongside, so the adapter
+// serialises its own writes. Send returns within a bounded time (a write
+// timeout): the job's end waits for it. Close may be called at any time, from
+// any goroutine, and must unblock Receive and Send.
 type Client interface {
 	// Receive blocks for the next client event. Any error means the client is
 	// gone (or was closed) and no more input will come.

@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/chimirror/chimirror/accounting"
@@ -21,11 +19,11 @@ import (
 //
 //	Start ── fork ──► Run(client)
 //	                    ├─ caller's goroutine: input loop  client ─► stdin
-//	                    ├─ stderr pump                      stderr ─► client
-//	                    └─ stdout pump, then finisher       stdout ─► client
-//	                                                         wait stderr + exit
-//	                                                         client.Finish(exit)
-//	Run returns after both pumps are done and the connection is closed.
+//	                    └─ relay (two pumps)               stdout, stderr ─► client
+//	                                                        once drained and reaped:
+//	                                                        client.Finish(exit)
+//	Run returns after the relay has reported the end and the connection is
+//	closed.
 //
 // Termination (client gone, cancel, shutdown) closes stdin, sends the app's
 // exit signal to the process group and arms a grace timer that kills the
@@ -62,15 +60,10 @@ type Job struct {
 	usage      sandbox.Usage     // the sampler's last reading
 	usageAt    time.Time
 	cpuPercent float64 // between the last two readings; -1 before two
-	client     Client
-	clientGone bool   // no more output can be delivered
-	reason     Reason // the first cause of termination wins
+	reason     Reason  // the first cause of termination wins
 	detail     string
 	procExited bool
-	exitedc    chan struct{} // closed by exited, after the drain timer is armed
-	finished   bool
 	grace      *time.Timer
-	drain      *time.Timer
 	wall, idle *time.Timer // policy limits; stopped when the process exits
 }
 
@@ -156,51 +149,41 @@ func (j *Job) Log() *slog.Logger { return j.log }
 func (j *Job) StartRecorded() { j.begun() }
 
 // Abort ends a job whose client never attached (the upgrade failed).
-func (j *Job) Abort() {
-	j.mu.Lock()
-	j.clientGone = true
-	j.mu.Unlock()
-	j.Run(nil)
-}
+func (j *Job) Abort() { j.Run(nil) }
 
 // Run bridges the job to c until the job has ended and c is closed. It returns
 // the job's end. A nil c means there is no client: the job is ended at once.
 func (j *Job) Run(c Client) Exit {
 	defer j.sup.release(j)
 	j.StartRecorded()
-	j.mu.Lock()
-	j.client = c
-	j.mu.Unlock()
-	j.proc.AfterExit(j.exited)
+	var maxOutput int64
+	if pol := j.App.Policy; pol != nil {
+		maxOutput = pol.MaxOutputBytes
+	}
+	out := newRelay(c, relayConfig{
+		Stdout: j.proc.Stdout, Stderr: j.proc.Stdio,
+		StdoutBytes: &j.stdoutBytes, StderrBytes: &j.stderrBytes, LastIO: &j.lastIO,
+		MaxOutputBytes: maxOutput,
+		Stop:           j.terminate,
+		Report:         func() Exit { return j.finish(c) },
+		Answering:      &j.inputMu,
+		Log:            j.log,
+	})
+	out.start()
+	j.proc.AfterExit(func() {
+		j.exited()
+		out.exited(j.sup.drain)
+	})
 	j.armLimits()
-
-	exitc := make(chan Exit, 1)
-	errDone := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		defer close(errDone)
-		j.pump(Stderr, j.proc.Stdio, &j.stderrBytes)
-	}()
-	go func() {
-		defer wg.Done()
-		j.pump(Stdout, j.proc.Stdout, &j.stdoutBytes)
-		<-errDone
-		<-j.exitedc
-		exitc <- j.finish()
-	}()
 
 	if c == nil {
 		j.terminate(ReasonClientGone, "upgrade failed")
 	} else {
 		err := j.inputLoop(c)
-		j.mu.Lock()
-		j.clientGone = true
-		j.mu.Unlock()
+		out.clientGone()
 		j.terminate(ReasonClientGone, describeClientErr(err))
 	}
-	wg.Wait()
+	e := out.wait()
 	if c != nil {
 		if err := c.Close(); err != nil {
 			j.log.Debug("close client", "err", err)
@@ -217,7 +200,7 @@ func (j *Job) Run(c Client) Exit {
 		}
 		j.log.Warn("close job descriptors", "err", err)
 	}
-	return <-exitc
+	return e
 }
 
 func describeClientErr(err error) string {
@@ -257,143 +240,6 @@ func (j *Job) inputLoop(c Client) error {
 		}
 		j.inputMu.Unlock()
 	}
-}
-
-// pump copies one output stream to the client until EOF or a drain deadline.
-// Once the client cannot take more, output is read and discarded, so the
-// process never blocks on a full pipe while it is being terminated.
-func (j *Job) pump(s Stream, f *os.File, counter *atomic.Int64) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		j.log.Error("pump: raw conn", "stream", s, "err", err)
-		return
-	}
-	streaming := false // the last read would have filled a small buffer
-	for {
-		bp, n, err := readChunk(rc, streaming)
-		streaming = n >= smallChunkBytes
-		if n > 0 {
-			counter.Add(int64(n))
-			j.lastIO.Store(time.Now().UnixNano())
-			if allowed := j.outputAllowed(n); allowed > 0 {
-				j.deliver(s, (*bp)[:allowed])
-			}
-		}
-		if bp != nil {
-			putChunk(bp)
-		}
-		if err != nil {
-			// ECONNRESET: the process exited with stdin it never read.
-			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, syscall.ECONNRESET) {
-				j.log.Warn("read job output", "stream", s, "err", err)
-			}
-			return
-		}
-	}
-}
-
-// outputAllowed charges n bytes of output against max_output and returns how
-// many of them may still go to the client; passing the limit ends the job.
-func (j *Job) outputAllowed(n int) int {
-	pol := j.App.Policy
-	if pol == nil || pol.MaxOutputBytes <= 0 {
-		return n
-	}
-	total := j.stdoutBytes.Load() + j.stderrBytes.Load()
-	if total <= pol.MaxOutputBytes {
-		return n
-	}
-	over := total - pol.MaxOutputBytes
-	j.terminate(ReasonOutputLimit, fmt.Sprintf("more than max_output %d bytes", pol.MaxOutputBytes))
-	return max(0, n-int(min(over, int64(n))))
-}
-
-func (j *Job) deliver(s Stream, p []byte) {
-	j.mu.Lock()
-	c, gone := j.client, j.clientGone
-	j.mu.Unlock()
-	if gone || c == nil {
-		return
-	}
-	if err := c.Send(s, p); err != nil {
-		j.mu.Lock()
-		j.clientGone = true
-		j.mu.Unlock()
-		j.terminate(ReasonClientGone, "send: "+err.Error())
-	}
-}
-
-// Output is read in chunks. A read takes a small buffer, so a quiet or chatty
-// job costs little, unless its last read got a small buffer's worth or more:
-// a streaming job reads big chunks, and makes fewer, larger messages (binary output is
-// about a tenth faster). Buffers are pooled and held only while one read's
-// data is delivered, so an idle job holds none. At most bigChunksOut big
-// buffers are out at once, server-wide: streaming jobs behind slow clients
-// hold at most that many beyond their small ones.
-const (
-	smallChunkBytes = 64 << 10
-	bigChunkBytes   = 256 << 10
-	bigChunksOut    = 64
-)
-
-var (
-	smallPool = sync.Pool{New: func() any { b := make([]byte, smallChunkBytes); return &b }}
-	bigPool   = sync.Pool{New: func() any { b := make([]byte, bigChunkBytes); return &b }}
-	bigOut    atomic.Int64
-)
-
-// getChunk returns a big buffer if big is asked for and the budget allows.
-func getChunk(big bool) *[]byte {
-	if big {
-		if bigOut.Add(1) <= bigChunksOut {
-			return bigPool.Get().(*[]byte)
-		}
-		bigOut.Add(-1)
-	}
-	return smallPool.Get().(*[]byte)
-}
-
-func putChunk(bp *[]byte) {
-	if len(*bp) == bigChunkBytes {
-		bigPool.Put(bp)
-		bigOut.Add(-1)
-		return
-	}
-	smallPool.Put(bp)
-}
-
-// readChunk reads what the stream has, waiting for it in the poller. The
-// caller puts the buffer back with putChunk once the data is delivered.
-func readChunk(rc syscall.RawConn, big bool) (*[]byte, int, error) {
-	var (
-		bp   *[]byte
-		n    int
-		rerr error
-	)
-	err := rc.Read(func(fd uintptr) bool {
-		bp = getChunk(big)
-		for {
-			n, rerr = syscall.Read(int(fd), *bp)
-			if !errors.Is(rerr, syscall.EINTR) {
-				break
-			}
-		}
-		if errors.Is(rerr, syscall.EAGAIN) {
-			putChunk(bp)
-			bp = nil
-			return false
-		}
-		return true
-	})
-	switch {
-	case err != nil:
-		return bp, 0, err
-	case rerr != nil:
-		return bp, 0, rerr
-	case n == 0:
-		return bp, 0, io.EOF
-	}
-	return bp, n, nil
 }
 
 // terminate begins ending the job for reason, unless it is already ending.
@@ -446,33 +292,16 @@ func (j *Job) kill() {
 	}
 }
 
-// exited runs on the reaper once the leader is gone: stop the grace timer and
-// bound the remaining output drain.
+// exited runs on the reaper once the leader is gone, before the relay hears
+// of it: the job's end is settled (no termination starts after it), so its
+// timers stop.
 func (j *Job) exited() {
 	j.mu.Lock()
+	defer j.mu.Unlock()
 	j.procExited = true
 	for _, t := range []*time.Timer{j.grace, j.wall, j.idle} {
 		if t != nil {
 			t.Stop()
-		}
-	}
-	j.drain = time.AfterFunc(j.sup.drain, j.stopDraining)
-	j.mu.Unlock()
-	close(j.exitedc)
-}
-
-// stopDraining unblocks both pumps; output still unread is dropped. It does
-// nothing once the job has finished (its descriptors are being closed).
-func (j *Job) stopDraining() {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.finished {
-		return
-	}
-	past := time.Unix(1, 0)
-	for _, f := range []*os.File{j.proc.Stdio, j.proc.Stdout} {
-		if err := f.SetDeadline(past); err != nil && !errors.Is(err, os.ErrClosed) {
-			j.log.Warn("end output drain", "err", err)
 		}
 	}
 }
@@ -578,8 +407,10 @@ func (j *Job) recordEnd(e Exit, cnt Counters, c Client) {
 	}
 }
 
-// finish runs once output is drained and the leader reaped.
-func (j *Job) finish() Exit {
+// finish takes the job's end for its relay, which calls it once output is
+// drained and flushed to c (nil: no client) and the leader reaped, and
+// reports the end to c afterwards.
+func (j *Job) finish(c Client) Exit {
 	st := j.proc.Status()
 	var usage sandbox.Usage
 	var uerr error
@@ -591,12 +422,7 @@ func (j *Job) finish() Exit {
 		}
 	}
 	j.mu.Lock()
-	j.finished = true
-	if j.drain != nil {
-		j.drain.Stop()
-	}
 	e := Exit{Status: st, Reason: j.reason, Detail: j.detail, Usage: usage, Sandboxed: sandboxed && uerr == nil}
-	c, gone := j.client, j.clientGone
 	j.mu.Unlock()
 	if e.Reason == "" && e.Sandboxed && usage.OOMKills > 0 {
 		e.Reason, e.Detail = ReasonOOM, fmt.Sprintf("%d OOM kill(s) in the job's cgroup", usage.OOMKills)
@@ -605,11 +431,6 @@ func (j *Job) finish() Exit {
 		e.Reason = ReasonExit
 		if st.Signal != 0 {
 			e.Reason = ReasonSignal
-		}
-	}
-	if c != nil && !gone {
-		if err := c.Flush(); err != nil {
-			j.log.Debug("flush client", "err", err)
 		}
 	}
 	cnt := j.Counters()
@@ -626,17 +447,5 @@ func (j *Job) finish() Exit {
 	j.log.Info("job ended", attrs...)
 	j.recordEnd(e, cnt, c)
 	j.sup.jobEnded(j, e)
-	if c != nil && !gone {
-		j.inputMu.Lock() // let an input being applied send its answer first
-		err := c.Finish(e)
-		j.inputMu.Unlock()
-		if err != nil {
-			j.log.Debug("finish client", "err", err)
-		}
-	} else if c != nil {
-		if err := c.Close(); err != nil {
-			j.log.Debug("close client", "err", err)
-		}
-	}
 	return e
 }

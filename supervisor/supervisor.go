@@ -733,8 +733,7 @@ func (s *Supervisor) newJob(req Request) (*Job, error) {
 		a.Policy = tenant.Policy
 		app = &a
 	}
-	return &Job{App: app, Tenant: tenant, Remote: req.Remote, Protocol: req.Protocol, sup: s,
-		exitedc: make(chan struct{})}, nil
+	return &Job{App: app, Tenant: tenant, Remote: req.Remote, Protocol: req.Protocol, sup: s}, nil
 }
 
 // recordStart gives an admitted job its record and ID, and moves it from
