@@ -28,6 +28,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/chimirror/chimirror/accounting"
+	"github.com/chimirror/chimirror/internal/cli"
 	"github.com/chimirror/chimirror/sandbox"
 	bolt "go.etcd.io/bbolt"
 )
@@ -124,7 +125,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.getppids, "getppids", 200_000, "getppid(2) calls per timed loop, in and out of a job")
 	quick := fs.Bool("quick", false, "tiny counts: check that every figure can be measured")
 	only := fs.String("only", "", "comma-separated groups to measure, of: "+strings.Join(benchGroups, ",")+" (default all)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	want, err := parseOnly(*only)

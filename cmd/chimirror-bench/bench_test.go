@@ -14,12 +14,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/chimirror/chimirror/internal/cli"
 	"github.com/chimirror/chimirror/sandbox"
 )
 
@@ -45,7 +45,7 @@ func testMain(m *testing.M) int {
 	defer cancel()
 	for _, b := range []struct{ out, pkg string }{{"chimirror", "../chimirror"}, {"chimirror-bench", "."}} {
 		args := []string{"build", "-o", filepath.Join(dir, b.out)}
-		if raceEnabled() {
+		if cli.RaceEnabled() {
 			args = append(args, "-race") // a data race in the server fails the test that triggers it
 		}
 		build := exec.CommandContext(ctx, "go", append(args, b.pkg)...)
@@ -57,20 +57,6 @@ func testMain(m *testing.M) int {
 	}
 	benchBin = filepath.Join(dir, "chimirror-bench")
 	return m.Run()
-}
-
-// raceEnabled reports whether this test binary was built with -race.
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
 }
 
 // runBench runs the built chimirror-bench with args in a temporary
@@ -110,7 +96,7 @@ func TestBenchQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("bench --quick starts a server and ~100 jobs; skipped in -short")
 	}
-	if raceEnabled() {
+	if cli.RaceEnabled() {
 		t.Skip("bench --quick under -race: each sandboxed job starts a race-built helper; run without -race")
 	}
 	stdout, stderr, code := runBench(t, 2*time.Minute, "--quick")

@@ -7,13 +7,13 @@
 package main
 
 import (
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+
+	"github.com/chimirror/chimirror/internal/cli"
 )
 
 // The hidden commands: the floors this binary runs as its own children.
@@ -26,24 +26,8 @@ const (
 	getppidArg = "getppid"
 )
 
-// exitCode carries a process exit status through main's single os.Exit.
-type exitCode int
-
-func (e exitCode) Error() string { return fmt.Sprintf("exit %d", int(e)) }
-
 func main() {
-	err := run(os.Args[1:], os.Stdout, os.Stderr)
-	var code exitCode
-	switch {
-	case err == nil:
-	case errors.As(err, &code):
-		os.Exit(int(code))
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0)
-	default:
-		fmt.Fprintln(os.Stderr, "chimirror-bench:", err)
-		os.Exit(1)
-	}
+	cli.Exit("chimirror-bench", run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -56,16 +40,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return cmdBench(args, stdout, stderr)
-}
-
-// parseFlags parses the flags. The flag package has already printed the
-// problem and the usage, so a bad flag is just exit 2.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	err := fs.Parse(args)
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return err
-	}
-	return exitCode(2)
 }
 
 // findChimirror returns the chimirror binary to measure: flagged if it is

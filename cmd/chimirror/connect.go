@@ -19,13 +19,14 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/chimirror/chimirror/internal/cli"
 	"github.com/chimirror/chimirror/sandbox"
 	"github.com/chimirror/chimirror/supervisor"
 )
 
 // connectFailed is connect's own exit code when there is no job status to
 // return (refused, unreachable, protocol broken); like ssh's 255.
-const connectFailed = exitCode(255)
+const connectFailed = cli.ExitCode(255)
 
 type headerFlags []string
 
@@ -48,12 +49,12 @@ func cmdConnect(args []string, stderr io.Writer) error {
 			"128+signal if it was killed, or 255 if no job status arrived.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return exitCode(2)
+		return cli.ExitCode(2)
 	}
 	u, err := wsURL(fs.Arg(0))
 	if err != nil {
@@ -200,7 +201,7 @@ func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
 			if st.Code == 0 {
 				return nil
 			}
-			return exitCode(st.Code)
+			return cli.ExitCode(st.Code)
 		case "/error":
 			fmt.Fprintf(stderr, "chimirror connect: server: %s\n", ev.Data)
 		}

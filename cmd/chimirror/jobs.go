@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chimirror/chimirror/accounting"
+	"github.com/chimirror/chimirror/internal/cli"
 	"github.com/chimirror/chimirror/tomlstrict"
 )
 
@@ -270,12 +271,12 @@ func cmdJobs(args []string, stdout, stderr io.Writer) (retErr error) {
 			"Lists jobs, newest first: from the running server's admin API, or from the\nledger file when no server runs.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 || (*running && *all) {
 		fs.Usage()
-		return exitCode(2)
+		return cli.ExitCode(2)
 	}
 	q.Tenant, q.App, q.Limit = *tenant, *app, 50
 	if *running {
@@ -336,12 +337,12 @@ func jobArgs(name, usage string, args []string, stderr io.Writer) (clientFlags, 
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, reorder(fs, args)); err != nil {
+	if err := cli.ParseFlags(fs, reorder(fs, args)); err != nil {
 		return cf, nil, "", err
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return cf, nil, "", exitCode(2)
+		return cf, nil, "", cli.ExitCode(2)
 	}
 	id := fs.Arg(0)
 	if _, err := accounting.ParseID(id); err != nil {
@@ -447,7 +448,7 @@ func cmdAcct(args []string, stdout, stderr io.Writer) (retErr error) {
 			"Sums jobs' usage per group: jobs, CPU seconds, peak memory, GiB-hours of memory,\nbytes, counts by reason, and the cost when [chargeback] rates are configured.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if *cf.json {

@@ -3,14 +3,13 @@
 package main
 
 import (
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
 	"runtime/debug"
 
+	"github.com/chimirror/chimirror/internal/cli"
 	"github.com/chimirror/chimirror/sandbox"
 )
 
@@ -33,35 +32,19 @@ Usage:
 Run 'chimirror COMMAND --help' for a command's flags.
 `
 
-// exitCode carries a process exit status through main's single os.Exit.
-type exitCode int
-
-func (e exitCode) Error() string { return fmt.Sprintf("exit %d", int(e)) }
-
 func main() {
 	// A job's init helper: dispatched before anything else runs or opens a
 	// file, as runc init is.
 	if sandbox.IsInit(os.Args) {
 		sandbox.RunInit()
 	}
-	err := run(os.Args[1:], os.Stdout, os.Stderr)
-	var code exitCode
-	switch {
-	case err == nil:
-	case errors.As(err, &code):
-		os.Exit(int(code))
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0)
-	default:
-		fmt.Fprintln(os.Stderr, "chimirror:", err)
-		os.Exit(1)
-	}
+	cli.Exit("chimirror", run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return exitCode(2)
+		return cli.ExitCode(2)
 	}
 	switch args[0] {
 	case "serve":
@@ -86,7 +69,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprintf(stderr, "chimirror: unknown command %q\n\n%s", args[0], usage)
-	return exitCode(2)
+	return cli.ExitCode(2)
 }
 
 func buildVersion() string {
@@ -98,14 +81,4 @@ func buildVersion() string {
 		}
 	}
 	return version
-}
-
-// parseFlags parses a command's flags. The flag package has already printed
-// the problem and the usage, so a bad flag is just exit 2.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	err := fs.Parse(args)
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return err
-	}
-	return exitCode(2)
 }

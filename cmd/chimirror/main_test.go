@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chimirror/chimirror/internal/cli"
 	"github.com/gorilla/websocket"
 )
 
@@ -50,7 +50,7 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	chimirrorBin = filepath.Join(dir, "chimirror")
 	args := []string{"build", "-o", chimirrorBin}
-	if raceEnabled() {
+	if cli.RaceEnabled() {
 		args = append(args, "-race") // a data race in the server fails the test that triggers it
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -62,20 +62,6 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
-}
-
-// raceEnabled reports whether this test binary was built with -race.
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
 }
 
 // ---------------------------------------------------------------------------

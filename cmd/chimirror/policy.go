@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/chimirror/chimirror/internal/cli"
 	"github.com/chimirror/chimirror/policies"
 	"github.com/chimirror/chimirror/tomlstrict"
 )
@@ -36,7 +37,7 @@ const policyUsage = `Usage:
 func cmdPolicy(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, policyUsage)
-		return exitCode(2)
+		return cli.ExitCode(2)
 	}
 	switch args[0] {
 	case "check":
@@ -48,23 +49,23 @@ func cmdPolicy(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprintf(stderr, "chimirror policy: unknown command %q\n\n%s", args[0], policyUsage)
-	return exitCode(2)
+	return cli.ExitCode(2)
 }
 
 // cmdPolicyCheck parses each file on its own, as `chimirror policy check`.
-// It returns exitCode(1) once it has printed problems.
+// It returns cli.ExitCode(1) once it has printed problems.
 func cmdPolicyCheck(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("policy check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, policyUsage) }
 	config := fs.String("config", "", "a server config to check, its policies and apps included")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if *config != "" {
 		if fs.NArg() > 0 {
 			fmt.Fprintf(stderr, "chimirror policy check: --config takes no FILE arguments\n\n%s", policyUsage)
-			return exitCode(2)
+			return cli.ExitCode(2)
 		}
 		c, err := loadConfig(*config)
 		if err != nil {
@@ -113,7 +114,7 @@ func cmdPolicyCheck(args []string, stdout, stderr io.Writer) error {
 }
 
 // printProblems prints a tomlstrict.Problems one problem a line, or any other
-// error as chimirror prints errors, and returns exitCode(1).
+// error as chimirror prints errors, and returns cli.ExitCode(1).
 func printProblems(stderr io.Writer, err error) error {
 	var ps tomlstrict.Problems
 	if errors.As(err, &ps) {
@@ -123,7 +124,7 @@ func printProblems(stderr io.Writer, err error) error {
 	} else {
 		fmt.Fprintln(stderr, "chimirror:", err)
 	}
-	return exitCode(1)
+	return cli.ExitCode(1)
 }
 
 // cmdPolicyList prints the policies Load finds as a table.
@@ -135,12 +136,12 @@ func cmdPolicyList(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, policyUsage+"\n")
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "chimirror policy list: unexpected argument %q\n\n%s", fs.Arg(0), policyUsage)
-		return exitCode(2)
+		return cli.ExitCode(2)
 	}
 	set, err := policies.Load(*dir)
 	if err != nil {

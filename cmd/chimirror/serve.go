@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/chimirror/chimirror/accounting"
+	"github.com/chimirror/chimirror/internal/cli"
 	"github.com/chimirror/chimirror/policies"
 	"github.com/chimirror/chimirror/sandbox"
 	"github.com/chimirror/chimirror/supervisor"
@@ -41,7 +42,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 			"then only --config, if given, supplies the server settings.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	var level slog.Level
