@@ -311,6 +311,7 @@ func (c *cgroup1Job) Usage() (Usage, error) {
 	u, err := c.usage()
 	if err == nil && c.oomGroup && u.OOMKills > 0 && c.oomKilled.CompareAndSwap(false, true) {
 		if err := c.Kill(); err != nil {
+			c.oomKilled.Store(false) // the next reading tries again
 			return u, fmt.Errorf("kill %s after an OOM kill: %w", c.path, err)
 		}
 	}

@@ -117,7 +117,11 @@ func (j *Job) sample() accounting.Sample {
 	}
 	u, err := j.proc.Usage()
 	if err != nil {
-		return smp // the job is ending; its cgroup may be gone
+		if u.OOMKills > 0 { // read, but the sandbox failed to end the rest: it tries again next time
+			j.log.Warn("read usage", "err", err)
+			j.checkOOM(u.OOMKills)
+		}
+		return smp // else the job is ending; its cgroup may be gone
 	}
 	j.mu.Lock()
 	prev, prevAt := j.usage, j.usageAt

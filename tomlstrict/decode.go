@@ -22,22 +22,25 @@ import (
 // implement encoding.TextUnmarshaler (as Duration does); its error is the
 // problem's message.
 func Decode(file string, data []byte, v any) (idx *Index, ps Problems, decoded bool) {
+	data = bytes.TrimPrefix(data, utf8BOM) // as an editor may write it
 	idx = NewIndex(data)
 	dec := toml.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	var missing *toml.StrictMissingError
 	var de *toml.DecodeError
+	if idx.syntax == nil {
+		// Every value's kind against its field's type, first: the
+		// decoder's own type errors use Go's words and, inside inline
+		// tables, a partial key, and it lets some kinds through.
+		if p, ok := idx.mismatch(file, v); ok {
+			return idx, Problems{p}, false
+		}
+	}
 	switch {
 	case err == nil:
-		if p, ok := idx.mismatch(file, v); ok {
-			return idx, Problems{p}, false
-		}
 		return idx, nil, true
 	case errors.As(err, &missing):
-		if p, ok := idx.mismatch(file, v); ok {
-			return idx, Problems{p}, false
-		}
 		for i := range missing.Errors {
 			line, _ := missing.Errors[i].Position()
 			k := idx.fullKey(Key(missing.Errors[i].Key()), line)
@@ -49,34 +52,78 @@ func Decode(file string, data []byte, v any) (idx *Index, ps Problems, decoded b
 		k := Key(de.Key())
 		if len(k) == 0 {
 			k = idx.keyOnLine(data, line, col)
+		} else {
+			k = idx.fullKey(k, line)
 		}
-		return idx, Problems{{File: file, Line: line, Key: k.String(), Msg: idx.message(v, k, line, de)}}, false
+		return idx, Problems{{File: file, Line: line, Key: k.String(), Msg: strings.TrimPrefix(de.Error(), "toml: ")}}, false
 	default:
 		return idx, Problems{{File: file, Msg: err.Error()}}, false
 	}
 }
+
+var utf8BOM = []byte("\xef\xbb\xbf")
 
 // mismatch finds the first value whose kind v's field does not take. The
 // decoder lets some through: an integer into a Duration, whose Go type is
 // an integer, would be nanoseconds.
 func (x *Index) mismatch(file string, v any) (Problem, bool) {
 	for _, e := range x.entries {
-		if len(e.key) == 0 {
-			continue
-		}
 		k := e.full()
-		if t, ok := fieldType(reflect.TypeOf(v), k); ok {
-			if msg, bad := kindMismatch(t, e); bad {
-				return Problem{File: file, Line: e.line, Key: k.String(), Msg: msg}, true
-			}
+		t, ok := fieldType(reflect.TypeOf(v), k)
+		if !ok {
+			continue // an unknown key: the decoder reports it
+		}
+		line := e.line
+		msg, bad := "", false
+		if len(e.key) == 0 {
+			msg, bad = headerMismatch(t, e)
+		} else {
+			msg, line, bad = kindMismatch(t, e)
+		}
+		if bad {
+			return Problem{File: file, Line: line, Key: k.String(), Msg: msg}, true
 		}
 	}
 	return Problem{}, false
 }
 
-// fullKey is k, as the decoder names a key on line, made whole: inside an
-// array of inline tables the decoder names it without the array's key.
+// headerMismatch says what t wants when header e ([t] or [[t]]) is not how
+// t is written; ok is false when it is.
+func headerMismatch(t reflect.Type, e entry) (string, bool) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	name := e.table.String()
+	switch e.kind {
+	case unstable.Table:
+		switch t.Kind() {
+		case reflect.Struct, reflect.Map, reflect.Interface:
+			return "", false
+		case reflect.Slice, reflect.Array:
+			return fmt.Sprintf("must be an array of tables, written [[%s]], not a table", name), true
+		}
+		return fmt.Sprintf("must be %s, not a table", tomlKind(t)), true
+	case unstable.ArrayTable:
+		switch t.Kind() {
+		case reflect.Slice, reflect.Array, reflect.Interface:
+			return "", false
+		case reflect.Struct, reflect.Map:
+			return fmt.Sprintf("must be one table, written [%s], not an array of tables", name), true
+		}
+		return fmt.Sprintf("must be %s, not an array of tables", tomlKind(t)), true
+	}
+	return "", false // an inline table in an array: its key's value was checked
+}
+
+// fullKey is k, as the decoder names a key on line, made whole: the
+// decoder may name it relative to its table, or, inside an array of inline
+// tables, without the array's key.
 func (x *Index) fullKey(k Key, line int) Key {
+	for _, e := range x.entries {
+		if e.line == line && e.full().String() == k.String() {
+			return k
+		}
+	}
 	for _, e := range x.entries {
 		if e.line != line || len(e.key) == 0 {
 			continue
@@ -88,29 +135,41 @@ func (x *Index) fullKey(k Key, line int) Key {
 	return k
 }
 
-// message is de's text, or, for a value of the wrong type, what the schema
-// wants in TOML's words rather than the decoder's Go ones.
-func (x *Index) message(v any, k Key, line int, de *toml.DecodeError) string {
-	if e, ok := x.at(k, line); ok {
-		if t, ok := fieldType(reflect.TypeOf(v), k); ok {
-			if want, ok := kindMismatch(t, e); ok {
-				return want
-			}
+// keyOnLine is the key of the expression a syntax error at line and
+// column col stopped: the expression starts where the last one the parser
+// finished ends (past blank lines and comments), maybe lines before the
+// error (a multi-line string or array), and its key is the text before its
+// '=', read by the parser as a key of its own.
+func (x *Index) keyOnLine(data []byte, line, col int) Key {
+	i := min(x.parsedTo, len(data))
+	if i > 0 { // the rest of that expression's line closes it: a header's brackets, a comment
+		if nl := bytes.IndexByte(data[i:], '\n'); nl >= 0 {
+			i += nl
+		} else {
+			i = len(data)
 		}
 	}
-	return strings.TrimPrefix(de.Error(), "toml: ")
-}
-
-// keyOnLine is the key written on line when a syntax error at column col
-// stopped the parser there: the parser reads the text before the '=' (if
-// the error comes after it) as a key of its own.
-func (x *Index) keyOnLine(data []byte, line, col int) Key {
-	lines := bytes.Split(data, []byte("\n"))
-	if line < 1 || line > len(lines) {
-		return nil
+	for i < len(data) {
+		switch data[i] {
+		case ' ', '\t', '\r', '\n':
+			i++
+			continue
+		case '#':
+			if nl := bytes.IndexByte(data[i:], '\n'); nl >= 0 {
+				i += nl
+				continue
+			}
+			i = len(data)
+			continue
+		}
+		break
 	}
-	text := lines[line-1]
-	if col-1 < len(text) {
+	start := 1 + bytes.Count(data[:i], []byte("\n"))
+	if start > line {
+		start = line
+	}
+	text := bytes.Split(data, []byte("\n"))[start-1]
+	if start == line && col-1 < len(text) {
 		text = text[:max(col-1, 0)]
 	}
 	eq := bytes.IndexByte(text, '=')
@@ -124,10 +183,10 @@ func (x *Index) keyOnLine(data []byte, line, col int) Key {
 	}
 	var table Key
 	for _, e := range x.entries {
-		if e.line >= line {
+		if e.line > start {
 			break
 		}
-		if len(e.key) == 0 {
+		if len(e.key) == 0 && e.kind != unstable.InlineTable {
 			table = e.table
 		}
 	}
@@ -184,21 +243,26 @@ func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
 }
 
 // kindMismatch says what t wants when e's value (or one of an array's
-// elements) is not of a kind t takes; ok is false when it is.
-func kindMismatch(t reflect.Type, e entry) (string, bool) {
+// elements) is not of a kind t takes, and on which line; ok is false when
+// it is.
+func kindMismatch(t reflect.Type, e entry) (msg string, line int, ok bool) {
 	want := tomlKind(t)
 	if want == "" || accepts(t, e.kind) {
 		if t.Kind() != reflect.Slice || e.kind != unstable.Array || tomlKind(t.Elem()) == "" {
-			return "", false
+			return "", 0, false
 		}
-		for i, k := range e.elems {
-			if !accepts(t.Elem(), k) {
-				return fmt.Sprintf("element %d must be %s, not %s", i+1, tomlKind(t.Elem()), kindName(k)), true
+		for i, el := range e.elems {
+			if !accepts(t.Elem(), el.kind) {
+				line := el.line
+				if line == 0 {
+					line = e.line
+				}
+				return fmt.Sprintf("element %d must be %s, not %s", i+1, tomlKind(t.Elem()), kindName(el.kind)), line, true
 			}
 		}
-		return "", false
+		return "", 0, false
 	}
-	return fmt.Sprintf("must be %s, not %s", want, kindName(e.kind)), true
+	return fmt.Sprintf("must be %s, not %s", want, kindName(e.kind)), e.line, true
 }
 
 // tomlKind names the TOML values t is decoded from; "" for any value.

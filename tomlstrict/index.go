@@ -14,15 +14,26 @@ type Index struct {
 	// headers[table] lists the line of each [[table]] or [table] header, or
 	// of each inline table in an array assigned to that key.
 	headers map[string][]int
+	// parsedTo is the offset just past the last expression parsed; syntax
+	// is the parser's error, which stopped it there (nil: it parsed all).
+	parsedTo int
+	syntax   error
 }
 
 type entry struct {
-	table Key             // the enclosing table's path; empty at top level
-	n     int             // which occurrence of table (0-based), for arrays of tables
-	key   Key             // the key within table; empty for a header itself
-	line  int             // where the key (or header) is written
-	kind  unstable.Kind   // the value's kind; Invalid for a header
-	elems []unstable.Kind // an array value's elements' kinds
+	table Key           // the enclosing table's path; empty at top level
+	n     int           // which occurrence of table (0-based), for arrays of tables
+	key   Key           // the key within table; empty for a header itself
+	line  int           // where the key (or header) is written
+	kind  unstable.Kind // the value's kind; Invalid for a header
+	elems []element     // an array value's elements
+}
+
+// element is one element of an array value: its kind and its line (0 when
+// the parser kept none).
+type element struct {
+	kind unstable.Kind
+	line int
 }
 
 // full is the entry's whole key path.
@@ -47,12 +58,31 @@ func NewIndex(data []byte) *Index {
 			line := x.lineOf(&p, e)
 			n = len(x.headers[table.String()])
 			x.headers[table.String()] = append(x.headers[table.String()], line)
-			x.entries = append(x.entries, entry{table: table, n: n, line: line})
+			x.entries = append(x.entries, entry{table: table, n: n, line: line, kind: e.Kind})
 		case unstable.KeyValue:
 			x.keyValue(&p, table, n, nil, e)
 		}
+		x.parsedTo = max(x.parsedTo, end(e))
 	}
+	x.syntax = p.Error()
 	return x
+}
+
+// end is the offset just past expression e: its raw bytes', or for a
+// header its last key part's (the brackets that close it are on that line).
+func end(e *unstable.Node) int {
+	if e.Raw.Length > 0 {
+		return int(e.Raw.Offset + e.Raw.Length)
+	}
+	last := 0
+	if e.Kind == unstable.Table || e.Kind == unstable.ArrayTable || e.Kind == unstable.KeyValue {
+		for it := e.Key(); it.Next(); {
+			if r := it.Node().Raw; r.Length > 0 {
+				last = int(r.Offset + r.Length)
+			}
+		}
+	}
+	return last
 }
 
 // keyValue indexes one key = value inside table's n-th occurrence, with
@@ -63,7 +93,8 @@ func (x *Index) keyValue(p *unstable.Parser, table Key, n int, prefix Key, e *un
 	en := entry{table: table, n: n, key: key, line: x.lineOf(p, e), kind: v.Kind}
 	if v.Kind == unstable.Array {
 		for it := v.Children(); it.Next(); {
-			en.elems = append(en.elems, it.Node().Kind)
+			el := it.Node()
+			en.elems = append(en.elems, element{kind: el.Kind, line: x.lineOf(p, el)})
 		}
 	}
 	x.entries = append(x.entries, en)
@@ -87,7 +118,7 @@ func (x *Index) keyValue(p *unstable.Parser, table Key, n int, prefix Key, e *un
 				line = en.line
 			}
 			x.headers[sub.String()] = append(x.headers[sub.String()], line)
-			x.entries = append(x.entries, entry{table: sub, n: i, line: line})
+			x.entries = append(x.entries, entry{table: sub, n: i, line: line, kind: unstable.InlineTable})
 			for kv := el.Children(); kv.Next(); {
 				x.keyValue(p, sub, i, nil, kv.Node())
 			}
@@ -105,8 +136,8 @@ func keyOf(e *unstable.Node) Key {
 }
 
 // lineOf is the line where node e starts: its first key part's for a
-// key/value or a header, its first key's for an inline table, else its own
-// raw bytes'; 0 when the parser kept none of them.
+// key/value or a header, else its own raw bytes', else (an inline table or
+// an array) its first element's; 0 when the parser kept none of them.
 func (x *Index) lineOf(p *unstable.Parser, e *unstable.Node) int {
 	switch e.Kind {
 	case unstable.KeyValue, unstable.Table, unstable.ArrayTable:
@@ -115,9 +146,11 @@ func (x *Index) lineOf(p *unstable.Parser, e *unstable.Node) int {
 				return p.Shape(r).Start.Line
 			}
 		}
-	case unstable.InlineTable:
-		if it := e.Children(); it.Next() {
-			return x.lineOf(p, it.Node())
+	case unstable.InlineTable, unstable.Array:
+		if e.Raw.Length == 0 {
+			if it := e.Children(); it.Next() {
+				return x.lineOf(p, it.Node())
+			}
 		}
 	}
 	if e.Raw.Length > 0 {
@@ -164,21 +197,4 @@ func (x *Index) Line(table string, n int, key string) int {
 		return hs[n]
 	}
 	return 0
-}
-
-// at returns the entry of key k written last at or before line, for an
-// error the decoder places there.
-func (x *Index) at(k Key, line int) (entry, bool) {
-	var found entry
-	ok := false
-	want := k.String()
-	for _, e := range x.entries {
-		if e.line > line && ok {
-			break
-		}
-		if len(e.key) > 0 && e.full().String() == want && (e.line <= line || !ok) {
-			found, ok = e, true
-		}
-	}
-	return found, ok
 }

@@ -13,8 +13,14 @@ type testApp struct {
 type testConfig struct {
 	Listen string    `toml:"listen"`
 	Max    int       `toml:"max"`
+	Ping   Duration  `toml:"ping"`
 	Hosts  []string  `toml:"hosts"`
+	Rate   testRate  `toml:"rate"`
 	App    []testApp `toml:"app"`
+}
+
+type testRate struct {
+	CPU float64 `toml:"cpu"`
 }
 
 // Ensure every kind of problem names the file, the line and the key.
@@ -40,6 +46,17 @@ func TestDecodeStrict(t *testing.T) {
 		{"syntax in an array table names its key", "[[app]]\nname = \"a\ngrace = \"1s\"\n", []string{"f.toml:2: app.name: "}},
 		{"syntax in a header has no key", "[[app]\nname = \"a\"\n", []string{"f.toml:1: expected"}},
 		{"array of inline tables", "app = [\n  { name = \"a\" },\n  { nmae = \"b\" },\n]\n", []string{"f.toml:3: app.nmae: unknown key"}},
+		{"float into a duration", "ping = 1.5\n", []string{"f.toml:1: ping: must be a string, not a float"}},
+		{"boolean into a duration in a table", "[[app]]\ngrace = false\n", []string{"f.toml:2: app.grace: must be a string, not a boolean"}},
+		{"wrong type in an array of inline tables", "app = [\n  { name = \"a\" },\n  { name = 1 },\n]\n", []string{"f.toml:3: app.name: must be a string, not an integer"}},
+		{"wrong type in an inline table", "rate = { cpu = \"x\" }\n", []string{"f.toml:1: rate.cpu: must be a number, not a string"}},
+		{"a table where an array of tables goes", "[app]\nname = \"a\"\n", []string{"f.toml:1: app: must be an array of tables, written [[app]], not a table"}},
+		{"an array of tables where a table goes", "[[rate]]\ncpu = 1\n", []string{"f.toml:1: rate: must be one table, written [rate], not an array of tables"}},
+		{"nested array element on its own line", "listen = \"x\"\nhosts = [\n  \"a\",\n  [\"A\"],\n]\n", []string{"f.toml:4: hosts: element 2 must be a string, not an array"}},
+		{"duplicate key in an array table", "[[app]]\nname = \"b\"\nname = \"c\"\n", []string{"f.toml:3: app.name: "}},
+		{"a byte order mark is not a key", "\ufefflisten = \"x\"\n", nil},
+		{"syntax inside a multi-line string names its key", "[[app]]\nname = \"\"\"\nfoo = \\q\n\"\"\"\n", []string{"f.toml:3: app.name: "}},
+		{"an unknown inline table is one unknown key", "nmae = { nmae = 1 }\n", []string{"f.toml:1: nmae: unknown key"}},
 		{"multi-line string is not keys", "listen = '''\nfake = 1\n'''\nbogus = 2\n", []string{"f.toml:4: bogus: unknown key"}},
 	}
 	for _, tc := range tests {
