@@ -115,3 +115,74 @@ func TestSupervisor_Hooks(t *testing.T) {
 		t.Errorf("Config.OnEnd called %d times; want 25", onEnd)
 	}
 }
+
+// Ensure that a Usage hook is called at its pace with the running jobs, not
+// after unsubscribe returns, and that Shutdown stops the loops of
+// subscriptions still open.
+func TestSupervisor_UsageHook(t *testing.T) {
+	t.Parallel()
+	s, err := New(slog.New(slog.DiscardHandler), Config{Runner: testRunner,
+		Apps: []App{{Name: "sleep", Path: "/bin/sleep", Args: []string{"sleep", "30"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := s.Start(Request{App: "sleep"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var calls, idle int
+	seen := make(chan []JobInfo, 1)
+	unsubscribe := s.Subscribe(Hooks{UsageEvery: 10 * time.Millisecond, Usage: func(running func() []JobInfo) {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		select {
+		case seen <- running():
+		default:
+		}
+	}})
+	s.Subscribe(Hooks{UsageEvery: 10 * time.Millisecond, Usage: func(func() []JobInfo) {
+		mu.Lock()
+		idle++
+		mu.Unlock()
+	}})
+	deadline := time.After(5 * time.Second)
+	for found := false; !found; {
+		select {
+		case jobs := <-seen:
+			found = len(jobs) == 1 && jobs[0].ID == j.ID
+			if len(jobs) > 1 {
+				t.Fatalf("Usage saw %+v; want the one running job %s", jobs, j.ID)
+			}
+		case <-deadline:
+			t.Fatalf("no Usage call listed job %s within 5s", j.ID)
+		}
+	}
+	unsubscribe()
+	mu.Lock()
+	after := calls
+	mu.Unlock()
+	time.Sleep(50 * time.Millisecond)
+	mu.Lock()
+	if calls != after {
+		t.Errorf("Usage called %d more times after unsubscribe returned", calls-after)
+	}
+	mu.Unlock()
+
+	j.Abort() // ends the sleep
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	stopped := idle
+	mu.Unlock()
+	time.Sleep(50 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if idle == 0 || idle != stopped {
+		t.Errorf("the still-subscribed Usage hook ran %d times, then %d more after Shutdown; want some, then none", stopped, idle-stopped)
+	}
+}

@@ -199,6 +199,10 @@ type Supervisor struct {
 	// waits for them.
 	hooksMu sync.RWMutex
 	hooks   []*Hooks
+	// usageLoops counts the Usage hooks' goroutines; after usageClosed
+	// (set by Shutdown, under hooksMu) none is started.
+	usageLoops  sync.WaitGroup
+	usageClosed bool
 
 	ledger       *accounting.Ledger
 	cgroupParent string
@@ -300,21 +304,65 @@ type Hooks struct {
 	// before the client is told. rec is the final record, which may still
 	// be committing to the ledger.
 	Ended func(info JobInfo, e Exit, rec accounting.Record)
+	// Usage is called every UsageEvery (DefaultUsageEvery when 0) until
+	// unsubscribe or Shutdown, on a goroutine of the subscription's own.
+	// running returns every running job as it stands (Jobs: traffic
+	// counted to the moment, cgroup usage as of the last sample); a
+	// subscriber with no use for a tick returns without calling it, and
+	// the tick then costs nothing.
+	Usage      func(running func() []JobInfo)
+	UsageEvery time.Duration
 }
+
+// DefaultUsageEvery is how often a Usage hook is called by default.
+const DefaultUsageEvery = time.Second
 
 // Subscribe calls h's hooks for every job from now on, until unsubscribe,
 // which may be called more than once. Once unsubscribe returns, none of
 // h's hooks is running or will be called.
 func (s *Supervisor) Subscribe(h Hooks) (unsubscribe func()) {
 	p := &h
+	stop := make(chan struct{})
+	done := make(chan struct{})
 	s.hooksMu.Lock()
 	s.hooks = append(s.hooks, p)
+	if h.Usage != nil && !s.usageClosed {
+		s.usageLoops.Add(1)
+		go s.usageLoop(p, stop, done)
+	} else {
+		close(done)
+	}
 	s.hooksMu.Unlock()
 	return sync.OnceFunc(func() {
 		s.hooksMu.Lock()
 		s.hooks = slices.DeleteFunc(s.hooks, func(q *Hooks) bool { return q == p })
 		s.hooksMu.Unlock()
+		close(stop)
+		<-done
 	})
+}
+
+// usageLoop calls h.Usage each h.UsageEvery until stop is closed or
+// Shutdown stops the loops; done is closed when it has returned.
+func (s *Supervisor) usageLoop(h *Hooks, stop <-chan struct{}, done chan<- struct{}) {
+	defer s.usageLoops.Done()
+	defer close(done)
+	every := h.UsageEvery
+	if every <= 0 {
+		every = DefaultUsageEvery
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-s.stopLoops.Done():
+			return
+		case <-t.C:
+			h.Usage(s.Jobs)
+		}
+	}
 }
 
 // jobStarted runs the Started hooks for j, once its start record is
@@ -970,6 +1018,10 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	s.stopCancel() // a long first prune stops between transactions
 	<-s.sampleDone
 	<-s.pruneDone
+	s.hooksMu.Lock()
+	s.usageClosed = true
+	s.hooksMu.Unlock()
+	s.usageLoops.Wait()
 	s.closePools()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()

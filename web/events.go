@@ -33,25 +33,21 @@ import (
 // answer to /unsubscribe. State lives with the server: a client that
 // (re)subscribes re-reads the lists through the API.
 //
-// The hooks queue each event for every /jobs subscriber at once, on the
-// job's goroutine, without waiting. Each subscriber has a bounded queue;
-// one that falls behind by subBuffer events is disconnected, never waited
-// for, so a subscriber still connected has missed nothing. One hub
-// goroutine (owned by the Admin, stopped by Close) sends the usage
-// batches, and does nothing while nobody listens.
+// The hooks queue each event for every /jobs subscriber at once, without
+// waiting: Started and Ended on the job's goroutine, Usage each EventEvery
+// on the supervisor's goroutine for this hub's subscription (it does
+// nothing while nobody listens). Each subscriber has a bounded queue; one
+// that falls behind by subBuffer events is disconnected, never waited for,
+// so a subscriber still connected has missed nothing. The Admin owns the
+// subscription; Close ends it.
 type hub struct {
 	log         *slog.Logger
-	sup         *supervisor.Supervisor
-	every       time.Duration
 	unsubscribe func() // the supervisor's hooks
 
 	mu        sync.Mutex
 	subs      map[*subscriber]bool
 	listeners atomic.Int32 // subscribers to /jobs; changed under mu
 	closed    bool
-
-	stop chan struct{}
-	done chan struct{}
 }
 
 const subBuffer = 64
@@ -64,13 +60,12 @@ type subscriber struct {
 	jobs bool // subscribed to /jobs; guarded by hub.mu
 }
 
-// newHub starts a hub fed by sup's hooks that sends usage batches each
-// every. Close stops it.
+// newHub makes a hub fed by sup's hooks, with a usage batch each every.
+// close ends it.
 func newHub(log *slog.Logger, sup *supervisor.Supervisor, every time.Duration) *hub {
-	h := &hub{log: log, sup: sup, every: every, subs: make(map[*subscriber]bool),
-		stop: make(chan struct{}), done: make(chan struct{})}
-	h.unsubscribe = sup.Subscribe(supervisor.Hooks{Started: h.started, Ended: h.ended})
-	go h.run()
+	h := &hub{log: log, subs: make(map[*subscriber]bool)}
+	h.unsubscribe = sup.Subscribe(supervisor.Hooks{Started: h.started, Ended: h.ended,
+		Usage: h.usage, UsageEvery: every})
 	return h
 }
 
@@ -104,27 +99,17 @@ type usageJSON struct {
 	Live *liveJSON `json:"live"`
 }
 
-// run sends a usage batch each tick while anyone listens.
-func (h *hub) run() {
-	defer close(h.done)
-	t := time.NewTicker(h.every)
-	defer t.Stop()
-	for {
-		select {
-		case <-h.stop:
-			return
-		case <-t.C:
-		}
-		if h.listeners.Load() == 0 {
-			continue // idle: no work, whatever the number of jobs
-		}
-		jobs := h.sup.Jobs()
-		usage := make([]usageJSON, 0, len(jobs))
-		for _, j := range jobs {
-			usage = append(usage, usageJSON{ID: j.ID, Live: liveOf(j)})
-		}
-		h.broadcast("/jobs/usage", usage)
+// usage is the supervisor's Usage hook: a batch while anyone listens.
+func (h *hub) usage(running func() []supervisor.JobInfo) {
+	if h.listeners.Load() == 0 {
+		return // idle: no work, whatever the number of jobs
 	}
+	jobs := running()
+	usage := make([]usageJSON, 0, len(jobs))
+	for _, j := range jobs {
+		usage = append(usage, usageJSON{ID: j.ID, Live: liveOf(j)})
+	}
+	h.broadcast("/jobs/usage", usage)
 }
 
 // setJobs subscribes s to /jobs, or unsubscribes it.
@@ -149,10 +134,9 @@ type eventJSON struct {
 }
 
 // broadcast queues one event for every /jobs subscriber, never waiting:
-// one whose queue is full is dropped. It runs on job goroutines (the
-// hooks) and the hub's. The event is encoded before the lock is taken: a
-// usage batch for thousands of jobs takes a while, and subscribers come
-// and go meanwhile.
+// one whose queue is full is dropped. It runs in the hooks. The event is
+// encoded before the lock is taken: a usage batch for thousands of jobs
+// takes a while, and subscribers come and go meanwhile.
 func (h *hub) broadcast(event string, data any) {
 	msg, err := json.Marshal(eventJSON{Event: event, Data: data})
 	if err != nil {
@@ -201,8 +185,8 @@ func (h *hub) dropLocked(s *subscriber) {
 	s.once.Do(func() { close(s.gone) })
 }
 
-// close disconnects every subscriber, leaves the supervisor's hooks and
-// stops the hub goroutine.
+// close disconnects every subscriber and leaves the supervisor's hooks
+// (waiting for a usage batch under way).
 func (h *hub) close() {
 	h.mu.Lock()
 	if h.closed {
@@ -215,8 +199,6 @@ func (h *hub) close() {
 	}
 	h.mu.Unlock()
 	h.unsubscribe()
-	close(h.stop)
-	<-h.done
 }
 
 var eventsUpgrader = websocket.Upgrader{
