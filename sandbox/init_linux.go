@@ -489,6 +489,14 @@ func execFiltered(dir string, prep *prepareConfig, cfg *jobConfig) (int, error) 
 		unix.Close(in[1])
 		return fail(err)
 	}
+	// The helper has what it needs of the init's capabilities (a copy, made
+	// by the fork), and cannot exec before it reads the messages: dropped
+	// now, they are gone before the target runs. (Unfiltered, the target
+	// execs straight from the fork, and the init drops them just after.)
+	if err := dropCaps(); err != nil {
+		unix.Close(in[1])
+		return 0, err
+	}
 	msgs := os.NewFile(uintptr(in[1]), "exec message")
 	_, werr := msgs.Write(append(msg, job...))
 	werr = errors.Join(werr, msgs.Close())
