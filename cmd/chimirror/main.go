@@ -27,6 +27,7 @@ Usage:
   chimirror acct [--since T] [--until T] [--by tenant|app|policy|day] [--format table|csv|json]
   chimirror policy check [FILE...]
   chimirror policy list [--dir DIR]
+  chimirror config check [FILE]
   chimirror version
 
 Run 'chimirror COMMAND --help' for a command's flags.
@@ -59,6 +60,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdCancel(args[1:], stdout, stderr)
 	case "acct":
 		return cmdAcct(args[1:], stdout, stderr)
+	case "config":
+		return cmdConfig(args[1:], stdout, stderr)
 	case "policy":
 		return cmdPolicy(args[1:], stdout, stderr)
 	case "version", "--version", "-v":

@@ -67,16 +67,7 @@ func cmdPolicyCheck(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stderr, "chimirror policy check: --config takes no FILE arguments\n\n%s", policyUsage)
 			return cli.ExitCode(2)
 		}
-		c, err := loadConfig(*config)
-		if err != nil {
-			return printProblems(stderr, err)
-		}
-		// As the server would find them sandboxing jobs, whoever checks.
-		if ps := c.jobProblems(); c.Sandbox != "off" && len(ps) > 0 {
-			return printProblems(stderr, ps)
-		}
-		fmt.Fprintf(stdout, "%s: ok\n", *config)
-		return nil
+		return checkConfig(*config, stdout, stderr)
 	}
 	if fs.NArg() == 0 {
 		set, err := policies.Load("")
@@ -111,6 +102,59 @@ func cmdPolicyCheck(args []string, stdout, stderr io.Writer) error {
 		return printProblems(stderr, all)
 	}
 	return nil
+}
+
+// checkConfig validates the server config at path ("" for what serve
+// would read) as serve would load it, its policies included, and what
+// sandboxed jobs need on this host. It prints "NAME: ok", or every problem
+// and returns cli.ExitCode(1).
+func checkConfig(path string, stdout, stderr io.Writer) error {
+	c, err := loadConfig(path)
+	if err != nil {
+		return printProblems(stderr, err)
+	}
+	// As the server would find them sandboxing jobs, whoever checks.
+	if ps := c.jobProblems(); c.Sandbox != "off" && len(ps) > 0 {
+		return printProblems(stderr, ps)
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", c.Source)
+	return nil
+}
+
+const configUsage = `Usage:
+  chimirror config check [FILE]
+      Validates a server config as serve would load it: every key, its
+      policies, each app's program and dir, and what sandboxed jobs need on
+      this host. Prints "FILE: ok" and exits 0, or prints every problem to
+      stderr as FILE:LINE: KEY: message and exits 1. With no FILE, checks
+      what serve would read: ./chimirror.toml, else the embedded default.
+`
+
+// cmdConfig runs `chimirror config SUBCOMMAND`.
+func cmdConfig(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, configUsage)
+		return cli.ExitCode(2)
+	}
+	switch args[0] {
+	case "check":
+		fs := flag.NewFlagSet("config check", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		fs.Usage = func() { fmt.Fprint(stderr, configUsage) }
+		if err := cli.ParseFlags(fs, args[1:]); err != nil {
+			return err
+		}
+		if fs.NArg() > 1 {
+			fmt.Fprintf(stderr, "chimirror config check: one FILE at most\n\n%s", configUsage)
+			return cli.ExitCode(2)
+		}
+		return checkConfig(fs.Arg(0), stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, configUsage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "chimirror config: unknown command %q\n\n%s", args[0], configUsage)
+	return cli.ExitCode(2)
 }
 
 // printProblems prints a tomlstrict.Problems one problem a line, or any other

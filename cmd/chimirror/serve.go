@@ -35,6 +35,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	adminListen := fs.String("admin-listen", "", "admin console and API address, overriding the config's admin_listen")
 	dataDir := fs.String("data-dir", "", "data directory (ledger, admin token), overriding the config's data_dir")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text (slog's key=value) or json (one JSON object a line)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: chimirror serve [--config FILE] [--listen ADDR] [-- COMMAND [ARG...]]\n\n"+
 			"Serves every configured app at ws://ADDR/apps/NAME and a test page at /.\n"+
@@ -49,7 +50,16 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	opts := &slog.HandlerOptions{Level: level}
+	var log *slog.Logger
+	switch *logFormat {
+	case "text":
+		log = slog.New(slog.NewTextHandler(stderr, opts))
+	case "json":
+		log = slog.New(slog.NewJSONHandler(stderr, opts))
+	default:
+		return fmt.Errorf("--log-format: %q: use text or json", *logFormat)
+	}
 
 	overrides := func(c *config) {
 		if *listen != "" {
