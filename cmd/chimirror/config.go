@@ -128,7 +128,12 @@ var notNameChars = regexp.MustCompile(`[^a-z0-9._-]`)
 
 // loadConfig reads path; "" means ./chimirror.toml if present, else the
 // embedded default.
-func loadConfig(path string) (*config, error) {
+func loadConfig(path string) (*config, error) { return loadConfigFor(path, true) }
+
+// loadConfigFor is loadConfig; without needApps a file may have no
+// [[app]]: quick mode takes only its server settings, and the command is
+// the app.
+func loadConfigFor(path string, needApps bool) (*config, error) {
 	name, data, dir := path, []byte(nil), ""
 	switch {
 	case path != "":
@@ -148,7 +153,7 @@ func loadConfig(path string) (*config, error) {
 			return nil, fmt.Errorf("read config: %w", err)
 		}
 	}
-	c, err := parseConfig(name, data, dir)
+	c, err := parseConfigFor(name, data, dir, needApps)
 	if c != nil && name != embeddedSource {
 		c.Path = name
 	}
@@ -159,6 +164,12 @@ func loadConfig(path string) (*config, error) {
 // config fails at start rather than on some later connection. Every problem
 // found is reported, in the order of the steps below.
 func parseConfig(file string, data []byte, dir string) (*config, error) {
+	return parseConfigFor(file, data, dir, true)
+}
+
+// parseConfigFor is parseConfig; without needApps, no [[app]] is not a
+// problem (see loadConfigFor).
+func parseConfigFor(file string, data []byte, dir string, needApps bool) (*config, error) {
 	var fc fileConfig
 	idx, ps, _ := tomlstrict.Decode(file, data, &fc)
 	if len(ps) > 0 {
@@ -182,7 +193,7 @@ func parseConfig(file string, data []byte, dir string) (*config, error) {
 	for i, tc := range fc.Tenant {
 		p.tenant(i, tc, names, tokens)
 	}
-	if len(fc.App) == 0 {
+	if len(fc.App) == 0 && needApps {
 		p.ps = append(p.ps, tomlstrict.Problem{File: file, Msg: "no [[app]] configured: add at least one"})
 	}
 	if boxed {

@@ -61,3 +61,22 @@ func TestServeLogFormat(t *testing.T) {
 		t.Errorf("%d JSON lines, %d of them the serving line; want some, and one:\n%s", logged, serving, s.stderr)
 	}
 }
+
+// Ensure quick mode with --config takes only the file's server settings: a
+// file without any [[app]] serves the command (websocketd users' setup).
+func TestServeQuickModeServerOnlyConfig(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := writeFile(t, filepath.Join(dir, "server.toml"), "sandbox = \"off\"\nmax_sessions = 7\n")
+	s := startServer(t, dir, "--config", cfg, "--", "cat")
+	if got := s.apps(); got != "cat" {
+		t.Fatalf("apps %q, want cat", got)
+	}
+	stdout, stderr, code := runCLI(t, dir, []byte("hello\n"), "connect", s.url("ws", "/apps/cat"))
+	if code != 0 || stdout != "hello\n" {
+		t.Errorf("connect: exit %d, stdout %q, stderr %q; want the line echoed", code, stdout, stderr)
+	}
+	if code := s.stop(syscall.SIGTERM, startTimeout); code != 0 {
+		t.Errorf("serve exited %d", code)
+	}
+}

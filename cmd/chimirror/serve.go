@@ -81,7 +81,9 @@ func cmdServe(args []string, stderr io.Writer) error {
 		cfg.setDataDir(defaultDataDir)
 	} else {
 		var err error
-		if cfg, err = loadConfig(*cfgPath); err != nil {
+		// With -- COMMAND, the file gives the server settings; its apps,
+		// if any, are replaced.
+		if cfg, err = loadConfigFor(*cfgPath, fs.NArg() == 0); err != nil {
 			return fmt.Errorf("invalid configuration:\n%w", err)
 		}
 	}
