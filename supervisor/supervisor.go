@@ -823,10 +823,11 @@ func (s *Supervisor) recordStart(j *Job, req Request) {
 // sandboxed job, its isolation.
 func (s *Supervisor) specOf(j *Job, req Request) (sandbox.Spec, error) {
 	app := j.App
-	env := make([]string, 0, len(app.Env)+len(req.Env)+3)
+	env := make([]string, 0, len(app.Env)+len(req.Env)+4)
 	env = append(env, app.Env...)
 	env = append(env, req.Env...)
-	env = append(env, "CHIMIRROR_JOB_ID="+j.ID, "CHIMIRROR_APP="+app.Name, "CHIMIRROR_TENANT="+j.Tenant.Name)
+	// UNIQUE_ID as websocketd (and Apache's mod_unique_id) set it.
+	env = append(env, "UNIQUE_ID="+j.ID, "CHIMIRROR_JOB_ID="+j.ID, "CHIMIRROR_APP="+app.Name, "CHIMIRROR_TENANT="+j.Tenant.Name)
 	spec := sandbox.Spec{Path: app.Path, Args: app.Args, Env: env, Dir: app.Dir}
 	if j.rec.Sandboxed {
 		iso, err := s.isolation(app.Policy, app, j.ID)

@@ -334,11 +334,14 @@ func TestJobEnvironment(t *testing.T) {
 			t.Errorf("%s missing", k)
 		}
 	}
+	if env["UNIQUE_ID"] != env["CHIMIRROR_JOB_ID"] {
+		t.Errorf("UNIQUE_ID=%q, want the job ID %q (websocketd's UNIQUE_ID)", env["UNIQUE_ID"], env["CHIMIRROR_JOB_ID"])
+	}
 	if _, ok := env["HTTP_AUTHORIZATION"]; ok {
 		t.Error("Authorization header was passed to the job")
 	}
 	// Nothing else: no server variables (the secret), only what a shell adds.
-	known := map[string]bool{"REMOTE_PORT": true, "SERVER_PORT": true, "CHIMIRROR_JOB_ID": true,
+	known := map[string]bool{"REMOTE_PORT": true, "SERVER_PORT": true, "CHIMIRROR_JOB_ID": true, "UNIQUE_ID": true,
 		"REMOTE_HOST": true, "SERVER_PROTOCOL": true, "SCRIPT_NAME": true, "PWD": true}
 	var extra []string
 	for k := range env {
