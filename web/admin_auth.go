@@ -22,23 +22,28 @@ type AdminToken struct {
 const adminCookie = "chimirror_admin"
 
 // authenticate returns the label of the request's admin token. Failures
-// are counted per client address; too many get 429 for a while.
+// are counted per client address; too many get 429 for a while. A correct
+// token is checked before the limiter's verdict, so that someone's wrong
+// guesses never lock an operator out (admin tokens are random, 192 bits:
+// the limiter keeps guessing slow and quiet, not feasible).
 func (a *Admin) authenticate(r *http.Request) (string, error) {
-	host := clientHost(r)
-	if a.limiter.blocked(host) {
-		return "", a.tooManyFails(host)
-	}
 	token, ok := bearerToken(r)
 	if !ok {
 		if c, err := r.Cookie(adminCookie); err == nil {
 			token = c.Value
 		}
 	}
+	if token != "" {
+		if label, ok := a.check(token); ok {
+			return label, nil
+		}
+	}
+	host := clientHost(r)
+	if a.limiter.blocked(host) {
+		return "", a.tooManyFails(host)
+	}
 	if token == "" {
 		return "", unauthorized("log in: an admin token is required (Authorization: Bearer TOKEN)")
-	}
-	if label, ok := a.check(token); ok {
-		return label, nil
 	}
 	a.limiter.fail(host)
 	return "", unauthorized("wrong admin token")
@@ -90,17 +95,19 @@ func clientHost(r *http.Request) string {
 	return p.String()
 }
 
+// login sets the cookie for a correct token. As authenticate, it checks
+// the token before the limiter's verdict.
 func (a *Admin) login(w http.ResponseWriter, r *http.Request, _ string) error {
-	host := clientHost(r)
-	if a.limiter.blocked(host) {
-		return a.tooManyFails(host)
-	}
 	r.Body = http.MaxBytesReader(w, r.Body, 4096)
 	if err := r.ParseForm(); err != nil {
 		return errorf(http.StatusBadRequest, "bad login form: %v", err)
 	}
 	token := r.PostForm.Get("token")
 	if _, ok := a.check(token); !ok || token == "" {
+		host := clientHost(r)
+		if a.limiter.blocked(host) {
+			return a.tooManyFails(host)
+		}
 		a.limiter.fail(host)
 		return unauthorized("wrong admin token")
 	}
