@@ -146,8 +146,11 @@ env = ["PATH"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(srv.stderr.String(), "new admin token (kept in that file): "+strings.TrimSpace(string(token))) {
-		t.Errorf("the first run did not print its new admin token:\n%s", srv.stderr)
+	if strings.Contains(srv.stderr.String(), strings.TrimSpace(string(token))) {
+		t.Errorf("the first run printed its new admin token (it belongs in the file only):\n%s", srv.stderr)
+	}
+	if !strings.Contains(srv.stderr.String(), "log in with the token in "+filepath.Join(dir, "data", "admin.token")+")\nchimirror: first run: a new admin token was made") {
+		t.Errorf("the first run did not say where its new admin token is:\n%s", srv.stderr)
 	}
 	shot := func(name string) {
 		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))

@@ -230,7 +230,7 @@ type instance struct {
 	admin      *web.Admin
 	hs, ahs    *http.Server
 	pols       atomic.Pointer[policies.Set] // replaced by SIGHUP reloads
-	freshToken string                       // an admin token made on this first run, to print once
+	freshToken bool                         // an admin token was made on this first run
 
 	served, adminServed chan error // each HTTP server's Serve result
 }
@@ -263,7 +263,7 @@ func startInstance(log *slog.Logger, cfg *config, ledger *accounting.Ledger, box
 	if err != nil {
 		return nil, err
 	}
-	s.freshToken = freshToken
+	s.freshToken = freshToken != ""
 	aln, err := lc.Listen(context.Background(), "tcp", cfg.AdminListen)
 	if err != nil {
 		return nil, fmt.Errorf("admin_listen on %s: %w", cfg.AdminListen, err)
@@ -326,10 +326,10 @@ func (s *instance) announce(stderr io.Writer) {
 		"version", version, "ledger", s.ledger.Path())
 	fmt.Fprintf(stderr, "chimirror: test page at %s; apps at ws://%sapps/{%s}\n", url, strings.TrimPrefix(url, "http://"), strings.Join(s.sup.Apps(), ","))
 	console := fmt.Sprintf("chimirror: operator console at http://%s/ (%s)\n", s.aln.Addr(), tokenHint(s.cfg))
-	if s.freshToken != "" { // once, on first run, beside the startup lines (not through the logger)
-		console += fmt.Sprintf("chimirror: new admin token (kept in that file): %s\n", s.freshToken)
+	if s.freshToken { // the token itself is never printed: terminals end up in journald and log files
+		console += "chimirror: first run: a new admin token was made; it is only in that file (mode 0600)\n"
 	}
-	// One write: whoever waits for the console line sees the token with it.
+	// One write: whoever waits for the console line sees the note with it.
 	fmt.Fprint(stderr, console)
 }
 
@@ -460,8 +460,8 @@ func reload(log *slog.Logger, stderr io.Writer, cur *config, sup *supervisor.Sup
 		log.Error("reload: admin tokens unchanged", "err", err)
 	} else {
 		admin.SetTokens(tokens)
-		if fresh != "" { // as at startup: for the operator's terminal, never logged
-			fmt.Fprintf(stderr, "chimirror: new admin token (%s): %s\n", tokenHint(next), fresh)
+		if fresh != "" { // as at startup: where it is, never the token
+			fmt.Fprintf(stderr, "chimirror: a new admin token was made (%s)\n", tokenHint(next))
 		}
 	}
 	if len(restart) > 0 {
