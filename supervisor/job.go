@@ -77,6 +77,24 @@ func (j *Job) Counters() Counters {
 	return Counters{j.stdinBytes.Load(), j.stdoutBytes.Load(), j.stderrBytes.Load(), j.messagesIn.Load()}
 }
 
+// Traffic is c as a record's traffic (MessagesOut is the client's to say).
+func (c Counters) Traffic() accounting.Traffic {
+	return accounting.Traffic{StdinBytes: c.StdinBytes, StdoutBytes: c.StdoutBytes, StderrBytes: c.StderrBytes,
+		MessagesIn: c.MessagesIn}
+}
+
+// oomDetail is the detail recorded with ReasonOOM.
+func oomDetail(kills int64) string { return fmt.Sprintf("%d OOM kill(s) in the job's cgroup", kills) }
+
+// snapshot is the job's record and its info as they stand now.
+func (j *Job) snapshot() (accounting.Record, JobInfo) {
+	info := j.info()
+	j.mu.Lock()
+	rec := j.rec
+	j.mu.Unlock()
+	return rec, info
+}
+
 // info is a snapshot; the caller holds neither lock.
 func (j *Job) info() JobInfo {
 	j.mu.Lock()
@@ -117,9 +135,10 @@ func (j *Job) sample() accounting.Sample {
 	}
 	u, err := j.proc.Usage()
 	if err != nil {
-		if u.OOMKills > 0 { // read, but the sandbox failed to end the rest: it tries again next time
+		if u.OOMKills > 0 { // read, but the sandbox failed to end the rest
 			j.log.Warn("read usage", "err", err)
 			j.checkOOM(u.OOMKills)
+			j.kill() // the reason is set: no later terminate would end it
 		}
 		return smp // else the job is ending; its cgroup may be gone
 	}
@@ -358,7 +377,7 @@ func (j *Job) checkOOM(n int64) {
 	j.mu.Lock()
 	first := j.reason == "" && !j.procExited
 	if first {
-		j.reason, j.detail = ReasonOOM, fmt.Sprintf("%d OOM kill(s) in the job's cgroup", n)
+		j.reason, j.detail = ReasonOOM, oomDetail(n)
 	}
 	j.mu.Unlock()
 	if first {
@@ -399,8 +418,7 @@ func (j *Job) recordEnd(e Exit, cnt Counters, c Client) {
 	} else { // the rusage of the process and the descendants it reaped
 		r.Usage = accounting.Usage{CPUUserNs: int64(st.UserCPU), CPUSystemNs: int64(st.SystemCPU), MemoryPeakBytes: st.MaxRSSBytes}
 	}
-	r.Traffic = accounting.Traffic{StdinBytes: cnt.StdinBytes, StdoutBytes: cnt.StdoutBytes, StderrBytes: cnt.StderrBytes,
-		MessagesIn: cnt.MessagesIn}
+	r.Traffic = cnt.Traffic()
 	if c != nil {
 		r.Traffic.MessagesOut = c.MessagesOut()
 	}
@@ -429,7 +447,7 @@ func (j *Job) finish(c Client) Exit {
 	e := Exit{Status: st, Reason: j.reason, Detail: j.detail, Usage: usage, Sandboxed: sandboxed && uerr == nil}
 	j.mu.Unlock()
 	if e.Reason == "" && e.Sandboxed && usage.OOMKills > 0 {
-		e.Reason, e.Detail = ReasonOOM, fmt.Sprintf("%d OOM kill(s) in the job's cgroup", usage.OOMKills)
+		e.Reason, e.Detail = ReasonOOM, oomDetail(usage.OOMKills)
 	}
 	if e.Reason == "" {
 		e.Reason = ReasonExit

@@ -53,6 +53,7 @@ type relay struct {
 	cfg    relayConfig
 
 	gone atomic.Bool // no more output goes to the client
+	over atomic.Bool // past MaxOutputBytes: the job was asked to stop
 	// pending holds the end's report back until the stderr pump has
 	// returned and the process has been reaped (exited). Done by exited
 	// also publishes drain to the reporter.
@@ -201,9 +202,10 @@ func (r *relay) allowed(n int) int {
 	if total <= limit {
 		return n
 	}
-	over := total - limit
-	r.cfg.Stop(ReasonOutputLimit, fmt.Sprintf("more than max_output %d bytes", limit))
-	return max(0, n-int(min(over, int64(n))))
+	if r.over.CompareAndSwap(false, true) { // once: a runaway job keeps writing through the grace
+		r.cfg.Stop(ReasonOutputLimit, fmt.Sprintf("more than max_output %d bytes", limit))
+	}
+	return max(0, n-int(min(total-limit, int64(n))))
 }
 
 // deliver sends p to the client unless it is gone; a failed Send makes it

@@ -368,35 +368,37 @@ func (s *Supervisor) usageLoop(h *Hooks, stop <-chan struct{}, done chan<- struc
 // jobStarted runs the Started hooks for j, once its start record is
 // durable.
 func (s *Supervisor) jobStarted(j *Job) {
-	s.fire(j, func(h *Hooks, info JobInfo, rec accounting.Record) {
-		if h.Started != nil {
-			h.Started(info, rec)
-		}
-	})
+	s.fire(j, func(h *Hooks) func(JobInfo, accounting.Record) { return h.Started })
 }
 
 // jobEnded runs the Ended hooks for j, whose final record is made.
 func (s *Supervisor) jobEnded(j *Job, e Exit) {
-	s.fire(j, func(h *Hooks, info JobInfo, rec accounting.Record) {
-		if h.Ended != nil {
-			h.Ended(info, e, rec)
+	s.fire(j, func(h *Hooks) func(JobInfo, accounting.Record) {
+		if h.Ended == nil {
+			return nil
 		}
+		return func(info JobInfo, rec accounting.Record) { h.Ended(info, e, rec) }
 	})
 }
 
-// fire calls call for every subscriber's hooks with j as it stands.
-func (s *Supervisor) fire(j *Job, call func(h *Hooks, info JobInfo, rec accounting.Record)) {
+// fire calls the hook pick chooses of every subscriber that has one, with
+// j as it stands: read once, and only when some subscriber has the hook.
+func (s *Supervisor) fire(j *Job, pick func(*Hooks) func(JobInfo, accounting.Record)) {
 	s.hooksMu.RLock()
 	defer s.hooksMu.RUnlock()
-	if len(s.hooks) == 0 {
-		return
-	}
-	info := j.info()
-	j.mu.Lock()
-	rec := j.rec
-	j.mu.Unlock()
+	var rec accounting.Record
+	var info JobInfo
+	read := false
 	for _, h := range s.hooks {
-		call(h, info, rec)
+		call := pick(h)
+		if call == nil {
+			continue
+		}
+		if !read {
+			rec, info = j.snapshot()
+			read = true
+		}
+		call(info, rec)
 	}
 }
 
@@ -967,11 +969,8 @@ func (s *Supervisor) Record(id string) (accounting.Record, JobInfo, bool) {
 	if j == nil {
 		return accounting.Record{}, JobInfo{}, false
 	}
-	info := j.info()
-	j.mu.Lock()
-	r := j.rec
-	j.mu.Unlock()
-	return r, info, true
+	rec, info := j.snapshot()
+	return rec, info, true
 }
 
 // Accepting reports whether Start may still admit jobs (no Shutdown yet).

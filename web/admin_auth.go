@@ -21,11 +21,8 @@ type AdminToken struct {
 // SameSite=Strict, so scripts and other sites never see or send it).
 const adminCookie = "chimirror_admin"
 
-// authenticate returns the label of the request's admin token. Failures
-// are counted per client address; too many get 429 for a while. A correct
-// token is checked before the limiter's verdict, so that someone's wrong
-// guesses never lock an operator out (admin tokens are random, 192 bits:
-// the limiter keeps guessing slow and quiet, not feasible).
+// authenticate returns the label of the request's admin token (bearer or
+// the console's cookie); see verify.
 func (a *Admin) authenticate(r *http.Request) (string, error) {
 	token, ok := bearerToken(r)
 	if !ok {
@@ -33,17 +30,27 @@ func (a *Admin) authenticate(r *http.Request) (string, error) {
 			token = c.Value
 		}
 	}
-	if token != "" {
-		if label, ok := a.check(token); ok {
-			return label, nil
+	if token == "" {
+		if host := clientHost(r); a.limiter.blocked(host) {
+			return "", a.tooManyFails(host)
 		}
+		return "", unauthorized("log in: an admin token is required (Authorization: Bearer TOKEN)")
+	}
+	return a.verify(r, token)
+}
+
+// verify returns the label of admin token token. Failures are counted per
+// client address; too many get 429 for a while. A correct token is checked
+// before the limiter's verdict, so that someone's wrong guesses never lock
+// an operator out (admin tokens are random, 192 bits: the limiter keeps
+// guessing slow and quiet, not feasible).
+func (a *Admin) verify(r *http.Request, token string) (string, error) {
+	if label, ok := a.check(token); ok && token != "" {
+		return label, nil
 	}
 	host := clientHost(r)
 	if a.limiter.blocked(host) {
 		return "", a.tooManyFails(host)
-	}
-	if token == "" {
-		return "", unauthorized("log in: an admin token is required (Authorization: Bearer TOKEN)")
 	}
 	a.limiter.fail(host)
 	return "", unauthorized("wrong admin token")
@@ -95,21 +102,16 @@ func clientHost(r *http.Request) string {
 	return p.String()
 }
 
-// login sets the cookie for a correct token. As authenticate, it checks
-// the token before the limiter's verdict.
+// login sets the cookie for a correct token (an empty one counts as a
+// wrong one: the form was sent).
 func (a *Admin) login(w http.ResponseWriter, r *http.Request, _ string) error {
 	r.Body = http.MaxBytesReader(w, r.Body, 4096)
 	if err := r.ParseForm(); err != nil {
 		return errorf(http.StatusBadRequest, "bad login form: %v", err)
 	}
 	token := r.PostForm.Get("token")
-	if _, ok := a.check(token); !ok || token == "" {
-		host := clientHost(r)
-		if a.limiter.blocked(host) {
-			return a.tooManyFails(host)
-		}
-		a.limiter.fail(host)
-		return unauthorized("wrong admin token")
+	if _, err := a.verify(r, token); err != nil {
+		return err
 	}
 	http.SetCookie(w, &http.Cookie{Name: adminCookie, Value: token, Path: "/", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})

@@ -88,8 +88,7 @@ func (h *hub) ended(_ supervisor.JobInfo, _ supervisor.Exit, rec accounting.Reco
 // runningJSON is a running job's record with its traffic so far and its
 // live usage.
 func runningJSON(rec accounting.Record, info supervisor.JobInfo) jobJSON {
-	rec.Traffic = accounting.Traffic{StdinBytes: info.Counters.StdinBytes, StdoutBytes: info.Counters.StdoutBytes,
-		StderrBytes: info.Counters.StderrBytes, MessagesIn: info.Counters.MessagesIn}
+	rec.Traffic = info.Counters.Traffic()
 	return jobJSON{Record: rec, Live: liveOf(info)}
 }
 

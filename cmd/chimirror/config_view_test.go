@@ -12,7 +12,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -608,9 +607,7 @@ func TestConfigViewApps(t *testing.T) {
 			setup:   func(t *testing.T, e env) { mkdir(t, filepath.Join(e.cfgDir, "data")) },
 			top:     "data_dir = \"data\"",
 			appRest: func(e env) string { return "dir = \"data\"" },
-			want: func(e env) []string {
-				return []string{"6: app[0].dir: " + strconv.Quote(filepath.Join(e.cfgDir, "data")) + " holds the server's own files, which no job may see"}
-			},
+			want:    func(e env) []string { return []string{ownFilesProblem(filepath.Join(e.cfgDir, "data"))} },
 		},
 		{
 			// The sandbox hides the real path of each Hide entry (it
