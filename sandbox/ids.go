@@ -118,8 +118,9 @@ func (p *idPool) inUse() int {
 }
 
 // CheckIDRange reports the accounts of /etc/passwd and /etc/group whose ids
-// fall in r: a job given such an id would be that account.
-func CheckIDRange(r IDRange) error {
+// fall in r, one error each (a job given such an id would be that
+// account), and any file it could not read; nil when there are none.
+func CheckIDRange(r IDRange) []error {
 	var errs []error
 	for _, f := range []struct{ file, what string }{{"/etc/passwd", "user"}, {"/etc/group", "group"}} {
 		clash, err := idsIn(f.file, r)
@@ -131,7 +132,7 @@ func CheckIDRange(r IDRange) error {
 			errs = append(errs, fmt.Errorf("%s %q in %s has id %d, inside %s", f.what, c.name, f.file, c.id, r))
 		}
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 type account struct {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
@@ -265,50 +266,40 @@ func kindMismatch(t reflect.Type, e entry) (msg string, line int, ok bool) {
 	return fmt.Sprintf("must be %s, not %s", want, kindName(e.kind)), e.line, true
 }
 
-// tomlKind names the TOML values t is decoded from; "" for any value.
-func tomlKind(t reflect.Type) string {
+// takes is what TOML values t is decoded from: their name for messages
+// and their kinds; "" and nil for any value.
+func takes(t reflect.Type) (name string, kinds []unstable.Kind) {
 	if reflect.PointerTo(t).Implements(textUnmarshaler) {
-		return "a string"
+		return "a string", []unstable.Kind{unstable.String}
 	}
 	switch t.Kind() {
 	case reflect.String:
-		return "a string"
+		return "a string", []unstable.Kind{unstable.String}
 	case reflect.Bool:
-		return "true or false"
+		return "true or false", []unstable.Kind{unstable.Bool}
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "an integer"
+		return "an integer", []unstable.Kind{unstable.Integer}
 	case reflect.Float32, reflect.Float64:
-		return "a number"
+		return "a number", []unstable.Kind{unstable.Float, unstable.Integer}
 	case reflect.Slice, reflect.Array:
-		return "an array"
+		return "an array", []unstable.Kind{unstable.Array}
 	case reflect.Struct, reflect.Map:
-		return "a table"
+		return "a table", []unstable.Kind{unstable.InlineTable, unstable.Table}
 	}
-	return ""
+	return "", nil
+}
+
+// tomlKind names the TOML values t is decoded from; "" for any value.
+func tomlKind(t reflect.Type) string {
+	name, _ := takes(t)
+	return name
 }
 
 // accepts reports whether a value of kind k decodes into t at all.
 func accepts(t reflect.Type, k unstable.Kind) bool {
-	if reflect.PointerTo(t).Implements(textUnmarshaler) {
-		return k == unstable.String
-	}
-	switch t.Kind() {
-	case reflect.String:
-		return k == unstable.String
-	case reflect.Bool:
-		return k == unstable.Bool
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return k == unstable.Integer
-	case reflect.Float32, reflect.Float64:
-		return k == unstable.Float || k == unstable.Integer
-	case reflect.Slice, reflect.Array:
-		return k == unstable.Array
-	case reflect.Struct, reflect.Map:
-		return k == unstable.InlineTable || k == unstable.Table
-	}
-	return true
+	name, kinds := takes(t)
+	return name == "" || slices.Contains(kinds, k)
 }
 
 // kindName names a TOML value's kind.

@@ -34,6 +34,9 @@ func ParseDuration(s string) (time.Duration, error) {
 		if n, err = strconv.ParseInt(days, 10, 64); err == nil && n > maxDays {
 			return 0, fmt.Errorf("duration %q is too long: at most %dd", s, maxDays)
 		}
+		if n < 0 { // before the multiplication, which a large one overflows
+			return 0, fmt.Errorf("duration %q must not be negative", s)
+		}
 		v = time.Duration(n) * 24 * time.Hour
 	} else {
 		v, err = time.ParseDuration(s)

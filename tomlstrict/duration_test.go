@@ -21,6 +21,7 @@ func TestParseDuration(t *testing.T) {
 		{"106751d", 106751 * 24 * time.Hour, true},
 		{"106752d", 0, false}, // would wrap past the largest duration
 		{"300000d", 0, false},
+		{"-200000d", 0, false}, // a negative count that overflows to positive
 		{"+5d", 5 * 24 * time.Hour, true},
 		{"5 minutes", 0, false},
 	} {

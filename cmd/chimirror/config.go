@@ -175,7 +175,7 @@ func parseConfigFor(file string, data []byte, dir string, needApps bool) (*confi
 	if len(ps) > 0 {
 		return nil, ps
 	}
-	p := &configParse{fc: &fc, dir: dir, c: &config{Source: file, Listen: fc.Listen, Sandbox: fc.Sandbox,
+	p := &configParse{fc: &fc, c: &config{Source: file, Listen: fc.Listen, Sandbox: fc.Sandbox,
 		Retention: time.Duration(fc.Retention), Chargeback: fc.Chargeback, AdminListen: fc.AdminListen,
 		DataDir: fc.DataDir, file: file, dir: dir, idx: idx}}
 	p.server()
@@ -207,10 +207,9 @@ func parseConfigFor(file string, data []byte, dir string, needApps bool) (*confi
 // configParse is one parseConfig under way: the file as decoded, the
 // config being built from it, and every problem found so far.
 type configParse struct {
-	fc  *fileConfig
-	c   *config
-	dir string // the file's directory: relative paths start there
-	ps  tomlstrict.Problems
+	fc *fileConfig
+	c  *config
+	ps tomlstrict.Problems
 }
 
 // at records a problem at table's n-th entry's key, or at a top-level key
@@ -222,7 +221,7 @@ func (p *configParse) at(table string, n int, key, format string, args ...any) {
 // server takes the listeners, the data dir, retention, chargeback and the
 // admin tokens, with their defaults.
 func (p *configParse) server() {
-	c, fc, dir, at := p.c, p.fc, p.dir, p.at
+	c, fc, dir, at := p.c, p.fc, p.c.dir, p.at
 	if c.Listen == "" {
 		c.Listen = defaultListen
 	}
@@ -278,14 +277,17 @@ func (p *configParse) sandbox() (boxed bool) {
 	}
 	if boxed {
 		// A job given an id that belongs to an account would be that account.
-		for key, r := range map[string]sandbox.IDRange{"dynamic_uids": c.Runner.DynamicIDs, "user_namespace_uids": c.Runner.UserNamespaceIDs} {
-			clashes := unjoin(sandbox.CheckIDRange(r))
+		for _, rk := range []struct {
+			key string
+			r   sandbox.IDRange
+		}{{"dynamic_uids", c.Runner.DynamicIDs}, {"user_namespace_uids", c.Runner.UserNamespaceIDs}} {
+			clashes := sandbox.CheckIDRange(rk.r)
 			for i, err := range clashes {
 				if i == maxClashes {
-					at("", 0, key, "and %d more accounts inside %s", len(clashes)-i, r)
+					at("", 0, rk.key, "and %d more accounts inside %s", len(clashes)-i, rk.r)
 					break
 				}
-				at("", 0, key, "%v", err)
+				at("", 0, rk.key, "%v", err)
 			}
 		}
 	}
@@ -295,7 +297,7 @@ func (p *configParse) sandbox() (boxed bool) {
 // policies loads the policy dir (the built-in policies when none is set)
 // and checks their seccomp profiles.
 func (p *configParse) policies() {
-	c, fc, dir, at := p.c, p.fc, p.dir, p.at
+	c, fc, dir, at := p.c, p.fc, p.c.dir, p.at
 	policyDir := fc.PolicyDir
 	if policyDir != "" && !filepath.IsAbs(policyDir) {
 		policyDir = filepath.Join(dir, policyDir)
@@ -423,7 +425,7 @@ func (p *configParse) app(i int, a appConfig, seen map[string]int) {
 func (p *configParse) appPaths(i int, a appConfig, app *supervisor.App) {
 	if len(a.Command) == 0 || a.Command[0] == "" {
 		p.at("app", i, "command", "missing: give the program and its arguments, like [\"cat\"]")
-	} else if path, err := resolveExecutable(a.Command[0], p.dir); err != nil {
+	} else if path, err := resolveExecutable(a.Command[0], p.c.dir); err != nil {
 		p.at("app", i, "command", "%v", err)
 	} else {
 		// Its directory where it really is, as a view binds it (/home
@@ -436,7 +438,7 @@ func (p *configParse) appPaths(i int, a appConfig, app *supervisor.App) {
 	if a.Dir != "" {
 		d := a.Dir
 		if !filepath.IsAbs(d) {
-			d = filepath.Join(p.dir, d)
+			d = filepath.Join(p.c.dir, d)
 		}
 		// Absolute and without symlinks: a view binds it where it
 		// really is, and a job's cwd is taken in its view.
@@ -647,17 +649,6 @@ func seccompProblems(pols []*policies.Policy) tomlstrict.Problems {
 // maxClashes is how many accounts inside an id range are named one by one.
 const maxClashes = 5
 
-// unjoin is the errors of an errors.Join, each on its own; nil for nil.
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	if err != nil {
-		return []error{err}
-	}
-	return nil
-}
-
 // viewProblem is what outsideView found, and the app key it concerns.
 type viewProblem struct{ key, msg string }
 
@@ -669,15 +660,15 @@ func outsideView(app supervisor.App, tenants []supervisor.Tenant, hide []string)
 	if app.Dir != "" && !(sandbox.View{RO: []string{app.Dir}, Hide: hide}).Visible(app.Dir) {
 		msgs = append(msgs, viewProblem{"dir", fmt.Sprintf("%q holds the server's own files, which no job may see", app.Dir)})
 	}
+	real, err := filepath.EvalSymlinks(app.Path)
+	if err != nil {
+		real = app.Path
+	}
 	for _, pol := range appPolicies(app, tenants) {
 		if pol == nil {
 			continue
 		}
 		v := supervisor.ViewOf(pol, &app, hide)
-		real, err := filepath.EvalSymlinks(app.Path)
-		if err != nil {
-			real = app.Path
-		}
 		if !v.Visible(app.Path) || !v.Visible(real) {
 			msgs = append(msgs, viewProblem{"command", fmt.Sprintf("%s is outside the sandbox's view under policy %q: add its directory to the policy's ro, or make it the app's dir", app.Path, pol.Name)})
 		}

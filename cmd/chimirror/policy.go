@@ -113,9 +113,12 @@ func checkConfig(path string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return printProblems(stderr, err)
 	}
-	// As the server would find them sandboxing jobs, whoever checks.
-	if ps := c.jobProblems(); c.Sandbox != "off" && len(ps) > 0 {
-		return printProblems(stderr, ps)
+	// As the server would find them sandboxing jobs, whoever checks
+	// (parseConfig has, if it found that jobs will be sandboxed here).
+	if c.Sandbox != "off" && !c.jobsChecked {
+		if ps := c.jobProblems(); len(ps) > 0 {
+			return printProblems(stderr, ps)
+		}
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", c.Source)
 	return nil

@@ -445,11 +445,14 @@ func reload(log *slog.Logger, stderr io.Writer, cur *config, sup *supervisor.Sup
 	// What needs a restart stays as it runs, and the jobs of the new apps
 	// and policies must start with it: the running sandbox mode and ids,
 	// and the data dir in use, hidden from them.
-	next.Runner = cur.Runner
-	if next.DataDir != cur.DataDir {
-		next.setDataDir(cur.DataDir)
+	if next.Runner != cur.Runner {
+		next.Runner = cur.Runner
+		next.jobsChecked = false // parseConfig checked other ranges
 	}
-	if cur.Sup.Sandbox {
+	if next.DataDir != cur.DataDir {
+		next.setDataDir(cur.DataDir) // clears jobsChecked
+	}
+	if cur.Sup.Sandbox && !next.jobsChecked {
 		if ps := next.jobProblems(); len(ps) > 0 {
 			return refuse(ps)
 		}
