@@ -505,7 +505,12 @@ static struct target prepare_target(uid_t uid, gid_t gid) {
 		failf("prepare target: fork: %s", strerror(errno));
 	}
 	if (pid == 0) {
-		close(SYNC_FD);
+		// fd 3 becomes the report pipe, so that a failf here (a job
+		// message it cannot read) reaches the init as a report, not a
+		// closed fd that launch_target would take for an exec.
+		if (dup3(ep[1], SYNC_FD, O_CLOEXEC) < 0) {
+			_exit(127);
+		}
 		close(gp[1]);
 		close(ep[0]);
 		int rep = ep[1];
@@ -578,11 +583,12 @@ static void launch_target(struct target *t, struct msg *m, const char *path) {
 		b[r] = 0;
 		char step[32];
 		int err = 0;
-		if (sscanf(b, "%31s %d", step, &err) != 2) {
-			failf("start target: bad report");
-		}
 		int status;
 		waitpid(t->pid, &status, 0);
+		if (sscanf(b, "%31s %d", step, &err) != 2) { // a failf of its own: word for word
+			b[strcspn(b, "\n")] = 0;
+			failf("start %s: target: %s", path, b);
+		}
 		failf("start %s: %s: %s", path, step, strerror(err));
 	}
 }

@@ -627,13 +627,7 @@ func dropCaps() error {
 // by an earlier job must not hand that job's keys to the next. The thread
 // is uid only meanwhile; its saved uid 0 brings it back.
 func freshKeyrings(uid uint32, clearUser bool) error {
-	setresuid := func(r, e, s uint32) error {
-		if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(r), uintptr(e), uintptr(s)); errno != 0 {
-			return errno
-		}
-		return nil
-	}
-	if err := setresuid(uid, uid, 0); err != nil {
+	if err := setThreadResuid(uid, uid, 0); err != nil {
 		return fmt.Errorf("keyrings: become uid %d: %w", uid, err)
 	}
 	var errs []error
@@ -663,7 +657,7 @@ func freshKeyrings(uid uint32, clearUser bool) error {
 	if _, _, errno := unix.RawSyscall(unix.SYS_KEYCTL, unix.KEYCTL_JOIN_SESSION_KEYRING, 0, 0); errno != 0 && errno != unix.ENOSYS {
 		errs = append(errs, fmt.Errorf("keyrings: new session keyring: %w", errno))
 	}
-	if err := setresuid(0, 0, 0); err != nil {
+	if err := setThreadResuid(0, 0, 0); err != nil {
 		errs = append(errs, fmt.Errorf("keyrings: back to root: %w", err))
 	}
 	return errors.Join(errs...)

@@ -28,7 +28,7 @@ type Initiator struct {
 	p    *Process
 	sync *os.File
 	br   *bufio.Reader
-	iso  Isolation
+	host string // the job's hostname: its Isolation.ID
 }
 
 // startIsolated runs spec in a sandbox made for it.
@@ -185,7 +185,7 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 	r.mu.Unlock()
 	fds.stdio, fds.stdout = -1, -1 // p's files own them now
 	cgOwned, idsOwned = true, true
-	in := &Initiator{r: r, p: p, sync: syncFile, br: bufio.NewReader(syncFile), iso: iso}
+	in := &Initiator{r: r, p: p, sync: syncFile, br: bufio.NewReader(syncFile), host: iso.ID}
 	defer func() {
 		if retErr != nil { // the helper is registered: kill it and let the reaper have it
 			retErr = errors.Join(retErr, in.kill())
@@ -260,7 +260,7 @@ func (in *Initiator) Launch(spec Spec) (_ *Process, retErr error) {
 			retErr = errors.Join(retErr, in.kill())
 		}
 	}()
-	host := in.iso.ID
+	host := in.host
 	if spec.Isolation != nil && spec.Isolation.ID != "" {
 		host = spec.Isolation.ID
 	}
@@ -385,15 +385,20 @@ func forkAsOwner(owner uint32, path string, argv []string, attr *syscall.ProcAtt
 // thread's capabilities alone.
 const secbitNoSetuidFixup = 1 << 2
 
-// setThreadEUID sets this thread's effective uid alone (the runtime's
-// Setresuid would set every thread's).
-func setThreadEUID(uid uint32) error {
-	const keep = 0xffffffff // -1: unchanged
-	if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, keep, uintptr(uid), keep); errno != 0 {
+// keepID in setThreadResuid leaves that id unchanged (-1).
+const keepID = 0xffffffff
+
+// setThreadResuid sets this thread's real, effective and saved uids alone
+// (the runtime's Setresuid would set every thread's); keepID keeps one.
+func setThreadResuid(r, e, s uint32) error {
+	if _, _, errno := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(r), uintptr(e), uintptr(s)); errno != 0 {
 		return errno
 	}
 	return nil
 }
+
+// setThreadEUID sets this thread's effective uid alone.
+func setThreadEUID(uid uint32) error { return setThreadResuid(keepID, uid, keepID) }
 
 // setThreadSecurebits sets this thread's securebits.
 func setThreadSecurebits(bits uintptr) error {

@@ -48,8 +48,8 @@ func encodeFilter(raw []bpf.RawInstruction) []byte {
 
 // Raw action values of seccomp(2), with the errno numbers the filter uses.
 const (
-	retKillProcess = 0x80000000
-	retErrno       = 0x00050000
+	retKillProcess = uint32(seccomp.ActionKillProcess)
+	retErrno       = uint32(seccomp.ActionErrno)
 	errnoEPERM     = 1
 	errnoENOSYS    = 38
 )

@@ -413,9 +413,12 @@ func DefaultSeccomp() *specs.LinuxSeccomp {
 			Args: []specs.LinuxSeccompArg{{Index: 0, Value: v, Op: specs.OpEqualTo}}})
 	}
 	s.Syscalls = append(s.Syscalls, archSyscalls...)
+	// clone(2) without a new namespace: its flags are the first argument
+	// on every architecture this builds a filter for (s390 has them
+	// second).
 	s.Syscalls = append(s.Syscalls,
 		specs.LinuxSyscall{Names: []string{"clone"}, Action: specs.ActAllow,
-			Args: []specs.LinuxSeccompArg{{Index: cloneFlagsArg, Op: specs.OpMaskedEqual,
+			Args: []specs.LinuxSeccompArg{{Index: 0, Op: specs.OpMaskedEqual,
 				Value: unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWUSER |
 					unix.CLONE_NEWPID | unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP, ValueTwo: 0}}},
 		specs.LinuxSyscall{Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: &nosys},

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -133,7 +134,7 @@ func (c *planCache) get(iso *Isolation) (*viewTemplate, error) {
 func (t *viewTemplate) forJob(iso *Isolation, uid, gid uint32) []mountOp {
 	ops := slices.Clone(t.ops)
 	ops[t.run].c, ops[t.run].d = strconv.FormatUint(uint64(uid), 10), strconv.FormatUint(uint64(gid), 10)
-	userName, groupName := or(iso.UserName, "job"), or(iso.GroupName, "job")
+	userName, groupName := cmp.Or(iso.UserName, "job"), cmp.Or(iso.GroupName, "job")
 	if t.passwd >= 0 {
 		ops[t.passwd].e = passwdFile(uid, gid, userName)
 	}
@@ -557,13 +558,6 @@ func checkViewPath(p string) error {
 		}
 	}
 	return nil
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // passwdFile is a job's /etc/passwd: root, nobody, and the job's user.
