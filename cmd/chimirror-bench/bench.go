@@ -28,6 +28,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/chimirror/chimirror/accounting"
+	"github.com/chimirror/chimirror/internal/adminapi"
 	"github.com/chimirror/chimirror/internal/cli"
 	"github.com/chimirror/chimirror/sandbox"
 	bolt "go.etcd.io/bbolt"
@@ -276,87 +277,85 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		// not asked for
 	} else if boxErr != nil {
 		add(benchRow{"sandboxed session setup", "not measured: " + boxErr.Error(), "–", "≥ 700/s at 16, p50 ≤ 3 ms"})
-	} else {
-		boxed, err := startBenchServer(server, o, "on")
-		if err != nil {
-			return err
-		}
-		for _, par := range []int{1, 16} {
-			floor, flat, err := rate(o.setupN, par, sandboxFloor)
-			if err != nil {
-				boxed.stop()
-				return fmt.Errorf("sandbox floor: %w", err)
-			}
-			ours, lat, err := rate(o.setupN, par, func() error { return boxed.sessionEcho() })
-			if err != nil {
-				boxed.stop()
-				return fmt.Errorf("sandboxed session setup: %w", err)
-			}
-			add(benchRow{fmt.Sprintf("sandboxed session setup, %d at a time", par),
-				fmt.Sprintf("%.0f/s (%.2f× floor); p50 %s, p99 %s", ours, ours/floor, ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100])),
-				fmt.Sprintf("%.0f/s bare clone with the same namespaces into a fresh cgroup, exec cat + echo; p50 %s, p99 %s", floor, ms(flat[len(flat)/2]), ms(flat[len(flat)*99/100])),
-				"≥ 700/s at 16, p50 ≤ 3 ms"})
-		}
-		// What the seccomp filter costs: a session with and without it,
-		// in turns so that both see the same machine; and a syscall.
-		with, without, err := alternate(max(1, min(o.setupN/4, 400)), boxed.sessionEcho, func() error { return sessionEcho("ws://" + boxed.addr + "/apps/cat-nofilter") })
-		if err != nil {
-			boxed.stop()
-			return fmt.Errorf("sandboxed setup with and without seccomp: %w", err)
-		}
-		add(benchRow{"sandboxed session setup, with the default seccomp filter, 1 at a time",
-			fmt.Sprintf("p50 %s (%+.2f ms)", ms(with[len(with)/2]), float64(with[len(with)/2]-without[len(without)/2])/1e6),
-			fmt.Sprintf("p50 %s, the same sessions without a filter, in turns", ms(without[len(without)/2])), "–"})
-		outside, err := getppidOutside(o.getppids)
-		if err != nil {
-			boxed.stop()
-			return fmt.Errorf("getppid outside a job: %w", err)
-		}
-		inNoFilter, err := boxed.jobText("getppid-nofilter")
-		if err != nil {
-			boxed.stop()
-			return fmt.Errorf("getppid in a job without a filter: %w", err)
-		}
-		inFilter, err := boxed.jobText("getppid")
-		if err != nil {
-			boxed.stop()
-			return fmt.Errorf("getppid in a job: %w", err)
-		}
-		add(benchRow{"getppid(2) in a job, the default seccomp filter",
-			fmt.Sprintf("%s per call (%s without the filter)", strings.TrimSpace(inFilter), strings.TrimSpace(inNoFilter)),
-			fmt.Sprintf("%s per call outside any job", strings.TrimSpace(outside)), "–"})
-		// Paced arrivals (one per 20 ms, below the pool's refill rate): the
-		// latency a job sees when a prepared sandbox is waiting for it.
-		var paced []time.Duration
-		for i := 0; i < min(o.setupN, 200); i++ {
-			time.Sleep(20 * time.Millisecond)
-			t0 := time.Now()
-			if err := boxed.sessionEcho(); err != nil {
-				boxed.stop()
-				return fmt.Errorf("paced sandboxed setup: %w", err)
-			}
-			paced = append(paced, time.Since(t0))
-		}
-		slices.Sort(paced)
-		add(benchRow{"sandboxed session setup, paced (pool ready)",
-			fmt.Sprintf("p50 %s, p99 %s", ms(paced[len(paced)/2]), ms(paced[len(paced)*99/100])),
-			"plain p50 above", "p50 ≤ 3 ms"})
-		held, err := boxed.hold(o.boxedHeld)
-		if err != nil {
-			boxed.stop()
-			return fmt.Errorf("sandboxed held sessions: %w", err)
-		}
-		add(benchRow{"sandboxed held sessions", strconv.Itoa(held.n), "fd limit " + strconv.Itoa(held.fdLimit), "≥ 6,000"})
-		add(benchRow{"sandboxed: fds per session (server)", fmt.Sprintf("%.2f", held.fdsPer), "–", "≤ 3"})
-		add(benchRow{"sandboxed: server RSS per session", fmt.Sprintf("%.1f KB (%.1f KB of it the ledger file's mapped pages)", held.rssPer/1024, held.filePer/1024), "–", "–"})
-		add(benchRow{"sandboxed: host memory per session", fmt.Sprintf("%.0f KB", held.memPer/1024), "–", "–"})
-		boxed.stop()
+	} else if err := sandboxRows(server, o, add); err != nil {
+		return err
 	}
 	fmt.Fprintln(stdout, "| Figure | chimirror | Floor (same run) | Target |")
 	fmt.Fprintln(stdout, "|---|---|---|---|")
 	for _, r := range rows {
 		fmt.Fprintf(stdout, "| %s | %s | %s | %s |\n", r.figure, r.value, r.floor, r.target)
 	}
+	return nil
+}
+
+// sandboxRows measures the sandboxed figures on a server of their own.
+func sandboxRows(server string, o benchOpts, add func(benchRow)) error {
+	boxed, err := startBenchServer(server, o, "on")
+	if err != nil {
+		return err
+	}
+	defer boxed.stop()
+	for _, par := range []int{1, 16} {
+		floor, flat, err := rate(o.setupN, par, sandboxFloor)
+		if err != nil {
+			return fmt.Errorf("sandbox floor: %w", err)
+		}
+		ours, lat, err := rate(o.setupN, par, func() error { return boxed.sessionEcho() })
+		if err != nil {
+			return fmt.Errorf("sandboxed session setup: %w", err)
+		}
+		add(benchRow{fmt.Sprintf("sandboxed session setup, %d at a time", par),
+			fmt.Sprintf("%.0f/s (%.2f× floor); p50 %s, p99 %s", ours, ours/floor, ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100])),
+			fmt.Sprintf("%.0f/s bare clone with the same namespaces into a fresh cgroup, exec cat + echo; p50 %s, p99 %s", floor, ms(flat[len(flat)/2]), ms(flat[len(flat)*99/100])),
+			"≥ 700/s at 16, p50 ≤ 3 ms"})
+	}
+	// What the seccomp filter costs: a session with and without it,
+	// in turns so that both see the same machine; and a syscall.
+	with, without, err := alternate(max(1, min(o.setupN/4, 400)), boxed.sessionEcho, func() error { return sessionEcho("ws://" + boxed.addr + "/apps/cat-nofilter") })
+	if err != nil {
+		return fmt.Errorf("sandboxed setup with and without seccomp: %w", err)
+	}
+	add(benchRow{"sandboxed session setup, with the default seccomp filter, 1 at a time",
+		fmt.Sprintf("p50 %s (%+.2f ms)", ms(with[len(with)/2]), float64(with[len(with)/2]-without[len(without)/2])/1e6),
+		fmt.Sprintf("p50 %s, the same sessions without a filter, in turns", ms(without[len(without)/2])), "–"})
+	outside, err := getppidOutside(o.getppids)
+	if err != nil {
+		return fmt.Errorf("getppid outside a job: %w", err)
+	}
+	inNoFilter, err := boxed.jobText("getppid-nofilter")
+	if err != nil {
+		return fmt.Errorf("getppid in a job without a filter: %w", err)
+	}
+	inFilter, err := boxed.jobText("getppid")
+	if err != nil {
+		return fmt.Errorf("getppid in a job: %w", err)
+	}
+	add(benchRow{"getppid(2) in a job, the default seccomp filter",
+		fmt.Sprintf("%s per call (%s without the filter)", strings.TrimSpace(inFilter), strings.TrimSpace(inNoFilter)),
+		fmt.Sprintf("%s per call outside any job", strings.TrimSpace(outside)), "–"})
+	// Paced arrivals (one per 20 ms, below the pool's refill rate): the
+	// latency a job sees when a prepared sandbox is waiting for it.
+	var paced []time.Duration
+	for i := 0; i < min(o.setupN, 200); i++ {
+		time.Sleep(20 * time.Millisecond)
+		t0 := time.Now()
+		if err := boxed.sessionEcho(); err != nil {
+			return fmt.Errorf("paced sandboxed setup: %w", err)
+		}
+		paced = append(paced, time.Since(t0))
+	}
+	slices.Sort(paced)
+	add(benchRow{"sandboxed session setup, paced (pool ready)",
+		fmt.Sprintf("p50 %s, p99 %s", ms(paced[len(paced)/2]), ms(paced[len(paced)*99/100])),
+		"plain p50 above", "p50 ≤ 3 ms"})
+	held, err := boxed.hold(o.boxedHeld)
+	if err != nil {
+		return fmt.Errorf("sandboxed held sessions: %w", err)
+	}
+	add(benchRow{"sandboxed held sessions", strconv.Itoa(held.n), "fd limit " + strconv.Itoa(held.fdLimit), "≥ 6,000"})
+	add(benchRow{"sandboxed: fds per session (server)", fmt.Sprintf("%.2f", held.fdsPer), "–", "≤ 3"})
+	add(benchRow{"sandboxed: server RSS per session", fmt.Sprintf("%.1f KB (%.1f KB of it the ledger file's mapped pages)", held.rssPer/1024, held.filePer/1024), "–", "–"})
+	add(benchRow{"sandboxed: host memory per session", fmt.Sprintf("%.0f KB", held.memPer/1024), "–", "–"})
 	return nil
 }
 
@@ -728,9 +727,7 @@ func startBenchServer(server string, o benchOpts, sandboxMode string) (_ *benchS
 	cfg := filepath.Join(dir, "bench.toml")
 	tok := rand.Text()
 	sum := sha256.Sum256([]byte(tok))
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(benchConfig, sandboxMode, hex.EncodeToString(sum[:]), o.lines, o.zeroBytes)), 0o644); err != nil {
-		return nil, err
-	}
+	config := fmt.Sprintf(benchConfig, sandboxMode, hex.EncodeToString(sum[:]), o.lines, o.zeroBytes)
 	if err := os.Mkdir(filepath.Join(dir, "policies"), 0o755); err != nil {
 		return nil, err
 	}
@@ -754,14 +751,10 @@ func startBenchServer(server string, o benchOpts, sandboxMode string) (_ *benchS
 		if err := copyFile(self, filepath.Join(bin, "chimirror-bench"), 0o755); err != nil {
 			return nil, err
 		}
-		f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
-		if err != nil {
-			return nil, err
-		}
-		_, werr := fmt.Fprintf(f, benchSandboxApps, filepath.Join(bin, "chimirror-bench"), o.getppids, bin, getppidArg)
-		if err := errors.Join(werr, f.Close()); err != nil {
-			return nil, err
-		}
+		config += fmt.Sprintf(benchSandboxApps, filepath.Join(bin, "chimirror-bench"), o.getppids, bin, getppidArg)
+	}
+	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+		return nil, err
 	}
 	cmd := exec.Command(server, "serve", "--config", cfg, "--log-level", "warn")
 	cmd.SysProcAttr = benchServerAttr()
@@ -1137,7 +1130,7 @@ func (s *benchServer) hold(n int) (heldResult, error) {
 	res := heldResult{n: n, fdsPer: float64(fds1-fds0) / float64(n), rssPer: float64(rss1-rss0) / float64(n),
 		filePer: float64(file1-file0) / float64(n),
 		memPer:  float64(avail0-avail1) / float64(n), fdLimit: int(lim.Max)}
-	api := &adminAPI{base: "http://" + s.admin + "/api/v1", token: s.token, client: &http.Client{Timeout: 30 * time.Second}}
+	api := &adminapi.Client{Base: "http://" + s.admin + "/api/v1", Token: s.token, HTTP: &http.Client{Timeout: 30 * time.Second}}
 	if res.apiRunning, err = timeAdmin(api, "/jobs?state=running&limit=1000", 20); err != nil {
 		return heldResult{}, err
 	}
@@ -1149,48 +1142,17 @@ func (s *benchServer) hold(n int) (heldResult, error) {
 
 // timeAdmin times n GETs of path on the admin API (each read whole and
 // checked for a 2xx), sorted.
-func timeAdmin(api *adminAPI, path string, n int) ([]time.Duration, error) {
+func timeAdmin(api *adminapi.Client, path string, n int) ([]time.Duration, error) {
 	var out []time.Duration
 	for range n {
 		t0 := time.Now()
-		if err := api.get(path); err != nil {
+		if err := api.Do(http.MethodGet, path, nil); err != nil {
 			return nil, err
 		}
 		out = append(out, time.Since(t0))
 	}
 	slices.Sort(out)
 	return out, nil
-}
-
-// adminAPI is the bench server's admin API, as an operator's client calls
-// it: base is ".../api/v1", token a bearer token.
-type adminAPI struct {
-	base   string
-	token  string
-	client *http.Client
-}
-
-// get GETs path and reads the answer whole; any status but a 2xx is an
-// error carrying the server's message.
-func (a *adminAPI) get(path string) (retErr error) {
-	req, err := http.NewRequest(http.MethodGet, a.base+path, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	resp, err := a.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer func() { retErr = errors.Join(retErr, resp.Body.Close()) }()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", path, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("GET %s: HTTP %d: %s", path, resp.StatusCode, strings.TrimSpace(string(body)))
-	}
-	return nil
 }
 
 // memAvailable is the host's MemAvailable in bytes.

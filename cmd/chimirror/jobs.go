@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chimirror/chimirror/accounting"
+	"github.com/chimirror/chimirror/internal/adminapi"
 	"github.com/chimirror/chimirror/internal/cli"
 	"github.com/chimirror/chimirror/tomlstrict"
 )
@@ -89,8 +90,8 @@ func (f clientFlags) open() (jobSource, *config, error) {
 	if *f.admin != "" {
 		cfg.AdminListen = *f.admin
 	}
-	api := &apiSource{base: "http://" + cfg.AdminListen + "/api/v1", token: token,
-		client: &http.Client{Timeout: 30 * time.Second}}
+	api := &apiSource{api: &adminapi.Client{Base: "http://" + cfg.AdminListen + "/api/v1", Token: token,
+		HTTP: &http.Client{Timeout: 30 * time.Second}}}
 	switch err := api.ping(); {
 	case err == nil:
 		return api, cfg, nil
@@ -109,17 +110,13 @@ func (f clientFlags) open() (jobSource, *config, error) {
 
 // --- the admin API ---------------------------------------------------------
 
-type apiSource struct {
-	base   string
-	token  string
-	client *http.Client
-}
+type apiSource struct{ api *adminapi.Client }
 
-func (a *apiSource) describe() string { return "server " + strings.TrimSuffix(a.base, "/api/v1") }
+func (a *apiSource) describe() string { return "server " + strings.TrimSuffix(a.api.Base, "/api/v1") }
 func (a *apiSource) close() error     { return nil }
 
 func (a *apiSource) ping() error {
-	req, err := http.NewRequest(http.MethodGet, a.base+"/healthz", nil)
+	req, err := http.NewRequest(http.MethodGet, a.api.Base+"/healthz", nil)
 	if err != nil {
 		return err
 	}
@@ -131,46 +128,15 @@ func (a *apiSource) ping() error {
 }
 
 // do calls the API and decodes a 2xx answer into out; any other status is
-// an error carrying the server's message.
+// an *adminapi.StatusError carrying the server's message.
 func (a *apiSource) do(method, path string, out any) error {
-	req, err := http.NewRequest(method, a.base+path, nil)
-	if err != nil {
-		return err
+	err := a.api.Do(method, path, out)
+	var se *adminapi.StatusError
+	if errors.As(err, &se) && se.Status == http.StatusUnauthorized {
+		se.Msg += " (give --token, or set CHIMIRROR_ADMIN_TOKEN)"
 	}
-	if a.token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.token)
-	}
-	resp, err := a.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct{ Error string }
-		if json.Unmarshal(body, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(body))
-		}
-		if resp.StatusCode == http.StatusUnauthorized {
-			e.Error += " (give --token, or set CHIMIRROR_ADMIN_TOKEN)"
-		}
-		return &apiStatusError{Status: resp.StatusCode, Msg: e.Error}
-	}
-	if out == nil {
-		return nil
-	}
-	return json.Unmarshal(body, out)
+	return err
 }
-
-type apiStatusError struct {
-	Status int
-	Msg    string
-}
-
-func (e *apiStatusError) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.Msg, e.Status) }
 
 func (a *apiSource) list(q accounting.Query) (listedPage, error) {
 	v := url.Values{}

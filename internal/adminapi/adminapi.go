@@ -1,0 +1,63 @@
+// Package adminapi is a client of chimirror's admin API (/api/v1), for the
+// CLI's jobs, job, cancel and acct, and for the benchmark.
+package adminapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// Client calls one server's admin API.
+type Client struct {
+	Base  string // "http://HOST:PORT/api/v1"
+	Token string // sent as a bearer token; "" sends none
+	HTTP  *http.Client
+}
+
+// StatusError is an answer other than 2xx: its status and the server's
+// message (its JSON "error", else the body).
+type StatusError struct {
+	Status int
+	Msg    string
+}
+
+func (e *StatusError) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.Msg, e.Status) }
+
+// maxAnswerBytes bounds an answer read.
+const maxAnswerBytes = 64 << 20
+
+// Do calls method path and reads the answer whole: a 2xx one is decoded
+// into out (nil: dropped), any other is a *StatusError.
+func (c *Client) Do(method, path string, out any) (retErr error) {
+	req, err := http.NewRequest(method, c.Base+path, nil)
+	if err != nil {
+		return err
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { retErr = errors.Join(retErr, resp.Body.Close()) }()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct{ Error string }
+		if json.Unmarshal(body, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(body))
+		}
+		return &StatusError{Status: resp.StatusCode, Msg: e.Error}
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(body, out)
+}
