@@ -322,12 +322,21 @@ func (c *cgroup1Job) usage() (Usage, error) {
 	defer fileSlot()()
 	u := Usage{MemoryPeakBytes: -1, PidsPeak: -1}
 	var err error
-	if u.CPUUserNs, err = c.v1File(cgroup1.Cpuacct, "cpuacct.usage_user"); err != nil {
+	// cpuacct.usage is the scheduler's exact runtime; usage_user and
+	// usage_sys are tick samples (4 ms at HZ=250), which overshoot a
+	// throttled job by a quarter and more. Like the kernel's cputime_adjust
+	// (and v2's cpu.stat), the exact total is split in the samples' ratio.
+	var total, user, sys int64
+	if total, err = c.v1File(cgroup1.Cpuacct, "cpuacct.usage"); err != nil {
 		return u, fmt.Errorf("read usage of %s: %w", c.path, err)
 	}
-	if u.CPUSystemNs, err = c.v1File(cgroup1.Cpuacct, "cpuacct.usage_sys"); err != nil {
+	if user, err = c.v1File(cgroup1.Cpuacct, "cpuacct.usage_user"); err != nil {
 		return u, fmt.Errorf("read usage of %s: %w", c.path, err)
 	}
+	if sys, err = c.v1File(cgroup1.Cpuacct, "cpuacct.usage_sys"); err != nil {
+		return u, fmt.Errorf("read usage of %s: %w", c.path, err)
+	}
+	u.CPUUserNs, u.CPUSystemNs = splitCPU(total, user, sys)
 	if v, err := c.v1Keyed(cgroup1.Cpu, "cpu.stat", "throttled_time"); err == nil {
 		u.CPUThrottledNs = v
 	}
@@ -591,4 +600,14 @@ func Available() error {
 		}
 	}
 	return nil
+}
+
+// splitCPU divides the exact CPU total between user and system time in the
+// ratio of their tick samples; with no samples yet, it is all user time.
+func splitCPU(total, userTicks, sysTicks int64) (userNs, sysNs int64) {
+	if userTicks+sysTicks <= 0 {
+		return total, 0
+	}
+	sysNs = int64(float64(total) * float64(sysTicks) / float64(userTicks+sysTicks))
+	return total - sysNs, sysNs
 }

@@ -396,3 +396,25 @@ func TestCgroup1_CreateFailureLeavesNothing(t *testing.T) {
 		}
 	}
 }
+
+// Ensure v1's exact CPU total is what a job is charged, split in the tick
+// samples' ratio: the samples alone overshoot a throttled job.
+func TestSplitCPU(t *testing.T) {
+	tests := []struct {
+		name                 string
+		total, user, sys     int64
+		wantUser, wantSystem int64
+	}{
+		{"ticks overshoot", 1029124462, 1048000000, 4000000, 1025211442, 3913020},
+		{"no samples yet", 500000, 0, 0, 500000, 0},
+		{"all system", 300, 0, 4000000, 0, 300},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			u, s := splitCPU(tc.total, tc.user, tc.sys)
+			if u != tc.wantUser || s != tc.wantSystem || u+s != tc.total {
+				t.Fatalf("splitCPU(%d, %d, %d) = %d, %d; want %d, %d", tc.total, tc.user, tc.sys, u, s, tc.wantUser, tc.wantSystem)
+			}
+		})
+	}
+}
