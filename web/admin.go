@@ -28,6 +28,8 @@ type AdminOptions struct {
 	CPUSecondRate, GiBHourRate float64
 	// EventEvery is how often live events are pushed; default 1 s.
 	EventEvery time.Duration
+	// Edge is the admin listener's TLS, proxies, hosts and base path.
+	Edge Edge
 }
 
 // Admin is the operator's listener: the console at /, the JSON API at
@@ -97,11 +99,9 @@ func NewAdmin(log *slog.Logger, sup *supervisor.Supervisor, opts AdminOptions) *
 
 func (a *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.handler.ServeHTTP(w, r) }
 
-// HTTPServer wraps the admin handler with timeouts.
-func (a *Admin) HTTPServer(addr string) *http.Server {
-	return &http.Server{Addr: addr, Handler: a, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 60 * time.Second,
-		MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug)}
-}
+// HTTPServer is the admin handler behind its edge. Serve it on
+// AdminOptions.Edge.Listener(ln).
+func (a *Admin) HTTPServer() *http.Server { return a.opts.Edge.httpServer(a, a.log) }
 
 // Close stops live events and closes their connections.
 func (a *Admin) Close() { a.hub.close() }

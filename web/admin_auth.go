@@ -114,7 +114,7 @@ func (a *Admin) login(w http.ResponseWriter, r *http.Request, _ string) error {
 		return err
 	}
 	http.SetCookie(w, &http.Cookie{Name: adminCookie, Value: token, Path: "/", HttpOnly: true,
-		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+		SameSite: http.SameSiteStrictMode, Secure: isHTTPS(r)})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

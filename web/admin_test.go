@@ -36,7 +36,10 @@ func startAdmin(t *testing.T, cfg supervisor.Config) *adminServer {
 	m.Watch(s.sup)
 	a := NewAdmin(testLogger(t), s.sup, AdminOptions{Metrics: m, EventEvery: 100 * time.Millisecond, CPUSecondRate: 1,
 		Tokens: []AdminToken{{Label: "ops", SHA256: sha256.Sum256([]byte(adminSecret))}}})
-	ts := httptest.NewServer(a)
+	ts := httptest.NewUnstartedServer(nil)
+	ts.Config = a.HTTPServer()
+	ts.Listener = a.opts.Edge.Listener(ts.Listener)
+	ts.Start()
 	t.Cleanup(func() { a.Close(); ts.Close() })
 	return &adminServer{testServer: s, admin: ts, a: a}
 }

@@ -67,10 +67,10 @@ func startServer(t *testing.T, cfg supervisor.Config, opts Options) *testServer 
 		t.Fatalf("supervisor: %v", err)
 	}
 	srv := New(log, sup, opts)
-	ts := httptest.NewUnstartedServer(srv)
-	hs := srv.HTTPServer("")
-	ts.Config.ReadHeaderTimeout = hs.ReadHeaderTimeout
-	ts.Config.MaxHeaderBytes = hs.MaxHeaderBytes
+	// The server as chimirror serve runs it: its edge and timeouts.
+	ts := httptest.NewUnstartedServer(nil)
+	ts.Config = srv.HTTPServer()
+	ts.Listener = opts.Edge.Listener(ts.Listener)
 	ts.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)

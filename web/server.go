@@ -89,6 +89,8 @@ type Options struct {
 	Software string
 	// Metrics, when set, counts starts, refusals and setup latency.
 	Metrics *Metrics
+	// Edge is the listener's TLS, proxies, hosts and base path.
+	Edge Edge
 }
 
 // Server serves the apps of a Supervisor.
@@ -124,17 +126,13 @@ func New(log *slog.Logger, sup *supervisor.Supervisor, opts Options) *Server {
 // one frame. A bigger chunk goes out as the buffer plus the rest, unbuffered.
 const chunkWriteBuffer = 64<<10 + 64
 
-// HTTPServer wraps the handler with the timeouts that keep slow clients from
-// holding connections before the upgrade.
-func (s *Server) HTTPServer(addr string) *http.Server {
-	return &http.Server{
-		Addr:              addr,
-		Handler:           s,
-		ReadHeaderTimeout: s.opts.Limits.ReadHeaderTimeout,
-		MaxHeaderBytes:    s.opts.Limits.MaxHeaderBytes,
-		IdleTimeout:       60 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
+// HTTPServer is the server behind its edge, with the timeouts that keep
+// slow clients from holding connections before the upgrade. Serve it on
+// Options.Edge.Listener(ln).
+func (s *Server) HTTPServer() *http.Server {
+	e := s.opts.Edge
+	e.ReadHeaderTimeout, e.MaxHeaderBytes = s.opts.Limits.ReadHeaderTimeout, s.opts.Limits.MaxHeaderBytes
+	return e.httpServer(s, s.log)
 }
 
 // httpError is an error with the status and message a client should see:
@@ -384,7 +382,7 @@ func cgiEnv(r *http.Request, software string, pass []string) []string {
 		}
 	}
 	https := "off"
-	if r.TLS != nil {
+	if isHTTPS(r) {
 		https = "on"
 	}
 	env := make([]string, 0, 16+len(r.Header))

@@ -52,6 +52,17 @@ type fileConfig struct {
 	Chargeback        chargebackConfig    `toml:"chargeback"`
 	AdminListen       string              `toml:"admin_listen"`
 	AdminTokens       []string            `toml:"admin_tokens_sha256"`
+	AdminPublic       bool                `toml:"admin_public"`
+	TLSCert           string              `toml:"tls_cert"`
+	TLSKey            string              `toml:"tls_key"`
+	AdminTLSCert      string              `toml:"admin_tls_cert"`
+	AdminTLSKey       string              `toml:"admin_tls_key"`
+	AdminClientCA     string              `toml:"admin_client_ca"`
+	TrustedProxies    []string            `toml:"trusted_proxies"`
+	Hosts             []string            `toml:"hosts"`
+	BasePath          string              `toml:"base_path"`
+	BodyTimeout       tomlstrict.Duration `toml:"body_timeout"`
+	IdleTimeout       tomlstrict.Duration `toml:"idle_timeout"`
 	App               []appConfig         `toml:"app"`
 	Tenant            []tenantConfig      `toml:"tenant"`
 }
@@ -97,6 +108,9 @@ type config struct {
 	Chargeback  chargebackConfig
 	AdminListen string
 	AdminTokens []web.AdminToken
+	// AdminEdge is the admin listener's edge; Web.Edge the public one's.
+	AdminEdge   web.Edge
+	AdminPublic bool // admin_listen may be off loopback (with TLS)
 
 	// overrides applies the command line's --listen, --admin-listen and
 	// --data-dir; a reload applies them to the file it re-reads too.
@@ -183,6 +197,8 @@ func parseConfigFor(file string, data []byte, dir string, needApps bool) (*confi
 	p.policies()
 	p.c.setDataDir(p.c.DataDir)
 	p.web()
+	p.tls()
+	p.edge()
 	p.c.Sup = supervisor.Config{MaxSessions: fc.MaxSessions, Drain: time.Duration(fc.Drain),
 		SampleEvery: time.Duration(fc.SampleInterval), Retention: p.c.Retention, Hide: p.c.Sup.Hide}
 	seen := make(map[string]int)

@@ -110,6 +110,10 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 		return err
 	}
 	defer func() { retErr = errors.Join(retErr, stopProfile()) }()
+	// Again with --admin-listen: the flag is no way around the rule.
+	if msg := adminExposure(cfg.AdminListen, cfg.AdminPublic, cfg.AdminEdge.TLS != nil); msg != "" {
+		return fmt.Errorf("admin_listen: %s", msg)
+	}
 	box, why, err := sandboxFor(cfg)
 	if err != nil {
 		return err
@@ -281,12 +285,12 @@ func startInstance(log *slog.Logger, cfg *config, ledger *accounting.Ledger, box
 	}
 	metrics.Watch(s.sup)
 	cfg.Web.Metrics = metrics
-	s.hs = web.New(log, s.sup, cfg.Web).HTTPServer(cfg.Listen)
+	s.hs = web.New(log, s.sup, cfg.Web).HTTPServer()
 	s.pols.Store(cfg.Policies)
-	s.admin = web.NewAdmin(log, s.sup, web.AdminOptions{Tokens: tokens, Metrics: metrics,
+	s.admin = web.NewAdmin(log, s.sup, web.AdminOptions{Tokens: tokens, Metrics: metrics, Edge: cfg.AdminEdge,
 		Policies:      func() []*policies.Policy { return s.pols.Load().All() },
 		CPUSecondRate: cfg.Chargeback.CPUSecond, GiBHourRate: cfg.Chargeback.GiBHour})
-	s.ahs = s.admin.HTTPServer(cfg.AdminListen)
+	s.ahs = s.admin.HTTPServer()
 	return s, nil
 }
 
@@ -315,8 +319,8 @@ func (s *instance) logSandbox() {
 
 // serve starts both HTTP servers; wait reads how they end.
 func (s *instance) serve() {
-	go func() { s.adminServed <- s.ahs.Serve(s.aln) }()
-	go func() { s.served <- s.hs.Serve(s.ln) }()
+	go func() { s.adminServed <- s.ahs.Serve(s.cfg.AdminEdge.Listener(s.aln)) }()
+	go func() { s.served <- s.hs.Serve(s.cfg.Web.Edge.Listener(s.ln)) }()
 }
 
 // announce writes the lines that say the server is up, and where.
