@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -63,10 +64,7 @@ func unauthorized(msg string) error {
 
 // tooManyFails is the 429 for a host the login limiter blocks; it may
 // retry once the limiter's window has passed.
-func (a *Admin) tooManyFails(host string) error {
-	return &httpError{Status: http.StatusTooManyRequests, Msg: fmt.Sprintf("too many failed logins from %s; wait a minute", host),
-		RetryAfter: strconv.Itoa(int(a.limiter.window.Seconds()))}
-}
+func (a *Admin) tooManyFails(host string) error { return a.limiter.refusal(host, "logins") }
 
 // SetTokens replaces who may use the console and the API (a config
 // reload). A removed token stops working at once, the cookie of a browser
@@ -113,14 +111,17 @@ func (a *Admin) login(w http.ResponseWriter, r *http.Request, _ string) error {
 	if _, err := a.verify(r, token); err != nil {
 		return err
 	}
-	http.SetCookie(w, &http.Cookie{Name: adminCookie, Value: token, Path: "/", HttpOnly: true,
+	http.SetCookie(w, &http.Cookie{Name: adminCookie, Value: token, Path: a.cookiePath(), HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: isHTTPS(r)})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
+// cookiePath keeps the login cookie to the console's own paths.
+func (a *Admin) cookiePath() string { return strings.TrimRight(a.opts.Edge.BasePath, "/") + "/" }
+
 func (a *Admin) logout(w http.ResponseWriter, r *http.Request, _ string) error {
-	http.SetCookie(w, &http.Cookie{Name: adminCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+	http.SetCookie(w, &http.Cookie{Name: adminCookie, Value: "", Path: a.cookiePath(), MaxAge: -1, HttpOnly: true,
 		SameSite: http.SameSiteStrictMode})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -178,6 +179,13 @@ func (l *failLimiter) expire(now time.Time) bool {
 		l.recent(h, now)
 	}
 	return len(l.fails) < maxHosts
+}
+
+// refusal is the 429 for a host the limiter blocks (what: "logins",
+// "tenant tokens"); it may retry once the window has passed.
+func (l *failLimiter) refusal(host, what string) error {
+	return &httpError{Status: http.StatusTooManyRequests, Msg: fmt.Sprintf("too many failed %s from %s; wait %v", what, host, l.window),
+		RetryAfter: strconv.Itoa(int(l.window.Seconds()))}
 }
 
 func (l *failLimiter) fail(host string) {

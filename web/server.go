@@ -100,6 +100,7 @@ type Server struct {
 	opts     Options
 	origins  map[string]bool
 	upgrader websocket.Upgrader
+	limiter  *failLimiter // wrong tenant tokens, per client address
 }
 
 // writePool shares write buffers between connections: a connection holds one
@@ -109,7 +110,7 @@ var writePool sync.Pool
 // New returns a Server for sup.
 func New(log *slog.Logger, sup *supervisor.Supervisor, opts Options) *Server {
 	opts.Limits = opts.Limits.withDefaults()
-	s := &Server{log: log, sup: sup, opts: opts, origins: make(map[string]bool)}
+	s := &Server{log: log, sup: sup, opts: opts, origins: make(map[string]bool), limiter: newFailLimiter(5, time.Minute)}
 	for _, o := range opts.Origins {
 		s.origins[strings.ToLower(strings.TrimRight(o, "/"))] = true
 	}
@@ -292,11 +293,19 @@ func (s *Server) authenticate(r *http.Request) (*supervisor.Tenant, error) {
 	if token == "" {
 		return nil, &httpError{Status: http.StatusUnauthorized, Msg: "a tenant token is required: Authorization: Bearer TOKEN, or ?token=TOKEN", Bearer: true}
 	}
+	// As the admin's: a correct token first, so that someone's guesses
+	// from the same address never lock a tenant out; wrong ones are
+	// counted per client address (behind trusted proxies, the real one).
 	found, ok := findToken(token, tenants, func(t *supervisor.Tenant) [32]byte { return t.TokenSHA256 })
-	if !ok {
-		return nil, &httpError{Status: http.StatusUnauthorized, Msg: "unknown tenant token", Bearer: true}
+	if ok {
+		return found, nil
 	}
-	return found, nil
+	host := clientHost(r)
+	if s.limiter.blocked(host) {
+		return nil, s.limiter.refusal(host, "tenant tokens")
+	}
+	s.limiter.fail(host)
+	return nil, &httpError{Status: http.StatusUnauthorized, Msg: "unknown tenant token", Bearer: true}
 }
 
 // bearerToken is the token of an "Authorization: Bearer TOKEN" header.

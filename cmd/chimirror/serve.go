@@ -393,14 +393,38 @@ func (s *instance) shutdown(serveErr error) error {
 // openLedger opens the ledger in dataDir, creating the directory if
 // needed. Every failure names the path and what to do.
 func openLedger(log *slog.Logger, dataDir string) (*accounting.Ledger, error) {
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data_dir: %w", err)
+	if err := privateDir(log, dataDir); err != nil {
+		return nil, err
 	}
 	l, err := accounting.Open(ledgerPath(dataDir), accounting.Options{Log: log})
 	if errors.Is(err, accounting.ErrLocked) {
 		return nil, fmt.Errorf("%w: is another chimirror serving from data_dir %s? Stop it, or give this one its own data_dir", err, dataDir)
 	}
 	return l, err
+}
+
+// privateDir makes dir (mode 0700) or, when it exists, makes it private:
+// it holds every job's record and the admin token. A dir that group or
+// others may read or enter is fixed, and the fix logged; one that cannot
+// be fixed (not ours, a read-only mount) is refused.
+func privateDir(log *slog.Logger, dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("data_dir %s is not a directory", dir)
+	}
+	if mode := st.Mode().Perm(); mode&0o077 != 0 {
+		if err := os.Chmod(dir, mode&0o700|0o700); err != nil {
+			return fmt.Errorf("data_dir %s is open to other users (mode %#o) and could not be made private: %w; chmod 700 it, or choose another data_dir", dir, mode, err)
+		}
+		log.Warn("data_dir was open to other users; made private (mode 0700)", "data_dir", dir, "was", fmt.Sprintf("%#o", mode))
+	}
+	return nil
 }
 
 // sandboxMode decides whether jobs are sandboxed: "off" never, "on" and

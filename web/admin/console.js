@@ -10,7 +10,10 @@
 'use strict';
 
 (() => {
-  const API = '/api/v1';
+  // Everything is relative to where the page is served: a proxy or
+  // base_path may put the console under a prefix.
+  const BASE = new URL('.', location.href).pathname;
+  const API = BASE + 'api/v1';
   const PAGE = 50;
 
   // All mutable state of the page.
@@ -225,7 +228,7 @@
     btn.disabled = true;
     $('login-error').textContent = '';
     try {
-      const res = await fetch('/login', {
+      const res = await fetch(BASE + 'login', {
         method: 'POST', credentials: 'same-origin',
         headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
         body: new URLSearchParams({ token: $('token').value }).toString(),
@@ -247,7 +250,7 @@
   async function logout() {
     let res;
     try {
-      res = await fetch('/logout', { method: 'POST', credentials: 'same-origin' });
+      res = await fetch(BASE + 'logout', { method: 'POST', credentials: 'same-origin' });
     } catch (e) {
       showMessage('Server unreachable; not logged out.');
       return;

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// Ensure the edge's keys are checked at load, each problem at its line:
+// proxies, hosts and the base path; and an admin listener off loopback.
+func TestConfigEdgeProblems(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	app := "[[app]]\nname = \"cat\"\ncommand = [\"cat\"]\n"
+	file := func(name, body string) string {
+		return writeFile(t, filepath.Join(dir, name), "sandbox = \"off\"\n"+body+"\n"+app)
+	}
+	public := file("public.toml", `admin_listen = "0.0.0.0:8081"`)
+	publicNoTLS := file("public-notls.toml", "admin_listen = \"0.0.0.0:8081\"\nadmin_public = true")
+	proxies := file("proxies.toml", `trusted_proxies = ["127.0.0.1/32", "ten.0.0.0/8"]`)
+	hosts := file("hosts.toml", `hosts = ["jobs.example.com:8080"]`)
+	base := file("base.toml", `base_path = "chimirror"`)
+	ok := file("ok.toml", "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\nhosts = [\"jobs.example.com\"]\nbase_path = \"/chimirror/\"\nbody_timeout = \"5s\"\nidle_timeout = \"1m\"")
+	runCLICases(t, []cliCase{
+		{name: "admin off loopback", args: []string{"config", "check", public}, wantCode: 1,
+			wantStderr: public + `:2: admin_listen: "0.0.0.0:8081" is not loopback`},
+		{name: "admin public without TLS", args: []string{"config", "check", publicNoTLS}, wantCode: 1,
+			wantStderr: publicNoTLS + `:2: admin_listen: "0.0.0.0:8081" with admin_public = true needs TLS`},
+		{name: "a bad proxy", args: []string{"config", "check", proxies}, wantCode: 1,
+			wantStderr: proxies + `:2: trusted_proxies: "ten.0.0.0/8": want an address or a CIDR prefix`},
+		{name: "a host with a port", args: []string{"config", "check", hosts}, wantCode: 1,
+			wantStderr: hosts + `:2: hosts: "jobs.example.com:8080": want a host name`},
+		{name: "a relative base path", args: []string{"config", "check", base}, wantCode: 1,
+			wantStderr: base + `:2: base_path: "chimirror": want a path like "/chimirror"`},
+		{name: "all of them right", args: []string{"config", "check", ok}, wantCode: 0, wantStdout: ok + ": ok\n"},
+		{name: "--admin-listen off loopback", args: []string{"serve", "--admin-listen", "0.0.0.0:0", "--", "cat"}, wantCode: 1,
+			wantStderr: `admin_listen: "0.0.0.0:0" is not loopback`},
+	})
+}
+
+// Ensure an existing data dir open to other users is made private before
+// the ledger and the admin token go into it, and the fix is logged.
+func TestDataDirMadePrivate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "var")
+	if err := os.Mkdir(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(data, 0o755); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	cfg := writeFile(t, filepath.Join(dir, "c.toml"), "sandbox = \"off\"\ndata_dir = \"var\"\n[[app]]\nname = \"cat\"\ncommand = [\"cat\"]\n")
+	s := startServer(t, dir, "--config", cfg)
+	st, err := os.Stat(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode := st.Mode().Perm(); mode != 0o700 {
+		t.Errorf("data_dir mode %#o, want 0700", mode)
+	}
+	if code := s.stop(syscall.SIGTERM, startTimeout); code != 0 {
+		t.Errorf("serve exited %d", code)
+	}
+	if !strings.Contains(s.stderr.String(), "data_dir was open to other users; made private") {
+		t.Errorf("the fix was not logged:\n%s", s.stderr)
+	}
+}
