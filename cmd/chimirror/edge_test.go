@@ -1,8 +1,11 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -66,5 +69,31 @@ func TestDataDirMadePrivate(t *testing.T) {
 	}
 	if !strings.Contains(s.stderr.String(), "data_dir was open to other users; made private") {
 		t.Errorf("the fix was not logged:\n%s", s.stderr)
+	}
+}
+
+// Ensure chimirror token makes a fresh 256-bit token each time and prints
+// the SHA-256 that the config holds for it.
+func TestTokenCommand(t *testing.T) {
+	t.Parallel()
+	re := regexp.MustCompile(`^token: ([A-Za-z0-9_-]{43})\ntoken_sha256 = "([0-9a-f]{64})"`)
+	seen := map[string]bool{}
+	for range 2 {
+		stdout, stderr, code := runCLI(t, t.TempDir(), nil, "token")
+		m := re.FindStringSubmatch(stdout)
+		if code != 0 || m == nil {
+			t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+		}
+		if sum := sha256.Sum256([]byte(m[1])); hex.EncodeToString(sum[:]) != m[2] {
+			t.Fatalf("the printed hash is not the token's SHA-256: %q", stdout)
+		}
+		if seen[m[1]] {
+			t.Fatal("the same token twice")
+		}
+		seen[m[1]] = true
+	}
+	stdout, _, code := runCLI(t, t.TempDir(), nil, "token", "--label", "alice")
+	if code != 0 || !regexp.MustCompile(`\nadmin_tokens_sha256 = \["alice:[0-9a-f]{64}"\]\n$`).MatchString(stdout) {
+		t.Fatalf("--label: exit %d, stdout %q", code, stdout)
 	}
 }

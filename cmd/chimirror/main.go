@@ -28,6 +28,7 @@ Usage:
   chimirror policy check [FILE...]
   chimirror policy list [--dir DIR]
   chimirror config check [FILE]
+  chimirror token [--label LABEL]
   chimirror version
 
 Run 'chimirror COMMAND --help' for a command's flags.
@@ -64,6 +65,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdConfig(args[1:], stdout, stderr)
 	case "policy":
 		return cmdPolicy(args[1:], stdout, stderr)
+	case "token":
+		return cmdToken(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "chimirror %s (%s, %s/%s)\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil
