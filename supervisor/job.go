@@ -34,6 +34,7 @@ type Job struct {
 	App      *App // with the tenant's policy, if it has one
 	Tenant   *Tenant
 	Remote   string
+	Client   string // Request.Client: what the per-client cap counts
 	Protocol string
 	Started  time.Time
 

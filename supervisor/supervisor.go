@@ -4,6 +4,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -89,6 +90,9 @@ var (
 	// ErrTenantBusy is returned by Start when the tenant's max_sessions
 	// jobs are running.
 	ErrTenantBusy = errors.New("too many sessions for this tenant")
+	// ErrClientBusy is returned by Start when the client's address has
+	// MaxSessionsPerClient jobs running.
+	ErrClientBusy = errors.New("too many sessions from this address")
 )
 
 // App is one configured program, fully resolved: Path is absolute and Env is
@@ -147,6 +151,10 @@ type Config struct {
 	Apps        []App
 	Tenants     []Tenant // none: everyone is PublicTenant
 	MaxSessions int
+	// MaxSessionsPerClient caps the jobs of one client address
+	// (Request.Client), so that one client cannot take every session; 0:
+	// no cap but MaxSessions.
+	MaxSessionsPerClient int
 	// Drain bounds how long output is still read after the job's process has
 	// exited (a descendant that escaped the kill may hold the stdout pipe or the socket).
 	Drain time.Duration
@@ -221,6 +229,7 @@ type Supervisor struct {
 	apps         atomic.Pointer[map[string]*App]
 	tenants      atomic.Pointer[[]*Tenant]
 	maxSessions  atomic.Int64
+	maxPerClient atomic.Int64
 	lastID       atomic.Uint64 // without a ledger
 	started      atomic.Uint64
 	cgroupErrors atomic.Int64
@@ -451,11 +460,8 @@ func (s *Supervisor) Reload(cfg Config) {
 		tenants[i] = &t
 	}
 	s.tenants.Store(&tenants)
-	max := cfg.MaxSessions
-	if max <= 0 {
-		max = DefaultMaxSessions
-	}
-	s.maxSessions.Store(int64(max))
+	s.maxSessions.Store(int64(cmp.Or(max(cfg.MaxSessions, 0), DefaultMaxSessions)))
+	s.maxPerClient.Store(int64(max(cfg.MaxSessionsPerClient, 0)))
 	s.syncPools(cfg)
 }
 
@@ -699,38 +705,52 @@ func (s *Supervisor) Apps() []string {
 	return names
 }
 
-func (s *Supervisor) admitLocked(t *Tenant) error {
+func (s *Supervisor) admitLocked(j *Job) error {
 	if s.closing {
 		return ErrShuttingDown
 	}
 	if int64(len(s.jobs)+len(s.admitting)) >= s.maxSessions.Load() {
 		return ErrBusy
 	}
-	if t != nil && t.MaxSessions > 0 {
-		n := 0
-		for _, j := range s.jobs {
-			if j.Tenant.Name == t.Name {
-				n++
-			}
+	t, perClient := j.Tenant, s.maxPerClient.Load()
+	tenantCap := t != nil && t.MaxSessions > 0
+	clientCap := perClient > 0 && j.Client != ""
+	if !tenantCap && !clientCap {
+		return nil
+	}
+	var byTenant, byClient int64
+	count := func(o *Job) {
+		if tenantCap && o.Tenant.Name == t.Name {
+			byTenant++
 		}
-		for j := range s.admitting {
-			if j.Tenant.Name == t.Name {
-				n++
-			}
+		if clientCap && o.Client == j.Client {
+			byClient++
 		}
-		if n >= t.MaxSessions {
-			return fmt.Errorf("%w %q (max_sessions %d)", ErrTenantBusy, t.Name, t.MaxSessions)
-		}
+	}
+	for _, o := range s.jobs {
+		count(o)
+	}
+	for o := range s.admitting {
+		count(o)
+	}
+	if tenantCap && byTenant >= int64(t.MaxSessions) {
+		return fmt.Errorf("%w %q (max_sessions %d)", ErrTenantBusy, t.Name, t.MaxSessions)
+	}
+	if clientCap && byClient >= perClient {
+		return fmt.Errorf("%w %s (max_sessions_per_client %d)", ErrClientBusy, j.Client, perClient)
 	}
 	return nil
 }
 
 // Request is everything about a new job that comes from its client.
 type Request struct {
-	App       string
-	Tenant    *Tenant  // nil: PublicTenant
-	Env       []string // request variables (CGI), appended after the app's allow-list
-	Remote    string
+	App    string
+	Tenant *Tenant  // nil: PublicTenant
+	Env    []string // request variables (CGI), appended after the app's allow-list
+	Remote string
+	// Client is who the per-client cap counts: the client's address (an
+	// IPv6 client's /64); "" is never capped.
+	Client    string
 	UserAgent string
 	Protocol  string
 }
@@ -746,7 +766,7 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 		return nil, err
 	}
 	s.mu.Lock()
-	if err := s.admitLocked(j.Tenant); err != nil {
+	if err := s.admitLocked(j); err != nil {
 		s.mu.Unlock()
 		return nil, err
 	}
@@ -783,7 +803,7 @@ func (s *Supervisor) newJob(req Request) (*Job, error) {
 		a.Policy = tenant.Policy
 		app = &a
 	}
-	return &Job{App: app, Tenant: tenant, Remote: req.Remote, Protocol: req.Protocol, sup: s}, nil
+	return &Job{App: app, Tenant: tenant, Remote: req.Remote, Client: req.Client, Protocol: req.Protocol, sup: s}, nil
 }
 
 // recordStart gives an admitted job its record and ID, and moves it from

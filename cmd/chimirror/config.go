@@ -34,6 +34,7 @@ type fileConfig struct {
 	Listen            string              `toml:"listen"`
 	Origins           []string            `toml:"origins"`
 	MaxSessions       int                 `toml:"max_sessions"`
+	MaxPerClient      int                 `toml:"max_sessions_per_client"`
 	MaxMessageBytes   int64               `toml:"max_message_bytes"`
 	MaxLineBytes      int64               `toml:"max_line_bytes"`
 	PingInterval      tomlstrict.Duration `toml:"ping_interval"`
@@ -199,7 +200,7 @@ func parseConfigFor(file string, data []byte, dir string, needApps bool) (*confi
 	p.web()
 	p.tls()
 	p.edge()
-	p.c.Sup = supervisor.Config{MaxSessions: fc.MaxSessions, Drain: time.Duration(fc.Drain),
+	p.c.Sup = supervisor.Config{MaxSessions: fc.MaxSessions, MaxSessionsPerClient: fc.MaxPerClient, Drain: time.Duration(fc.Drain),
 		SampleEvery: time.Duration(fc.SampleInterval), Retention: p.c.Retention, Hide: p.c.Sup.Hide}
 	seen := make(map[string]int)
 	for i, a := range fc.App {
@@ -339,6 +340,9 @@ func (p *configParse) web() {
 	c, fc, at := p.c, p.fc, p.at
 	if fc.MaxSessions < 0 {
 		at("", 0, "max_sessions", "must not be negative")
+	}
+	if fc.MaxPerClient < 0 {
+		at("", 0, "max_sessions_per_client", "must not be negative")
 	}
 	if fc.MaxMessageBytes < 0 {
 		at("", 0, "max_message_bytes", "must not be negative")
