@@ -27,10 +27,11 @@ const policyUsage = `Usage:
       Validates a server config as serve would load it, its policies
       included, and that each app's program and dir are inside the view of
       every policy it may run under.
-  chimirror policy list [--dir DIR]
+  chimirror policy list [--dir DIR | --config FILE]
       Lists the policies in force, the built-ins plus DIR's *.toml files (a
       file there replaces the built-in of the same name), with their main
-      limits. "-" is no limit.
+      limits. "-" is no limit. Without --dir, DIR is the config's
+      policy_dir (--config FILE, else ./chimirror.toml if present).
 `
 
 // cmdPolicy runs `chimirror policy SUBCOMMAND`.
@@ -178,7 +179,8 @@ func printProblems(stderr io.Writer, err error) error {
 func cmdPolicyList(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("policy list", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dir := fs.String("dir", "", "operator policy directory: its *.toml files are added to the built-ins")
+	dir := fs.String("dir", "", "operator policy directory: its *.toml files are added to the built-ins (default: the config's policy_dir)")
+	cfgPath := fs.String("config", "", "config file whose policy_dir to list (default ./chimirror.toml if present)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, policyUsage+"\n")
 		fs.PrintDefaults()
@@ -189,6 +191,18 @@ func cmdPolicyList(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "chimirror policy list: unexpected argument %q\n\n%s", fs.Arg(0), policyUsage)
 		return cli.ExitCode(2)
+	}
+	if *dir != "" && *cfgPath != "" {
+		fmt.Fprintf(stderr, "chimirror policy list: --dir and --config: give one\n")
+		return cli.ExitCode(2)
+	}
+	if *dir == "" {
+		// The server's view of the policies: its config's policy_dir.
+		cfg, err := loadConfig(*cfgPath)
+		if err != nil {
+			return printProblems(stderr, err)
+		}
+		*dir = cfg.policyDir
 	}
 	set, err := policies.Load(*dir)
 	if err != nil {

@@ -4,6 +4,7 @@ package main
 // (harness in main_test.go), on the fixtures in testdata/policies.
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -180,6 +181,7 @@ func TestPolicyList(t *testing.T) {
 	override := policyFixture(t, "override")
 	broken := t.TempDir()
 	writeFile(t, filepath.Join(broken, "strict.toml"), "cpu = -1\n")
+	withDir := writeFile(t, filepath.Join(t.TempDir(), "c.toml"), fmt.Sprintf("sandbox = \"off\"\npolicy_dir = %q\n[[app]]\nname = \"cat\"\ncommand = [\"cat\"]\npolicy = \"batch\"\n", override))
 	tests := []struct {
 		name     string
 		args     []string
@@ -206,6 +208,17 @@ func TestPolicyList(t *testing.T) {
 				{"batch", "4", "8GiB", "-", "12h", "-", "-", "-", "-", "no", "dynamic", "default", filepath.Join(override, "batch.toml")},
 				{"default", "2", "-", "-", "-", "-", "-", "-", "-", "no", "dynamic", "default", filepath.Join(override, "default.toml")},
 				{"strict", "0.5", "64MiB", "32", "5m", "30s", "1m", "16MiB", "8MiB", "no", "dynamic", "default", "builtin:strict.toml"},
+			},
+		},
+		{
+			name:     "the config's policy_dir",
+			args:     []string{"--config", withDir},
+			wantCode: 0,
+			wantRows: [][]string{
+				{"NAME", "CPU", "MEMORY", "PIDS", "WALL", "CPU-TIME", "IDLE", "OUTPUT", "TMP", "NETWORK", "USER", "SECCOMP", "SOURCE"},
+				{"batch", "*", "*", "*", "*", "*", "*", "*", "*", "*", "*", "*", filepath.Join(override, "batch.toml")},
+				{"default", "*", "*", "*", "*", "*", "*", "*", "*", "*", "*", "*", filepath.Join(override, "default.toml")},
+				{"strict", "*", "*", "*", "*", "*", "*", "*", "*", "*", "*", "*", "builtin:strict.toml"},
 			},
 		},
 		{
@@ -262,7 +275,7 @@ func TestPolicyCommandLine(t *testing.T) {
 	tests := []cliCase{
 		{name: "no subcommand", args: []string{"policy"}, wantCode: 2, wantStderr: "Usage:\n  chimirror policy check"},
 		{name: "unknown subcommand", args: []string{"policy", "frob"}, wantCode: 2, wantStderr: `chimirror policy: unknown command "frob"`},
-		{name: "help", args: []string{"policy", "--help"}, wantCode: 0, wantStdout: "chimirror policy list [--dir DIR]"},
+		{name: "help", args: []string{"policy", "--help"}, wantCode: 0, wantStdout: "chimirror policy list [--dir DIR | --config FILE]"},
 		{name: "check --help", args: []string{"policy", "check", "--help"}, wantCode: 0, wantStderr: "chimirror policy check [FILE...]"},
 		{name: "check with a bad flag", args: []string{"policy", "check", "--bogus"}, wantCode: 2, wantStderr: "flag provided but not defined: -bogus"},
 		{name: "listed in the main usage", args: []string{"help"}, wantCode: 0, wantStdout: "chimirror policy check [FILE...]"},
