@@ -4,6 +4,7 @@ import (
 	"embed"
 	"html/template"
 	"net/http"
+	"net/netip"
 )
 
 //go:embed page/index.html
@@ -17,5 +18,16 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	return pageTmpl.Execute(w, map[string]any{"Apps": s.sup.Apps(), "Quick": s.opts.QuickApp})
+	// The console's address only for a client on this host: the operator.
+	console := ""
+	if host, _ := splitAddr(r.RemoteAddr); s.opts.ConsoleURL != "" && isLoopbackIP(host) {
+		console = s.opts.ConsoleURL
+	}
+	return pageTmpl.Execute(w, map[string]any{"Apps": s.sup.Apps(), "Quick": s.opts.QuickApp, "Console": console})
+}
+
+// isLoopbackIP reports whether host is a loopback address (v4-mapped too).
+func isLoopbackIP(host string) bool {
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }

@@ -91,6 +91,9 @@ type Options struct {
 	Metrics *Metrics
 	// Edge is the listener's TLS, proxies, hosts and base path.
 	Edge Edge
+	// ConsoleURL, when set, is linked from the test page for clients on
+	// this host (the operator); nobody else learns where it is.
+	ConsoleURL string
 }
 
 // Server serves the apps of a Supervisor.

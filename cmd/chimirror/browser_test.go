@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -297,5 +300,47 @@ command = ["cat"]
 	}
 	if err := os.WriteFile(filepath.Join(artifactDir(t), "console-1000.jpg"), png, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Ensure the test page works with tenants: without a token, the refused
+// connection (a 401 the browser only sees as 1006) names the likely
+// causes; with the token in the Token field, the job runs as the tenant.
+func TestBrowser_TestPageToken(t *testing.T) {
+	ctx := newBrowser(t)
+	dir := t.TempDir()
+	const token = "browser-tenant-token-0123456789abcdef"
+	sum := sha256.Sum256([]byte(token))
+	cfg := writeFile(t, filepath.Join(dir, "c.toml"), fmt.Sprintf("sandbox = \"off\"\n[[app]]\nname = \"who\"\n"+
+		"command = [\"sh\", \"-c\", \"echo tenant=$CHIMIRROR_TENANT query=$QUERY_STRING\"]\n"+
+		"[[tenant]]\nname = \"alice\"\ntoken_sha256 = %q\n", hex.EncodeToString(sum[:])))
+	srv := startServer(t, dir, "--config", cfg)
+	outHas := func(text string) chromedp.Action[chromedp.Void] {
+		return chromedp.Poll[chromedp.Void](`document.getElementById("out").textContent.includes(` + strconv.Quote(text) + `)`)
+	}
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(srv.url("http", "/")),
+		chromedp.WaitVisible(chromedp.ID("connect")),
+		chromedp.Click(chromedp.ID("connect")),
+		outHas("a tenant token is required or wrong"),
+		chromedp.Poll[chromedp.Void](`document.getElementById("status").textContent === "refused"`),
+		chromedp.SetValue(chromedp.ID("token"), token),
+		chromedp.Click(chromedp.ID("connect")),
+		outHas("tenant=alice query="),
+		outHas("connection closed"),
+	)
+	if err != nil {
+		out, oerr := chromedp.Run(ctx, chromedp.Text(chromedp.ID("out")))
+		t.Fatalf("browser session: %v\npage output (%v):\n%s\nserver stderr:\n%s", err, oerr, out, srv.stderr)
+	}
+	out, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("out")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, token) {
+		t.Errorf("the token reached the job or the page output:\n%s", out)
+	}
+	if link, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector("p.sub a") || {}).href || ""`)); err != nil || !strings.Contains(link, srv.admin) {
+		t.Errorf("console link %q (%v), want one to %s for a client on this host", link, err, srv.admin)
 	}
 }

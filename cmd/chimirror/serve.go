@@ -285,6 +285,7 @@ func startInstance(log *slog.Logger, cfg *config, ledger *accounting.Ledger, box
 	}
 	metrics.Watch(s.sup)
 	cfg.Web.Metrics = metrics
+	cfg.Web.ConsoleURL = "http://" + aln.Addr().String() + cfg.AdminEdge.BasePath + "/"
 	s.hs = web.New(log, s.sup, cfg.Web).HTTPServer()
 	s.pols.Store(cfg.Policies)
 	s.admin = web.NewAdmin(log, s.sup, web.AdminOptions{Tokens: tokens, Metrics: metrics, Edge: cfg.AdminEdge,
