@@ -104,6 +104,7 @@ type Server struct {
 	origins  map[string]bool
 	upgrader websocket.Upgrader
 	limiter  *failLimiter // wrong tenant tokens, per client address
+	refusals *refusalLog
 }
 
 // writePool shares write buffers between connections: a connection holds one
@@ -113,7 +114,8 @@ var writePool sync.Pool
 // New returns a Server for sup.
 func New(log *slog.Logger, sup *supervisor.Supervisor, opts Options) *Server {
 	opts.Limits = opts.Limits.withDefaults()
-	s := &Server{log: log, sup: sup, opts: opts, origins: make(map[string]bool), limiter: newFailLimiter(5, time.Minute)}
+	s := &Server{log: log, sup: sup, opts: opts, origins: make(map[string]bool), limiter: newFailLimiter(5, time.Minute),
+		refusals: newRefusalLog(log)}
 	for _, o := range opts.Origins {
 		s.origins[strings.ToLower(strings.TrimRight(o, "/"))] = true
 	}
@@ -165,6 +167,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if websocket.IsWebSocketUpgrade(r) {
 			s.opts.Metrics.rejected(he.Status)
+			s.refusals.refused(r, he.Status, he.Msg)
 		}
 		if he.RetryAfter != "" {
 			w.Header().Set("Retry-After", he.RetryAfter)
