@@ -132,6 +132,9 @@ func startNginx(t *testing.T, srv *server) *nginxProxy {
 		conf := strings.NewReplacer("@DIR@", dir, "@PUBLIC@", n.public, "@TLS@", n.tls, "@ADMIN@", n.admin,
 			"@UPSTREAM@", srv.addr, "@ADMIN_UPSTREAM@", srv.admin).Replace(nginxConf)
 		confPath := writeFile(t, filepath.Join(dir, "nginx.conf"), conf)
+		if err := os.Remove(errLog); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err) // an earlier attempt's: only this one's is read below
+		}
 		p := startProcBin(t, bin, dir, nil, "-p", dir, "-c", confPath, "-e", errLog, "-g", "daemon off;")
 		p.name = "nginx"
 		err := n.waitReady(p)
