@@ -45,6 +45,27 @@ deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "make deps: chromium missing and not root: browser tests will skip"; fi; \
 	fi
+	@# Proxy tests put Debian's nginx in front of a server; install it when
+	@# missing and root, otherwise those tests skip with one line saying so.
+	@# The tests run their own nginx: the package's service must neither
+	@# start (a policy-rc.d, unless the machine has one) nor stay enabled.
+	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make deps: installing nginx for the proxy tests (not as a service)"; \
+	    policy=; \
+	    if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	      policy=/usr/sbin/policy-rc.d; printf '#!/bin/sh\nexit 101\n' >"$$policy" && chmod 755 "$$policy"; \
+	    fi; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	    status=$$?; \
+	    if [ -n "$$policy" ]; then rm -f "$$policy"; fi; \
+	    if [ -d /run/systemd/system ]; then systemctl stop nginx; \
+	    elif [ -s /run/nginx.pid ]; then /usr/sbin/nginx -s quit; fi; \
+	    if [ $$status = 0 ]; then update-rc.d nginx disable >/dev/null; fi; \
+	    exit $$status; \
+	  else echo "make deps: nginx missing and not root: proxy tests will skip"; fi; \
+	fi
 	@# staticcheck, at the pinned version, built by the go command.
 	@if ! $(STATICCHECK) -version 2>/dev/null | grep -q '($(STATICCHECK_VERSION:v%=%))'; then \
 	  echo "make deps: installing staticcheck $(STATICCHECK_VERSION)"; \
