@@ -53,11 +53,12 @@ type hub struct {
 const subBuffer = 64
 
 type subscriber struct {
-	c    *wsConn
-	send chan []byte
-	gone chan struct{} // closed once, by drop
-	once sync.Once
-	jobs bool // subscribed to /jobs; guarded by hub.mu
+	c      *wsConn
+	remote string // the client's address, behind trusted proxies the real one
+	send   chan []byte
+	gone   chan struct{} // closed once, by drop
+	once   sync.Once
+	jobs   bool // subscribed to /jobs; guarded by hub.mu
 }
 
 // newHub makes a hub fed by sup's hooks, with a usage batch each every.
@@ -151,7 +152,7 @@ func (h *hub) broadcast(event string, data any) {
 		select {
 		case s.send <- msg:
 		default:
-			h.log.Info("events: subscriber too slow; disconnected", "remote", s.c.ws.RemoteAddr())
+			h.log.Info("events: subscriber too slow; disconnected", "remote", s.remote)
 			h.dropLocked(s)
 		}
 	}
@@ -224,7 +225,7 @@ func (a *Admin) events(w http.ResponseWriter, r *http.Request, _ string) error {
 	}
 	lim := DefaultLimits()
 	lim.MaxMessageBytes = eventsReadLimit
-	s := &subscriber{c: newWSConn(ws, nil, a.log, lim), send: make(chan []byte, subBuffer), gone: make(chan struct{})}
+	s := &subscriber{c: newWSConn(ws, nil, a.log, lim), remote: r.RemoteAddr, send: make(chan []byte, subBuffer), gone: make(chan struct{})}
 	h := a.hub
 	if !h.add(s) { // the Admin is closing
 		if err := s.c.Close(); err != nil {
