@@ -133,7 +133,7 @@ func TestBrowser_Console(t *testing.T) {
 sample_interval = "200ms"
 [[app]]
 name = "sleeper"
-command = ["sh", "-c", "echo up; i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exec sleep 600"]
+command = ["sh", "-c", "echo up\ni=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exec sleep 600"]
 env = ["PATH"]
 `)
 	// A fixed admin port, so the console can find the server again after
@@ -193,6 +193,33 @@ env = ["PATH"]
 	}
 	time.Sleep(time.Second) // a few samples for the charts
 	shot("console-active.png")
+	// The running job's detail: live values where its record has none
+	// yet, and its command as written, line breaks kept.
+	field := func(name string) string {
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(() => { const d = [...document.querySelectorAll("#detail-fields dt")].find((e) => e.textContent === `+strconv.Quote(name)+`); return d ? d.nextElementSibling.textContent : "" })()`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	err = chromedp.Do(ctx,
+		chromedp.Evaluate[chromedp.Void](`location.hash = "#job/`+id+`"`),
+		chromedp.WaitVisible(chromedp.ID("detail")),
+		chromedp.Poll[chromedp.Void](`document.getElementById("detail-fields").textContent.includes("cpu (live)")`),
+	)
+	if err != nil {
+		t.Fatalf("running job's detail: %v", err)
+	}
+	if peak := field("memory peak"); peak == "" || strings.HasPrefix(peak, "0 ") {
+		t.Errorf("running job's memory peak %q: want the live reading, not the record's zero", peak)
+	}
+	if cmd := field("command"); !strings.Contains(cmd, "echo up\ni=0") {
+		t.Errorf("command %q: want its line break kept", cmd)
+	}
+	shot("console-running-detail.png")
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`location.hash = ""`), chromedp.WaitVisible(chromedp.ID("active-section"))); err != nil {
+		t.Fatal(err)
+	}
 	err = chromedp.Do(ctx,
 		chromedp.Evaluate[chromedp.Void](`window.confirm = () => true`),
 		chromedp.Click(chromedp.CSS(row+` button.cancel`)),

@@ -688,7 +688,8 @@
     $('detail-state').textContent = job.state + (job.reason ? ` · ${job.reason}` : '');
     $('detail-state').className = `badge state-${job.state}`;
     const dl = $('detail-fields');
-    dl.replaceChildren(...detailEntries(job).flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
+    // The command keeps its line breaks (a multi-line sh -c script).
+    dl.replaceChildren(...detailEntries(job).flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v, class: k === 'command' ? 'pre' : undefined })]));
     drawCharts(job, samples);
   }
 
@@ -697,7 +698,15 @@
   function detailEntries(job) {
     const t = (s) => (s ? `${fmtTime(ts(s))}  (${s})` : undefined);
     const ns = (n) => (n ? fmtDur(n / 1e6) : undefined);
-    const u = job.usage || {}, tr = job.traffic || {}, l = job.limits || {}, lv = job.live;
+    const l = job.limits || {}, lv = job.live;
+    let u = job.usage || {}, tr = job.traffic || {};
+    // A running job's record holds no usage yet: show the live reading
+    // where the record has none, never its zeros.
+    if (lv && isOpen(job)) {
+      if (!u.cpu_user_ns && !u.cpu_system_ns && lv.cpu_ns) u = { ...u, cpu_user_ns: lv.cpu_ns, cpu_live: true };
+      if (!u.memory_peak_bytes && lv.memory_peak_bytes > 0) u = { ...u, memory_peak_bytes: lv.memory_peak_bytes };
+      if (!tr.stdin_bytes && !tr.stdout_bytes && !tr.stderr_bytes) tr = { ...tr, stdin_bytes: lv.stdin_bytes, stdout_bytes: lv.stdout_bytes, stderr_bytes: lv.stderr_bytes };
+    }
     const rows = [
       ['id', job.id], ['state', job.state], ['reason', job.reason], ['detail', job.detail],
       ['exit code', job.exit_code], ['signal', job.signal], ['cancelled by', job.cancelled_by],
@@ -707,7 +716,8 @@
       ['sandboxed', job.sandboxed ? 'yes' : 'no'], ['cgroup', job.cgroup], ['pid', job.pid],
       ['started', t(job.started_at)], ['ended', t(job.ended_at)], ['last seen', t(job.last_seen)],
       ['elapsed', fmtDur(elapsedMs(job))],
-      ['cpu user / system', `${((u.cpu_user_ns || 0) / 1e9).toFixed(3)} s / ${((u.cpu_system_ns || 0) / 1e9).toFixed(3)} s`],
+      u.cpu_live ? ['cpu (live)', `${(u.cpu_user_ns / 1e9).toFixed(3)} s`]
+        : ['cpu user / system', `${((u.cpu_user_ns || 0) / 1e9).toFixed(3)} s / ${((u.cpu_system_ns || 0) / 1e9).toFixed(3)} s`],
       ['cpu throttled', `${((u.cpu_throttled_ns || 0) / 1e9).toFixed(3)} s`],
       ['memory peak', fmtBytes(u.memory_peak_bytes)], ['oom kills', u.oom_kills], ['pids peak', u.pids_peak],
       ['stdin / stdout / stderr', [tr.stdin_bytes, tr.stdout_bytes, tr.stderr_bytes].map((n) => fmtBytes(n || 0)).join(' / ')],
@@ -764,7 +774,10 @@
     const t0 = points[0].t, t1 = points[points.length - 1].t;
     const vals = points.map((p) => p.v);
     const vmin = Math.min(...vals), vmax = Math.max(...vals);
-    const top = Math.max(vmax, opts.limit || 0, opts.minTop || 0) * 1.08;
+    // Scaled to the data, so small usage is not a flat line at the bottom;
+    // a limit near it is drawn as a line, one far above it only named.
+    const near = opts.limit && opts.limit <= Math.max(vmax, opts.minTop || 0) * 1.5;
+    const top = Math.max(vmax, near ? opts.limit : 0, opts.minTop || 0) * 1.08;
     const x = (t) => L + ((t - t0) / Math.max(1, t1 - t0)) * (W - L - R);
     const y = (v) => H - B - (v / top) * (H - T - B);
     root.append(
@@ -778,8 +791,13 @@
         `min ${opts.fmt(vmin)} · max ${opts.fmt(vmax)} · ${fmtDur(t1 - t0)}`),
     );
     if (opts.limit) {
-      root.append(svg('line', { class: 'limit', x1: L, y1: y(opts.limit), x2: W - R, y2: y(opts.limit) }),
-        svg('text', { class: 'label limit-label', x: L + 4, y: y(opts.limit) - 3 }, `limit ${opts.fmtLimit ? opts.fmtLimit(opts.limit) : opts.fmt(opts.limit)}`));
+      const text = `limit ${opts.fmtLimit ? opts.fmtLimit(opts.limit) : opts.fmt(opts.limit)}`;
+      if (near) {
+        root.append(svg('line', { class: 'limit', x1: L, y1: y(opts.limit), x2: W - R, y2: y(opts.limit) }),
+          svg('text', { class: 'label limit-label', x: L + 4, y: y(opts.limit) - 3 }, text));
+      } else {
+        root.append(svg('text', { class: 'label limit-label', x: L + 4, y: T - 4 }, `${text} (above the scale)`));
+      }
     }
     const line = points.map((p) => `${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`).join(' ');
     root.append(svg('polyline', { class: 'series', points: line }));
