@@ -548,6 +548,11 @@ func (c *config) jobProblems() tomlstrict.Problems {
 					at("app", i, key, "the view of policy %q cannot be built: %v", pol.Name, err)
 				}
 			}
+			if len(outside) == 0 {
+				for _, p := range reachProblems(app, pol, supervisor.ViewOf(pol, &app, c.Sup.Hide)) {
+					at("app", i, p.key, "%s", p.msg)
+				}
+			}
 			if pol.DynamicUser || pol.UserNamespace {
 				continue
 			}
