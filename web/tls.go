@@ -91,23 +91,32 @@ func (kp *KeyPair) Leaf() *x509.Certificate { return kp.cur.Load().Leaf }
 // Files are the certificate and key files the pair is read from.
 func (kp *KeyPair) Files() (certFile, keyFile string) { return kp.certFile, kp.keyFile }
 
-// LoadCertPool reads a PEM bundle of certificates: CAs to trust. Every
-// CERTIFICATE block must parse, and there must be one; other blocks are
-// skipped. An error is a *FileError.
+// LoadCertPool reads a PEM bundle of certificates: CAs to trust. See
+// AppendCertFile.
 func LoadCertPool(path string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	if err := AppendCertFile(pool, path); err != nil {
+		return nil, err
+	}
+	return pool, nil
+}
+
+// AppendCertFile adds the certificates of a PEM bundle to pool. Every
+// CERTIFICATE block must parse, and there must be one; other blocks are
+// skipped. An error is a *FileError, and pool is left as it was.
+func AppendCertFile(pool *x509.CertPool, path string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, &FileError{Path: path, Err: err}
+		return &FileError{Path: path, Err: err}
 	}
 	certs, err := parseCertificates(data)
 	if err != nil {
-		return nil, &FileError{Path: path, Err: err}
+		return &FileError{Path: path, Err: err}
 	}
-	pool := x509.NewCertPool()
 	for _, c := range certs {
 		pool.AddCert(c)
 	}
-	return pool, nil
+	return nil
 }
 
 // parseCertificates parses the CERTIFICATE blocks of PEM data: at least
