@@ -112,6 +112,8 @@ type config struct {
 	// AdminEdge is the admin listener's edge; Web.Edge the public one's.
 	AdminEdge   web.Edge
 	AdminPublic bool // admin_listen may be off loopback (with TLS)
+	// tls: the files of both listeners' TLS, and their certificates.
+	tls tlsSetup
 
 	// overrides applies the command line's --listen, --admin-listen and
 	// --data-dir; a reload applies them to the file it re-reads too.
@@ -196,9 +198,9 @@ func parseConfigFor(file string, data []byte, dir string, needApps bool) (*confi
 	p.server()
 	boxed := p.sandbox()
 	p.policies()
-	p.c.setDataDir(p.c.DataDir)
 	p.web()
 	p.tls()
+	p.c.setDataDir(p.c.DataDir)
 	p.edge()
 	p.c.Sup = supervisor.Config{MaxSessions: fc.MaxSessions, MaxSessionsPerClient: fc.MaxPerClient, Drain: time.Duration(fc.Drain),
 		SampleEvery: time.Duration(fc.SampleInterval), Retention: p.c.Retention, Hide: p.c.Sup.Hide}
@@ -604,7 +606,7 @@ func appPolicies(app supervisor.App, tenants []supervisor.Tenant) []*policies.Po
 // --data-dir) and hides it, with the server's other files, from jobs.
 func (c *config) setDataDir(dir string) {
 	c.DataDir = dir
-	c.Sup.Hide = serverPaths(c.file, c.dir, c.policyDir, dir)
+	c.Sup.Hide = serverPaths(c.file, c.dir, c.policyDir, dir, c.tls.files.key, c.tls.files.adminKey)
 	c.jobsChecked = false
 }
 
@@ -630,8 +632,9 @@ func idRange(s string, def sandbox.IDRange, bad func(string)) sandbox.IDRange {
 }
 
 // serverPaths are the server's own files, hidden from every job: the
-// config file, its policy dir, its data dir and the running binary.
-func serverPaths(file, dir, policyDir, dataDir string) []string {
+// config file, its policy dir, its data dir, its TLS keys and the running
+// binary.
+func serverPaths(file, dir, policyDir, dataDir string, tlsKeys ...string) []string {
 	var paths []string
 	add := func(p string) {
 		if p == "" {
@@ -650,6 +653,9 @@ func serverPaths(file, dir, policyDir, dataDir string) []string {
 	}
 	add(policyDir)
 	add(dataDir)
+	for _, k := range tlsKeys {
+		add(k)
+	}
 	if exe, err := os.Executable(); err == nil {
 		add(exe)
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -22,6 +24,7 @@ import (
 	"github.com/chimirror/chimirror/internal/cli"
 	"github.com/chimirror/chimirror/sandbox"
 	"github.com/chimirror/chimirror/supervisor"
+	"github.com/chimirror/chimirror/web"
 )
 
 // connectFailed is connect's own exit code when there is no job status to
@@ -41,11 +44,12 @@ func cmdConnect(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("connect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	origin := fs.String("origin", "", "Origin header to send")
+	caFile := fs.String("ca", "", "for wss://: a PEM bundle of CA certificates (or the server's own) to trust besides the system's")
 	var headers headerFlags
 	fs.Var(&headers, "header", "extra request header 'Name: value' (repeatable)")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: chimirror connect [--origin URL] [--header 'K: V']... URL\n\n"+
-			"URL is ws://HOST/apps/NAME (http:// works too). Exits with the job's exit code,\n"+
+		fmt.Fprint(stderr, "Usage: chimirror connect [--origin URL] [--header 'K: V']... [--ca FILE] URL\n\n"+
+			"URL is ws://HOST/apps/NAME or wss:// (http:// and https:// work too). Exits with the job's exit code,\n"+
 			"128+signal if it was killed, or 255 if no job status arrived.\n\n")
 		fs.PrintDefaults()
 	}
@@ -72,6 +76,13 @@ func cmdConnect(args []string, stderr io.Writer) error {
 		hdr.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 	}
 	d := websocket.Dialer{Subprotocols: []string{"chimirror.v1"}, HandshakeTimeout: 15 * time.Second}
+	if *caFile != "" {
+		roots, err := trustedRoots(*caFile)
+		if err != nil {
+			return fmt.Errorf("--ca: %w", err)
+		}
+		d.TLSClientConfig = &tls.Config{RootCAs: roots}
+	}
 	ws, resp, err := d.Dial(u, hdr)
 	if err != nil {
 		fmt.Fprintln(stderr, "chimirror connect:", describeDialErr(err, resp))
@@ -99,8 +110,26 @@ func wsURL(s string) (string, error) {
 	return u.String(), nil
 }
 
+// trustedRoots are the system's roots (none where it has no pool) and the
+// certificates of the PEM bundles in files.
+func trustedRoots(files ...string) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool() // only the files, then
+	}
+	for _, f := range files {
+		if err := web.AppendCertFile(pool, f); err != nil {
+			return nil, err
+		}
+	}
+	return pool, nil
+}
+
 func describeDialErr(err error, resp *http.Response) string {
 	if resp == nil {
+		if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+			return err.Error() + " (give --ca FILE to trust the server's certificate, or its CA)"
+		}
 		return err.Error()
 	}
 	body, rerr := io.ReadAll(io.LimitReader(resp.Body, 4096))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -55,6 +56,10 @@ type clientFlags struct {
 	admin   *string
 	token   *string
 	json    *bool
+	// For an admin listener with TLS: CAs to trust besides the system's
+	// and the config's own admin certificate, and a client certificate
+	// for admin_client_ca.
+	ca, cert, key *string
 }
 
 func addClientFlags(fs *flag.FlagSet) clientFlags {
@@ -64,6 +69,9 @@ func addClientFlags(fs *flag.FlagSet) clientFlags {
 		admin:   fs.String("admin", "", "the server's admin address (default: admin_listen from the config)"),
 		token:   fs.String("token", "", "admin token (default $CHIMIRROR_ADMIN_TOKEN, else DATA_DIR/admin.token)"),
 		json:    fs.Bool("json", false, "print JSON (stable; documented in the README)"),
+		ca:      fs.String("ca", "", "admin TLS: a PEM bundle of CAs to trust besides the system's and the config's admin certificate"),
+		cert:    fs.String("cert", "", "admin TLS: client certificate (PEM) for an admin listener with admin_client_ca"),
+		key:     fs.String("key", "", "admin TLS: the --cert's private key (PEM)"),
 	}
 }
 
@@ -90,13 +98,21 @@ func (f clientFlags) open() (jobSource, *config, error) {
 	if *f.admin != "" {
 		cfg.AdminListen = *f.admin
 	}
-	api := &apiSource{api: &adminapi.Client{Base: "http://" + cfg.AdminListen + "/api/v1", Token: token,
-		HTTP: &http.Client{Timeout: 30 * time.Second}}}
-	switch err := api.ping(); {
+	client, err := f.adminHTTP(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	api := &apiSource{api: &adminapi.Client{Base: adminapi.BaseURL(cfg.AdminListen, cfg.AdminEdge.BasePath, cfg.AdminEdge.TLS != nil),
+		Token: token, HTTP: client}}
+	switch err := api.api.Ping(2 * time.Second); {
 	case err == nil:
 		return api, cfg, nil
 	case !errors.Is(err, syscall.ECONNREFUSED):
-		return nil, nil, fmt.Errorf("admin API at %s: %w", cfg.AdminListen, err)
+		hint := ""
+		if cfg.tls.files.clientCA != "" && *f.cert == "" {
+			hint = " (the admin listener asks for a client certificate: give --cert and --key)"
+		}
+		return nil, nil, fmt.Errorf("admin API at %s: %w%s", cfg.AdminListen, err, hint)
 	}
 	l, err := accounting.Open(ledgerPath(cfg.DataDir), accounting.Options{ReadOnly: true, LockTimeout: 500 * time.Millisecond})
 	if errors.Is(err, accounting.ErrLocked) {
@@ -108,24 +124,51 @@ func (f clientFlags) open() (jobSource, *config, error) {
 	return &fileSource{l: l}, cfg, nil
 }
 
+// adminHTTP is the HTTP client for cfg's admin API. With admin TLS, it
+// trusts the config's own admin certificate (likely self-signed), the
+// system's roots and --ca, and presents --cert; without, those flags are
+// refused rather than ignored.
+func (f clientFlags) adminHTTP(cfg *config) (*http.Client, error) {
+	if cfg.AdminEdge.TLS == nil {
+		if *f.ca != "" || *f.cert != "" || *f.key != "" {
+			return nil, fmt.Errorf("--ca, --cert and --key are for an admin listener with TLS, and %s sets none", cfg.Source)
+		}
+		return &http.Client{Timeout: 30 * time.Second}, nil
+	}
+	var files []string
+	if kp := cfg.tls.admin; kp != nil { // loaded: the config is valid
+		certFile, _ := kp.Files()
+		files = append(files, certFile)
+	}
+	if *f.ca != "" {
+		files = append(files, *f.ca)
+	}
+	roots, err := trustedRoots(files...)
+	if err != nil {
+		return nil, fmt.Errorf("trust the admin certificate: %w", err)
+	}
+	tc := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	switch {
+	case (*f.cert == "") != (*f.key == ""):
+		return nil, errors.New("--cert and --key: give both, or neither")
+	case *f.cert != "":
+		pair, err := tls.LoadX509KeyPair(*f.cert, *f.key)
+		if err != nil {
+			return nil, fmt.Errorf("--cert %s and --key %s: %w", *f.cert, *f.key, err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	return &http.Client{Timeout: 30 * time.Second, Transport: tr}, nil
+}
+
 // --- the admin API ---------------------------------------------------------
 
 type apiSource struct{ api *adminapi.Client }
 
 func (a *apiSource) describe() string { return "server " + strings.TrimSuffix(a.api.Base, "/api/v1") }
 func (a *apiSource) close() error     { return nil }
-
-func (a *apiSource) ping() error {
-	req, err := http.NewRequest(http.MethodGet, a.api.Base+"/healthz", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := (&http.Client{Timeout: 2 * time.Second}).Do(req)
-	if err != nil {
-		return err
-	}
-	return resp.Body.Close()
-}
 
 // do calls the API and decodes a 2xx answer into out; any other status is
 // an *adminapi.StatusError carrying the server's message.

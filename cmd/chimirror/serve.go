@@ -324,22 +324,31 @@ func (s *instance) serve() {
 	go func() { s.served <- s.hs.Serve(s.cfg.Web.Edge.Listener(s.ln)) }()
 }
 
-// announce writes the lines that say the server is up, and where.
+// announce writes the lines that say the server is up, and where: https
+// and wss on a listener with TLS.
 func (s *instance) announce(stderr io.Writer) {
-	url := "http://" + s.ln.Addr().String() + "/"
+	page, apps, console := "http", "ws", "http"
+	if s.cfg.Web.Edge.TLS != nil {
+		page, apps = "https", "wss"
+	}
+	if s.cfg.AdminEdge.TLS != nil {
+		console = "https"
+	}
+	url := page + "://" + s.ln.Addr().String() + "/"
 	s.log.Info("chimirror serving", "url", url, "config", s.cfg.Source, "apps", strings.Join(s.sup.Apps(), ","),
 		"version", version, "ledger", s.ledger.Path())
-	fmt.Fprintf(stderr, "chimirror: test page at %s; apps at ws://%sapps/{%s}\n", url, strings.TrimPrefix(url, "http://"), strings.Join(s.sup.Apps(), ","))
-	console := fmt.Sprintf("chimirror: operator console at http://%s/ (%s)\n", s.aln.Addr(), tokenHint(s.cfg))
+	fmt.Fprintf(stderr, "chimirror: test page at %s; apps at %s://%s/apps/{%s}\n", url, apps, s.ln.Addr(), strings.Join(s.sup.Apps(), ","))
+	msg := fmt.Sprintf("chimirror: operator console at %s://%s/ (%s)\n", console, s.aln.Addr(), tokenHint(s.cfg))
 	if s.freshToken { // the token itself is never printed: terminals end up in journald and log files
-		console += "chimirror: first run: a new admin token was made; it is only in that file (mode 0600)\n"
+		msg += "chimirror: first run: a new admin token was made; it is only in that file (mode 0600)\n"
 	}
 	// One write: whoever waits for the console line sees the note with it.
-	fmt.Fprint(stderr, console)
+	fmt.Fprint(stderr, msg)
 }
 
-// wait serves until ctx is done or an HTTP server stops, reloading on
-// each SIGHUP, and returns the server's error if one stopped.
+// wait serves until ctx is done or an HTTP server stops, reloading the
+// certificates and the config on each SIGHUP, and returns the server's
+// error if one stopped.
 func (s *instance) wait(ctx context.Context, hup <-chan os.Signal, stderr io.Writer) error {
 	for {
 		select {
@@ -353,10 +362,44 @@ func (s *instance) wait(ctx context.Context, hup <-chan os.Signal, stderr io.Wri
 			s.log.Error("admin server stopped", "err", err)
 			return err
 		case <-hup:
+			s.reloadCertificates()
 			if next := reload(s.log, stderr, s.cfg, s.sup, s.admin); next != nil {
 				s.pols.Store(next.Policies)
 			}
 		}
+	}
+}
+
+// reloadCertificates re-reads each listener's certificate and key from
+// the files the server started with (reload names changed paths as
+// needing a restart). New connections get the new certificate; open ones
+// keep theirs. A pair whose files are broken keeps serving the previous
+// one, and the log says why.
+func (s *instance) reloadCertificates() {
+	type pair struct {
+		listener string
+		kp       *web.KeyPair
+	}
+	var pairs []pair
+	switch t := s.cfg.tls; {
+	case t.public != nil && t.public == t.admin:
+		pairs = []pair{{"both", t.public}}
+	default:
+		if t.public != nil {
+			pairs = append(pairs, pair{"public", t.public})
+		}
+		if t.admin != nil {
+			pairs = append(pairs, pair{"admin", t.admin})
+		}
+	}
+	for _, p := range pairs {
+		if err := p.kp.Reload(); err != nil {
+			s.log.Error("certificate reload failed: still serving the previous one", "listener", p.listener, "err", err)
+			continue
+		}
+		leaf := p.kp.Leaf()
+		// The serial in hex, as openssl x509 -serial prints it.
+		s.log.Info("certificate reloaded", "listener", p.listener, "serial", fmt.Sprintf("%X", leaf.SerialNumber), "not_after", leaf.NotAfter)
 	}
 }
 
@@ -478,6 +521,10 @@ func reload(log *slog.Logger, stderr io.Writer, cur *config, sup *supervisor.Sup
 		next.Runner = cur.Runner
 		next.jobsChecked = false // parseConfig checked other ranges
 	}
+	if next.tls.files != cur.tls.files {
+		next.tls = cur.tls // the listeners keep theirs: those keys stay hidden
+		next.setDataDir(next.DataDir)
+	}
 	if next.DataDir != cur.DataDir {
 		next.setDataDir(cur.DataDir) // clears jobsChecked
 	}
@@ -504,8 +551,9 @@ func reload(log *slog.Logger, stderr io.Writer, cur *config, sup *supervisor.Sup
 }
 
 // restartNeeded names the keys whose change from cur to next a reload
-// cannot apply: the listeners, the sandbox mode, origins and bounds, and
-// the ledger's place, retention and prices.
+// cannot apply: the listeners and their TLS files (SIGHUP re-reads the
+// files the server started with), the sandbox mode, origins and bounds,
+// and the ledger's place, retention and prices.
 func restartNeeded(cur, next *config) []string {
 	var keys []string
 	for _, c := range []struct {
@@ -520,6 +568,11 @@ func restartNeeded(cur, next *config) []string {
 		{"retention", next.Retention != cur.Retention},
 		{"chargeback", next.Chargeback != cur.Chargeback},
 		{"admin_listen", next.AdminListen != cur.AdminListen},
+		{"tls_cert", next.tls.files.cert != cur.tls.files.cert},
+		{"tls_key", next.tls.files.key != cur.tls.files.key},
+		{"admin_tls_cert", next.tls.files.adminCert != cur.tls.files.adminCert},
+		{"admin_tls_key", next.tls.files.adminKey != cur.tls.files.adminKey},
+		{"admin_client_ca", next.tls.files.clientCA != cur.tls.files.clientCA},
 		{"dynamic_uids", next.Runner.DynamicIDs != cur.Runner.DynamicIDs},
 		{"user_namespace_uids", next.Runner.UserNamespaceIDs != cur.Runner.UserNamespaceIDs},
 	} {

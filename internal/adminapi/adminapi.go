@@ -3,19 +3,49 @@
 package adminapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // Client calls one server's admin API.
 type Client struct {
-	Base  string // "http://HOST:PORT/api/v1"
+	Base  string // "http://HOST:PORT/api/v1"; see BaseURL
 	Token string // sent as a bearer token; "" sends none
-	HTTP  *http.Client
+	// HTTP makes the calls; for an admin listener with TLS, its transport
+	// trusts the server's certificate and presents any client one.
+	HTTP *http.Client
+}
+
+// BaseURL is Base for the admin listener at addr (HOST:PORT), serving
+// under basePath ("" or "/prefix", as base_path), with TLS or without.
+func BaseURL(addr, basePath string, tls bool) string {
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	return scheme + "://" + addr + strings.TrimRight(basePath, "/") + "/api/v1"
+}
+
+// Ping asks healthz, within timeout, whether a server answers at all:
+// any answer is nil, whatever its status.
+func (c *Client) Ping(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Base+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
 }
 
 // StatusError is an answer other than 2xx: its status and the server's
