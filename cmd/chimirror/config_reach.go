@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -86,7 +87,7 @@ func (id jobIdentity) unreachable(view sandbox.View, path string, want os.FileMo
 func bindOf(view sandbox.View, p string) string {
 	top := "/"
 	for _, b := range append(append([]string(nil), view.RO...), view.RW...) {
-		if (p == b || strings.HasPrefix(p, b+"/")) && len(b) > len(top) {
+		if within(p, b) && len(b) > len(top) {
 			top = b
 		}
 	}
@@ -126,11 +127,16 @@ func reachProblems(app supervisor.App, pol *policies.Policy, view sandbox.View) 
 		if !filepath.IsAbs(arg) {
 			continue
 		}
-		p := filepath.Clean(arg)
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			p = real
-		} else {
+		p, err := filepath.EvalSymlinks(filepath.Clean(arg))
+		if err != nil {
 			continue // not a file here: an argument, not a path
+		}
+		// Files and directories only: the sandbox gives every job a /dev
+		// and /proc of its own; and the server's own files are hidden on
+		// purpose (jobProblems names them where they matter).
+		st, err := os.Stat(p)
+		if err != nil || !(st.Mode().IsRegular() || st.IsDir()) || within(p, "/proc") || within(p, "/sys") || slices.ContainsFunc(view.Hide, func(h string) bool { return within(p, h) }) {
+			continue
 		}
 		if !view.Visible(p) {
 			ps = append(ps, viewProblem{"command", fmt.Sprintf("argument %s is a file on this host, but jobs under policy %q do not see it "+
@@ -139,6 +145,9 @@ func reachProblems(app supervisor.App, pol *policies.Policy, view sandbox.View) 
 	}
 	return ps
 }
+
+// within reports whether path p is dir or below it.
+func within(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
 
 // isScript reports whether path starts with "#!".
 func isScript(path string) bool {

@@ -247,9 +247,9 @@ type server struct {
 	admin string // the admin listener's host:port
 }
 
-var adminRe = regexp.MustCompile(`chimirror: operator console at http://(\S+?)/`)
+var adminRe = regexp.MustCompile(`chimirror: operator console at http://([^/\s]+)/`)
 
-var addrRe = regexp.MustCompile(`chimirror: test page at http://(\S+?)/; apps at ws://\S+?/apps/\{([^}]*)\}`)
+var addrRe = regexp.MustCompile(`chimirror: test page at http://([^/\s]+)/\S*; apps at ws://\S+?/apps/\{([^}]*)\}`)
 
 // startServer runs `chimirror serve --listen 127.0.0.1:0 --admin-listen
 // 127.0.0.1:0 ARGS...` in dir and waits for the addresses it prints.

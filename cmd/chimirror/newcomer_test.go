@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 )
@@ -41,4 +43,61 @@ func TestJobsRightAfterOutputLimit(t *testing.T) {
 			t.Fatalf("%s right after its end: %+v; want finished, output-limit, its CPU and memory peak", j.ID, j)
 		}
 	}
+}
+
+// Ensure config load names what a sandboxed job would meet at exec, at
+// the key's line: a dir its user may not enter, a program it may not run,
+// and a script argument its view does not show (a private /tmp).
+func TestConfigReach(t *testing.T) {
+	requireSandboxHere(t)
+	t.Parallel()
+	dir := t.TempDir()
+	for d := dir; d != "/tmp"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	private := filepath.Join(dir, "private") // root's own, 0700
+	open := filepath.Join(dir, "open")
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{private, 0o700}, {open, 0o755}} {
+		if err := os.Mkdir(d.path, d.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := "#!/bin/sh\necho hi\n"
+	writeExec := func(path string, mode os.FileMode) {
+		if err := os.WriteFile(path, []byte(script), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeExec(filepath.Join(private, "run.sh"), 0o755)
+	writeExec(filepath.Join(open, "mine.sh"), 0o700)
+	writeExec(filepath.Join(open, "ok.sh"), 0o755)
+	tmpScript := filepath.Join(t.TempDir(), "script.sh") // under /tmp, outside every view
+	writeExec(tmpScript, 0o644)
+	file := func(name, app string) string {
+		return writeFile(t, filepath.Join(dir, name), "sandbox = \"on\"\n[[app]]\nname = \"a\"\n"+app)
+	}
+	privateDir := file("private.toml", "command = [\"private/run.sh\"]\ndir = \"private\"\n")
+	notMine := file("notmine.toml", "command = [\"open/mine.sh\"]\ndir = \"open\"\n")
+	tmpArg := file("tmparg.toml", fmt.Sprintf("command = [\"sh\", %q]\n", tmpScript))
+	good := file("good.toml", "command = [\"open/ok.sh\"]\ndir = \"open\"\n")
+	runCLICases(t, []cliCase{
+		{name: "a dir the job may not enter", args: []string{"config", "check", privateDir}, wantCode: 1,
+			wantStderr: privateDir + ":5: app[0].dir: the dir " + private + " (mode 0700, owner 0:0) is not one a job's own uid (which owns nothing here) may execute under policy \"default\""},
+		{name: "a program only root may run", args: []string{"config", "check", notMine}, wantCode: 1,
+			wantStderr: notMine + ":4: app[0].command: the program " + filepath.Join(open, "mine.sh") + " (mode 0700, owner 0:0) is not one a job's own uid (which owns nothing here) may read and execute under policy \"default\""},
+		{name: "a script in the host's /tmp", args: []string{"config", "check", tmpArg}, wantCode: 1,
+			wantStderr: tmpArg + ":4: app[0].command: argument " + tmpScript + " is a file on this host, but jobs under policy \"default\" do not see it"},
+		{name: "all reachable", args: []string{"config", "check", good}, wantCode: 0, wantStdout: good + ": ok\n"},
+	})
 }

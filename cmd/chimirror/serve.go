@@ -285,7 +285,7 @@ func startInstance(log *slog.Logger, cfg *config, ledger *accounting.Ledger, box
 	}
 	metrics.Watch(s.sup)
 	cfg.Web.Metrics = metrics
-	cfg.Web.ConsoleURL = "http://" + aln.Addr().String() + cfg.AdminEdge.BasePath + "/"
+	cfg.Web.ConsoleURL = s.consoleURL()
 	s.hs = web.New(log, s.sup, cfg.Web).HTTPServer()
 	s.pols.Store(cfg.Policies)
 	s.admin = web.NewAdmin(log, s.sup, web.AdminOptions{Tokens: tokens, Metrics: metrics, Edge: cfg.AdminEdge,
@@ -327,23 +327,36 @@ func (s *instance) serve() {
 // announce writes the lines that say the server is up, and where: https
 // and wss on a listener with TLS.
 func (s *instance) announce(stderr io.Writer) {
-	page, apps, console := "http", "ws", "http"
-	if s.cfg.Web.Edge.TLS != nil {
-		page, apps = "https", "wss"
-	}
-	if s.cfg.AdminEdge.TLS != nil {
-		console = "https"
-	}
-	url := page + "://" + s.ln.Addr().String() + "/"
-	s.log.Info("chimirror serving", "url", url, "config", s.cfg.Source, "apps", strings.Join(s.sup.Apps(), ","),
+	page, console := s.pageURL(), s.consoleURL()
+	apps := "ws" + strings.TrimPrefix(page, "http") + "apps/"
+	s.log.Info("chimirror serving", "url", page, "config", s.cfg.Source, "apps", strings.Join(s.sup.Apps(), ","),
 		"version", version, "ledger", s.ledger.Path())
-	fmt.Fprintf(stderr, "chimirror: test page at %s; apps at %s://%s/apps/{%s}\n", url, apps, s.ln.Addr(), strings.Join(s.sup.Apps(), ","))
-	msg := fmt.Sprintf("chimirror: operator console at %s://%s/ (%s)\n", console, s.aln.Addr(), tokenHint(s.cfg))
+	fmt.Fprintf(stderr, "chimirror: test page at %s; apps at %s{%s}\n", page, apps, strings.Join(s.sup.Apps(), ","))
+	msg := fmt.Sprintf("chimirror: operator console at %s (%s)\n", console, tokenHint(s.cfg))
 	if s.freshToken { // the token itself is never printed: terminals end up in journald and log files
 		msg += "chimirror: first run: a new admin token was made; it is only in that file (mode 0600)\n"
 	}
 	// One write: whoever waits for the console line sees the note with it.
 	fmt.Fprint(stderr, msg)
+}
+
+// pageURL is where the test page is, as a client types it: scheme,
+// address and base path.
+func (s *instance) pageURL() string {
+	return edgeURL(s.cfg.Web.Edge, s.ln.Addr().String())
+}
+
+// consoleURL is where the operator console is.
+func (s *instance) consoleURL() string {
+	return edgeURL(s.cfg.AdminEdge, s.aln.Addr().String())
+}
+
+func edgeURL(e web.Edge, addr string) string {
+	scheme := "http"
+	if e.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + addr + e.BasePath + "/"
 }
 
 // wait serves until ctx is done or an HTTP server stops, reloading the

@@ -67,8 +67,8 @@ func (r *tlsRig) clientConfig(t *testing.T, withCert bool) *tls.Config {
 
 // The startup lines, either scheme: TLS tests check which.
 var (
-	anyAddrRe  = regexp.MustCompile(`chimirror: test page at (https?)://(\S+?)/; apps at (wss?)://\S+?/apps/\{[^}]*\}`)
-	anyAdminRe = regexp.MustCompile(`chimirror: operator console at (https?)://(\S+?)/`)
+	anyAddrRe  = regexp.MustCompile(`chimirror: test page at (https?)://([^/\s]+)/\S*; apps at (wss?)://\S+?/apps/\{[^}]*\}`)
+	anyAdminRe = regexp.MustCompile(`chimirror: operator console at (https?)://([^/\s]+)/`)
 )
 
 // startTLSServer is startServer for a server whose listeners may be TLS:
