@@ -325,7 +325,11 @@ func admitError(err error) error {
 		return &httpError{Status: http.StatusServiceUnavailable, Msg: "server is shutting down", RetryAfter: "5"}
 	case errors.Is(err, supervisor.ErrUnknownApp):
 		return errorf(http.StatusNotFound, "%v", err)
+	case errors.Is(err, supervisor.ErrCannotStart):
+		// The app needs mending; a Retry-After would only bring the client back.
+		return errorf(http.StatusInternalServerError, "could not start job: %v", err)
 	}
+	// The rest may pass: the host short of memory, processes or ids.
 	return &httpError{Status: http.StatusServiceUnavailable, Msg: "could not start job: " + err.Error(), RetryAfter: "1"}
 }
 
