@@ -887,7 +887,9 @@ func quickDirConfig(base *config, dir string) (_ *config, skipped []string, _ er
 		app := supervisor.App{Name: name, Path: p, Args: []string{p}, Env: env, Policy: pol, Grace: pol.Grace}
 		if len(outsideView(app, nil, c.Sup.Hide)) > 0 {
 			app.Path = real
-			outside = append(outside, real)
+			if !slices.Contains(outside, real) { // a symlink's target may be served twice
+				outside = append(outside, real)
+			}
 		}
 		apps = append(apps, app)
 	}
