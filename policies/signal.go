@@ -8,8 +8,8 @@ import (
 
 // signals is every signal name chimirror accepts, wherever it is written: a
 // policy's or an app's exit_signal, and a client's /signal event
-// (chimirror.v1) or channel 4 message. This is the one list; names are
-// written as the kernel's without "SIG".
+// (chimirror.v1) or channel 6 message (channel.chimirror.v1). This is the
+// one list; names are written as the kernel's without "SIG".
 var signals = []struct {
 	name string
 	sig  syscall.Signal

@@ -93,6 +93,11 @@ var (
 	// ErrClientBusy is returned by Start when the client's address has
 	// MaxSessionsPerClient jobs running.
 	ErrClientBusy = errors.New("too many sessions from this address")
+	// ErrCannotStart is wrapped by Start's error when the job could not
+	// start for a reason no retry fixes (see cannotStart): the app, its
+	// files or its policy need mending first. Any other start failure may
+	// pass, as the host frees memory, processes or ids.
+	ErrCannotStart = errors.New("the app cannot run")
 )
 
 // App is one configured program, fully resolved: Path is absolute and Env is
@@ -775,6 +780,9 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	s.mu.Unlock()
 	s.recordStart(j, req)
 	spec, err := s.specOf(j, req)
+	if err != nil { // the policy's: the same for every job of it
+		err = fmt.Errorf("%w: %w", ErrCannotStart, err)
+	}
 	s.started.Add(1)
 	var p *sandbox.Process
 	if err == nil {
@@ -867,6 +875,9 @@ func (s *Supervisor) startFailed(j *Job, spec sandbox.Spec, cause error) error {
 	j.begun()
 	if spec.Isolation != nil {
 		s.cgroupErrors.Add(1)
+	}
+	if !errors.Is(cause, ErrCannotStart) {
+		cause = cmp.Or(cannotStart(j.App, cause), cause)
 	}
 	err := fmt.Errorf("start job %s: %w", j.ID, cause)
 	j.rec.State, j.rec.Reason, j.rec.Detail, j.rec.EndedAt = accounting.StateFinished, string(ReasonStartFailed), err.Error(), time.Now()

@@ -198,7 +198,7 @@ func TestEdgeClientAddr(t *testing.T) {
 			var env map[string][]string
 			h := e.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				remote, host, https = r.RemoteAddr, clientHost(r), isHTTPS(r)
-				env = envMap(t, cgiEnv(r, "test", nil))
+				env = envMap(t, cgiEnv(r, "test", nil, "/apps/x", ""))
 			}))
 			r := httptest.NewRequest(http.MethodGet, "http://127.0.0.1/apps/x", nil)
 			r.RemoteAddr = tc.peer

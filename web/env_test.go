@@ -1,6 +1,7 @@
 package web
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -179,7 +180,7 @@ func TestCGIEnv(t *testing.T) {
 			for k, vs := range tc.header {
 				r.Header[k] = vs
 			}
-			env := cgiEnv(r, "chimirror/test", tc.pass)
+			env := cgiEnv(r, "chimirror/test", tc.pass, "/apps/x", "")
 			m := envMap(t, env)
 			for k, want := range tc.want {
 				if got, ok := m[k]; !ok || len(got) != 1 || got[0] != want {
@@ -255,5 +256,81 @@ func TestTenantTokenNotPassed(t *testing.T) {
 	// The app's own list is left as configured.
 	if !slices.Equal(passing.PassHeaders, []string{"Authorization", "Cookie"}) {
 		t.Errorf("PassHeaders changed to %q", passing.PassHeaders)
+	}
+}
+
+// TestPathInfo: the path after an app's own is PATH_INFO, decoded, and the
+// app's path is SCRIPT_NAME, as CGI has it; in quick mode every path runs
+// the command, websocketd's way (SCRIPT_NAME "/", PATH_INFO the path); with
+// AppsAtRoot, /NAME is app NAME, as websocketd's --dir serves it. Routing
+// reads the escaped path: an escaped '/' never ends an app's name.
+func TestPathInfo(t *testing.T) {
+	t.Parallel()
+	apps := supervisor.Config{Apps: []supervisor.App{
+		shApp("where", `printf '[%s][%s][%s]\n' "$SCRIPT_NAME" "$PATH_INFO" "$REQUEST_URI"`),
+		shApp("other", `printf 'other\n'`),
+	}}
+	plain := startServer(t, apps, Options{})
+	quick := startServer(t, apps, Options{QuickApp: "where"})
+	atRoot := startServer(t, apps, Options{AppsAtRoot: true})
+	based := startServer(t, apps, Options{QuickApp: "where", Edge: Edge{BasePath: "/base"}})
+	tests := []struct {
+		name   string
+		s      *testServer
+		path   string
+		want   string // the job's output; "" when refused
+		status int    // the refusal's status
+	}{
+		{name: "the app's own path", s: plain, path: "/apps/where", want: "[/apps/where][][/apps/where]"},
+		{name: "a path after it", s: plain, path: "/apps/where/extra/x", want: "[/apps/where][/extra/x][/apps/where/extra/x]"},
+		{name: "a trailing slash", s: plain, path: "/apps/where/", want: "[/apps/where][/][/apps/where/]"},
+		{name: "decoded", s: plain, path: "/apps/where/a%2Fb/c%20d?q=1", want: "[/apps/where][/a/b/c d][/apps/where/a%2Fb/c%20d?q=1]"},
+		{name: "an escaped slash is no separator", s: plain, path: "/apps/where%2Fextra", status: http.StatusNotFound},
+		{name: "an unknown app with a path", s: plain, path: "/apps/nope/x", status: http.StatusNotFound},
+		{name: "off /apps/ without quick mode", s: plain, path: "/where/x", status: http.StatusNotFound},
+		{name: "dot segments", s: plain, path: "/apps/where/../other", status: http.StatusNotFound},
+		{name: "escaped dot segments", s: plain, path: "/apps/where/a/%2e%2e/x", status: http.StatusNotFound},
+		{name: "a dot segment behind an escaped slash", s: plain, path: "/apps/where/a%2f.", status: http.StatusNotFound},
+		{name: "a NUL", s: plain, path: "/apps/where/a%00", status: http.StatusNotFound},
+		{name: "dots within a segment pass", s: plain, path: "/apps/where/..a/b..", want: "[/apps/where][/..a/b..][/apps/where/..a/b..]"},
+		{name: "quick: /", s: quick, path: "/", want: "[/][/][/]"},
+		{name: "quick: any path", s: quick, path: "/path/x", want: "[/][/path/x][/path/x]"},
+		{name: "quick: decoded", s: quick, path: "/a%20b?x=1", want: "[/][/a b][/a%20b?x=1]"},
+		{name: "quick: another app's name", s: quick, path: "/apps/nope/x", want: "[/][/apps/nope/x][/apps/nope/x]"},
+		{name: "quick: its own app path", s: quick, path: "/apps/where/x", want: "[/apps/where][/x][/apps/where/x]"},
+		{name: "quick: a configured app", s: quick, path: "/apps/other", want: "other"},
+		{name: "quick: dot segments", s: quick, path: "/a/../b", status: http.StatusNotFound},
+		{name: "quick: escaped dot segments", s: quick, path: "/a%2f%2e%2e%2fb", status: http.StatusNotFound},
+		{name: "quick: dot segments after its app path", s: quick, path: "/apps/where/..", status: http.StatusNotFound},
+		{name: "at root: /NAME", s: atRoot, path: "/where", want: "[/where][][/where]"},
+		{name: "at root: /NAME/path", s: atRoot, path: "/where/a/b", want: "[/where][/a/b][/where/a/b]"},
+		{name: "at root: /apps/NAME too", s: atRoot, path: "/apps/where/a", want: "[/apps/where][/a][/apps/where/a]"},
+		{name: "at root: an unknown name", s: atRoot, path: "/nope/a", status: http.StatusNotFound},
+		{name: "at root: an escaped slash", s: atRoot, path: "/where%2Fa", status: http.StatusNotFound},
+		{name: "at root: / is no app", s: atRoot, path: "/", status: http.StatusNotFound},
+		{name: "at root: dot segments", s: atRoot, path: "/where/../other", status: http.StatusNotFound},
+		{name: "base path: an app", s: based, path: "/base/apps/where/x", want: "[/base/apps/where][/x][/base/apps/where/x]"},
+		{name: "base path: quick", s: based, path: "/base/p/q", want: "[/base/][/p/q][/base/p/q]"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ws, err := tc.s.tryDial(tc.path, nil, ProtoV1)
+			if tc.want == "" {
+				var de *dialError
+				if !errors.As(err, &de) || de.status != tc.status {
+					t.Fatalf("dial %s: %v, want refused %d", tc.path, err, tc.status)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("dial %s: %v", tc.path, err)
+			}
+			defer ws.Close()
+			got := readSession(t, ws, 10*time.Second)
+			if out := strings.TrimSpace(string(got.stdout)); out != tc.want {
+				t.Errorf("job sees %s, want %s (stderr %q)", out, tc.want, got.stderr)
+			}
+		})
 	}
 }

@@ -1,6 +1,8 @@
 package web
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -19,8 +21,13 @@ import (
 //	1    server→client  stdout bytes
 //	2    server→client  stderr bytes
 //	3    server→client  exit status, JSON {"code","signal","reason","detail"}; last
-//	4    client→server  a signal name: INT TERM HUP USR1 USR2 KILL (chimirror's)
+//	4    client→server  terminal resize, JSON {"Width":W,"Height":H}, as Kubernetes'
+//	6    client→server  a signal name: INT TERM HUP USR1 USR2 KILL (chimirror's own)
 //	255  client→server  close stdin (no payload)
+//
+// Channels 0–4 and 255 mean what they mean to Kubernetes, so its clients
+// (kubectl's, client-go's, a browser terminal's) can talk to a job as they
+// talk to a container.
 const ProtoChannel = "channel.chimirror.v1"
 
 const (
@@ -28,7 +35,11 @@ const (
 	chanStdout = 1
 	chanStderr = 2
 	chanStatus = 3
-	chanSignal = 4
+	chanResize = 4
+	// chanSignal is chimirror's own. Kubernetes numbers its streams from 0
+	// up (v5 ends at 4, resize) and closes with 255; 5, the next it would
+	// add, is left to it, so the signal channel stays clear of both ends.
+	chanSignal = 6
 	chanClose  = 255
 )
 
@@ -42,32 +53,60 @@ func (p *channelProto) Receive() (supervisor.Input, error) {
 		if err != nil {
 			return supervisor.Input{}, err
 		}
-		in, perr := decodeChannel(mt, b)
-		if perr == nil {
+		in, deliver, perr := decodeChannel(mt, b)
+		switch {
+		case perr != nil:
+			p.log.Info("ignored client message", "protocol", ProtoChannel, "err", perr)
+		case deliver:
 			return in, nil
 		}
-		p.log.Info("ignored client message", "protocol", ProtoChannel, "err", perr)
 	}
 }
 
-func decodeChannel(mt int, b []byte) (supervisor.Input, error) {
+// decodeChannel reads one client message. deliver is false for a message
+// that is valid but asks nothing of the job: a resize, since a job's
+// stdio is pipes and a socket, never a terminal.
+func decodeChannel(mt int, b []byte) (in supervisor.Input, deliver bool, err error) {
 	if mt != websocket.BinaryMessage || len(b) == 0 {
-		return supervisor.Input{}, fmt.Errorf("want a binary message starting with a channel byte")
+		return supervisor.Input{}, false, fmt.Errorf("want a binary message starting with a channel byte")
 	}
 	switch b[0] {
 	case chanStdin:
-		return supervisor.Input{Kind: supervisor.InputStdin, Data: b[1:]}, nil
+		return supervisor.Input{Kind: supervisor.InputStdin, Data: b[1:]}, true, nil
 	case chanClose:
-		return supervisor.Input{Kind: supervisor.InputCloseStdin}, nil
+		return supervisor.Input{Kind: supervisor.InputCloseStdin}, true, nil
+	case chanResize:
+		if err := checkResize(b[1:]); err != nil {
+			return supervisor.Input{}, false, fmt.Errorf("channel %d: %w", chanResize, err)
+		}
+		return supervisor.Input{}, false, nil
 	case chanSignal:
 		name := strings.TrimSpace(string(b[1:]))
 		sig, err := policies.ClientSignal(name)
 		if err != nil {
-			return supervisor.Input{}, fmt.Errorf("channel 4: %w", err)
+			return supervisor.Input{}, false, fmt.Errorf("channel %d: %w", chanSignal, err)
 		}
-		return supervisor.Input{Kind: supervisor.InputSignal, Signal: sig}, nil
+		return supervisor.Input{Kind: supervisor.InputSignal, Signal: sig}, true, nil
 	}
-	return supervisor.Input{}, fmt.Errorf("channel %d is not an input channel", b[0])
+	return supervisor.Input{}, false, fmt.Errorf("channel %d is not an input channel", b[0])
+}
+
+// checkResize accepts Kubernetes' TerminalSize, {"Width":W,"Height":H} with
+// both of 16 bits, and nothing else.
+func checkResize(b []byte) error {
+	var size struct{ Width, Height *uint16 }
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&size); err != nil {
+		return fmt.Errorf(`want a resize, {"Width":W,"Height":H}: %w`, err)
+	}
+	if size.Width == nil || size.Height == nil {
+		return fmt.Errorf(`want a resize, {"Width":W,"Height":H}: got %q`, b)
+	}
+	if d.More() {
+		return fmt.Errorf(`want one resize, {"Width":W,"Height":H}: got %q`, b)
+	}
+	return nil
 }
 
 func (p *channelProto) Send(s supervisor.Stream, b []byte) error {

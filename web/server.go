@@ -83,8 +83,14 @@ type Options struct {
 	// means same-origin only. Requests without an Origin (non-browsers) pass.
 	Origins []string
 	Limits  Limits
-	// QuickApp, when set, is also served at "/" (chimirror serve -- CMD).
+	// QuickApp, when set, runs at every path but the test page's, as
+	// websocketd runs its command (chimirror serve -- CMD): the job gets
+	// SCRIPT_NAME "/" and the path as PATH_INFO. At /apps/QuickApp it
+	// runs as any app does.
 	QuickApp string
+	// AppsAtRoot serves each app at /NAME too, as websocketd's --dir serves
+	// its programs (chimirror serve --dir DIR).
+	AppsAtRoot bool
 	// Software is SERVER_SOFTWARE, e.g. "chimirror/0.1.0".
 	Software string
 	// Metrics, when set, counts starts, refusals and setup latency.
@@ -184,18 +190,60 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return errorf(http.StatusMethodNotAllowed, "method %s not allowed", r.Method)
 	}
+	upgrade := websocket.IsWebSocketUpgrade(r)
+	// An app's name is a segment of the escaped path; what follows it is
+	// PATH_INFO. In quick mode only the app's own name is its path here:
+	// any other /apps/… is one more path of the command's.
+	if rest, ok := strings.CutPrefix(p, "/apps/"); ok {
+		name, info, clean := splitApp(rest)
+		if !clean { // names no app, as it did before PATH_INFO
+			name, info = rest, ""
+		}
+		if _, known := s.sup.App(name); known || s.opts.QuickApp == "" || !upgrade {
+			return s.serveApp(w, r, name, "/apps/"+name, info)
+		}
+	}
 	switch {
-	case strings.HasPrefix(p, "/apps/"):
-		return s.serveApp(w, r, strings.TrimPrefix(p, "/apps/"))
-	case p == "/" && s.opts.QuickApp != "" && websocket.IsWebSocketUpgrade(r):
-		return s.serveApp(w, r, s.opts.QuickApp)
-	case p == "/":
+	case s.opts.QuickApp != "" && upgrade:
+		if _, _, clean := splitApp(p); !clean {
+			return errorf(http.StatusNotFound, "not found: %s (a path with . or .. segments, or a NUL)", p)
+		}
+		// SCRIPT_NAME "/" and PATH_INFO the whole path, as websocketd has them.
+		return s.serveApp(w, r, s.opts.QuickApp, "/", p)
+	case p == "/" && !upgrade:
 		return s.servePage(w, r)
+	case s.opts.AppsAtRoot && p != "/":
+		name, info, clean := splitApp(p[1:])
+		if _, ok := s.sup.App(name); ok && clean {
+			return s.serveApp(w, r, name, "/"+name, info)
+		}
 	}
 	return errorf(http.StatusNotFound, "not found: %s", p)
 }
 
-func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name string) error {
+// splitApp splits an escaped path (less its leading "/apps/" or "/") into
+// its first segment, an app's name, and the rest. clean: the rest,
+// decoded, has no "." or ".." segment and no NUL, which a program reading
+// PATH_INFO as a file path might follow out of its tree or choke on.
+func splitApp(p string) (name, rest string, clean bool) {
+	name, _, _ = strings.Cut(p, "/")
+	rest = p[len(name):]
+	info, err := url.PathUnescape(rest)
+	if err != nil || strings.IndexByte(info, 0) >= 0 {
+		return name, rest, false
+	}
+	for seg := range strings.SplitSeq(info, "/") {
+		if seg == "." || seg == ".." {
+			return name, rest, false
+		}
+	}
+	return name, rest, true
+}
+
+// serveApp runs app name for the request. script is the path that chose
+// it (SCRIPT_NAME) and rest the escaped path after that (PATH_INFO, once
+// decoded).
+func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name, script, rest string) error {
 	t0 := time.Now()
 	// name is still escaped: an exact match rules out "..", "%2e", "%2f".
 	app, ok := s.sup.App(name)
@@ -203,7 +251,11 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name string) e
 		return errorf(http.StatusNotFound, "unknown app %q", name)
 	}
 	if !websocket.IsWebSocketUpgrade(r) {
-		return errorf(http.StatusUpgradeRequired, "/apps/%s is a WebSocket endpoint; open / for the test page", name)
+		return errorf(http.StatusUpgradeRequired, "%s is a WebSocket endpoint; open / for the test page", script)
+	}
+	pathInfo, err := url.PathUnescape(rest)
+	if err != nil { // EscapedPath is always a valid escaping; never seen
+		return errorf(http.StatusBadRequest, "path %q: %v", rest, err)
 	}
 	if !s.originAllowed(r) {
 		return errorf(http.StatusForbidden, "origin %q is not allowed", r.Header.Get("Origin"))
@@ -221,7 +273,8 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name string) e
 	if tenant != supervisor.PublicTenant {
 		pass = slices.DeleteFunc(slices.Clone(pass), func(h string) bool { return h == "Authorization" })
 	}
-	job, err := s.sup.Start(supervisor.Request{App: name, Tenant: tenant, Env: cgiEnv(r, s.opts.Software, pass),
+	env := cgiEnv(r, s.opts.Software, pass, strings.TrimRight(s.opts.Edge.BasePath, "/")+script, pathInfo)
+	job, err := s.sup.Start(supervisor.Request{App: name, Tenant: tenant, Env: env,
 		Remote: r.RemoteAddr, UserAgent: r.UserAgent(), Protocol: protoName(proto)})
 	if err != nil {
 		return admitError(err)
@@ -279,7 +332,11 @@ func admitError(err error) error {
 		return &httpError{Status: http.StatusServiceUnavailable, Msg: "server is shutting down", RetryAfter: "5"}
 	case errors.Is(err, supervisor.ErrUnknownApp):
 		return errorf(http.StatusNotFound, "%v", err)
+	case errors.Is(err, supervisor.ErrCannotStart):
+		// The app needs mending; a Retry-After would only bring the client back.
+		return errorf(http.StatusInternalServerError, "could not start job: %v", err)
 	}
+	// The rest may pass: the host short of memory, processes or ids.
 	return &httpError{Status: http.StatusServiceUnavailable, Msg: "could not start job: " + err.Error(), RetryAfter: "1"}
 }
 
@@ -376,8 +433,9 @@ var withheldVars = map[string]string{"HTTP_COOKIE": "Cookie", "HTTP_AUTHORIZATIO
 	"HTTP_PROXY_AUTHORIZATION": "Proxy-Authorization", "HTTP_PROXY": ""}
 
 // cgiEnv is the CGI/1.1 environment websocketd gives its programs, less
-// the withheld headers that pass does not name.
-func cgiEnv(r *http.Request, software string, pass []string) []string {
+// the withheld headers that pass does not name. scriptName is the path
+// that chose the app, base path included, and pathInfo the decoded rest.
+func cgiEnv(r *http.Request, software string, pass []string, scriptName, pathInfo string) []string {
 	remoteHost, remotePort := splitAddr(r.RemoteAddr)
 	serverName, serverPort, err := net.SplitHostPort(r.Host)
 	if err != nil { // a Host without a port: take the port we accepted on
@@ -409,8 +467,8 @@ func cgiEnv(r *http.Request, software string, pass []string) []string {
 		"SERVER_PORT="+serverPort,
 		"REQUEST_METHOD="+r.Method,
 		"REQUEST_URI="+uri,
-		"SCRIPT_NAME="+r.URL.Path,
-		"PATH_INFO=",
+		"SCRIPT_NAME="+scriptName,
+		"PATH_INFO="+pathInfo,
 		"QUERY_STRING="+rawQuery,
 		"REMOTE_ADDR="+remoteHost,
 		"REMOTE_HOST="+remoteHost,

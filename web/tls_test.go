@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -301,11 +300,4 @@ func handshake(t *testing.T, addr string, cfg *tls.Config) tls.ConnectionState {
 		t.Fatalf("TLS to %s: %v", addr, err)
 	}
 	return st
-}
-
-func remove(t *testing.T, path string) {
-	t.Helper()
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		t.Fatal(err)
-	}
 }

@@ -803,22 +803,10 @@ func quickConfig(base *config, argv []string) (*config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("quick mode: %w", err)
 	}
-	env, err := resolveEnv([]string{"PATH", "LANG", "LC_ALL", "TZ"})
+	c, pol, env, err := quickBase(base)
 	if err != nil {
 		return nil, err
 	}
-	pols, err := policies.Load("")
-	if err != nil {
-		return nil, fmt.Errorf("quick mode: built-in policies: %w", err)
-	}
-	pol, _ := pols.Get("default") // always built in
-	if base.Policies == nil {
-		base.Policies = pols
-	}
-	if base.Sandbox == "" {
-		base.Sandbox = "auto"
-	}
-	c := *base
 	app := supervisor.App{Name: name, Path: p, Args: argv, Env: env, Policy: pol, Grace: pol.Grace}
 	// websocketd-style, the program may live anywhere: a sandboxed job then
 	// sees that one file, read-only, beside its policy's view.
@@ -829,9 +817,111 @@ func quickConfig(base *config, argv []string) (*config, error) {
 		app.ReadOnly = []string{app.Path}
 	}
 	c.Sup.Apps = []supervisor.App{app}
-	c.jobsChecked = false
 	c.Web.QuickApp = name
 	c.Source = "quick mode: " + strings.Join(argv, " ")
-	c.Path = ""
-	return &c, nil
+	return c, nil
+}
+
+// quickBase is base made ready for quick mode's apps, which it replaces:
+// the built-in policies, unless base has its own, and the sandbox where
+// the host allows it. Each app runs under the default policy, with env.
+func quickBase(base *config) (c *config, pol *policies.Policy, env []string, err error) {
+	env, err = resolveEnv([]string{"PATH", "LANG", "LC_ALL", "TZ"})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	pols, err := policies.Load("")
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("quick mode: built-in policies: %w", err)
+	}
+	pol, _ = pols.Get("default") // always built in
+	if base.Policies == nil {
+		base.Policies = pols
+	}
+	if base.Sandbox == "" {
+		base.Sandbox = "auto"
+	}
+	cc := *base
+	cc.jobsChecked = false
+	cc.Path = ""
+	return &cc, pol, env, nil
+}
+
+// quickDirConfig serves each executable file directly in dir at /NAME (and
+// /apps/NAME), as websocketd's --dir does, keeping the server settings of
+// base. Sub-directories are not searched. It returns, for the log, what it
+// skipped that looked meant to be served: a program whose name is not an
+// app name, one of the server's own files, a sub-directory. Hidden files
+// and files no one may execute are passed over in silence.
+func quickDirConfig(base *config, dir string) (_ *config, skipped []string, _ error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--dir: %w", err)
+	}
+	entries, err := os.ReadDir(abs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--dir: %w", err)
+	}
+	c, pol, env, err := quickBase(base)
+	if err != nil {
+		return nil, nil, err
+	}
+	var apps []supervisor.App
+	var outside []string // programs the default view does not show
+	for _, e := range entries {
+		name := e.Name()
+		p := filepath.Join(abs, name)
+		st, err := os.Stat(p) // a symlink is served as its target, as websocketd does
+		switch {
+		case strings.HasPrefix(name, "."):
+			continue
+		case err != nil:
+			skipped = append(skipped, fmt.Sprintf("%q: %v", name, err))
+			continue
+		case st.IsDir():
+			skipped = append(skipped, fmt.Sprintf("%q: a sub-directory; only the files directly in %s are served", name, abs))
+			continue
+		case !st.Mode().IsRegular() || st.Mode()&0o111 == 0:
+			continue
+		case !policies.ValidName(name):
+			skipped = append(skipped, fmt.Sprintf("%q is not a valid app name (lower-case letters, digits, '.', '_', '-'; at most 64)", name))
+			continue
+		case name == "apps":
+			skipped = append(skipped, fmt.Sprintf("%q: /apps/ is where every app is", name))
+			continue
+		}
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			skipped = append(skipped, fmt.Sprintf("%q: %v", name, err))
+			continue
+		}
+		if !(sandbox.View{RO: []string{real}, Hide: c.Sup.Hide}).Visible(real) {
+			skipped = append(skipped, fmt.Sprintf("%q is one of the server's own files, which no job may see", name))
+			continue
+		}
+		app := supervisor.App{Name: name, Path: p, Args: []string{p}, Env: env, Policy: pol, Grace: pol.Grace}
+		if len(outsideView(app, nil, c.Sup.Hide)) > 0 {
+			app.Path = real
+			if !slices.Contains(outside, real) { // a symlink's target may be served twice
+				outside = append(outside, real)
+			}
+		}
+		apps = append(apps, app)
+	}
+	if len(apps) == 0 {
+		return nil, skipped, fmt.Errorf("--dir %s: no executable files to serve", abs)
+	}
+	// Every app sees every served program outside the view, read-only, not
+	// just its own: the same view for all keeps one pool of prepared
+	// sandboxes, not one per program, and shows a job nothing that is not
+	// served to every client anyway.
+	for i := range apps {
+		if len(outside) > 0 {
+			apps[i].ReadOnly = slices.Clip(outside)
+		}
+	}
+	c.Sup.Apps = apps
+	c.Web.AppsAtRoot = true
+	c.Source = "quick mode: --dir " + abs
+	return c, skipped, nil
 }

@@ -36,15 +36,27 @@ func cmdServe(args []string, stderr io.Writer) error {
 	dataDir := fs.String("data-dir", "", "data directory (ledger, admin token), overriding the config's data_dir")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text (slog's key=value) or json (one JSON object a line)")
+	binary := fs.Bool("binary", false, "quick mode: exchange raw binary messages, not text lines (websocketd's --binary)")
+	dir := fs.String("dir", "", "quick mode: serve each executable file directly in `DIR` at /NAME, as websocketd's --dir;\n"+
+		"sub-directories are not searched, and a file whose name is not an app name\n"+
+		"(lower-case letters, digits, '.', '_', '-'; at most 64) is skipped with a warning")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: chimirror serve [--config FILE] [--listen ADDR] [-- COMMAND [ARG...]]\n\n"+
+		fmt.Fprint(stderr, "Usage: chimirror serve [--config FILE] [--listen ADDR] [--binary] [--dir DIR | -- COMMAND [ARG...]]\n\n"+
 			"Serves every configured app at ws://ADDR/apps/NAME and a test page at /.\n"+
-			"With -- COMMAND, serves just that command (also at /), websocketd-style;\n"+
-			"then only --config, if given, supplies the server settings.\n\n")
+			"With -- COMMAND, serves just that command, websocketd-style, at every path\n"+
+			"(the path is its PATH_INFO); with --dir, each program of DIR at /NAME.\n"+
+			"Then only --config, if given, supplies the server settings.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
+	}
+	quick := fs.NArg() > 0 || *dir != ""
+	switch {
+	case fs.NArg() > 0 && *dir != "":
+		return fmt.Errorf("--dir and -- COMMAND: serve a directory's programs or one command, not both")
+	case *binary && !quick:
+		return fmt.Errorf("--binary is for quick mode (--dir or -- COMMAND); a config's app sets binary = true")
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -73,7 +85,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 		}
 	}
 	var cfg *config
-	if fs.NArg() > 0 && *cfgPath == "" {
+	if quick && *cfgPath == "" {
 		// Quick mode stands alone: a ./chimirror.toml is not read.
 		cfg = &config{Listen: defaultListen, AdminListen: defaultAdminListen, file: embeddedSource,
 			Web:    web.Options{Software: "chimirror/" + version},
@@ -81,18 +93,33 @@ func cmdServe(args []string, stderr io.Writer) error {
 		cfg.setDataDir(defaultDataDir)
 	} else {
 		var err error
-		// With -- COMMAND, the file gives the server settings; its apps,
-		// if any, are replaced.
-		if cfg, err = loadConfigFor(*cfgPath, fs.NArg() == 0); err != nil {
+		// In quick mode, the file gives the server settings; its apps, if
+		// any, are replaced.
+		if cfg, err = loadConfigFor(*cfgPath, !quick); err != nil {
 			return fmt.Errorf("invalid configuration:\n%w", err)
 		}
 	}
-	// Before quick mode's app: what it must bind depends on what is hidden.
+	// Before quick mode's apps: what they must bind depends on what is hidden.
 	overrides(cfg)
-	if fs.NArg() > 0 {
+	switch {
+	case fs.NArg() > 0:
 		var err error
 		if cfg, err = quickConfig(cfg, fs.Args()); err != nil {
 			return err
+		}
+	case *dir != "":
+		var skipped []string
+		var err error
+		if cfg, skipped, err = quickDirConfig(cfg, *dir); err != nil {
+			return err
+		}
+		for _, why := range skipped {
+			log.Warn("--dir: not served", "why", why)
+		}
+	}
+	if quick {
+		for i := range cfg.Sup.Apps {
+			cfg.Sup.Apps[i].Binary = *binary
 		}
 	}
 	cfg.overrides = overrides
