@@ -258,3 +258,29 @@ func TestEdge_SlowBody(t *testing.T) {
 		}
 	}
 }
+
+// Ensure max_sessions_per_client keeps one address from taking every
+// session: its next one is 429 with Retry-After, and another address
+// still gets in.
+func TestEdge_PerClientCap(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, supervisor.Config{MaxSessionsPerClient: 2,
+		Apps: []supervisor.App{{Name: "cat", Path: "/bin/cat", Args: []string{"cat"}}}}, Options{})
+	for i := range 2 {
+		ws, err := s.dialFrom("127.0.0.2", "/apps/cat", nil)
+		if err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+		t.Cleanup(func() { ws.Close() })
+	}
+	_, err := s.dialFrom("127.0.0.2", "/apps/cat", nil)
+	var de *dialError
+	if !errors.As(err, &de) || de.status != http.StatusTooManyRequests || de.header.Get("Retry-After") == "" {
+		t.Fatalf("third session from one address: %v, want 429 with Retry-After", err)
+	}
+	ws, err := s.dialFrom("127.0.0.3", "/apps/cat", nil)
+	if err != nil {
+		t.Fatalf("another address: %v", err)
+	}
+	ws.Close()
+}

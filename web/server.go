@@ -275,7 +275,7 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name, script, 
 	}
 	env := cgiEnv(r, s.opts.Software, pass, strings.TrimRight(s.opts.Edge.BasePath, "/")+script, pathInfo)
 	job, err := s.sup.Start(supervisor.Request{App: name, Tenant: tenant, Env: env,
-		Remote: r.RemoteAddr, UserAgent: r.UserAgent(), Protocol: protoName(proto)})
+		Remote: r.RemoteAddr, Client: clientHost(r), UserAgent: r.UserAgent(), Protocol: protoName(proto)})
 	if err != nil {
 		return admitError(err)
 	}
@@ -324,7 +324,7 @@ func protoName(p string) string {
 
 func admitError(err error) error {
 	switch {
-	case errors.Is(err, supervisor.ErrTenantBusy):
+	case errors.Is(err, supervisor.ErrTenantBusy), errors.Is(err, supervisor.ErrClientBusy):
 		return &httpError{Status: http.StatusTooManyRequests, Msg: err.Error() + "; try again later", RetryAfter: "1"}
 	case errors.Is(err, supervisor.ErrBusy):
 		return &httpError{Status: http.StatusTooManyRequests, Msg: "too many sessions; try again later", RetryAfter: "1"}
