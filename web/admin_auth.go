@@ -54,6 +54,9 @@ func (a *Admin) verify(r *http.Request, token string) (string, error) {
 		return "", a.tooManyFails(host)
 	}
 	a.limiter.fail(host)
+	if token != "" && len(token) < MinTokenChars {
+		return "", shortToken("admin")
+	}
 	return "", unauthorized("wrong admin token")
 }
 

@@ -18,7 +18,7 @@ import (
 	"github.com/chimirror/chimirror/supervisor"
 )
 
-const adminSecret = "s3cret-token"
+const adminSecret = "s3cret-token-0123456789abcdef0123456789"
 
 // adminServer is a public test server plus its admin listener, with one
 // admin token (adminSecret, labelled "ops").

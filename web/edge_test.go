@@ -46,7 +46,7 @@ func dialStatus(err error) int {
 func TestEdge_TenantTokenThrottle(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, supervisor.Config{Apps: []supervisor.App{{Name: "cat", Path: "/bin/cat", Args: []string{"cat"}}},
-		Tenants: []supervisor.Tenant{tenant("alice", "alice-secret", 0)}}, Options{})
+		Tenants: []supervisor.Tenant{tenant("alice", "alice-secret-0123456789abcdef0123456789", 0)}}, Options{})
 	bearer := func(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
 	for i := range 5 {
 		if _, err := s.dialFrom("127.0.0.2", "/apps/cat", bearer(fmt.Sprintf("guess-%d", i))); dialStatus(err) != http.StatusUnauthorized {
@@ -58,7 +58,7 @@ func TestEdge_TenantTokenThrottle(t *testing.T) {
 	if !errors.As(err, &de) || de.status != http.StatusTooManyRequests || de.header.Get("Retry-After") == "" {
 		t.Fatalf("sixth guess: %v, want 429 with Retry-After", err)
 	}
-	ws, err := s.dialFrom("127.0.0.2", "/apps/cat", bearer("alice-secret"))
+	ws, err := s.dialFrom("127.0.0.2", "/apps/cat", bearer("alice-secret-0123456789abcdef0123456789"))
 	if err != nil {
 		t.Fatalf("alice's own token from the guessing address: %v", err)
 	}
@@ -283,4 +283,23 @@ func TestEdge_PerClientCap(t *testing.T) {
 		t.Fatalf("another address: %v", err)
 	}
 	ws.Close()
+}
+
+// Ensure a token shorter than 128 bits never gets in, even one whose hash
+// the config holds: the hash cannot tell, so the door does.
+func TestEdge_ShortTokenRefused(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, supervisor.Config{Apps: []supervisor.App{{Name: "cat", Path: "/bin/cat", Args: []string{"cat"}}},
+		Tenants: []supervisor.Tenant{tenant("weak", "password123", 0)}}, Options{})
+	_, resp, err := websocket.DefaultDialer.Dial(s.URL+"/apps/cat", http.Header{"Authorization": {"Bearer password123"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a short token: %v, want 401", err)
+	}
+	body, rerr := io.ReadAll(resp.Body)
+	if rerr != nil || !strings.Contains(string(body), "at least 32 characters (128 bits): make one with chimirror token") {
+		t.Fatalf("401 body %q (%v), want it to say why", body, rerr)
+	}
+	if n := s.sup.Started(); n != 0 {
+		t.Fatalf("%d jobs started", n)
+	}
 }

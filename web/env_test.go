@@ -240,10 +240,10 @@ func TestTenantTokenNotPassed(t *testing.T) {
 		{name: "no tenants: the header passes", path: "/apps/auth", hdr: hdr("Bearer anything"), want: "[Bearer anything][c=1]"},
 		{name: "no tenants: basic credentials pass", path: "/apps/auth", hdr: hdr("Basic dTpw"), want: "[Basic dTpw][c=1]"},
 		{name: "no tenants: an app not passing them", path: "/apps/plain", hdr: hdr("Bearer anything"), want: "[][]"},
-		{name: "tenant's bearer token withheld", tenants: []supervisor.Tenant{tenant("alice", "alice-secret", 0)},
-			path: "/apps/auth", hdr: hdr("Bearer alice-secret"), want: "[][c=1]"},
-		{name: "query token: the header still withheld", tenants: []supervisor.Tenant{tenant("alice", "alice-secret", 0)},
-			path: "/apps/auth?token=alice-secret", hdr: hdr("Basic dTpw"), want: "[][c=1]"},
+		{name: "tenant's bearer token withheld", tenants: []supervisor.Tenant{tenant("alice", "alice-secret-0123456789abcdef0123456789", 0)},
+			path: "/apps/auth", hdr: hdr("Bearer alice-secret-0123456789abcdef0123456789"), want: "[][c=1]"},
+		{name: "query token: the header still withheld", tenants: []supervisor.Tenant{tenant("alice", "alice-secret-0123456789abcdef0123456789", 0)},
+			path: "/apps/auth?token=alice-secret-0123456789abcdef0123456789", hdr: hdr("Basic dTpw"), want: "[][c=1]"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

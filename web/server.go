@@ -368,7 +368,22 @@ func (s *Server) authenticate(r *http.Request) (*supervisor.Tenant, error) {
 		return nil, s.limiter.refusal(host, "tenant tokens")
 	}
 	s.limiter.fail(host)
+	if len(token) < MinTokenChars {
+		return nil, shortToken("tenant")
+	}
 	return nil, &httpError{Status: http.StatusUnauthorized, Msg: "unknown tenant token", Bearer: true}
+}
+
+// MinTokenChars is the shortest token accepted: 128 bits in hex, more in
+// base64 (chimirror token makes 43 characters of base64, 256 bits). Tokens
+// are kept as unsalted SHA-256 sums, which is sound only for random
+// tokens this long: no dictionary holds them and 2^128 guesses are out of
+// reach, so a salt or a slow hash would add nothing but cost per request.
+const MinTokenChars = 32
+
+// shortToken is the 401 for a token too short to be one chimirror takes.
+func shortToken(who string) error {
+	return unauthorized(fmt.Sprintf("%s tokens are at least %d characters (128 bits): make one with chimirror token", who, MinTokenChars))
 }
 
 // bearerToken is the token of an "Authorization: Bearer TOKEN" header.
@@ -379,9 +394,15 @@ func bearerToken(r *http.Request) (string, bool) {
 // findToken returns the last of entries whose SHA-256 sum (by sumOf) is
 // token's. It compares the sum with every entry in constant time, so the
 // time taken tells nothing about which entry, if any, matched.
+//
+// A token shorter than MinTokenChars never matches: the config holds only
+// hashes, so a short token can only be refused where it is seen.
 func findToken[T any](token string, entries []T, sumOf func(T) [32]byte) (T, bool) {
-	sum := sha256.Sum256([]byte(token))
 	var found T
+	if len(token) < MinTokenChars {
+		return found, false
+	}
+	sum := sha256.Sum256([]byte(token))
 	ok := false
 	for _, e := range entries {
 		if s := sumOf(e); subtle.ConstantTimeCompare(sum[:], s[:]) == 1 {

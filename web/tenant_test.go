@@ -24,11 +24,11 @@ func TestTenants(t *testing.T) {
 	cfg := supervisor.Config{OnEnd: e.hook, Apps: []supervisor.App{
 		{Name: "cat", Path: "/bin/cat", Args: []string{"cat"}},
 		shApp("whoami", `echo "$CHIMIRROR_TENANT|$QUERY_STRING|$REQUEST_URI|$HTTP_AUTHORIZATION"`),
-	}, Tenants: []supervisor.Tenant{tenant("alice", "alice-secret", 1), tenant("bob", "bob-secret", 0)}}
+	}, Tenants: []supervisor.Tenant{tenant("alice", "alice-secret-0123456789abcdef0123456789", 1), tenant("bob", "bob-secret-0123456789abcdef0123456789", 0)}}
 	s := startServer(t, cfg, Options{})
 	bearer := func(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
 
-	ws, err := s.tryDial("/apps/whoami?x=1&token=alice-secret", nil, ProtoV1)
+	ws, err := s.tryDial("/apps/whoami?x=1&token=alice-secret-0123456789abcdef0123456789", nil, ProtoV1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestTenants(t *testing.T) {
 	// The slot is free once the server has released the first job, a moment
 	// after the client saw its /exit.
 	waitFor(t, 5*time.Second, "the first job released", func() bool { return s.sup.Running() == 0 })
-	held, err := s.tryDial("/apps/cat", bearer("alice-secret")) // alice's only slot
+	held, err := s.tryDial("/apps/cat", bearer("alice-secret-0123456789abcdef0123456789")) // alice's only slot
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestTenants(t *testing.T) {
 		{"no token", "/apps/cat", nil, http.StatusUnauthorized},
 		{"bad token", "/apps/cat", bearer("nope"), http.StatusUnauthorized},
 		{"bad query token", "/apps/cat?token=nope", nil, http.StatusUnauthorized},
-		{"tenant at its cap", "/apps/cat", bearer("alice-secret"), http.StatusTooManyRequests},
+		{"tenant at its cap", "/apps/cat", bearer("alice-secret-0123456789abcdef0123456789"), http.StatusTooManyRequests},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := s.tryDial(tc.path, tc.hdr)
@@ -74,7 +74,7 @@ func TestTenants(t *testing.T) {
 	}
 	// bob has no cap of his own.
 	for i := 0; i < 2; i++ {
-		ws, err := s.tryDial("/apps/cat", bearer("bob-secret"))
+		ws, err := s.tryDial("/apps/cat", bearer("bob-secret-0123456789abcdef0123456789"))
 		if err != nil {
 			t.Fatalf("bob #%d: %v", i, err)
 		}
@@ -93,12 +93,12 @@ func TestTenantPolicy(t *testing.T) {
 	requireSandbox(t)
 	var e ends
 	strict := mustPolicy(t, "tiny", `wall_time = "300ms"`)
-	ten := tenant("carol", "carol-secret", 0)
+	ten := tenant("carol", "carol-secret-0123456789abcdef0123456789", 0)
 	ten.Policy = strict
 	loose := mustPolicy(t, "loose", `wall_time = "1h"`)
 	s := startServer(t, supervisor.Config{Sandbox: true, OnEnd: e.hook, Tenants: []supervisor.Tenant{ten},
 		Apps: []supervisor.App{boxed(shApp("sleep", `sleep 30`), loose)}}, Options{})
-	ws, err := s.tryDial("/apps/sleep", http.Header{"Authorization": {"Bearer carol-secret"}}, ProtoV1)
+	ws, err := s.tryDial("/apps/sleep", http.Header{"Authorization": {"Bearer carol-secret-0123456789abcdef0123456789"}}, ProtoV1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,7 +69,7 @@ func TestServeReloadAdminTokens(t *testing.T) {
 		return "sandbox = \"off\"\nadmin_tokens_sha256 = [\"ops:" + hex.EncodeToString(sum[:]) + "\"]\n" + extra +
 			"[[app]]\nname = \"one\"\ncommand = [\"cat\"]\n"
 	}
-	writeFile(t, path, conf("old-token", ""))
+	writeFile(t, path, conf("old-token-0123456789abcdef0123456789", ""))
 	srv := startServer(t, dir, "--config", path) // --listen and --admin-listen 127.0.0.1:0
 	status := func(token string) int {
 		t.Helper()
@@ -85,26 +85,26 @@ func TestServeReloadAdminTokens(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	if got := status("old-token"); got != http.StatusOK {
+	if got := status("old-token-0123456789abcdef0123456789"); got != http.StatusOK {
 		t.Fatalf("old token before the reload: %d", got)
 	}
 
-	writeFile(t, path, conf("new-token", ""))
+	writeFile(t, path, conf("new-token-0123456789abcdef0123456789", ""))
 	srv.signal(syscall.SIGHUP)
 	if _, ok := srv.stderr.waitMatch(regexp.MustCompile(`msg=reloaded`), ioTimeout, srv.done); !ok {
 		t.Fatalf("no reload logged:\n%s", srv.stderr)
 	}
-	if got := status("old-token"); got != http.StatusUnauthorized {
+	if got := status("old-token-0123456789abcdef0123456789"); got != http.StatusUnauthorized {
 		t.Errorf("removed token after the reload: %d, want 401", got)
 	}
-	if got := status("new-token"); got != http.StatusOK {
+	if got := status("new-token-0123456789abcdef0123456789"); got != http.StatusOK {
 		t.Errorf("new token after the reload: %d, want 200", got)
 	}
 	if strings.Contains(srv.stderr.String(), "need a restart") {
 		t.Errorf("the command line's addresses were taken for config changes:\n%s", srv.stderr)
 	}
 
-	writeFile(t, path, conf("new-token", "origins = [\"https://example.com\"]\nretention = \"30d\"\n"))
+	writeFile(t, path, conf("new-token-0123456789abcdef0123456789", "origins = [\"https://example.com\"]\nretention = \"30d\"\n"))
 	srv.signal(syscall.SIGHUP)
 	if _, ok := srv.stderr.waitMatch(regexp.MustCompile(`need a restart and are not applied" keys=origins,retention`), ioTimeout, srv.done); !ok {
 		t.Fatalf("the keys needing a restart were not named:\n%s", srv.stderr)
