@@ -54,7 +54,7 @@ func (a *Admin) verify(r *http.Request, token string) (string, error) {
 		return "", a.tooManyFails(host)
 	}
 	a.limiter.fail(host)
-	if token != "" && len(token) < MinTokenChars {
+	if token != "" && tokenBits(token) < MinTokenBits {
 		return "", shortToken("admin")
 	}
 	return "", unauthorized("wrong admin token")

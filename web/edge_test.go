@@ -296,10 +296,33 @@ func TestEdge_ShortTokenRefused(t *testing.T) {
 		t.Fatalf("a short token: %v, want 401", err)
 	}
 	body, rerr := io.ReadAll(resp.Body)
-	if rerr != nil || !strings.Contains(string(body), "at least 32 characters (128 bits): make one with chimirror token") {
+	if rerr != nil || !strings.Contains(string(body), "must hold at least 128 bits (32 hex digits, 26 base32 or 22 base64 characters): make one with chimirror token") {
 		t.Fatalf("401 body %q (%v), want it to say why", body, rerr)
 	}
 	if n := s.sup.Started(); n != 0 {
 		t.Fatalf("%d jobs started", n)
+	}
+}
+
+// Ensure a token's strength is judged by its alphabet: 128 bits is 32 hex
+// digits, 26 base32 (crypto/rand.Text) or 22 base64 characters.
+func TestTokenBits(t *testing.T) {
+	for _, tc := range []struct {
+		token string
+		ok    bool
+	}{
+		{"0123456789abcdef0123456789abcdef", true},
+		{"0123456789abcdef0123456789abcde", false},
+		{"ABCDEFGHIJKLMNOPQRSTUVWXYZ", true}, // rand.Text's alphabet
+		{"ABCDEFGHIJKLMNOPQRSTUVWXY", false},
+		{"brDkuicR1ZRrV-xQBEqzD1", true},
+		{"brDkuicR1ZRrV-xQBEqzD", false},
+		{"password123", false},
+		{"12345678901234567890123456789012345678", false},
+		{"123456789012345678901234567890123456789", true},
+	} {
+		if got := tokenBits(tc.token) >= MinTokenBits; got != tc.ok {
+			t.Errorf("%q: %.1f bits, accepted %v, want %v", tc.token, tokenBits(tc.token), got, tc.ok)
+		}
 	}
 }

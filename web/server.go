@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -368,22 +369,47 @@ func (s *Server) authenticate(r *http.Request) (*supervisor.Tenant, error) {
 		return nil, s.limiter.refusal(host, "tenant tokens")
 	}
 	s.limiter.fail(host)
-	if len(token) < MinTokenChars {
+	if tokenBits(token) < MinTokenBits {
 		return nil, shortToken("tenant")
 	}
 	return nil, &httpError{Status: http.StatusUnauthorized, Msg: "unknown tenant token", Bearer: true}
 }
 
-// MinTokenChars is the shortest token accepted: 128 bits in hex, more in
-// base64 (chimirror token makes 43 characters of base64, 256 bits). Tokens
-// are kept as unsalted SHA-256 sums, which is sound only for random
-// tokens this long: no dictionary holds them and 2^128 guesses are out of
-// reach, so a salt or a slow hash would add nothing but cost per request.
-const MinTokenChars = 32
+// MinTokenBits is the least randomness a token may have. The length
+// needed depends on the alphabet a token is written in: 32 hex digits, 26
+// base32 characters (crypto/rand.Text), 22 of base64 (chimirror token
+// makes 43, 256 bits). Tokens are kept as unsalted SHA-256 sums, which is
+// sound only for random tokens this strong: no dictionary holds them and
+// 2^128 guesses are out of reach, so a salt or a slow hash would add
+// nothing but cost to every request.
+const MinTokenBits = 128
 
-// shortToken is the 401 for a token too short to be one chimirror takes.
+// tokenBits is what token can hold at most, judged by the smallest
+// common alphabet it is written in: digits, hex, base32, base64 or any
+// printable ASCII.
+func tokenBits(token string) float64 {
+	alphabets := []struct {
+		bits float64
+		in   func(rune) bool
+	}{
+		{math.Log2(10), func(c rune) bool { return c >= '0' && c <= '9' }},
+		{4, func(c rune) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }},
+		{5, func(c rune) bool { return c >= 'A' && c <= 'Z' || c >= '2' && c <= '7' || c == '=' }},
+		{6, func(c rune) bool {
+			return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("+/-_=", c)
+		}},
+	}
+	for _, a := range alphabets {
+		if strings.IndexFunc(token, func(c rune) bool { return !a.in(c) }) < 0 {
+			return a.bits * float64(len(token))
+		}
+	}
+	return math.Log2(95) * float64(len(token))
+}
+
+// shortToken is the 401 for a token too weak to be one chimirror takes.
 func shortToken(who string) error {
-	return unauthorized(fmt.Sprintf("%s tokens are at least %d characters (128 bits): make one with chimirror token", who, MinTokenChars))
+	return unauthorized(fmt.Sprintf("%s tokens must hold at least %d bits (32 hex digits, 26 base32 or 22 base64 characters): make one with chimirror token", who, MinTokenBits))
 }
 
 // bearerToken is the token of an "Authorization: Bearer TOKEN" header.
@@ -395,11 +421,11 @@ func bearerToken(r *http.Request) (string, bool) {
 // token's. It compares the sum with every entry in constant time, so the
 // time taken tells nothing about which entry, if any, matched.
 //
-// A token shorter than MinTokenChars never matches: the config holds only
-// hashes, so a short token can only be refused where it is seen.
+// A token weaker than MinTokenBits never matches: the config holds only
+// hashes, so a weak token can only be refused where it is seen.
 func findToken[T any](token string, entries []T, sumOf func(T) [32]byte) (T, bool) {
 	var found T
-	if len(token) < MinTokenChars {
+	if tokenBits(token) < MinTokenBits {
 		return found, false
 	}
 	sum := sha256.Sum256([]byte(token))

@@ -165,8 +165,14 @@ func TestQuickDir(t *testing.T) {
 			t.Errorf("no warning naming %s:\n%s", want, stderr)
 		}
 	}
+	var warnings []string
+	for _, l := range strings.Split(stderr, "\n") {
+		if strings.Contains(l, "level=WARN") {
+			warnings = append(warnings, l)
+		}
+	}
 	for _, quiet := range []string{"notes.txt", ".hidden"} {
-		if strings.Contains(stderr, quiet) {
+		if strings.Contains(strings.Join(warnings, "\n"), quiet) {
 			t.Errorf("a warning names %s, which is no program to serve:\n%s", quiet, stderr)
 		}
 	}

@@ -13,7 +13,7 @@ import (
 )
 
 // tokenBytes is the randomness of a token chimirror makes: 256 bits,
-// twice the 128 every token must have (see web.MinTokenChars).
+// twice the 128 every token must have (see web.MinTokenBits).
 const tokenBytes = 32
 
 // cmdToken makes a random token for a tenant or an operator and prints it
