@@ -179,6 +179,7 @@ func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
 	// with the process, which exits as soon as the job's status arrives.
 	go c.pumpStdin(stdin, stderr)
 
+	jobID := "the job" // until /job names it
 	for {
 		_, msg, err := c.ws.ReadMessage()
 		if err != nil {
@@ -213,13 +214,26 @@ func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
 			if _, err := w.Write(b); err != nil {
 				return fmt.Errorf("write %s: %w", ev.Event, err)
 			}
+		case "/job":
+			var job struct {
+				ID string `json:"id"`
+			}
+			if err := json.Unmarshal(ev.Data, &job); err == nil {
+				jobID = job.ID
+			}
 		case "/exit":
 			var st struct {
-				Code int `json:"code"`
+				Code   int    `json:"code"`
+				Signal string `json:"signal"`
+				Reason string `json:"reason"`
+				Detail string `json:"detail"`
 			}
 			if err := json.Unmarshal(ev.Data, &st); err != nil {
 				fmt.Fprintln(stderr, "chimirror connect: bad /exit:", err)
 				return connectFailed
+			}
+			if line := endedLine(jobID, st.Reason, st.Detail, st.Signal); line != "" {
+				fmt.Fprintln(stderr, line)
 			}
 			c.wmu.Lock()
 			cerr := c.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
@@ -235,6 +249,24 @@ func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stderr, "chimirror connect: server: %s\n", ev.Data)
 		}
 	}
+}
+
+// endedLine says why a job ended, in one line for stderr, when it was
+// not a plain exit of its own: "chimirror: JOB00000004 ended: oom (1 OOM
+// kill in the job's cgroup), signal KILL". The exit code alone cannot tell
+// a memory kill from a crash or a cancel.
+func endedLine(job, reason, detail, signal string) string {
+	if reason == "" || reason == string(supervisor.ReasonExit) {
+		return ""
+	}
+	line := "chimirror: " + job + " ended: " + reason
+	if detail != "" {
+		line += " (" + detail + ")"
+	}
+	if signal != "" {
+		line += ", signal " + signal
+	}
+	return line
 }
 
 func decodeData(raw json.RawMessage, encoding string) ([]byte, error) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 )
 
@@ -100,4 +101,24 @@ func TestConfigReach(t *testing.T) {
 			wantStderr: tmpArg + ":4: app[0].command: argument " + tmpScript + " is a file on this host, but jobs under policy \"default\" do not see it"},
 		{name: "all reachable", args: []string{"config", "check", good}, wantCode: 0, wantStdout: good + ": ok\n"},
 	})
+}
+
+// Ensure connect says why a job ended when it was no plain exit: a job
+// killed for memory names the OOM kill, not just exit code 137.
+func TestConnectSaysWhy(t *testing.T) {
+	requireSandboxHere(t)
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := writeFile(t, filepath.Join(dir, "c.toml"), "data_dir = \"data\"\n"+
+		"[[app]]\nname = \"hog\"\ncommand = [\"sh\", \"-c\", \"head -c 200M /dev/zero | tail\"]\nenv = [\"PATH\"]\npolicy = \"strict\"\n"+
+		"[[app]]\nname = \"fine\"\ncommand = [\"sh\", \"-c\", \"exit 3\"]\npolicy = \"strict\"\n")
+	srv := startServer(t, dir, "--config", cfg)
+	_, stderr, code := runCLI(t, dir, nil, "connect", srv.url("ws", "/apps/hog"))
+	if code != 128+9 || !regexp.MustCompile(`(?m)^chimirror: JOB\d{8} ended: oom \(\d+ OOM kill(\(s\)|s)? in the job's cgroup.*\)(, signal KILL)?$`).MatchString(stderr) {
+		t.Fatalf("connect to a memory hog: exit %d, stderr %q; want 137 and the reason in one line", code, stderr)
+	}
+	_, stderr, code = runCLI(t, dir, nil, "connect", srv.url("ws", "/apps/fine"))
+	if code != 3 || stderr != "" {
+		t.Fatalf("a plain exit 3: exit %d, stderr %q; want 3 and nothing said", code, stderr)
+	}
 }
