@@ -95,8 +95,11 @@ func (f clientFlags) open() (jobSource, *config, error) {
 			return nil, nil, fmt.Errorf("%w (or give --token, or set CHIMIRROR_ADMIN_TOKEN)", err)
 		}
 	}
-	if *f.admin != "" {
+	switch info, ok := readServerFile(cfg.DataDir); {
+	case *f.admin != "":
 		cfg.AdminListen = *f.admin
+	case ok: // where the server holding this data dir really listens
+		cfg.AdminListen = info.Admin
 	}
 	client, err := f.adminHTTP(cfg)
 	if err != nil {
@@ -116,7 +119,7 @@ func (f clientFlags) open() (jobSource, *config, error) {
 	}
 	l, err := accounting.Open(ledgerPath(cfg.DataDir), accounting.Options{ReadOnly: true, LockTimeout: 500 * time.Millisecond})
 	if errors.Is(err, accounting.ErrLocked) {
-		return nil, nil, fmt.Errorf("a server holds the ledger in %s but its admin API does not answer at %s (check admin_listen)", cfg.DataDir, cfg.AdminListen)
+		return nil, nil, fmt.Errorf("a server holds the ledger in %s but its admin API does not answer at %s: give its address with --admin HOST:PORT (its admin_listen or --admin-listen)", cfg.DataDir, cfg.AdminListen)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("no server answers at %s, and the ledger cannot be read: %w", cfg.AdminListen, err)

@@ -2,10 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -120,5 +123,32 @@ func TestConnectSaysWhy(t *testing.T) {
 	_, stderr, code = runCLI(t, dir, nil, "connect", srv.url("ws", "/apps/fine"))
 	if code != 3 || stderr != "" {
 		t.Fatalf("a plain exit 3: exit %d, stderr %q; want 3 and nothing said", code, stderr)
+	}
+}
+
+// Ensure the CLI finds a server by itself: one started with
+// --admin-listen on a port of its own records where it listens in its
+// data dir, jobs uses it without --admin, and a clean stop removes it.
+func TestCLIFindsServer(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := writeFile(t, filepath.Join(dir, "c.toml"), "sandbox = \"off\"\ndata_dir = \"data\"\n[[app]]\nname = \"cat\"\ncommand = [\"cat\"]\n")
+	srv := startServer(t, dir, "--config", cfg) // --admin-listen 127.0.0.1:0: not the config's admin_listen
+	if _, stderr, code := runCLI(t, dir, []byte("hi\n"), "connect", srv.url("ws", "/apps/cat")); code != 0 {
+		t.Fatalf("connect: exit %d %s", code, stderr)
+	}
+	out, stderr, code := runCLI(t, dir, nil, "jobs", "--all", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "JOB00000001") {
+		t.Fatalf("jobs without --admin: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	info, ok := readServerFile(filepath.Join(dir, "data"))
+	if !ok || info.Admin != srv.admin || info.TokenFile != filepath.Join(dir, "data", "admin.token") {
+		t.Fatalf("%s: %+v, want admin %s", serverFile, info, srv.admin)
+	}
+	if code := srv.stop(syscall.SIGTERM, startTimeout); code != 0 {
+		t.Fatalf("serve exited %d", code)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", serverFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s after a clean stop: %v", serverFile, err)
 	}
 }

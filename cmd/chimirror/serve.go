@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -175,10 +176,13 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 	signal.Notify(pipe, syscall.SIGPIPE)
 	defer signal.Stop(pipe)
 	srv.serve()
+	if err := srv.recordAddress(); err != nil {
+		log.Warn("the CLI will not find this server by itself", "err", err)
+	}
 	srv.announce(stderr)
 	serveErr := srv.wait(ctx, hup, stderr)
 	stop()
-	if err := srv.shutdown(serveErr); err != nil {
+	if err := errors.Join(srv.shutdown(serveErr), removeServerFile(cfg.DataDir)); err != nil {
 		return err
 	}
 	log.Info("stopped")
@@ -365,6 +369,16 @@ func (s *instance) announce(stderr io.Writer) {
 	}
 	// One write: whoever waits for the console line sees the note with it.
 	fmt.Fprint(stderr, msg)
+}
+
+// recordAddress writes where the admin listener is into the data dir,
+// for the CLI (see serverFile).
+func (s *instance) recordAddress() error {
+	info := serverInfo{Admin: s.aln.Addr().String(), AdminURL: s.consoleURL(), PID: os.Getpid()}
+	if len(s.cfg.AdminTokens) == 0 {
+		info.TokenFile = filepath.Join(s.cfg.DataDir, adminTokenFile)
+	}
+	return writeServerFile(s.cfg.DataDir, info)
 }
 
 // pageURL is where the test page is, as a client types it: scheme,
