@@ -112,6 +112,9 @@ type config struct {
 	// AdminEdge is the admin listener's edge; Web.Edge the public one's.
 	AdminEdge   web.Edge
 	AdminPublic bool // admin_listen may be off loopback (with TLS)
+	// quickData: quick mode chose DataDir (no --config, no --data-dir);
+	// it may move to a temporary one when another quick server has it.
+	quickData bool
 	// tls: the files of both listeners' TLS, and their certificates.
 	tls tlsSetup
 

@@ -88,10 +88,13 @@ func cmdServe(args []string, stderr io.Writer) error {
 	var cfg *config
 	if quick && *cfgPath == "" {
 		// Quick mode stands alone: a ./chimirror.toml is not read.
-		cfg = &config{Listen: defaultListen, AdminListen: defaultAdminListen, file: embeddedSource,
+		// It runs beside a server started from this directory: its own
+		// data dir, and the admin listener on a free port.
+		cfg = &config{Listen: defaultListen, AdminListen: "127.0.0.1:0", file: embeddedSource,
 			Web:    web.Options{Software: "chimirror/" + version},
 			Runner: sandbox.RunnerOptions{DynamicIDs: sandbox.DefaultDynamicIDs, UserNamespaceIDs: sandbox.DefaultUserNamespaceIDs}}
-		cfg.setDataDir(defaultDataDir)
+		cfg.setDataDir(quickDataDir())
+		cfg.quickData = *dataDir == ""
 	} else {
 		var err error
 		// In quick mode, the file gives the server settings; its apps, if
@@ -149,6 +152,10 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 	// The ledger first: its lock keeps a second server off this data dir,
 	// and recovery must finish before any connection is accepted.
 	ledger, err := openRecovered(log, cfg.DataDir, box)
+	if errors.Is(err, accounting.ErrLocked) && cfg.quickData {
+		// Another quick server has the shared one: this one gets its own.
+		ledger, err = openQuickTemp(log, cfg, box)
+	}
 	if err != nil {
 		return err
 	}
@@ -229,6 +236,39 @@ func sandboxFor(cfg *config) (box bool, why string, err error) {
 	return box, why, nil
 }
 
+// quickDataDir is where quick mode keeps its ledger and admin token when
+// not told: the user's state directory (XDG_STATE_HOME, else
+// ~/.local/state), else a directory of its own under the temp dir.
+func quickDataDir() string {
+	base := os.Getenv("XDG_STATE_HOME")
+	if base == "" {
+		if home, err := os.UserHomeDir(); err == nil {
+			base = filepath.Join(home, ".local", "state")
+		}
+	}
+	if base == "" {
+		base = os.TempDir()
+	}
+	return filepath.Join(base, "chimirror", "quick")
+}
+
+// openQuickTemp moves quick mode's data dir to a new temporary one (the
+// shared one is held by another quick server) and opens its ledger.
+func openQuickTemp(log *slog.Logger, cfg *config, box bool) (*accounting.Ledger, error) {
+	dir, err := os.MkdirTemp("", "chimirror-quick-")
+	if err != nil {
+		return nil, fmt.Errorf("quick mode: a data dir of its own: %w", err)
+	}
+	log.Info("quick mode: the shared data dir is in use; this server keeps its ledger apart", "shared", cfg.DataDir, "data_dir", dir)
+	cfg.setDataDir(dir)
+	if box {
+		if ps := cfg.jobProblems(); len(ps) > 0 {
+			return nil, fmt.Errorf("invalid configuration:\n%w", ps)
+		}
+	}
+	return openRecovered(log, dir, box)
+}
+
 // openRecovered opens the data dir's ledger and recovers from the last
 // run: jobs it left running are recorded lost, their cgroups removed.
 func openRecovered(log *slog.Logger, dataDir string, box bool) (_ *accounting.Ledger, retErr error) {
@@ -289,7 +329,7 @@ func startInstance(log *slog.Logger, cfg *config, ledger *accounting.Ledger, box
 	lc := net.ListenConfig{KeepAlive: -1}
 	ln, err := lc.Listen(context.Background(), "tcp", cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		return nil, fmt.Errorf("listen on %s: %w%s", cfg.Listen, err, inUse(err, "--listen ADDR (or listen in the config)"))
 	}
 	s.ln = ln
 	undo = append(undo, ignoreClosed(ln.Close))
@@ -301,7 +341,7 @@ func startInstance(log *slog.Logger, cfg *config, ledger *accounting.Ledger, box
 	s.freshToken = freshToken != ""
 	aln, err := lc.Listen(context.Background(), "tcp", cfg.AdminListen)
 	if err != nil {
-		return nil, fmt.Errorf("admin_listen on %s: %w", cfg.AdminListen, err)
+		return nil, fmt.Errorf("admin_listen on %s: %w%s", cfg.AdminListen, err, inUse(err, "--admin-listen ADDR (127.0.0.1:0 takes a free port)"))
 	}
 	s.aln = aln
 	undo = append(undo, ignoreClosed(aln.Close))
@@ -324,6 +364,15 @@ func startInstance(log *slog.Logger, cfg *config, ledger *accounting.Ledger, box
 		CPUSecondRate: cfg.Chargeback.CPUSecond, GiBHourRate: cfg.Chargeback.GiBHour})
 	s.ahs = s.admin.HTTPServer()
 	return s, nil
+}
+
+// inUse is the hint for an address another server holds: the flag that
+// moves this one.
+func inUse(err error, flag string) string {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return "; another server has it: give this one another address with " + flag
+	}
+	return ""
 }
 
 // ignoreClosed is close that takes an already closed listener as done.
@@ -364,6 +413,9 @@ func (s *instance) announce(stderr io.Writer) {
 		"version", version, "ledger", s.ledger.Path())
 	fmt.Fprintf(stderr, "chimirror: test page at %s; apps at %s{%s}\n", page, apps, strings.Join(s.sup.Apps(), ","))
 	msg := fmt.Sprintf("chimirror: operator console at %s (%s)\n", console, tokenHint(s.cfg))
+	if s.cfg.quickData {
+		msg += fmt.Sprintf("chimirror: quick mode: ledger and admin token in %s (--data-dir DIR to choose)\n", s.cfg.DataDir)
+	}
 	if s.freshToken { // the token itself is never printed: terminals end up in journald and log files
 		msg += "chimirror: first run: a new admin token was made; it is only in that file (mode 0600)\n"
 	}
@@ -496,7 +548,7 @@ func openLedger(log *slog.Logger, dataDir string) (*accounting.Ledger, error) {
 	}
 	l, err := accounting.Open(ledgerPath(dataDir), accounting.Options{Log: log})
 	if errors.Is(err, accounting.ErrLocked) {
-		return nil, fmt.Errorf("%w: is another chimirror serving from data_dir %s? Stop it, or give this one its own data_dir", err, dataDir)
+		return nil, fmt.Errorf("%w: is another chimirror serving from data_dir %s? Stop it, or give this one its own with --data-dir DIR (or data_dir in its config)", err, dataDir)
 	}
 	return l, err
 }
