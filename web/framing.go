@@ -2,8 +2,8 @@ package web
 
 // The request-framing check. A request with both Content-Length and
 // Transfer-Encoding is the shape of request smuggling: a proxy in front
-// that reads the other framing than ours sees different requests on the
-// same connection. net/http deletes Content-Length when Transfer-Encoding
+// that honours the other framing splits the connection's bytes into other
+// requests than ours. net/http deletes Content-Length when Transfer-Encoding
 // is present (and ignores Transfer-Encoding in HTTP/1.0), so no handler can
 // tell; the check reads the request heads below net/http, on the plaintext
 // bytes, and the edge asks it for each request's verdict.
@@ -34,6 +34,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 )
 
@@ -48,11 +49,11 @@ const (
 	maxPendingHeads = 256
 )
 
-// errFramingRefused ends a connection on which net/http would answer a
-// request itself that the check could not let pass: an "OPTIONS *" with a
-// body or both framings. net/http answers the Read error with a 400 and
-// closes.
-var errFramingRefused = errors.New("web: refused an OPTIONS * request with a body, an upgrade or both framings")
+// errFramingRefused ends a connection at an "OPTIONS *" head that must
+// close it (a body, an upgrade, an unreadable line): net/http answers
+// OPTIONS * itself, without asking for a verdict. It answers the Read
+// error with a 400 and closes.
+var errFramingRefused = errors.New("web: an OPTIONS * request with a body, an upgrade or an unreadable head")
 
 // framingListener wraps every connection ln accepts in the framing check.
 // Serve it with framingConnContext as the server's ConnContext. A
@@ -97,7 +98,7 @@ func framingVerdict(r *http.Request) (bad, closeAfter bool) {
 		return true, true
 	}
 	v := c.pending[0]
-	c.pending = c.pending[1:]
+	c.pending = slices.Delete(c.pending, 0, 1) // keeps the array: no allocation per request
 	return v.bad, v.closeAfter
 }
 
