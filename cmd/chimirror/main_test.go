@@ -145,9 +145,11 @@ func startProcBin(t *testing.T, bin, dir string, stdin io.Reader, args ...string
 	p := &proc{t: t, name: "chimirror " + strings.Join(args, " "), stdout: newSyncBuffer(), stderr: newSyncBuffer(), done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = dir
+	// Quick mode's data dir is under the state dir: the test's own.
+	p.cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(dir, ".state"))
 	if _, set := os.LookupEnv("GORACE"); !set {
 		// A -race binary otherwise sleeps 1s at every exit.
-		p.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=50")
+		p.cmd.Env = append(p.cmd.Env, "GORACE=atexit_sleep_ms=50")
 	}
 	p.cmd.Stdin = stdin
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr

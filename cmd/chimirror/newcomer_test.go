@@ -152,3 +152,40 @@ func TestCLIFindsServer(t *testing.T) {
 		t.Fatalf("%s after a clean stop: %v", serverFile, err)
 	}
 }
+
+// Ensure quick mode just works beside a server started from the same
+// directory (the README's quick start): it takes a data dir and an admin
+// port of its own, says where, and a second quick server beside both gets
+// a data dir of its own too. A busy address names the flag that moves it.
+func TestQuickModeBesideServer(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	main := startServer(t, dir) // the embedded default, data dir ./var
+	quickRe := regexp.MustCompile(`chimirror: quick mode: ledger and admin token in (\S+) \(--data-dir DIR to choose\)`)
+	var dirs []string
+	for i := range 2 {
+		p := startProc(t, dir, nil, "serve", "--listen", "127.0.0.1:0", "--", "cat")
+		m, ok := p.stderr.waitMatch(quickRe, startTimeout, p.done)
+		if !ok {
+			t.Fatalf("quick server %d beside a server: no quick-mode line (exited: %v)\n%s", i, p.exited(), p.stderr)
+		}
+		if !adminRe.MatchString(p.stderr.String()) || strings.Contains(p.stderr.String(), main.admin) {
+			t.Fatalf("quick server %d: want an admin listener of its own:\n%s", i, p.stderr)
+		}
+		dirs = append(dirs, m[1])
+		if strings.HasPrefix(m[1], os.TempDir()) {
+			t.Cleanup(func() {
+				if err := os.RemoveAll(m[1]); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+	}
+	if dirs[0] != filepath.Join(dir, ".state", "chimirror", "quick") || dirs[1] == dirs[0] {
+		t.Fatalf("data dirs %q: want the state dir, then one of its own", dirs)
+	}
+	_, stderr, code := runCLI(t, dir, nil, "serve", "--listen", main.addr, "--", "cat")
+	if code != 1 || !strings.Contains(stderr, "address already in use; another server has it: give this one another address with --listen") {
+		t.Fatalf("quick mode on a busy address: exit %d, stderr:\n%s", code, stderr)
+	}
+}
