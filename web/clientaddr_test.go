@@ -196,7 +196,7 @@ func TestEdgeClientAddr(t *testing.T) {
 			var remote, host string
 			var https bool
 			var env map[string][]string
-			h := e.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := e.admit(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				remote, host, https = r.RemoteAddr, clientHost(r), isHTTPS(r)
 				env = envMap(t, cgiEnv(r, "test", nil, "/apps/x", ""))
 			}))

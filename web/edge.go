@@ -87,6 +87,12 @@ func (e Edge) httpServer(h http.Handler, log *slog.Logger) *http.Server {
 // smuggled request is never routed), then the client's address (every
 // later refusal is logged and limited by it), then Host, then the path.
 func (e Edge) wrap(h http.Handler) http.Handler {
+	return framed(e.admit(h))
+}
+
+// framed refuses a request whose head had both Content-Length and
+// Transfer-Encoding, before anything reads it (see framingListener).
+func framed(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		bad, closeAfter := framingVerdict(r)
 		if closeAfter {
@@ -96,6 +102,14 @@ func (e Edge) wrap(h http.Handler) http.Handler {
 			http.Error(w, "a request may not have both Content-Length and Transfer-Encoding", http.StatusBadRequest)
 			return
 		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// admit is the edge after framing: the client's address, Host, the base
+// path.
+func (e Edge) admit(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		addr, https := resolveClient(r, e.TrustedProxies)
 		r = r.WithContext(withEdgeInfo(r.Context(), edgeInfo{peer: r.RemoteAddr, https: https || r.TLS != nil || connTLS(r) != nil}))
 		r.RemoteAddr = addr

@@ -4,16 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chimirror/chimirror/internal/testpki"
 	"github.com/gorilla/websocket"
 )
 
@@ -339,39 +335,21 @@ func TestFramingWebSocket(t *testing.T) {
 	}
 }
 
-// selfSigned is a TLS configuration serving a fresh certificate for name,
-// and one trusting it.
-func selfSigned(t *testing.T, name string) (server, client *tls.Config) {
+// selfSigned is a TLS configuration serving a fresh certificate for
+// localhost, and one trusting it.
+func selfSigned(t *testing.T) (server, client *tls.Config) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca := testpki.NewCA(t, "chimirror framing test")
+	certPEM, keyPEM := ca.Server(t, 1)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(cert)
-	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-	return server, &tls.Config{RootCAs: roots, ServerName: name}
+	return &tls.Config{Certificates: []tls.Certificate{cert}}, &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"}
 }
 
 func TestFramingTLS(t *testing.T) {
-	serverCfg, clientCfg := selfSigned(t, "chimirror.test")
+	serverCfg, clientCfg := selfSigned(t)
 	type seen struct {
 		ok            bool // connTLS was not nil
 		name          string
@@ -397,8 +375,8 @@ func TestFramingTLS(t *testing.T) {
 		req    string
 		status int
 	}{
-		{"TLS 1.3", tlsAddr, clientCfg, seen{true, "chimirror.test", tls.VersionTLS13, true}, getReq, 200},
-		{"TLS 1.2", tlsAddr, withMaxVersion(clientCfg, tls.VersionTLS12), seen{true, "chimirror.test", tls.VersionTLS12, true}, getReq, 200},
+		{"TLS 1.3", tlsAddr, clientCfg, seen{true, "localhost", tls.VersionTLS13, true}, getReq, 200},
+		{"TLS 1.2", tlsAddr, withMaxVersion(clientCfg, tls.VersionTLS12), seen{true, "localhost", tls.VersionTLS12, true}, getReq, 200},
 		{"plain", plainAddr, nil, seen{}, getReq, 200},
 		// The check reads the plaintext, under TLS.
 		{"TLS both framings", tlsAddr, clientCfg, seen{}, smuggle("HTTP/1.1", "Content-Length", "Transfer-Encoding", "chunked", false), 400},
@@ -444,7 +422,7 @@ func TestFramingServesFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, path) })
-	serverCfg, clientCfg := selfSigned(t, "chimirror.test")
+	serverCfg, clientCfg := selfSigned(t)
 	tlsAddr, _ := edgeServer(t, Edge{TLS: serverCfg}, h)
 	plainAddr, _ := edgeServer(t, Edge{}, h)
 	tests := []struct {

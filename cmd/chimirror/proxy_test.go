@@ -9,18 +9,12 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -33,6 +27,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/chimirror/chimirror/accounting"
+	"github.com/chimirror/chimirror/internal/testpki"
 )
 
 // findNginx returns Debian's nginx, or skips the test with one line (fails
@@ -204,40 +199,15 @@ func freeLoopbackAddrs(t *testing.T, n int) []string {
 	return addrs
 }
 
-// writeTestCert writes a self-signed certificate for 127.0.0.1 and its key
-// as dir/cert.pem and dir/key.pem, and returns a pool that trusts it.
+// writeTestCert writes a certificate for 127.0.0.1 and its key as
+// dir/cert.pem and dir/key.pem, and returns a pool that trusts it.
 func writeTestCert(t *testing.T, dir string) *x509.CertPool {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "chimirror proxy test"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, "cert.pem"), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	writeFile(t, filepath.Join(dir, "key.pem"), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})))
-	roots := x509.NewCertPool()
-	roots.AddCert(cert)
-	return roots
+	ca := testpki.NewCA(t, "chimirror proxy test")
+	certPEM, keyPEM := ca.Server(t, 1)
+	testpki.WriteFile(t, dir, "cert.pem", certPEM)
+	testpki.WriteFile(t, dir, "key.pem", keyPEM)
+	return ca.Pool()
 }
 
 // client is one source address: its HTTP and WebSocket connections all
