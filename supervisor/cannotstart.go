@@ -13,10 +13,12 @@ import (
 // path or argument list too long, or a privilege the host denies. Errnos
 // of what runs short for a while (EAGAIN, ENOMEM, EBUSY, EMFILE, ENOSPC)
 // are not among them.
-var permanentErrnos = []syscall.Errno{
+// (ELIBBAD, Linux's "corrupted shared library", is in
+// cannotstart_linux.go.)
+var permanentErrnos = append([]syscall.Errno{
 	syscall.ENOENT, syscall.ENOTDIR, syscall.EISDIR, syscall.ELOOP, syscall.ENAMETOOLONG,
-	syscall.EACCES, syscall.EPERM, syscall.ENOEXEC, syscall.ELIBBAD, syscall.E2BIG,
-}
+	syscall.EACCES, syscall.EPERM, syscall.ENOEXEC, syscall.E2BIG,
+}, osPermanentErrnos...)
 
 // cannotStart returns cause as an ErrCannotStart when starting app again
 // would fail as it did, and nil when a retry may succeed. It looks at the

@@ -1,0 +1,6 @@
+package supervisor
+
+import "syscall"
+
+// osPermanentErrnos are Linux's own permanent start failures.
+var osPermanentErrnos = []syscall.Errno{syscall.ELIBBAD}
