@@ -199,7 +199,7 @@ func TestEdgeClientAddr(t *testing.T) {
 			h := e.admit(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				remote, host, https = r.RemoteAddr, clientHost(r), isHTTPS(r)
 				env = envMap(t, cgiEnv(r, "test", nil, "/apps/x", ""))
-			}))
+			}), nil)
 			r := httptest.NewRequest(http.MethodGet, "http://127.0.0.1/apps/x", nil)
 			r.RemoteAddr = tc.peer
 			r.Header.Set("X-Forwarded-For", tc.xff)

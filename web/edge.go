@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -71,7 +72,7 @@ func (e Edge) Listener(ln net.Listener) net.Listener {
 func (e Edge) httpServer(h http.Handler, log *slog.Logger) *http.Server {
 	e = e.withDefaults()
 	return &http.Server{
-		Handler:           e.wrap(h),
+		Handler:           e.wrap(h, log),
 		ReadHeaderTimeout: e.ReadHeaderTimeout,
 		// The whole request: a WebSocket upgrade clears it once
 		// hijacked (gorilla does), so it bounds only a slow body.
@@ -86,8 +87,8 @@ func (e Edge) httpServer(h http.Handler, log *slog.Logger) *http.Server {
 // wrap is the edge in front of h. Its order matters: framing first (a
 // smuggled request is never routed), then the client's address (every
 // later refusal is logged and limited by it), then Host, then the path.
-func (e Edge) wrap(h http.Handler) http.Handler {
-	return framed(e.admit(h))
+func (e Edge) wrap(h http.Handler, log *slog.Logger) http.Handler {
+	return framed(e.admit(h, newProxyHint(log, e.TrustedProxies)))
 }
 
 // framed refuses a request whose head had both Content-Length and
@@ -108,9 +109,10 @@ func framed(h http.Handler) http.Handler {
 
 // admit is the edge after framing: the client's address, Host, the base
 // path.
-func (e Edge) admit(h http.Handler) http.Handler {
+func (e Edge) admit(h http.Handler, hint *proxyHint) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		addr, https := resolveClient(r, e.TrustedProxies)
+		hint.check(r)
 		r = r.WithContext(withEdgeInfo(r.Context(), edgeInfo{peer: r.RemoteAddr, https: https || r.TLS != nil || connTLS(r) != nil}))
 		r.RemoteAddr = addr
 		if !e.hostAllowed(r.Host) {
@@ -186,4 +188,31 @@ func isHTTPS(r *http.Request) bool {
 		return ei.https
 	}
 	return r.TLS != nil
+}
+
+// proxyHint says once, as a warning, that a peer not in trusted_proxies
+// sends forwarding headers: a proxy in front that is not trusted makes
+// every client one address (its limiter, its per-client cap, its test
+// page link), which fails quietly otherwise.
+type proxyHint struct {
+	log     *slog.Logger
+	trusted []netip.Prefix
+	said    atomic.Bool
+}
+
+func newProxyHint(log *slog.Logger, trusted []netip.Prefix) *proxyHint {
+	return &proxyHint{log: log, trusted: trusted}
+}
+
+func (p *proxyHint) check(r *http.Request) {
+	if p == nil || p.said.Load() || (r.Header.Get("X-Forwarded-For") == "" && r.Header.Get("Forwarded") == "") {
+		return
+	}
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil || isTrusted(peer.Addr(), p.trusted) || !p.said.CompareAndSwap(false, true) {
+		return
+	}
+	p.log.Warn("a peer not in trusted_proxies sends X-Forwarded-For or Forwarded: its headers are ignored. "+
+		"If it is your proxy, add it to trusted_proxies, or every client is known by its address (said once)",
+		"peer", peer.Addr().String())
 }

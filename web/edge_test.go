@@ -2,14 +2,17 @@ package web
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
@@ -324,5 +327,31 @@ func TestTokenBits(t *testing.T) {
 		if got := tokenBits(tc.token) >= MinTokenBits; got != tc.ok {
 			t.Errorf("%q: %.1f bits, accepted %v, want %v", tc.token, tokenBits(tc.token), got, tc.ok)
 		}
+	}
+}
+
+// Ensure a proxy in front that is not in trusted_proxies is named once in
+// a warning (else every client is quietly one address), and a trusted one
+// or a plain client never is.
+func TestEdge_UntrustedProxyHint(t *testing.T) {
+	var buf bytes.Buffer
+	hint := newProxyHint(slog.New(slog.NewTextHandler(&buf, nil)), []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")})
+	req := func(peer, xff string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = peer
+		if xff != "" {
+			r.Header.Set("X-Forwarded-For", xff)
+		}
+		return r
+	}
+	hint.check(req("192.0.2.1:1000", ""))           // a plain client
+	hint.check(req("10.0.0.1:1000", "203.0.113.9")) // the trusted proxy
+	if buf.Len() != 0 {
+		t.Fatalf("warned without cause: %s", buf.String())
+	}
+	hint.check(req("127.0.0.1:1000", "203.0.113.9"))
+	hint.check(req("127.0.0.1:1001", "203.0.113.10"))
+	if n := strings.Count(buf.String(), "not in trusted_proxies"); n != 1 || !strings.Contains(buf.String(), "peer=127.0.0.1") {
+		t.Fatalf("%d warnings, want one naming the peer:\n%s", n, buf.String())
 	}
 }

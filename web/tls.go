@@ -143,19 +143,59 @@ func parseCertificates(data []byte) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
+// CAPool is a CA bundle read from a file, which Reload re-reads: a
+// revoked operator CA stops working at the next SIGHUP, not the next
+// restart.
+type CAPool struct {
+	path string
+	pool atomic.Pointer[x509.CertPool]
+}
+
+// LoadCAPool reads the PEM bundle at path (see AppendCertFile).
+func LoadCAPool(path string) (*CAPool, error) {
+	p := &CAPool{path: path}
+	if err := p.Reload(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Reload re-reads the bundle; a broken one leaves the pool as it was.
+func (p *CAPool) Reload() error {
+	pool, err := LoadCertPool(p.path)
+	if err != nil {
+		return err
+	}
+	p.pool.Store(pool)
+	return nil
+}
+
+// Path is the bundle's file.
+func (p *CAPool) Path() string { return p.path }
+
+// Pool is the bundle as last read.
+func (p *CAPool) Pool() *x509.CertPool { return p.pool.Load() }
+
 // TLSConfig is a listener's TLS: kp's certificate, reloadable; with
-// clientCAs, mutual TLS (every client presents a certificate they sign).
-// TLS 1.2 at least, Go's defaults otherwise. It offers HTTP/1.1 alone:
-// WebSockets need it, and the request-framing listener above TLS hides the
-// *tls.Conn from net/http, which could never serve h2 on it.
-func TLSConfig(kp *KeyPair, clientCAs *x509.CertPool) *tls.Config {
+// clientCAs, mutual TLS (every client presents a certificate one of its
+// CAs signed, as the bundle was last read). TLS 1.2 at least, Go's
+// defaults otherwise. It offers HTTP/1.1 alone: WebSockets need it, and
+// the request-framing listener above TLS hides the *tls.Conn from
+// net/http, which could never serve h2 on it.
+func TLSConfig(kp *KeyPair, clientCAs *CAPool) *tls.Config {
 	c := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: kp.GetCertificate,
 		NextProtos:     []string{"http/1.1"},
 	}
 	if clientCAs != nil {
-		c.ClientCAs, c.ClientAuth = clientCAs, tls.RequireAndVerifyClientCert
+		c.ClientCAs, c.ClientAuth = clientCAs.Pool(), tls.RequireAndVerifyClientCert
+		base := c.Clone()
+		c.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			cc := base.Clone()
+			cc.ClientCAs = clientCAs.Pool()
+			return cc, nil
+		}
 	}
 	return c
 }

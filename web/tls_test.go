@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -215,7 +216,12 @@ func TestTLSEdgeClientCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	edge := Edge{TLS: TLSConfig(kp, clientCA.Pool())}
+	caFile := testpki.WriteFile(t, t.TempDir(), "clients.pem", clientCA.PEM)
+	cas, err := LoadCAPool(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edge := Edge{TLS: TLSConfig(kp, cas)}
 	ts := httptest.NewUnstartedServer(nil)
 	ts.Config = edge.httpServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := connTLS(r)
@@ -251,8 +257,20 @@ func TestTLSEdgeClientCA(t *testing.T) {
 		{name: "no certificate, TLS 1.2", max: tls.VersionTLS12, wantErr: "handshake failure"},
 		{name: "another CA's", certs: cert(other, "stranger"), wantErr: "unknown certificate authority"},
 		{name: "the client CA's", certs: cert(clientCA, "operator"), wantBody: "operator"},
+		// The bundle now names the other CA alone: a reload revokes.
+		{name: "reloaded: the old CA's", certs: cert(clientCA, "operator"), wantErr: "unknown certificate authority"},
+		{name: "reloaded: the new CA's", certs: cert(other, "newcomer"), wantBody: "newcomer"},
 	}
 	for _, tc := range tests {
+		if strings.HasPrefix(tc.name, "reloaded") && cas.Path() == caFile {
+			if err := os.WriteFile(caFile, other.PEM, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := cas.Reload(); err != nil {
+				t.Fatal(err)
+			}
+			caFile = "" // once
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := &tls.Config{RootCAs: ca.Pool(), MaxVersion: tc.max}
 			if tc.certs != nil {

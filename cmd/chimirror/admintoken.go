@@ -25,6 +25,9 @@ func adminTokens(cfg *config) (_ []web.AdminToken, fresh string, _ error) {
 	if len(cfg.AdminTokens) > 0 {
 		return cfg.AdminTokens, "", nil
 	}
+	if err := checkTokenFile(cfg.DataDir); err != nil {
+		return nil, "", err
+	}
 	tok, err := readAdminToken(cfg.DataDir)
 	if err != nil {
 		return nil, "", err
@@ -49,6 +52,30 @@ func adminTokens(cfg *config) (_ []web.AdminToken, fresh string, _ error) {
 		return nil, "", fmt.Errorf("write admin token: %w", err)
 	}
 	return []web.AdminToken{{Label: "admin", SHA256: sha256.Sum256([]byte(tok))}}, tok, nil
+}
+
+// checkTokenFile refuses a generated token file the server would not
+// have written: another user's, or one others may read. Such a token may
+// be known to someone else.
+func checkTokenFile(dataDir string) error {
+	path := filepath.Join(dataDir, adminTokenFile)
+	st, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("admin token: %w", err)
+	}
+	owner, known := fileOwner(st)
+	switch {
+	case !st.Mode().IsRegular():
+		return fmt.Errorf("admin token file %s is not a regular file: delete it to get a new token", path)
+	case known && owner != os.Geteuid():
+		return fmt.Errorf("admin token file %s belongs to uid %d, not to this server: someone else may know it; delete it to get a new token", path, owner)
+	case st.Mode().Perm()&0o077 != 0:
+		return fmt.Errorf("admin token file %s is open to other users (mode %#o): someone else may know it; delete it to get a new token", path, st.Mode().Perm())
+	}
+	return nil
 }
 
 // readAdminToken returns the generated admin token kept in dataDir, or ""

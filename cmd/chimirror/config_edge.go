@@ -26,6 +26,13 @@ func (p *configParse) edge() {
 			at("", 0, "trusted_proxies", "%q: want an address or a CIDR prefix, like \"127.0.0.1/32\" or \"10.0.0.0/8\"", s)
 			continue
 		}
+		if a := pfx.Addr(); a.Is4In6() && pfx.Bits() >= 96 { // ::ffff:10.0.0.0/104 is 10.0.0.0/8
+			pfx = netip.PrefixFrom(a.Unmap(), pfx.Bits()-96)
+		}
+		if pfx.Bits() == 0 {
+			at("", 0, "trusted_proxies", "%q trusts every client to name itself: list your proxies' addresses", s)
+			continue
+		}
 		trusted = append(trusted, pfx.Masked())
 	}
 	var hosts []string

@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"path/filepath"
 
@@ -18,6 +17,8 @@ type tlsSetup struct {
 	// unset. SIGHUP reloads them from files, the ones the server started
 	// with: a changed path needs a restart.
 	public, admin *web.KeyPair
+	// clientCAs is admin_client_ca's bundle, which SIGHUP re-reads too.
+	clientCAs *web.CAPool
 }
 
 // tlsFiles are the TLS keys' paths, from the config file's directory; ""
@@ -49,16 +50,17 @@ func (p *configParse) tls() {
 		adm, admOn = p.keyPair("admin_tls_cert", f.adminCert, "admin_tls_key", f.adminKey)
 	}
 	c.tls.public, c.tls.admin = pub, adm
-	var clientCAs *x509.CertPool
+	var clientCAs *web.CAPool
 	if f.clientCA != "" {
 		if !admOn {
 			p.at("", 0, "admin_client_ca", "mutual TLS needs admin TLS: set tls_cert and tls_key, or admin_tls_cert and admin_tls_key")
-		} else if pool, err := web.LoadCertPool(f.clientCA); err != nil {
+		} else if pool, err := web.LoadCAPool(f.clientCA); err != nil {
 			p.at("", 0, "admin_client_ca", "%v", err)
 		} else {
 			clientCAs = pool
 		}
 	}
+	c.tls.clientCAs = clientCAs
 	c.Web.Edge.TLS = edgeTLS(pub, pubOn, nil)
 	c.AdminEdge.TLS = edgeTLS(adm, admOn, clientCAs)
 }
@@ -92,7 +94,7 @@ func (p *configParse) keyPair(certKey, certFile, keyKey, keyFile string) (kp *we
 // edgeTLS is a listener's TLS: nil when off. When it is on but its files
 // are broken (kp nil), the config has a problem and is never served; the
 // TLS it gets then serves no certificate, so no handshake could succeed.
-func edgeTLS(kp *web.KeyPair, on bool, clientCAs *x509.CertPool) *tls.Config {
+func edgeTLS(kp *web.KeyPair, on bool, clientCAs *web.CAPool) *tls.Config {
 	switch {
 	case !on:
 		return nil

@@ -25,7 +25,8 @@ func TestConfigEdgeProblems(t *testing.T) {
 	proxies := file("proxies.toml", `trusted_proxies = ["127.0.0.1/32", "ten.0.0.0/8"]`)
 	hosts := file("hosts.toml", `hosts = ["jobs.example.com:8080"]`)
 	base := file("base.toml", `base_path = "chimirror"`)
-	ok := file("ok.toml", "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\nhosts = [\"jobs.example.com\"]\nbase_path = \"/chimirror/\"\nbody_timeout = \"5s\"\nidle_timeout = \"1m\"")
+	everyone := file("everyone.toml", `trusted_proxies = ["0.0.0.0/0"]`)
+	ok := file("ok.toml", "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::ffff:192.0.2.0/120\"]\nhosts = [\"jobs.example.com\"]\nbase_path = \"/chimirror/\"\nbody_timeout = \"5s\"\nidle_timeout = \"1m\"")
 	runCLICases(t, []cliCase{
 		{name: "admin off loopback", args: []string{"config", "check", public}, wantCode: 1,
 			wantStderr: public + `:2: admin_listen: "0.0.0.0:8081" is not loopback`},
@@ -33,6 +34,8 @@ func TestConfigEdgeProblems(t *testing.T) {
 			wantStderr: publicNoTLS + `:2: admin_listen: "0.0.0.0:8081" with admin_public = true needs TLS`},
 		{name: "a bad proxy", args: []string{"config", "check", proxies}, wantCode: 1,
 			wantStderr: proxies + `:2: trusted_proxies: "ten.0.0.0/8": want an address or a CIDR prefix`},
+		{name: "every address a proxy", args: []string{"config", "check", everyone}, wantCode: 1,
+			wantStderr: everyone + `:2: trusted_proxies: "0.0.0.0/0" trusts every client to name itself`},
 		{name: "a host with a port", args: []string{"config", "check", hosts}, wantCode: 1,
 			wantStderr: hosts + `:2: hosts: "jobs.example.com:8080": want a host name`},
 		{name: "a relative base path", args: []string{"config", "check", base}, wantCode: 1,

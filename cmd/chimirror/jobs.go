@@ -98,7 +98,10 @@ func (f clientFlags) open() (jobSource, *config, error) {
 	switch info, ok := readServerFile(cfg.DataDir); {
 	case *f.admin != "":
 		cfg.AdminListen = *f.admin
-	case ok: // where the server holding this data dir really listens
+	case ok && ledgerHeld(cfg.DataDir):
+		// Where the server holding this data dir really listens. Only
+		// while it holds the ledger: the file of a crashed server names
+		// a port anyone may have taken since, and the token goes there.
 		cfg.AdminListen = info.Admin
 	}
 	client, err := f.adminHTTP(cfg)
@@ -125,6 +128,15 @@ func (f clientFlags) open() (jobSource, *config, error) {
 		return nil, nil, fmt.Errorf("no server answers at %s, and the ledger cannot be read: %w", cfg.AdminListen, err)
 	}
 	return &fileSource{l: l}, cfg, nil
+}
+
+// ledgerHeld reports whether a server holds dataDir's ledger now.
+func ledgerHeld(dataDir string) bool {
+	l, err := accounting.Open(ledgerPath(dataDir), accounting.Options{ReadOnly: true, LockTimeout: 100 * time.Millisecond})
+	if err == nil {
+		err = l.Close() // nobody holds it: the server file is stale
+	}
+	return errors.Is(err, accounting.ErrLocked)
 }
 
 // adminHTTP is the HTTP client for cfg's admin API. With admin TLS, it

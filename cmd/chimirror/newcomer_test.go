@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Ensure jobs, asked right after a job was killed for its output, shows
@@ -187,5 +189,73 @@ func TestQuickModeBesideServer(t *testing.T) {
 	_, stderr, code := runCLI(t, dir, nil, "serve", "--listen", main.addr, "--", "cat")
 	if code != 1 || !strings.Contains(stderr, "address already in use; another server has it: give this one another address with --listen") {
 		t.Fatalf("quick mode on a busy address: exit %d, stderr:\n%s", code, stderr)
+	}
+}
+
+// Ensure a stale server.json (its server died) never sends the admin token
+// to whoever holds the port now: the CLI trusts it only while a server
+// holds the ledger, and otherwise reads the ledger file.
+func TestCLIStaleServerFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := writeFile(t, filepath.Join(dir, "c.toml"), "sandbox = \"off\"\ndata_dir = \"data\"\n[[app]]\nname = \"cat\"\ncommand = [\"cat\"]\n")
+	srv := startServer(t, dir, "--config", cfg)
+	if code := srv.stop(syscall.SIGTERM, startTimeout); code != 0 {
+		t.Fatalf("serve exited %d", code)
+	}
+	// Someone takes a port and a server.json points there.
+	thief, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer thief.Close()
+	stolen := make(chan string, 1)
+	go func() {
+		c, err := thief.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		b := make([]byte, 4096)
+		n, err := c.Read(b) // whatever arrives is the proof
+		stolen <- fmt.Sprintf("%s (read: %v)", b[:n], err)
+	}()
+	if err := writeServerFile(filepath.Join(dir, "data"), serverInfo{Admin: thief.Addr().String(), PID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := runCLI(t, dir, nil, "jobs", "--all", "--config", cfg)
+	if code != 0 {
+		t.Fatalf("jobs: exit %d, stdout %q, stderr %q; want the ledger file read", code, out, stderr)
+	}
+	select {
+	case got := <-stolen:
+		t.Fatalf("the CLI called the stale address:\n%s", got)
+	case <-time.After(300 * time.Millisecond): // the CLI has exited: anything it sent is in
+	}
+}
+
+// Ensure the server refuses a generated admin token file it did not
+// write: another user's, whose owner may know the token.
+func TestAdminTokenFileNotOurs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a file to another user")
+	}
+	t.Parallel()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tok := writeFile(t, filepath.Join(data, "admin.token"), "planted-0123456789abcdef0123456789abcdef\n")
+	if err := os.Chmod(tok, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(tok, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeFile(t, filepath.Join(dir, "c.toml"), "sandbox = \"off\"\ndata_dir = \"data\"\n[[app]]\nname = \"cat\"\ncommand = [\"cat\"]\n")
+	_, stderr, code := runCLI(t, dir, nil, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config", cfg)
+	if code != 1 || !strings.Contains(stderr, "belongs to uid 65534, not to this server: someone else may know it; delete it to get a new token") {
+		t.Fatalf("serve with another user's token file: exit %d, stderr:\n%s", code, stderr)
 	}
 }

@@ -93,7 +93,11 @@ func cmdServe(args []string, stderr io.Writer) error {
 		cfg = &config{Listen: defaultListen, AdminListen: "127.0.0.1:0", file: embeddedSource,
 			Web:    web.Options{Software: "chimirror/" + version},
 			Runner: sandbox.RunnerOptions{DynamicIDs: sandbox.DefaultDynamicIDs, UserNamespaceIDs: sandbox.DefaultUserNamespaceIDs}}
-		cfg.setDataDir(quickDataDir())
+		qd, err := quickDataDir()
+		if err != nil {
+			return err
+		}
+		cfg.setDataDir(qd)
 		cfg.quickData = *dataDir == ""
 	} else {
 		var err error
@@ -238,8 +242,9 @@ func sandboxFor(cfg *config) (box bool, why string, err error) {
 
 // quickDataDir is where quick mode keeps its ledger and admin token when
 // not told: the user's state directory (XDG_STATE_HOME, else
-// ~/.local/state), else a directory of its own under the temp dir.
-func quickDataDir() string {
+// ~/.local/state), else a new directory of its own under the temp dir
+// (never a fixed path there, which another user could make first).
+func quickDataDir() (string, error) {
 	base := os.Getenv("XDG_STATE_HOME")
 	if base == "" {
 		if home, err := os.UserHomeDir(); err == nil {
@@ -247,9 +252,13 @@ func quickDataDir() string {
 		}
 	}
 	if base == "" {
-		base = os.TempDir()
+		dir, err := os.MkdirTemp("", "chimirror-quick-")
+		if err != nil {
+			return "", fmt.Errorf("quick mode: a data dir: %w", err)
+		}
+		return dir, nil
 	}
-	return filepath.Join(base, "chimirror", "quick")
+	return filepath.Join(base, "chimirror", "quick"), nil
 }
 
 // openQuickTemp moves quick mode's data dir to a new temporary one (the
@@ -498,6 +507,13 @@ func (s *instance) reloadCertificates() {
 			pairs = append(pairs, pair{"admin", t.admin})
 		}
 	}
+	if cas := s.cfg.tls.clientCAs; cas != nil {
+		if err := cas.Reload(); err != nil {
+			s.log.Error("admin_client_ca reload failed: still trusting the previous bundle", "err", err)
+		} else {
+			s.log.Info("admin_client_ca reloaded", "file", cas.Path())
+		}
+	}
 	for _, p := range pairs {
 		if err := p.kp.Reload(); err != nil {
 			s.log.Error("certificate reload failed: still serving the previous one", "listener", p.listener, "err", err)
@@ -568,6 +584,9 @@ func privateDir(log *slog.Logger, dir string) error {
 	if !st.IsDir() {
 		return fmt.Errorf("data_dir %s is not a directory", dir)
 	}
+	if owner, ok := fileOwner(st); ok && owner != os.Geteuid() {
+		return fmt.Errorf("data_dir %s belongs to uid %d, not to this server (uid %d): whoever owns it could plant an admin token or a ledger there; choose another data_dir, or chown it", dir, owner, os.Geteuid())
+	}
 	if mode := st.Mode().Perm(); mode&0o077 != 0 {
 		if err := os.Chmod(dir, mode&0o700|0o700); err != nil {
 			return fmt.Errorf("data_dir %s is open to other users (mode %#o) and could not be made private: %w; chmod 700 it, or choose another data_dir", dir, mode, err)
@@ -575,6 +594,14 @@ func privateDir(log *slog.Logger, dir string) error {
 		log.Warn("data_dir was open to other users; made private (mode 0700)", "data_dir", dir, "was", fmt.Sprintf("%#o", mode))
 	}
 	return nil
+}
+
+// fileOwner is st's owning uid, where the system says.
+func fileOwner(st os.FileInfo) (int, bool) {
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		return int(sys.Uid), true
+	}
+	return 0, false
 }
 
 // sandboxMode decides whether jobs are sandboxed: "off" never, "on" and
@@ -679,6 +706,12 @@ func restartNeeded(cur, next *config) []string {
 		{"admin_tls_cert", next.tls.files.adminCert != cur.tls.files.adminCert},
 		{"admin_tls_key", next.tls.files.adminKey != cur.tls.files.adminKey},
 		{"admin_client_ca", next.tls.files.clientCA != cur.tls.files.clientCA},
+		{"trusted_proxies", !slices.Equal(next.Web.Edge.TrustedProxies, cur.Web.Edge.TrustedProxies)},
+		{"hosts", !slices.Equal(next.Web.Edge.Hosts, cur.Web.Edge.Hosts)},
+		{"base_path", next.Web.Edge.BasePath != cur.Web.Edge.BasePath},
+		{"body_timeout", next.Web.Edge.BodyTimeout != cur.Web.Edge.BodyTimeout},
+		{"idle_timeout", next.Web.Edge.IdleTimeout != cur.Web.Edge.IdleTimeout},
+		{"admin_public", next.AdminPublic != cur.AdminPublic},
 		{"dynamic_uids", next.Runner.DynamicIDs != cur.Runner.DynamicIDs},
 		{"user_namespace_uids", next.Runner.UserNamespaceIDs != cur.Runner.UserNamespaceIDs},
 	} {
