@@ -20,7 +20,12 @@ func TestJobsRightAfterOutputLimit(t *testing.T) {
 	requireSandboxHere(t)
 	t.Parallel()
 	dir := t.TempDir()
-	cfg := writeFile(t, filepath.Join(dir, "c.toml"), "data_dir = \"data\"\n[[app]]\nname = \"flood\"\ncommand = [\"yes\"]\npolicy = \"strict\"\n")
+	// A small max_output: a -race client reads a flood slowly.
+	if err := os.Mkdir(filepath.Join(dir, "pol"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "pol", "tiny.toml"), "max_output = \"256KiB\"\n")
+	cfg := writeFile(t, filepath.Join(dir, "c.toml"), "data_dir = \"data\"\npolicy_dir = \"pol\"\n[[app]]\nname = \"flood\"\ncommand = [\"yes\"]\npolicy = \"tiny\"\n")
 	srv := startServer(t, dir, "--config", cfg)
 	for i := range 3 {
 		_, stderr, code := runCLI(t, dir, nil, "connect", srv.url("ws", "/apps/flood"))
