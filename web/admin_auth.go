@@ -187,8 +187,22 @@ func (l *failLimiter) expire(now time.Time) bool {
 // refusal is the 429 for a host the limiter blocks (what: "logins",
 // "tenant tokens"); it may retry once the window has passed.
 func (l *failLimiter) refusal(host, what string) error {
-	return &httpError{Status: http.StatusTooManyRequests, Msg: fmt.Sprintf("too many failed %s from %s; wait %v", what, host, l.window),
-		RetryAfter: strconv.Itoa(int(l.window.Seconds()))}
+	wait := l.wait(host)
+	return &httpError{Status: http.StatusTooManyRequests, Msg: fmt.Sprintf("too many failed %s from %s; wait %v", what, host, wait),
+		RetryAfter: strconv.Itoa(int(wait / time.Second))}
+}
+
+// wait is how long until host may try again: until its oldest failure in
+// the window leaves it, in whole seconds, one at least.
+func (l *failLimiter) wait(host string) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	wait := l.window
+	if ts := l.recent(host, now); len(ts) > 0 {
+		wait = l.window - now.Sub(ts[0])
+	}
+	return max(wait.Truncate(time.Second)+time.Second, time.Second)
 }
 
 func (l *failLimiter) fail(host string) {
