@@ -216,15 +216,38 @@ static int set_attr(const char *path, unsigned long long attr, int recursive) {
 	return (int)syscall(SYS_mount_setattr, AT_FDCWD, path, AT_SYMLINK_NOFOLLOW | (recursive ? AT_RECURSIVE : 0), &a, sizeof a);
 }
 
-// open_path opens path as O_PATH without following any symlink: a path
-// the plan saw as a directory or file, swapped for a link since, fails
-// with ELOOP instead of binding whatever the link names.
+// The job's area, once an "area" step has made it (see mountOp in
+// view_linux.go): a relative path in a step lies in it.
+static int area_fd = -1;
+
+// at resolves path for an *at call: a relative path in the area, any
+// other as it is; -1 (EBADF) for a relative one before the area exists.
+static int at(const char *path, int *dir) {
+	if (path[0] == '/') {
+		*dir = AT_FDCWD;
+		return 0;
+	}
+	if (area_fd < 0) {
+		errno = EBADF;
+		return -1;
+	}
+	*dir = area_fd;
+	return 0;
+}
+
+// open_path opens path (see at) as O_PATH without following any symlink:
+// a path the plan saw as a directory or file, swapped for a link since,
+// fails with ELOOP instead of binding whatever the link names.
 static int open_path(const char *path) {
+	int dir;
+	if (at(path, &dir) < 0) {
+		return -1;
+	}
 	struct open_how how;
 	memset(&how, 0, sizeof how);
 	how.flags = O_PATH | O_CLOEXEC;
 	how.resolve = RESOLVE_NO_SYMLINKS;
-	return (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+	return (int)syscall(SYS_openat2, dir, path, &how, sizeof how);
 }
 
 // bind_path binds src's tree at dst with attr on every mount of it, both
@@ -258,8 +281,55 @@ static int bind_path(const char *src, const char *dst, unsigned long long attr) 
 	return rc;
 }
 
+// new_area makes a filesystem of type fstype from src with the comma-
+// separated options data (key=value, or a key alone for a flag) and mounts
+// it nowhere, with attr: the area's root (area_fd).
+static int new_area(const char *src, const char *fstype, const char *data, unsigned long long attr) {
+	if (area_fd >= 0) {
+		errno = EEXIST;
+		return -1;
+	}
+	int fs = (int)syscall(SYS_fsopen, fstype, FSOPEN_CLOEXEC);
+	if (fs < 0) {
+		return -1;
+	}
+	int rc = 0;
+	if (src[0] != 0) {
+		rc = (int)syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "source", src, 0);
+	}
+	char *opts = strdup(data), *save = NULL;
+	if (opts == NULL) {
+		rc = -1;
+	}
+	for (char *o = rc < 0 ? NULL : strtok_r(opts, ",", &save); o != NULL && rc == 0; o = strtok_r(NULL, ",", &save)) {
+		char *v = strchr(o, '=');
+		if (v == NULL) {
+			rc = (int)syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, o, NULL, 0);
+			continue;
+		}
+		*v++ = 0;
+		rc = (int)syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, o, v, 0);
+	}
+	free(opts);
+	if (rc == 0) {
+		rc = (int)syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0);
+	}
+	if (rc == 0) {
+		area_fd = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, (unsigned int)attr);
+		rc = area_fd < 0 ? -1 : 0;
+	}
+	int e = errno;
+	close(fs);
+	errno = e;
+	return rc;
+}
+
 static int write_file(const char *path, unsigned long long mode, const char *content) {
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, (mode_t)mode);
+	int dir;
+	if (at(path, &dir) < 0) {
+		return -1;
+	}
+	int fd = openat(dir, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, (mode_t)mode);
 	if (fd < 0) {
 		return -1;
 	}
@@ -284,6 +354,13 @@ static int run_step(char *f[6]) {
 		}
 		return mount(f[1][0] ? f[1] : NULL, dst, f[3][0] ? f[3] : NULL, (unsigned long)n, f[5][0] ? f[5] : NULL);
 	}
+	if (strcmp(kind, "area") == 0) {
+		if (num_arg(f[4], &n) < 0) {
+			errno = EINVAL;
+			return -1;
+		}
+		return new_area(f[1], f[3], f[5], n);
+	}
 	if (strcmp(kind, "bind") == 0) {
 		if (num_arg(f[3], &n) < 0) {
 			errno = EINVAL;
@@ -303,7 +380,11 @@ static int run_step(char *f[6]) {
 			errno = EINVAL;
 			return -1;
 		}
-		return (mkdir(dst, (mode_t)n) < 0 && errno != EEXIST) ? -1 : 0;
+		int dir;
+		if (at(dst, &dir) < 0) {
+			return -1;
+		}
+		return (mkdirat(dir, dst, (mode_t)n) < 0 && errno != EEXIST) ? -1 : 0;
 	}
 	if (strcmp(kind, "file") == 0) {
 		if (num_arg(f[3], &n) < 0) {
@@ -333,7 +414,11 @@ static int run_step(char *f[6]) {
 			errno = EINVAL;
 			return -1;
 		}
-		return lchown(dst, (uid_t)n, (gid_t)gid);
+		int dir;
+		if (at(dst, &dir) < 0) {
+			return -1;
+		}
+		return fchownat(dir, dst, (uid_t)n, (gid_t)gid, AT_SYMLINK_NOFOLLOW);
 	}
 	if (strcmp(kind, "mknod") == 0) {
 		unsigned long long dev = 0;
@@ -354,7 +439,9 @@ static int run_step(char *f[6]) {
 }
 
 // build_root makes the job's root by running the view's plan (see planView
-// in view_linux.go), which ends inside it.
+// in view_linux.go), which ends inside it, or the job's own steps of it
+// inside a template's root; then lets the area go (its bound directories
+// stay).
 static void build_root(struct msg *m) {
 	unsigned long long nops = next_num(m);
 	if (nops > (unsigned long long)(m->end - m->at) / 6) {
@@ -375,6 +462,10 @@ static void build_root(struct msg *m) {
 			}
 			failf("build root: step %llu: %s %s: %s", i, f[0], where, strerror(errno));
 		}
+	}
+	if (area_fd >= 0) {
+		close(area_fd);
+		area_fd = -1;
 	}
 }
 

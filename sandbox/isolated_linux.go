@@ -62,7 +62,7 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox view: %w", err)
 	}
-	ops := plan.forJob(&iso, ids.uid, ids.gid)
+	ops := plan.forJob(&iso, ids.uid, ids.gid, false)
 	prep := prepareConfig{NewNet: !iso.Network, UID: ids.uid, GID: ids.gid, Ops: ops}
 	prep.ClearUserKeyrings = true
 	if iso.Seccomp != nil {
