@@ -28,14 +28,21 @@ import (
 //	ids: a dynamic uid, a user ns block
 //	clone NEWPID|NEWNS|NEWUTS|NEWIPC[|NEWNET]
 //	      [|NEWUSER] [v2: CLONE_INTO_CGROUP] ─► block all signals; read fd 3
+//	  (or the view's template clones it, the
+//	   same namespaces but in a copy of the
+//	   view's root: template_linux.go)
 //	v1: AddProc(init) in every controller
 //	send "prepare" message ─────────────────► lo up; unshare NEWCGROUP (its
 //	  (rlimits, the view's mount steps,       root is now the job's cgroup);
 //	   the seccomp filter)                    / rprivate; build the root:
-//	                                            tmpfs T at /tmp, pivot into
-//	                                            T (host at /oldroot), tmpfs
-//	                                            /newroot, run the steps,
-//	                                            pivot into /newroot, detach T;
+//	                                            scratch at /tmp, pivot into
+//	                                            it (host at /oldroot), tmpfs
+//	                                            /newroot, run the steps (the
+//	                                            area: a tmpfs never mounted,
+//	                                            its dirs bound), pivot into
+//	                                            /newroot, detach the rest;
+//	                                            from a template: only the
+//	                                            job's own steps, at /;
 //	                                          rlimits, no_new_privs,
 //	                                          bounding set (CAP_KILL only),
 //	                                          not dumpable;

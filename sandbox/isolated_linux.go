@@ -62,8 +62,7 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox view: %w", err)
 	}
-	ops := plan.forJob(&iso, ids.uid, ids.gid, false)
-	prep := prepareConfig{NewNet: !iso.Network, UID: ids.uid, GID: ids.gid, Ops: ops}
+	prep := prepareConfig{NewNet: !iso.Network, UID: ids.uid, GID: ids.gid}
 	prep.ClearUserKeyrings = true
 	if iso.Seccomp != nil {
 		prep.Seccomp, prep.SeccompFlags, prep.ClearUserKeyrings = iso.Seccomp.prog, iso.Seccomp.flags, iso.Seccomp.keyrings
@@ -74,10 +73,6 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 			return nil, fmt.Errorf("unknown rlimit %s", rl.Type)
 		}
 		prep.Rlimits = append(prep.Rlimits, rlimit{Resource: res, Soft: rl.Soft, Hard: rl.Hard})
-	}
-	prepMsg, err := prepareMsg(&prep)
-	if err != nil {
-		return nil, err
 	}
 	name := iso.ID
 	if name == "" {
@@ -131,45 +126,30 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 		}
 	}()
 
-	flags := uintptr(syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC)
-	if !iso.Network {
-		flags |= syscall.CLONE_NEWNET
-	}
-	sys := &syscall.SysProcAttr{Cloneflags: flags, Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if iso.UserNamespace {
-		// Created first, the user namespace owns the others, so the helper
-		// (root inside) may still mount /proc and /tmp and set the hostname.
-		sys.Cloneflags |= syscall.CLONE_NEWUSER
-		idmap := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(ids.nsBase), Size: UserNamespaceBlock}}
-		sys.UidMappings, sys.GidMappings = idmap, idmap
-		sys.GidMappingsEnableSetgroups = true
-		// Root inside (the block's first host id): host uid 0 is not mapped, so without
-		// this the helper would be the overflow uid, without capabilities.
-		sys.Credential = &syscall.Credential{Uid: 0, Gid: 0}
-	}
-	if cgfd >= 0 {
-		sys.UseCgroupFD, sys.CgroupFD = true, cgfd
-	}
-	attr := &syscall.ProcAttr{
-		Files: append(fds.childFiles(), uintptr(syncp[1])),
-		Env:   []string{"GOMAXPROCS=1"}, // the helper needs no parallelism, and each thread is a host pid
-		Sys:   sys,
-	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil, ErrClosed
-	}
-	argv := []string{"chimirror-init", r.initArg()}
+	// The init: cloned by the view's template into a copy of its root,
+	// or started here to build the root itself.
+	// Either way r.mu is held across the fork and the register below (see
+	// Runner).
+	templated := false
 	var pid int
-	if iso.UserNamespace {
-		pid, err = forkAsOwner(ids.nsBase, "/proc/self/exe", argv, attr)
+	if t := r.template(&iso, plan); t != nil {
+		r.mu.Lock()
+		if r.closed {
+			err = ErrClosed
+		} else {
+			pid, err = t.clone(!iso.Network, fds.childStdio, fds.childStdout, syncp[1], cgfd)
+		}
+		t.mu.Unlock()
+		if err != nil {
+			r.mu.Unlock()
+			return nil, err
+		}
+		templated = true
 	} else {
-		pid, err = syscall.ForkExec("/proc/self/exe", argv, attr)
-	}
-	if err != nil {
-		r.mu.Unlock()
-		return nil, fmt.Errorf("start init helper: %w", err)
+		pid, err = r.forkInit(&iso, ids, fds, syncp[1], cgfd)
+		if err != nil {
+			return nil, err
+		}
 	}
 	p := &Process{
 		Pid:      pid,
@@ -197,6 +177,11 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 			return nil, err
 		}
 	}
+	prep.Ops = plan.forJob(&iso, ids.uid, ids.gid, templated)
+	prepMsg, err := prepareMsg(&prep)
+	if err != nil {
+		return nil, err
+	}
 	if err := in.send(prepMsg); err != nil {
 		return nil, err
 	}
@@ -204,6 +189,54 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 		return nil, err
 	}
 	return in, nil
+}
+
+// forkInit starts an init that builds the job's root itself: this binary
+// again, born in the job's namespaces (and, on v2, its cgroup cgfd). It
+// returns with r.mu held, the caller to register the init, unless it fails.
+func (r *Runner) forkInit(iso *Isolation, ids jobIDs, fds jobFds, sync, cgfd int) (int, error) {
+	flags := uintptr(syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC)
+	if !iso.Network {
+		flags |= syscall.CLONE_NEWNET
+	}
+	sys := &syscall.SysProcAttr{Cloneflags: flags, Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if iso.UserNamespace {
+		// Created first, the user namespace owns the others, so the helper
+		// (root inside) may still mount /proc and /tmp and set the hostname.
+		sys.Cloneflags |= syscall.CLONE_NEWUSER
+		idmap := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(ids.nsBase), Size: UserNamespaceBlock}}
+		sys.UidMappings, sys.GidMappings = idmap, idmap
+		sys.GidMappingsEnableSetgroups = true
+		// Root inside (the block's first host id): host uid 0 is not mapped, so without
+		// this the helper would be the overflow uid, without capabilities.
+		sys.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	}
+	if cgfd >= 0 {
+		sys.UseCgroupFD, sys.CgroupFD = true, cgfd
+	}
+	attr := &syscall.ProcAttr{
+		Files: append(fds.childFiles(), uintptr(sync)),
+		Env:   []string{"GOMAXPROCS=1"}, // the helper needs no parallelism, and each thread is a host pid
+		Sys:   sys,
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return 0, ErrClosed
+	}
+	argv := []string{"chimirror-init", r.initArg()}
+	var pid int
+	var err error
+	if iso.UserNamespace {
+		pid, err = forkAsOwner(ids.nsBase, "/proc/self/exe", argv, attr)
+	} else {
+		pid, err = syscall.ForkExec("/proc/self/exe", argv, attr)
+	}
+	if err != nil {
+		r.mu.Unlock()
+		return 0, fmt.Errorf("start init helper: %w", err)
+	}
+	return pid, nil
 }
 
 // jobIDs are the ids a sandbox holds from the Runner's pools.
