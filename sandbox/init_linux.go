@@ -51,7 +51,9 @@ import (
 //	                                            keyring, user keyrings
 //	                                            cleared, seccomp; it waits
 //	read "prepared" or "error: …" ◄────────── reply; wait for the job
-//	   … an initiator may wait in a pool here (cold part done) …
+//	   … an initiator may wait in a pool here (cold part done); a job
+//	   started at once (Runner.Start) sends the job message right after
+//	   the prepare message instead, for the init to find it waiting …
 //	send "job" message ─────────────────────► hostname = job ID
 //	                                          C: hand the job to the target,
 //	                                            which chdirs and execs;

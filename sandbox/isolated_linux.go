@@ -33,17 +33,27 @@ type Initiator struct {
 
 // startIsolated runs spec in a sandbox made for it.
 func (r *Runner) startIsolated(spec Spec) (*Process, error) {
-	in, err := r.Prepare(*spec.Isolation)
+	job, err := jobMsgFor(spec, spec.Isolation.ID)
 	if err != nil {
 		return nil, err
 	}
-	return in.Launch(spec)
+	// The job goes with the prepare message: the init finds it waiting as
+	// soon as it is prepared, a round trip sooner.
+	in, err := r.prepare(*spec.Isolation, job)
+	if err != nil {
+		return nil, err
+	}
+	return in.launch(nil, nil)
 }
 
 // Prepare creates a sandbox for iso (see the handshake in init_linux.go) up
 // to the point where only the job is missing. iso.ID names its cgroup; an
 // empty ID gets a generated one. Setup is undone step by step on failure.
-func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
+func (r *Runner) Prepare(iso Isolation) (*Initiator, error) { return r.prepare(iso, nil) }
+
+// prepare is Prepare; a non-nil job (a job message) is sent with the
+// prepare message, and the Initiator must then be launched with none.
+func (r *Runner) prepare(iso Isolation, job []byte) (_ *Initiator, retErr error) {
 	version := iso.CgroupVersion
 	if version == 0 {
 		version = CgroupVersion()
@@ -182,7 +192,7 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := in.send(prepMsg); err != nil {
+	if err := in.send(append(prepMsg, job...)); err != nil {
 		return nil, err
 	}
 	if err := in.expect("prepared"); err != nil {
@@ -284,7 +294,28 @@ func (r *Runner) giveIDs(ids jobIDs) {
 
 // Launch runs spec in the prepared sandbox; spec.Isolation's ID, if any, is
 // the hostname. The Initiator is used up either way.
-func (in *Initiator) Launch(spec Spec) (_ *Process, retErr error) {
+func (in *Initiator) Launch(spec Spec) (*Process, error) {
+	msg, err := jobMsgFor(spec, in.host)
+	return in.launch(msg, err)
+}
+
+// jobMsgFor is spec's job message; host is the hostname unless
+// spec.Isolation names one.
+func jobMsgFor(spec Spec, host string) ([]byte, error) {
+	if spec.Isolation != nil && spec.Isolation.ID != "" {
+		host = spec.Isolation.ID
+	}
+	dir := spec.Dir
+	if dir == "" { // never the server's: it is not even in the view
+		dir = "/"
+	}
+	return jobMsg(&jobConfig{Path: spec.Path, Args: spec.Args, Env: spec.Env, Dir: dir, Hostname: host})
+}
+
+// launch sends msg, the job message (nil: it went with the prepare
+// message), and waits until the job runs; msgErr is why there is no msg.
+// The Initiator is used up either way.
+func (in *Initiator) launch(msg []byte, msgErr error) (_ *Process, retErr error) {
 	defer func() {
 		if err := in.sync.Close(); err != nil {
 			retErr = errors.Join(retErr, err)
@@ -293,20 +324,13 @@ func (in *Initiator) Launch(spec Spec) (_ *Process, retErr error) {
 			retErr = errors.Join(retErr, in.kill())
 		}
 	}()
-	host := in.host
-	if spec.Isolation != nil && spec.Isolation.ID != "" {
-		host = spec.Isolation.ID
+	if msgErr != nil {
+		return nil, msgErr
 	}
-	dir := spec.Dir
-	if dir == "" { // never the server's: it is not even in the view
-		dir = "/"
-	}
-	msg, err := jobMsg(&jobConfig{Path: spec.Path, Args: spec.Args, Env: spec.Env, Dir: dir, Hostname: host})
-	if err != nil {
-		return nil, err
-	}
-	if err := in.send(msg); err != nil {
-		return nil, err
+	if msg != nil {
+		if err := in.send(msg); err != nil {
+			return nil, err
+		}
 	}
 	// "ok": the target runs, and PID 1 already takes every signal (each init
 	// has them blocked or subscribed from its start).
