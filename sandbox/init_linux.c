@@ -901,8 +901,12 @@ static void serve_clone(void) {
 	for (int i = 0; i < nfds; i++) {
 		close(fds[i]);
 	}
-	int w = pid < 0 ? dprintf(SYNC_FD, "error: clone: %s\n", strerror(e)) : dprintf(SYNC_FD, "pid %ld\n", pid);
-	if (w < 0) {
+	// snprintf and write, not dprintf: after each clone every page the
+	// holder writes is copied first, and dprintf writes the C library's
+	// list of streams.
+	char reply[128];
+	int len = pid < 0 ? snprintf(reply, sizeof reply, "error: clone: %s\n", strerror(e)) : snprintf(reply, sizeof reply, "pid %ld\n", pid);
+	if (len < 0 || write_full(SYNC_FD, reply, (size_t)len < sizeof reply ? (size_t)len : sizeof reply - 1) < 0) {
 		_exit(113);
 	}
 }
