@@ -150,12 +150,18 @@ func (r *Runner) prepare(iso Isolation, job []byte) (_ *Initiator, retErr error)
 			pid, err = t.clone(!iso.Network, fds.childStdio, fds.childStdout, syncp[1], cgfd)
 		}
 		t.mu.Unlock()
-		if err != nil {
+		switch {
+		case err == nil:
+			templated = true
+		case errors.Is(err, errNoInit): // no init holds the fds: start one here
+			r.mu.Unlock()
+			r.log.Warn("clone from view template; the job's init builds its root", "err", err)
+		default:
 			r.mu.Unlock()
 			return nil, err
 		}
-		templated = true
-	} else {
+	}
+	if !templated {
 		pid, err = r.forkInit(&iso, ids, fds, syncp[1], cgfd)
 		if err != nil {
 			return nil, err

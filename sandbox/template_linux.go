@@ -359,12 +359,19 @@ func (r *Runner) startHolder(root []mountOp) (_ *holder, retErr error) {
 	return h, nil
 }
 
+// errNoInit marks a failed clone that made no init: the holder said why,
+// or never had the whole request. The job's init may then be started
+// without the template, with the same descriptors.
+var errNoInit = errors.New("no init cloned")
+
 // clone asks t's holder for a job's init (see the holder's conversation in
 // init_linux.c): its fds 0–2 stdio, stdout and stdio, its fd 3 sync, born
 // in the cgroup cgfd (v2; -1 on v1, where the caller places it). The
 // caller holds t.mu and r.mu, so the reaper cannot see the init before it
-// is registered. An error after the request went out kills the holder:
-// whether an init was made is unknown, and it must not run.
+// is registered. On any error the holder is done with (a refusal may
+// recur: its jobs build their own roots for templateRetry); an error that
+// is not errNoInit leaves unknown whether an init was made, which then
+// finds its sync socket closed and exits.
 func (t *nsTemplate) clone(newNet bool, stdio, stdout, sync, cgfd int) (int, error) {
 	h := t.h
 	flag := uint64(0)
@@ -379,22 +386,25 @@ func (t *nsTemplate) clone(newNet bool, stdio, stdout, sync, cgfd int) (int, err
 	if cgfd >= 0 {
 		fds = append(fds, cgfd)
 	}
-	if err := h.send(b, unix.UnixRights(fds...)); err != nil {
-		t.h = nil
+	fail := func(err error) (int, error) {
+		t.h, t.failed = nil, time.Now()
 		h.kill()
 		return 0, err
 	}
+	if err := h.send(b, unix.UnixRights(fds...)); err != nil {
+		// Killed before it read all of it, the holder clones nothing.
+		return fail(fmt.Errorf("%w: %w", errNoInit, err))
+	}
 	line, err := h.reply("pid ")
+	if errors.Is(err, errHolderSaid) { // it says so before any clone, or when clone3 failed
+		return fail(fmt.Errorf("%w: %w", errNoInit, err))
+	}
 	if err != nil {
-		t.h = nil
-		h.kill()
-		return 0, err
+		return fail(err)
 	}
 	pid, err := strconv.Atoi(strings.TrimPrefix(line, "pid "))
 	if err != nil || pid <= 0 {
-		t.h = nil
-		h.kill()
-		return 0, fmt.Errorf("template holder: bad reply %q", line)
+		return fail(fmt.Errorf("template holder: bad reply %q", line))
 	}
 	return pid, nil
 }
@@ -413,8 +423,11 @@ func (h *holder) send(b, oob []byte) error {
 	return nil
 }
 
+// errHolderSaid marks the holder's own "error: …" reply.
+var errHolderSaid = errors.New("template holder")
+
 // reply reads the holder's next line, which must start with want; "error:
-// …" becomes an error.
+// …" becomes an error (errHolderSaid).
 func (h *holder) reply(want string) (string, error) {
 	if err := h.conn.SetDeadline(time.Now().Add(handshakeTimeout)); err != nil {
 		return "", err
@@ -425,7 +438,7 @@ func (h *holder) reply(want string) (string, error) {
 	}
 	line = strings.TrimSuffix(line, "\n")
 	if msg, ok := strings.CutPrefix(line, "error: "); ok {
-		return "", fmt.Errorf("template: %s", msg)
+		return "", fmt.Errorf("%w: %s", errHolderSaid, msg)
 	}
 	if !strings.HasPrefix(line, want) {
 		return "", fmt.Errorf("template holder: got %q, want %q", line, want)

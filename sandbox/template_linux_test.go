@@ -382,3 +382,41 @@ func TestTemplate_Bounded(t *testing.T) {
 		t.Errorf("%d holders running, want at most %d", aux, maxTemplates)
 	}
 }
+
+// Ensure a clone the holder refuses (here: a "cgroup" that is /dev/null)
+// made no init and says so, the holder goes, and the view's jobs build
+// their own roots meanwhile.
+func TestTemplate_RefusedClone(t *testing.T) {
+	requireTemplates(t)
+	r := newTestRunner(t)
+	spec := templateSpec(t, templateView(t), "echo ok")
+	runJob(t, r, spec)
+	r.tmpls.mu.Lock()
+	tm := r.tmpls.m[viewKey(spec.Isolation)]
+	r.tmpls.mu.Unlock()
+	null, err := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFds(null)
+	tm.mu.Lock()
+	h := tm.h
+	r.mu.Lock()
+	_, err = tm.clone(true, null, null, null, null)
+	r.mu.Unlock()
+	tm.mu.Unlock()
+	if !errors.Is(err, errNoInit) {
+		t.Fatalf("clone into no cgroup: %v, want errNoInit", err)
+	}
+	select {
+	case <-h.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the refusing holder still runs")
+	}
+	if out := runJob(t, r, spec); out != "ok\n" {
+		t.Fatalf("job after the refusal: %q", out)
+	}
+	if holderOf(r, spec) != nil {
+		t.Error("a template was built again within templateRetry of a refusal")
+	}
+}
