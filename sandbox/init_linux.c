@@ -3,8 +3,9 @@
 // chimirror's job init in C: the whole helper side of the handshake drawn in
 // init_linux.go, run from an ELF constructor before the Go runtime starts
 // (as runc's nsexec is), so a sandbox costs no Go runtime start-up, no
-// second exec and no Go threads. For any argv but "sandbox-init" the
-// constructor returns at once and Go starts as usual.
+// second exec and no Go threads. For any argv but "sandbox-init" (and
+// "sandbox-template") the constructor returns at once and Go starts as
+// usual.
 //
 // Its life: block every signal; read the prepare message from fd 3 and set
 // the sandbox up (lo, a cgroup namespace, the job's root from the view's
@@ -20,6 +21,10 @@
 // target's status in its comm ("cm:eN" or "cm:sN", read by the server while
 // this process is an unreaped zombie) and exits with the shell's code.
 //
+// A template's holder (argv[1] "sandbox-template", below) runs from the
+// same constructor: it builds a view's root once and clones inits that
+// start at the prepare message in a copy of it.
+//
 // Exit codes before the target runs: 111 the server went away (EOF on fd 3,
 // which is also how a pool discards an initiator), 112 a setup step failed
 // (after "error: …" on fd 3), 113 fd 3 could not be written, 114 the target
@@ -33,6 +38,7 @@
 #include <linux/keyctl.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
+#include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <net/if.h>
 #include <sched.h>
@@ -216,15 +222,38 @@ static int set_attr(const char *path, unsigned long long attr, int recursive) {
 	return (int)syscall(SYS_mount_setattr, AT_FDCWD, path, AT_SYMLINK_NOFOLLOW | (recursive ? AT_RECURSIVE : 0), &a, sizeof a);
 }
 
-// open_path opens path as O_PATH without following any symlink: a path
-// the plan saw as a directory or file, swapped for a link since, fails
-// with ELOOP instead of binding whatever the link names.
+// The job's area, once an "area" step has made it (see mountOp in
+// view_linux.go): a relative path in a step lies in it.
+static int area_fd = -1;
+
+// at resolves path for an *at call: a relative path in the area, any
+// other as it is; -1 (EBADF) for a relative one before the area exists.
+static int at(const char *path, int *dir) {
+	if (path[0] == '/') {
+		*dir = AT_FDCWD;
+		return 0;
+	}
+	if (area_fd < 0) {
+		errno = EBADF;
+		return -1;
+	}
+	*dir = area_fd;
+	return 0;
+}
+
+// open_path opens path (see at) as O_PATH without following any symlink:
+// a path the plan saw as a directory or file, swapped for a link since,
+// fails with ELOOP instead of binding whatever the link names.
 static int open_path(const char *path) {
+	int dir;
+	if (at(path, &dir) < 0) {
+		return -1;
+	}
 	struct open_how how;
 	memset(&how, 0, sizeof how);
 	how.flags = O_PATH | O_CLOEXEC;
 	how.resolve = RESOLVE_NO_SYMLINKS;
-	return (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+	return (int)syscall(SYS_openat2, dir, path, &how, sizeof how);
 }
 
 // bind_path binds src's tree at dst with attr on every mount of it, both
@@ -258,8 +287,55 @@ static int bind_path(const char *src, const char *dst, unsigned long long attr) 
 	return rc;
 }
 
+// new_area makes a filesystem of type fstype from src with the comma-
+// separated options data (key=value, or a key alone for a flag) and mounts
+// it nowhere, with attr: the area's root (area_fd).
+static int new_area(const char *src, const char *fstype, const char *data, unsigned long long attr) {
+	if (area_fd >= 0) {
+		errno = EEXIST;
+		return -1;
+	}
+	int fs = (int)syscall(SYS_fsopen, fstype, FSOPEN_CLOEXEC);
+	if (fs < 0) {
+		return -1;
+	}
+	int rc = 0;
+	if (src[0] != 0) {
+		rc = (int)syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "source", src, 0);
+	}
+	char *opts = strdup(data), *save = NULL;
+	if (opts == NULL) {
+		rc = -1;
+	}
+	for (char *o = rc < 0 ? NULL : strtok_r(opts, ",", &save); o != NULL && rc == 0; o = strtok_r(NULL, ",", &save)) {
+		char *v = strchr(o, '=');
+		if (v == NULL) {
+			rc = (int)syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, o, NULL, 0);
+			continue;
+		}
+		*v++ = 0;
+		rc = (int)syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, o, v, 0);
+	}
+	free(opts);
+	if (rc == 0) {
+		rc = (int)syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0);
+	}
+	if (rc == 0) {
+		area_fd = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, (unsigned int)attr);
+		rc = area_fd < 0 ? -1 : 0;
+	}
+	int e = errno;
+	close(fs);
+	errno = e;
+	return rc;
+}
+
 static int write_file(const char *path, unsigned long long mode, const char *content) {
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, (mode_t)mode);
+	int dir;
+	if (at(path, &dir) < 0) {
+		return -1;
+	}
+	int fd = openat(dir, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, (mode_t)mode);
 	if (fd < 0) {
 		return -1;
 	}
@@ -284,6 +360,13 @@ static int run_step(char *f[6]) {
 		}
 		return mount(f[1][0] ? f[1] : NULL, dst, f[3][0] ? f[3] : NULL, (unsigned long)n, f[5][0] ? f[5] : NULL);
 	}
+	if (strcmp(kind, "area") == 0) {
+		if (num_arg(f[4], &n) < 0) {
+			errno = EINVAL;
+			return -1;
+		}
+		return new_area(f[1], f[3], f[5], n);
+	}
 	if (strcmp(kind, "bind") == 0) {
 		if (num_arg(f[3], &n) < 0) {
 			errno = EINVAL;
@@ -303,7 +386,11 @@ static int run_step(char *f[6]) {
 			errno = EINVAL;
 			return -1;
 		}
-		return (mkdir(dst, (mode_t)n) < 0 && errno != EEXIST) ? -1 : 0;
+		int dir;
+		if (at(dst, &dir) < 0) {
+			return -1;
+		}
+		return (mkdirat(dir, dst, (mode_t)n) < 0 && errno != EEXIST) ? -1 : 0;
 	}
 	if (strcmp(kind, "file") == 0) {
 		if (num_arg(f[3], &n) < 0) {
@@ -333,7 +420,11 @@ static int run_step(char *f[6]) {
 			errno = EINVAL;
 			return -1;
 		}
-		return lchown(dst, (uid_t)n, (gid_t)gid);
+		int dir;
+		if (at(dst, &dir) < 0) {
+			return -1;
+		}
+		return fchownat(dir, dst, (uid_t)n, (gid_t)gid, AT_SYMLINK_NOFOLLOW);
 	}
 	if (strcmp(kind, "mknod") == 0) {
 		unsigned long long dev = 0;
@@ -354,7 +445,9 @@ static int run_step(char *f[6]) {
 }
 
 // build_root makes the job's root by running the view's plan (see planView
-// in view_linux.go), which ends inside it.
+// in view_linux.go), which ends inside it, or the job's own steps of it
+// inside a template's root; then lets the area go (its bound directories
+// stay).
 static void build_root(struct msg *m) {
 	unsigned long long nops = next_num(m);
 	if (nops > (unsigned long long)(m->end - m->at) / 6) {
@@ -375,6 +468,10 @@ static void build_root(struct msg *m) {
 			}
 			failf("build root: step %llu: %s %s: %s", i, f[0], where, strerror(errno));
 		}
+	}
+	if (area_fd >= 0) {
+		close(area_fd);
+		area_fd = -1;
 	}
 }
 
@@ -641,30 +738,11 @@ static void reap(pid_t target, sigset_t *all) {
 	}
 }
 
-__attribute__((constructor)) static void chimirror_init(int argc, char **argv, char **envp) {
-	(void)envp;
-	if (argc != 2 || strcmp(argv[1], "sandbox-init") != 0) {
-		return;
-	}
-	// Blocked from the first instruction: nothing the server sends is lost
-	// before the reaper takes signals, and the target unblocks its own.
+// run_init is the init's life from the prepare message on; fd 3 is the
+// sync socket, every signal blocked and at its default.
+__attribute__((noreturn)) static void run_init(void) {
 	sigset_t all;
 	sigfillset(&all);
-	sigprocmask(SIG_BLOCK, &all, NULL);
-	// Signals the server ignores (started under nohup, or in a script's
-	// background) must still reach the job: an ignored signal is dropped,
-	// blocked or not, and the target would inherit it ignored.
-	struct sigaction dfl;
-	memset(&dfl, 0, sizeof dfl);
-	dfl.sa_handler = SIG_DFL;
-	for (int s = 1; s < NSIG; s++) {
-		if (s != SIGKILL && s != SIGSTOP) {
-			sigaction(s, &dfl, NULL); // EINVAL for the C library's own: fine
-		}
-	}
-	if (fcntl(SYNC_FD, F_SETFD, FD_CLOEXEC) < 0) {
-		_exit(111);
-	}
 	uid_t uid;
 	gid_t gid;
 	struct msg m;
@@ -696,4 +774,199 @@ __attribute__((constructor)) static void chimirror_init(int argc, char **argv, c
 	}
 	close(SYNC_FD);
 	reap(pid, &all);
+	_exit(114); // not reached: reap ends the process
+}
+
+// --- the template holder ---------------------------------------------------
+//
+// A holder (argv[1] "sandbox-template", see template_linux.go) builds the
+// shared part of a view's root once, in a mount namespace of its own, and
+// stays in it: its root is the job's root, its mounts the view's. On each
+// clone request it clones a new init into new pid, mount, UTS, IPC (and
+// network) namespaces, whose mount namespace is a copy of its own, with
+// CLONE_PARENT, so that the init is the server's child as one it starts
+// itself would be. The init then runs the job's own steps only. The
+// holder's conversation on fd 3, a stream socket:
+//
+//	server                                     holder
+//	"template" M {KIND A B C D E}×M ─────────► / rprivate; the shared steps,
+//	                                           which end inside the root
+//	read "ready" or "error: …" ◄────────────── reply
+//	"clone" NEWNET, with SCM_RIGHTS: the ───► clone3: CLONE_PARENT, new
+//	  init's stdio, stdout and sync socket,      namespaces (v2: into the
+//	  and on v2 its cgroup's directory           cgroup); the child makes
+//	                                             them its fds 0–3 and runs
+//	                                             the init from its prepare
+//	                                             message on
+//	read "pid N" or "error: …" ◄────────────── reply; close its copies
+//	… (one request at a time, until) …
+//	close ────────────────────────────────────► EOF: exit 0
+//
+// The holder runs nothing of any job, holds no descriptor of one past its
+// clone, and is no job's ancestor; Pdeathsig ends it with the server.
+
+// MAX_CLONE_FDS: stdio, stdout, sync, and the cgroup on v2.
+#define MAX_CLONE_FDS 4
+
+// become_init makes a child cloned for a job its init: the fds it was sent
+// as its 0–3 and none other, then run_init.
+__attribute__((noreturn)) static void become_init(int *fds) {
+	// The server is our parent (CLONE_PARENT): die with it, as an init it
+	// starts itself does. Gone already, it left fd 3 at EOF: exit 111.
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || setpgid(0, 0) < 0) {
+		_exit(111);
+	}
+	if (dup3(fds[0], 0, 0) < 0 || dup3(fds[1], 1, 0) < 0 || dup3(fds[0], 2, 0) < 0 || dup3(fds[2], SYNC_FD, O_CLOEXEC) < 0) {
+		_exit(111);
+	}
+	if (syscall(SYS_close_range, SYNC_FD + 1, ~0U, 0) < 0) {
+		_exit(111);
+	}
+	run_init();
+}
+
+// serve_clone answers one clone request; EOF ends the holder.
+static void serve_clone(void) {
+	unsigned char hdr[4];
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(MAX_CLONE_FDS * sizeof(int))];
+	} cb;
+	struct iovec iov = {.iov_base = hdr, .iov_len = sizeof hdr};
+	struct msghdr mh;
+	memset(&mh, 0, sizeof mh);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cb.b;
+	mh.msg_controllen = sizeof cb.b;
+	ssize_t got = recvmsg(SYNC_FD, &mh, MSG_CMSG_CLOEXEC);
+	if (got == 0) {
+		_exit(0); // the server is done with us
+	}
+	if (got < 0) {
+		_exit(111);
+	}
+	int fds[MAX_CLONE_FDS], nfds = 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			for (int i = 0; i < n; i++) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+				if (nfds < MAX_CLONE_FDS) {
+					fds[nfds++] = fd;
+				} else {
+					close(fd);
+				}
+			}
+		}
+	}
+	if ((mh.msg_flags & MSG_CTRUNC) != 0 || (nfds != 3 && nfds != 4)) {
+		failf("clone request: want 3 or 4 descriptors");
+	}
+	if (got < 4 && read_full(SYNC_FD, hdr + got, 4 - (size_t)got) < 0) {
+		_exit(111);
+	}
+	uint32_t n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
+	if (n == 0 || n > 64) {
+		failf("clone request: size out of range");
+	}
+	char body[64];
+	if (read_full(SYNC_FD, body, n) < 0) {
+		_exit(111);
+	}
+	if (body[n - 1] != 0) {
+		failf("clone request: last field unterminated");
+	}
+	struct msg m = {.buf = body, .at = body, .end = body + n};
+	expect_kind(&m, "clone");
+	int new_net = next_num(&m) != 0;
+	struct clone_args a;
+	memset(&a, 0, sizeof a);
+	a.flags = CLONE_PARENT | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC;
+	if (new_net) {
+		a.flags |= CLONE_NEWNET;
+	}
+	if (nfds == 4) {
+		a.flags |= CLONE_INTO_CGROUP;
+		a.cgroup = (uint64_t)fds[3];
+	}
+	// exit_signal stays 0: with CLONE_PARENT the child takes ours, SIGCHLD,
+	// for its parent, the server.
+	long pid = syscall(SYS_clone3, &a, sizeof a);
+	if (pid == 0) {
+		become_init(fds);
+	}
+	int e = errno;
+	for (int i = 0; i < nfds; i++) {
+		close(fds[i]);
+	}
+	// snprintf and write, not dprintf: after each clone every page the
+	// holder writes is copied first, and dprintf writes the C library's
+	// list of streams.
+	char reply[128];
+	int len = pid < 0 ? snprintf(reply, sizeof reply, "error: clone: %s\n", strerror(e)) : snprintf(reply, sizeof reply, "pid %ld\n", pid);
+	if (len < 0 || write_full(SYNC_FD, reply, (size_t)len < sizeof reply ? (size_t)len : sizeof reply - 1) < 0) {
+		_exit(113);
+	}
+}
+
+// hold is the holder's life: build the shared root, then clone inits.
+__attribute__((noreturn)) static void hold(void) {
+	struct msg m;
+	read_msg(&m);
+	expect_kind(&m, "template");
+	umask(0); // the steps' modes are meant as written
+	// Mounts first: / must not be shared, or our mounts leak to the host,
+	// and the copies the inits get would share with each other.
+	if (mount("", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+		failf("make / rprivate: %s", strerror(errno));
+	}
+	build_root(&m);
+	free(m.buf);
+	// Not dumpable: no one but root may look into the holder.
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
+		failf("not dumpable: %s", strerror(errno));
+	}
+	if (dprintf(SYNC_FD, "ready\n") < 0) {
+		_exit(113);
+	}
+	for (;;) {
+		serve_clone();
+	}
+}
+
+__attribute__((constructor)) static void chimirror_init(int argc, char **argv, char **envp) {
+	(void)envp;
+	if (argc != 2) {
+		return;
+	}
+	int holder = strcmp(argv[1], "sandbox-template") == 0;
+	if (!holder && strcmp(argv[1], "sandbox-init") != 0) {
+		return;
+	}
+	// Blocked from the first instruction: nothing the server sends is lost
+	// before the reaper takes signals, and the target unblocks its own.
+	// (A holder's inits inherit the mask and the dispositions below.)
+	sigset_t all;
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, NULL);
+	// Signals the server ignores (started under nohup, or in a script's
+	// background) must still reach the job: an ignored signal is dropped,
+	// blocked or not, and the target would inherit it ignored.
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof dfl);
+	dfl.sa_handler = SIG_DFL;
+	for (int s = 1; s < NSIG; s++) {
+		if (s != SIGKILL && s != SIGSTOP) {
+			sigaction(s, &dfl, NULL); // EINVAL for the C library's own: fine
+		}
+	}
+	if (fcntl(SYNC_FD, F_SETFD, FD_CLOEXEC) < 0) {
+		_exit(111);
+	}
+	if (holder) {
+		hold();
+	}
+	run_init();
 }

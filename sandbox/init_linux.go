@@ -28,14 +28,21 @@ import (
 //	ids: a dynamic uid, a user ns block
 //	clone NEWPID|NEWNS|NEWUTS|NEWIPC[|NEWNET]
 //	      [|NEWUSER] [v2: CLONE_INTO_CGROUP] ─► block all signals; read fd 3
+//	  (or the view's template clones it, the
+//	   same namespaces but in a copy of the
+//	   view's root: template_linux.go)
 //	v1: AddProc(init) in every controller
 //	send "prepare" message ─────────────────► lo up; unshare NEWCGROUP (its
 //	  (rlimits, the view's mount steps,       root is now the job's cgroup);
 //	   the seccomp filter)                    / rprivate; build the root:
-//	                                            tmpfs T at /tmp, pivot into
-//	                                            T (host at /oldroot), tmpfs
-//	                                            /newroot, run the steps,
-//	                                            pivot into /newroot, detach T;
+//	                                            scratch at /tmp, pivot into
+//	                                            it (host at /oldroot), tmpfs
+//	                                            /newroot, run the steps (the
+//	                                            area: a tmpfs never mounted,
+//	                                            its dirs bound), pivot into
+//	                                            /newroot, detach the rest;
+//	                                            from a template: only the
+//	                                            job's own steps, at /;
 //	                                          rlimits, no_new_privs,
 //	                                          bounding set (CAP_KILL only),
 //	                                          not dumpable;
@@ -44,7 +51,9 @@ import (
 //	                                            keyring, user keyrings
 //	                                            cleared, seccomp; it waits
 //	read "prepared" or "error: …" ◄────────── reply; wait for the job
-//	   … an initiator may wait in a pool here (cold part done) …
+//	   … an initiator may wait in a pool here (cold part done); a job
+//	   started at once (Runner.Start) sends the job message right after
+//	   the prepare message instead, for the init to find it waiting …
 //	send "job" message ─────────────────────► hostname = job ID
 //	                                          C: hand the job to the target,
 //	                                            which chdirs and execs;
@@ -222,10 +231,12 @@ func restrictThread() error {
 }
 
 // buildRoot makes the job's root by running the view's plan (see
-// planView), which ends inside it.
+// planView), which ends inside it, or the job's own steps of it.
 func buildRoot(ops []mountOp) error {
+	b := builder{area: -1}
+	defer b.close()
 	for i, op := range ops {
-		if err := runMountOp(op); err != nil {
+		if err := b.run(op); err != nil {
 			where := strings.TrimPrefix(op.b, newRoot)
 			if errors.Is(err, unix.ELOOP) && op.kind == "bind" {
 				return fmt.Errorf("build root: step %d: bind %s: a symlink appeared in its path after the view was planned", i, where)
@@ -236,8 +247,28 @@ func buildRoot(ops []mountOp) error {
 	return nil
 }
 
-// runMountOp runs one step of planView's.
-func runMountOp(op mountOp) error {
+// builder runs a plan's steps; area is the job's area once made.
+type builder struct{ area int }
+
+func (b *builder) close() {
+	if b.area >= 0 {
+		unix.Close(b.area)
+	}
+}
+
+// at is where path lies: a relative path in the area, any other as is.
+func (b *builder) at(path string) (int, string, error) {
+	if strings.HasPrefix(path, "/") {
+		return unix.AT_FDCWD, path, nil
+	}
+	if b.area < 0 {
+		return 0, "", fmt.Errorf("%s: no area made yet: %w", path, unix.EBADF)
+	}
+	return b.area, path, nil
+}
+
+// run runs one of planView's steps.
+func (b *builder) run(op mountOp) error {
 	num := func(s string) (int, error) {
 		n, err := strconv.Atoi(s)
 		if err != nil {
@@ -252,12 +283,34 @@ func runMountOp(op mountOp) error {
 			return err
 		}
 		return unix.Mount(op.a, op.b, op.c, uintptr(flags), op.e)
+	case "area":
+		attr, err := num(op.d)
+		if err != nil {
+			return err
+		}
+		if b.area >= 0 {
+			return fmt.Errorf("a second area: %w", unix.EEXIST)
+		}
+		fd, err := newArea(op.a, op.c, op.e, attr)
+		if err != nil {
+			return err
+		}
+		b.area = fd
+		return nil
 	case "bind":
 		attr, err := num(op.c)
 		if err != nil {
 			return err
 		}
-		return bindPath(op.a, op.b, attr)
+		fromDir, from, err := b.at(op.a)
+		if err != nil {
+			return err
+		}
+		toDir, to, err := b.at(op.b)
+		if err != nil {
+			return err
+		}
+		return bindPath(fromDir, from, toDir, to, attr)
 	case "setattr":
 		attr, err := num(op.c)
 		if err != nil {
@@ -269,7 +322,11 @@ func runMountOp(op mountOp) error {
 		if err != nil {
 			return err
 		}
-		if err := unix.Mkdir(op.b, uint32(mode)); err != nil && !errors.Is(err, unix.EEXIST) {
+		dir, path, err := b.at(op.b)
+		if err != nil {
+			return err
+		}
+		if err := unix.Mkdirat(dir, path, uint32(mode)); err != nil && !errors.Is(err, unix.EEXIST) {
 			return err
 		}
 		return nil
@@ -278,7 +335,11 @@ func runMountOp(op mountOp) error {
 		if err != nil {
 			return err
 		}
-		fd, err := unix.Open(op.b, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC|unix.O_NOFOLLOW, uint32(mode))
+		dir, path, err := b.at(op.b)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Openat(dir, path, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC|unix.O_NOFOLLOW, uint32(mode))
 		if err != nil {
 			return err
 		}
@@ -318,7 +379,11 @@ func runMountOp(op mountOp) error {
 		if err != nil {
 			return err
 		}
-		return unix.Lchown(op.b, uid, gid)
+		dir, path, err := b.at(op.b)
+		if err != nil {
+			return err
+		}
+		return unix.Fchownat(dir, path, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
 	case "mknod":
 		mode, err := num(op.c)
 		if err != nil {
@@ -338,17 +403,51 @@ func runMountOp(op mountOp) error {
 	return fmt.Errorf("unknown step %q", op.kind)
 }
 
-// openPath opens path as O_PATH without following any symlink: a path
-// the plan saw as a directory or file, swapped for a link since, fails
-// with ELOOP instead of binding whatever the link names.
-func openPath(path string) (int, error) {
-	return unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS})
+// newArea makes a filesystem of type fstype with source src and the
+// comma-separated options data (key=value, or a key alone for a flag),
+// and mounts it nowhere, with attr: the fd of its root.
+func newArea(src, fstype, data string, attr int) (int, error) {
+	fs, err := unix.Fsopen(fstype, unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(fs)
+	if src != "" {
+		if err := unix.FsconfigSetString(fs, "source", src); err != nil {
+			return -1, fmt.Errorf("source %s: %w", src, err)
+		}
+	}
+	for _, o := range strings.Split(data, ",") {
+		if o == "" {
+			continue
+		}
+		if k, v, ok := strings.Cut(o, "="); ok {
+			err = unix.FsconfigSetString(fs, k, v)
+		} else {
+			err = unix.FsconfigSetFlag(fs, k)
+		}
+		if err != nil {
+			return -1, fmt.Errorf("option %s: %w", o, err)
+		}
+	}
+	if err := unix.FsconfigCreate(fs); err != nil {
+		return -1, err
+	}
+	return unix.Fsmount(fs, unix.FSMOUNT_CLOEXEC, attr)
 }
 
-// bindPath binds src's tree at dst with attr on every mount of it, both
-// opened by openPath: the copy is made and set detached, then attached.
-func bindPath(src, dst string, attr int) error {
-	from, err := openPath(src)
+// openPath opens path, in dir, as O_PATH without following any symlink: a
+// path the plan saw as a directory or file, swapped for a link since,
+// fails with ELOOP instead of binding whatever the link names.
+func openPath(dir int, path string) (int, error) {
+	return unix.Openat2(dir, path, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS})
+}
+
+// bindPath binds src's tree (in srcDir) at dst (in dstDir) with attr on
+// every mount of it, both opened by openPath: the copy is made and set
+// detached, then attached.
+func bindPath(srcDir int, src string, dstDir int, dst string, attr int) error {
+	from, err := openPath(srcDir, src)
 	if err != nil {
 		return err
 	}
@@ -361,7 +460,7 @@ func bindPath(src, dst string, attr int) error {
 	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: uint64(attr)}); err != nil {
 		return err
 	}
-	to, err := openPath(dst)
+	to, err := openPath(dstDir, dst)
 	if err != nil {
 		return err
 	}

@@ -33,17 +33,27 @@ type Initiator struct {
 
 // startIsolated runs spec in a sandbox made for it.
 func (r *Runner) startIsolated(spec Spec) (*Process, error) {
-	in, err := r.Prepare(*spec.Isolation)
+	job, err := jobMsgFor(spec, spec.Isolation.ID)
 	if err != nil {
 		return nil, err
 	}
-	return in.Launch(spec)
+	// The job goes with the prepare message: the init finds it waiting as
+	// soon as it is prepared, a round trip sooner.
+	in, err := r.prepare(*spec.Isolation, job)
+	if err != nil {
+		return nil, err
+	}
+	return in.launch(nil, nil)
 }
 
 // Prepare creates a sandbox for iso (see the handshake in init_linux.go) up
 // to the point where only the job is missing. iso.ID names its cgroup; an
 // empty ID gets a generated one. Setup is undone step by step on failure.
-func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
+func (r *Runner) Prepare(iso Isolation) (*Initiator, error) { return r.prepare(iso, nil) }
+
+// prepare is Prepare; a non-nil job (a job message) is sent with the
+// prepare message, and the Initiator must then be launched with none.
+func (r *Runner) prepare(iso Isolation, job []byte) (_ *Initiator, retErr error) {
 	version := iso.CgroupVersion
 	if version == 0 {
 		version = CgroupVersion()
@@ -62,8 +72,7 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox view: %w", err)
 	}
-	ops := plan.forJob(&iso, ids.uid, ids.gid)
-	prep := prepareConfig{NewNet: !iso.Network, UID: ids.uid, GID: ids.gid, Ops: ops}
+	prep := prepareConfig{NewNet: !iso.Network, UID: ids.uid, GID: ids.gid}
 	prep.ClearUserKeyrings = true
 	if iso.Seccomp != nil {
 		prep.Seccomp, prep.SeccompFlags, prep.ClearUserKeyrings = iso.Seccomp.prog, iso.Seccomp.flags, iso.Seccomp.keyrings
@@ -74,10 +83,6 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 			return nil, fmt.Errorf("unknown rlimit %s", rl.Type)
 		}
 		prep.Rlimits = append(prep.Rlimits, rlimit{Resource: res, Soft: rl.Soft, Hard: rl.Hard})
-	}
-	prepMsg, err := prepareMsg(&prep)
-	if err != nil {
-		return nil, err
 	}
 	name := iso.ID
 	if name == "" {
@@ -131,45 +136,36 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 		}
 	}()
 
-	flags := uintptr(syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC)
-	if !iso.Network {
-		flags |= syscall.CLONE_NEWNET
-	}
-	sys := &syscall.SysProcAttr{Cloneflags: flags, Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if iso.UserNamespace {
-		// Created first, the user namespace owns the others, so the helper
-		// (root inside) may still mount /proc and /tmp and set the hostname.
-		sys.Cloneflags |= syscall.CLONE_NEWUSER
-		idmap := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(ids.nsBase), Size: UserNamespaceBlock}}
-		sys.UidMappings, sys.GidMappings = idmap, idmap
-		sys.GidMappingsEnableSetgroups = true
-		// Root inside (the block's first host id): host uid 0 is not mapped, so without
-		// this the helper would be the overflow uid, without capabilities.
-		sys.Credential = &syscall.Credential{Uid: 0, Gid: 0}
-	}
-	if cgfd >= 0 {
-		sys.UseCgroupFD, sys.CgroupFD = true, cgfd
-	}
-	attr := &syscall.ProcAttr{
-		Files: append(fds.childFiles(), uintptr(syncp[1])),
-		Env:   []string{"GOMAXPROCS=1"}, // the helper needs no parallelism, and each thread is a host pid
-		Sys:   sys,
-	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil, ErrClosed
-	}
-	argv := []string{"chimirror-init", r.initArg()}
+	// The init: cloned by the view's template into a copy of its root,
+	// or started here to build the root itself.
+	// Either way r.mu is held across the fork and the register below (see
+	// Runner).
+	templated := false
 	var pid int
-	if iso.UserNamespace {
-		pid, err = forkAsOwner(ids.nsBase, "/proc/self/exe", argv, attr)
-	} else {
-		pid, err = syscall.ForkExec("/proc/self/exe", argv, attr)
+	if t := r.template(&iso, plan); t != nil {
+		r.mu.Lock()
+		if r.closed {
+			err = ErrClosed
+		} else {
+			pid, err = t.clone(!iso.Network, fds.childStdio, fds.childStdout, syncp[1], cgfd)
+		}
+		t.mu.Unlock()
+		switch {
+		case err == nil:
+			templated = true
+		case errors.Is(err, errNoInit): // no init holds the fds: start one here
+			r.mu.Unlock()
+			r.log.Warn("clone from view template; the job's init builds its root", "err", err)
+		default:
+			r.mu.Unlock()
+			return nil, err
+		}
 	}
-	if err != nil {
-		r.mu.Unlock()
-		return nil, fmt.Errorf("start init helper: %w", err)
+	if !templated {
+		pid, err = r.forkInit(&iso, ids, fds, syncp[1], cgfd)
+		if err != nil {
+			return nil, err
+		}
 	}
 	p := &Process{
 		Pid:      pid,
@@ -197,13 +193,66 @@ func (r *Runner) Prepare(iso Isolation) (_ *Initiator, retErr error) {
 			return nil, err
 		}
 	}
-	if err := in.send(prepMsg); err != nil {
+	prep.Ops = plan.forJob(&iso, ids.uid, ids.gid, templated)
+	prepMsg, err := prepareMsg(&prep)
+	if err != nil {
+		return nil, err
+	}
+	if err := in.send(append(prepMsg, job...)); err != nil {
 		return nil, err
 	}
 	if err := in.expect("prepared"); err != nil {
 		return nil, err
 	}
 	return in, nil
+}
+
+// forkInit starts an init that builds the job's root itself: this binary
+// again, born in the job's namespaces (and, on v2, its cgroup cgfd). It
+// returns with r.mu held, the caller to register the init, unless it fails.
+func (r *Runner) forkInit(iso *Isolation, ids jobIDs, fds jobFds, sync, cgfd int) (int, error) {
+	flags := uintptr(syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC)
+	if !iso.Network {
+		flags |= syscall.CLONE_NEWNET
+	}
+	sys := &syscall.SysProcAttr{Cloneflags: flags, Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if iso.UserNamespace {
+		// Created first, the user namespace owns the others, so the helper
+		// (root inside) may still mount /proc and /tmp and set the hostname.
+		sys.Cloneflags |= syscall.CLONE_NEWUSER
+		idmap := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(ids.nsBase), Size: UserNamespaceBlock}}
+		sys.UidMappings, sys.GidMappings = idmap, idmap
+		sys.GidMappingsEnableSetgroups = true
+		// Root inside (the block's first host id): host uid 0 is not mapped, so without
+		// this the helper would be the overflow uid, without capabilities.
+		sys.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	}
+	if cgfd >= 0 {
+		sys.UseCgroupFD, sys.CgroupFD = true, cgfd
+	}
+	attr := &syscall.ProcAttr{
+		Files: append(fds.childFiles(), uintptr(sync)),
+		Env:   []string{"GOMAXPROCS=1"}, // the helper needs no parallelism, and each thread is a host pid
+		Sys:   sys,
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return 0, ErrClosed
+	}
+	argv := []string{"chimirror-init", r.initArg()}
+	var pid int
+	var err error
+	if iso.UserNamespace {
+		pid, err = forkAsOwner(ids.nsBase, "/proc/self/exe", argv, attr)
+	} else {
+		pid, err = syscall.ForkExec("/proc/self/exe", argv, attr)
+	}
+	if err != nil {
+		r.mu.Unlock()
+		return 0, fmt.Errorf("start init helper: %w", err)
+	}
+	return pid, nil
 }
 
 // jobIDs are the ids a sandbox holds from the Runner's pools.
@@ -251,7 +300,28 @@ func (r *Runner) giveIDs(ids jobIDs) {
 
 // Launch runs spec in the prepared sandbox; spec.Isolation's ID, if any, is
 // the hostname. The Initiator is used up either way.
-func (in *Initiator) Launch(spec Spec) (_ *Process, retErr error) {
+func (in *Initiator) Launch(spec Spec) (*Process, error) {
+	msg, err := jobMsgFor(spec, in.host)
+	return in.launch(msg, err)
+}
+
+// jobMsgFor is spec's job message; host is the hostname unless
+// spec.Isolation names one.
+func jobMsgFor(spec Spec, host string) ([]byte, error) {
+	if spec.Isolation != nil && spec.Isolation.ID != "" {
+		host = spec.Isolation.ID
+	}
+	dir := spec.Dir
+	if dir == "" { // never the server's: it is not even in the view
+		dir = "/"
+	}
+	return jobMsg(&jobConfig{Path: spec.Path, Args: spec.Args, Env: spec.Env, Dir: dir, Hostname: host})
+}
+
+// launch sends msg, the job message (nil: it went with the prepare
+// message), and waits until the job runs; msgErr is why there is no msg.
+// The Initiator is used up either way.
+func (in *Initiator) launch(msg []byte, msgErr error) (_ *Process, retErr error) {
 	defer func() {
 		if err := in.sync.Close(); err != nil {
 			retErr = errors.Join(retErr, err)
@@ -260,20 +330,13 @@ func (in *Initiator) Launch(spec Spec) (_ *Process, retErr error) {
 			retErr = errors.Join(retErr, in.kill())
 		}
 	}()
-	host := in.host
-	if spec.Isolation != nil && spec.Isolation.ID != "" {
-		host = spec.Isolation.ID
+	if msgErr != nil {
+		return nil, msgErr
 	}
-	dir := spec.Dir
-	if dir == "" { // never the server's: it is not even in the view
-		dir = "/"
-	}
-	msg, err := jobMsg(&jobConfig{Path: spec.Path, Args: spec.Args, Env: spec.Env, Dir: dir, Hostname: host})
-	if err != nil {
-		return nil, err
-	}
-	if err := in.send(msg); err != nil {
-		return nil, err
+	if msg != nil {
+		if err := in.send(msg); err != nil {
+			return nil, err
+		}
 	}
 	// "ok": the target runs, and PID 1 already takes every signal (each init
 	// has them blocked or subscribed from its start).

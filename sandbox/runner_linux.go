@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"sync"
@@ -49,10 +50,15 @@ type Runner struct {
 	stop chan struct{}
 	done chan struct{}
 
-	goInit bool // tests: the Go init even where the C one is built in
+	goInit      bool // tests: the Go init even where the C one is built in
+	noTemplates bool // tests: every init builds its job's root itself
 
 	dynIDs, nsIDs *idPool // ids held by running sandboxes
 	plans         planCache
+	tmpls         templates
+	// aux are the Runner's children that are no job's: template holders,
+	// each with the channel closed once it is reaped. Under mu.
+	aux map[int]chan struct{}
 }
 
 // initArg is argv[1] of a sandbox's init.
@@ -96,6 +102,7 @@ func NewRunner(log *slog.Logger, opts RunnerOptions) (_ *Runner, retErr error) {
 	r := &Runner{
 		log:   log,
 		procs: make(map[int]*Process),
+		aux:   make(map[int]chan struct{}),
 		sigs:  make(chan os.Signal, 1),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
@@ -132,6 +139,26 @@ func (r *Runner) Close() error {
 		case <-p.done:
 		case <-time.After(5 * time.Second):
 			r.log.Error("process did not die after SIGKILL", "pid", p.Pid)
+		}
+	}
+	// Template holders end at EOF on their sockets; the reaper reaps them.
+	r.tmpls.close()
+	r.mu.Lock()
+	aux := make(map[int]chan struct{}, len(r.aux))
+	maps.Copy(aux, r.aux)
+	r.mu.Unlock()
+	for pid, done := range aux {
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+				r.log.Warn("kill template holder at runner close", "pid", pid, "err", err)
+			}
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				r.log.Error("template holder did not die after SIGKILL", "pid", pid)
+			}
 		}
 	}
 	close(r.stop)
@@ -185,9 +212,14 @@ func (r *Runner) reapAll() {
 		r.mu.Lock()
 		p := r.procs[pid]
 		delete(r.procs, pid)
+		done := r.aux[pid]
+		delete(r.aux, pid)
 		r.mu.Unlock()
 		if p == nil {
-			reap(pid) // an adopted orphan
+			reap(pid) // a template holder, or an adopted orphan
+			if done != nil {
+				close(done)
+			}
 			continue
 		}
 		p.exit()

@@ -22,6 +22,13 @@ import (
 // numbers are decimal.
 //
 //	mount   SRC DST FSTYPE FLAGS DATA   mount(2); an empty SRC, FSTYPE or DATA is NULL
+//	area    SRC -   FSTYPE ATTRS DATA   a new FSTYPE filesystem, never attached
+//	                                    anywhere (fsopen, fsmount): its
+//	                                    source is SRC, DATA its options
+//	                                    (key=value or key, comma-separated),
+//	                                    ATTRS its mount's. This is the job's
+//	                                    area: a relative path in any later
+//	                                    step (SRC or DST) lies in it
 //	bind    SRC DST ATTRS               a recursive bind with ATTRS on it and below; SRC
 //	                                    and DST are opened without following
 //	                                    any symlink (RESOLVE_NO_SYMLINKS), so a
@@ -39,20 +46,35 @@ import (
 //	                                    what was the root, chdir("/")
 //
 // ATTRS are MOUNT_ATTR_* bits. The plan starts in a copy of the host's
-// mounts: it mounts the job's own tmpfs on /tmp and pivots into it, the
-// host's tree then at /oldroot; builds the job's root at /newroot; and
-// enters it, which detaches the host's tree. The rest of the job's tmpfs
-// is bound into its root (/tmp, /var/tmp, /dev/shm, /run), so the
-// scratch the root was built in is the job's own, and out of its sight.
+// mounts: it mounts a small scratch tmpfs on /tmp and pivots into it, the
+// host's tree then at /oldroot; builds the job's root, a tmpfs, at
+// /newroot; and enters it, which detaches the scratch and the host's tree.
+// What the job may write of its own is the area, one tmpfs whose
+// directories are bound at /tmp, /var/tmp, /run, /dev/shm and View.Tmpfs
+// (one size, one superblock): the area itself is never in the job's sight.
+//
+// Each step is shared, the same for every job of the view, or the job's
+// own (its area, /proc, devpts, sysfs, and what names its ids). An init
+// that starts from the host's mounts runs them all, in order (opList
+// full). A template (template_linux.go) runs the shared ones once, which
+// end inside the root, and each job's init runs only its own, in a copy of
+// that root, with paths relative to it (opList job). So the job's own
+// steps never write into the root (read-only by then), only mount on it;
+// and they may come after shared steps they were planned before, which
+// changes nothing the job sees: a shared step that would land inside the
+// job's own mounts (a host path bound below /tmp, say) makes the view one
+// a template cannot hold.
 type mountOp struct{ kind, a, b, c, d, e string }
 
 const (
 	oldRoot = "/oldroot"
 	newRoot = "/newroot"
-	// In the build area (the job's tmpfs), out of the job's sight: what
-	// the job writes, and an empty directory that masked directories show.
-	jobTmp   = "/job"
+	// In the scratch tmpfs, out of the job's sight: an empty directory
+	// that masked directories of the host's show.
 	emptyDir = "/empty"
+	// In the job's area: an empty directory that masked directories of
+	// /proc show.
+	areaEmpty = "empty"
 )
 
 // Attributes of the view's bind mounts.
@@ -78,6 +100,21 @@ var procReadOnly = []string{"bus", "fs", "irq", "sys", "sysrq-trigger"}
 // viewTemplate is a view's plan but for the job's ids: the steps that
 // depend on them are filled in by forJob.
 type viewTemplate struct {
+	// full is every step, in order: for an init that starts from the
+	// host's mounts.
+	full opList
+	// root and job split full for a template (see mountOp): root is the
+	// shared steps, job the job's own. root is nil when the view cannot be
+	// held in a template.
+	root []mountOp
+	job  opList
+	// sources are the host paths the shared steps bind: a template built
+	// from them is stale once one of them is another file.
+	sources []string
+}
+
+// opList is steps, and where in them the job's ids go.
+type opList struct {
 	ops                []mountOp
 	run, passwd, group int // indexes of the steps that name the job's ids; -1: none
 }
@@ -129,17 +166,22 @@ func (c *planCache) get(iso *Isolation) (*viewTemplate, error) {
 	return t, nil
 }
 
-// forJob is t's steps for a job running as uid:gid. The steps are shared
-// but those it fills in: the caller must not change them.
-func (t *viewTemplate) forJob(iso *Isolation, uid, gid uint32) []mountOp {
-	ops := slices.Clone(t.ops)
-	ops[t.run].c, ops[t.run].d = strconv.FormatUint(uint64(uid), 10), strconv.FormatUint(uint64(gid), 10)
-	userName, groupName := cmp.Or(iso.UserName, "job"), cmp.Or(iso.GroupName, "job")
-	if t.passwd >= 0 {
-		ops[t.passwd].e = passwdFile(uid, gid, userName)
+// forJob is t's steps for a job running as uid:gid: all of them, or with
+// templated the job's own only. The steps are shared but those it fills
+// in: the caller must not change them.
+func (t *viewTemplate) forJob(iso *Isolation, uid, gid uint32, templated bool) []mountOp {
+	l := &t.full
+	if templated {
+		l = &t.job
 	}
-	if t.group >= 0 {
-		ops[t.group].e = groupFile(gid, groupName)
+	ops := slices.Clone(l.ops)
+	ops[l.run].c, ops[l.run].d = strconv.FormatUint(uint64(uid), 10), strconv.FormatUint(uint64(gid), 10)
+	userName, groupName := cmp.Or(iso.UserName, "job"), cmp.Or(iso.GroupName, "job")
+	if l.passwd >= 0 {
+		ops[l.passwd].e = passwdFile(uid, gid, userName)
+	}
+	if l.group >= 0 {
+		ops[l.group].e = groupFile(gid, groupName)
 	}
 	return ops
 }
@@ -155,7 +197,8 @@ func CheckView(v View) error {
 // planView plans iso's view from what the host has now.
 func planView(iso *Isolation) (*viewTemplate, error) {
 	v := iso.View
-	p := &planner{made: map[string]bool{"/": true}, view: v}
+	p := &planner{made: map[string]bool{"/": true}, view: v,
+		full: opList{run: -1, passwd: -1, group: -1}, job: opList{run: -1, passwd: -1, group: -1}}
 	for _, h := range v.Hide {
 		if !filepath.IsAbs(h) {
 			return nil, fmt.Errorf("hide %q: not an absolute path", h)
@@ -169,35 +212,38 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 		}
 		p.hidden = append(p.hidden, real)
 	}
-	t := &viewTemplate{passwd: -1, group: -1}
 	size := ""
 	if iso.TmpSizeBytes > 0 {
 		size = ",size=" + strconv.FormatInt(iso.TmpSizeBytes, 10)
 	}
-	// One tmpfs holds everything the job may write of its own, bound where
-	// the job sees it: /tmp, /var/tmp, /dev/shm, /run and View.Tmpfs share
-	// one size and one superblock (each superblock costs the job's exit a
-	// teardown). The root is built in it.
-	p.add("mount", "tmpfs", "/tmp", "tmpfs", strconv.Itoa(unix.MS_NOSUID|unix.MS_NODEV), "mode=0700"+size)
-	p.add("mkdir", "", "/tmp"+oldRoot, "448") // 0700
-	p.add("mkdir", "", "/tmp"+newRoot, "448")
-	p.add("pivot", "/tmp", "/tmp"+oldRoot)
+	// The scratch the root is built from: the host's tree below it, and
+	// the empty directory host paths are masked with.
+	p.add(shared, "mount", "tmpfs", "/tmp", "tmpfs", strconv.Itoa(unix.MS_NOSUID|unix.MS_NODEV), "mode=0700,size=1m")
+	p.add(shared, "mkdir", "", "/tmp"+oldRoot, "448") // 0700
+	p.add(shared, "mkdir", "", "/tmp"+newRoot, "448")
+	p.add(shared, "pivot", "/tmp", "/tmp"+oldRoot)
 	// Not nodev: /dev is a directory of it. It is read-only once built.
-	p.add("mount", "tmpfs", newRoot, "tmpfs", strconv.Itoa(unix.MS_NOSUID), "mode=0755,size=1m")
-	p.add("mkdir", "", jobTmp, "493") // 0755
-	own := func(dir, sub string, mode string) {
-		p.add("mkdir", "", jobTmp+"/"+sub, mode)
+	p.add(shared, "mount", "tmpfs", newRoot, "tmpfs", strconv.Itoa(unix.MS_NOSUID), "mode=0755,size=1m")
+	// The job's area: one tmpfs holds everything the job may write of its
+	// own, bound where the job sees it: /tmp, /var/tmp, /dev/shm, /run and
+	// View.Tmpfs share one size and one superblock (each superblock costs
+	// the job's exit a teardown).
+	p.add(own, "area", "tmpfs", "", "tmpfs", strconv.Itoa(attrRW), "mode=0700"+size)
+	ownDir := func(dir, sub string, mode string) {
+		p.add(own, "mkdir", "", sub, mode)
 		p.dirs(dir)
-		p.add("bind", jobTmp+"/"+sub, newRoot+dir, strconv.Itoa(attrRW))
+		p.add(own, "bind", sub, newRoot+dir, strconv.Itoa(attrRW))
+		p.own = append(p.own, dir)
 	}
 	// First: a bind below /tmp lands inside the job's own /tmp.
-	own("/tmp", "tmp", "1023") // 01777
-	own("/var/tmp", "var-tmp", "1023")
-	p.add("mkdir", "", jobTmp+"/run", "493")
-	p.add("chown", "", jobTmp+"/run") // the job's own: forJob fills in its ids
-	t.run = len(p.ops) - 1
+	ownDir("/tmp", "tmp", "1023") // 01777
+	ownDir("/var/tmp", "var-tmp", "1023")
+	p.add(own, "mkdir", "", "run", "493") // 0755
+	p.add(own, "chown", "", "run")        // the job's own: forJob fills in its ids
+	p.full.run, p.job.run = p.last()
 	p.dirs("/run")
-	p.add("bind", jobTmp+"/run", newRoot+"/run", strconv.Itoa(attrRW))
+	p.add(own, "bind", "run", newRoot+"/run", strconv.Itoa(attrRW))
+	p.own = append(p.own, "/run")
 
 	// /dev: a directory of the root, read-only with it.
 	p.dirs("/dev")
@@ -207,53 +253,58 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 			return nil, fmt.Errorf("device /dev/%s: %w", n, err)
 		}
 		if !iso.UserNamespace { // the same node, made: cheaper than a bind
-			p.add("mknod", "", newRoot+"/dev/"+n, strconv.FormatUint(uint64(st.Mode), 10), strconv.FormatUint(st.Rdev, 10))
+			p.add(shared, "mknod", "", newRoot+"/dev/"+n, strconv.FormatUint(uint64(st.Mode), 10), strconv.FormatUint(st.Rdev, 10))
 			continue
 		}
 		// A user namespace may not make device nodes: the host's are bound.
-		p.add("file", "", newRoot+"/dev/"+n, "438")
-		p.add("bind", oldRoot+"/dev/"+n, newRoot+"/dev/"+n, strconv.Itoa(attrDevNode))
+		p.add(shared, "file", "", newRoot+"/dev/"+n, "438")
+		p.hostBind("/dev/"+n, "/dev/"+n, attrDevNode)
 	}
-	p.add("mkdir", "", newRoot+"/dev/pts", "493")
-	p.add("mount", "devpts", newRoot+"/dev/pts", "devpts", strconv.Itoa(unix.MS_NOSUID|unix.MS_NOEXEC), "newinstance,ptmxmode=0666,mode=0620")
-	p.add("symlink", "pts/ptmx", newRoot+"/dev/ptmx")
-	own("/dev/shm", "shm", "1023")
+	p.add(shared, "mkdir", "", newRoot+"/dev/pts", "493")
+	p.add(own, "mount", "devpts", newRoot+"/dev/pts", "devpts", strconv.Itoa(unix.MS_NOSUID|unix.MS_NOEXEC), "newinstance,ptmxmode=0666,mode=0620")
+	p.add(shared, "symlink", "pts/ptmx", newRoot+"/dev/ptmx")
+	ownDir("/dev/shm", "shm", "1023")
 	for _, l := range [][2]string{{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"},
 		{"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"}} {
-		p.add("symlink", l[1], newRoot+"/dev/"+l[0])
+		p.add(shared, "symlink", l[1], newRoot+"/dev/"+l[0])
 	}
 
 	// A fresh /proc for the job's pid namespace, with runc's masks.
 	p.dirs("/proc")
-	p.add("mount", "proc", newRoot+"/proc", "proc", strconv.Itoa(unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC), "")
+	p.add(own, "mount", "proc", newRoot+"/proc", "proc", strconv.Itoa(unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC), "")
 	// The job's /proc has what the host's has: the same kernel.
 	for _, m := range procMasked {
-		p.mask("/proc/"+m, "/proc/"+m)
+		p.maskProc("/proc/" + m)
 	}
 	for _, r := range procReadOnly {
 		if _, err := os.Lstat("/proc/" + r); err == nil {
-			p.add("ro", "", newRoot+"/proc/"+r)
+			p.add(own, "ro", "", newRoot+"/proc/"+r)
 		}
 	}
 
-	// The job's own account files, unless the view binds the host's.
+	// The job's own account files, unless the view binds the host's: an
+	// empty file of the root, with a read-only bind of the job's on it.
 	p.dirs("/etc")
 	for _, f := range []struct {
 		name, content string
-		index         *int
+		full, job     *int
 	}{
-		{"passwd", "", &t.passwd}, // forJob fills the ids in
-		{"group", "", &t.group},
-		{"hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n", nil},
-		{"nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n", nil},
+		{"passwd", "", &p.full.passwd, &p.job.passwd}, // forJob fills the ids in
+		{"group", "", &p.full.group, &p.job.group},
+		{"hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n", nil, nil},
+		{"nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n", nil, nil},
 	} {
 		if slices.Contains(v.RO, "/etc/"+f.name) || slices.Contains(v.RW, "/etc/"+f.name) {
 			continue
 		}
-		p.add("file", "", newRoot+"/etc/"+f.name, "420", "", f.content) // 0644
-		if f.index != nil {
-			*f.index = len(p.ops) - 1
+		if f.full == nil {
+			p.add(shared, "file", "", newRoot+"/etc/"+f.name, "420", "", f.content) // 0644
+			continue
 		}
+		p.add(shared, "file", "", newRoot+"/etc/"+f.name, "420")
+		p.add(own, "file", "", f.name, "420")
+		*f.full, *f.job = p.last()
+		p.add(own, "bind", f.name, newRoot+"/etc/"+f.name, strconv.Itoa(attrRO))
 	}
 
 	// The host's paths, parents before children.
@@ -274,6 +325,22 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 			return nil, err
 		}
 	}
+	// The server's own files, wherever a bind shows them: a bind shows
+	// its source's tree at its place in the view.
+	type mask struct{ at, host string }
+	var masks []mask
+	for _, h := range p.hidden {
+		for _, b := range p.bound {
+			if !within(h, b.src) {
+				continue
+			}
+			at := filepath.Join(b.view, strings.TrimPrefix(h, b.src))
+			// Under a tmpfs path the job sees its own empty dir instead.
+			if !slices.ContainsFunc(v.Tmpfs, func(d string) bool { return within(at, d) }) {
+				masks = append(masks, mask{at, h})
+			}
+		}
+	}
 	for i, dir := range v.Tmpfs {
 		if err := checkViewPath(dir); err != nil {
 			return nil, fmt.Errorf("tmpfs %w", err)
@@ -287,57 +354,86 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 				}
 			}
 		}
-		own(dir, "tmpfs"+strconv.Itoa(i), "1023")
-	}
-	// The server's own files, wherever a bind shows them: a bind shows
-	// its source's tree at its place in the view.
-	for _, h := range p.hidden {
-		for _, b := range p.bound {
-			if !within(h, b.src) {
-				continue
-			}
-			at := filepath.Join(b.view, strings.TrimPrefix(h, b.src))
-			// Under a tmpfs path the job sees its own empty dir instead.
-			if !slices.ContainsFunc(v.Tmpfs, func(d string) bool { return within(at, d) }) {
-				p.mask(at, h)
-			}
+		// Under a mask the job sees the mask's empty dir: the tmpfs would
+		// be out of sight, and the mask has no directory to mount it on.
+		if slices.ContainsFunc(masks, func(m mask) bool { return within(dir, m.at) }) {
+			continue
 		}
+		ownDir(dir, "tmpfs"+strconv.Itoa(i), "1023")
+	}
+	for _, m := range masks {
+		p.mask(m.at, m.host)
 	}
 	if v.Sys {
 		p.dirs("/sys")
-		p.add("mount", "sysfs", newRoot+"/sys", "sysfs", strconv.Itoa(unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC), "")
+		// sysfs shows the mounter's network namespace: the job's own.
+		p.add(own, "mount", "sysfs", newRoot+"/sys", "sysfs", strconv.Itoa(unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC), "")
 	}
-	p.add("setattr", "", newRoot, strconv.Itoa(unix.MOUNT_ATTR_RDONLY))
-	p.add("enter", "", newRoot)
-	t.ops = p.ops
+	p.add(shared, "setattr", "", newRoot, strconv.Itoa(unix.MOUNT_ATTR_RDONLY))
+	p.add(shared, "enter", "", newRoot)
+	t := &viewTemplate{full: p.full, job: p.job, sources: p.sources}
+	if !p.notShared {
+		t.root = p.root
+	}
 	return t, nil
 }
 
 // mask covers path in the view, if hostPath (what it shows) exists: a
 // directory with an empty one, read-only, anything else with /dev/null.
+// The masks are shared steps: the host's paths are the same for every job.
 func (p *planner) mask(path, hostPath string) {
 	st, err := os.Lstat(hostPath)
 	switch {
 	case err != nil: // nothing there to hide
 	case st.IsDir():
-		// An empty directory of mode 0 in the build area, bound read-only
+		// An empty directory of mode 0 in the scratch, bound read-only
 		// wherever a directory is masked.
 		if !p.made[emptyDir] {
-			p.add("mkdir", "", emptyDir, "0")
+			p.add(shared, "mkdir", "", emptyDir, "0")
 			p.made[emptyDir] = true
 		}
-		p.add("bind", emptyDir, newRoot+path, strconv.Itoa(attrMask))
+		p.add(shared, "bind", emptyDir, newRoot+path, strconv.Itoa(attrMask))
 	default:
-		p.add("bind", oldRoot+"/dev/null", newRoot+path, strconv.Itoa(attrMask))
+		p.add(shared, "bind", oldRoot+"/dev/null", newRoot+path, strconv.Itoa(attrMask))
 	}
 }
 
+// maskProc covers path, under the job's own /proc, as mask does: with an
+// empty directory of its area, or the root's /dev/null.
+func (p *planner) maskProc(path string) {
+	st, err := os.Lstat(path)
+	switch {
+	case err != nil: // the kernel has none
+	case st.IsDir():
+		if !p.areaEmpty {
+			p.add(own, "mkdir", "", areaEmpty, "0")
+			p.areaEmpty = true
+		}
+		p.add(own, "bind", areaEmpty, newRoot+path, strconv.Itoa(attrMask))
+	default:
+		p.add(own, "bind", newRoot+"/dev/null", newRoot+path, strconv.Itoa(attrMask))
+	}
+}
+
+// step says whose a step is: every job's of the view, or the job's own.
+type step bool
+
+const (
+	shared step = false
+	own    step = true
+)
+
 type planner struct {
-	view   View
-	hidden []string // view.Hide, symlinks resolved
-	ops    []mountOp
-	made   map[string]bool // directories the plan has made in the job's root
-	bound  []boundPath     // host binds so far
+	view      View
+	hidden    []string // view.Hide, symlinks resolved
+	made      map[string]bool // directories the plan has made in the job's root
+	bound     []boundPath     // host binds so far
+	own       []string        // where the job's area is bound so far
+	areaEmpty bool            // the area has its empty directory
+	sources   []string        // host paths bound
+	full, job opList
+	root      []mountOp
+	notShared bool // a shared step lands in the job's own mounts: no template
 }
 
 // boundPath is a bind of the host's src at view in the job's root.
@@ -346,10 +442,41 @@ type boundPath struct {
 	attr      int
 }
 
-func (p *planner) add(kind string, args ...string) {
+func (p *planner) add(whose step, kind string, args ...string) {
 	var a [5]string
 	copy(a[:], args)
-	p.ops = append(p.ops, mountOp{kind, a[0], a[1], a[2], a[3], a[4]})
+	op := mountOp{kind, a[0], a[1], a[2], a[3], a[4]}
+	p.full.ops = append(p.full.ops, op)
+	if whose == own {
+		op.a, op.b = inRoot(op.a), inRoot(op.b)
+		p.job.ops = append(p.job.ops, op)
+		return
+	}
+	p.root = append(p.root, op)
+	if at, ok := strings.CutPrefix(op.b, newRoot); ok && slices.ContainsFunc(p.own, func(d string) bool { return within(at, d) }) {
+		p.notShared = true
+	}
+}
+
+// last is the index of the last own step in full and in job.
+func (p *planner) last() (full, job int) { return len(p.full.ops) - 1, len(p.job.ops) - 1 }
+
+// inRoot is path as the job's own steps name it once the root is entered:
+// /newroot/x is /x; the area's and other paths stay.
+func inRoot(path string) string {
+	if path == newRoot {
+		return "/"
+	}
+	if rest, ok := strings.CutPrefix(path, newRoot+"/"); ok {
+		return "/" + rest
+	}
+	return path
+}
+
+// hostBind binds the host's src at dst in the view with attr, a shared step.
+func (p *planner) hostBind(src, dst string, attr int) {
+	p.add(shared, "bind", oldRoot+src, newRoot+dst, strconv.Itoa(attr))
+	p.sources = append(p.sources, src)
 }
 
 // inBind reports whether path lies at or below a bind made so far: it is
@@ -381,7 +508,7 @@ func (p *planner) dirs(dir string) {
 		return
 	}
 	p.dirs(filepath.Dir(dir))
-	p.add("mkdir", "", newRoot+dir, "493") // 0755
+	p.add(shared, "mkdir", "", newRoot+dir, "493") // 0755
 	p.made[dir] = true
 }
 
@@ -430,7 +557,7 @@ func (p *planner) bind(path string, attr int) error {
 			// or at what the sandbox makes itself (/proc, /dev, /sys, the
 			// root), which the job's own answer.
 			p.dirs(filepath.Dir(path))
-			p.add("symlink", target, newRoot+path)
+			p.add(shared, "symlink", target, newRoot+path)
 			return nil
 		}
 		// It points out of the view (/etc/resolv.conf into /run): what it
@@ -523,10 +650,10 @@ func (p *planner) bindAt(src, path string, st os.FileInfo, attr int) error {
 	default:
 		p.dirs(filepath.Dir(path))
 		if !p.inBind(path) {
-			p.add("file", "", newRoot+path, "420")
+			p.add(shared, "file", "", newRoot+path, "420")
 		}
 	}
-	p.add("bind", oldRoot+src, newRoot+path, strconv.Itoa(attr))
+	p.hostBind(src, path, attr)
 	p.bound = append(p.bound, boundPath{view: path, src: src, attr: attr})
 	return nil
 }

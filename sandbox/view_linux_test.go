@@ -114,7 +114,7 @@ func viewPlan(iso *Isolation, uid, gid uint32) ([]mountOp, error) {
 	if err != nil {
 		return nil, err
 	}
-	return t.forJob(iso, uid, gid), nil
+	return t.forJob(iso, uid, gid, false), nil
 }
 
 func mustPlan(t *testing.T, iso *Isolation) *viewTemplate {
@@ -173,6 +173,19 @@ func sameSteps(a, b []mountOp) bool {
 	slices.SortFunc(a, cmp)
 	slices.SortFunc(b, cmp)
 	return slices.Equal(a, b)
+}
+
+// inArea reports whether a step names a path in the job's area (a
+// relative one).
+func inArea(op mountOp) bool {
+	rel := func(p string) bool { return p != "" && !strings.HasPrefix(p, "/") }
+	switch op.kind {
+	case "bind":
+		return rel(op.a) || rel(op.b)
+	case "mkdir", "file", "chown":
+		return rel(op.b)
+	}
+	return false
 }
 
 func dumpOps(ops []mountOp) string {
@@ -323,14 +336,14 @@ func TestPlan_Binds(t *testing.T) {
 		}},
 		{"Tmpfs", View{RO: []string{at("ro")}, Tmpfs: []string{at("ro/sub")}}, func(t *testing.T, ops []mountOp) {
 			op := oneOp(t, ops, "bind", newRoot+at("ro/sub"))
-			if op.a != jobTmp+"/tmpfs0" || op.c != rwAttr {
-				t.Errorf("tmpfs step %+v, want the job's %s/tmpfs0 bound read-write", op, jobTmp)
+			if op.a != "tmpfs0" || op.c != rwAttr {
+				t.Errorf("tmpfs step %+v, want the area's tmpfs0 bound read-write", op)
 			}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tc.check(t, mustPlan(t, &Isolation{View: tc.view}).ops)
+			tc.check(t, mustPlan(t, &Isolation{View: tc.view}).full.ops)
 		})
 	}
 }
@@ -345,7 +358,7 @@ func TestPlan_HideThroughOutLink(t *testing.T) {
 	at := func(p string) string { return filepath.Join(dir, p) }
 	for _, hide := range []string{at("out-dir-link/secret"), at("outside/secret")} {
 		t.Run(filepath.Base(filepath.Dir(hide)), func(t *testing.T) {
-			ops := mustPlan(t, &Isolation{View: View{RO: []string{at("out-dir-link")}, Hide: []string{hide}}}).ops
+			ops := mustPlan(t, &Isolation{View: View{RO: []string{at("out-dir-link")}, Hide: []string{hide}}}).full.ops
 			// The secret is in the view at out-dir-link/secret.
 			if op := oneOp(t, ops, "bind", newRoot+at("out-dir-link")); op.a != oldRoot+at("outside") {
 				t.Fatalf("bind step %+v", op)
@@ -368,7 +381,7 @@ func TestPlan_HiddenTargetOfLink(t *testing.T) {
 	if err := os.Symlink("ro/secret.txt", link); err != nil {
 		t.Fatal(err)
 	}
-	ops := mustPlan(t, &Isolation{View: View{RO: []string{at("ro"), link}, Hide: []string{at("ro/secret.txt")}}}).ops
+	ops := mustPlan(t, &Isolation{View: View{RO: []string{at("ro"), link}, Hide: []string{at("ro/secret.txt")}}}).full.ops
 	oneOp(t, ops, "bind", newRoot+at("ro/secret.txt")) // the Hide path itself is masked
 	for _, op := range ops {
 		if op.a == oldRoot+at("ro/secret.txt") {
@@ -413,7 +426,7 @@ func TestPlan_Refused(t *testing.T) {
 			t.Parallel()
 			tpl, err := planView(&Isolation{View: tc.view})
 			if err == nil {
-				t.Fatalf("planView(%+v) succeeded, want an error; plan:\n%s", tc.view, dumpOps(tpl.ops))
+				t.Fatalf("planView(%+v) succeeded, want an error; plan:\n%s", tc.view, dumpOps(tpl.full.ops))
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("planView(%+v): %v, want an error mentioning %q", tc.view, err, tc.want)
@@ -480,55 +493,73 @@ func TestPlan_ForJob(t *testing.T) {
 			t.Parallel()
 			iso := &Isolation{UserName: tc.userName, GroupName: tc.groupName, View: View{RO: []string{filepath.Join(dir, "ro")}}}
 			tpl := mustPlan(t, iso)
-			before := slices.Clone(tpl.ops)
-			ops := tpl.forJob(iso, tc.uid, tc.gid)
-			if !slices.Equal(tpl.ops, before) {
-				t.Error("forJob changed the shared template")
-			}
-			if len(ops) != len(tpl.ops) {
-				t.Fatalf("forJob: %d steps, template has %d", len(ops), len(tpl.ops))
-			}
-
-			lines := func(s string) []string { return strings.Split(strings.TrimSuffix(s, "\n"), "\n") }
-			passwd := lines(oneOp(t, ops, "file", newRoot+"/etc/passwd").e)
-			group := lines(oneOp(t, ops, "file", newRoot+"/etc/group").e)
-			if !slices.Contains(passwd, "root:x:0:0:root:/root:/usr/sbin/nologin") || !slices.ContainsFunc(passwd, func(l string) bool { return strings.HasPrefix(l, "nobody:x:65534:65534:") }) {
-				t.Errorf("passwd lacks root or nobody: %q", passwd)
-			}
-			if !slices.Contains(group, "root:x:0:") || !slices.Contains(group, "nogroup:x:65534:") {
-				t.Errorf("group lacks root or nogroup: %q", group)
-			}
-			if tc.wantPasswd == "" {
-				if len(passwd) != 2 {
-					t.Errorf("passwd for uid %d: %q, want root and nobody only", tc.uid, passwd)
+			for _, templated := range []bool{false, true} {
+				l, prefix := tpl.full, newRoot
+				if templated {
+					l, prefix = tpl.job, ""
 				}
-			} else if !slices.ContainsFunc(passwd, func(l string) bool { return strings.HasPrefix(l, tc.wantPasswd) }) || len(passwd) != 3 {
-				t.Errorf("passwd: %q, want a line %q…", passwd, tc.wantPasswd)
-			}
-			if tc.wantGroup == "" {
-				if len(group) != 2 {
-					t.Errorf("group for gid %d: %q, want root and nogroup only", tc.gid, group)
+				before := slices.Clone(l.ops)
+				ops := tpl.forJob(iso, tc.uid, tc.gid, templated)
+				if !slices.Equal(l.ops, before) {
+					t.Error("forJob changed the shared template")
 				}
-			} else if !slices.Contains(group, tc.wantGroup) || len(group) != 3 {
-				t.Errorf("group: %q, want a line %q", group, tc.wantGroup)
-			}
+				if len(ops) != len(l.ops) {
+					t.Fatalf("forJob: %d steps, template has %d", len(ops), len(l.ops))
+				}
 
-			chown := oneOp(t, ops, "chown", jobTmp+"/run")
-			if chown.c != strconv.Itoa(int(tc.uid)) || chown.d != strconv.Itoa(int(tc.gid)) {
-				t.Errorf("chown step %+v, want %d:%d", chown, tc.uid, tc.gid)
-			}
-			// The job's /run is chowned before it is bound in its place.
-			if c, b := indexOf(ops, "chown", jobTmp+"/run"), indexOf(ops, "bind", newRoot+"/run"); c < 0 || b < 0 || c > b || ops[b].a != jobTmp+"/run" {
-				t.Errorf("chown at %d, bind of /run at %d (%+v)", c, b, ops[max(b, 0)])
-			}
+				// The job's files are made in its area and bound read-only
+				// on empty files of the root.
+				lines := func(s string) []string { return strings.Split(strings.TrimSuffix(s, "\n"), "\n") }
+				passwd := lines(oneOp(t, ops, "file", "passwd").e)
+				group := lines(oneOp(t, ops, "file", "group").e)
+				for _, f := range []string{"passwd", "group"} {
+					if op := oneOp(t, ops, "bind", prefix+"/etc/"+f); op.a != f || op.c != roAttr {
+						t.Errorf("bind step %+v, want the area's %s read-only", op, f)
+					}
+					if indexOf(ops, "file", f) > indexOf(ops, "bind", prefix+"/etc/"+f) {
+						t.Errorf("%s bound before it is written", f)
+					}
+				}
+				if !slices.Contains(passwd, "root:x:0:0:root:/root:/usr/sbin/nologin") || !slices.ContainsFunc(passwd, func(l string) bool { return strings.HasPrefix(l, "nobody:x:65534:65534:") }) {
+					t.Errorf("passwd lacks root or nobody: %q", passwd)
+				}
+				if !slices.Contains(group, "root:x:0:") || !slices.Contains(group, "nogroup:x:65534:") {
+					t.Errorf("group lacks root or nogroup: %q", group)
+				}
+				if tc.wantPasswd == "" {
+					if len(passwd) != 2 {
+						t.Errorf("passwd for uid %d: %q, want root and nobody only", tc.uid, passwd)
+					}
+				} else if !slices.ContainsFunc(passwd, func(l string) bool { return strings.HasPrefix(l, tc.wantPasswd) }) || len(passwd) != 3 {
+					t.Errorf("passwd: %q, want a line %q…", passwd, tc.wantPasswd)
+				}
+				if tc.wantGroup == "" {
+					if len(group) != 2 {
+						t.Errorf("group for gid %d: %q, want root and nogroup only", tc.gid, group)
+					}
+				} else if !slices.Contains(group, tc.wantGroup) || len(group) != 3 {
+					t.Errorf("group: %q, want a line %q", group, tc.wantGroup)
+				}
 
-			// viewPlan is planView and forJob in one.
-			direct, err := viewPlan(iso, tc.uid, tc.gid)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !sameSteps(direct, ops) {
-				t.Errorf("viewPlan differs from planView+forJob:\n%s\nvs\n%s", dumpOps(direct), dumpOps(ops))
+				chown := oneOp(t, ops, "chown", "run")
+				if chown.c != strconv.Itoa(int(tc.uid)) || chown.d != strconv.Itoa(int(tc.gid)) {
+					t.Errorf("chown step %+v, want %d:%d", chown, tc.uid, tc.gid)
+				}
+				// The job's /run is chowned before it is bound in its place.
+				if c, b := indexOf(ops, "chown", "run"), indexOf(ops, "bind", prefix+"/run"); c < 0 || b < 0 || c > b || ops[b].a != "run" {
+					t.Errorf("chown at %d, bind of /run at %d (%+v)", c, b, ops[max(b, 0)])
+				}
+				if templated {
+					continue
+				}
+				// viewPlan is planView and forJob in one.
+				direct, err := viewPlan(iso, tc.uid, tc.gid)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !sameSteps(direct, ops) {
+					t.Errorf("viewPlan differs from planView+forJob:\n%s\nvs\n%s", dumpOps(direct), dumpOps(ops))
+				}
 			}
 		})
 	}
@@ -546,10 +577,10 @@ func TestPlan_HostAccountFiles(t *testing.T) {
 	}
 	iso := &Isolation{View: View{RO: []string{"/etc/passwd"}, RW: []string{"/etc/group"}}}
 	tpl := mustPlan(t, iso)
-	if tpl.passwd != -1 || tpl.group != -1 {
-		t.Errorf("template indexes passwd %d, group %d; want -1", tpl.passwd, tpl.group)
+	if tpl.full.passwd != -1 || tpl.full.group != -1 {
+		t.Errorf("template indexes passwd %d, group %d; want -1", tpl.full.passwd, tpl.full.group)
 	}
-	ops := tpl.forJob(iso, 1234, 1234)
+	ops := tpl.forJob(iso, 1234, 1234, false)
 	for _, f := range []string{"/etc/passwd", "/etc/group"} {
 		if n := len(opsAt(ops, "file", newRoot+f)); n != 1 { // the bind's mount point, empty
 			t.Errorf("%d file steps at %s, want 1", n, f)
@@ -577,7 +608,7 @@ func TestPlan_DeviceNodes(t *testing.T) {
 	for _, userns := range []bool{false, true} {
 		t.Run("userns="+strconv.FormatBool(userns), func(t *testing.T) {
 			t.Parallel()
-			ops := mustPlan(t, &Isolation{UserNamespace: userns}).ops
+			ops := mustPlan(t, &Isolation{UserNamespace: userns}).full.ops
 			for _, n := range devNodes {
 				dst := newRoot + "/dev/" + n
 				var st unix.Stat_t
@@ -641,7 +672,8 @@ func TestPlan_Frame(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want0 := mountOp{"mount", "tmpfs", "/tmp", "tmpfs", strconv.Itoa(unix.MS_NOSUID | unix.MS_NODEV), "mode=0700" + tc.wantSize}
+			// The scratch, small: it holds only what the root is built from.
+			want0 := mountOp{"mount", "tmpfs", "/tmp", "tmpfs", strconv.Itoa(unix.MS_NOSUID | unix.MS_NODEV), "mode=0700,size=1m"}
 			if ops[0] != want0 {
 				t.Errorf("first step %+v, want %+v", ops[0], want0)
 			}
@@ -663,10 +695,18 @@ func TestPlan_Frame(t *testing.T) {
 			if i := indexOf(ops, "mount", newRoot); i != pivot+1 || ops[i].c != "tmpfs" {
 				t.Errorf("tmpfs on %s at step %d, want right after the pivot at %d", newRoot, i, pivot)
 			}
-			// Every private tmpfs has the size.
-			for _, op := range ops {
-				if op.kind == "mount" && op.c == "tmpfs" && op.b != newRoot && !strings.HasSuffix(op.e, tc.wantSize) {
-					t.Errorf("tmpfs step %+v without %q", op, tc.wantSize)
+			// One area, with the size, made before anything in it; no other
+			// tmpfs but the scratch and the root.
+			area := oneOp(t, ops, "area", "")
+			if want := (mountOp{"area", "tmpfs", "", "tmpfs", rwAttr, "mode=0700" + tc.wantSize}); area != want {
+				t.Errorf("area step %+v, want %+v", area, want)
+			}
+			for i, op := range ops {
+				if op.kind == "mount" && op.c == "tmpfs" && op.b != newRoot && i != 0 {
+					t.Errorf("tmpfs step %+v besides the area", op)
+				}
+				if inArea(op) && i < indexOf(ops, "area", "") {
+					t.Errorf("step %d %+v uses the area before it is made", i, op)
 				}
 			}
 			// Ends: the root made read-only, then entered.
@@ -682,8 +722,8 @@ func TestPlan_Frame(t *testing.T) {
 			}
 			// The job's own scratch, bound in its place.
 			for dst, src := range map[string]string{"/tmp": "tmp", "/var/tmp": "var-tmp", "/run": "run", "/dev/shm": "shm"} {
-				if op := oneOp(t, ops, "bind", newRoot+dst); op.a != jobTmp+"/"+src || op.c != rwAttr {
-					t.Errorf("bind step %+v, want %s/%s read-write", op, jobTmp, src)
+				if op := oneOp(t, ops, "bind", newRoot+dst); op.a != src || op.c != rwAttr {
+					t.Errorf("bind step %+v, want the area's %s read-write", op, src)
 				}
 			}
 			// proc, and sys only when asked.
@@ -694,8 +734,8 @@ func TestPlan_Frame(t *testing.T) {
 				t.Errorf("%d sysfs steps, want %d", got, want)
 			}
 			if _, err := os.Stat("/proc/kcore"); err == nil {
-				if op := oneOp(t, ops, "bind", newRoot+"/proc/kcore"); op.a != oldRoot+"/dev/null" {
-					t.Errorf("/proc/kcore mask %+v", op)
+				if op := oneOp(t, ops, "bind", newRoot+"/proc/kcore"); op.a != newRoot+"/dev/null" {
+					t.Errorf("/proc/kcore mask %+v, want the root's /dev/null", op)
 				}
 			}
 		})
@@ -738,7 +778,7 @@ func TestPlan_Cache(t *testing.T) {
 			if (got == base) != tc.same {
 				t.Errorf("same template as the first view: %v, want %v", got == base, tc.same)
 			}
-			if !tc.same && sameSteps(got.ops, base.ops) {
+			if !tc.same && sameSteps(got.full.ops, base.full.ops) {
 				t.Error("a different view got the same steps")
 			}
 			if again := get(tc.iso); again != got {
@@ -759,7 +799,7 @@ func TestPlan_Cache(t *testing.T) {
 	if fresh == base {
 		t.Error("a plan older than planTTL was reused")
 	}
-	if !sameSteps(fresh.ops, base.ops) {
+	if !sameSteps(fresh.full.ops, base.full.ops) {
 		t.Error("planning the same view again gave other steps")
 	}
 	if get(iso) != fresh {
@@ -869,7 +909,7 @@ func TestResolveTrusted(t *testing.T) {
 	if _, err := planView(&Isolation{View: View{RO: []string{at("users/out")}}}); err == nil || !strings.Contains(err.Error(), "which uid 65534 owns") {
 		t.Errorf("a user's link out of the view: %v, want it refused", err)
 	}
-	ops := mustPlan(t, &Isolation{View: View{RO: []string{at("ro"), at("users/in"), at("users/mounts")}}}).ops
+	ops := mustPlan(t, &Isolation{View: View{RO: []string{at("ro"), at("users/in"), at("users/mounts")}}}).full.ops
 	if op := oneOp(t, ops, "symlink", newRoot+at("users/in")); op.a != at("ro") {
 		t.Errorf("a user's link into the view: %+v", op)
 	}
@@ -895,7 +935,137 @@ func TestPlan_TmpfsInsideBind(t *testing.T) {
 	if err := os.MkdirAll(at("ro/var/data"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	ops := mustPlan(t, &Isolation{View: View{RO: []string{at("ro")}, Tmpfs: []string{at("ro/var")}, Hide: []string{at("ro/var/data")}}}).ops
+	ops := mustPlan(t, &Isolation{View: View{RO: []string{at("ro")}, Tmpfs: []string{at("ro/var")}, Hide: []string{at("ro/var/data")}}}).full.ops
 	oneOp(t, ops, "bind", newRoot+at("ro/var")) // the tmpfs
 	noOpAt(t, ops, newRoot+at("ro/var/data"))
+}
+
+// Ensure a view's plan splits into the steps a template runs once and the
+// job's own, such that running the own ones in a copy of the template's
+// root is running the whole plan: the own steps, taken back to /newroot,
+// interleave with the shared ones to make the whole plan, in its order;
+// they write only into the job's area, mount only on the root, and need
+// nothing of the host's tree.
+func TestPlan_Template(t *testing.T) {
+	t.Parallel()
+	requireDevNodes(t)
+	for _, p := range []string{"/usr/local", "/usr/share/doc", "/usr/bin/env"} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("needs %s: %v", p, err)
+		}
+	}
+	view := testView()
+	view.Hide = []string{"/usr/share/doc", "/usr/bin/env"}
+	view.Tmpfs = []string{"/usr/local"}
+	view.Sys = true
+	iso := &Isolation{TmpSizeBytes: 8 << 20, View: view}
+	tpl := mustPlan(t, iso)
+	if tpl.root == nil {
+		t.Fatalf("a view of host paths outside the job's own dirs is not templated; plan:\n%s", dumpOps(tpl.full.ops))
+	}
+	toRoot := func(p string) string {
+		if p == "/" {
+			return newRoot
+		}
+		if strings.HasPrefix(p, "/") {
+			return newRoot + p
+		}
+		return p
+	}
+	i, j := 0, 0
+	for k, op := range tpl.full.ops {
+		switch {
+		case i < len(tpl.root) && op == tpl.root[i]:
+			i++
+		case j < len(tpl.job.ops) && op == (mountOp{tpl.job.ops[j].kind, toRoot(tpl.job.ops[j].a), toRoot(tpl.job.ops[j].b), tpl.job.ops[j].c, tpl.job.ops[j].d, tpl.job.ops[j].e}):
+			j++
+		default:
+			t.Fatalf("step %d %+v is neither the next shared nor the next own step; plan:\n%s\nroot:\n%s\njob:\n%s", k, op, dumpOps(tpl.full.ops), dumpOps(tpl.root), dumpOps(tpl.job.ops))
+		}
+	}
+	if i != len(tpl.root) || j != len(tpl.job.ops) {
+		t.Fatalf("%d of %d shared and %d of %d own steps make the plan", i, len(tpl.root), j, len(tpl.job.ops))
+	}
+	if tpl.full.ops[tpl.full.run].kind != "chown" || tpl.job.ops[tpl.job.run].kind != "chown" {
+		t.Errorf("run indexes %d, %d", tpl.full.run, tpl.job.run)
+	}
+
+	// The template's part: it enters the root, read-only, and never
+	// touches the area.
+	n := len(tpl.root)
+	if tpl.root[n-1].kind != "enter" || tpl.root[n-2].kind != "setattr" {
+		t.Errorf("shared steps end with %+v, %+v; want setattr, enter", tpl.root[n-2], tpl.root[n-1])
+	}
+	for _, op := range tpl.root {
+		if op.kind == "area" || inArea(op) {
+			t.Errorf("shared step %+v uses the job's area", op)
+		}
+	}
+	// The job's part: its area first; then only mounts on the root and
+	// writes into the area.
+	if tpl.job.ops[0].kind != "area" {
+		t.Errorf("first own step %+v, want the area", tpl.job.ops[0])
+	}
+	for _, op := range tpl.job.ops {
+		for _, p := range []string{op.a, op.b} {
+			if strings.HasPrefix(p, oldRoot) || strings.HasPrefix(p, newRoot) {
+				t.Errorf("own step %+v names the build's paths", op)
+			}
+		}
+		switch op.kind {
+		case "area", "mount", "ro":
+		case "bind":
+			if !strings.HasPrefix(op.b, "/") || strings.HasPrefix(op.a, "/") && op.a != "/dev/null" {
+				t.Errorf("own bind %+v: want from the area or /dev/null onto the root", op)
+			}
+		case "mkdir", "file", "chown":
+			if strings.HasPrefix(op.b, "/") {
+				t.Errorf("own step %+v writes into the root", op)
+			}
+		default:
+			t.Errorf("own step %+v: not one a job's init runs in a template's root", op)
+		}
+	}
+	// Each job mounts its own /proc, devpts, sysfs and area dirs.
+	for _, dst := range []string{"/proc", "/dev/pts", "/sys"} {
+		oneOp(t, tpl.job.ops, "mount", dst)
+	}
+	for _, dst := range []string{"/tmp", "/var/tmp", "/run", "/dev/shm", "/usr/local", "/etc/passwd", "/etc/group"} {
+		oneOp(t, tpl.job.ops, "bind", dst)
+	}
+	// The host's paths and their masks are the template's.
+	for _, dst := range []string{"/usr", "/usr/share/doc", "/usr/bin/env"} {
+		noOpAt(t, tpl.job.ops, dst)
+		oneOp(t, tpl.root, "bind", newRoot+dst)
+	}
+	if !slices.Contains(tpl.sources, "/usr") {
+		t.Errorf("sources %q lack /usr", tpl.sources)
+	}
+}
+
+// Ensure a view whose shared steps would land inside the job's own mounts
+// is not templated, and that a tmpfs path under a masked one, out of sight
+// either way, is left out.
+func TestPlan_NotTemplated(t *testing.T) {
+	t.Parallel()
+	requireDevNodes(t)
+	dir := viewDir(t)
+	if within(dir, "/tmp") {
+		if tpl := mustPlan(t, &Isolation{View: View{RO: []string{filepath.Join(dir, "ro")}}}); tpl.root != nil {
+			t.Errorf("a host path bound below /tmp is templated; root:\n%s", dumpOps(tpl.root))
+		}
+	}
+	if _, err := os.Stat("/usr/share/doc"); err != nil {
+		t.Skipf("needs /usr/share/doc: %v", err)
+	}
+	tpl := mustPlan(t, &Isolation{View: View{RO: []string{"/usr"}, Hide: []string{"/usr/share"}, Tmpfs: []string{"/usr/share/doc"}}})
+	noOpAt(t, tpl.full.ops, newRoot+"/usr/share/doc")
+	if op := oneOp(t, tpl.full.ops, "bind", newRoot+"/usr/share"); op.a != emptyDir {
+		t.Errorf("mask %+v", op)
+	}
+	// A tmpfs path that is the hidden path itself shows the tmpfs, unmasked.
+	tpl = mustPlan(t, &Isolation{View: View{RO: []string{"/usr"}, Hide: []string{"/usr/share"}, Tmpfs: []string{"/usr/share"}}})
+	if op := oneOp(t, tpl.full.ops, "bind", newRoot+"/usr/share"); op.a != "tmpfs0" {
+		t.Errorf("bind %+v, want the tmpfs", op)
+	}
 }
