@@ -224,12 +224,10 @@ func TestTemplate_WritesStayWithTheJob(t *testing.T) {
 // bound path shows in the next job, as it would in a root built for it.
 func TestTemplate_FollowsTheHost(t *testing.T) {
 	requireTemplates(t)
-	// Outside /tmp: a view binding below the job's own /tmp has no template.
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp(wd, ".template-test-")
+	// Outside /tmp and its kind: a view binding below a job's own /tmp,
+	// /var/tmp, /run or /dev/shm has no template. The checkout may be
+	// anywhere (a CI clone in /tmp), so the test's files may not be there.
+	dir, err := os.MkdirTemp(templateTestBase(t), ".template-test-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,4 +417,28 @@ func TestTemplate_RefusedClone(t *testing.T) {
 	if holderOf(r, spec) != nil {
 		t.Error("a template was built again within templateRetry of a refusal")
 	}
+}
+
+// templateTestBase is a directory for a template test's host files that a
+// view may bind with a template: the working directory, unless it lies
+// below a path every job has its own of; else /var/lib or /srv.
+func templateTestBase(t *testing.T) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{wd, "/var/lib", "/srv"} {
+		private := false
+		for _, p := range []string{"/tmp", "/var/tmp", "/run", "/dev/shm"} {
+			if d == p || strings.HasPrefix(d, p+"/") {
+				private = true
+			}
+		}
+		if st, err := os.Stat(d); !private && err == nil && st.IsDir() {
+			return d
+		}
+	}
+	t.Skip("no directory outside /tmp, /var/tmp, /run and /dev/shm for the test's files")
+	return ""
 }
