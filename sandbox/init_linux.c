@@ -686,7 +686,9 @@ static void launch_target(struct target *t, struct msg *m, const char *path) {
 			b[strcspn(b, "\n")] = 0;
 			failf("start %s: target: %s", path, b);
 		}
-		failf("start %s: %s: %s", path, step, strerror(err));
+		// The errno as well as its text: the server tells a failure no
+		// retry fixes (ENOENT, ENOEXEC) from one that may pass (ENOMEM).
+		failf("start %s: %s: %s [errno %d]", path, step, strerror(err), err);
 	}
 }
 

@@ -119,7 +119,7 @@ func RunInit() {
 	// (the runtime's own SIGURG is left out when forwarding).
 	signal.Notify(sigs)
 	fail := func(err error) {
-		if _, werr := fmt.Fprintf(sync, "error: %v\n", err); werr != nil {
+		if _, werr := fmt.Fprintf(sync, "error: %s\n", withErrno(err.Error(), err)); werr != nil {
 			os.Exit(113)
 		}
 		os.Exit(112)
@@ -605,7 +605,11 @@ func execFiltered(dir string, prep *prepareConfig, cfg *jobConfig) (int, error) 
 		if len(said) > 2048 {
 			said = append(said[:2048], "…"...)
 		}
-		return 0, fmt.Errorf("start %s: %s", cfg.Path, strings.TrimSpace(string(said)))
+		msg, errno := splitErrno(strings.TrimSpace(string(said)))
+		if errno != 0 {
+			return 0, fmt.Errorf("start %s: %s: %w", cfg.Path, strings.TrimSuffix(msg, ": "+errno.Error()), errno)
+		}
+		return 0, fmt.Errorf("start %s: %s", cfg.Path, msg)
 	}
 	if err := errors.Join(werr, rerr); err != nil {
 		return fail(err)
@@ -623,7 +627,7 @@ func execFiltered(dir string, prep *prepareConfig, cfg *jobConfig) (int, error) 
 func runExec() {
 	runtime.LockOSThread()
 	fail := func(err error) {
-		if _, werr := unix.Write(execReportFD, []byte(err.Error())); werr != nil {
+		if _, werr := unix.Write(execReportFD, []byte(withErrno(err.Error(), err))); werr != nil {
 			os.Exit(126)
 		}
 		os.Exit(127)

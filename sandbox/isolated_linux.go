@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -382,9 +383,52 @@ func (in *Initiator) reply() (string, error) {
 	}
 	line = strings.TrimSuffix(line, "\n")
 	if msg, ok := strings.CutPrefix(line, "error: "); ok {
-		return "", fmt.Errorf("sandbox setup: %s", msg)
+		return "", setupError(msg)
 	}
 	return line, nil
+}
+
+// SetupError is a job's sandbox setup failure as its init reported it;
+// when the init named the errno (a failed exec), it unwraps to it.
+type SetupError struct {
+	Msg   string
+	Errno syscall.Errno // 0: not named
+}
+
+func (e *SetupError) Error() string { return "sandbox setup: " + e.Msg }
+
+func (e *SetupError) Unwrap() error {
+	if e.Errno == 0 {
+		return nil
+	}
+	return e.Errno
+}
+
+// setupError parses an init's "error: …" message, whose end may be
+// " [errno N]".
+func setupError(msg string) error {
+	e := &SetupError{}
+	e.Msg, e.Errno = splitErrno(msg)
+	return e
+}
+
+// withErrno ends msg with " [errno N]" when err holds an errno: how an
+// init and its exec helper name it across the wire.
+func withErrno(msg string, err error) string {
+	if errno, ok := errors.AsType[syscall.Errno](err); ok {
+		return fmt.Sprintf("%s [errno %d]", msg, int(errno))
+	}
+	return msg
+}
+
+// splitErrno undoes withErrno: the message and its errno (0: none).
+func splitErrno(msg string) (string, syscall.Errno) {
+	if i := strings.LastIndex(msg, " [errno "); i >= 0 && strings.HasSuffix(msg, "]") {
+		if n, err := strconv.Atoi(msg[i+len(" [errno ") : len(msg)-1]); err == nil && n > 0 {
+			return msg[:i], syscall.Errno(n)
+		}
+	}
+	return msg, 0
 }
 
 func (in *Initiator) expect(want string) error {

@@ -1,9 +1,11 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,4 +125,31 @@ func TestIsolated_StartErrors(t *testing.T) {
 			})
 		}
 	})
+}
+
+// Ensure an init's failure names its errno across the wire, so the server
+// can tell a failure no retry fixes (ENOENT) from one that may pass.
+func TestSetupErrorErrno(t *testing.T) {
+	for _, tc := range []struct {
+		name, msg string
+		want      syscall.Errno
+		text      string
+	}{
+		{"an exec that failed", "start /x: exec: No such file or directory [errno 2]", syscall.ENOENT, "sandbox setup: start /x: exec: No such file or directory"},
+		{"no errno named", "build root: step 3: bind /y: gone", 0, "sandbox setup: build root: step 3: bind /y: gone"},
+		{"not a number", "odd [errno x]", 0, "sandbox setup: odd [errno x]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := setupError(tc.msg)
+			if err.Error() != tc.text {
+				t.Fatalf("text %q, want %q", err.Error(), tc.text)
+			}
+			if errno, ok := errors.AsType[syscall.Errno](err); (tc.want != 0) != ok || errno != tc.want {
+				t.Fatalf("errno %v (%v), want %v", errno, ok, tc.want)
+			}
+		})
+	}
+	if got := withErrno("exec", fmt.Errorf("wrapped: %w", syscall.ENOEXEC)); got != "exec [errno 8]" {
+		t.Fatalf("withErrno: %q", got)
+	}
 }
