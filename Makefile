@@ -23,6 +23,8 @@ test: deps vet
 # checks (bugs SA*, simplifications S*, the default style checks ST*, and
 # unused code U1000).
 vet: deps
+	@# gofmt: files it would change are listed, and fail the check.
+	@test -z "$$(gofmt -l . | tee /dev/stderr)" || { echo "gofmt: run gofmt -w on the files above" >&2; exit 1; }
 	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	$(STATICCHECK) ./...

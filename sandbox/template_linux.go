@@ -74,8 +74,8 @@ const (
 
 // templates are a Runner's templates, by viewKey.
 type templates struct {
-	mu        sync.Mutex
-	m         map[string]*nsTemplate
+	mu sync.Mutex
+	m  map[string]*nsTemplate
 	// mountinfo is the server's /proc/self/mountinfo, polled for changes:
 	// a raw fd, not an *os.File, whose registration with Go's poller
 	// would poll it too and take the change for itself.

@@ -425,7 +425,7 @@ const (
 
 type planner struct {
 	view      View
-	hidden    []string // view.Hide, symlinks resolved
+	hidden    []string        // view.Hide, symlinks resolved
 	made      map[string]bool // directories the plan has made in the job's root
 	bound     []boundPath     // host binds so far
 	own       []string        // where the job's area is bound so far
