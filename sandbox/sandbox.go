@@ -159,25 +159,25 @@ type View struct {
 // must be absolute and clean.
 func (v View) Visible(p string) bool {
 	for _, h := range v.Hide {
-		if within(p, h) {
+		if Within(p, h) {
 			return false
 		}
 	}
 	for _, b := range v.RO {
-		if within(p, b) {
+		if Within(p, b) {
 			return true
 		}
 	}
 	for _, b := range v.RW {
-		if within(p, b) {
+		if Within(p, b) {
 			return true
 		}
 	}
 	return false
 }
 
-// within reports whether path p is dir or below it.
-func within(p, dir string) bool {
+// Within reports whether path p is dir or below it (both clean and absolute).
+func Within(p, dir string) bool {
 	if dir == "/" {
 		return true
 	}

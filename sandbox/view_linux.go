@@ -331,12 +331,12 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 	var masks []mask
 	for _, h := range p.hidden {
 		for _, b := range p.bound {
-			if !within(h, b.src) {
+			if !Within(h, b.src) {
 				continue
 			}
 			at := filepath.Join(b.view, strings.TrimPrefix(h, b.src))
 			// Under a tmpfs path the job sees its own empty dir instead.
-			if !slices.ContainsFunc(v.Tmpfs, func(d string) bool { return within(at, d) }) {
+			if !slices.ContainsFunc(v.Tmpfs, func(d string) bool { return Within(at, d) }) {
 				masks = append(masks, mask{at, h})
 			}
 		}
@@ -348,7 +348,7 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 		// Inside a bind the plan makes no directories: the host's must be
 		// there to mount on.
 		for _, b := range p.bound {
-			if within(dir, b.view) {
+			if Within(dir, b.view) {
 				if st, err := os.Lstat(filepath.Join(b.src, strings.TrimPrefix(dir, b.view))); err != nil || !st.IsDir() {
 					return nil, fmt.Errorf("tmpfs %s: it lies in the bound %s, which has no directory there to mount it on", dir, b.view)
 				}
@@ -356,7 +356,7 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 		}
 		// Under a mask the job sees the mask's empty dir: the tmpfs would
 		// be out of sight, and the mask has no directory to mount it on.
-		if slices.ContainsFunc(masks, func(m mask) bool { return within(dir, m.at) }) {
+		if slices.ContainsFunc(masks, func(m mask) bool { return Within(dir, m.at) }) {
 			continue
 		}
 		ownDir(dir, "tmpfs"+strconv.Itoa(i), "1023")
@@ -453,7 +453,7 @@ func (p *planner) add(whose step, kind string, args ...string) {
 		return
 	}
 	p.root = append(p.root, op)
-	if at, ok := strings.CutPrefix(op.b, newRoot); ok && slices.ContainsFunc(p.own, func(d string) bool { return within(at, d) }) {
+	if at, ok := strings.CutPrefix(op.b, newRoot); ok && slices.ContainsFunc(p.own, func(d string) bool { return Within(at, d) }) {
 		p.notShared = true
 	}
 }
@@ -483,7 +483,7 @@ func (p *planner) hostBind(src, dst string, attr int) {
 // then the host's, and exists if the host's does.
 func (p *planner) inBind(path string) bool {
 	for _, b := range p.bound {
-		if within(path, b.view) {
+		if Within(path, b.view) {
 			return true
 		}
 	}
@@ -494,7 +494,7 @@ func (p *planner) inBind(path string) bool {
 // view binds, hidden or not.
 func (p *planner) reaches(real string) bool {
 	for _, b := range append(slices.Clip(p.view.RO), p.view.RW...) {
-		if within(real, b) {
+		if Within(real, b) {
 			return true
 		}
 	}
@@ -528,7 +528,7 @@ func (p *planner) bind(path string, attr int) error {
 	if err := checkViewPath(path); err != nil {
 		return err
 	}
-	if slices.ContainsFunc(p.hidden, func(h string) bool { return within(path, h) }) {
+	if slices.ContainsFunc(p.hidden, func(h string) bool { return Within(path, h) }) {
 		return fmt.Errorf("bind %s: it holds the server's own files, which no job may see", path)
 	}
 	if p.inBind(path) && attr == attrRO && !p.rwAbove(path) {
@@ -550,7 +550,7 @@ func (p *planner) bind(path string, attr int) error {
 		if err != nil {
 			return fmt.Errorf("bind %s: the symlink to %s: %w", path, target, err)
 		}
-		hidden := slices.ContainsFunc(p.hidden, func(h string) bool { return within(real, h) })
+		hidden := slices.ContainsFunc(p.hidden, func(h string) bool { return Within(real, h) })
 		if p.reaches(real) || hidden || checkViewPath(real) != nil {
 			// The same link, pointing into the view; or at something the
 			// job must not see, which it then does not (masked, or absent);
@@ -663,7 +663,7 @@ func (p *planner) bindAt(src, path string, st os.FileInfo, attr int) error {
 // so the last one above path is the nearest.
 func (p *planner) rwAbove(path string) bool {
 	for i := len(p.bound) - 1; i >= 0; i-- {
-		if b := p.bound[i]; within(path, b.view) {
+		if b := p.bound[i]; Within(path, b.view) {
 			return b.attr == attrRW
 		}
 	}
@@ -680,7 +680,7 @@ func checkViewPath(p string) error {
 		return errors.New(`"/": that is the host's whole filesystem`)
 	}
 	for _, own := range []string{"/proc", "/dev", "/sys"} {
-		if within(p, own) {
+		if Within(p, own) {
 			return fmt.Errorf("%q: the sandbox makes %s itself", p, own)
 		}
 	}

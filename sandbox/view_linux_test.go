@@ -1050,7 +1050,7 @@ func TestPlan_NotTemplated(t *testing.T) {
 	t.Parallel()
 	requireDevNodes(t)
 	dir := viewDir(t)
-	if within(dir, "/tmp") {
+	if Within(dir, "/tmp") {
 		if tpl := mustPlan(t, &Isolation{View: View{RO: []string{filepath.Join(dir, "ro")}}}); tpl.root != nil {
 			t.Errorf("a host path bound below /tmp is templated; root:\n%s", dumpOps(tpl.root))
 		}

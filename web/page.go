@@ -5,6 +5,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/netip"
+	"strings"
 )
 
 //go:embed page/index.html
@@ -20,14 +21,18 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	// The console's address only for a client on this host: the operator.
 	console := ""
-	if host, _ := splitAddr(r.RemoteAddr); s.opts.ConsoleURL != "" && isLoopbackIP(host) {
+	if host, _ := splitAddr(r.RemoteAddr); s.opts.ConsoleURL != "" && IsLoopbackHost(host) {
 		console = s.opts.ConsoleURL
 	}
 	return pageTmpl.Execute(w, map[string]any{"Apps": s.sup.Apps(), "Quick": s.opts.QuickApp, "Console": console})
 }
 
-// isLoopbackIP reports whether host is a loopback address (v4-mapped too).
-func isLoopbackIP(host string) bool {
+// IsLoopbackHost reports whether host names this machine's loopback:
+// "localhost" or a loopback IP (v4-mapped too); "" (every address) does not.
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
 	a, err := netip.ParseAddr(host)
 	return err == nil && a.Unmap().IsLoopback()
 }

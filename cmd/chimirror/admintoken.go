@@ -66,11 +66,11 @@ func checkTokenFile(dataDir string) error {
 	if err != nil {
 		return fmt.Errorf("admin token: %w", err)
 	}
-	owner, known := fileOwner(st)
+	owner, _, known := fileIDs(st)
 	switch {
 	case !st.Mode().IsRegular():
 		return fmt.Errorf("admin token file %s is not a regular file: delete it to get a new token", path)
-	case known && owner != os.Geteuid():
+	case known && int(owner) != os.Geteuid():
 		return fmt.Errorf("admin token file %s belongs to uid %d, not to this server: someone else may know it; delete it to get a new token", path, owner)
 	case st.Mode().Perm()&0o077 != 0:
 		return fmt.Errorf("admin token file %s is open to other users (mode %#o): someone else may know it; delete it to get a new token", path, st.Mode().Perm())

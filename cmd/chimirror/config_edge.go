@@ -82,7 +82,7 @@ func adminExposure(addr string, public, tls bool) string {
 	if err != nil {
 		return "\"" + addr + "\": want HOST:PORT, like \"127.0.0.1:8081\""
 	}
-	if isLoopback(host) {
+	if web.IsLoopbackHost(host) {
 		return ""
 	}
 	switch {
@@ -93,13 +93,4 @@ func adminExposure(addr string, public, tls bool) string {
 		return "\"" + addr + "\" with admin_public = true needs TLS: set tls_cert and tls_key, or admin_tls_cert and admin_tls_key"
 	}
 	return ""
-}
-
-// isLoopback: "localhost" or a loopback IP; "" (every address) is not.
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
 }

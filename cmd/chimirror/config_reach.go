@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"syscall"
 
 	"github.com/chimirror/chimirror/policies"
@@ -38,7 +37,7 @@ func (id jobIdentity) String() string {
 // may reports whether id has every permission bit of want (r=4, w=2, x=1)
 // on st, as the kernel's DAC check would decide it.
 func (id jobIdentity) may(st os.FileInfo, want os.FileMode) bool {
-	sys, ok := st.Sys().(*syscall.Stat_t)
+	uid, gid, ok := fileIDs(st)
 	if !ok {
 		return true // not knowable here: let the job find out
 	}
@@ -46,9 +45,9 @@ func (id jobIdentity) may(st os.FileInfo, want os.FileMode) bool {
 	switch {
 	case !id.others && id.uid == 0:
 		return true
-	case !id.others && sys.Uid == id.uid:
+	case !id.others && uid == id.uid:
 		return mode>>6&want == want
-	case !id.others && sys.Gid == id.gid:
+	case !id.others && gid == id.gid:
 		return mode>>3&want == want
 	}
 	return mode&want == want
@@ -87,7 +86,7 @@ func (id jobIdentity) unreachable(view sandbox.View, path string, want os.FileMo
 func bindOf(view sandbox.View, p string) string {
 	top := "/"
 	for _, b := range append(append([]string(nil), view.RO...), view.RW...) {
-		if within(p, b) && len(b) > len(top) {
+		if sandbox.Within(p, b) && len(b) > len(top) {
 			top = b
 		}
 	}
@@ -95,10 +94,18 @@ func bindOf(view sandbox.View, p string) string {
 }
 
 func owner(st os.FileInfo) string {
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-		return fmt.Sprintf("%d:%d", sys.Uid, sys.Gid)
+	if uid, gid, ok := fileIDs(st); ok {
+		return fmt.Sprintf("%d:%d", uid, gid)
 	}
 	return "?"
+}
+
+// fileIDs are st's owning uid and gid, where the system says.
+func fileIDs(st os.FileInfo) (uid, gid uint32, ok bool) {
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		return sys.Uid, sys.Gid, true
+	}
+	return 0, 0, false
 }
 
 // reachProblems is what app's jobs under pol would meet at exec: a program
@@ -135,7 +142,7 @@ func reachProblems(app supervisor.App, pol *policies.Policy, view sandbox.View) 
 		// and /proc of its own; and the server's own files are hidden on
 		// purpose (jobProblems names them where they matter).
 		st, err := os.Stat(p)
-		if err != nil || !(st.Mode().IsRegular() || st.IsDir()) || within(p, "/proc") || within(p, "/sys") || slices.ContainsFunc(view.Hide, func(h string) bool { return within(p, h) }) {
+		if err != nil || !(st.Mode().IsRegular() || st.IsDir()) || sandbox.Within(p, "/proc") || sandbox.Within(p, "/sys") || slices.ContainsFunc(view.Hide, func(h string) bool { return sandbox.Within(p, h) }) {
 			continue
 		}
 		if !view.Visible(p) {
@@ -145,9 +152,6 @@ func reachProblems(app supervisor.App, pol *policies.Policy, view sandbox.View) 
 	}
 	return ps
 }
-
-// within reports whether path p is dir or below it.
-func within(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
 
 // isScript reports whether path starts with "#!".
 func isScript(path string) bool {

@@ -584,7 +584,7 @@ func privateDir(log *slog.Logger, dir string) error {
 	if !st.IsDir() {
 		return fmt.Errorf("data_dir %s is not a directory", dir)
 	}
-	if owner, ok := fileOwner(st); ok && owner != os.Geteuid() {
+	if owner, _, ok := fileIDs(st); ok && int(owner) != os.Geteuid() {
 		return fmt.Errorf("data_dir %s belongs to uid %d, not to this server (uid %d): whoever owns it could plant an admin token or a ledger there; choose another data_dir, or chown it", dir, owner, os.Geteuid())
 	}
 	if mode := st.Mode().Perm(); mode&0o077 != 0 {
@@ -594,14 +594,6 @@ func privateDir(log *slog.Logger, dir string) error {
 		log.Warn("data_dir was open to other users; made private (mode 0700)", "data_dir", dir, "was", fmt.Sprintf("%#o", mode))
 	}
 	return nil
-}
-
-// fileOwner is st's owning uid, where the system says.
-func fileOwner(st os.FileInfo) (int, bool) {
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-		return int(sys.Uid), true
-	}
-	return 0, false
 }
 
 // sandboxMode decides whether jobs are sandboxed: "off" never, "on" and
