@@ -28,12 +28,7 @@ import (
 // (127.0.0.2, ...: all of 127/8 is this host), as a second client would.
 func (s *testServer) dialFrom(src, path string, hdr http.Header) (*websocket.Conn, error) {
 	nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, NetDialContext: nd.DialContext}
-	ws, resp, err := d.Dial(s.URL+path, hdr)
-	if err != nil && resp != nil {
-		return nil, &dialError{status: resp.StatusCode, header: resp.Header, err: err}
-	}
-	return ws, err
+	return s.dialWith(websocket.Dialer{HandshakeTimeout: 5 * time.Second, NetDialContext: nd.DialContext}, path, hdr)
 }
 
 func dialStatus(err error) int {

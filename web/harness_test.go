@@ -146,7 +146,11 @@ func (s *testServer) dialJob(path string) (*websocket.Conn, string) {
 }
 
 func (s *testServer) tryDial(path string, hdr http.Header, protos ...string) (*websocket.Conn, error) {
-	d := websocket.Dialer{Subprotocols: protos, HandshakeTimeout: 5 * time.Second}
+	return s.dialWith(websocket.Dialer{Subprotocols: protos, HandshakeTimeout: 5 * time.Second}, path, hdr)
+}
+
+// dialWith dials path with d; a refusal is a *dialError.
+func (s *testServer) dialWith(d websocket.Dialer, path string, hdr http.Header) (*websocket.Conn, error) {
 	ws, resp, err := d.Dial(s.URL+path, hdr)
 	if err != nil && resp != nil {
 		return nil, &dialError{status: resp.StatusCode, header: resp.Header, err: err}
