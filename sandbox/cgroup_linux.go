@@ -382,32 +382,43 @@ type cgroup2Job struct {
 // unifiedMount is the cgroup2 mount jobs use on a pure v2 host.
 func unifiedMount() string { return cgroupRoot }
 
-// ownCgroup2 is the server's own v2 cgroup ("0::/path" in /proc/self/cgroup).
+// ownCgroup2 is the server's delegated v2 cgroup, which job cgroups live
+// under (relative to the mount): set up by the first call (see
+// delegated2), then remembered.
 func ownCgroup2() (string, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
+	d, err := delegated2()
 	if err != nil {
 		return "", err
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if p, ok := strings.CutPrefix(l, "0::"); ok {
-			return p, nil
-		}
-	}
-	return "", errors.New("no cgroup v2 entry in /proc/self/cgroup")
+	return d.root, nil
 }
 
+// newCgroup2 creates the cgroup path below the delegated root with res as
+// its limits. It writes cgroup.subtree_control only inside the delegated
+// root (containerd's NewManager writes every ancestor's, up to the host's
+// root), and mkdir, not MkdirAll, makes the job's own directory: an
+// existing one is refused, never shared.
 func newCgroup2(mount, path string, res *specs.LinuxResources, oomGroup bool) (jobCgroup, error) {
-	own, err := ownCgroup2()
+	d, err := delegated2()
 	if err != nil {
-		return nil, fmt.Errorf("find own cgroup: %w", err)
+		return nil, fmt.Errorf("create cgroup v2 %s: %w", path, err)
 	}
-	group := filepath.Join(own, path)
-	if _, err := os.Stat(filepath.Join(mount, group)); err == nil {
+	group := filepath.Join(d.root, path)
+	if err := ensureParents2(mount, d, filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("create cgroup v2 %s: %w", group, err)
+	}
+	dir := filepath.Join(mount, group)
+	if err := os.Mkdir(dir, 0o755); errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("create cgroup v2 %s: already exists", group)
+	} else if err != nil {
+		return nil, fmt.Errorf("create cgroup v2 %s: %w", group, err)
 	}
 	r := &cgroup2.Resources{}
 	if res != nil {
 		r = cgroup2.ToResources(res)
+	}
+	if r.Memory != nil && !d.swap {
+		r.Memory.Swap = nil // no swap accounting: memory.swap.max does not exist
 	}
 	if oomGroup {
 		if r.Memory == nil {
@@ -415,9 +426,13 @@ func newCgroup2(mount, path string, res *specs.LinuxResources, oomGroup bool) (j
 		}
 		r.Memory.OOMGroup = &oomGroup
 	}
-	m, err := cgroup2.NewManager(mount, group, r)
+	m, err := cgroup2.Load(group, cgroup2.WithMountpoint(mount))
+	if err == nil {
+		err = m.Update(r)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("create cgroup v2 %s: %w", group, err)
+		// The directory is this job's (made above) and holds no process yet.
+		return nil, fmt.Errorf("set limits of cgroup v2 %s: %w", group, errors.Join(err, removeDirs([]string{dir})))
 	}
 	return &cgroup2Job{m: m, mount: mount, group: group}, nil
 }
@@ -586,20 +601,9 @@ func Available() error {
 		}
 		return nil
 	}
-	own, err := ownCgroup2()
-	if err != nil {
-		return err
-	}
-	b, err := os.ReadFile(filepath.Join(unifiedMount(), own, "cgroup.controllers"))
-	if err != nil {
-		return fmt.Errorf("read cgroup controllers: %w", err)
-	}
-	for _, c := range []string{"cpu", "memory", "pids"} {
-		if !strings.Contains(" "+strings.TrimSpace(string(b))+" ", " "+c+" ") {
-			return fmt.Errorf("cgroup v2 controller %s is not delegated to %s", c, own)
-		}
-	}
-	return nil
+	// v2: the controllers delegated to a cgroup the server can have to
+	// itself (see delegated2). Nothing is set up yet.
+	return available2(unifiedMount())
 }
 
 // splitCPU divides the exact CPU total between user and system time in the

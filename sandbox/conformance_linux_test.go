@@ -564,7 +564,7 @@ func keyctlGetKeyringID(id int) (int, error) {
 
 // Ensure every backend runs every case alike.
 func TestConformance(t *testing.T) {
-	requireV1(t)
+	requireSandbox(t)
 	filter, err := CompileSeccomp(DefaultSeccomp())
 	if err != nil {
 		t.Fatal(err)
@@ -592,7 +592,7 @@ func TestConformance(t *testing.T) {
 // keyring, which the kernel keeps while the host runs (the filter off, as
 // it would have to be for a job to fill it).
 func TestDynamicUIDReuse(t *testing.T) {
-	requireV1(t)
+	requireSandbox(t)
 	if _, err := exec.LookPath("perl"); err != nil {
 		t.Skip("the probes need perl")
 	}

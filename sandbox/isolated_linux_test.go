@@ -39,7 +39,7 @@ func testView() View {
 // the host two pids (init and target), not a Go runtime's worth, holding
 // CAP_KILL and nothing else.
 func TestIsolated_CInitIsOneThread(t *testing.T) {
-	requireV1(t)
+	requireSandbox(t)
 	if !haveCInit {
 		t.Skip("built without cgo: the Go init stays PID 1")
 	}
@@ -95,7 +95,7 @@ func forEachInit(t *testing.T, test func(t *testing.T, r *Runner)) {
 // Ensure a job that cannot start reports why, from either init, and leaves
 // nothing behind.
 func TestIsolated_StartErrors(t *testing.T) {
-	requireV1(t)
+	requireSandbox(t)
 	forEachInit(t, func(t *testing.T, r *Runner) {
 		for _, tc := range []struct {
 			name string

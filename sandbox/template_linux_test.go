@@ -15,10 +15,10 @@ import (
 )
 
 // requireTemplates skips where no job is cloned from a template: a build
-// without cgo, or no cgroup v1 to run sandboxed jobs in.
+// without cgo, or no cgroups to run sandboxed jobs in.
 func requireTemplates(t *testing.T) {
 	t.Helper()
-	requireV1(t)
+	requireSandbox(t)
 	if !haveCInit {
 		t.Skip("built without cgo: every init builds its job's root")
 	}

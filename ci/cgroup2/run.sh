@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# make test-cgroup2: the test suites that touch cgroups, run under a real
+# cgroup v2 kernel. This host is a cgroup v1 hybrid, so qemu (software
+# emulation: no KVM) boots Debian's kernel with cgroup_no_v1=all from a
+# small initramfs that this script builds:
+#   - busybox-static as the userland, laid out as a merged-/usr Debian
+#     (/bin -> usr/bin), since sandboxed jobs bind /usr, /bin, /lib and
+#     /lib64 from the host root;
+#   - the test binaries of the packages that need cgroups, and chimirror
+#     itself, linked statically (cgo's C init included): the VM has no Go
+#     toolchain and no C library;
+#   - the repository's files (testdata, configs), each suite running in its
+#     package's directory as go test does;
+#   - no kernel modules: serial console, cgroup2, namespaces, tmpfs,
+#     devtmpfs, loopback, seccomp and Landlock are all built into Debian's
+#     kernel.
+# ci/cgroup2/init and ci/cgroup2/tests are the VM's side.
+#
+# Output: one line per suite as it ends and a summary; the whole serial
+# console is kept in artifacts/cgroup2/console.log. Exit status: 0 only when
+# the VM printed "CGROUP2-RESULT: PASS". A VM that cannot boot here (no qemu,
+# no kernel, no static busybox) is one line and exit 2; one that crashes or
+# times out is a failure too, never a quiet pass.
+#
+# Environment: CGROUP2_TIMEOUT (seconds for the VM, default 1800),
+# CGROUP2_MEM (MiB, default 4096), CGROUP2_KERNEL (a vmlinuz, default the
+# newest /boot/vmlinuz-*), CGROUP2_RUN (a -test.run regexp for every suite
+# instead of the plan's, for a quick try).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+out=$repo/artifacts/cgroup2
+log=$out/console.log
+vm_timeout=${CGROUP2_TIMEOUT:-1800}
+mem=${CGROUP2_MEM:-4096}
+GO=${GO:-go}
+
+cannot() {
+	echo "make test-cgroup2: cannot boot the cgroup v2 VM: $*" >&2
+	exit 2
+}
+
+# ---- preflight: everything the VM needs, or one line naming what is missing
+qemu=$(command -v qemu-system-x86_64) ||
+	cannot "qemu-system-x86_64 missing; run make deps as root (Debian: qemu-system-x86)"
+kernel=${CGROUP2_KERNEL:-$(find /boot -maxdepth 1 -name 'vmlinuz-*' 2>/dev/null | sort -V | tail -n 1)}
+[ -n "$kernel" ] && [ -r "$kernel" ] ||
+	cannot "no readable kernel (/boot/vmlinuz-*); run make deps as root (Debian: linux-image-amd64)"
+busybox=$(command -v busybox || true)
+[ -n "$busybox" ] && ! ldd "$busybox" >/dev/null 2>&1 ||
+	cannot "no static busybox; run make deps as root (Debian: busybox-static)"
+command -v "$GO" >/dev/null || cannot "'$GO' is not on PATH"
+command -v timeout >/dev/null || cannot "timeout (coreutils) missing"
+
+# ---- the plan: which suites, with which tests --------------------------------
+# NAME PACKAGE-DIR ARGS. -test.run picks what cgroup v2 changes: every test
+# that makes or reads a cgroup, the sandboxed paths end to end, the
+# hostile-tenant suite and recovery after kill -9. Software emulation is
+# about ten times slower than the host, so the rest (protocols, config
+# parsing, browsers) stays with make test, which runs all of it here.
+plan=(
+	"sandbox sandbox -test.timeout=20m"
+	"supervisor supervisor -test.timeout=15m"
+	"web web -test.timeout=15m"
+	"cmd cmd/chimirror -test.timeout=20m"
+)
+
+# The image is built outside the module (go ./... would find the copied
+# sources), in a directory removed on exit; the console log stays.
+mkdir -p "$out"
+work=$(mktemp -d "${TMPDIR:-/tmp}/chimirror-cgroup2.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+root=$work/root
+mkdir -p "$root/opt/chimirror" "$root/etc/cgroup2"
+start=$(date +%s)
+
+# ---- build ---------------------------------------------------------------------
+# Static: -linkmode external with -static for cgo (the C init); osusergo and
+# netgo so that os/user and net never reach for glibc's NSS modules.
+tags=osusergo,netgo
+ldflags='-linkmode external -extldflags -static'
+build() { # OUTPUT build|test PACKAGE
+	local o=$1 cmd=$2 pkg=$3
+	local args=(build)
+	if [ "$cmd" = test ]; then args=(test -c); fi
+	(cd "$repo" && CGO_ENABLED=1 "$GO" "${args[@]}" -tags "$tags" -ldflags "$ldflags" -o "$o" "$pkg")
+	if ldd "$o" >/dev/null 2>&1; then
+		echo "make test-cgroup2: $o is not statically linked" >&2
+		exit 1
+	fi
+}
+echo "make test-cgroup2: building static test binaries"
+for entry in "${plan[@]}"; do
+	read -r name dir _ <<<"$entry"
+	build "$root/opt/chimirror/$name.test" test "./$dir"
+done
+build "$root/opt/chimirror/chimirror" build ./cmd/chimirror
+built=$(date +%s)
+
+# ---- the initramfs ----------------------------------------------------------------
+mkdir -p "$root"/{usr/bin,usr/sbin,usr/lib,usr/lib64,etc,root,newroot,proc,sys,dev,tmp,run,var/tmp,src}
+ln -s usr/bin "$root/bin"
+ln -s usr/sbin "$root/sbin"
+ln -s usr/lib "$root/lib"
+ln -s usr/lib64 "$root/lib64"
+cp "$repo/ci/cgroup2/init" "$root/init"
+cp "$repo/ci/cgroup2/tests" "$root/etc/cgroup2/tests"
+chmod 755 "$root/init" "$root/etc/cgroup2/tests"
+cat >"$root/etc/inittab" <<'EOF'
+::sysinit:/etc/cgroup2/tests
+EOF
+cat >"$root/etc/passwd" <<'EOF'
+root:x:0:0:root:/root:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+EOF
+cat >"$root/etc/group" <<'EOF'
+root:x:0:
+nogroup:x:65534:
+EOF
+printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$root/etc/hosts"
+printf 'passwd: files\ngroup: files\nhosts: files\n' >"$root/etc/nsswitch.conf"
+: >"$root/etc/resolv.conf"
+# Debian's own programs where the tests need them, as on the hosts
+# chimirror runs on: dash as /bin/sh, GNU coreutils (head -c 200M, timeout
+# in a pid namespace: busybox's differ), and perl-base for the probes of
+# the conformance and hostile-tenant suites. With the shared libraries they
+# load, which jobs see through their read-only /usr and /lib64. Busybox
+# fills in the rest. Paths go under usr/ (merged /usr).
+merged() {
+	case "$1" in
+	/bin/* | /sbin/* | /lib/* | /lib64/*) echo "/usr$1" ;;
+	*) echo "$1" ;;
+	esac
+}
+copy_packages() {
+	local files
+	files=$(dpkg -L "$@" | grep '^/' | grep -Ev '^/usr/share/(doc|man|info|locale)/' | sort -u)
+	for f in $files; do
+		if [ -L "$f" ] || { [ -f "$f" ] && [ ! -d "$f" ]; }; then
+			dest=$root$(merged "$f")
+			mkdir -p "$(dirname "$dest")"
+			cp -P --preserve=mode,timestamps "$f" "$dest"
+		fi
+	done
+	for f in $files; do
+		if [ -f "$f" ] && [ ! -L "$f" ] && head -c 4 "$f" | grep -q ELF; then echo "$f"; fi
+	done | xargs ldd 2>/dev/null |
+		awk '/^\t/ { if ($2 == "=>") print $3; else if ($1 ~ /^\//) print $1 }' | grep '^/' | sort -u |
+		while read -r lib; do
+			dest=$root$(merged "$lib")
+			mkdir -p "$(dirname "$dest")"
+			cp -L "$lib" "$dest"
+		done
+}
+debs=(dash coreutils perl-base)
+if command -v dpkg >/dev/null && dpkg -s "${debs[@]}" >/dev/null 2>&1; then
+	copy_packages "${debs[@]}"
+else
+	echo "make test-cgroup2: not a Debian host with ${debs[*]}: busybox alone is the userland, and perl probes skip"
+fi
+cp "$busybox" "$root/usr/bin/busybox"
+for applet in $("$busybox" --list-full); do
+	# --list-full says where each applet belongs (bin/, sbin/, usr/bin/...);
+	# merged /usr puts them all under usr/.
+	dest=$root/usr/${applet#usr/}
+	[ -e "$dest" ] || [ -L "$dest" ] || ln -s /usr/bin/busybox "$dest"
+done
+# The repository's tracked files: testdata, example configs, the README.
+(cd "$repo" && git ls-files -z | xargs -0 cp --parents -t "$root/src")
+{
+	echo "# NAME DIR ARGS: written by ci/cgroup2/run.sh"
+	for entry in "${plan[@]}"; do
+		read -r name dir args <<<"$entry"
+		if [ -n "${CGROUP2_RUN:-}" ]; then args="$args -test.run=$CGROUP2_RUN"; fi
+		echo "$name /src/$dir $args"
+	done
+} >"$root/etc/cgroup2/plan"
+
+initrd=$work/initramfs.cpio.gz
+(cd "$root" && find . -mindepth 1 | LC_ALL=C sort | "$busybox" cpio -o -H newc 2>/dev/null) | gzip -1 >"$initrd"
+packed=$(date +%s)
+echo "make test-cgroup2: initramfs $(du -h "$initrd" | cut -f1), kernel $kernel"
+
+# ---- boot --------------------------------------------------------------------------
+# TCG (no KVM), both cores. loglevel keeps the kernel off the console the
+# tests write to; the init prints dmesg after a failure. panic=-1 with
+# -no-reboot turns a kernel panic into qemu's exit.
+append="console=ttyS0 cgroup_no_v1=all panic=-1 quiet loglevel=1 random.trust_cpu=on rdinit=/init"
+: >"$log"
+echo "make test-cgroup2: booting (timeout ${vm_timeout}s); console in $log"
+set +e
+timeout --kill-after=10 "$vm_timeout" "$qemu" -machine q35 -accel tcg,thread=multi -cpu max -smp 2 -m "$mem" \
+	-nodefaults -no-reboot -display none -monitor none -serial "file:$log" \
+	-kernel "$kernel" -initrd "$initrd" -append "$append" </dev/null &
+qpid=$!
+# Follow the console: each suite's start and end, each failed test.
+tail -n +1 -F --pid="$qpid" "$log" 2>/dev/null | tr -d '\r' |
+	grep --line-buffered -E '^(cgroup2-vm: |--- FAIL|FAIL|ok |panic: |CGROUP2-RESULT: )' &
+tailpid=$!
+wait "$qpid"
+qstatus=$?
+wait "$tailpid"
+set -e
+booted=$(date +%s)
+
+result=$(tr -d '\r' <"$log" | grep -a -o 'CGROUP2-RESULT: .*' | tail -n 1 || true)
+echo "make test-cgroup2: build $((built - start))s, initramfs $((packed - built))s, VM $((booted - packed))s, total $((booted - start))s"
+case "$result" in
+"CGROUP2-RESULT: PASS")
+	echo "make test-cgroup2: PASS"
+	exit 0
+	;;
+"")
+	if [ "$qstatus" = 124 ] || [ "$qstatus" = 137 ]; then
+		why="the VM timed out after ${vm_timeout}s"
+	else
+		why="the VM ended (qemu exit $qstatus) without a result line: a crash or a kernel panic"
+	fi
+	;;
+*) why="${result#CGROUP2-RESULT: }" ;;
+esac
+echo "make test-cgroup2: FAIL: $why; last 60 lines of $log:" >&2
+tr -d '\r' <"$log" | tail -n 60 >&2
+exit 1
