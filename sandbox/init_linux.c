@@ -287,6 +287,24 @@ static int bind_path(const char *src, const char *dst, unsigned long long attr) 
 	return rc;
 }
 
+// attach_area attaches the area at dst (opened by open_path): kernels
+// before 6.15 bind only from an attached mount.
+static int attach_area(const char *dst) {
+	if (area_fd < 0) {
+		errno = EBADF;
+		return -1;
+	}
+	int to = open_path(dst);
+	if (to < 0) {
+		return -1;
+	}
+	int rc = (int)syscall(SYS_move_mount, area_fd, "", to, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+	int e = errno;
+	close(to);
+	errno = e;
+	return rc;
+}
+
 // new_area makes a filesystem of type fstype from src with the comma-
 // separated options data (key=value, or a key alone for a flag) and mounts
 // it nowhere, with attr: the area's root (area_fd).
@@ -366,6 +384,9 @@ static int run_step(char *f[6]) {
 			return -1;
 		}
 		return new_area(f[1], f[3], f[5], n);
+	}
+	if (strcmp(kind, "attach") == 0) {
+		return attach_area(dst);
 	}
 	if (strcmp(kind, "bind") == 0) {
 		if (num_arg(f[3], &n) < 0) {

@@ -297,6 +297,20 @@ func (b *builder) run(op mountOp) error {
 		}
 		b.area = fd
 		return nil
+	case "attach":
+		if b.area < 0 {
+			return fmt.Errorf("no area to attach: %w", unix.EBADF)
+		}
+		dir, path, err := b.at(op.b)
+		if err != nil {
+			return err
+		}
+		to, err := openPath(dir, path)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(to)
+		return unix.MoveMount(b.area, "", to, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
 	case "bind":
 		attr, err := num(op.c)
 		if err != nil {

@@ -29,6 +29,12 @@ import (
 //	                                    ATTRS its mount's. This is the job's
 //	                                    area: a relative path in any later
 //	                                    step (SRC or DST) lies in it
+//	attach  -   DST                     the area is attached at DST, a
+//	                                    directory a later step mounts over:
+//	                                    kernels before 6.15 bind only from
+//	                                    an attached mount (open_tree of a
+//	                                    detached one is EINVAL), so binds
+//	                                    from the area need it there
 //	bind    SRC DST ATTRS               a recursive bind with ATTRS on it and below; SRC
 //	                                    and DST are opened without following
 //	                                    any symlink (RESOLVE_NO_SYMLINKS), so a
@@ -229,6 +235,10 @@ func planView(iso *Isolation) (*viewTemplate, error) {
 	// View.Tmpfs share one size and one superblock (each superblock costs
 	// the job's exit a teardown).
 	p.add(own, "area", "tmpfs", "", "tmpfs", strconv.Itoa(attrRW), "mode=0700"+size)
+	// Attached where the job's own /proc covers it: out of the job's sight
+	// as a detached area is, and bindable from on any kernel.
+	p.dirs("/proc")
+	p.add(own, "attach", "", newRoot+"/proc")
 	ownDir := func(dir, sub string, mode string) {
 		p.add(own, "mkdir", "", sub, mode)
 		p.dirs(dir)

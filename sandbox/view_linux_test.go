@@ -1013,7 +1013,7 @@ func TestPlan_Template(t *testing.T) {
 			}
 		}
 		switch op.kind {
-		case "area", "mount", "ro":
+		case "area", "attach", "mount", "ro":
 		case "bind":
 			if !strings.HasPrefix(op.b, "/") || strings.HasPrefix(op.a, "/") && op.a != "/dev/null" {
 				t.Errorf("own bind %+v: want from the area or /dev/null onto the root", op)
