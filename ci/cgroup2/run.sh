@@ -24,8 +24,9 @@
 #
 # Environment: CGROUP2_TIMEOUT (seconds for the VM, default 1800),
 # CGROUP2_MEM (MiB, default 4096), CGROUP2_KERNEL (a vmlinuz, default the
-# newest /boot/vmlinuz-*), CGROUP2_RUN (a -test.run regexp for every suite
-# instead of the plan's, for a quick try).
+# newest /boot/vmlinuz-*), and for a quick try CGROUP2_SUITES (names of
+# the plan's suites to run, e.g. "sandbox web") and CGROUP2_RUN (a
+# -test.run regexp for every suite instead of the plan's).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -171,6 +172,7 @@ done
 	echo "# NAME DIR ARGS: written by ci/cgroup2/run.sh"
 	for entry in "${plan[@]}"; do
 		read -r name dir args <<<"$entry"
+		if [ -n "${CGROUP2_SUITES:-}" ] && [[ " $CGROUP2_SUITES " != *" $name "* ]]; then continue; fi
 		if [ -n "${CGROUP2_RUN:-}" ]; then args="$args -test.run=$CGROUP2_RUN"; fi
 		echo "$name /src/$dir $args"
 	done
