@@ -100,6 +100,7 @@ const delegateHint = "run chimirror as a systemd service with Delegate=yes in it
 // into that cgroup's supervisor leaf first, and what makes either
 // impossible.
 func planDelegation2(mount, self string, pid int) (root string, move bool, err error) {
+	root, move = self, true
 	if path.Base(self) == supervisorLeaf && self != "/"+supervisorLeaf {
 		parent := path.Dir(self)
 		enabled, err := readControllers(filepath.Join(mount, parent, "cgroup.subtree_control"))
@@ -107,27 +108,31 @@ func planDelegation2(mount, self string, pid int) (root string, move bool, err e
 			return "", false, err
 		}
 		if len(missing(cgroup2Needed, enabled)) == 0 {
-			return parent, false, nil // set up already: a restart, or DelegateSubgroup=supervisor
+			return parent, false, nil // set up already: a restart placed here
 		}
+		// In the leaf, its parent not set up yet: a unit with
+		// DelegateSubgroup=supervisor, or an earlier try that moved here
+		// and found another process in the parent.
+		root, move = parent, false
 	}
-	if self == "/" {
+	if root == "/" {
 		// The root cgroup has no cgroup.type; a cgroup namespace's root,
 		// which is a delegated cgroup like any other, has one.
 		if _, err := os.Stat(filepath.Join(mount, "cgroup.type")); errors.Is(err, os.ErrNotExist) {
 			return "", false, fmt.Errorf("chimirror runs in the root cgroup, where job cgroups must not go: %s", delegateHint)
 		}
 	}
-	have, err := readControllers(filepath.Join(mount, self, "cgroup.controllers"))
+	have, err := readControllers(filepath.Join(mount, root, "cgroup.controllers"))
 	if err != nil {
 		return "", false, err
 	}
 	if m := missing(cgroup2Needed, have); len(m) > 0 {
 		return "", false, fmt.Errorf("cgroup v2 controllers %s are not delegated to chimirror's cgroup %s: %s",
-			strings.Join(m, ", "), self, delegateHint)
+			strings.Join(m, ", "), root, delegateHint)
 	}
-	procs, err := os.ReadFile(filepath.Join(mount, self, "cgroup.procs"))
+	procs, err := os.ReadFile(filepath.Join(mount, root, "cgroup.procs"))
 	if err != nil {
-		return "", false, fmt.Errorf("list the processes of cgroup %s: %w", self, err)
+		return "", false, fmt.Errorf("list the processes of cgroup %s: %w", root, err)
 	}
 	var others []string
 	for _, f := range strings.Fields(string(procs)) {
@@ -138,9 +143,9 @@ func planDelegation2(mount, self string, pid int) (root string, move bool, err e
 	if len(others) > 0 {
 		return "", false, fmt.Errorf("chimirror shares its cgroup %s with %d other processes (pids %s), "+
 			"and cgroup v2 delegates controllers only from a cgroup of its own: %s",
-			self, len(others), strings.Join(others[:min(len(others), 5)], " "), delegateHint)
+			root, len(others), strings.Join(others[:min(len(others), 5)], " "), delegateHint)
 	}
-	return self, true, nil
+	return root, move, nil
 }
 
 // delegate2 makes the delegated root ready for job cgroups: pid moves into

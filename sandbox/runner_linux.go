@@ -99,6 +99,16 @@ func NewRunner(log *slog.Logger, opts RunnerOptions) (_ *Runner, retErr error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("become child subreaper: %w", err)
 	}
+	// On a v2 host with the controllers delegated, the server leaves its
+	// delegated cgroup for its leaf now, before it has a child: a child
+	// left in the delegated cgroup would keep job cgroups from their
+	// controllers (see delegated2). Where that fails, every sandboxed
+	// job's start says why.
+	if CgroupVersion() == 2 && os.Geteuid() == 0 && available2(unifiedMount()) == nil {
+		if _, err := delegated2(); err != nil {
+			log.Warn("cgroup v2 delegation", "err", err)
+		}
+	}
 	r := &Runner{
 		log:   log,
 		procs: make(map[int]*Process),

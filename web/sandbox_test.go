@@ -164,9 +164,12 @@ func TestSandboxed_ClientGoneKillsAll(t *testing.T) {
 	if len(jobs) != 1 {
 		t.Fatalf("jobs %+v", jobs)
 	}
-	cgDir := filepath.Join("/sys/fs/cgroup/pids", jobs[0].Cgroup) // the test runs in the root cgroup
+	// v1: the pids hierarchy's directory (the test runs in its root
+	// cgroup there); v2: the path is the whole one, below the delegated
+	// cgroup.
+	cgDir := filepath.Join("/sys/fs/cgroup/pids", jobs[0].Cgroup)
 	if sandbox.CgroupVersion() == 2 {
-		t.Skip("checks the v1 cgroup directory")
+		cgDir = filepath.Join("/sys/fs/cgroup", jobs[0].Cgroup)
 	}
 	if _, err := os.Stat(cgDir); err != nil {
 		t.Fatalf("job cgroup: %v", err)

@@ -62,7 +62,7 @@ command -v timeout >/dev/null || cannot "timeout (coreutils) missing"
 plan=(
 	"sandbox sandbox -test.timeout=20m"
 	"supervisor supervisor -test.timeout=15m"
-	"web web -test.timeout=15m"
+	"web web -test.timeout=15m -test.run=^(TestSandboxed_.*|TestConformance|TestCannotStart|TestTenantPolicy)$"
 	"cmd cmd/chimirror -test.timeout=20m"
 )
 
@@ -110,23 +110,28 @@ chmod 755 "$root/init" "$root/etc/cgroup2/tests"
 cat >"$root/etc/inittab" <<'EOF'
 ::sysinit:/etc/cgroup2/tests
 EOF
-cat >"$root/etc/passwd" <<'EOF'
-root:x:0:0:root:/root:/bin/sh
-nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
-EOF
-cat >"$root/etc/group" <<'EOF'
-root:x:0:
-nogroup:x:65534:
-EOF
+# Debian's base accounts (base-passwd), for the tests of id ranges that
+# clash with accounts.
+if [ -r /usr/share/base-passwd/passwd.master ]; then
+	cp /usr/share/base-passwd/passwd.master "$root/etc/passwd"
+	cp /usr/share/base-passwd/group.master "$root/etc/group"
+else
+	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n' >"$root/etc/passwd"
+	printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+fi
+echo cgroup2-vm >"$root/etc/hostname"
+# Paths the tests bind, hide or name in policies, as on a Debian host.
+mkdir -p "$root"/{usr/local/bin,usr/share/doc/chimirror,var/lib,var/log,var/cache,srv,home,opt,mnt}
+echo "make test-cgroup2's VM" >"$root/usr/share/doc/chimirror/README"
 printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$root/etc/hosts"
 printf 'passwd: files\ngroup: files\nhosts: files\n' >"$root/etc/nsswitch.conf"
 : >"$root/etc/resolv.conf"
 # Debian's own programs where the tests need them, as on the hosts
 # chimirror runs on: dash as /bin/sh, GNU coreutils (head -c 200M, timeout
-# in a pid namespace: busybox's differ), and perl-base for the probes of
-# the conformance and hostile-tenant suites. With the shared libraries they
-# load, which jobs see through their read-only /usr and /lib64. Busybox
-# fills in the rest. Paths go under usr/ (merged /usr).
+# in a pid namespace: busybox's differ), procps (ps -p), and perl-base for
+# the probes of the conformance and hostile-tenant suites. With the shared
+# libraries they load, which jobs see through their read-only /usr and
+# /lib64. Busybox fills in the rest. Paths go under usr/ (merged /usr).
 merged() {
 	case "$1" in
 	/bin/* | /sbin/* | /lib/* | /lib64/*) echo "/usr$1" ;;
@@ -134,18 +139,16 @@ merged() {
 	esac
 }
 copy_packages() {
-	local files
-	files=$(dpkg -L "$@" | grep '^/' | grep -Ev '^/usr/share/(doc|man|info|locale)/' | sort -u)
-	for f in $files; do
-		if [ -L "$f" ] || { [ -f "$f" ] && [ ! -d "$f" ]; }; then
-			dest=$root$(merged "$f")
-			mkdir -p "$(dirname "$dest")"
-			cp -P --preserve=mode,timestamps "$f" "$dest"
-		fi
-	done
-	for f in $files; do
-		if [ -f "$f" ] && [ ! -L "$f" ] && head -c 4 "$f" | grep -q ELF; then echo "$f"; fi
-	done | xargs ldd 2>/dev/null |
+	local files=$work/files
+	dpkg -L "$@" | grep '^/' | grep -Ev '^/usr/share/(doc|man|info|locale)/' | sort -u |
+		while read -r f; do
+			if [ -L "$f" ] || [ ! -d "$f" ]; then echo "$f"; fi
+		done >"$files"
+	# tar keeps modes and symlinks; the merged paths follow root's links.
+	tar -C / -cf - --no-recursion -T "$files" 2>/dev/null | tar -C "$root" -xf - --keep-directory-symlink
+	while read -r f; do
+		if [ -f "$f" ] && [ ! -L "$f" ] && [ "$(head -c 4 "$f" | tail -c 3)" = ELF ]; then echo "$f"; fi
+	done <"$files" | xargs ldd 2>/dev/null |
 		awk '/^\t/ { if ($2 == "=>") print $3; else if ($1 ~ /^\//) print $1 }' | grep '^/' | sort -u |
 		while read -r lib; do
 			dest=$root$(merged "$lib")
@@ -153,12 +156,15 @@ copy_packages() {
 			cp -L "$lib" "$dest"
 		done
 }
-debs=(dash coreutils perl-base)
-if command -v dpkg >/dev/null && dpkg -s "${debs[@]}" >/dev/null 2>&1; then
-	copy_packages "${debs[@]}"
-else
-	echo "make test-cgroup2: not a Debian host with ${debs[*]}: busybox alone is the userland, and perl probes skip"
-fi
+debs=()
+for deb in dash coreutils procps perl-base; do
+	if command -v dpkg >/dev/null && dpkg -s "$deb" >/dev/null 2>&1; then
+		debs+=("$deb")
+	else
+		echo "make test-cgroup2: Debian's $deb is not installed here: busybox stands in (perl probes skip)"
+	fi
+done
+if [ ${#debs[@]} -gt 0 ]; then copy_packages "${debs[@]}"; fi
 cp "$busybox" "$root/usr/bin/busybox"
 for applet in $("$busybox" --list-full); do
 	# --list-full says where each applet belongs (bin/, sbin/, usr/bin/...);

@@ -229,7 +229,7 @@ env = ["PATH"]
 			mu sync.Mutex
 			wg sync.WaitGroup
 		)
-		killAt := time.Duration(rand.IntN(400)) * time.Millisecond
+		killAt := slow(time.Duration(rand.IntN(400)) * time.Millisecond)
 		for i := range 50 {
 			wg.Add(1)
 			go func() {
@@ -311,8 +311,8 @@ env = ["PATH"]
 	}
 	if boxed {
 		var cgroups []string
-		for _, sub := range []string{"pids", "memory", "cpu", "freezer", "unified"} {
-			m, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", sub, "chimirror", l.Instance(), "*"))
+		for _, glob := range jobCgroupGlobs(dir, l.Instance()) {
+			m, _ := filepath.Glob(glob)
 			for _, p := range m {
 				if st, err := os.Stat(p); err == nil && st.IsDir() {
 					cgroups = append(cgroups, p)

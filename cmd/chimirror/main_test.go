@@ -32,12 +32,25 @@ import (
 var chimirrorBin string
 
 // Bounds for every wait. They only decide when a broken binary is declared
-// hung; nothing asserts on speed.
-const (
-	startTimeout = 10 * time.Second // until serve prints its address
-	runTimeout   = 10 * time.Second // a short-lived command, start to exit
-	ioTimeout    = 5 * time.Second  // one message, one line of output
+// hung; nothing asserts on speed. CHIMIRROR_TEST_SLOW multiplies them on a
+// slow machine (make test-cgroup2's VM emulates its CPU in software).
+var (
+	startTimeout = slow(10 * time.Second) // until serve prints its address
+	runTimeout   = slow(10 * time.Second) // a short-lived command, start to exit
+	ioTimeout    = slow(5 * time.Second)  // one message, one line of output
 )
+
+// slowEnv names the factor slow multiplies by: a whole number, 1 if unset.
+const slowEnv = "CHIMIRROR_TEST_SLOW"
+
+// slow is d on this machine: d times CHIMIRROR_TEST_SLOW.
+func slow(d time.Duration) time.Duration {
+	n, err := strconv.Atoi(os.Getenv(slowEnv))
+	if err != nil || n < 1 {
+		return d
+	}
+	return d * time.Duration(n)
+}
 
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
 
@@ -167,6 +180,7 @@ func startProcBin(t *testing.T, bin, dir string, stdin io.Reader, args ...string
 	p.cmd.Stdin = stdin
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	p.cmd.WaitDelay = 2 * time.Second // never hang on an inherited pipe
+	bornInUnit(t, p.cmd, dir, args)   // on cgroup v2: a cgroup of its own, as systemd gives a service
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", p.name, err)
 	}
