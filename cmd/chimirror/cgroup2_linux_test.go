@@ -98,8 +98,9 @@ func bornInUnit(t *testing.T, cmd *exec.Cmd, dir string, args []string) {
 	serve := len(args) > 0 && args[0] == "serve"
 	units.Lock()
 	unit, restart := units.serve[dir]
-	// A restart: the last server on dir is gone (what it left may run on).
-	restart = restart && serve && !holdsProcs(unit) && !holdsProcs(filepath.Join(unit, "supervisor"))
+	// A restart: the last server on dir is gone (what it left may run on:
+	// its jobs, its view templates' holders, which end on their own).
+	restart = restart && serve && !holdsServer(unit) && !holdsServer(filepath.Join(unit, "supervisor"))
 	if !restart {
 		units.n++
 		unit = filepath.Join(root, fmt.Sprintf("unit-%d", units.n))
@@ -177,11 +178,20 @@ func removeUnit(t *testing.T, unit, dir string, serve bool) {
 	}
 }
 
-// holdsProcs reports whether the cgroup dir itself (not below) holds a
-// process; a missing one holds none.
-func holdsProcs(dir string) bool {
+// holdsServer reports whether the cgroup dir itself (not below) holds a
+// chimirror serve; a missing one holds none.
+func holdsServer(dir string) bool {
 	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-	return err == nil && len(strings.TrimSpace(string(b))) > 0
+	if err != nil {
+		return false
+	}
+	for _, pid := range strings.Fields(string(b)) {
+		argv, err := os.ReadFile(filepath.Join("/proc", pid, "cmdline"))
+		if err == nil && slices.Contains(strings.Split(string(argv), "\x00"), "serve") {
+			return true
+		}
+	}
+	return false
 }
 
 func hasSubdirs(dir string) bool {
