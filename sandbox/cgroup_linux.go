@@ -590,7 +590,10 @@ func readKeyed(path, key string) (int64, error) {
 }
 
 // Available says why jobs cannot be sandboxed here, or nil if they can:
-// it needs root and the cgroup controllers this package uses.
+// it needs root and the cgroup controllers this package uses. On v2 they
+// must be delegated to a cgroup the server has to itself (systemd's
+// Delegate=yes); the error then says what to add to the unit. It changes
+// nothing: the server moves into its leaf later (see delegated2).
 func Available() error {
 	if os.Geteuid() != 0 {
 		return errors.New("not running as root")
