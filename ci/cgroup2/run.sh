@@ -227,13 +227,13 @@ booted=$(date +%s)
 result=$(tr -d '\r' <"$log" | grep -a -o 'CGROUP2-RESULT: .*' | tail -n 1 || true)
 echo "make test-cgroup2: build $((built - start))s, initramfs $((packed - built))s, VM $((booted - packed))s, total $((booted - start))s"
 # The top-level tests, as go test -v reports them.
-count() { tr -d '\r' <"$log" | grep -a -c "^--- $1: " || true; }
+count() { grep -a -c "^--- $1: " "$log" || true; }
 echo "cgroup2: $(count PASS) passed, $(count FAIL) failed, $(count SKIP) skipped"
 # A v2 proof that skipped (the sandbox unavailable in the VM, say) is no pass.
 if [ "$result" = "CGROUP2-RESULT: PASS" ] && [ -z "${CGROUP2_SUITES:-}${CGROUP2_RUN:-}" ]; then
 	unproven=()
 	for test in "${required[@]}"; do
-		tr -d '\r' <"$log" | grep -a -q "^--- PASS: $test " || unproven+=("$test")
+		grep -a -q "^--- PASS: $test " "$log" || unproven+=("$test")
 	done
 	if [ ${#unproven[@]} -gt 0 ]; then result="CGROUP2-RESULT: FAIL did not run and pass: ${unproven[*]}"; fi
 fi
