@@ -136,9 +136,10 @@ func cmdServe(args []string, stderr io.Writer) error {
 
 // serve runs the server until SIGINT or SIGTERM, or until a listener
 // fails, then ends every job and stops. Its steps, in order: the sandbox
-// check, the ledger and its recovery (before any connection), the
-// listeners, the supervisor and the HTTP servers, the up lines, the wait
-// (SIGHUP reloads meanwhile) and the shutdown.
+// check, the ledger and what the last run left (found before any
+// connection), the listeners, the supervisor and the HTTP servers, the up
+// lines, the recovery sweep (beside new jobs), the wait (SIGHUP reloads
+// meanwhile) and the shutdown, which stops a sweep still running first.
 func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 	stopProfile, err := startProfile()
 	if err != nil {
@@ -154,11 +155,11 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 		return err
 	}
 	// The ledger first: its lock keeps a second server off this data dir,
-	// and recovery must finish before any connection is accepted.
-	ledger, err := openRecovered(log, cfg.DataDir, box)
+	// and what the last run left must be found before any job starts.
+	ledger, rec, err := openRecovered(log, cfg.DataDir, box)
 	if errors.Is(err, accounting.ErrLocked) && cfg.quickData {
 		// Another quick server has the shared one: this one gets its own.
-		ledger, err = openQuickTemp(log, cfg, box)
+		ledger, rec, err = openQuickTemp(log, cfg, box)
 	}
 	if err != nil {
 		return err
@@ -191,8 +192,13 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 		log.Warn("the CLI will not find this server by itself", "err", err)
 	}
 	srv.announce(stderr)
+	sweepCtx, stopSweep := context.WithCancel(context.Background())
+	swept := make(chan struct{})
+	go func() { defer close(swept); sweep(sweepCtx, log, rec) }()
 	serveErr := srv.wait(ctx, hup, stderr)
 	stop()
+	stopSweep()
+	<-swept
 	if err := errors.Join(srv.shutdown(serveErr), removeServerFile(cfg.DataDir)); err != nil {
 		return err
 	}
@@ -263,41 +269,67 @@ func quickDataDir() (string, error) {
 
 // openQuickTemp moves quick mode's data dir to a new temporary one (the
 // shared one is held by another quick server) and opens its ledger.
-func openQuickTemp(log *slog.Logger, cfg *config, box bool) (*accounting.Ledger, error) {
+func openQuickTemp(log *slog.Logger, cfg *config, box bool) (*accounting.Ledger, *supervisor.Recovery, error) {
 	dir, err := os.MkdirTemp("", "chimirror-quick-")
 	if err != nil {
-		return nil, fmt.Errorf("quick mode: a data dir of its own: %w", err)
+		return nil, nil, fmt.Errorf("quick mode: a data dir of its own: %w", err)
 	}
 	log.Info("quick mode: the shared data dir is in use; this server keeps its ledger apart", "shared", cfg.DataDir, "data_dir", dir)
 	cfg.setDataDir(dir)
 	if box {
 		if ps := cfg.jobProblems(); len(ps) > 0 {
-			return nil, fmt.Errorf("invalid configuration:\n%w", ps)
+			return nil, nil, fmt.Errorf("invalid configuration:\n%w", ps)
 		}
 	}
 	return openRecovered(log, dir, box)
 }
 
-// openRecovered opens the data dir's ledger and recovers from the last
-// run: jobs it left running are recorded lost, their cgroups removed.
-func openRecovered(log *slog.Logger, dataDir string, box bool) (_ *accounting.Ledger, retErr error) {
+// openRecovered opens the data dir's ledger and finds what the last run
+// left: jobs still recorded running and their cgroups, which sweep closes
+// once the server listens. Finding takes a directory listing, so a server
+// that thousands of jobs died with still listens within moments.
+func openRecovered(log *slog.Logger, dataDir string, box bool) (_ *accounting.Ledger, _ *supervisor.Recovery, retErr error) {
 	ledger, err := openLedger(log, dataDir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer func() {
 		if retErr != nil {
 			retErr = errors.Join(retErr, ledger.Close())
 		}
 	}()
-	rec, err := supervisor.Recover(log, ledger, box)
+	rec, err := supervisor.FindLeftovers(log, ledger, box)
 	if err != nil {
-		return nil, fmt.Errorf("recover after the last run: %w", err)
+		return nil, nil, fmt.Errorf("recover after the last run: %w", err)
 	}
-	if len(rec.Lost) > 0 || rec.Cgroups > 0 {
-		log.Warn("recovered after an unclean stop", "jobs_lost", len(rec.Lost), "cgroups_removed", rec.Cgroups)
+	if records, cgroups := rec.Pending(); records > 0 || cgroups > 0 {
+		log.Warn(recoveringMsg, "jobs_open", records, "cgroups", cgroups)
 	}
-	return ledger, nil
+	return ledger, rec, nil
+}
+
+// The lines that say a recovery began and ended (tests wait for them).
+const (
+	recoveringMsg = "recovering after an unclean stop: sweeping in the background"
+	recoveredMsg  = "recovered after an unclean stop"
+)
+
+// sweep runs rec until it is done or ctx ends (the server stopping), and
+// logs how it went. A sweep stopped part way leaves the rest to the next
+// start.
+func sweep(ctx context.Context, log *slog.Logger, rec *supervisor.Recovery) {
+	if records, cgroups := rec.Pending(); records == 0 && cgroups == 0 {
+		return
+	}
+	t0 := time.Now()
+	out, err := rec.Run(ctx)
+	took := time.Since(t0).Round(time.Millisecond)
+	if err != nil {
+		log.Error("recovery incomplete; the next start finishes it", "jobs_lost", len(out.Lost),
+			"cgroups_removed", out.Cgroups, "stuck", out.Stuck, "took", took, "err", err)
+		return
+	}
+	log.Warn(recoveredMsg, "jobs_lost", len(out.Lost), "cgroups_removed", out.Cgroups, "took", took)
 }
 
 // instance is a running chimirror server: its listeners, its supervisor
