@@ -28,7 +28,7 @@ import (
 	"github.com/chimirror/chimirror/web"
 )
 
-func cmdServe(args []string, stderr io.Writer) error {
+func cmdServe(args []string, stderr io.Writer) (retErr error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "config file (default ./chimirror.toml if present, else the embedded default)")
@@ -73,6 +73,15 @@ func cmdServe(args []string, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("--log-format: %q: use text or json", *logFormat)
 	}
+	if err := emptyDataDir(fs); err != nil {
+		return err
+	}
+	// Before the config is read: what systemd passed is unset by then.
+	sd, err := takeSystemd(log)
+	if err != nil {
+		return err
+	}
+	defer func() { retErr = errors.Join(retErr, sd.close()) }()
 
 	overrides := func(c *config) {
 		if *listen != "" {
@@ -131,16 +140,17 @@ func cmdServe(args []string, stderr io.Writer) error {
 		}
 	}
 	cfg.overrides = overrides
-	return serve(log, cfg, stderr)
+	return serve(log, cfg, sd, stderr)
 }
 
 // serve runs the server until SIGINT or SIGTERM, or until a listener
 // fails, then ends every job and stops. Its steps, in order: the sandbox
 // check, the ledger and what the last run left (found before any
-// connection), the listeners, the supervisor and the HTTP servers, the up
-// lines, the recovery sweep (beside new jobs), the wait (SIGHUP reloads
-// meanwhile) and the shutdown, which stops a sweep still running first.
-func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
+// connection), the listeners (or systemd's), the supervisor and the HTTP
+// servers, the up lines and READY=1 to systemd, the recovery sweep (beside
+// new jobs), the wait (SIGHUP reloads meanwhile) and the shutdown:
+// STOPPING=1, then a sweep still running is stopped, then the jobs end.
+func serve(log *slog.Logger, cfg *config, sd *systemd, stderr io.Writer) (retErr error) {
 	stopProfile, err := startProfile()
 	if err != nil {
 		return err
@@ -165,7 +175,7 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 		return err
 	}
 	defer func() { retErr = errors.Join(retErr, ledger.Close()) }()
-	srv, err := startInstance(log, cfg, ledger, box, why)
+	srv, err := startInstance(log, cfg, sd, ledger, box, why)
 	if err != nil {
 		return err
 	}
@@ -192,11 +202,13 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 		log.Warn("the CLI will not find this server by itself", "err", err)
 	}
 	srv.announce(stderr)
+	sd.ready(servingStatus(srv.sup.Running()))
 	sweepCtx, stopSweep := context.WithCancel(context.Background())
 	swept := make(chan struct{})
 	go func() { defer close(swept); sweep(sweepCtx, log, rec) }()
 	serveErr := srv.wait(ctx, hup, stderr)
 	stop()
+	sd.stopping(stoppingStatus(srv.sup.Running()))
 	stopSweep()
 	<-swept
 	if err := errors.Join(srv.shutdown(serveErr), removeServerFile(cfg.DataDir)); err != nil {
@@ -337,6 +349,7 @@ func sweep(ctx context.Context, log *slog.Logger, rec *supervisor.Recovery) {
 type instance struct {
 	log        *slog.Logger
 	cfg        *config
+	sd         *systemd // systemd's notifications
 	box        bool
 	why        string // why jobs are not sandboxed, when they are not
 	ledger     *accounting.Ledger
@@ -352,10 +365,11 @@ type instance struct {
 }
 
 // startInstance opens the listeners (the public one first: a busy port fails
-// before anything else is made), the runner and the supervisor, and makes
-// the HTTP servers. Nothing is served until serve.
-func startInstance(log *slog.Logger, cfg *config, ledger *accounting.Ledger, box bool, why string) (_ *instance, retErr error) {
-	s := &instance{log: log, cfg: cfg, box: box, why: why, ledger: ledger,
+// before anything else is made), or takes those systemd passed, the runner
+// and the supervisor, and makes the HTTP servers. Nothing is served until
+// serve.
+func startInstance(log *slog.Logger, cfg *config, sd *systemd, ledger *accounting.Ledger, box bool, why string) (_ *instance, retErr error) {
+	s := &instance{log: log, cfg: cfg, sd: sd, box: box, why: why, ledger: ledger,
 		served: make(chan error, 1), adminServed: make(chan error, 1)}
 	var undo []func() error
 	defer func() {
@@ -368,8 +382,11 @@ func startInstance(log *slog.Logger, cfg *config, ledger *accounting.Ledger, box
 	// No TCP keepalive: WebSocket pings find dead peers, and the three
 	// setsockopt calls per connection are measurable in the setup rate.
 	lc := net.ListenConfig{KeepAlive: -1}
-	ln, err := lc.Listen(context.Background(), "tcp", cfg.Listen)
-	if err != nil {
+	var err error
+	ln := sd.takeListener(fdNamePublic)
+	if ln != nil {
+		sd.warnElsewhere(fdNamePublic, "listen", cfg.Listen, ln)
+	} else if ln, err = lc.Listen(context.Background(), "tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w%s", cfg.Listen, err, inUse(err, "--listen ADDR (or listen in the config)"))
 	}
 	s.ln = ln
@@ -380,12 +397,21 @@ func startInstance(log *slog.Logger, cfg *config, ledger *accounting.Ledger, box
 		return nil, err
 	}
 	s.freshToken = freshToken != ""
-	aln, err := lc.Listen(context.Background(), "tcp", cfg.AdminListen)
-	if err != nil {
-		return nil, fmt.Errorf("admin_listen on %s: %w%s", cfg.AdminListen, err, inUse(err, "--admin-listen ADDR (127.0.0.1:0 takes a free port)"))
+	aln := sd.takeListener(fdNameAdmin)
+	passed := aln != nil
+	if !passed {
+		if aln, err = lc.Listen(context.Background(), "tcp", cfg.AdminListen); err != nil {
+			return nil, fmt.Errorf("admin_listen on %s: %w%s", cfg.AdminListen, err, inUse(err, "--admin-listen ADDR (127.0.0.1:0 takes a free port)"))
+		}
 	}
 	s.aln = aln
 	undo = append(undo, ignoreClosed(aln.Close))
+	if passed { // the rule for admin_listen holds for systemd's socket too
+		if msg := adminExposure(aln.Addr().String(), cfg.AdminPublic, cfg.AdminEdge.TLS != nil); msg != "" {
+			return nil, fmt.Errorf("the admin socket systemd passed (FileDescriptorName=%s): %s", fdNameAdmin, msg)
+		}
+		sd.warnElsewhere(fdNameAdmin, "admin_listen", cfg.AdminListen, aln)
+	}
 	metrics := web.NewMetrics()
 	if s.runner, err = sandbox.NewRunner(log, cfg.Runner); err != nil {
 		return nil, fmt.Errorf("start sandbox runner: %w", err)
@@ -497,8 +523,12 @@ func edgeURL(e web.Edge, addr string) string {
 // certificates and the config on each SIGHUP, and returns the server's
 // error if one stopped.
 func (s *instance) wait(ctx context.Context, hup <-chan os.Signal, stderr io.Writer) error {
+	ticks, stopTicks := s.sd.statusTicks()
+	defer stopTicks()
 	for {
 		select {
+		case <-ticks:
+			s.sd.status(servingStatus(s.sup.Running()))
 		case <-ctx.Done():
 			s.log.Info("shutting down: ending every job")
 			return nil
@@ -509,10 +539,12 @@ func (s *instance) wait(ctx context.Context, hup <-chan os.Signal, stderr io.Wri
 			s.log.Error("admin server stopped", "err", err)
 			return err
 		case <-hup:
+			s.sd.reloading()
 			s.reloadCertificates()
 			if next := reload(s.log, stderr, s.cfg, s.sup, s.admin); next != nil {
 				s.pols.Store(next.Policies)
 			}
+			s.sd.ready(servingStatus(s.sup.Running()))
 		}
 	}
 }
