@@ -186,9 +186,10 @@ var recoveredRe = regexp.MustCompile(regexp.QuoteMeta(recoveredMsg) + `.*jobs_lo
 // Ensure that a server killed with thousands of sandboxed jobs running,
 // a third of them frozen as a server killed mid-shutdown leaves them,
 // restarts listening within 5 s, kills and records every orphan lost
-// within 30 s, and leaves no cgroup or process behind; then that a
-// graceful stop of as many jobs ends them all, in parallel, in a few
-// seconds (the figures are logged).
+// within 30 s, and leaves no cgroup or process behind; that a graceful
+// stop of as many jobs ends them all, in parallel, in a few seconds; and
+// that SIGTERM during a recovery stops the server cleanly, the next start
+// finishing the sweep. The figures are logged.
 func TestCrashRestart(t *testing.T) {
 	if err := sandbox.Available(); err != nil {
 		t.Skipf("sandboxed jobs need root and cgroups: %v", err)
@@ -197,15 +198,18 @@ func TestCrashRestart(t *testing.T) {
 	dir := t.TempDir()
 	cfg := writeFile(t, filepath.Join(dir, "crash.toml"), crashConfig)
 	args := []string{"--config", cfg, "--log-level", "warn"}
+	var lostIDs, stoppedIDs []string
+
+	// 1. n jobs, a third frozen, then SIGKILL; the restart sweeps them.
 	srv := startServer(t, dir, args...)
 	t0 := time.Now()
-	acked, closeFirst := holdJobs(t, srv, n)
-	defer closeFirst()
+	ids, closeConns := holdJobs(t, srv, n)
+	defer closeConns()
+	lostIDs = append(lostIDs, ids...)
 	t.Logf("%d sandboxed jobs up in %v", n, time.Since(t0).Round(time.Millisecond))
-	oldPid := srv.cmd.Process.Pid
-	dirs := jobCgroupDirs(t, oldPid)
+	dirs := jobCgroupDirs(t, srv.cmd.Process.Pid)
 	if len(dirs) < n {
-		t.Fatalf("found %d job cgroups of server %d, want at least %d", len(dirs), oldPid, n)
+		t.Fatalf("found %d job cgroups of server %d, want at least %d", len(dirs), srv.cmd.Process.Pid, n)
 	}
 	frozen := 0
 	for i, d := range dirs {
@@ -214,50 +218,54 @@ func TestCrashRestart(t *testing.T) {
 			frozen++
 		}
 	}
-	srv.signal(syscall.SIGKILL)
-	srv.wait(10 * time.Second)
-
+	r := crashAndRestart(t, srv, dir, args)
+	srv = r.server
 	start := time.Now()
-	srv = startServer(t, dir, args...)
-	listening := time.Since(start)
-	if listening > 5*time.Second {
-		t.Errorf("the restarted server listened after %v, want within 5s", listening)
-	}
-	if !strings.Contains(srv.stderr.String(), recoveringMsg) {
-		t.Fatalf("the restarted server did not say it is recovering:\n%s", srv.stderr)
-	}
-	m, ok := srv.stderr.waitMatch(recoveredRe, 30*time.Second-time.Since(start), srv.done)
-	swept := time.Since(start)
+	listening := r.startedIn
+	m, ok := srv.stderr.waitMatch(recoveredRe, 30*time.Second-listening, srv.done)
+	swept := time.Since(start) + listening
 	if !ok {
 		t.Fatalf("recovery did not end within 30s of the restart:\n%s", tail(srv.stderr.String(), 3000))
 	}
+	t.Logf("restart after SIGKILL with %d sandboxed jobs (%d frozen): listening after %v, recovery done after %v (its own figure: %s; %s jobs lost, %s cgroups removed)",
+		n, frozen, listening.Round(time.Millisecond), swept.Round(time.Millisecond), m[3], m[1], m[2])
 	if lost, _ := strconv.Atoi(m[1]); lost < n {
 		t.Errorf("recovery closed %d jobs as lost, want at least %d", lost, n)
 	}
-	if removed, _ := strconv.Atoi(m[2]); removed < n {
-		t.Errorf("recovery removed %d cgroups, want at least %d", removed, n)
-	}
-	t.Logf("restart after SIGKILL with %d sandboxed jobs (%d frozen): listening after %v, recovery done after %v (its own figure: %s)",
-		n, frozen, listening.Round(time.Millisecond), swept.Round(time.Millisecond), m[3])
-	if left := jobCgroupDirs(t, oldPid); len(left) > 0 {
-		t.Errorf("%d cgroups of the killed server left, e.g. %s", len(left), left[0])
-	}
-	waitNoProcs(t, "sleep 765432", 10*time.Second)
+	waitNoJobsOf(t, r.oldPid)
 
-	// The restarted server holds as many jobs, and stops gracefully.
+	// 2. n jobs again, and a graceful stop.
 	t0 = time.Now()
-	second, closeSecond := holdJobs(t, srv, n)
-	defer closeSecond()
+	ids, closeConns = holdJobs(t, srv, n)
+	defer closeConns()
+	stoppedIDs = append(stoppedIDs, ids...)
 	t.Logf("%d sandboxed jobs up again in %v", n, time.Since(t0).Round(time.Millisecond))
 	t0 = time.Now()
 	if code := srv.stop(syscall.SIGTERM, 120*time.Second); code != 0 {
 		t.Fatalf("graceful stop with %d jobs exited %d:\n%s", n, code, tail(srv.stderr.String(), 3000))
 	}
 	t.Logf("graceful stop of %d sandboxed jobs took %v", n, time.Since(t0).Round(time.Millisecond))
-	if left := jobCgroupDirs(t, srv.cmd.Process.Pid); len(left) > 0 {
-		t.Errorf("%d job cgroups left after a graceful stop, e.g. %s", len(left), left[0])
+	waitNoJobsOf(t, srv.cmd.Process.Pid)
+
+	// 3. A smaller crash, and SIGTERM as soon as the restart listens: the
+	// sweep is most likely halfway. It stops cleanly; the next start
+	// finishes it.
+	srv = startServer(t, dir, args...)
+	ids, closeConns = holdJobs(t, srv, max(n/4, 50))
+	defer closeConns()
+	lostIDs = append(lostIDs, ids...)
+	r = crashAndRestart(t, srv, dir, args)
+	srv = r.server
+	if code := srv.stop(syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("SIGTERM during recovery: exit %d, want 0:\n%s", code, tail(srv.stderr.String(), 3000))
 	}
-	waitNoProcs(t, "sleep 765432", 10*time.Second)
+	t.Logf("SIGTERM as the restart listened: %s", recoveryOutcome(srv.stderr.String()))
+	last := startServer(t, dir, args...)
+	last.waitRecovered(30 * time.Second)
+	if code := last.stop(syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("final stop: exit %d:\n%s", code, tail(last.stderr.String(), 3000))
+	}
+	waitNoJobsOf(t, r.oldPid)
 
 	l, err := accounting.Open(filepath.Join(dir, "data", "ledger.db"), accounting.Options{ReadOnly: true})
 	if err != nil {
@@ -270,7 +278,7 @@ func TestCrashRestart(t *testing.T) {
 	for _, c := range []struct {
 		ids  []string
 		want accounting.State
-	}{{acked, accounting.StateLost}, {second, ""}} {
+	}{{lostIDs, accounting.StateLost}, {stoppedIDs, ""}} {
 		for _, id := range c.ids {
 			r, err := l.Record(id)
 			if err != nil {
@@ -284,6 +292,42 @@ func TestCrashRestart(t *testing.T) {
 	if open, err := l.OpenRecords(); err != nil || len(open) != 0 {
 		t.Fatalf("records left open: %d %v", len(open), err)
 	}
+}
+
+// restarted is a server started on a dead one's data dir.
+type restarted struct {
+	*server
+	oldPid    int           // the dead server's
+	startedIn time.Duration // from its start until it listened
+}
+
+// crashAndRestart kills srv with SIGKILL and starts a server on its data
+// dir, which must listen within 5 s and say it is recovering.
+func crashAndRestart(t *testing.T, srv *server, dir string, args []string) restarted {
+	t.Helper()
+	old := srv.cmd.Process.Pid
+	srv.signal(syscall.SIGKILL)
+	srv.wait(10 * time.Second)
+	start := time.Now()
+	next := startServer(t, dir, args...)
+	r := restarted{server: next, oldPid: old, startedIn: time.Since(start)}
+	if r.startedIn > 5*time.Second {
+		t.Errorf("the restarted server listened after %v, want within 5s", r.startedIn)
+	}
+	if !strings.Contains(next.stderr.String(), recoveringMsg) {
+		t.Fatalf("the restarted server did not say it is recovering:\n%s", next.stderr)
+	}
+	return r
+}
+
+// waitNoJobsOf waits until no cgroup of the server with pid serverPid, and
+// no job process, is left.
+func waitNoJobsOf(t *testing.T, serverPid int) {
+	t.Helper()
+	if left := jobCgroupDirs(t, serverPid); len(left) > 0 {
+		t.Errorf("%d job cgroups of server %d left, e.g. %s", len(left), serverPid, left[0])
+	}
+	waitNoProcs(t, "sleep 765432", 10*time.Second)
 }
 
 // waitNoProcs waits until no process's command line contains marker.
@@ -306,4 +350,25 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "…" + s[len(s)-n:]
+}
+
+// recoveryOutcome says how a server's recovery sweep ended, from its log.
+func recoveryOutcome(stderr string) string {
+	switch {
+	case strings.Contains(stderr, "recovery incomplete"):
+		return "the sweep stopped part way (" + lineWith(stderr, "recovery incomplete") + ")"
+	case strings.Contains(stderr, recoveredMsg):
+		return "the sweep had already ended (" + lineWith(stderr, recoveredMsg) + ")"
+	}
+	return "no sweep logged"
+}
+
+// lineWith is the first line of s that contains sub.
+func lineWith(s, sub string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			return l
+		}
+	}
+	return ""
 }
