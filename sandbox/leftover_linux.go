@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -52,7 +53,7 @@ func (l *Leftover) Kill() error {
 	defer fileSlot()()
 	if l.v1 == nil {
 		dir := l.v2
-		err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+		err := writeExisting(filepath.Join(dir, "cgroup.kill"), "1")
 		if errors.Is(err, os.ErrNotExist) { // gone already, or a kernel before 5.14
 			if _, serr := os.Stat(dir); errors.Is(serr, os.ErrNotExist) {
 				return nil
@@ -84,11 +85,24 @@ func (l *Leftover) Kill() error {
 // thaw writes state to a freezer file that exists; a cgroup (or a
 // controller) that is not there is nothing to thaw.
 func thaw(file, state string) error {
-	err := os.WriteFile(file, []byte(state), 0)
+	err := writeExisting(file, state)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	return err
+}
+
+// writeExisting writes data to a file that must exist. os.WriteFile
+// creates, and cgroupfs answers a create of a file it does not have with
+// EACCES, not ENOENT: a missing cgroup.kill (kernels before 5.14) must read
+// as missing.
+func writeExisting(file, data string) error {
+	f, err := os.OpenFile(file, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(data)
+	return errors.Join(err, f.Close())
 }
 
 // killListed sends SIGKILL to every task cgroup.procs lists, in every
@@ -103,7 +117,8 @@ func (l *Leftover) killListed() error {
 	return err
 }
 
-// procs lists the live tasks in the cgroup: cgroup.procs shows no zombie.
+// procs lists the live tasks in the cgroup, each once (a v1 cgroup lists
+// them in every hierarchy): cgroup.procs shows no zombie.
 func (l *Leftover) procs() ([]int, error) {
 	dirs := []string{l.v2}
 	if l.v1 != nil {
@@ -121,7 +136,7 @@ func (l *Leftover) procs() ([]int, error) {
 			continue
 		}
 		for _, f := range strings.Fields(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil {
+			if pid, err := strconv.Atoi(f); err == nil && !slices.Contains(pids, pid) {
 				pids = append(pids, pid)
 			}
 		}

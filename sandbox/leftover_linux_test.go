@@ -308,3 +308,48 @@ func TestLeftovers_FrozenAndUnreaped(t *testing.T) {
 		})
 	}
 }
+
+// Ensure a v2 leftover on a kernel without cgroup.kill (before 5.14) falls
+// back to killing its listed tasks. A v1 pids cgroup, which has
+// cgroup.procs and no cgroup.kill, stands for one: cgroupfs answers the
+// write of a file it lacks with EACCES, which once read as a failure.
+func TestLeftovers_KillWithoutCgroupKill(t *testing.T) {
+	requireV1(t)
+	dir := filepath.Join(cgroupRoot, "pids", fmt.Sprintf("chimirror-test-nokill-%d", time.Now().UnixNano()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.Remove(dir); err != nil {
+			t.Error(err)
+		}
+	})
+	cmd := exec.Command("sleep", "100")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			t.Error(err)
+		}
+		<-done
+	})
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0); err != nil {
+		t.Fatal(err)
+	}
+	l := &Leftover{Name: "JOB00000001.999", path: filepath.Base(dir), v2: dir}
+	if err := l.Kill(); err != nil {
+		t.Fatalf("kill without cgroup.kill: %v", err)
+	}
+	select {
+	case err := <-done:
+		done <- err
+		if err == nil {
+			t.Fatal("sleep exited by itself")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the listed task was not killed")
+	}
+}

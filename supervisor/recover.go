@@ -61,11 +61,29 @@ const StuckAfter = 20 * time.Second
 
 // FindLeftovers lists what Run will sweep. Call it after opening the
 // ledger (its lock makes this the only server of it) and before the
-// server listens or starts a job. With sandboxed false, cgroups are not
-// looked for.
+// server listens, starts a job or ticks. With sandboxed false, cgroups are
+// not looked for.
+//
+// It writes each open record's last_seen into the record, durably: an
+// open record's last_seen is otherwise the ledger's heartbeat, which this
+// server moves on from its first tick, while a record that Run leaves
+// open (stopped, or a stuck cgroup) waits for the next start.
 func FindLeftovers(log *slog.Logger, ledger *accounting.Ledger, sandboxed bool) (*Recovery, error) {
 	open, err := ledger.OpenRecords()
 	if err != nil {
+		return nil, fmt.Errorf("recover: %w", err)
+	}
+	waits := make([]func() error, len(open))
+	for i := range open {
+		waits[i] = ledger.PutLater(&open[i]) // LastSeen as decoded: the dead server's
+	}
+	var errs []error
+	for i, wait := range waits {
+		if err := wait(); err != nil {
+			errs = append(errs, fmt.Errorf("fix the last_seen of %s: %w", open[i].ID, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("recover: %w", err)
 	}
 	r := &Recovery{log: log, ledger: ledger, open: open}
@@ -129,11 +147,19 @@ func (r *Recovery) Run(ctx context.Context) (Recovered, error) {
 	out.Lost = append(out.Lost, lost...)
 	errs := []error{err}
 
-	// 2. Kill them all, then wait for them together.
+	// 2. Kill them all, then wait for them together. A cgroup's failures
+	// are logged once: the loop retries every few hundred ms.
+	failed := make(map[*sandbox.Leftover]bool)
+	warn := func(lo *sandbox.Leftover, what string, err error) {
+		if !failed[lo] {
+			failed[lo] = true
+			r.log.Warn("recover: "+what+" leftover cgroup; retrying", "cgroup", lo.Path(), "err", err)
+		}
+	}
 	pending := r.left
 	for _, lo := range pending {
 		if err := lo.Kill(); err != nil {
-			r.log.Warn("recover: kill leftover cgroup", "cgroup", lo.Path(), "err", err)
+			warn(lo, "kill", err)
 		}
 	}
 	var undeleted []*sandbox.Leftover
@@ -144,7 +170,7 @@ func (r *Recovery) Run(ctx context.Context) (Recovered, error) {
 		for _, lo := range pending {
 			alive, err := lo.Live()
 			if err != nil {
-				r.log.Warn("recover: read leftover cgroup", "cgroup", lo.Path(), "err", err)
+				warn(lo, "read", err)
 			}
 			if alive || err != nil {
 				live = append(live, lo)
@@ -193,7 +219,7 @@ func (r *Recovery) Run(ctx context.Context) (Recovered, error) {
 		}
 		for _, lo := range pending { // tasks forked as the last kill landed
 			if err := lo.Kill(); err != nil {
-				r.log.Warn("recover: kill leftover cgroup", "cgroup", lo.Path(), "err", err)
+				warn(lo, "kill", err)
 			}
 		}
 		select {

@@ -198,14 +198,14 @@ func TestCrashRestart(t *testing.T) {
 	dir := t.TempDir()
 	cfg := writeFile(t, filepath.Join(dir, "crash.toml"), crashConfig)
 	args := []string{"--config", cfg, "--log-level", "warn"}
-	var lostIDs, stoppedIDs []string
+	var stoppedIDs []string
+	lostBy := make(map[string]time.Time) // a lost job's server died at
 
 	// 1. n jobs, a third frozen, then SIGKILL; the restart sweeps them.
 	srv := startServer(t, dir, args...)
 	t0 := time.Now()
 	ids, closeConns := holdJobs(t, srv, n)
 	defer closeConns()
-	lostIDs = append(lostIDs, ids...)
 	t.Logf("%d sandboxed jobs up in %v", n, time.Since(t0).Round(time.Millisecond))
 	dirs := jobCgroupDirs(t, srv.cmd.Process.Pid)
 	if len(dirs) < n {
@@ -219,6 +219,7 @@ func TestCrashRestart(t *testing.T) {
 		}
 	}
 	r := crashAndRestart(t, srv, dir, args)
+	lost(lostBy, ids, r.killedAt)
 	srv = r.server
 	start := time.Now()
 	listening := r.startedIn
@@ -253,8 +254,8 @@ func TestCrashRestart(t *testing.T) {
 	srv = startServer(t, dir, args...)
 	ids, closeConns = holdJobs(t, srv, max(n/4, 50))
 	defer closeConns()
-	lostIDs = append(lostIDs, ids...)
 	r = crashAndRestart(t, srv, dir, args)
+	lost(lostBy, ids, r.killedAt)
 	srv = r.server
 	if code := srv.stop(syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("SIGTERM during recovery: exit %d, want 0:\n%s", code, tail(srv.stderr.String(), 3000))
@@ -275,18 +276,25 @@ func TestCrashRestart(t *testing.T) {
 	if err := l.Check(); err != nil {
 		t.Fatalf("ledger check: %v", err)
 	}
-	for _, c := range []struct {
-		ids  []string
-		want accounting.State
-	}{{lostIDs, accounting.StateLost}, {stoppedIDs, ""}} {
-		for _, id := range c.ids {
-			r, err := l.Record(id)
-			if err != nil {
-				t.Fatalf("job %s: %v", id, err)
-			}
-			if r.State.Open() || (c.want != "" && r.State != c.want) {
-				t.Fatalf("job %s: %s (%s), want closed %s", id, r.State, r.Reason, c.want)
-			}
+	// A lost job ends when its server last saw it: before that server died,
+	// never at a later server's heartbeat.
+	for id, died := range lostBy {
+		r, err := l.Record(id)
+		if err != nil {
+			t.Fatalf("job %s: %v", id, err)
+		}
+		if r.State != accounting.StateLost || r.EndedAt.Before(r.StartedAt) || r.EndedAt.After(died) {
+			t.Fatalf("job %s: %s (%s), started %v, ended %v; want lost, ended by %v, when its server died",
+				id, r.State, r.Reason, r.StartedAt, r.EndedAt, died)
+		}
+	}
+	for _, id := range stoppedIDs {
+		r, err := l.Record(id)
+		if err != nil {
+			t.Fatalf("job %s: %v", id, err)
+		}
+		if r.State.Open() || r.State == accounting.StateLost {
+			t.Fatalf("job %s: %s (%s), want ended by the graceful stop", id, r.State, r.Reason)
 		}
 	}
 	if open, err := l.OpenRecords(); err != nil || len(open) != 0 {
@@ -294,10 +302,18 @@ func TestCrashRestart(t *testing.T) {
 	}
 }
 
+// lost notes that the jobs ids were lost: their server was dead at.
+func lost(by map[string]time.Time, ids []string, at time.Time) {
+	for _, id := range ids {
+		by[id] = at
+	}
+}
+
 // restarted is a server started on a dead one's data dir.
 type restarted struct {
 	*server
 	oldPid    int           // the dead server's
+	killedAt  time.Time     // the dead server was gone by then
 	startedIn time.Duration // from its start until it listened
 }
 
@@ -310,7 +326,7 @@ func crashAndRestart(t *testing.T, srv *server, dir string, args []string) resta
 	srv.wait(10 * time.Second)
 	start := time.Now()
 	next := startServer(t, dir, args...)
-	r := restarted{server: next, oldPid: old, startedIn: time.Since(start)}
+	r := restarted{server: next, oldPid: old, killedAt: start, startedIn: time.Since(start)}
 	if r.startedIn > 5*time.Second {
 		t.Errorf("the restarted server listened after %v, want within 5s", r.startedIn)
 	}

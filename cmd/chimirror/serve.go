@@ -156,6 +156,23 @@ func serve(log *slog.Logger, cfg *config, sd *systemd, stderr io.Writer) (retErr
 		return err
 	}
 	defer func() { retErr = errors.Join(retErr, stopProfile()) }()
+	// Signals first. SIGINT and SIGTERM while the server starts end it as
+	// cleanly as later: the wait below returns at once, and the shutdown
+	// undoes what was made (the default action would leave its pool's
+	// cgroups to the next start). A SIGHUP sent on seeing the up lines must
+	// reload, not kill it (SIGHUP's default).
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	// A log reader that goes away must not kill the server (Go kills a
+	// program on a broken pipe at fd 1 or 2 unless SIGPIPE is handled):
+	// logs are lost, jobs go on and shutdown still cleans up. Handled, not
+	// ignored, so that jobs still get SIGPIPE's default action.
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
 	// Again with --admin-listen: the flag is no way around the rule.
 	if msg := adminExposure(cfg.AdminListen, cfg.AdminPublic, cfg.AdminEdge.TLS != nil); msg != "" {
 		return fmt.Errorf("admin_listen: %s", msg)
@@ -183,20 +200,6 @@ func serve(log *slog.Logger, cfg *config, sd *systemd, stderr io.Writer) (retErr
 		retErr = errors.Join(retErr, srv.runner.Close())
 	}()
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	// Before the lines that say the server is up: a SIGHUP sent on seeing
-	// them must reload, not kill it (SIGHUP's default).
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	// A log reader that goes away must not kill the server (Go kills a
-	// program on a broken pipe at fd 1 or 2 unless SIGPIPE is handled):
-	// logs are lost, jobs go on and shutdown still cleans up. Handled, not
-	// ignored, so that jobs still get SIGPIPE's default action.
-	pipe := make(chan os.Signal, 1)
-	signal.Notify(pipe, syscall.SIGPIPE)
-	defer signal.Stop(pipe)
 	srv.serve()
 	if err := srv.recordAddress(); err != nil {
 		log.Warn("the CLI will not find this server by itself", "err", err)
