@@ -19,13 +19,15 @@ import (
 // writer, and the writer never waits for them.
 
 // decodeRecord reads a stored record. An open job's last_seen is the last
-// heartbeat, or its start if it started after that.
+// heartbeat, or its start if it started after that, unless the record
+// stores one: recovery fixes an orphan's last_seen before the next server
+// ticks (see Record.LastSeen).
 func decodeRecord(k, v []byte, beat time.Time) (Record, error) {
 	var r Record
 	if err := json.Unmarshal(v, &r); err != nil {
 		return r, fmt.Errorf("decode record %x: %w", k, err)
 	}
-	if r.State.Open() {
+	if r.State.Open() && r.LastSeen.IsZero() {
 		r.LastSeen = r.StartedAt
 		if beat.After(r.StartedAt) {
 			r.LastSeen = beat

@@ -68,7 +68,10 @@ type Record struct {
 	StartedAt time.Time `json:"started_at"`
 	EndedAt   time.Time `json:"ended_at,omitzero"`
 	// LastSeen is when the supervisor last saw the job alive (each sample
-	// tick); a lost job ends at its LastSeen.
+	// tick); a lost job ends at its LastSeen. A running job's record stores
+	// none: it is the ledger's heartbeat. A record that stores one while
+	// open is an orphan, its server dead: recovery wrote the dead server's
+	// last heartbeat into it before the next server's first tick.
 	LastSeen time.Time `json:"last_seen,omitzero"`
 
 	Usage   Usage   `json:"usage"`

@@ -21,6 +21,12 @@ const handshakeTimeout = 10 * time.Second
 // prepared names pool initiators' cgroups until they get a job.
 var prepared atomic.Uint64
 
+// preparedEpoch sets this process's initiator names apart from a dead
+// server's, which recovery may still be sweeping: a restarted server often
+// gets the same pid (a container's, say), and job IDs, unique in the
+// ledger, are the only other part of a job cgroup's name.
+var preparedEpoch = strconv.FormatInt(time.Now().UnixNano(), 36)
+
 // Initiator is a sandbox prepared ahead of its job (the mainframe's idea):
 // its cgroup and namespaces exist and its init helper has done every step
 // that does not depend on the job, and waits. Launch it once, or Discard it.
@@ -87,7 +93,7 @@ func (r *Runner) prepare(iso Isolation, job []byte) (_ *Initiator, retErr error)
 	}
 	name := iso.ID
 	if name == "" {
-		name = fmt.Sprintf("init%d", prepared.Add(1))
+		name = fmt.Sprintf("init%d-%s", prepared.Add(1), preparedEpoch)
 	}
 	// The server's pid keeps apart the names of servers that share a
 	// parent, and of pool initiators, which have no job ID yet.

@@ -389,9 +389,13 @@ func (p *Process) Signal(sig syscall.Signal) error {
 	if p.exited {
 		return ErrExited
 	}
-	if p.cg != nil && sig == syscall.SIGKILL {
+	if p.cg != nil && sig == syscall.SIGKILL && !p.isolated {
 		return p.cg.Kill()
 	}
+	// A sandboxed job's init is PID 1 of the job's pid namespace, and the
+	// kernel kills every process in a namespace whose PID 1 dies: one kill
+	// ends the whole job, with no v1 freeze (thousands of jobs ending at
+	// once wait in turn on the freezer). Close still empties the cgroup.
 	target := -p.Pid
 	if p.isolated {
 		target = p.Pid

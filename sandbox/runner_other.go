@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"syscall"
-	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -72,13 +71,14 @@ const DefaultCgroupParent = "chimirror"
 // Leftover is a dead server's job cgroup; there are none off Linux.
 type Leftover struct{ Name string }
 
-func Leftovers(string) ([]*Leftover, error)         { return nil, nil }
-func (l *Leftover) Path() string                    { return "" }
-func (l *Leftover) KillAndWait(time.Duration) error { return errors.ErrUnsupported }
-func (l *Leftover) Usage() (Usage, error)           { return Usage{}, errors.ErrUnsupported }
-func (l *Leftover) Delete() error                   { return errors.ErrUnsupported }
-func (p *Process) CgroupPath() string               { return "" }
-func RemoveParent(string) error                     { return nil }
+func Leftovers(string) ([]*Leftover, error) { return nil, nil }
+func (l *Leftover) Path() string            { return "" }
+func (l *Leftover) Kill() error             { return errors.ErrUnsupported }
+func (l *Leftover) Live() (bool, error)     { return false, errors.ErrUnsupported }
+func (l *Leftover) Usage() (Usage, error)   { return Usage{}, errors.ErrUnsupported }
+func (l *Leftover) Delete() error           { return errors.ErrUnsupported }
+func (p *Process) CgroupPath() string       { return "" }
+func RemoveParent(string) error             { return nil }
 
 // CheckView has nothing to check where no job is sandboxed.
 func CheckView(View) error { return nil }

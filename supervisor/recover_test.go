@@ -1,11 +1,15 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -136,5 +140,97 @@ func TestRecover_Idempotent(t *testing.T) {
 	again, err := Recover(log, l, true)
 	if err != nil || len(again.Lost) != 0 || again.Cgroups != 0 {
 		t.Fatalf("second recovery: %+v %v", again, err)
+	}
+}
+
+// Ensure a lost job that one recovery leaves open (stopped by SIGTERM
+// while its cgroup still held a live task) ends, at the next start, when
+// its own server last saw it: not at the heartbeat of the server in
+// between, which ticked for its own jobs meanwhile.
+func TestRecover_InterruptedKeepsLastSeen(t *testing.T) {
+	if err := sandbox.Available(); err != nil || sandbox.CgroupVersion() != 1 {
+		t.Skipf("needs root and cgroup v1 (a task held in another freezer cgroup stands for a stuck one): %v", err)
+	}
+	l := openLedger(t)
+	// Server A: one running job, last seen now; then A dies.
+	r := &accounting.Record{App: "a", Tenant: "public", Command: []string{"x"}}
+	if err := l.Begin(r); err != nil {
+		t.Fatal(err)
+	}
+	name := r.ID + ".999"
+	r.State, r.Cgroup = accounting.StateRunning, CgroupParentFor(l)+"/"+name
+	if err := l.Put(r, true); err != nil {
+		t.Fatal(err)
+	}
+	seenByA := time.Now().Round(0)
+	if err := l.Tick(seenByA, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Its cgroup (pids only) holds a task that will not die yet: it is
+	// frozen in a freezer cgroup of its own, as a task in D state would be.
+	leaveCgroup(t, l, name, "pids")
+	frz := filepath.Join("/sys/fs/cgroup/freezer", ownV1(t)["freezer"], fmt.Sprintf("chimirror-test-stuck-%d", time.Now().UnixNano()))
+	if err := os.Mkdir(frz, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sleep", "1000")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(frz, "freezer.state")
+	thaw := func() {
+		if err := os.WriteFile(state, []byte("THAWED"), 0); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() {
+		thaw()
+		if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			t.Error(err)
+		}
+		if err := cmd.Wait(); err == nil {
+			t.Error("sleep exited by itself")
+		}
+		if err := os.Remove(frz); err != nil {
+			t.Error(err)
+		}
+	})
+	pid := []byte(strconv.Itoa(cmd.Process.Pid))
+	for _, f := range []string{filepath.Join(v1Dir(t, l, "pids", name), "cgroup.procs"), filepath.Join(frz, "cgroup.procs")} {
+		if err := os.WriteFile(f, pid, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(state, []byte("FROZEN"), 0); err != nil {
+		t.Fatal(err)
+	}
+
+	// Server B: its sweep is stopped with the cgroup still live, and B
+	// ticks for its own jobs, an hour on.
+	log := slog.New(slog.DiscardHandler)
+	rec, err := FindLeftovers(log, l, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if out, err := rec.Run(ctx); !errors.Is(err, context.DeadlineExceeded) || out.Stuck != 1 {
+		t.Fatalf("B's sweep: %+v %v; want it stopped with the one cgroup stuck", out, err)
+	}
+	if err := l.Tick(seenByA.Add(time.Hour), nil); err != nil {
+		t.Fatal(err)
+	}
+	thaw()
+
+	// Server C finishes the sweep.
+	if _, err := Recover(log, l, true); err != nil {
+		t.Fatal(err)
+	}
+	got, err := l.Record(r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != accounting.StateLost || !got.EndedAt.Equal(seenByA) {
+		t.Fatalf("%s: %s, ended %v; want lost, ended when A last saw it (%v)", r.ID, got.State, got.EndedAt, seenByA)
 	}
 }

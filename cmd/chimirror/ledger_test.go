@@ -269,6 +269,7 @@ env = ["PATH"]
 	}
 	// The last restart recovers the tenth crash; then a clean stop.
 	srv := startServer(t, dir, "--config", cfg)
+	srv.waitRecovered(30 * time.Second)
 	if code := srv.stop(syscall.SIGTERM, 15*time.Second); code != 0 {
 		t.Fatalf("final serve exited %d:\n%s", code, srv.stderr)
 	}

@@ -168,6 +168,13 @@ func startProc(t *testing.T, dir string, stdin io.Reader, args ...string) *proc 
 // startProcBin is startProc of the chimirror binary at bin.
 func startProcBin(t *testing.T, bin, dir string, stdin io.Reader, args ...string) *proc {
 	t.Helper()
+	return startProcWith(t, bin, dir, stdin, nil, args...)
+}
+
+// startProcWith is startProcBin with setup, when not nil, given the
+// command to change (its environment, its extra files) before it starts.
+func startProcWith(t *testing.T, bin, dir string, stdin io.Reader, setup func(*exec.Cmd), args ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, name: "chimirror " + strings.Join(args, " "), stdout: newSyncBuffer(), stderr: newSyncBuffer(), done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = dir
@@ -181,6 +188,9 @@ func startProcBin(t *testing.T, bin, dir string, stdin io.Reader, args ...string
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	p.cmd.WaitDelay = 2 * time.Second // never hang on an inherited pipe
 	bornInUnit(t, p.cmd, dir, args)   // on cgroup v2: a cgroup of its own, as systemd gives a service
+	if setup != nil {
+		setup(p.cmd)
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", p.name, err)
 	}

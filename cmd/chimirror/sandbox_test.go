@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -97,7 +98,21 @@ env = ["PATH"]
 func recoverAndStop(t *testing.T, dir string, args ...string) {
 	t.Helper()
 	srv := startServer(t, dir, args...)
+	srv.waitRecovered(30 * time.Second)
 	if code := srv.stop(syscall.SIGTERM, 15*time.Second); code != 0 {
 		t.Errorf("recovering server exited %d:\n%s", code, srv.stderr)
+	}
+}
+
+// waitRecovered waits until a server that began a recovery sweep (it says
+// so before its address line) has logged the sweep's end, and fails the
+// test if it does not within timeout.
+func (s *server) waitRecovered(timeout time.Duration) {
+	s.t.Helper()
+	if !strings.Contains(s.stderr.String(), recoveringMsg) {
+		return
+	}
+	if _, ok := s.stderr.waitMatch(regexp.MustCompile(regexp.QuoteMeta(recoveredMsg)), timeout, s.done); !ok {
+		s.t.Fatalf("recovery did not end within %v:\n%s", timeout, s.stderr)
 	}
 }

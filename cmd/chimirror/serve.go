@@ -28,7 +28,7 @@ import (
 	"github.com/chimirror/chimirror/web"
 )
 
-func cmdServe(args []string, stderr io.Writer) error {
+func cmdServe(args []string, stderr io.Writer) (retErr error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "config file (default ./chimirror.toml if present, else the embedded default)")
@@ -73,6 +73,15 @@ func cmdServe(args []string, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("--log-format: %q: use text or json", *logFormat)
 	}
+	if err := emptyDataDir(fs); err != nil {
+		return err
+	}
+	// Before the config is read: what systemd passed is unset by then.
+	sd, err := takeSystemd(log)
+	if err != nil {
+		return err
+	}
+	defer func() { retErr = errors.Join(retErr, sd.close()) }()
 
 	overrides := func(c *config) {
 		if *listen != "" {
@@ -131,51 +140,29 @@ func cmdServe(args []string, stderr io.Writer) error {
 		}
 	}
 	cfg.overrides = overrides
-	return serve(log, cfg, stderr)
+	return serve(log, cfg, sd, stderr)
 }
 
 // serve runs the server until SIGINT or SIGTERM, or until a listener
 // fails, then ends every job and stops. Its steps, in order: the sandbox
-// check, the ledger and its recovery (before any connection), the
-// listeners, the supervisor and the HTTP servers, the up lines, the wait
-// (SIGHUP reloads meanwhile) and the shutdown.
-func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
+// check, the ledger and what the last run left (found before any
+// connection), the listeners (or systemd's), the supervisor and the HTTP
+// servers, the up lines and READY=1 to systemd, the recovery sweep (beside
+// new jobs), the wait (SIGHUP reloads meanwhile) and the shutdown:
+// STOPPING=1, then a sweep still running is stopped, then the jobs end.
+func serve(log *slog.Logger, cfg *config, sd *systemd, stderr io.Writer) (retErr error) {
 	stopProfile, err := startProfile()
 	if err != nil {
 		return err
 	}
 	defer func() { retErr = errors.Join(retErr, stopProfile()) }()
-	// Again with --admin-listen: the flag is no way around the rule.
-	if msg := adminExposure(cfg.AdminListen, cfg.AdminPublic, cfg.AdminEdge.TLS != nil); msg != "" {
-		return fmt.Errorf("admin_listen: %s", msg)
-	}
-	box, why, err := sandboxFor(cfg)
-	if err != nil {
-		return err
-	}
-	// The ledger first: its lock keeps a second server off this data dir,
-	// and recovery must finish before any connection is accepted.
-	ledger, err := openRecovered(log, cfg.DataDir, box)
-	if errors.Is(err, accounting.ErrLocked) && cfg.quickData {
-		// Another quick server has the shared one: this one gets its own.
-		ledger, err = openQuickTemp(log, cfg, box)
-	}
-	if err != nil {
-		return err
-	}
-	defer func() { retErr = errors.Join(retErr, ledger.Close()) }()
-	srv, err := startInstance(log, cfg, ledger, box, why)
-	if err != nil {
-		return err
-	}
-	defer func() { // after the supervisor's Shutdown: no job is left to it
-		retErr = errors.Join(retErr, srv.runner.Close())
-	}()
-
+	// Signals first. SIGINT and SIGTERM while the server starts end it as
+	// cleanly as later: the wait below returns at once, and the shutdown
+	// undoes what was made (the default action would leave its pool's
+	// cgroups to the next start). A SIGHUP sent on seeing the up lines must
+	// reload, not kill it (SIGHUP's default).
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	// Before the lines that say the server is up: a SIGHUP sent on seeing
-	// them must reload, not kill it (SIGHUP's default).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -186,13 +173,47 @@ func serve(log *slog.Logger, cfg *config, stderr io.Writer) (retErr error) {
 	pipe := make(chan os.Signal, 1)
 	signal.Notify(pipe, syscall.SIGPIPE)
 	defer signal.Stop(pipe)
+	// Again with --admin-listen: the flag is no way around the rule.
+	if msg := adminExposure(cfg.AdminListen, cfg.AdminPublic, cfg.AdminEdge.TLS != nil); msg != "" {
+		return fmt.Errorf("admin_listen: %s", msg)
+	}
+	box, why, err := sandboxFor(cfg)
+	if err != nil {
+		return err
+	}
+	// The ledger first: its lock keeps a second server off this data dir,
+	// and what the last run left must be found before any job starts.
+	ledger, rec, err := openRecovered(log, cfg.DataDir, box)
+	if errors.Is(err, accounting.ErrLocked) && cfg.quickData {
+		// Another quick server has the shared one: this one gets its own.
+		ledger, rec, err = openQuickTemp(log, cfg, box)
+	}
+	if err != nil {
+		return err
+	}
+	defer func() { retErr = errors.Join(retErr, ledger.Close()) }()
+	srv, err := startInstance(log, cfg, sd, ledger, box, why)
+	if err != nil {
+		return err
+	}
+	defer func() { // after the supervisor's Shutdown: no job is left to it
+		retErr = errors.Join(retErr, srv.runner.Close())
+	}()
+
 	srv.serve()
 	if err := srv.recordAddress(); err != nil {
 		log.Warn("the CLI will not find this server by itself", "err", err)
 	}
 	srv.announce(stderr)
+	sd.ready(servingStatus(srv.sup.Running()))
+	sweepCtx, stopSweep := context.WithCancel(context.Background())
+	swept := make(chan struct{})
+	go func() { defer close(swept); sweep(sweepCtx, log, rec) }()
 	serveErr := srv.wait(ctx, hup, stderr)
 	stop()
+	sd.stopping(stoppingStatus(srv.sup.Running()))
+	stopSweep()
+	<-swept
 	if err := errors.Join(srv.shutdown(serveErr), removeServerFile(cfg.DataDir)); err != nil {
 		return err
 	}
@@ -263,41 +284,67 @@ func quickDataDir() (string, error) {
 
 // openQuickTemp moves quick mode's data dir to a new temporary one (the
 // shared one is held by another quick server) and opens its ledger.
-func openQuickTemp(log *slog.Logger, cfg *config, box bool) (*accounting.Ledger, error) {
+func openQuickTemp(log *slog.Logger, cfg *config, box bool) (*accounting.Ledger, *supervisor.Recovery, error) {
 	dir, err := os.MkdirTemp("", "chimirror-quick-")
 	if err != nil {
-		return nil, fmt.Errorf("quick mode: a data dir of its own: %w", err)
+		return nil, nil, fmt.Errorf("quick mode: a data dir of its own: %w", err)
 	}
 	log.Info("quick mode: the shared data dir is in use; this server keeps its ledger apart", "shared", cfg.DataDir, "data_dir", dir)
 	cfg.setDataDir(dir)
 	if box {
 		if ps := cfg.jobProblems(); len(ps) > 0 {
-			return nil, fmt.Errorf("invalid configuration:\n%w", ps)
+			return nil, nil, fmt.Errorf("invalid configuration:\n%w", ps)
 		}
 	}
 	return openRecovered(log, dir, box)
 }
 
-// openRecovered opens the data dir's ledger and recovers from the last
-// run: jobs it left running are recorded lost, their cgroups removed.
-func openRecovered(log *slog.Logger, dataDir string, box bool) (_ *accounting.Ledger, retErr error) {
+// openRecovered opens the data dir's ledger and finds what the last run
+// left: jobs still recorded running and their cgroups, which sweep closes
+// once the server listens. Finding takes a directory listing, so a server
+// that thousands of jobs died with still listens within moments.
+func openRecovered(log *slog.Logger, dataDir string, box bool) (_ *accounting.Ledger, _ *supervisor.Recovery, retErr error) {
 	ledger, err := openLedger(log, dataDir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer func() {
 		if retErr != nil {
 			retErr = errors.Join(retErr, ledger.Close())
 		}
 	}()
-	rec, err := supervisor.Recover(log, ledger, box)
+	rec, err := supervisor.FindLeftovers(log, ledger, box)
 	if err != nil {
-		return nil, fmt.Errorf("recover after the last run: %w", err)
+		return nil, nil, fmt.Errorf("recover after the last run: %w", err)
 	}
-	if len(rec.Lost) > 0 || rec.Cgroups > 0 {
-		log.Warn("recovered after an unclean stop", "jobs_lost", len(rec.Lost), "cgroups_removed", rec.Cgroups)
+	if records, cgroups := rec.Pending(); records > 0 || cgroups > 0 {
+		log.Warn(recoveringMsg, "jobs_open", records, "cgroups", cgroups)
 	}
-	return ledger, nil
+	return ledger, rec, nil
+}
+
+// The lines that say a recovery began and ended (tests wait for them).
+const (
+	recoveringMsg = "recovering after an unclean stop: sweeping in the background"
+	recoveredMsg  = "recovered after an unclean stop"
+)
+
+// sweep runs rec until it is done or ctx ends (the server stopping), and
+// logs how it went. A sweep stopped part way leaves the rest to the next
+// start.
+func sweep(ctx context.Context, log *slog.Logger, rec *supervisor.Recovery) {
+	if records, cgroups := rec.Pending(); records == 0 && cgroups == 0 {
+		return
+	}
+	t0 := time.Now()
+	out, err := rec.Run(ctx)
+	took := time.Since(t0).Round(time.Millisecond)
+	if err != nil {
+		log.Error("recovery incomplete; the next start finishes it", "jobs_lost", len(out.Lost),
+			"cgroups_removed", out.Cgroups, "stuck", out.Stuck, "took", took, "err", err)
+		return
+	}
+	log.Warn(recoveredMsg, "jobs_lost", len(out.Lost), "cgroups_removed", out.Cgroups, "took", took)
 }
 
 // instance is a running chimirror server: its listeners, its supervisor
@@ -305,6 +352,7 @@ func openRecovered(log *slog.Logger, dataDir string, box bool) (_ *accounting.Le
 type instance struct {
 	log        *slog.Logger
 	cfg        *config
+	sd         *systemd // systemd's notifications
 	box        bool
 	why        string // why jobs are not sandboxed, when they are not
 	ledger     *accounting.Ledger
@@ -320,10 +368,11 @@ type instance struct {
 }
 
 // startInstance opens the listeners (the public one first: a busy port fails
-// before anything else is made), the runner and the supervisor, and makes
-// the HTTP servers. Nothing is served until serve.
-func startInstance(log *slog.Logger, cfg *config, ledger *accounting.Ledger, box bool, why string) (_ *instance, retErr error) {
-	s := &instance{log: log, cfg: cfg, box: box, why: why, ledger: ledger,
+// before anything else is made), or takes those systemd passed, the runner
+// and the supervisor, and makes the HTTP servers. Nothing is served until
+// serve.
+func startInstance(log *slog.Logger, cfg *config, sd *systemd, ledger *accounting.Ledger, box bool, why string) (_ *instance, retErr error) {
+	s := &instance{log: log, cfg: cfg, sd: sd, box: box, why: why, ledger: ledger,
 		served: make(chan error, 1), adminServed: make(chan error, 1)}
 	var undo []func() error
 	defer func() {
@@ -336,8 +385,11 @@ func startInstance(log *slog.Logger, cfg *config, ledger *accounting.Ledger, box
 	// No TCP keepalive: WebSocket pings find dead peers, and the three
 	// setsockopt calls per connection are measurable in the setup rate.
 	lc := net.ListenConfig{KeepAlive: -1}
-	ln, err := lc.Listen(context.Background(), "tcp", cfg.Listen)
-	if err != nil {
+	var err error
+	ln := sd.takeListener(fdNamePublic)
+	if ln != nil {
+		sd.warnElsewhere(fdNamePublic, "listen", cfg.Listen, ln)
+	} else if ln, err = lc.Listen(context.Background(), "tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w%s", cfg.Listen, err, inUse(err, "--listen ADDR (or listen in the config)"))
 	}
 	s.ln = ln
@@ -348,12 +400,21 @@ func startInstance(log *slog.Logger, cfg *config, ledger *accounting.Ledger, box
 		return nil, err
 	}
 	s.freshToken = freshToken != ""
-	aln, err := lc.Listen(context.Background(), "tcp", cfg.AdminListen)
-	if err != nil {
-		return nil, fmt.Errorf("admin_listen on %s: %w%s", cfg.AdminListen, err, inUse(err, "--admin-listen ADDR (127.0.0.1:0 takes a free port)"))
+	aln := sd.takeListener(fdNameAdmin)
+	passed := aln != nil
+	if !passed {
+		if aln, err = lc.Listen(context.Background(), "tcp", cfg.AdminListen); err != nil {
+			return nil, fmt.Errorf("admin_listen on %s: %w%s", cfg.AdminListen, err, inUse(err, "--admin-listen ADDR (127.0.0.1:0 takes a free port)"))
+		}
 	}
 	s.aln = aln
 	undo = append(undo, ignoreClosed(aln.Close))
+	if passed { // the rule for admin_listen holds for systemd's socket too
+		if msg := adminExposure(aln.Addr().String(), cfg.AdminPublic, cfg.AdminEdge.TLS != nil); msg != "" {
+			return nil, fmt.Errorf("the admin socket systemd passed (FileDescriptorName=%s): %s", fdNameAdmin, msg)
+		}
+		sd.warnElsewhere(fdNameAdmin, "admin_listen", cfg.AdminListen, aln)
+	}
 	metrics := web.NewMetrics()
 	if s.runner, err = sandbox.NewRunner(log, cfg.Runner); err != nil {
 		return nil, fmt.Errorf("start sandbox runner: %w", err)
@@ -465,8 +526,12 @@ func edgeURL(e web.Edge, addr string) string {
 // certificates and the config on each SIGHUP, and returns the server's
 // error if one stopped.
 func (s *instance) wait(ctx context.Context, hup <-chan os.Signal, stderr io.Writer) error {
+	ticks, stopTicks := s.sd.statusTicks()
+	defer stopTicks()
 	for {
 		select {
+		case <-ticks:
+			s.sd.status(servingStatus(s.sup.Running()))
 		case <-ctx.Done():
 			s.log.Info("shutting down: ending every job")
 			return nil
@@ -477,10 +542,12 @@ func (s *instance) wait(ctx context.Context, hup <-chan os.Signal, stderr io.Wri
 			s.log.Error("admin server stopped", "err", err)
 			return err
 		case <-hup:
+			s.sd.reloading()
 			s.reloadCertificates()
 			if next := reload(s.log, stderr, s.cfg, s.sup, s.admin); next != nil {
 				s.pols.Store(next.Policies)
 			}
+			s.sd.ready(servingStatus(s.sup.Running()))
 		}
 	}
 }
