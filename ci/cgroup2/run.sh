@@ -24,7 +24,7 @@
 # here (no qemu, no kernel, no static busybox) is one line and exit 2; one
 # that crashes or times out is a failure too, never a quiet pass.
 #
-# Environment: CGROUP2_TIMEOUT (seconds for the VM, default 1800),
+# Environment: CGROUP2_TIMEOUT (seconds for the VM, default 2400),
 # CGROUP2_MEM (MiB, default 4096), CGROUP2_KERNEL (a vmlinuz, default the
 # newest /boot/vmlinuz-*), and for a quick try CGROUP2_SUITES (names of
 # the plan's suites to run, e.g. "sandbox web") and CGROUP2_RUN (a
@@ -34,7 +34,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 out=$repo/artifacts/cgroup2
 log=$out/console.log
-vm_timeout=${CGROUP2_TIMEOUT:-1800}
+vm_timeout=${CGROUP2_TIMEOUT:-2400}
 mem=${CGROUP2_MEM:-4096}
 GO=${GO:-go}
 
@@ -68,7 +68,7 @@ plan=(
 	"sandbox sandbox -test.timeout=20m"
 	"supervisor supervisor -test.timeout=15m"
 	"web web -test.timeout=15m -test.run=^(TestSandboxed_.*|TestConformance|TestCannotStart|TestTenantPolicy)$"
-	"cmd cmd/chimirror -test.timeout=20m"
+	"cmd cmd/chimirror -test.timeout=30m"
 )
 # Tests that prove v2 (issue 15): each must have run and passed, not
 # skipped, or the target fails even if the VM said PASS.
@@ -76,6 +76,7 @@ required=(
 	TestCgroup2_Delegation TestCgroup2_Limits TestCgroup2_Threats TestCgroup_NoReuse
 	TestLeftovers_KillReadDelete TestConformance TestSandboxed_Limits TestSandboxed_ClientGoneKillsAll
 	TestHostileTenants TestServeKill9_SandboxedJobsDie TestServeKill9_FrozenOrphansRecovered TestCrashLoop
+	TestCrashRestart
 )
 
 # The image is built outside the module (go ./... would find the copied
