@@ -30,8 +30,8 @@ import (
 // /proc/self/cgroup names the leaf after the move.
 //
 // A server that starts in <own>/supervisor already (a unit with
-// DelegateSubgroup=supervisor, or a restart placed there) finds <own>'s
-// controllers enabled and stays.
+// DelegateSubgroup=supervisor, or a restart placed there) stays there and
+// enables <own>'s controllers where they are not yet.
 
 // supervisorLeaf is the leaf of the delegated cgroup the server runs in.
 const supervisorLeaf = "supervisor"

@@ -157,17 +157,13 @@ env = ["PATH"]
 	}
 	t.Logf("after the kill -9: %d job processes, %d job cgroups", n, len(cgroups))
 
-	// The sweep runs before the server listens, one cgroup after another,
-	// each waiting until its zombies are reaped by a foreign init (issue
-	// 15's part 3): seconds per cgroup, so the bound here is generous.
+	// The restart listens first and sweeps beside new jobs: wait for the
+	// sweep's end before the stop, which would leave the rest to the next.
 	start := time.Now()
-	again := startProc(t, dir, nil, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config", cfg)
-	if _, ok := again.stderr.waitMatch(addrRe, slow(90*time.Second), again.done); !ok {
-		t.Fatalf("the recovering server never listened (exited: %v):\n%s", again.exited(), again.stderr)
-	}
-	t.Logf("the recovering server listened after %v", time.Since(start).Round(time.Millisecond))
-	again.signal(syscall.SIGTERM)
-	if code := again.wait(slow(30 * time.Second)); code != 0 {
+	again := startServer(t, dir, "--config", cfg)
+	again.waitRecovered(slow(30 * time.Second))
+	t.Logf("the recovering server listened and swept in %v", time.Since(start).Round(time.Millisecond))
+	if code := again.stop(syscall.SIGTERM, slow(30*time.Second)); code != 0 {
 		t.Fatalf("the recovering server exited %d:\n%s", code, again.stderr)
 	}
 	if left := jobProcs(t, "sleep 87650"); len(left) != 0 {
