@@ -21,48 +21,10 @@ import (
 func TestLeftovers_KillReadDelete(t *testing.T) {
 	for _, version := range []int{1, 2} {
 		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
-			var mount string
-			if version == 1 {
-				requireV1(t)
-			} else {
-				mount = requireUnified(t)
-			}
-			parent := fmt.Sprintf("chimirror-test-left-%d", time.Now().UnixNano())
-			leftovers := func() ([]*Leftover, error) {
-				if version == 1 {
-					return leftovers1(parent)
-				}
-				return leftovers2(mount, parent)
-			}
-			t.Cleanup(func() { // if the test failed halfway: leave nothing behind
-				left, err := leftovers()
-				if err != nil {
-					t.Error(err)
-				}
-				for _, l := range left {
-					if killLeftover(t, l) {
-						if err := l.Delete(); err != nil {
-							t.Error(err)
-						}
-					}
-				}
-				if err := removeParent(version, mount, parent); err != nil {
-					t.Error(err)
-				}
-			})
+			mount, parent, leftovers := leftoverScene(t, version, "left")
 			var cmds []*exec.Cmd
 			for i := range 2 {
-				name := fmt.Sprintf("%s/JOB%08d.999", parent, i+1)
-				var cg jobCgroup
-				var err error
-				if version == 1 {
-					cg, err = newCgroup1(name, nil, false)
-				} else {
-					cg, err = newCgroup2(mount, name, nil, false)
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
+				cg := newLeftoverCgroup(t, version, mount, fmt.Sprintf("%s/JOB%08d.999", parent, i+1))
 				cmd := exec.Command("/bin/sh", "-c", "sleep 0.05; sleep 60 & sleep 60 & wait")
 				cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
 				fd, err := cg.CloneFD()
@@ -159,30 +121,8 @@ func killLeftover(t *testing.T, l *Leftover) bool {
 func TestLeftovers_FrozenAndUnreaped(t *testing.T) {
 	for _, version := range []int{1, 2} {
 		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
-			var mount string
-			if version == 1 {
-				requireV1(t)
-			} else {
-				mount = requireUnified(t)
-			}
-			parent := fmt.Sprintf("chimirror-test-frozen-%d", time.Now().UnixNano())
-			leftovers := func() ([]*Leftover, error) {
-				if version == 1 {
-					return leftovers1(parent)
-				}
-				return leftovers2(mount, parent)
-			}
-			var cg jobCgroup
-			var err error
-			name := parent + "/JOB00000001.999"
-			if version == 1 {
-				cg, err = newCgroup1(name, nil, false)
-			} else {
-				cg, err = newCgroup2(mount, name, nil, false)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			mount, parent, leftovers := leftoverScene(t, version, "frozen")
+			cg := newLeftoverCgroup(t, version, mount, parent+"/JOB00000001.999")
 			cmd := exec.Command("/bin/sh", "-c", "sleep 60 & sleep 60 & echo up; wait")
 			cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
 			out, err := cmd.StdoutPipe()
@@ -200,28 +140,21 @@ func TestLeftovers_FrozenAndUnreaped(t *testing.T) {
 				t.Fatal(err)
 			}
 			reaped := false
-			t.Cleanup(func() { // the leftovers' kill thaws what the test froze, then the reap
-				left, err := leftovers()
-				if err != nil {
-					t.Error(err)
-				}
-				for _, l := range left {
-					if killLeftover(t, l) {
-						if err := l.Delete(); err != nil {
-							t.Error(err)
-						}
-					}
-				}
+			t.Cleanup(func() { // before leftoverScene's (cleanups run last first)
 				if !reaped {
+					left, err := leftovers()
+					if err != nil {
+						t.Error(err)
+					}
+					for _, l := range left { // thaws what the test froze, so the kill lands
+						killLeftover(t, l)
+					}
 					if err := cmd.Process.Kill(); err != nil {
 						t.Log(err)
 					}
 					if err := cmd.Wait(); err == nil {
 						t.Error("the job exited by itself")
 					}
-				}
-				if err := removeParent(version, mount, parent); err != nil {
-					t.Error(err)
 				}
 			})
 			if fd >= 0 {
@@ -352,4 +285,58 @@ func TestLeftovers_KillWithoutCgroupKill(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the listed task was not killed")
 	}
+}
+
+// leftoverScene makes a cgroup parent of the test's own (its name has
+// kind in it) in cgroup version v, skipping where the host has no such
+// cgroups, and lists its leftovers. A cleanup kills and removes whatever
+// is left under it, and the parent.
+func leftoverScene(t *testing.T, version int, kind string) (mount, parent string, list func() ([]*Leftover, error)) {
+	t.Helper()
+	if version == 1 {
+		requireV1(t)
+	} else {
+		mount = requireUnified(t)
+	}
+	parent = fmt.Sprintf("chimirror-test-%s-%d", kind, time.Now().UnixNano())
+	list = func() ([]*Leftover, error) {
+		if version == 1 {
+			return leftovers1(parent)
+		}
+		return leftovers2(mount, parent)
+	}
+	t.Cleanup(func() { // if the test failed halfway: leave nothing behind
+		left, err := list()
+		if err != nil {
+			t.Error(err)
+		}
+		for _, l := range left {
+			if killLeftover(t, l) {
+				if err := l.Delete(); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+		if err := removeParent(version, mount, parent); err != nil {
+			t.Error(err)
+		}
+	})
+	return mount, parent, list
+}
+
+// newLeftoverCgroup makes the job cgroup name, with no limits, for a
+// leftoverScene to find (and remove).
+func newLeftoverCgroup(t *testing.T, version int, mount, name string) jobCgroup {
+	t.Helper()
+	var cg jobCgroup
+	var err error
+	if version == 1 {
+		cg, err = newCgroup1(name, nil, false)
+	} else {
+		cg, err = newCgroup2(mount, name, nil, false)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cg
 }
