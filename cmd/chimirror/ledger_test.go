@@ -226,22 +226,28 @@ env = ["PATH"]
 	for round := range 10 {
 		srv := startServer(t, dir, "--config", cfg)
 		var (
-			mu sync.Mutex
-			wg sync.WaitGroup
+			mu        sync.Mutex
+			wg        sync.WaitGroup
+			firstOnce sync.Once
 		)
-		killAt := slow(time.Duration(rand.IntN(400)) * time.Millisecond)
+		// The kill lands at a random moment after the round's first start
+		// is acknowledged, while the rest are still arriving: on a slow
+		// machine (the v2 VM emulates its CPU) a kill timed from the
+		// server's start could land before any job had started.
+		first := make(chan struct{})
+		killAt := time.Duration(rand.IntN(400)) * time.Millisecond
 		for i := range 50 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				time.Sleep(time.Duration(i) * 8 * time.Millisecond)
-				d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, Subprotocols: []string{"chimirror.v1"}}
+				d := websocket.Dialer{HandshakeTimeout: ioTimeout, Subprotocols: []string{"chimirror.v1"}}
 				ws, _, err := d.Dial(srv.url("ws", "/apps/crash"), nil)
 				if err != nil {
 					return // the server is gone: no start was acknowledged
 				}
 				defer ws.Close()
-				if err := ws.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+				if err := ws.SetReadDeadline(time.Now().Add(ioTimeout)); err != nil {
 					return
 				}
 				_, m, err := ws.ReadMessage()
@@ -253,6 +259,7 @@ env = ["PATH"]
 					mu.Lock()
 					acked = append(acked, ev.Data.ID)
 					mu.Unlock()
+					firstOnce.Do(func() { close(first) })
 				}
 				for { // hold the job until the server dies
 					if _, _, err := ws.ReadMessage(); err != nil {
@@ -261,11 +268,20 @@ env = ["PATH"]
 				}
 			}()
 		}
-		time.Sleep(killAt)
+		acknowledged := true
+		select {
+		case <-first:
+			time.Sleep(killAt)
+		case <-time.After(startTimeout):
+			acknowledged = false
+		}
 		srv.signal(syscall.SIGKILL)
 		srv.wait(10 * time.Second)
 		wg.Wait()
-		t.Logf("round %d: killed after %v; %d starts acknowledged so far", round, killAt, len(acked))
+		if !acknowledged {
+			t.Fatalf("round %d: no start acknowledged within %v:\n%s", round, startTimeout, srv.stderr)
+		}
+		t.Logf("round %d: killed %v after the first start; %d starts acknowledged so far", round, killAt, len(acked))
 	}
 	// The last restart recovers the tenth crash; then a clean stop.
 	srv := startServer(t, dir, "--config", cfg)
