@@ -59,19 +59,9 @@ func cmdServe(args []string, stderr io.Writer) (retErr error) {
 	case *binary && !quick:
 		return fmt.Errorf("--binary is for quick mode (--dir or -- COMMAND); a config's app sets binary = true")
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	var log *slog.Logger
-	switch *logFormat {
-	case "text":
-		log = slog.New(slog.NewTextHandler(stderr, opts))
-	case "json":
-		log = slog.New(slog.NewJSONHandler(stderr, opts))
-	default:
-		return fmt.Errorf("--log-format: %q: use text or json", *logFormat)
+	log, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		return err
 	}
 	if err := emptyDataDir(fs); err != nil {
 		return err
@@ -83,19 +73,58 @@ func cmdServe(args []string, stderr io.Writer) (retErr error) {
 	}
 	defer func() { retErr = errors.Join(retErr, sd.close()) }()
 
+	cfg, err := serveConfig(log, serveFlags{config: *cfgPath, listen: *listen, adminListen: *adminListen,
+		dataDir: *dataDir, binary: *binary, dir: *dir, command: fs.Args()})
+	if err != nil {
+		return err
+	}
+	return serve(log, cfg, sd, stderr)
+}
+
+// newLogger is the server's logger: --log-level and --log-format, to w.
+func newLogger(w io.Writer, levelName, format string) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(levelName)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format: %q: use text or json", format)
+	}
+}
+
+// serveFlags are serve's flags that choose and amend its configuration.
+type serveFlags struct {
+	config, listen, adminListen, dataDir string
+	binary                               bool
+	dir                                  string
+	command                              []string // after --: quick mode's command
+}
+
+// serveConfig is the configuration serve runs: the config file (or the
+// embedded default, or quick mode's own), the flags' overrides, and quick
+// mode's apps. The overrides are kept in it: a SIGHUP's reload applies them
+// again.
+func serveConfig(log *slog.Logger, f serveFlags) (*config, error) {
+	quick := len(f.command) > 0 || f.dir != ""
 	overrides := func(c *config) {
-		if *listen != "" {
-			c.Listen = *listen
+		if f.listen != "" {
+			c.Listen = f.listen
 		}
-		if *adminListen != "" {
-			c.AdminListen = *adminListen
+		if f.adminListen != "" {
+			c.AdminListen = f.adminListen
 		}
-		if *dataDir != "" {
-			c.setDataDir(*dataDir)
+		if f.dataDir != "" {
+			c.setDataDir(f.dataDir)
 		}
 	}
 	var cfg *config
-	if quick && *cfgPath == "" {
+	if quick && f.config == "" {
 		// Quick mode stands alone: a ./chimirror.toml is not read.
 		// It runs beside a server started from this directory: its own
 		// data dir, and the admin listener on a free port.
@@ -104,31 +133,31 @@ func cmdServe(args []string, stderr io.Writer) (retErr error) {
 			Runner: sandbox.RunnerOptions{DynamicIDs: sandbox.DefaultDynamicIDs, UserNamespaceIDs: sandbox.DefaultUserNamespaceIDs}}
 		qd, err := quickDataDir()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cfg.setDataDir(qd)
-		cfg.quickData = *dataDir == ""
+		cfg.quickData = f.dataDir == ""
 	} else {
 		var err error
 		// In quick mode, the file gives the server settings; its apps, if
 		// any, are replaced.
-		if cfg, err = loadConfigFor(*cfgPath, !quick); err != nil {
-			return fmt.Errorf("invalid configuration:\n%w", err)
+		if cfg, err = loadConfigFor(f.config, !quick); err != nil {
+			return nil, fmt.Errorf("invalid configuration:\n%w", err)
 		}
 	}
 	// Before quick mode's apps: what they must bind depends on what is hidden.
 	overrides(cfg)
 	switch {
-	case fs.NArg() > 0:
+	case len(f.command) > 0:
 		var err error
-		if cfg, err = quickConfig(cfg, fs.Args()); err != nil {
-			return err
+		if cfg, err = quickConfig(cfg, f.command); err != nil {
+			return nil, err
 		}
-	case *dir != "":
+	case f.dir != "":
 		var skipped []string
 		var err error
-		if cfg, skipped, err = quickDirConfig(cfg, *dir); err != nil {
-			return err
+		if cfg, skipped, err = quickDirConfig(cfg, f.dir); err != nil {
+			return nil, err
 		}
 		for _, why := range skipped {
 			log.Warn("--dir: not served", "why", why)
@@ -136,11 +165,11 @@ func cmdServe(args []string, stderr io.Writer) (retErr error) {
 	}
 	if quick {
 		for i := range cfg.Sup.Apps {
-			cfg.Sup.Apps[i].Binary = *binary
+			cfg.Sup.Apps[i].Binary = f.binary
 		}
 	}
 	cfg.overrides = overrides
-	return serve(log, cfg, sd, stderr)
+	return cfg, nil
 }
 
 // serve runs the server until SIGINT or SIGTERM, or until a listener
