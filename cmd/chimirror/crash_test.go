@@ -36,13 +36,19 @@ func crashJobs(t *testing.T) int {
 	return n
 }
 
-const crashConfig = `sandbox = "on"
+// crashMarker is in every crash-test job's command line, and names this
+// test process: another test run on the same machine (a second checkout's)
+// has jobs of its own that this one must not count.
+var crashMarker = fmt.Sprintf("sleep %d", 10_000_000+os.Getpid())
+
+// crashConfig is the crash test's configuration; its job runs crashMarker.
+var crashConfig = `sandbox = "on"
 data_dir = "data"
 max_sessions = 4000
 ping_interval = "10m"
 [[app]]
 name = "hold"
-command = ["sh", "-c", "echo up; exec sleep 765432"]
+command = ["sh", "-c", "echo up; exec ` + crashMarker + `"]
 env = ["PATH"]
 grace = "2s"
 `
@@ -343,7 +349,7 @@ func waitNoJobsOf(t *testing.T, serverPid int) {
 	if left := jobCgroupDirs(t, serverPid); len(left) > 0 {
 		t.Errorf("%d job cgroups of server %d left, e.g. %s", len(left), serverPid, left[0])
 	}
-	waitNoProcs(t, "sleep 765432", 10*time.Second)
+	waitNoProcs(t, crashMarker, 10*time.Second)
 }
 
 // waitNoProcs waits until no process's command line contains marker.
