@@ -105,14 +105,14 @@ type config struct {
 	Sup    supervisor.Config
 	Web    web.Options
 
-	Policies    *policies.Set
-	DataDir     string // holds ledger.db and admin.token
-	Retention   time.Duration
+	Policies  *policies.Set
+	DataDir   string // holds ledger.db and admin.token
+	Retention time.Duration
 	// SpoolRetention is spool_retention: spools older are pruned (0: kept).
 	SpoolRetention time.Duration
 	Chargeback     chargebackConfig
-	AdminListen string
-	AdminTokens []web.AdminToken
+	AdminListen    string
+	AdminTokens    []web.AdminToken
 	// AdminEdge is the admin listener's edge; Web.Edge the public one's.
 	AdminEdge   web.Edge
 	AdminPublic bool // admin_listen may be off loopback (with TLS)

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chimirror/chimirror/accounting"
+	"github.com/chimirror/chimirror/sandbox"
+)
+
+// batchCrashConfig has a batch app that writes 200 numbered lines and
+// stderr, then waits in a sleep the test finds by its argument.
+const batchCrashConfig = `sandbox = "on"
+data_dir = "data"
+[[app]]
+name = "b"
+command = ["sh", "-c", "i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); done; echo half >&2; exec sleep 876543"]
+env = ["PATH"]
+mode = "batch"
+grace = "1s"
+`
+
+// Ensure a batch job that its server dies under (SIGKILL) is closed as
+// lost by the next start, its processes gone, and its partial spool still
+// readable, byte-exact: over HTTP, through chimirror output (from the
+// server, and from the file when none runs), and that output --follow
+// then exits 255 (no status).
+func TestBatchCrash(t *testing.T) {
+	if err := sandbox.Available(); err != nil {
+		t.Skipf("sandboxed jobs need root and cgroups: %v", err)
+	}
+	dir := t.TempDir()
+	cfg := writeFile(t, filepath.Join(dir, "batch.toml"), batchCrashConfig)
+	args := []string{"--config", cfg, "--log-level", "warn"}
+	srv := startServer(t, dir, args...)
+	out, errOut, code := runCLI(t, dir, []byte("ignored\n"), "submit", "--server", srv.url("http", ""), "b")
+	if code != 0 {
+		t.Fatalf("submit: exit %d: %s", code, errOut)
+	}
+	id := strings.TrimSpace(out)
+	if _, err := accounting.ParseID(id); err != nil {
+		t.Fatalf("submit printed %q: %v", out, err)
+	}
+	var want strings.Builder
+	for i := range 200 {
+		fmt.Fprintf(&want, "line %d\n", i)
+	}
+	cli := func(args ...string) (string, string, int) {
+		return runCLI(t, dir, nil, append(args, "--config", cfg)...)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, _, _ := cli("output", id, "--stream", "stderr", "--admin", srv.admin)
+		if out == "half\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the job never wrote its stderr:\n%s", srv.stderr)
+		}
+	}
+
+	r := crashAndRestart(t, srv, dir, args)
+	srv = r.server
+	srv.waitRecovered(30 * time.Second)
+	waitNoProcs(t, "sleep 876543", 10*time.Second)
+	jobOut, errOut, code := cli("job", id, "--json", "--admin", srv.admin)
+	if code != 0 {
+		t.Fatalf("job: exit %d: %s", code, errOut)
+	}
+	var rec accounting.Record
+	if err := json.Unmarshal([]byte(jobOut), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.State != accounting.StateLost || !rec.Spool || !strings.Contains(rec.Detail, "spool keeps") {
+		t.Fatalf("record %+v: want lost, its spool linked", rec)
+	}
+	for _, tc := range []struct {
+		name, stream, want string
+	}{{"stdout", "stdout", want.String()}, {"stderr", "stderr", "half\n"}} {
+		t.Run("http "+tc.name, func(t *testing.T) {
+			st, hdr, body := httpGet(t, srv.url("http", "/jobs/"+id+"/output?stream="+tc.stream))
+			if st != 200 || body != tc.want || hdr.Get("X-Chimirror-Job-State") != "lost" {
+				t.Fatalf("%d %q (%s): want the partial output, lost", st, body, hdr.Get("X-Chimirror-Job-State"))
+			}
+		})
+		t.Run("cli "+tc.name, func(t *testing.T) {
+			out, errOut, code := cli("output", id, "--stream", tc.stream, "--admin", srv.admin)
+			if code != 0 || out != tc.want {
+				t.Fatalf("exit %d, %q: %s", code, out, errOut)
+			}
+		})
+	}
+	if out, errOut, code := cli("output", id, "--stream", "stdout", "--follow", "--admin", srv.admin); code != 255 || out != want.String() {
+		t.Fatalf("output --follow of a lost job: exit %d (want 255), %d bytes: %s", code, len(out), errOut)
+	}
+	if code := srv.stop(syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("stop: exit %d:\n%s", code, srv.stderr)
+	}
+	if out, errOut, code := cli("output", id, "--stream", "stdout"); code != 0 || out != want.String() {
+		t.Fatalf("output with no server: exit %d, %d bytes: %s", code, len(out), errOut)
+	}
+}
