@@ -3,11 +3,15 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/chimirror/chimirror/accounting"
 	"github.com/chimirror/chimirror/sandbox"
@@ -102,5 +106,76 @@ func TestBatchCrash(t *testing.T) {
 	}
 	if out, errOut, code := cli("output", id, "--stream", "stdout"); code != 0 || out != want.String() {
 		t.Fatalf("output with no server: exit %d, %d bytes: %s", code, len(out), errOut)
+	}
+}
+
+// Ensure an operator sees a finished batch job's output on its detail page
+// in a real browser, stdout and stderr as written, with a download link
+// that serves the spool byte-exact.
+func TestBrowser_ConsoleBatchOutput(t *testing.T) {
+	ctx := newBrowser(t)
+	dir := t.TempDir()
+	cfg := writeFile(t, filepath.Join(dir, "c.toml"), `data_dir = "data"
+sandbox = "off"
+[[app]]
+name = "report"
+command = ["sh", "-c", "echo 'report for:'; cat; echo 'a warning' >&2; echo done"]
+env = ["PATH"]
+mode = "batch"
+`)
+	srv := startServer(t, dir, "--config", cfg)
+	out, errOut, code := runCLI(t, dir, []byte("the input\n"), "submit", "--server", srv.url("http", ""), "report")
+	if code != 0 {
+		t.Fatalf("submit: exit %d: %s", code, errOut)
+	}
+	id := strings.TrimSpace(out)
+	token, err := os.ReadFile(filepath.Join(dir, "data", "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, _, _ := runCLI(t, dir, nil, "job", id, "--json", "--config", cfg, "--admin", srv.admin)
+		if strings.Contains(out, `"state": "finished"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not finish: %s", id, out)
+		}
+	}
+	want := "report for:\nthe input\na warning\ndone\n"
+	var text, href string
+	err = chromedp.Do(ctx,
+		chromedp.Navigate("http://"+srv.admin+"/"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), strings.TrimSpace(string(token))),
+		chromedp.Click(chromedp.ID("login")),
+		chromedp.WaitVisible(chromedp.ID("active-section")),
+		chromedp.Evaluate[chromedp.Void](`location.hash = "#job/`+id+`"`),
+		chromedp.WaitVisible(chromedp.ID("output-section")),
+		chromedp.Poll[chromedp.Void](`document.getElementById("output-text").textContent === `+strconv.Quote(want)),
+	)
+	if err != nil {
+		got, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("output-text")))
+		t.Fatalf("console output of %s: %v (shows %q)\nserver stderr:\n%s", id, err, got, srv.stderr)
+	}
+	text, err = chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("output-text").textContent`))
+	if err != nil || text != want {
+		t.Fatalf("output %q, %v", text, err)
+	}
+	href, err = chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("output-download").href`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The link works with the console's login cookie, as a click would.
+	dl, err := chromedp.Run(ctx, chromedp.Evaluate[string](`fetch(`+strconv.Quote(href)+`, {credentials: "same-origin"}).then(r => r.headers.get("Content-Disposition") + "|" + r.status).then(s => s)`, chromedp.EvalAwaitPromise))
+	if err != nil || !strings.HasPrefix(dl, `attachment; filename="`+id+`.all"|200`) {
+		t.Fatalf("download link %s: %q, %v", href, dl, err)
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err == nil {
+		err = os.WriteFile(filepath.Join(artifactDir(t), "console-batch-output.png"), png, 0o644)
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }
