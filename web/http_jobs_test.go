@@ -168,7 +168,7 @@ func TestSubmitAndOutput(t *testing.T) {
 func TestSubmitCapsAndFollow(t *testing.T) {
 	t.Parallel()
 	cfg := supervisor.Config{SpoolDir: t.TempDir(), Apps: []supervisor.App{
-		batchApp("wait", `echo started; read line; echo "got $line"`),
+		batchApp("wait", `echo started; cat >/dev/null; exec sleep 600`),
 	}, Tenants: []supervisor.Tenant{tenant("alice", aliceToken, 1)}}
 	s := startServer(t, cfg, Options{})
 	st, _, body := s.do(http.MethodPost, "/apps/wait/jobs?stdin=open", aliceToken, nil, nil)
@@ -217,7 +217,7 @@ func TestSubmitCapsAndFollow(t *testing.T) {
 	if _, err := io.ReadFull(resp.Body, first); err != nil || string(first) != "started\n" {
 		t.Fatalf("followed %q, %v", first, err)
 	}
-	// The job's stdin is still open: a cancel from the console ends it.
+	// The job's stdin is still open (cat waits on it): a cancel ends it.
 	if err := s.sup.Cancel(ans.ID, "test"); err != nil {
 		t.Fatal(err)
 	}
