@@ -30,6 +30,20 @@ func batchSup(t *testing.T, dir string, apps ...App) *Supervisor {
 	return s
 }
 
+// startBatch starts a batch job of app on s.
+func startBatch(t *testing.T, s *Supervisor, app string) (*Job, *Batch) {
+	t.Helper()
+	j, err := s.Start(Request{App: app})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := j.RunBatch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j, b
+}
+
 // Ensure a spooled job's file is durable (synced, exit event written)
 // before its final record is: when the spool is synced, the ledger still
 // says the job runs; once the record says finished, the spool is whole.
@@ -51,14 +65,7 @@ func TestSpool_SyncedBeforeFinalRecord(t *testing.T) {
 	})
 	t.Cleanup(func() { spool.SetTestSynced(nil) })
 	for range 3 {
-		j, err := s.Start(Request{App: "b"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := j.RunBatch()
-		if err != nil {
-			t.Fatal(err)
-		}
+		j, b := startBatch(t, s, "b")
 		if err := b.CloseStdin(); err != nil {
 			t.Fatal(err)
 		}
@@ -102,14 +109,7 @@ func TestSpool_Prune(t *testing.T) {
 	dir := t.TempDir()
 	s := batchSup(t, dir, App{Name: "b", Path: "/bin/sh", Args: []string{"sh", "-c", "read x"}, Mode: "batch"})
 	s.spool.retention = time.Hour
-	j, err := s.Start(Request{App: "b"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := j.RunBatch()
-	if err != nil {
-		t.Fatal(err)
-	}
+	j, b := startBatch(t, s, "b")
 	old := time.Now().Add(-2 * time.Hour)
 	for _, id := range []string{"JOB90000001", "JOB90000002", j.ID} {
 		p := spool.Path(dir, id)
