@@ -53,6 +53,9 @@ type Record struct {
 	Sandboxed  bool     `json:"sandboxed"`
 	Cgroup     string   `json:"cgroup,omitempty"` // the job's cgroup name, once it runs
 	Pid        int      `json:"pid,omitempty"`    // on the host
+	// Spool: the job's output is kept in the server's spool dir, in the
+	// file named after its ID (DATA_DIR/spool/ID.spool), from its start.
+	Spool bool `json:"spool,omitempty"`
 
 	// outcome
 	State  State  `json:"state"`

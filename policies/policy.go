@@ -52,6 +52,11 @@ type Policy struct {
 	Grace         time.Duration  // between ExitSignal and SIGKILL of the whole job; never 0
 	Env           []string       // allow-list entries as written: "NAME" or "NAME=value"
 	UserNamespace bool           // run the job in a user namespace of its own
+	// Spool keeps every job's output in the server's spool (spool = true);
+	// Batch runs every job as a batch job, which always spools (mode =
+	// "batch"): to completion, with no client attached. A spooled job's
+	// output is bounded by MaxOutputBytes.
+	Spool, Batch bool
 	// Initiators is how many sandboxes of this class are kept prepared
 	// ahead of their jobs (cgroup and namespaces made, helper waiting), so
 	// a job's setup is only its hot part; 0 prepares each on demand.
@@ -77,6 +82,13 @@ const (
 	DefaultGroup      = "nogroup" // for a named user: or, where it does not exist, the user's primary group
 	DefaultExitSignal = syscall.SIGTERM
 	DefaultGrace      = 5 * time.Second
+)
+
+// The values of mode: an interactive job lives as long as its client; a
+// batch job runs to completion with no client, its output spooled.
+const (
+	ModeInteractive = "interactive"
+	ModeBatch       = "batch"
 )
 
 // DynamicUser is the user value that gives each running job ids of its own.
@@ -194,6 +206,8 @@ type policyFile struct {
 	Env           any `toml:"env"`
 	UserNamespace any `toml:"user_namespace"`
 	Initiators    any `toml:"initiators"`
+	Spool         any `toml:"spool"`
+	Mode          any `toml:"mode"`
 	RO            any `toml:"ro"`
 	RW            any `toml:"rw"`
 	Tmpfs         any `toml:"tmpfs"`
@@ -286,6 +300,16 @@ func parse(file, name string, data []byte) (*Policy, tomlstrict.Problems) {
 			} else {
 				p.Initiators = int(n)
 			}
+		}
+	}
+	c.boolean(tomlstrict.Key{"spool"}, &p.Spool, pf.Spool)
+	if pf.Mode != nil {
+		switch m, _ := pf.Mode.(string); m {
+		case ModeInteractive:
+		case ModeBatch:
+			p.Batch = true
+		default:
+			c.add(tomlstrict.Key{"mode"}, "must be %q or %q, not %s", ModeInteractive, ModeBatch, quoted(pf.Mode))
 		}
 	}
 	p.rlimits = c.rlimits(pf.Rlimits)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/chimirror/chimirror/accounting"
 	"github.com/chimirror/chimirror/sandbox"
+	"github.com/chimirror/chimirror/supervisor/spool"
 )
 
 // Job is one running process bridged to one client.
@@ -38,9 +39,10 @@ type Job struct {
 	Protocol string
 	Started  time.Time
 
-	sup  *Supervisor
-	log  *slog.Logger
-	proc *sandbox.Process
+	sup   *Supervisor
+	log   *slog.Logger
+	proc  *sandbox.Process
+	spool *spool.Writer // nil: not spooled
 
 	stdinBytes, stdoutBytes, stderrBytes, messagesIn atomic.Int64
 	lastIO                                           atomic.Int64 // unix ns of the last byte either way
@@ -184,10 +186,12 @@ func (j *Job) Run(c Client) Exit {
 	if pol := j.App.Policy; pol != nil {
 		maxOutput = pol.MaxOutputBytes
 	}
+	maxOutput = j.spoolLimit(maxOutput)
 	out := newRelay(c, relayConfig{
 		Stdout: j.proc.Stdout, Stderr: j.proc.Stdio,
 		StdoutBytes: &j.stdoutBytes, StderrBytes: &j.stderrBytes, LastIO: &j.lastIO,
 		MaxOutputBytes: maxOutput,
+		Tap:            j.spoolTap(),
 		Stop:           j.terminate,
 		Report:         func() Exit { return j.finish(c) },
 		Answering:      &j.inputMu,
@@ -468,6 +472,7 @@ func (j *Job) finish(c Client) Exit {
 		attrs = append(attrs, "cpu_user", st.UserCPU, "cpu_system", st.SystemCPU)
 	}
 	j.log.Info("job ended", attrs...)
+	j.closeSpool(e) // durable before the final record
 	j.recordEnd(e, cnt, c)
 	j.sup.jobEnded(j, e)
 	return e

@@ -49,10 +49,11 @@ type Recovered struct {
 // StuckAfter (a task in D state) is logged as stuck and retried, its
 // record left open, until ctx ends.
 type Recovery struct {
-	log    *slog.Logger
-	ledger *accounting.Ledger
-	open   []accounting.Record
-	left   []*sandbox.Leftover
+	log      *slog.Logger
+	ledger   *accounting.Ledger
+	open     []accounting.Record
+	left     []*sandbox.Leftover
+	spoolDir string // see SetSpoolDir
 }
 
 // StuckAfter is how long a leftover cgroup may hold a live task after its
@@ -275,6 +276,7 @@ func (r *Recovery) closeLost(recs []*accounting.Record, usages []*accounting.Usa
 		if usages != nil && usages[i] != nil {
 			rec.Usage = *usages[i]
 		}
+		r.sealSpool(rec)
 		waits[i] = r.ledger.PutLater(rec)
 	}
 	var ids []string

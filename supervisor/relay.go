@@ -74,6 +74,11 @@ type relayConfig struct {
 	// MaxOutputBytes is how much stdout and stderr together may reach the
 	// client; 0 or less means no limit.
 	MaxOutputBytes int64
+	// Tap, when set, takes every chunk the limit lets through, in the
+	// order read, before the client is sent it, whether or not the client
+	// is still there (the spool). It is called from either pump, one
+	// call per pump at a time, and must not block for long.
+	Tap func(s Stream, p []byte)
 	// Stop asks the job to end, for ReasonOutputLimit or ReasonClientGone
 	// (a Send failed). It is called from either pump, maybe more than once,
 	// and must not block on output.
@@ -175,6 +180,9 @@ func (r *relay) pump(s Stream, f *os.File, counter *atomic.Int64) {
 			counter.Add(int64(n))
 			r.cfg.LastIO.Store(time.Now().UnixNano())
 			if allowed := r.allowed(n); allowed > 0 {
+				if r.cfg.Tap != nil {
+					r.cfg.Tap(s, (*bp)[:allowed])
+				}
 				r.deliver(s, (*bp)[:allowed])
 			}
 		}

@@ -122,6 +122,10 @@ type App struct {
 	// Authorization, Proxy-Authorization) that this app's jobs get as
 	// HTTP_* variables, canonical.
 	PassHeaders []string
+	// Mode is the app's own mode key: policies.ModeBatch or
+	// ModeInteractive, which win over its policy's; "": the policy's (see
+	// RunsBatch).
+	Mode string
 }
 
 // Tenant is who runs a job. Its Policy, when set, replaces the app's.
@@ -184,6 +188,12 @@ type Config struct {
 	// Retention, when set with a Ledger, prunes records of jobs that
 	// started longer ago than this, at start and then hourly.
 	Retention time.Duration
+	// SpoolDir holds the spools of batch jobs and of spool = true
+	// policies (see spool.go); "": such apps' jobs cannot start.
+	SpoolDir string
+	// SpoolRetention, when set with a SpoolDir, prunes spool files last
+	// written longer ago than this, at start and then hourly.
+	SpoolRetention time.Duration
 }
 
 // Defaults for Config and App.
@@ -230,6 +240,7 @@ type Supervisor struct {
 	stopCancel  context.CancelFunc
 	sampleDone  chan struct{}
 	pruneDone   chan struct{}
+	spool       spoolState
 
 	apps         atomic.Pointer[map[string]*App]
 	tenants      atomic.Pointer[[]*Tenant]
@@ -295,6 +306,7 @@ func New(log *slog.Logger, cfg Config) (*Supervisor, error) {
 	} else {
 		close(s.pruneDone)
 	}
+	s.startSpool(cfg)
 	return s, nil
 }
 
@@ -783,6 +795,9 @@ func (s *Supervisor) Start(req Request) (*Job, error) {
 	if err != nil { // the policy's: the same for every job of it
 		err = fmt.Errorf("%w: %w", ErrCannotStart, err)
 	}
+	if err == nil {
+		err = s.openSpool(j)
+	}
 	s.started.Add(1)
 	var p *sandbox.Process
 	if err == nil {
@@ -827,7 +842,7 @@ func (s *Supervisor) recordStart(j *Job, req Request) {
 	app := j.App
 	j.rec = accounting.Record{App: app.Name, Tenant: j.Tenant.Name, Policy: policyName(app),
 		Command: app.Args, RemoteAddr: req.Remote, UserAgent: req.UserAgent, Protocol: req.Protocol,
-		Sandboxed: s.box && app.Policy != nil, Limits: limitsOf(app)}
+		Sandboxed: s.box && app.Policy != nil, Limits: limitsOf(app), Spool: app.Spooled()}
 	j.begun = func() {}
 	if s.ledger != nil {
 		begun := s.ledger.BeginNow(&j.rec)
@@ -881,6 +896,8 @@ func (s *Supervisor) startFailed(j *Job, spec sandbox.Spec, cause error) error {
 	}
 	err := fmt.Errorf("start job %s: %w", j.ID, cause)
 	j.rec.State, j.rec.Reason, j.rec.Detail, j.rec.EndedAt = accounting.StateFinished, string(ReasonStartFailed), err.Error(), time.Now()
+	j.dropSpool()
+	j.rec.Spool = false
 	j.record(true)
 	s.release(j)
 	return err
@@ -1049,6 +1066,7 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	s.stopCancel() // a long first prune stops between transactions
 	<-s.sampleDone
 	<-s.pruneDone
+	<-s.spool.pruneDone
 	s.hooksMu.Lock()
 	s.usageClosed = true
 	s.hooksMu.Unlock()

@@ -188,6 +188,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) error {
 	p := r.URL.EscapedPath()
+	if ok, err := s.routeJobs(w, r); ok { // http_jobs.go
+		return err
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return errorf(http.StatusMethodNotAllowed, "method %s not allowed", r.Method)
 	}
@@ -253,6 +256,9 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name, script, 
 	}
 	if !websocket.IsWebSocketUpgrade(r) {
 		return errorf(http.StatusUpgradeRequired, "%s is a WebSocket endpoint; open / for the test page", script)
+	}
+	if app.RunsBatch() {
+		return errorf(http.StatusConflict, "app %s runs batch jobs: submit one with POST %s/jobs (the body is its stdin)", name, script)
 	}
 	pathInfo, err := url.PathUnescape(rest)
 	if err != nil { // EscapedPath is always a valid escaping; never seen

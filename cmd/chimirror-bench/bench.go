@@ -136,7 +136,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	if *quick {
 		o = benchOpts{setupN: 40, echoN: 100, lines: 20000, zeroBytes: 16 << 20, sinkBytes: 16 << 20, held: 50, boxedHeld: 20, ledgerPairs: 200, getppids: 10000}
 	}
-	plain := slices.ContainsFunc([]string{"setup", "echo", "lines", "binary", "stdin", "held"}, func(g string) bool { return want[g] })
+	plain := slices.ContainsFunc([]string{"setup", "echo", "lines", "binary", "spool", "stdin", "held"}, func(g string) bool { return want[g] })
 	boxErr := sandbox.Available()
 	var server string // the chimirror binary, if a group needs a server
 	if plain || (want["sandbox"] && boxErr == nil) {
@@ -239,6 +239,11 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		add(benchRow{"binary output", fmt.Sprintf("%.0f MB/s", bps/1e6), fmt.Sprintf("%.0f MB/s from the pipe", bfloor/1e6), "≥ 700 MB/s"})
+	}
+	if want["spool"] {
+		if err := spoolRows(srv, o, add); err != nil {
+			return err
+		}
 	}
 	if want["stdin"] {
 
@@ -360,7 +365,7 @@ func sandboxRows(server string, o benchOpts, add func(benchRow)) error {
 }
 
 // benchGroups are the figure groups --only can pick, in the order they run.
-var benchGroups = []string{"setup", "echo", "lines", "binary", "stdin", "ledger", "held", "sandbox"}
+var benchGroups = []string{"setup", "echo", "lines", "binary", "spool", "stdin", "ledger", "held", "sandbox"}
 
 // parseOnly returns the groups to run: all of them for "".
 func parseOnly(only string) (map[string]bool, error) {
@@ -734,6 +739,10 @@ func startBenchServer(server string, o benchOpts, sandboxMode string) (_ *benchS
 	if err := os.WriteFile(filepath.Join(dir, "policies", "bench.toml"), []byte(benchPolicy), 0o644); err != nil {
 		return nil, err
 	}
+	if err := os.WriteFile(filepath.Join(dir, "policies", "bench-spool.toml"), []byte(benchPolicy+benchSpoolPolicy), 0o644); err != nil {
+		return nil, err
+	}
+	config += fmt.Sprintf(benchSpoolApp, o.zeroBytes)
 	if sandboxMode == "on" {
 		if err := os.WriteFile(filepath.Join(dir, "policies", "bench-nofilter.toml"), []byte(benchPolicy+"seccomp = \"off\"\n"), 0o644); err != nil {
 			return nil, err
@@ -825,7 +834,7 @@ var (
 
 func (s *benchServer) dial(app string, protos ...string) (*websocket.Conn, error) {
 	d := plainDialer
-	if app == "lines" || app == "zero" || app == "sink" {
+	if app == "lines" || app == "zero" || app == "zero-spooled" || app == "sink" {
 		d = bulkDialer
 	}
 	d.Subprotocols = protos

@@ -49,6 +49,7 @@ type fileConfig struct {
 	PolicyDir         string              `toml:"policy_dir"`
 	DataDir           string              `toml:"data_dir"`
 	Retention         tomlstrict.Duration `toml:"retention"`
+	SpoolRetention    tomlstrict.Duration `toml:"spool_retention"`
 	SampleInterval    tomlstrict.Duration `toml:"sample_interval"`
 	Chargeback        chargebackConfig    `toml:"chargeback"`
 	AdminListen       string              `toml:"admin_listen"`
@@ -90,6 +91,7 @@ type appConfig struct {
 	Binary      bool                `toml:"binary"`
 	Policy      string              `toml:"policy"`
 	PassHeaders []string            `toml:"pass_headers"`
+	Mode        string              `toml:"mode"`
 }
 
 // config is a loaded, validated, resolved configuration.
@@ -103,12 +105,14 @@ type config struct {
 	Sup    supervisor.Config
 	Web    web.Options
 
-	Policies    *policies.Set
-	DataDir     string // holds ledger.db and admin.token
-	Retention   time.Duration
-	Chargeback  chargebackConfig
-	AdminListen string
-	AdminTokens []web.AdminToken
+	Policies  *policies.Set
+	DataDir   string // holds ledger.db and admin.token
+	Retention time.Duration
+	// SpoolRetention is spool_retention: spools older are pruned (0: kept).
+	SpoolRetention time.Duration
+	Chargeback     chargebackConfig
+	AdminListen    string
+	AdminTokens    []web.AdminToken
 	// AdminEdge is the admin listener's edge; Web.Edge the public one's.
 	AdminEdge   web.Edge
 	AdminPublic bool // admin_listen may be off loopback (with TLS)
@@ -139,6 +143,9 @@ const (
 
 // embeddedSource is the name of the built-in config, which no file holds.
 const embeddedSource = "(embedded default)"
+
+// spoolDir is where a data dir keeps its jobs' spools.
+func spoolDir(dataDir string) string { return filepath.Join(dataDir, "spool") }
 
 // ledgerPath is the ledger file in a data dir.
 func ledgerPath(dataDir string) string { return filepath.Join(dataDir, "ledger.db") }
@@ -196,7 +203,7 @@ func parseConfigFor(file string, data []byte, dir string, needApps bool) (*confi
 		return nil, ps
 	}
 	p := &configParse{fc: &fc, c: &config{Source: file, Listen: fc.Listen, Sandbox: fc.Sandbox,
-		Retention: time.Duration(fc.Retention), Chargeback: fc.Chargeback, AdminListen: fc.AdminListen,
+		Retention: time.Duration(fc.Retention), SpoolRetention: time.Duration(fc.SpoolRetention), Chargeback: fc.Chargeback, AdminListen: fc.AdminListen,
 		DataDir: fc.DataDir, file: file, dir: dir, idx: idx}}
 	p.server()
 	boxed := p.sandbox()
@@ -206,7 +213,8 @@ func parseConfigFor(file string, data []byte, dir string, needApps bool) (*confi
 	p.c.setDataDir(p.c.DataDir)
 	p.edge()
 	p.c.Sup = supervisor.Config{MaxSessions: fc.MaxSessions, MaxSessionsPerClient: fc.MaxPerClient, Drain: time.Duration(fc.Drain),
-		SampleEvery: time.Duration(fc.SampleInterval), Retention: p.c.Retention, Hide: p.c.Sup.Hide}
+		SampleEvery: time.Duration(fc.SampleInterval), Retention: p.c.Retention, Hide: p.c.Sup.Hide,
+		SpoolDir: p.c.Sup.SpoolDir, SpoolRetention: p.c.SpoolRetention}
 	seen := make(map[string]int)
 	for i, a := range fc.App {
 		p.app(i, a, seen)
@@ -258,6 +266,16 @@ func (p *configParse) server() {
 	}
 	if c.Retention > 0 && c.Retention < time.Hour {
 		at("", 0, "retention", "%v is too short: keep at least an hour of records, or leave it out to keep them all", c.Retention)
+	}
+	switch sr := c.SpoolRetention; {
+	case sr < 0:
+		at("", 0, "spool_retention", "must not be negative")
+	case sr > 0 && sr < time.Minute:
+		at("", 0, "spool_retention", "%v is too short: keep spools at least a minute, or leave it out to keep them all", sr)
+	case sr > 0 && c.Retention > 0 && sr > c.Retention:
+		at("", 0, "spool_retention", "%v outlives retention %v: a spool whose record is pruned can no longer be read", sr, c.Retention)
+	case sr == 0 && c.Retention > 0:
+		c.SpoolRetention = c.Retention // a spool never outlives its record
 	}
 	if fc.Chargeback.CPUSecond < 0 || fc.Chargeback.GiBHour < 0 {
 		at("", 0, "chargeback", "rates must not be negative")
@@ -394,7 +412,10 @@ func (p *configParse) app(i int, a appConfig, seen map[string]int) {
 		}
 		seen[a.Name] = i
 	}
-	app := supervisor.App{Name: a.Name, Args: a.Command, Dir: a.Dir, Grace: time.Duration(a.Grace), Binary: a.Binary}
+	app := supervisor.App{Name: a.Name, Args: a.Command, Dir: a.Dir, Grace: time.Duration(a.Grace), Binary: a.Binary, Mode: a.Mode}
+	if a.Mode != "" && a.Mode != policies.ModeBatch && a.Mode != policies.ModeInteractive {
+		at("app", i, "mode", "must be %q or %q, not %q", policies.ModeInteractive, policies.ModeBatch, a.Mode)
+	}
 	for _, h := range a.PassHeaders {
 		switch k := http.CanonicalHeaderKey(h); k {
 		case "Cookie", "Authorization", "Proxy-Authorization":
@@ -609,6 +630,7 @@ func appPolicies(app supervisor.App, tenants []supervisor.Tenant) []*policies.Po
 // --data-dir) and hides it, with the server's other files, from jobs.
 func (c *config) setDataDir(dir string) {
 	c.DataDir = dir
+	c.Sup.SpoolDir = spoolDir(dir)
 	c.Sup.Hide = serverPaths(c.file, c.dir, c.policyDir, dir, c.tls.files.key, c.tls.files.adminKey)
 	c.jobsChecked = false
 }

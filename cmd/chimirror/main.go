@@ -24,6 +24,8 @@ Usage:
   chimirror jobs [--running|--all] [--tenant T] [--app A] [--since T] [--json]
   chimirror job JOBID [--json]
   chimirror cancel JOBID
+  chimirror submit [--server URL] [--token T] APP < INPUT
+  chimirror output JOBID [--stream stdout|stderr|all] [--follow]
   chimirror acct [--since T] [--until T] [--by tenant|app|policy|day] [--format table|csv|json]
   chimirror policy check [FILE...]
   chimirror policy list [--dir DIR]
@@ -59,6 +61,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdJob(args[1:], stdout, stderr)
 	case "cancel":
 		return cmdCancel(args[1:], stdout, stderr)
+	case "submit":
+		return cmdSubmit(args[1:], os.Stdin, stdout, stderr)
+	case "output":
+		return cmdOutput(args[1:], stdout, stderr)
 	case "acct":
 		return cmdAcct(args[1:], stdout, stderr)
 	case "config":

@@ -346,6 +346,7 @@ func openRecovered(log *slog.Logger, dataDir string, box bool) (_ *accounting.Le
 	if err != nil {
 		return nil, nil, fmt.Errorf("recover after the last run: %w", err)
 	}
+	rec.SetSpoolDir(spoolDir(dataDir))
 	if records, cgroups := rec.Pending(); records > 0 || cgroups > 0 {
 		log.Warn(recoveringMsg, "jobs_open", records, "cgroups", cgroups)
 	}
@@ -787,6 +788,7 @@ func restartNeeded(cur, next *config) []string {
 		{"bounds", next.Web.Limits != cur.Web.Limits},
 		{"data_dir", next.DataDir != cur.DataDir},
 		{"retention", next.Retention != cur.Retention},
+		{"spool_retention", next.SpoolRetention != cur.SpoolRetention},
 		{"chargeback", next.Chargeback != cur.Chargeback},
 		{"admin_listen", next.AdminListen != cur.AdminListen},
 		{"tls_cert", next.tls.files.cert != cur.tls.files.cert},

@@ -641,6 +641,9 @@
     $('detail-state').textContent = '';
     $('detail-error').hidden = true;
     $('detail-fields').replaceChildren();
+    $('output-section').hidden = true;
+    $('output-text').textContent = '';
+    state.detail.outputKey = '';
     drawChart($('chart-cpu'), [], {});
     drawChart($('chart-mem'), [], {});
     $('detail').hidden = false;
@@ -691,6 +694,36 @@
     // The command keeps its line breaks (a multi-line sh -c script).
     dl.replaceChildren(...detailEntries(job).flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v, class: k === 'command' ? 'pre' : undefined })]));
     drawCharts(job, samples);
+    loadOutput(job).catch(report);
+  }
+
+  // OUTPUT_TAIL is how much of a spool the detail page shows: its end.
+  const OUTPUT_TAIL = 1 << 20;
+
+  // loadOutput shows a spooled job's output (stdout and stderr as written):
+  // a running job's is read again at each refresh while follow is on, an
+  // ended job's once.
+  async function loadOutput(job) {
+    const sec = $('output-section');
+    if (!job.spool) { sec.hidden = true; return; }
+    sec.hidden = false;
+    const d = state.detail;
+    const url = `${API}/jobs/${encodeURIComponent(job.id)}/output?stream=all`;
+    $('output-download').href = url + '&download=1';
+    const key = `${job.id}:${job.state}`;
+    if (d.outputKey === key && (!isOpen(job) || !$('output-follow').checked)) return;
+    d.outputKey = key;
+    const res = await fetch(url, { credentials: 'same-origin', cache: 'no-store', headers: { Range: `bytes=-${OUTPUT_TAIL}` } });
+    if (d.id !== job.id) return;
+    let text = '';
+    if (res.ok) text = new TextDecoder().decode(await res.arrayBuffer());
+    else if (res.status !== 416) text = `(${res.status}: ${(await res.text()).trim()})`; // 416: nothing spooled yet
+    const total = /\/(\d+)$/.exec(res.headers.get('Content-Range') || '');
+    $('output-note').textContent = total && Number(total[1]) > OUTPUT_TAIL ? `last ${fmtBytes(OUTPUT_TAIL)} of ${fmtBytes(Number(total[1]))}` : '';
+    const pre = $('output-text');
+    const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    pre.textContent = text;
+    if ($('output-follow').checked && atEnd) pre.scrollTop = pre.scrollHeight;
   }
 
   // detailEntries lists every record field as [label, text], known ones

@@ -1,0 +1,272 @@
+// Package spool keeps a job's output after the job ends (JES's SYSOUT):
+// one append-only file per job under the server's spool directory
+// (DATA_DIR/spool), named after the job (JOBID.spool), holding its output
+// events in the order they were taken, each with its stream and sequence
+// number, and last its exit.
+//
+// File format, version 1 (all integers big-endian):
+//
+//	header   "chimirror-spool 1\n"                     (Magic, 18 bytes)
+//	event    kind   1 byte   'o' stdout, 'e' stderr, 'x' exit
+//	         seq    8 bytes  1, 2, 3, … : every event, in file order
+//	         len    4 bytes  payload length, at most MaxPayloadBytes
+//	         payload         stdout or stderr bytes as read from the job's
+//	                         pipe; for 'x', the Exit as JSON
+//
+// The stream of one kind is the concatenation of its payloads, so stdout
+// alone (or stderr, or both interleaved as they were taken) is returned
+// byte-exact. An exit event, when present, is the last event; a file
+// without one belongs to a job that is still running, or that the server
+// lost (killed while the job ran). A reader takes only the complete events
+// within the file's size when it opened it: a writer that is still
+// appending, or a torn last event after a crash, is never half read.
+//
+// A Writer is safe for concurrent use; its events are numbered in the
+// order its Append calls take its lock.
+package spool
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+)
+
+// Magic opens every spool file.
+const Magic = "chimirror-spool 1\n"
+
+// Kind is the type of one event.
+type Kind byte
+
+const (
+	KindStdout Kind = 'o'
+	KindStderr Kind = 'e'
+	KindExit   Kind = 'x'
+)
+
+// eventHeaderBytes is kind, seq and len.
+const eventHeaderBytes = 1 + 8 + 4
+
+// MaxPayloadBytes bounds one event's payload: a writer splits a longer
+// chunk into several events, and a reader takes a longer length for a
+// corrupt file.
+const MaxPayloadBytes = 1 << 20
+
+// Ext is the spool file's extension.
+const Ext = ".spool"
+
+// Path is the spool file of job id in dir.
+func Path(dir, id string) string { return filepath.Join(dir, id+Ext) }
+
+// Exit is the end of a job as its spool keeps it (the exit event's JSON).
+type Exit struct {
+	Code   int    `json:"code"`             // the exit code, or 128+signal
+	Signal string `json:"signal,omitempty"` // "KILL" when a signal ended it
+	Reason string `json:"reason"`           // the supervisor's reason: exit, signal, wall-time, …
+	Detail string `json:"detail,omitempty"`
+}
+
+var (
+	// ErrNotSpool is returned for a file that does not start with Magic.
+	ErrNotSpool = errors.New("not a chimirror spool file")
+	// ErrClosed is returned by Append after Close.
+	ErrClosed = errors.New("spool closed")
+)
+
+// Writer appends one job's events to its spool file.
+type Writer struct {
+	path string
+
+	mu     sync.Mutex
+	f      *os.File
+	seq    uint64
+	err    error // the first failed write: every later Append returns it
+	closed bool
+	small  [eventHeaderBytes + smallEventBytes]byte // header and a small payload, written at once
+
+	bytes atomic.Int64 // payload bytes of stdout and stderr appended
+}
+
+// smallEventBytes is the payload an event written with one write(2)
+// carries at most; a longer one goes out as its header and its payload.
+const smallEventBytes = 4 << 10
+
+// Create makes job id's spool file in dir (made if missing, mode 0700) and
+// writes its header; the file must not exist (a job ID is never reused).
+// The directory entry is synced: after a crash, the file is found.
+func Create(dir, id string) (_ *Writer, retErr error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool dir: %w", err)
+	}
+	path := Path(dir, id)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create spool: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			retErr = errors.Join(retErr, f.Close(), os.Remove(path))
+		}
+	}()
+	if _, err := f.WriteString(Magic); err != nil {
+		return nil, fmt.Errorf("write spool header %s: %w", path, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return nil, err
+	}
+	return &Writer{path: path, f: f}, nil
+}
+
+// syncDir makes dir's entries durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync spool dir: %w", err)
+	}
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync spool dir %s: %w", dir, errors.Join(err, d.Close()))
+	}
+	return d.Close()
+}
+
+// Path is the writer's file.
+func (w *Writer) Path() string { return w.path }
+
+// Bytes is how many stdout and stderr bytes have been appended.
+func (w *Writer) Bytes() int64 { return w.bytes.Load() }
+
+// Seq is the sequence number of the last event appended (0: none yet).
+func (w *Writer) Seq() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.seq
+}
+
+// Append writes p as events of kind k (one, or several when p is longer
+// than MaxPayloadBytes) and returns the last one's sequence number. The
+// bytes are in the file (the page cache) when it returns, where readers
+// see them; Close makes them durable. After a failed write every Append
+// returns that error: a spool never has a hole.
+func (w *Writer) Append(k Kind, p []byte) (uint64, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.closed:
+		return w.seq, ErrClosed
+	case w.err != nil:
+		return w.seq, w.err
+	}
+	for first := true; first || len(p) > 0; first = false {
+		n := min(len(p), MaxPayloadBytes)
+		if err := w.event(k, p[:n]); err != nil {
+			w.err = fmt.Errorf("write spool %s: %w", w.path, err)
+			return w.seq, w.err
+		}
+		if k != KindExit {
+			w.bytes.Add(int64(n))
+		}
+		p = p[n:]
+	}
+	return w.seq, nil
+}
+
+// event writes one event; w.mu is held.
+func (w *Writer) event(k Kind, p []byte) error {
+	h := w.small[:eventHeaderBytes]
+	h[0] = byte(k)
+	binary.BigEndian.PutUint64(h[1:9], w.seq+1)
+	binary.BigEndian.PutUint32(h[9:13], uint32(len(p)))
+	if len(p) <= smallEventBytes {
+		n := copy(w.small[eventHeaderBytes:], p)
+		if _, err := w.f.Write(w.small[:eventHeaderBytes+n]); err != nil {
+			return err
+		}
+	} else {
+		if _, err := w.f.Write(h); err != nil {
+			return err
+		}
+		if _, err := w.f.Write(p); err != nil {
+			return err
+		}
+	}
+	w.seq++
+	return nil
+}
+
+// Close appends the exit event (none when e is nil), syncs the file to
+// disk and closes it; it returns the first error of the spool's life.
+// Once it returns nil, every event is durable. Calling it again returns
+// nil.
+func (w *Writer) Close(e *Exit) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	err := w.err
+	if e != nil && err == nil {
+		b, merr := json.Marshal(e)
+		if merr != nil { // an Exit always marshals
+			panic(merr)
+		}
+		if werr := w.event(KindExit, b); werr != nil {
+			err = fmt.Errorf("write spool %s: %w", w.path, werr)
+		}
+	}
+	if serr := w.f.Sync(); serr != nil && err == nil {
+		err = fmt.Errorf("sync spool %s: %w", w.path, serr)
+	}
+	if cerr := w.f.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("close spool %s: %w", w.path, cerr)
+	}
+	if err == nil && testSynced != nil {
+		testSynced(w.path)
+	}
+	return err
+}
+
+// testSynced, when set (by tests), is called once a spool is durable.
+var testSynced func(path string)
+
+// SetTestSynced sets a function called as each Close's sync completes, for
+// tests of what may happen only after a spool is durable; nil removes it.
+// It is not safe to call while spools are being closed.
+func SetTestSynced(f func(path string)) { testSynced = f }
+
+// Event is one event as a reader sees it; Payload is valid until the next
+// event is read.
+type Event struct {
+	Kind    Kind
+	Seq     uint64
+	Payload []byte
+}
+
+// readHeader reads and checks the file's magic.
+func readHeader(r io.Reader) error {
+	var b [len(Magic)]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return ErrNotSpool
+		}
+		return err
+	}
+	if string(b[:]) != Magic {
+		return ErrNotSpool
+	}
+	return nil
+}
+
+// parseHeader decodes an event header.
+func parseHeader(h []byte) (Kind, uint64, int, error) {
+	k, seq, n := Kind(h[0]), binary.BigEndian.Uint64(h[1:9]), binary.BigEndian.Uint32(h[9:13])
+	if k != KindStdout && k != KindStderr && k != KindExit || n > MaxPayloadBytes {
+		return 0, 0, 0, fmt.Errorf("%w: bad event header (kind %q, %d bytes)", ErrNotSpool, k, n)
+	}
+	return k, seq, int(n), nil
+}

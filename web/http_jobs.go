@@ -1,0 +1,162 @@
+package web
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/chimirror/chimirror/supervisor"
+)
+
+// Jobs over plain HTTP (issue 16 §3, §4), on the public listener:
+//
+//	POST /apps/NAME/jobs        submit a batch job; the body is its stdin
+//	GET  /jobs/JOBID/output     its spooled output (output.go)
+//
+// Submit runs the app's job with no client (mode = "batch"). The body is
+// written to the job's stdin as it arrives, which is then closed (EOF)
+// unless ?stdin=open. The answer, once the body is in, is 201 with a
+// Location (the job's output) and
+//
+//	{"id": "JOB…", "resume": "", "events": URL, "stdin": URL, "output": URL,
+//	 "stdin_bytes": N}
+//
+// stdin_bytes is how much of the body the job took: less than the body
+// when the job ended (or closed its stdin) before reading it all. Tenant
+// auth, the caps and their 429 (with Retry-After) are the WebSocket
+// endpoint's, and so is the Origin check: a browser page of another origin
+// cannot submit. An interactive app answers 409: its jobs live as long as
+// their client, and a submit has none (running it anyway would hold a
+// session until wall_time with no one to see it, against what its operator
+// chose); set mode = "batch" on the app or its policy.
+
+// submitChunkBytes is how much of a submit's body is read and written to
+// the job's stdin at a time.
+const submitChunkBytes = 64 << 10
+
+// routeJobs serves the HTTP job routes; ok is false for any other request.
+func (s *Server) routeJobs(w http.ResponseWriter, r *http.Request) (ok bool, err error) {
+	p := r.URL.EscapedPath()
+	if rest, found := strings.CutPrefix(p, "/apps/"); found && r.Method == http.MethodPost {
+		if name, ok := strings.CutSuffix(rest, "/jobs"); ok && !strings.Contains(name, "/") {
+			return true, s.submit(w, r, name)
+		}
+	}
+	if rest, found := strings.CutPrefix(p, "/jobs/"); found {
+		if id, ok := strings.CutSuffix(rest, "/output"); ok && !strings.Contains(id, "/") {
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				return true, errorf(http.StatusMethodNotAllowed, "method %s not allowed", r.Method)
+			}
+			return true, s.output(w, r, id)
+		}
+	}
+	return false, nil
+}
+
+// submit starts a batch job of app name with the request's body as stdin.
+func (s *Server) submit(w http.ResponseWriter, r *http.Request, name string) error {
+	app, ok := s.sup.App(name)
+	if !ok {
+		return errorf(http.StatusNotFound, "unknown app %q", name)
+	}
+	if !s.originAllowed(r) {
+		return errorf(http.StatusForbidden, "origin %q is not allowed", r.Header.Get("Origin"))
+	}
+	tenant, err := s.authenticate(r)
+	if err != nil {
+		return err
+	}
+	if !app.RunsBatch() {
+		return errorf(http.StatusConflict, "app %s is interactive: open it over WebSocket at /apps/%s (only an app or policy with mode = \"batch\" takes submitted jobs)", name, name)
+	}
+	keepOpen := false
+	switch v := r.URL.Query().Get("stdin"); v {
+	case "", "close":
+	case "open":
+		keepOpen = true
+	default:
+		return errorf(http.StatusBadRequest, "bad stdin %q: open or close", v)
+	}
+	pass := app.PassHeaders
+	if tenant != supervisor.PublicTenant {
+		pass = nil // the tenant's token is the only Authorization, and it is chimirror's
+	}
+	base := strings.TrimRight(s.opts.Edge.BasePath, "/")
+	env := cgiEnv(r, s.opts.Software, pass, base+"/apps/"+name, "")
+	job, err := s.sup.Start(supervisor.Request{App: name, Tenant: tenant, Env: env,
+		Remote: r.RemoteAddr, Client: clientHost(r), UserAgent: r.UserAgent(), Protocol: "http"})
+	if err != nil {
+		return admitError(err)
+	}
+	b, err := job.RunBatch()
+	if err != nil { // RunsBatch was checked: a reload made it interactive since
+		job.Abort()
+		return errorf(http.StatusConflict, "%v", err)
+	}
+	took, err := feedStdin(b, r.Body, keepOpen)
+	if err != nil {
+		b.Cancel("submit: " + err.Error())
+		job.Log().Info("submit failed: job cancelled", "err", err)
+		return errorf(http.StatusBadRequest, "reading the request body: %v", err)
+	}
+	jobURL := base + "/jobs/" + job.ID
+	w.Header().Set("Location", jobURL+"/output")
+	writeJSON(w, http.StatusCreated, map[string]any{
+		"id":          job.ID,
+		"resume":      "", // TODO(issue 16 §2): the job's resume token, once jobs have one
+		"events":      jobURL + "/events",
+		"stdin":       jobURL + "/stdin",
+		"output":      jobURL + "/output",
+		"stdin_bytes": took,
+	})
+	return nil
+}
+
+// feedStdin writes body to b's stdin and closes it unless keepOpen; it
+// returns how many bytes the job took. A job that stops taking stdin
+// (ended, or closed it) is no error: the rest of the body is read and
+// dropped, so the client gets its answer. An error is the body's.
+func feedStdin(b *supervisor.Batch, body io.Reader, keepOpen bool) (int64, error) {
+	buf := make([]byte, submitChunkBytes)
+	var took int64
+	taking := true
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 && taking {
+			if _, err := b.Write(buf[:n]); err != nil {
+				taking = false
+			} else {
+				took += int64(n)
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
+		if rerr != nil {
+			return took, rerr
+		}
+	}
+	if !keepOpen && taking {
+		if err := b.CloseStdin(); err != nil {
+			return took, nil // ended meanwhile: nothing to close
+		}
+	}
+	return took, nil
+}
+
+// output serves a job's spool to its tenant.
+func (s *Server) output(w http.ResponseWriter, r *http.Request, id string) error {
+	tenant, err := s.authenticate(r)
+	if err != nil {
+		return err
+	}
+	rec, running, err := findJob(s.sup, id)
+	if err != nil {
+		return err
+	}
+	if tenant != supervisor.PublicTenant && rec.Tenant != tenant.Name {
+		return errorf(http.StatusNotFound, "no such job: %s", rec.ID)
+	}
+	return serveOutput(w, r, s.sup, rec, running, s.log)
+}
