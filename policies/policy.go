@@ -47,8 +47,8 @@ type Policy struct {
 	// DetachTimeout is how long a job runs on without a client once it
 	// lost it; 0: losing the client ends the job.
 	DetachTimeout time.Duration
-	Network        bool          // true: the host's network; false: a private, empty network namespace
-	TmpSizeBytes   int64         // size of the job's own tmpfs (/tmp, /var/tmp, /run, /dev/shm, Tmpfs); 0: the kernel's default (half of RAM)
+	Network       bool  // true: the host's network; false: a private, empty network namespace
+	TmpSizeBytes  int64 // size of the job's own tmpfs (/tmp, /var/tmp, /run, /dev/shm, Tmpfs); 0: the kernel's default (half of RAM)
 	// User and Group are as written (names or numeric ids), or the
 	// defaults. User "dynamic" (DynamicUser) gives every running job a uid
 	// and gid of its own, as systemd's DynamicUser=.

@@ -99,10 +99,10 @@ type attachment struct {
 	// the ledger counts every message but the report of the end.
 	outBeforeEnd atomic.Int64
 	failed       atomic.Pointer[error] // why the writer failed, first
-	stop       chan struct{} // closed by halt: the writer stops waiting
-	haltOnce   sync.Once
-	writerDone chan struct{}
-	detach     atomic.Bool // the client asked to detach
+	stop         chan struct{}         // closed by halt: the writer stops waiting
+	haltOnce     sync.Once
+	writerDone   chan struct{}
+	detach       atomic.Bool // the client asked to detach
 }
 
 func (a *attachment) halt() { a.haltOnce.Do(func() { close(a.stop) }) }
