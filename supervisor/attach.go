@@ -29,7 +29,9 @@ import (
 // attached client that sends InputAck acknowledges by itself from then on
 // (its first InputAck moves the acknowledgement to what it says it holds,
 // backwards too as far as the ring still reaches). One that never does
-// acknowledges each event as it is written to it. Watchers never
+// acknowledges each event as it is written to it. A client that says so
+// when it connects (Acknowledger) acknowledges by itself from the start:
+// nothing written to it before its first InputAck is let go. Watchers never
 // acknowledge, and a watcher that falls behind the ring is dismissed
 // (DismissTooSlow), so no watcher ever holds the job back.
 //
@@ -93,7 +95,7 @@ type attachment struct {
 	ackMode bool
 	primary bool // still the job's attached client: its writes acknowledge
 
-	sending    atomic.Uint64 // the seq of the event last handed to Send
+	sending    atomic.Uint64 // the seq of the event last handed to Send, or after
 	endWritten atomic.Bool   // Finish returned nil
 	// outBeforeEnd is MessagesOut before Finish (-1: Finish not called):
 	// the ledger counts every message but the report of the end.
@@ -226,6 +228,10 @@ func (j *Job) newAttachment(c Client, after uint64, watch, first bool) *attachme
 	a := &attachment{j: j, c: c, watcher: watch, first: first, after: after, primary: !watch,
 		stop: make(chan struct{}), writerDone: make(chan struct{})}
 	a.outBeforeEnd.Store(-1)
+	a.sending.Store(after) // the client says it holds these
+	if ac, ok := c.(Acknowledger); ok && ac.AcksFromStart() {
+		a.ackMode = true
+	}
 	return a
 }
 

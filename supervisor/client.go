@@ -124,6 +124,13 @@ type Client interface {
 	MessagesOut() int64
 }
 
+// Acknowledger is a Client that may say, before anything is sent to it,
+// that it acknowledges by itself (InputAck): its attachment starts so,
+// and nothing written to it counts as acknowledged until it says.
+type Acknowledger interface {
+	AcksFromStart() bool
+}
+
 // Dismissal is why the server ends a client's connection while the job
 // goes on (Client.Dismiss).
 type Dismissal uint8

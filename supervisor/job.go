@@ -436,6 +436,7 @@ func cgroupUsage(u sandbox.Usage) accounting.Usage {
 func (j *Job) recordEnd(e Exit, cnt Counters) {
 	st := e.Status
 	code := st.Code
+	out := j.messagesOutNow() // takes j.amu, which comes before j.mu
 	j.mu.Lock()
 	r := &j.rec
 	r.State, r.Reason, r.Detail, r.ExitCode, r.EndedAt = accounting.StateFinished, string(e.Reason), e.Detail, &code, time.Now()
@@ -449,7 +450,7 @@ func (j *Job) recordEnd(e Exit, cnt Counters) {
 		r.Usage = accounting.Usage{CPUUserNs: int64(st.UserCPU), CPUSystemNs: int64(st.SystemCPU), MemoryPeakBytes: st.MaxRSSBytes}
 	}
 	r.Traffic = cnt.Traffic()
-	r.Traffic.MessagesOut = j.messagesOutNow()
+	r.Traffic.MessagesOut = out
 	snap := *r
 	j.mu.Unlock()
 	if j.sup.ledger != nil {
@@ -459,15 +460,20 @@ func (j *Job) recordEnd(e Exit, cnt Counters) {
 
 // amendMessagesOut brings the final record's messages_out up to date
 // once the end is delivered: the record taken at the exit counted only the
-// messages sent by then. The write is queued, not waited for.
+// messages sent by then. Like the end's own record, it is on disk before
+// the job lets go of its cgroup and its slot.
 func (j *Job) amendMessagesOut() {
 	n := j.messagesOutNow()
 	j.mu.Lock()
 	changed := j.rec.Traffic.MessagesOut != n
 	j.rec.Traffic.MessagesOut = n
+	snap := j.rec
 	j.mu.Unlock()
-	if changed {
-		j.record(false)
+	if !changed {
+		return
+	}
+	if err := j.sup.ledger.PutLater(&snap)(); err != nil {
+		j.log.Error("ledger: record messages_out", "err", err)
 	}
 }
 

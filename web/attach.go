@@ -93,7 +93,9 @@ func (s *Server) serveAttach(w http.ResponseWriter, r *http.Request, id string) 
 		job.Log().Info("attach: upgrade failed", "err", err)
 		return nil
 	}
-	c := s.client(proto, newWSConn(ws, hw.bc, job.Log(), s.opts.Limits), job)
+	wc := newWSConn(ws, hw.bc, job.Log(), s.opts.Limits)
+	wc.acks = proto == ProtoV1 && r.Header.Get(headerAck) == "1"
+	c := s.client(proto, wc, job)
 	if err := job.Attach(c, o); err != nil {
 		job.Log().Info("attach refused after the upgrade", "err", err)
 		if derr := c.Dismiss(supervisor.DismissGone, attachRefusal(err)); derr != nil {

@@ -110,6 +110,7 @@ type wsConn struct {
 	log *slog.Logger
 	lim Limits
 
+	acks      bool // the client acknowledges by itself (X-Chimirror-Ack: 1)
 	wmu       sync.Mutex
 	sent      atomic.Int64 // data messages written
 	pingMu    sync.Mutex   // the timer fires on its own goroutine
@@ -178,8 +179,11 @@ func describeReadErr(err error, limit int64) error {
 	switch {
 	case errors.Is(err, websocket.ErrReadLimit):
 		return fmt.Errorf("message too big (limit %d bytes): %w: %w", limit, supervisor.ErrClientViolation, err)
+	case errors.As(err, &ce) && ce.Code == websocket.CloseAbnormalClosure:
+		// gorilla's name for EOF: no close frame came.
+		return fmt.Errorf("connection dropped: %w", err)
 	case errors.As(err, &ce):
-		return fmt.Errorf("client closed (%d %s): %w %w", ce.Code, ce.Text, &supervisor.CloseError{Code: ce.Code, Text: ce.Text}, err)
+		return fmt.Errorf("%w: %w", &supervisor.CloseError{Code: ce.Code, Text: ce.Text}, err)
 	case errors.As(err, &ne) && ne.Timeout():
 		return fmt.Errorf("no pong or message in time: %w", err)
 	}
@@ -264,6 +268,10 @@ func (c *wsConn) Dismiss(why supervisor.Dismissal, detail string) error {
 	}
 	return errors.Join(err, c.Close())
 }
+
+// AcksFromStart reports whether the client said, as it connected, that it
+// acknowledges what it gets (supervisor.Acknowledger).
+func (c *wsConn) AcksFromStart() bool { return c.acks }
 
 // Resume has nothing to send where the protocol numbers nothing (text
 // lines): the stream goes on.

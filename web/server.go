@@ -300,6 +300,7 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name, script, 
 		return nil
 	}
 	wc := newWSConn(ws, hw.bc, job.Log(), s.opts.Limits)
+	wc.acks = proto == ProtoV1 && r.Header.Get(headerAck) == "1"
 	s.opts.Metrics.started(t0)
 	c := s.client(proto, wc, job)
 	if v, ok := c.(*v1Proto); ok {
@@ -323,6 +324,9 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name, script, 
 const (
 	headerJob    = "X-Chimirror-Job"
 	headerResume = "X-Chimirror-Resume"
+	// headerAck "1" on a chimirror.v1 request: the client acknowledges by
+	// itself (/ack) from its first event on.
+	headerAck = "X-Chimirror-Ack"
 )
 
 // client is the adapter of protocol proto over wc for job.
