@@ -252,6 +252,7 @@ func (j *Job) serve(a *attachment) {
 	}
 	<-a.writerDone
 	if werr := a.failed.Load(); werr != nil && !errors.Is(err, errDetach) {
+		j.log.Debug("client input ended after its output failed", "err", err)
 		err = *werr // the reader saw only the connection closed after it
 	}
 	j.left(a, err)

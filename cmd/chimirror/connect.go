@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -75,7 +76,11 @@ func cmdConnect(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ws, resp, err := d.Dial(u, hdr)
+	// This client acknowledges what it has written out (/ack), from its
+	// first event: a job that may detach keeps the rest for a reattach.
+	first := hdr.Clone()
+	first.Set("X-Chimirror-Ack", "1")
+	ws, resp, err := d.Dial(u, first)
 	if err != nil {
 		fmt.Fprintln(stderr, "chimirror connect:", describeDialErr(err, resp))
 		return connectFailed
@@ -109,6 +114,74 @@ func parseHeaders(hdr http.Header, headers []string) error {
 		hdr.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 	}
 	return nil
+}
+
+// cmdAttach reconnects a terminal to running job JOBID, as connect
+// connects it to a new one: output from after SEQ (by default, what the
+// job's last client acknowledged), stdin, signals, the exit code, and
+// reattaching after a network error.
+func cmdAttach(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("attach", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	server := fs.String("server", cmpOr(os.Getenv("CHIMIRROR_SERVER"), "ws://"+defaultListen), "the server, ws[s]://HOST:PORT[/BASE] ($CHIMIRROR_SERVER)")
+	resume := fs.String("resume", os.Getenv("CHIMIRROR_RESUME"), "the job's resume token, from /job or X-Chimirror-Resume ($CHIMIRROR_RESUME)")
+	after := fs.Int64("after", -1, "the seq of the last event you have; -1: what the job's last client acknowledged")
+	caFile := fs.String("ca", "", "for wss://: a PEM bundle of CA certificates to trust besides the system's")
+	var headers headerFlags
+	fs.Var(&headers, "header", "extra request header 'Name: value' (repeatable), e.g. the tenant's Authorization")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: chimirror attach [--server URL] [--resume TOKEN] [--after SEQ] [--header 'K: V']... JOBID\n\n"+
+			"Reconnects this terminal to a running job (one whose policy sets detach_timeout, or any to take it over).\n"+
+			"Exits with the job's exit code, 128+signal if it was killed, or 255 if no job status arrived.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := cli.ParseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || *resume == "" {
+		fs.Usage()
+		return cli.ExitCode(2)
+	}
+	base, err := wsURL(*server)
+	if err != nil {
+		return err
+	}
+	hdr := http.Header{}
+	if err := parseHeaders(hdr, headers); err != nil {
+		return err
+	}
+	d, err := dialer(*caFile)
+	if err != nil {
+		return err
+	}
+	id := fs.Arg(0)
+	u := strings.TrimRight(base, "/") + "/jobs/" + url.PathEscape(id) + "/attach"
+	if *after >= 0 {
+		u += "?after=" + strconv.FormatInt(*after, 10)
+	}
+	first := hdr.Clone()
+	first.Set("X-Chimirror-Resume", *resume)
+	first.Set("X-Chimirror-Ack", "1")
+	ws, resp, err := d.Dial(u, first)
+	if err != nil {
+		fmt.Fprintln(stderr, "chimirror attach:", describeDialErr(err, resp))
+		return connectFailed
+	}
+	c := newConnectSession(ws, d, u, hdr, "attach")
+	c.jobID, c.resume = id, *resume
+	c.attachPath = strings.TrimPrefix(u[:strings.IndexByte(u+"?", '?')], c.serverURL())
+	if *after > 0 {
+		c.last = uint64(*after)
+	}
+	defer c.close()
+	return c.run(os.Stdin, os.Stdout, stderr)
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 func wsURL(s string) (string, error) {
@@ -223,10 +296,14 @@ func (c *connectSession) send(event string, data any, encoding string) error {
 	}
 }
 
-// ack acknowledges every event up to the last one written out.
+// ack acknowledges every event up to the last one written out. It is
+// run's (the reader's), so it never waits for a reattach, which only run
+// makes: on a dead connection it fails, and run's next read finds out.
 func (c *connectSession) ack() error {
 	c.unacked = 0
-	return c.send("/ack", map[string]uint64{"seq": c.last}, "")
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.ws.WriteJSON(map[string]any{"event": "/ack", "data": map[string]uint64{"seq": c.last}})
 }
 
 func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
@@ -262,8 +339,10 @@ func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
 		c.wmu.Unlock()
 		_, msg, err := ws.ReadMessage()
 		if err != nil {
+			// gorilla reports a dropped connection as close 1006, which no
+			// peer sends: only a real close frame is the server's word.
 			var ce *websocket.CloseError
-			if errors.As(err, &ce) {
+			if errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure {
 				fmt.Fprintf(stderr, "chimirror %s: closed without an exit status: %d %s\n", c.name, ce.Code, ce.Text)
 				return connectFailed
 			}
@@ -308,7 +387,7 @@ func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
 			c.unacked += int64(len(msg))
 			if c.replayBytes > 0 && c.unacked >= c.replayBytes/2 {
 				if err := c.ack(); err != nil {
-					fmt.Fprintf(stderr, "chimirror %s: %v\n", c.name, err)
+					continue // the connection is gone: the next read says so
 				}
 			}
 		case "/job":
@@ -387,6 +466,7 @@ const reattachFor = time.Minute
 func (c *connectSession) reattach(stderr io.Writer) error {
 	hdr := c.hdr.Clone()
 	hdr.Set("X-Chimirror-Resume", c.resume)
+	hdr.Set("X-Chimirror-Ack", "1")
 	deadline := time.Now().Add(min(c.detach, reattachFor))
 	wait := 50 * time.Millisecond
 	for {
