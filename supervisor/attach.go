@@ -136,7 +136,7 @@ func (j *Job) Position(after uint64) Position { return j.ring.position(after) }
 // evicted (acknowledged by a client before). It returns ErrNoJob once
 // the job is gone, and ctx's error. It is the seam for readers that are
 // not attachments (HTTP event streams): it takes nothing from the ring
-// and acknowledges nothing.
+// and acknowledges nothing. Release the event once done with its Data.
 func (j *Job) Events(ctx context.Context, after uint64) (Event, error) {
 	ev, err := j.ring.next(after+1, ctx.Done())
 	switch {
@@ -263,6 +263,10 @@ func (j *Job) serve(a *attachment) {
 func (a *attachment) writeLoop() {
 	defer close(a.writerDone)
 	j, c := a.j, a.c
+	if !a.watcher { // watchers never hold the job's pumps back
+		j.ring.addReader(1)
+		defer j.ring.addReader(-1)
+	}
 	pos := j.ring.position(a.after)
 	if !a.first {
 		if err := c.Resume(pos); err != nil {
@@ -276,42 +280,59 @@ func (a *attachment) writeLoop() {
 		if err != nil {
 			return // halted, or the ring is gone with the job
 		}
-		if ev.Seq > want { // evicted before this client could have it
-			if a.watcher {
-				a.dismiss(DismissTooSlow, fmt.Sprintf("fell behind %s's output by more than its ring", j.ID))
-				return
-			}
-			j.log.Warn("attached client missed evicted events", "from", want, "to", ev.Seq-1)
-			if err := c.Resume(Position{Next: ev.Seq, GapFrom: want, GapTo: ev.Seq - 1}); err != nil {
-				a.fail(err)
-				return
-			}
-		}
-		if ev.Exit != nil {
-			if err := c.Flush(); err != nil {
-				j.log.Debug("flush client", "err", err)
-			}
-			a.outBeforeEnd.Store(c.MessagesOut())
-			j.inputMu.Lock() // an answer under way goes first
-			err := c.Finish(ev)
-			j.inputMu.Unlock()
-			if err != nil {
-				j.log.Debug("finish client", "err", err)
-				return
-			}
-			a.endWritten.Store(true)
-			a.written(ev.Seq)
+		err = a.deliver(ev, want)
+		ev.Release()
+		if err != nil || ev.Exit != nil {
 			return
 		}
-		a.sending.Store(ev.Seq)
-		if err := c.Send(ev); err != nil {
-			a.fail(fmt.Errorf("send: %w", err))
-			return
-		}
-		a.written(ev.Seq)
 		want = ev.Seq + 1
 	}
 }
+
+// deliver sends one event the client waits for (want: the seq it should
+// be) and reports an error once the client is done with: failed,
+// dismissed, or given the end.
+func (a *attachment) deliver(ev Event, want uint64) error {
+	j, c := a.j, a.c
+	if ev.Seq > want { // evicted before this client could have it
+		if a.watcher {
+			a.dismiss(DismissTooSlow, fmt.Sprintf("fell behind %s's output by more than its ring", j.ID))
+			return errDismissed
+		}
+		j.log.Warn("attached client missed evicted events", "from", want, "to", ev.Seq-1)
+		if err := c.Resume(Position{Next: ev.Seq, GapFrom: want, GapTo: ev.Seq - 1}); err != nil {
+			a.fail(err)
+			return err
+		}
+	}
+	if ev.Exit != nil {
+		if err := c.Flush(); err != nil {
+			j.log.Debug("flush client", "err", err)
+		}
+		a.outBeforeEnd.Store(c.MessagesOut())
+		j.inputMu.Lock() // an answer under way goes first
+		err := c.Finish(ev)
+		j.inputMu.Unlock()
+		if err != nil {
+			j.log.Debug("finish client", "err", err)
+			return err
+		}
+		a.endWritten.Store(true)
+		a.written(ev.Seq)
+		return nil
+	}
+	a.sending.Store(ev.Seq)
+	if err := c.Send(ev); err != nil {
+		err = fmt.Errorf("send: %w", err)
+		a.fail(err)
+		return err
+	}
+	a.written(ev.Seq)
+	return nil
+}
+
+// errDismissed ends a writer whose client was dismissed.
+var errDismissed = errors.New("client dismissed")
 
 // written acknowledges seq if a is the attached client and does not
 // acknowledge by itself.

@@ -152,9 +152,13 @@ func (r *relay) pump(s Stream, f *os.File, counter *atomic.Int64) {
 		return
 	}
 	streaming := false // the last read would have filled a small buffer
+	busy := false      // the last read was more than a trickle
 	var carry [utf8.UTFMax]byte
 	nc := 0
 	for {
+		if busy {
+			r.awaitBacklog(rc)
+		}
 		rd := r.read(rc, streaming, carry[:nc])
 		if rd.noRoom {
 			if err := r.ring.waitRoom(r.drained); err != nil {
@@ -165,13 +169,13 @@ func (r *relay) pump(s Stream, f *os.File, counter *atomic.Int64) {
 		}
 		n := rd.n
 		streaming = n >= smallChunkBytes
+		busy = n >= minGrantBytes
 		if n > 0 {
 			counter.Add(int64(n))
 			r.cfg.LastIO.Store(time.Now().UnixNano())
 		}
 		if rd.bp != nil {
 			nc = r.keep(s, rd, carry[:])
-			putChunk(rd.bp)
 		}
 		if rd.err != nil {
 			if nc > 0 {
@@ -186,26 +190,58 @@ func (r *relay) pump(s Stream, f *os.File, counter *atomic.Int64) {
 	}
 }
 
+// awaitBacklog waits, before a streaming pump's next read, while the
+// attached client has events still to take and the pipe holds less than a
+// small chunk: see ring.backlog.
+func (r *relay) awaitBacklog(rc syscall.RawConn) {
+	for {
+		wait, ok := r.ring.backlog()
+		if !ok {
+			return
+		}
+		avail := -1
+		if err := rc.Control(func(fd uintptr) { avail = readable(fd) }); err != nil || avail < 0 || avail >= smallChunkBytes {
+			return
+		}
+		select {
+		case <-wait:
+		case <-r.drained:
+			return
+		}
+	}
+}
+
 // keep puts what read rd brought (after the held-back carry) into the
 // ring, as the output limit allows, and returns how many bytes it holds
-// back in carry for the next chunk.
+// back in carry for the next chunk. The event keeps the read's buffer
+// when it fills half of it or more (streaming: no copy, no garbage), and
+// a copy of its bytes otherwise (so a small event never pins a big
+// buffer); the buffer goes back to the pool once the ring and its readers
+// are done with it.
 func (r *relay) keep(s Stream, rd readResult, carry []byte) int {
 	held := rd.carry
 	total := held + r.allowed(rd.n)
 	buf := (*rd.bp)[:total]
 	if rd.drop {
+		putChunk(rd.bp)
 		return 0
 	}
 	t := 0
 	if r.cfg.Text && total == held+rd.n { // a cut stream keeps nothing back
 		t = IncompleteUTF8Tail(buf)
 	}
-	if total-t > 0 {
-		r.ring.commit(s, bytes.Clone(buf[:total-t]), rd.grant)
-	} else {
+	nc := copy(carry, buf[total-t:])
+	switch data := buf[:total-t]; {
+	case len(data) == 0:
 		r.ring.unreserve(rd.grant)
+		putChunk(rd.bp)
+	case 2*len(data) >= len(*rd.bp):
+		r.ring.commit(s, data, rd.bp, rd.grant)
+	default:
+		r.ring.commit(s, bytes.Clone(data), nil, rd.grant)
+		putChunk(rd.bp)
 	}
-	return copy(carry, buf[total-t:])
+	return nc
 }
 
 // readResult is one read: the buffer (nil when nothing was read), the
@@ -240,6 +276,11 @@ func (r *relay) read(rc syscall.RawConn, big bool, carry []byte) readResult {
 		room := want
 		if !rd.drop {
 			room = rd.grant
+		}
+		// A buffer the size of what is there: an event keeps its buffer
+		// (see keep), so it must not pin much more than it holds.
+		if n := readable(fd) + len(carry); n > 0 && n < room {
+			room = max(n, min(room, minGrantBytes))
 		}
 		rd.bp = getChunk(room > smallChunkBytes)
 		rd.carry = copy(*rd.bp, carry)

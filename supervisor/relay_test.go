@@ -45,13 +45,14 @@ func (r *reader) run() {
 		time.Sleep(r.sendWait)
 		r.mu.Lock()
 		r.seqs = append(r.seqs, ev.Seq)
+		r.got[ev.Stream] = append(r.got[ev.Stream], ev.Data...)
+		ev.Release()
 		if ev.Exit != nil {
 			r.exit = ev.Exit
 			r.mu.Unlock()
 			r.rg.ack(ev.Seq)
 			return
 		}
-		r.got[ev.Stream] = append(r.got[ev.Stream], ev.Data...)
 		r.mu.Unlock()
 		for r.hold.Load() {
 			time.Sleep(time.Millisecond)

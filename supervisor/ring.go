@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"sync"
+	"sync/atomic"
 )
 
 // Event is one output event of a job: a chunk of its stdout or stderr, or
@@ -17,7 +18,33 @@ type Event struct {
 	// it, never write it or keep it past the call it came with.
 	Data []byte
 	Exit *Exit // the end; nil for output
+
+	buf *chunkRef // the pooled buffer Data is in; nil: Data is its own
 }
+
+// chunkRef counts who holds a pooled read buffer an event keeps: the ring
+// and each reader that took the event (next). The last to let go puts it
+// back in the pool.
+type chunkRef struct {
+	bp   *[]byte
+	refs atomic.Int32
+}
+
+func (c *chunkRef) hold() {
+	if c != nil {
+		c.refs.Add(1)
+	}
+}
+
+func (c *chunkRef) release() {
+	if c != nil && c.refs.Add(-1) == 0 {
+		putChunk(c.bp)
+	}
+}
+
+// Release lets go of an event taken from a ring (Job.Events): its Data
+// must not be read after. Call it once per event taken.
+func (e Event) Release() { e.buf.release() }
 
 // eventOverheadBytes is what an event costs a ring on top of its data, so
 // that a ring of tiny events is bounded too. It is below the framing of
@@ -85,6 +112,8 @@ type ring struct {
 	abandoned bool
 	exited    bool // the process is gone: exitSlackBytes more may be read
 	closed    bool
+	taken     uint64        // the highest seq a reader has taken (next)
+	readers   int           // attachments reading now (addReader)
 	wake      chan struct{} // closed and replaced when a waiter may go on
 	waiting   bool          // someone holds wake
 }
@@ -127,6 +156,7 @@ func (r *ring) evictLocked(need int64) int64 {
 	var freed int64
 	for len(r.events) > 0 && r.bytes+r.reserved+need > r.limitLocked() && r.events[0].Seq <= r.acked {
 		c := r.events[0].cost()
+		r.events[0].buf.release()
 		r.events[0] = Event{}
 		r.events = r.events[1:]
 		r.first++
@@ -147,6 +177,7 @@ func (r *ring) reclaim(need int64) int64 {
 	var freed int64
 	for len(r.events) > 0 && freed < need && r.events[0].Seq <= r.acked {
 		c := r.events[0].cost()
+		r.events[0].buf.release()
 		r.events[0] = Event{}
 		r.events = r.events[1:]
 		r.first++
@@ -194,19 +225,26 @@ func (r *ring) unreserve(grant int) {
 	r.mu.Unlock()
 }
 
-// commit adds an event of stream s holding data (len(data) ≤ grant, the
-// ring keeps data: the caller must not reuse it) in place of the
-// reservation of grant bytes. Data of an abandoned ring is dropped.
-func (r *ring) commit(s Stream, data []byte, grant int) {
+// commit adds an event of stream s holding data (len(data) ≤ grant) in
+// place of the reservation of grant bytes. The ring keeps data, and bp,
+// the pooled buffer it is in when not nil: the caller lets go of both.
+// Data of an abandoned ring is dropped.
+func (r *ring) commit(s Stream, data []byte, bp *[]byte, grant int) {
 	n := int64(grant) + eventOverheadBytes
+	var ref *chunkRef
+	if bp != nil {
+		ref = &chunkRef{bp: bp}
+		ref.refs.Store(1)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.reserved -= n
-	ev := Event{Seq: r.nextLocked(), Stream: s, Data: data}
+	ev := Event{Seq: r.nextLocked(), Stream: s, Data: data, buf: ref}
 	c := ev.cost()
 	r.budget.give(n - c)
 	if r.abandoned || r.closed {
 		r.budget.give(c)
+		ref.release()
 		return
 	}
 	r.events = append(r.events, ev)
@@ -297,6 +335,9 @@ func (r *ring) close() {
 	r.closed = true
 	r.budget.give(r.bytes)
 	r.bytes = 0
+	for i := range r.events {
+		r.events[i].buf.release()
+	}
 	r.events = nil
 	r.notifyLocked()
 	r.mu.Unlock()
@@ -350,7 +391,8 @@ func (r *ring) position(after uint64) Position {
 // next waits for the event with seq want, or the first one after it if it
 // was evicted (ev.Seq > want says so). It returns errRingClosed once the
 // ring is closed, errEnded when want is past the end, and errWaitStopped
-// when stop closes first.
+// when stop closes first. The caller releases the event it gets
+// (Event.Release) once done with its Data.
 func (r *ring) next(want uint64, stop <-chan struct{}) (Event, error) {
 	for {
 		r.mu.Lock()
@@ -364,6 +406,11 @@ func (r *ring) next(want uint64, stop <-chan struct{}) (Event, error) {
 				i = want - r.first
 			}
 			ev := r.events[i]
+			ev.buf.hold()
+			if ev.Seq > r.taken {
+				r.taken = ev.Seq
+				r.notifyLocked() // a pump may wait for its readers (backlog)
+			}
 			r.mu.Unlock()
 			return ev, nil
 		}
@@ -379,6 +426,28 @@ func (r *ring) next(want uint64, stop <-chan struct{}) (Event, error) {
 			return Event{}, errWaitStopped
 		}
 	}
+}
+
+// addReader counts an attachment reading the ring (n = 1) or done (-1).
+func (r *ring) addReader(n int) {
+	r.mu.Lock()
+	r.readers += n
+	r.notifyLocked()
+	r.mu.Unlock()
+}
+
+// backlog returns a channel to wait on while a reader is attached and has
+// events still to take; ok false when there is no such backlog. A
+// streaming pump waits on it before a small read, so that it reads what
+// piled up in the pipe as one event, as a pump that sent each chunk
+// itself did, rather than many small ones behind a busy client.
+func (r *ring) backlog() (wait <-chan struct{}, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.readers == 0 || r.taken+1 >= r.nextLocked() || r.abandoned || r.closed {
+		return nil, false
+	}
+	return r.wakeLocked(), true
 }
 
 // errEnded is returned by next for a seq past the job's end.
