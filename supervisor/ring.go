@@ -153,20 +153,7 @@ func (r *ring) limitLocked() int64 {
 // evictLocked evicts acknowledged events, oldest first, until need more
 // bytes fit or none is left to evict; it returns the bytes freed.
 func (r *ring) evictLocked(need int64) int64 {
-	var freed int64
-	for len(r.events) > 0 && r.bytes+r.reserved+need > r.limitLocked() && r.events[0].Seq <= r.acked {
-		c := r.events[0].cost()
-		r.events[0].buf.release()
-		r.events[0] = Event{}
-		r.events = r.events[1:]
-		r.first++
-		r.bytes -= c
-		freed += c
-	}
-	if freed > 0 {
-		r.budget.give(freed)
-	}
-	return freed
+	return r.evictWhileLocked(func(int64) bool { return r.bytes+r.reserved+need > r.limitLocked() })
 }
 
 // reclaim evicts up to need bytes of acknowledged events for another
@@ -174,8 +161,15 @@ func (r *ring) evictLocked(need int64) int64 {
 func (r *ring) reclaim(need int64) int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.evictWhileLocked(func(freed int64) bool { return freed < need })
+}
+
+// evictWhileLocked evicts the oldest event while it is acknowledged and
+// more(bytes freed so far) holds, gives the bytes back to the budget and
+// returns them. r.mu is held.
+func (r *ring) evictWhileLocked(more func(freed int64) bool) int64 {
 	var freed int64
-	for len(r.events) > 0 && freed < need && r.events[0].Seq <= r.acked {
+	for len(r.events) > 0 && r.events[0].Seq <= r.acked && more(freed) {
 		c := r.events[0].cost()
 		r.events[0].buf.release()
 		r.events[0] = Event{}

@@ -34,14 +34,7 @@ func (s *Server) serveAttach(w http.ResponseWriter, r *http.Request, id string) 
 	if !websocket.IsWebSocketUpgrade(r) {
 		return errorf(http.StatusUpgradeRequired, "/jobs/%s/attach is a WebSocket endpoint", id)
 	}
-	if !s.originAllowed(r) {
-		return errorf(http.StatusForbidden, "origin %q is not allowed", r.Header.Get("Origin"))
-	}
-	proto, err := pickProtocol(r)
-	if err != nil {
-		return err
-	}
-	tenant, err := s.authenticate(r)
+	proto, tenant, err := s.admitClient(r)
 	if err != nil {
 		return err
 	}

@@ -7,86 +7,20 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/chimirror/chimirror/internal/cutproxy"
 	"github.com/chimirror/chimirror/policies"
 	"github.com/chimirror/chimirror/supervisor"
 )
-
-// cutProxy is a TCP proxy on loopback in front of a test server whose
-// cut drops every connection through it at once, with no close frame
-// (a reset), as a network change or a proxy restart does.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
-
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target}
-	p.wg.Go(p.accept)
-	t.Cleanup(func() {
-		if err := ln.Close(); err != nil {
-			t.Error(err)
-		}
-		p.cut()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *cutProxy) accept() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, s)
-		p.mu.Unlock()
-		p.wg.Go(func() { io.Copy(s, c); s.Close() }) //nolint:errcheck // ends at the cut
-		p.wg.Go(func() { io.Copy(c, s); c.Close() }) //nolint:errcheck
-	}
-}
-
-// cut resets every connection through the proxy.
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetLinger(0) //nolint:errcheck // a reset, not a FIN
-		}
-		c.Close()
-	}
-	p.conns = nil
-}
-
-func (p *cutProxy) url() string { return "ws://" + p.ln.Addr().String() }
 
 // resumePolicy is a policy that lets jobs detach for detach.
 func resumePolicy(detach time.Duration, replay int64) *policies.Policy {
@@ -227,9 +161,9 @@ func TestResumeByteExact(t *testing.T) {
 	var e ends
 	pol := resumePolicy(time.Minute, 0)
 	s := startServer(t, supervisor.Config{OnEnd: e.hook, Apps: []supervisor.App{numberedApp("numbered", lines, pol)}}, Options{})
-	p := newCutProxy(t, strings.TrimPrefix(s.URL, "ws://"))
+	p := cutproxy.New(t, strings.TrimPrefix(s.URL, "ws://"))
 	d := websocket.Dialer{Subprotocols: []string{ProtoV1}, HandshakeTimeout: 5 * time.Second}
-	ws, _, err := d.Dial(p.url()+"/apps/numbered", http.Header{headerAck: {"1"}})
+	ws, _, err := d.Dial("ws://"+p.Addr()+"/apps/numbered", http.Header{headerAck: {"1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,9 +182,9 @@ func TestResumeByteExact(t *testing.T) {
 		if i >= len(cuts) {
 			t.Fatalf("connection %d failed at %d bytes, not at a cut", i+1, c.n)
 		}
-		p.cut() // the server sees a reset, never a close frame
+		p.Cut() // the server sees a reset, never a close frame
 		for attempt := 0; ; attempt++ {
-			ws, err = c.attach(p.url(), "")
+			ws, err = c.attach("ws://"+p.Addr(), "")
 			if err == nil {
 				break
 			}
@@ -419,13 +353,8 @@ func TestDetachLifecycle(t *testing.T) {
 	t.Run("a dropped client detaches, a take-over closes the old one", func(t *testing.T) {
 		c := newV1Client(t)
 		ws := s.dial("/apps/cat", ProtoV1)
-		_, msg, err := ws.ReadMessage()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var job struct{ Data struct{ ID, Resume string } }
-		jsonUnmarshal(t, msg, &job)
-		c.id, c.resume = job.Data.ID, job.Data.Resume
+		jobID, jobResume := readJob(t, ws)
+		c.id, c.resume = jobID, jobResume
 		ws2, err := c.attach(s.URL, "")
 		if err != nil {
 			t.Fatal(err)
@@ -492,13 +421,8 @@ func TestDetachLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := newV1Client(t)
-		_, msg, err := ws.ReadMessage()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var job struct{ Data struct{ ID, Resume string } }
-		jsonUnmarshal(t, msg, &job)
-		c.id, c.resume = job.Data.ID, job.Data.Resume
+		jobID, jobResume := readJob(t, ws)
+		c.id, c.resume = jobID, jobResume
 		// Acknowledge nothing, and drop: the output waits in the ring.
 		ws.UnderlyingConn().Close()
 		x := e.wait(t, "quick", 10*time.Second)
@@ -537,13 +461,8 @@ func TestSlowWatcherDropped(t *testing.T) {
 	ws := s.dial("/apps/numbered", ProtoV1)
 	c := newV1Client(t)
 	c.noAck = true
-	_, msg, err := ws.ReadMessage()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var job struct{ Data struct{ ID, Resume string } }
-	jsonUnmarshal(t, msg, &job)
-	w := &v1Client{t: t, id: job.Data.ID, resume: job.Data.Resume}
+	jobID, jobResume := readJob(t, ws)
+	w := &v1Client{t: t, id: jobID, resume: jobResume}
 	wws, err := w.attach(s.URL, "&watch=1")
 	if err != nil {
 		t.Fatal(err)
@@ -600,13 +519,8 @@ func TestAttachRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws.Close()
-	_, msg, err := ws.ReadMessage()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var job struct{ Data struct{ ID, Resume string } }
-	jsonUnmarshal(t, msg, &job)
-	id, token := job.Data.ID, job.Data.Resume
+	jobID, jobResume := readJob(t, ws)
+	id, token := jobID, jobResume
 	if len(token) < 32 {
 		t.Fatalf("resume token %q: too short for 128 bits", token)
 	}
@@ -706,3 +620,16 @@ func TestChannelResume(t *testing.T) {
 }
 
 func bearerHeader(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
+
+// readJob reads a chimirror.v1 job's first event, /job: its ID and resume
+// token.
+func readJob(t *testing.T, ws *websocket.Conn) (id, resume string) {
+	t.Helper()
+	_, msg, err := ws.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var job struct{ Data struct{ ID, Resume string } }
+	jsonUnmarshal(t, msg, &job)
+	return job.Data.ID, job.Data.Resume
+}

@@ -264,14 +264,7 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name, script, 
 	if err != nil { // EscapedPath is always a valid escaping; never seen
 		return errorf(http.StatusBadRequest, "path %q: %v", rest, err)
 	}
-	if !s.originAllowed(r) {
-		return errorf(http.StatusForbidden, "origin %q is not allowed", r.Header.Get("Origin"))
-	}
-	proto, err := pickProtocol(r)
-	if err != nil {
-		return err
-	}
-	tenant, err := s.authenticate(r)
+	proto, tenant, err := s.admitClient(r)
 	if err != nil {
 		return err
 	}
@@ -340,6 +333,22 @@ func (s *Server) client(proto string, wc *wsConn, job *supervisor.Job) superviso
 		return &channelProto{wsConn: wc}
 	}
 	return &linesProto{wsConn: wc, binary: job.App.Binary}
+}
+
+// admitClient checks what every WebSocket client of a job must pass, in
+// this order: its Origin, its sub-protocol (returned) and its tenant's
+// token (the tenant returned).
+func (s *Server) admitClient(r *http.Request) (proto string, tenant *supervisor.Tenant, err error) {
+	if !s.originAllowed(r) {
+		return "", nil, errorf(http.StatusForbidden, "origin %q is not allowed", r.Header.Get("Origin"))
+	}
+	if proto, err = pickProtocol(r); err != nil {
+		return "", nil, err
+	}
+	if tenant, err = s.authenticate(r); err != nil {
+		return "", nil, err
+	}
+	return proto, tenant, nil
 }
 
 func protoName(p string) string {

@@ -4,72 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/chimirror/chimirror/internal/cutproxy"
 )
-
-// cutter is a TCP proxy in front of a server whose cut resets every
-// connection through it, with no close frame.
-type cutter struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
-
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func newCutter(t *testing.T, target string) *cutter {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutter{ln: ln, target: target}
-	p.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			p.wg.Go(func() { io.Copy(s, c); s.Close() }) //nolint:errcheck // ends at the cut
-			p.wg.Go(func() { io.Copy(c, s); c.Close() }) //nolint:errcheck
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		p.cut()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *cutter) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetLinger(0) //nolint:errcheck // a reset
-		}
-		c.Close()
-	}
-	p.conns = nil
-}
 
 // numberedOut is what the "count" app writes: lines numbered 1…n.
 func numberedOut(n int) []byte {
@@ -103,8 +46,8 @@ func TestConnectReattaches(t *testing.T) {
 	const n = 400_000 // 12 MB
 	want := numberedOut(n)
 	srv, dir := resumeServer(t, n)
-	p := newCutter(t, srv.addr)
-	conn, stdin := startInteractive(t, dir, "connect", "ws://"+p.ln.Addr().String()+"/apps/count")
+	p := cutproxy.New(t, srv.addr)
+	conn, stdin := startInteractive(t, dir, "connect", "ws://"+p.Addr()+"/apps/count")
 	for _, at := range []int{len(want) / 4, len(want) * 2 / 3} {
 		deadline := time.Now().Add(30 * time.Second)
 		for len(conn.stdout.Bytes()) < at {
@@ -113,7 +56,7 @@ func TestConnectReattaches(t *testing.T) {
 			}
 			time.Sleep(time.Millisecond)
 		}
-		p.cut()
+		p.Cut()
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for len(conn.stdout.Bytes()) < len(want) {
