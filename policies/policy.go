@@ -40,8 +40,15 @@ type Policy struct {
 	CPUTime        time.Duration // user+system CPU of all the job's processes; 0: no limit
 	IdleTimeout    time.Duration // no I/O in either direction for this long ends the job; 0: none
 	MaxOutputBytes int64         // stdout plus stderr bytes; 0: no limit
-	Network        bool          // true: the host's network; false: a private, empty network namespace
-	TmpSizeBytes   int64         // size of the job's own tmpfs (/tmp, /var/tmp, /run, /dev/shm, Tmpfs); 0: the kernel's default (half of RAM)
+	// ReplayBytes is the job's replay ring: the last output events kept
+	// for a client that reattaches, and how much unacknowledged output
+	// the job may write before it waits. Never 0 (DefaultReplayBytes).
+	ReplayBytes int64
+	// DetachTimeout is how long a job runs on without a client once it
+	// lost it; 0: losing the client ends the job.
+	DetachTimeout time.Duration
+	Network       bool  // true: the host's network; false: a private, empty network namespace
+	TmpSizeBytes  int64 // size of the job's own tmpfs (/tmp, /var/tmp, /run, /dev/shm, Tmpfs); 0: the kernel's default (half of RAM)
 	// User and Group are as written (names or numeric ids), or the
 	// defaults. User "dynamic" (DynamicUser) gives every running job a uid
 	// and gid of its own, as systemd's DynamicUser=.
@@ -82,6 +89,15 @@ const (
 	DefaultGroup      = "nogroup" // for a named user: or, where it does not exist, the user's primary group
 	DefaultExitSignal = syscall.SIGTERM
 	DefaultGrace      = 5 * time.Second
+	// DefaultReplayBytes is replay_bytes when a policy leaves it out.
+	DefaultReplayBytes = 256 << 10
+)
+
+// Bounds of replay_bytes and detach_timeout.
+const (
+	minReplayBytes   = 64 << 10
+	maxReplayBytes   = 1 << 30
+	maxDetachTimeout = 24 * time.Hour
 )
 
 // The values of mode: an interactive job lives as long as its client; a
@@ -197,6 +213,8 @@ type policyFile struct {
 	CPUTime       any `toml:"cpu_time"`
 	IdleTimeout   any `toml:"idle_timeout"`
 	MaxOutput     any `toml:"max_output"`
+	ReplayBytes   any `toml:"replay_bytes"`
+	DetachTimeout any `toml:"detach_timeout"`
 	Network       any `toml:"network"`
 	TmpSize       any `toml:"tmp_size"`
 	User          any `toml:"user"`
@@ -263,6 +281,22 @@ func parse(file, name string, data []byte) (*Policy, tomlstrict.Problems) {
 	cpuTimeSet := c.duration(tomlstrict.Key{"cpu_time"}, &p.CPUTime, pf.CPUTime)
 	c.duration(tomlstrict.Key{"idle_timeout"}, &p.IdleTimeout, pf.IdleTimeout)
 	c.size(tomlstrict.Key{"max_output"}, &p.MaxOutputBytes, pf.MaxOutput)
+	p.ReplayBytes = DefaultReplayBytes
+	if pf.ReplayBytes != nil {
+		var n int64
+		before := len(c.ps)
+		c.size(tomlstrict.Key{"replay_bytes"}, &n, pf.ReplayBytes)
+		switch {
+		case len(c.ps) > before: // a bad value, reported
+		case n < minReplayBytes || n > maxReplayBytes:
+			c.add(tomlstrict.Key{"replay_bytes"}, "%s must be from 64KiB to 1GiB", quoted(pf.ReplayBytes))
+		default:
+			p.ReplayBytes = n
+		}
+	}
+	if c.duration(tomlstrict.Key{"detach_timeout"}, &p.DetachTimeout, pf.DetachTimeout) && p.DetachTimeout > maxDetachTimeout {
+		c.add(tomlstrict.Key{"detach_timeout"}, "%s is longer than the most, %v", quoted(pf.DetachTimeout), maxDetachTimeout)
+	}
 	c.boolean(tomlstrict.Key{"network"}, &p.Network, pf.Network)
 	tmpSet := c.size(tomlstrict.Key{"tmp_size"}, &p.TmpSizeBytes, pf.TmpSize)
 	rootUser, rootGroup := c.identity(p, pf.User, pf.Group)

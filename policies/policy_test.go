@@ -77,6 +77,10 @@ func TestParse_Invalid(t *testing.T) {
 			`3: cpu_time: "3m" can never be used up: at cpu = 0.5 a job gets at most 2m30s of CPU within wall_time "5m"`}},
 		{"tmp_size larger than memory", "tmp-over-memory.toml", []string{
 			`2: tmp_size: "128MiB" is larger than memory "64MiB": files in /tmp are charged to the job's memory`}},
+		{"replay_bytes and detach_timeout out of bounds", "replay-bounds.toml", []string{
+			`2: replay_bytes: "4KiB" must be from 64KiB to 1GiB`,
+			`3: detach_timeout: "48h" is longer than the most, 24h0m0s`,
+		}},
 		{"pids zero", "pids-zero.toml", []string{"2: pids: must be at least 1 (leave pids out for no limit)"}},
 		{"grace longer than wall_time", "grace-over-wall.toml", []string{`2: grace: "2m" is longer than wall_time "1m"`}},
 		{"sizes that overflow", "size-overflow.toml", []string{
@@ -183,7 +187,7 @@ func TestParse_Valid(t *testing.T) {
 		{
 			name: "empty: every default",
 			file: "empty.toml",
-			want: Policy{User: "dynamic", Group: "dynamic", DynamicUser: true, ExitSignal: syscall.SIGTERM, Grace: 5 * time.Second, Env: nil,
+			want: Policy{User: "dynamic", Group: "dynamic", DynamicUser: true, ExitSignal: syscall.SIGTERM, Grace: 5 * time.Second, Env: nil, ReplayBytes: DefaultReplayBytes,
 				ReadOnly: defaultRO(false), Seccomp: SeccompDefault},
 		},
 		{
@@ -192,7 +196,7 @@ func TestParse_Valid(t *testing.T) {
 			want: Policy{
 				CPU: 2, MemoryMaxBytes: 1 << 30, PidsMax: 100,
 				WallTime: 2 * time.Hour, CPUTime: 3 * time.Hour, IdleTimeout: 15 * time.Minute,
-				MaxOutputBytes: 1048576, Network: true, TmpSizeBytes: 500000000,
+				MaxOutputBytes: 1048576, ReplayBytes: 1 << 20, DetachTimeout: 90 * time.Second, Network: true, TmpSizeBytes: 500000000,
 				User: "1000", Group: "1000", UID: 1000, GID: 1000,
 				ExitSignal: syscall.SIGINT, Grace: 10 * time.Second,
 				Env: []string{"PATH", "LANG=C.UTF-8"}, UserNamespace: true, Initiators: 2,
@@ -219,7 +223,7 @@ func TestParse_Valid(t *testing.T) {
 		{
 			name: "names, a lower-case signal, an inline rlimits table",
 			file: "names.toml",
-			want: Policy{User: "nobody", Group: group, UID: uid, GID: gid, ExitSignal: syscall.SIGHUP, Grace: 5 * time.Second,
+			want: Policy{User: "nobody", Group: group, UID: uid, GID: gid, ExitSignal: syscall.SIGHUP, Grace: 5 * time.Second, ReplayBytes: DefaultReplayBytes,
 				ReadOnly: defaultRO(false), Seccomp: SeccompDefault},
 			wantRlimits: []specs.POSIXRlimit{
 				{Type: "RLIMIT_CORE", Soft: 0, Hard: 0},
@@ -431,7 +435,7 @@ func TestBuiltins(t *testing.T) {
 				CPU: 1, MemoryMaxBytes: 512 << 20, PidsMax: 256,
 				WallTime: time.Hour, IdleTimeout: 10 * time.Minute,
 				MaxOutputBytes: 1 << 30, TmpSizeBytes: 64 << 20,
-				User: "dynamic", Group: "dynamic", DynamicUser: true, ExitSignal: syscall.SIGTERM, Grace: 5 * time.Second, Initiators: 8,
+				User: "dynamic", Group: "dynamic", DynamicUser: true, ExitSignal: syscall.SIGTERM, Grace: 5 * time.Second, Initiators: 8, ReplayBytes: DefaultReplayBytes,
 				ReadOnly: defaultRO(false), Seccomp: SeccompDefault,
 			},
 			wantRlimits: []string{"RLIMIT_CORE=0", "RLIMIT_FSIZE=1073741824", "RLIMIT_NOFILE=1024", "RLIMIT_STACK=8388608"},
@@ -442,7 +446,7 @@ func TestBuiltins(t *testing.T) {
 				CPU: 0.5, MemoryMaxBytes: 64 << 20, PidsMax: 32,
 				WallTime: 5 * time.Minute, CPUTime: 30 * time.Second, IdleTimeout: time.Minute,
 				MaxOutputBytes: 16 << 20, TmpSizeBytes: 8 << 20,
-				User: "dynamic", Group: "dynamic", DynamicUser: true, ExitSignal: syscall.SIGTERM, Grace: 2 * time.Second, Initiators: 8,
+				User: "dynamic", Group: "dynamic", DynamicUser: true, ExitSignal: syscall.SIGTERM, Grace: 2 * time.Second, Initiators: 8, ReplayBytes: DefaultReplayBytes,
 				ReadOnly: defaultRO(false), Seccomp: SeccompDefault,
 			},
 			wantRlimits: []string{"RLIMIT_CORE=0", "RLIMIT_FSIZE=16777216", "RLIMIT_NOFILE=64", "RLIMIT_STACK=8388608"},

@@ -80,14 +80,24 @@ func (b *Batch) Receive() (Input, error) {
 	}
 }
 
+// Resume is never called: a batch job's stand-in is its first client.
+func (b *Batch) Resume(Position) error { return nil }
+
 // Send drops the output: the relay has spooled it already.
-func (b *Batch) Send(Stream, []byte) error { return nil }
+func (b *Batch) Send(Event) error { return nil }
 
 func (b *Batch) Flush() error       { return nil }
 func (b *Batch) MessagesOut() int64 { return 0 }
 
 // Finish ends Receive: the job is over.
-func (b *Batch) Finish(Exit) error {
+func (b *Batch) Finish(Event) error {
+	b.close()
+	return nil
+}
+
+// Dismiss ends Receive: nothing dismisses a batch job's stand-in but the
+// server.
+func (b *Batch) Dismiss(Dismissal, string) error {
 	b.close()
 	return nil
 }

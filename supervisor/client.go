@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"errors"
+	"fmt"
 	"syscall"
 
 	"github.com/chimirror/chimirror/sandbox"
@@ -31,6 +33,13 @@ const (
 	InputCloseStdin
 	// InputSignal sends Signal to the job's process group.
 	InputSignal
+	// InputAck acknowledges every output event up to Seq: the client
+	// holds them, and the ring may let them go. The first one switches
+	// the attachment to acknowledging (see Job.Attach).
+	InputAck
+	// InputDetach leaves the job running without this client, for its
+	// policy's detach_timeout.
+	InputDetach
 )
 
 // Input is one decoded client event.
@@ -38,6 +47,7 @@ type Input struct {
 	Kind   InputKind
 	Data   []byte
 	Signal syscall.Signal
+	Seq    uint64 // InputAck's
 	// Done, when set, is called once the input has been handled, with the
 	// error if it failed (a protocol answers a client callback id with it).
 	Done func(error)
@@ -52,6 +62,7 @@ const (
 	ReasonClientGone Reason = "client-gone" // close frame, dropped TCP, missed pong, write timeout, oversized message
 	ReasonCancelled  Reason = "cancelled"   // an operator cancelled it
 	ReasonShutdown   Reason = "shutdown"    // the server is stopping
+	ReasonDetached   Reason = "detached"    // no client reattached within detach_timeout
 	// Limits of the job's policy:
 	ReasonOOM         Reason = "oom"          // the kernel's OOM killer struck in the job's cgroup
 	ReasonCPUTime     Reason = "cpu-time"     // cpu_time used up
@@ -71,35 +82,80 @@ type Exit struct {
 	Sandboxed bool
 }
 
-// Client is a job's connection, as a protocol adapter presents it. The
-// supervisor never knows which protocol is in use.
+// Client is one connection to a job, as a protocol adapter presents it:
+// the job's attached client or a watcher. The supervisor never knows which
+// protocol is in use.
 //
-// Concurrency contract: Receive is called from one goroutine. Send is called
-// from the stdout and stderr pumps of the job's relay concurrently, and
-// Input.Done callbacks and Finish may run alongside, so the adapter
-// serialises its own writes. Send returns within a bounded time (a write
-// timeout): the job's end waits for it. Close may be called at any time, from
-// any goroutine, and must unblock Receive and Send.
+// Concurrency contract: Receive is called from one goroutine. Resume,
+// Send, Flush and Finish are called in that order from one other
+// goroutine (the attachment's writer), and Input.Done callbacks may run
+// alongside, so the adapter serialises its own writes. Send returns
+// within a bounded time (a write timeout). Close and CloseWith may be
+// called at any time, from any goroutine, and must unblock Receive and
+// Send.
 type Client interface {
 	// Receive blocks for the next client event. Any error means the client is
-	// gone (or was closed) and no more input will come.
+	// gone (or was closed) and no more input will come; a *CloseError
+	// says the client sent a close frame, and with which code.
 	Receive() (Input, error)
-	// Send delivers one chunk of output, in order per stream. The adapter may
-	// keep p only until Send returns. An error means the client cannot take
-	// more output.
-	Send(s Stream, p []byte) error
+	// Resume is called once, before anything else is sent, on a client
+	// that attached to a running job (not on the job's first client): the
+	// next event it gets is p.Next, and events p.GapFrom … p.GapTo (when
+	// GapTo > 0) are gone from the ring, acknowledged before.
+	Resume(p Position) error
+	// Send delivers one output event, in seq order. The adapter may keep
+	// ev.Data only until Send returns, and must not change it. An error
+	// means the client cannot take more output.
+	Send(ev Event) error
 	// Flush sends the output the adapter still holds back (a last line
-	// without its newline, a split UTF-8 sequence). It is called once, after
-	// the last Send, before the job's final record is taken.
+	// without its newline). It is called once, before Finish.
 	Flush() error
-	// Finish reports the end of the job, sends the closing handshake and waits
-	// a bounded time for the client's close. It is the last call but Close.
-	Finish(e Exit) error
+	// Finish reports the end of the job (ev.Exit), sends the closing
+	// handshake and returns; the client's close then ends Receive, which
+	// waits a bounded time for it. It is the last call but Close.
+	Finish(ev Event) error
+	// Dismiss tells the client why the server ends its connection (a
+	// take-over, a slow watcher, a /detach, ...) with the closing
+	// handshake, then tears the connection down.
+	Dismiss(why Dismissal, detail string) error
 	// Close tears the connection down at once.
 	Close() error
-	// MessagesOut is how many messages the client has been sent: a
-	// protocol may frame one output chunk as several. The final record
-	// takes it after Flush, so it counts every message but Finish's own
-	// report of the end.
+	// MessagesOut is how many messages the client has been sent.
 	MessagesOut() int64
 }
+
+// Acknowledger is a Client that may say, before anything is sent to it,
+// that it acknowledges by itself (InputAck): its attachment starts so,
+// and nothing written to it counts as acknowledged until it says.
+type Acknowledger interface {
+	AcksFromStart() bool
+}
+
+// Dismissal is why the server ends a client's connection while the job
+// goes on (Client.Dismiss).
+type Dismissal uint8
+
+const (
+	// DismissTakenOver: another client attached to the job.
+	DismissTakenOver Dismissal = iota + 1
+	// DismissTooSlow: a watcher fell behind the ring.
+	DismissTooSlow
+	// DismissDetached: the client asked to detach (InputDetach).
+	DismissDetached
+	// DismissGone: the job ended (its end delivered or abandoned) before
+	// this client could attach.
+	DismissGone
+)
+
+// ErrClientViolation is wrapped by a Receive error that says the client
+// broke the protocol (a message over the size limit): the job ends, as
+// for a close frame with code 1000, even when it could detach.
+var ErrClientViolation = errors.New("client broke the protocol")
+
+// CloseError is a close frame a client sent: Receive's error wraps it.
+type CloseError struct {
+	Code int
+	Text string
+}
+
+func (e *CloseError) Error() string { return fmt.Sprintf("client closed (%d %s)", e.Code, e.Text) }

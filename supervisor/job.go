@@ -14,17 +14,18 @@ import (
 	"github.com/chimirror/chimirror/supervisor/spool"
 )
 
-// Job is one running process bridged to one client.
+// Job is one running process, its replay ring and its clients.
 //
 // Lifecycle, with the goroutines that own each part:
 //
 //	Start ── fork ──► Run(client)
-//	                    ├─ caller's goroutine: input loop  client ─► stdin
-//	                    └─ relay (two pumps)               stdout, stderr ─► client
-//	                                                        once drained and reaped:
-//	                                                        client.Finish(exit)
-//	Run returns after the relay has reported the end and the connection is
-//	closed.
+//	                    ├─ relay (two pumps)               stdout, stderr ─► ring
+//	                    │                                   once drained and reaped:
+//	                    │                                   the end, recorded, ─► ring
+//	                    └─ caller's goroutine: the first attachment (see Attach):
+//	                         input loop  client ─► stdin;  writer  ring ─► client
+//	Run returns once the end is recorded and delivered (or nobody will come
+//	for it: see attach.go), and every attachment has returned.
 //
 // Termination (client gone, cancel, shutdown) closes stdin, sends the app's
 // exit signal to the process group and arms a grace timer that kills the
@@ -45,6 +46,7 @@ type Job struct {
 	spool *spool.Writer // nil: not spooled
 
 	stdinBytes, stdoutBytes, stderrBytes, messagesIn atomic.Int64
+	messagesOut                                      atomic.Int64 // of attached clients gone
 	lastIO                                           atomic.Int64 // unix ns of the last byte either way
 
 	// inputMu is held while one client input is applied and answered, so
@@ -68,6 +70,25 @@ type Job struct {
 	procExited bool
 	grace      *time.Timer
 	wall, idle *time.Timer // policy limits; stopped when the process exits
+
+	// Output and clients (attach.go). ring, resume and detachTimeout are
+	// set before the job is published as running.
+	ring          *ring
+	resume        string
+	detachTimeout time.Duration
+	attachReady   chan struct{} // closed by Run once its first client is in
+	endSeq        atomic.Uint64 // the end's seq once it is in the ring
+	settled       chan struct{} // closed once the end is delivered or abandoned
+	attachments   sync.WaitGroup
+
+	amu         sync.Mutex // before j.mu
+	primary     *attachment
+	watchers    map[*attachment]bool
+	detachTimer *time.Timer
+	abandoned   bool // nobody will read the output again
+	delivered   bool
+	settledDone bool
+	released    bool // no attachment is added any more
 }
 
 // Counters are a job's traffic so far.
@@ -177,25 +198,40 @@ func (j *Job) StartRecorded() { j.begun() }
 // Abort ends a job whose client never attached (the upgrade failed).
 func (j *Job) Abort() { j.Run(nil) }
 
-// Run bridges the job to c until the job has ended and c is closed. It returns
-// the job's end. A nil c means there is no client: the job is ended at once.
+// Run runs the job with c as its first attached client until the job has
+// ended, its end is delivered (or nobody will come for it) and every
+// client is closed. It returns the job's end. A nil c means there is no
+// client: the job is ended at once.
 func (j *Job) Run(c Client) Exit {
 	defer j.sup.release(j)
 	j.StartRecorded()
+	var first *attachment
+	j.amu.Lock()
+	if c != nil {
+		first = j.newAttachment(c, 0, false, true)
+		j.primary = first
+		j.attachments.Add(1)
+	}
+	j.amu.Unlock()
+	close(j.attachReady)
 	var maxOutput int64
 	if pol := j.App.Policy; pol != nil {
 		maxOutput = pol.MaxOutputBytes
 	}
 	maxOutput = j.spoolLimit(maxOutput)
-	out := newRelay(c, relayConfig{
+	out := newRelay(j.ring, relayConfig{
 		Stdout: j.proc.Stdout, Stderr: j.proc.Stdio,
 		StdoutBytes: &j.stdoutBytes, StderrBytes: &j.stderrBytes, LastIO: &j.lastIO,
 		MaxOutputBytes: maxOutput,
+		Text:           !j.App.Binary,
 		Tap:            j.spoolTap(),
 		Stop:           j.terminate,
-		Report:         func() Exit { return j.finish(c) },
-		Answering:      &j.inputMu,
-		Log:            j.log,
+		Report: func() Exit {
+			e := j.finish()
+			return e
+		},
+		Ended: j.ended,
+		Log:   j.log,
 	})
 	out.start()
 	j.proc.AfterExit(func() {
@@ -204,23 +240,22 @@ func (j *Job) Run(c Client) Exit {
 	})
 	j.armLimits()
 
-	if c == nil {
-		j.terminate(ReasonClientGone, "upgrade failed")
+	if first == nil {
+		j.amu.Lock()
+		j.abandonLocked(ReasonClientGone, "upgrade failed")
+		j.amu.Unlock()
 	} else {
-		err := j.inputLoop(c)
-		out.clientGone()
-		j.terminate(ReasonClientGone, describeClientErr(err))
+		j.serve(first)
 	}
 	e := out.wait()
-	if c != nil {
-		if err := c.Close(); err != nil {
-			j.log.Debug("close client", "err", err)
-		}
-	}
+	<-j.settled
+	j.releaseClients()
+	j.ring.close()
 	if j.recorded != nil {
 		if err := j.recorded(); err != nil {
 			j.log.Error("ledger: record job end", "err", err)
 		}
+		j.amendMessagesOut()
 	}
 	if err := j.proc.Close(); err != nil {
 		if j.proc.Sandboxed() {
@@ -238,35 +273,29 @@ func describeClientErr(err error) string {
 	return err.Error()
 }
 
-// inputLoop applies client events until the client is gone or closed.
-func (j *Job) inputLoop(c Client) error {
-	for {
-		in, err := c.Receive()
-		if err != nil {
-			return err
-		}
-		j.messagesIn.Add(1)
-		j.lastIO.Store(time.Now().UnixNano())
-		j.inputMu.Lock()
-		var herr error
-		switch in.Kind {
-		case InputStdin:
-			var n int
-			n, herr = j.proc.Stdio.Write(in.Data)
-			j.stdinBytes.Add(int64(n))
-		case InputCloseStdin:
-			herr = j.proc.CloseStdin()
-		case InputSignal:
-			herr = j.proc.Signal(in.Signal)
-		}
-		if herr != nil {
-			herr = fmt.Errorf("job %s: %w", j.ID, herr)
-			j.log.Debug("input not applied", "err", herr)
-		}
-		if in.Done != nil {
-			in.Done(herr)
-		}
-		j.inputMu.Unlock()
+// apply applies one client input and answers it.
+func (j *Job) apply(in Input) {
+	j.messagesIn.Add(1)
+	j.lastIO.Store(time.Now().UnixNano())
+	j.inputMu.Lock()
+	defer j.inputMu.Unlock()
+	var herr error
+	switch in.Kind {
+	case InputStdin:
+		var n int
+		n, herr = j.proc.Stdio.Write(in.Data)
+		j.stdinBytes.Add(int64(n))
+	case InputCloseStdin:
+		herr = j.proc.CloseStdin()
+	case InputSignal:
+		herr = j.proc.Signal(in.Signal)
+	}
+	if herr != nil {
+		herr = fmt.Errorf("job %s: %w", j.ID, herr)
+		j.log.Debug("input not applied", "err", herr)
+	}
+	if in.Done != nil {
+		in.Done(herr)
 	}
 }
 
@@ -408,9 +437,10 @@ func cgroupUsage(u sandbox.Usage) accounting.Usage {
 // before it deletes the job's cgroup: the client hears of the end while
 // the commit runs, and if the server dies in between, recovery still
 // finds the cgroup and its final counters.
-func (j *Job) recordEnd(e Exit, cnt Counters, c Client) {
+func (j *Job) recordEnd(e Exit, cnt Counters) {
 	st := e.Status
 	code := st.Code
+	out := j.messagesOutNow() // takes j.amu, which comes before j.mu
 	j.mu.Lock()
 	r := &j.rec
 	r.State, r.Reason, r.Detail, r.ExitCode, r.EndedAt = accounting.StateFinished, string(e.Reason), e.Detail, &code, time.Now()
@@ -424,9 +454,7 @@ func (j *Job) recordEnd(e Exit, cnt Counters, c Client) {
 		r.Usage = accounting.Usage{CPUUserNs: int64(st.UserCPU), CPUSystemNs: int64(st.SystemCPU), MemoryPeakBytes: st.MaxRSSBytes}
 	}
 	r.Traffic = cnt.Traffic()
-	if c != nil {
-		r.Traffic.MessagesOut = c.MessagesOut()
-	}
+	r.Traffic.MessagesOut = out
 	snap := *r
 	j.mu.Unlock()
 	if j.sup.ledger != nil {
@@ -434,10 +462,41 @@ func (j *Job) recordEnd(e Exit, cnt Counters, c Client) {
 	}
 }
 
+// amendMessagesOut brings the final record's messages_out up to date
+// once the end is delivered: the record taken at the exit counted only the
+// messages sent by then. Like the end's own record, it is on disk before
+// the job lets go of its cgroup and its slot.
+func (j *Job) amendMessagesOut() {
+	n := j.messagesOutNow()
+	j.mu.Lock()
+	changed := j.rec.Traffic.MessagesOut != n
+	j.rec.Traffic.MessagesOut = n
+	snap := j.rec
+	j.mu.Unlock()
+	if !changed {
+		return
+	}
+	if err := j.sup.ledger.PutLater(&snap)(); err != nil {
+		j.log.Error("ledger: record messages_out", "err", err)
+	}
+}
+
+// messagesOutNow is how many messages the job's attached clients have
+// been sent so far: those gone and the one attached now.
+func (j *Job) messagesOutNow() int64 {
+	n := j.messagesOut.Load()
+	j.amu.Lock()
+	if p := j.primary; p != nil {
+		n += p.c.MessagesOut()
+	}
+	j.amu.Unlock()
+	return n
+}
+
 // finish takes the job's end for its relay, which calls it once output is
-// drained and flushed to c (nil: no client) and the leader reaped, and
-// reports the end to c afterwards.
-func (j *Job) finish(c Client) Exit {
+// in the ring and the leader reaped, and puts the end in the ring
+// afterwards.
+func (j *Job) finish() Exit {
 	st := j.proc.Status()
 	var usage sandbox.Usage
 	var uerr error
@@ -473,7 +532,7 @@ func (j *Job) finish(c Client) Exit {
 	}
 	j.log.Info("job ended", attrs...)
 	j.closeSpool(e) // durable before the final record
-	j.recordEnd(e, cnt, c)
+	j.recordEnd(e, cnt)
 	j.sup.jobEnded(j, e)
 	return e
 }

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -10,11 +11,13 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
-// relay carries a job's stdout and stderr to its client and then reports the
-// job's end to it: the process-to-client half of websocketd's PipeEndpoints
-// (the client-to-process half is Job.inputLoop, on Run's goroutine).
+// relay carries a job's stdout and stderr into its ring, and then reports
+// the job's end into it: the process-to-client half of websocketd's
+// PipeEndpoints, up to the ring. Clients read the ring (see attachment);
+// the relay never waits for one, only for room in the ring.
 //
 // Goroutines: start runs two, both owned by the relay: the stderr pump, and
 // the stdout pump, which afterwards waits for the stderr pump and for exited,
@@ -22,44 +25,44 @@ import (
 // the job calls it once, and nothing of the relay runs afterwards but a drain
 // timer that has already fired (it only sets deadlines, see below).
 //
-// Ordering: each stream's chunks reach Client.Send in the order they were
-// read, one Send at a time per stream; the two streams are not ordered
-// against each other, so stdout and stderr may interleave. After the last
-// Send of both streams and once the process has been reaped come, in this
-// order: Client.Flush, report (the job's end, recorded), and Client.Finish,
-// the last call. The client therefore hears of the end only after every
-// byte it will get.
+// Ordering: each stream's chunks enter the ring in the order they were
+// read; the two streams are not ordered against each other, so stdout and
+// stderr may interleave. The end (Report, which records it) comes after
+// the last chunk of both streams and once the process has been reaped, and
+// is then the ring's last event: a client hears of the end only after
+// every byte it will get.
 //
-// Bytes: every byte read is counted, and every byte read reaches Send while
-// the client takes them and the output limit allows, so nothing is lost
-// before the end of a stream but what the limit or the client's departure
-// drops. Past MaxOutputBytes (stdout and stderr together), the excess is
-// counted but not sent, and the job is asked to stop. Once the client is
-// gone (clientGone was called or a Send failed) output is still read, and
-// dropped, so the process never blocks on a full pipe while it ends.
-// Memory is bounded: a pump holds one pooled chunk (see getChunk), only
-// while it reads and sends it.
+// Bytes: every byte read is counted, and every byte read enters the ring
+// while the output limit allows and the ring is not abandoned. Past
+// MaxOutputBytes (stdout and stderr together), the excess is counted but
+// not kept, and the job is asked to stop. A pump reserves room in the ring
+// before it reads: when there is none (the ring full of unacknowledged
+// events, or the server's budget spent) it waits without reading, and the
+// program blocks on its full pipe. For a text app (Text) a chunk that ends
+// inside a UTF-8 sequence keeps those bytes (at most three) for the
+// stream's next chunk, so every event of valid text is valid text.
 //
 // Ending: a pump ends at EOF or a read error. The process's descendants may
 // hold the pipes open after it exits: exited(drain) arms the drain bound,
 // which passes the deadline of both files (reads and writes) drain after
-// the reap, so the pumps end then and the output still unread is dropped.
-// A Send blocked on a slow client is not ended by the drain bound; the
-// Client contract bounds it (an adapter's write timeout makes Send fail, and
-// the relay then reads on and drops). A relay whose process never exits
-// never ends: the job ends its process, so exited comes.
+// the reap, and ends a pump's wait for room, so the pumps end then and the
+// output still unread is dropped. After the reap a pump may read past the
+// ring's size by exitSlackBytes (what the pipe still holds), so the end is
+// recorded at the exit, not when a client takes the rest. A relay whose
+// process never exits never ends: the job ends its process, so exited
+// comes.
 type relay struct {
-	client Client // nil: there is none, output is read and dropped
-	cfg    relayConfig
+	ring *ring
+	cfg  relayConfig
 
-	gone atomic.Bool // no more output goes to the client
 	over atomic.Bool // past MaxOutputBytes: the job was asked to stop
 	// pending holds the end's report back until the stderr pump has
 	// returned and the process has been reaped (exited). Done by exited
 	// also publishes drain to the reporter.
 	pending sync.WaitGroup
-	drain   *time.Timer // written by exited, before pending.Done
-	done    chan Exit   // the end, sent once by the reporter; wait receives it
+	drain   *time.Timer   // written by exited, before pending.Done
+	drained chan struct{} // closed by the drain bound: waits for room end
+	done    chan Exit     // the end, sent once by the reporter; wait receives it
 }
 
 // relayConfig is what a relay needs of its job.
@@ -72,30 +75,33 @@ type relayConfig struct {
 	// the time of each read (unix ns). The job reads them at any time.
 	StdoutBytes, StderrBytes, LastIO *atomic.Int64
 	// MaxOutputBytes is how much stdout and stderr together may reach the
-	// client; 0 or less means no limit.
+	// ring; 0 or less means no limit.
 	MaxOutputBytes int64
-	// Tap, when set, takes every chunk the limit lets through, in the
-	// order read, before the client is sent it, whether or not the client
-	// is still there (the spool). It is called from either pump, one
-	// call per pump at a time, and must not block for long.
+	// Text holds back a chunk's incomplete UTF-8 tail for the next chunk.
+	Text bool
+	// Tap, when set, takes every chunk the output limit lets through, in
+	// the order each pump reads, as the ring takes it or, when nobody reads
+	// the ring, drops it (the spool keeps what no client will). It is
+	// called from either pump, one call per pump at a time, and must not
+	// block for long. Its order across the two streams is its own: the
+	// ring's seq does not number it.
 	Tap func(s Stream, p []byte)
-	// Stop asks the job to end, for ReasonOutputLimit or ReasonClientGone
-	// (a Send failed). It is called from either pump, maybe more than once,
-	// and must not block on output.
+	// Stop asks the job to end, for ReasonOutputLimit. It is called from
+	// either pump, maybe more than once, and must not block on output.
 	Stop func(r Reason, detail string)
-	// Report takes the job's end, after Flush and before Finish; it is
-	// called once, on the reporter.
+	// Report takes the job's end, once output is in the ring and the
+	// process reaped; it is called once, on the reporter, and its end
+	// becomes the ring's last event.
 	Report func() Exit
-	// Answering is held around Finish, so an answer the client awaits (an
-	// Input.Done under way) is sent before the end.
-	Answering sync.Locker
-	Log       *slog.Logger
+	// Ended is told the seq of the end event, once it is in the ring.
+	Ended func(seq uint64)
+	Log   *slog.Logger
 }
 
-// newRelay prepares a relay from the process's output to c (nil: none).
+// newRelay prepares a relay from the process's output to rg.
 // Call start, then exited once the process is reaped, then wait.
-func newRelay(c Client, cfg relayConfig) *relay {
-	r := &relay{client: c, cfg: cfg, done: make(chan Exit, 1)}
+func newRelay(rg *ring, cfg relayConfig) *relay {
+	r := &relay{ring: rg, cfg: cfg, done: make(chan Exit, 1), drained: make(chan struct{})}
 	r.pending.Add(1) // the reap: see exited
 	return r
 }
@@ -113,21 +119,20 @@ func (r *relay) start() {
 // exited tells the relay the process has been reaped: the pumps have drain
 // longer to read what is left. Call it once, after start; it does not block.
 func (r *relay) exited(drain time.Duration) {
+	r.ring.processExited()
 	r.drain = time.AfterFunc(drain, r.stopDraining)
 	r.pending.Done()
 }
 
-// clientGone stops delivery: from now on output is read and dropped, and
-// the end is not reported (the client is closed instead).
-func (r *relay) clientGone() { r.gone.Store(true) }
-
 // wait returns the job's end once the relay has reported it. Call it once.
 func (r *relay) wait() Exit { return <-r.done }
 
-// stopDraining passes both files' deadlines: the pumps end and the output
-// still unread is dropped. Run after wait it is harmless: the pumps are done,
-// and on closed files it does nothing.
+// stopDraining passes both files' deadlines and ends the pumps' waits for
+// room: the pumps end and the output still unread is dropped. Run after
+// wait it is harmless: the pumps are done, and on closed files it does
+// nothing.
 func (r *relay) stopDraining() {
+	close(r.drained)
 	past := time.Unix(1, 0)
 	for _, f := range []*os.File{r.cfg.Stderr, r.cfg.Stdout} {
 		if err := f.SetDeadline(past); err != nil && !errors.Is(err, os.ErrClosed) {
@@ -136,35 +141,16 @@ func (r *relay) stopDraining() {
 	}
 }
 
-// finish runs once output is drained and the process reaped: it flushes the
-// client, takes the end and reports it, last.
+// finish runs once output is drained and the process reaped: it takes the
+// end, reports it and puts it last in the ring.
 func (r *relay) finish() Exit {
 	r.drain.Stop()
-	c, gone := r.client, r.gone.Load()
-	if c != nil && !gone {
-		if err := c.Flush(); err != nil {
-			r.cfg.Log.Debug("flush client", "err", err)
-		}
-	}
 	e := r.cfg.Report()
-	switch {
-	case c == nil:
-	case !gone:
-		r.cfg.Answering.Lock()
-		err := c.Finish(e)
-		r.cfg.Answering.Unlock()
-		if err != nil {
-			r.cfg.Log.Debug("finish client", "err", err)
-		}
-	default:
-		if err := c.Close(); err != nil {
-			r.cfg.Log.Debug("close client", "err", err)
-		}
-	}
+	r.cfg.Ended(r.ring.end(e))
 	return e
 }
 
-// pump copies one output stream to the client until EOF, a read error or
+// pump copies one output stream into the ring until EOF, a read error or
 // the drain bound.
 func (r *relay) pump(s Stream, f *os.File, counter *atomic.Int64) {
 	rc, err := f.SyscallConn()
@@ -173,34 +159,183 @@ func (r *relay) pump(s Stream, f *os.File, counter *atomic.Int64) {
 		return
 	}
 	streaming := false // the last read would have filled a small buffer
+	busy := false      // the last read was more than a trickle
+	var carry [utf8.UTFMax]byte
+	nc := 0
 	for {
-		bp, n, err := readChunk(rc, streaming)
+		if busy {
+			r.awaitBacklog(rc)
+		}
+		rd := r.read(rc, streaming, carry[:nc])
+		if rd.noRoom {
+			if err := r.ring.waitRoom(r.drained); err != nil {
+				r.cfg.Log.Warn("output left unread at the drain bound: no room in the ring", "stream", s)
+				return
+			}
+			continue
+		}
+		n := rd.n
 		streaming = n >= smallChunkBytes
+		busy = n >= minGrantBytes
 		if n > 0 {
 			counter.Add(int64(n))
 			r.cfg.LastIO.Store(time.Now().UnixNano())
-			if allowed := r.allowed(n); allowed > 0 {
-				if r.cfg.Tap != nil {
-					r.cfg.Tap(s, (*bp)[:allowed])
-				}
-				r.deliver(s, (*bp)[:allowed])
+		}
+		if rd.bp != nil {
+			nc = r.keep(s, rd, carry[:])
+		}
+		if rd.err != nil {
+			if nc > 0 {
+				r.tap(s, carry[:nc])
+				r.ring.appendTail(s, bytes.Clone(carry[:nc]))
 			}
-		}
-		if bp != nil {
-			putChunk(bp)
-		}
-		if err != nil {
 			// ECONNRESET: the process exited with stdin it never read.
-			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, syscall.ECONNRESET) {
-				r.cfg.Log.Warn("read job output", "stream", s, "err", err)
+			if !errors.Is(rd.err, io.EOF) && !errors.Is(rd.err, os.ErrDeadlineExceeded) && !errors.Is(rd.err, syscall.ECONNRESET) {
+				r.cfg.Log.Warn("read job output", "stream", s, "err", rd.err)
 			}
 			return
 		}
 	}
 }
 
+// awaitBacklog waits, before a streaming pump's next read, while the
+// attached client has events still to take and the pipe holds less than a
+// small chunk: see ring.backlog.
+func (r *relay) awaitBacklog(rc syscall.RawConn) {
+	for {
+		wait, ok := r.ring.backlog()
+		if !ok {
+			return
+		}
+		avail := -1
+		if err := rc.Control(func(fd uintptr) { avail = readable(fd) }); err != nil || avail < 0 || avail >= smallChunkBytes {
+			return
+		}
+		select {
+		case <-wait:
+		case <-r.drained:
+			return
+		}
+	}
+}
+
+// keep puts what read rd brought (after the held-back carry) into the
+// ring, as the output limit allows, and returns how many bytes it holds
+// back in carry for the next chunk. The event keeps the read's buffer
+// when it fills half of it or more (streaming: no copy, no garbage), and
+// a copy of its bytes otherwise (so a small event never pins a big
+// buffer); the buffer goes back to the pool once the ring and its readers
+// are done with it.
+func (r *relay) keep(s Stream, rd readResult, carry []byte) int {
+	held := rd.carry
+	total := held + r.allowed(rd.n)
+	buf := (*rd.bp)[:total]
+	if rd.drop {
+		r.tap(s, buf)
+		putChunk(rd.bp)
+		return 0
+	}
+	t := 0
+	if r.cfg.Text && total == held+rd.n { // a cut stream keeps nothing back
+		t = IncompleteUTF8Tail(buf)
+	}
+	nc := copy(carry, buf[total-t:])
+	r.tap(s, buf[:total-t])
+	switch data := buf[:total-t]; {
+	case len(data) == 0:
+		r.ring.unreserve(rd.grant)
+		putChunk(rd.bp)
+	case 2*len(data) >= len(*rd.bp):
+		r.ring.commit(s, data, rd.bp, rd.grant)
+	default:
+		r.ring.commit(s, bytes.Clone(data), nil, rd.grant)
+		putChunk(rd.bp)
+	}
+	return nc
+}
+
+// tap hands data to cfg.Tap, if any.
+func (r *relay) tap(s Stream, data []byte) {
+	if r.cfg.Tap != nil && len(data) > 0 {
+		r.cfg.Tap(s, data)
+	}
+}
+
+// readResult is one read: the buffer (nil when nothing was read), the
+// carry it starts with, n bytes read after it, the ring's grant, or why
+// there was nothing to read.
+type readResult struct {
+	bp     *[]byte
+	carry  int
+	n      int
+	grant  int
+	drop   bool // nobody reads the output: it is read and dropped
+	noRoom bool // the ring had no room: wait for some
+	err    error
+}
+
+// read reserves room in the ring, then reads what the stream has, waiting
+// for it in the poller; the carry bytes start the buffer. The caller puts
+// the buffer back with putChunk.
+func (r *relay) read(rc syscall.RawConn, big bool, carry []byte) readResult {
+	var rd readResult
+	var rerr error
+	err := rc.Read(func(fd uintptr) bool {
+		want := smallChunkBytes
+		if big {
+			want = bigChunkBytes
+		}
+		rd.grant, rd.drop = r.ring.tryReserve(want)
+		if !rd.drop && rd.grant == 0 {
+			rd.noRoom = true
+			return true
+		}
+		room := want
+		if !rd.drop {
+			room = rd.grant
+		}
+		// A buffer the size of what is there: an event keeps its buffer
+		// (see keep), so it must not pin much more than it holds.
+		if n := readable(fd) + len(carry); n > 0 && n < room {
+			room = max(n, min(room, minGrantBytes))
+		}
+		rd.bp = getChunk(room > smallChunkBytes)
+		rd.carry = copy(*rd.bp, carry)
+		for {
+			rd.n, rerr = syscall.Read(int(fd), (*rd.bp)[rd.carry:room])
+			if !errors.Is(rerr, syscall.EINTR) {
+				break
+			}
+		}
+		if errors.Is(rerr, syscall.EAGAIN) {
+			putChunk(rd.bp)
+			rd.bp = nil
+			if !rd.drop {
+				r.ring.unreserve(rd.grant)
+			}
+			return false
+		}
+		return true
+	})
+	if rd.noRoom {
+		return rd
+	}
+	switch {
+	case err != nil:
+		rd.err = err
+	case rerr != nil:
+		rd.err = rerr
+	case rd.n == 0:
+		rd.err = io.EOF
+	}
+	if rd.err != nil {
+		rd.n = max(rd.n, 0)
+	}
+	return rd
+}
+
 // allowed returns how many of the n bytes just counted may still go to the
-// client; passing the limit asks the job to stop.
+// ring; passing the limit asks the job to stop.
 func (r *relay) allowed(n int) int {
 	limit := r.cfg.MaxOutputBytes
 	if limit <= 0 {
@@ -214,18 +349,6 @@ func (r *relay) allowed(n int) int {
 		r.cfg.Stop(ReasonOutputLimit, fmt.Sprintf("more than max_output %d bytes", limit))
 	}
 	return max(0, n-int(min(total-limit, int64(n))))
-}
-
-// deliver sends p to the client unless it is gone; a failed Send makes it
-// gone and asks the job to stop.
-func (r *relay) deliver(s Stream, p []byte) {
-	if r.client == nil || r.gone.Load() {
-		return
-	}
-	if err := r.client.Send(s, p); err != nil {
-		r.gone.Store(true)
-		r.cfg.Stop(ReasonClientGone, "send: "+err.Error())
-	}
 }
 
 // Output is read in chunks. A read takes a small buffer, so a quiet or chatty
@@ -265,38 +388,4 @@ func putChunk(bp *[]byte) {
 		return
 	}
 	smallPool.Put(bp)
-}
-
-// readChunk reads what the stream has, waiting for it in the poller. The
-// caller puts the buffer back with putChunk once the data is delivered.
-func readChunk(rc syscall.RawConn, big bool) (*[]byte, int, error) {
-	var (
-		bp   *[]byte
-		n    int
-		rerr error
-	)
-	err := rc.Read(func(fd uintptr) bool {
-		bp = getChunk(big)
-		for {
-			n, rerr = syscall.Read(int(fd), *bp)
-			if !errors.Is(rerr, syscall.EINTR) {
-				break
-			}
-		}
-		if errors.Is(rerr, syscall.EAGAIN) {
-			putChunk(bp)
-			bp = nil
-			return false
-		}
-		return true
-	})
-	switch {
-	case err != nil:
-		return bp, 0, err
-	case rerr != nil:
-		return bp, 0, rerr
-	case n == 0:
-		return bp, 0, io.EOF
-	}
-	return bp, n, nil
 }

@@ -2,9 +2,7 @@ package supervisor
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -17,120 +15,92 @@ import (
 	"time"
 )
 
-// fakeClient records what a relay does to it, in order.
-type fakeClient struct {
-	failSend int // the failSend-th Send fails (counting from 1); 0: none do
+// reader reads a ring as an attached client would: every event in order,
+// acknowledging each (unless holding), until the end.
+type reader struct {
+	rg       *ring
 	sendWait time.Duration
+	hold     atomic.Bool // stop acknowledging: the ring fills
 
-	mu     sync.Mutex
-	calls  []string  // "send", "flush", "report" (the relay's Report), "finish", "close"
-	got    [3][]byte // by Stream
-	sends  int
-	exit   *Exit
-	closed chan struct{}
+	mu   sync.Mutex
+	got  [3][]byte // by Stream
+	seqs []uint64
+	exit *Exit
+	done chan struct{}
 }
 
-var errFakeGone = errors.New("fake client: connection reset")
-
-func newFakeClient() *fakeClient { return &fakeClient{closed: make(chan struct{})} }
-
-func (c *fakeClient) Receive() (Input, error) {
-	<-c.closed
-	return Input{}, io.EOF
+func newReader(rg *ring) *reader {
+	r := &reader{rg: rg, done: make(chan struct{})}
+	go r.run()
+	return r
 }
 
-func (c *fakeClient) Send(s Stream, p []byte) error {
-	time.Sleep(c.sendWait)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.sends++
-	c.calls = append(c.calls, "send")
-	if c.sends == c.failSend {
-		return errFakeGone
+func (r *reader) run() {
+	defer close(r.done)
+	for want := uint64(1); ; want++ {
+		ev, err := r.rg.next(want, nil)
+		if err != nil {
+			return
+		}
+		time.Sleep(r.sendWait)
+		r.mu.Lock()
+		r.seqs = append(r.seqs, ev.Seq)
+		r.got[ev.Stream] = append(r.got[ev.Stream], ev.Data...)
+		ev.Release()
+		if ev.Exit != nil {
+			r.exit = ev.Exit
+			r.mu.Unlock()
+			r.rg.ack(ev.Seq)
+			return
+		}
+		r.mu.Unlock()
+		for r.hold.Load() {
+			time.Sleep(time.Millisecond)
+		}
+		r.rg.ack(ev.Seq)
 	}
-	c.got[s] = append(c.got[s], p...)
-	return nil
 }
 
-func (c *fakeClient) Flush() error { c.call("flush"); return nil }
-
-func (c *fakeClient) Finish(e Exit) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.calls = append(c.calls, "finish")
-	c.exit = &e
-	return nil
+func (r *reader) received(s Stream) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return bytes.Clone(r.got[s])
 }
 
-func (c *fakeClient) Close() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.calls = append(c.calls, "close")
-	select {
-	case <-c.closed:
-	default:
-		close(c.closed)
-	}
-	return nil
-}
-
-func (c *fakeClient) MessagesOut() int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return int64(c.sends)
-}
-
-func (c *fakeClient) call(name string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.calls = append(c.calls, name)
-}
-
-func (c *fakeClient) received(s Stream) []byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return bytes.Clone(c.got[s])
-}
-
-func (c *fakeClient) callLog() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.calls)
-}
-
-// waitReceived waits until the client has n bytes of s.
-func (c *fakeClient) waitReceived(t *testing.T, s Stream, n int) {
+// waitReceived waits until the reader has n bytes of s.
+func (r *reader) waitReceived(t *testing.T, s Stream, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for len(c.received(s)) < n {
+	for len(r.received(s)) < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("client got %d bytes of %s, want %d", len(c.received(s)), s, n)
+			t.Fatalf("reader got %d bytes of %s, want %d", len(r.received(s)), s, n)
 		}
 		time.Sleep(time.Millisecond)
 	}
 }
 
 // relayRig is a relay between two pipes, standing in for the process's
-// stdout and stderr, and a fake client.
+// stdout and stderr, and a ring, read by a reader unless abandoned.
 type relayRig struct {
 	r          *relay
-	client     *fakeClient // nil: the relay has none
-	outW, errW *os.File    // the process's ends
+	ring       *ring
+	rd         *reader // nil: the ring is abandoned from the start
+	outW, errW *os.File
 	wrote      [3]atomic.Int64
 	counts     [3]atomic.Int64 // the relay's, by Stream
 	lastIO     atomic.Int64
-	answering  sync.Mutex
 	// exitedAt is when a row reported the reap; endedAt when wait returned.
 	exitedAt, endedAt time.Time
 
-	mu    sync.Mutex
-	stops []Reason
-	calls []string // without a client: the relay's Report
+	mu      sync.Mutex
+	stops   []Reason
+	reports int
+	endSeq  uint64
 }
 
-func newRelayRig(t *testing.T, c *fakeClient, maxOutput int64) *relayRig {
+func newRelayRig(t *testing.T, read bool, maxOutput int64, ringBytes int64, text bool) *relayRig {
 	t.Helper()
-	rg := &relayRig{client: c}
+	rg := &relayRig{}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -147,31 +117,35 @@ func newRelayRig(t *testing.T, c *fakeClient, maxOutput int64) *relayRig {
 			f.Close()
 		}
 	})
-	var client Client
-	if c != nil {
-		client = c
+	rg.ring = newRing(newBudget(64<<20), ringBytes)
+	t.Cleanup(rg.ring.close)
+	if read {
+		rg.rd = newReader(rg.ring)
+	} else {
+		rg.ring.abandon()
 	}
-	rg.r = newRelay(client, relayConfig{
+	rg.r = newRelay(rg.ring, relayConfig{
 		Stdout: outR, Stderr: errR,
 		StdoutBytes: &rg.counts[Stdout], StderrBytes: &rg.counts[Stderr], LastIO: &rg.lastIO,
 		MaxOutputBytes: maxOutput,
+		Text:           text,
 		Stop: func(r Reason, _ string) {
 			rg.mu.Lock()
 			defer rg.mu.Unlock()
 			rg.stops = append(rg.stops, r)
 		},
 		Report: func() Exit {
-			if c != nil {
-				c.call("report")
-			} else {
-				rg.mu.Lock()
-				rg.calls = append(rg.calls, "report")
-				rg.mu.Unlock()
-			}
+			rg.mu.Lock()
+			defer rg.mu.Unlock()
+			rg.reports++
 			return Exit{Reason: ReasonExit}
 		},
-		Answering: &rg.answering,
-		Log:       slog.New(slog.DiscardHandler),
+		Ended: func(seq uint64) {
+			rg.mu.Lock()
+			defer rg.mu.Unlock()
+			rg.endSeq = seq
+		},
+		Log: slog.New(slog.DiscardHandler),
 	})
 	return rg
 }
@@ -232,36 +206,40 @@ func lines(prefix string, n int) []byte {
 	return []byte(b.String())
 }
 
-// Ensure the relay, alone between fake endpoints, delivers every byte of
-// each stream in order, ends without blocking whatever the client does, and
-// reports the end last, after all output and the reap.
+// Ensure the relay, alone between pipes and a ring, puts every byte of
+// each stream in the ring in order, waits for room rather than dropping,
+// never blocks when nobody reads, and puts the end last, after all output
+// and the reap.
 func TestRelay(t *testing.T) {
 	big := noise(1, 3<<20) // several big chunks' worth
 	out, errs := lines("out", 20000), lines("err", 20000)
+	text := []byte(strings.Repeat("héllo wörld ✓ ", 40000))
 	tests := []struct {
 		name      string
-		client    *fakeClient // nil: no client
+		noReader  bool // the ring is abandoned: output is read and dropped
+		sendWait  time.Duration
 		maxOutput int64
+		ringBytes int64
+		text      bool
 		// run feeds the relay as a process would, and ends it.
 		run func(t *testing.T, rg *relayRig)
-		// check looks at what the client got; the rig's harness has checked
-		// already that the relay counted every byte written and reported
-		// the end last, once.
+		// check looks at what the reader got; the harness has checked
+		// already that the relay counted every byte written and put the
+		// end last, once.
 		check func(t *testing.T, rg *relayRig)
 	}{
 		{
-			name:   "all bytes delivered in order",
-			client: newFakeClient(),
+			name: "all bytes delivered in order",
 			run: func(t *testing.T, rg *relayRig) {
 				rg.writeInPieces(t, Stdout, big, 300<<10)
 				rg.write(t, Stderr, []byte("done\n"))
 				rg.exit(time.Minute)
 			},
 			check: func(t *testing.T, rg *relayRig) {
-				if got := rg.client.received(Stdout); !bytes.Equal(got, big) {
+				if got := rg.rd.received(Stdout); !bytes.Equal(got, big) {
 					t.Errorf("stdout: got %d bytes, want the %d written, in order", len(got), len(big))
 				}
-				if got := rg.client.received(Stderr); string(got) != "done\n" {
+				if got := rg.rd.received(Stderr); string(got) != "done\n" {
 					t.Errorf("stderr: got %q", got)
 				}
 				if s := rg.stopped(); len(s) != 0 {
@@ -270,8 +248,7 @@ func TestRelay(t *testing.T) {
 			},
 		},
 		{
-			name:   "stdout and stderr interleave, each in order",
-			client: newFakeClient(),
+			name: "stdout and stderr interleave, each in order",
 			run: func(t *testing.T, rg *relayRig) {
 				var wg sync.WaitGroup
 				wg.Go(func() { rg.writeInPieces(t, Stdout, out, 100) })
@@ -280,30 +257,78 @@ func TestRelay(t *testing.T) {
 				rg.exit(time.Minute)
 			},
 			check: func(t *testing.T, rg *relayRig) {
-				if got := rg.client.received(Stdout); !bytes.Equal(got, out) {
+				if got := rg.rd.received(Stdout); !bytes.Equal(got, out) {
 					t.Errorf("stdout: got %d bytes, want the %d written, in order", len(got), len(out))
 				}
-				if got := rg.client.received(Stderr); !bytes.Equal(got, errs) {
+				if got := rg.rd.received(Stderr); !bytes.Equal(got, errs) {
 					t.Errorf("stderr: got %d bytes, want the %d written, in order", len(got), len(errs))
 				}
 			},
 		},
 		{
-			name:   "a slow client gets everything",
-			client: &fakeClient{closed: make(chan struct{}), sendWait: 2 * time.Millisecond},
+			name:     "a slow reader gets everything",
+			sendWait: 2 * time.Millisecond,
 			run: func(t *testing.T, rg *relayRig) {
 				rg.writeInPieces(t, Stdout, big[:1<<20], 8<<10)
 				rg.exit(time.Minute)
 			},
 			check: func(t *testing.T, rg *relayRig) {
-				if got := rg.client.received(Stdout); !bytes.Equal(got, big[:1<<20]) {
+				if got := rg.rd.received(Stdout); !bytes.Equal(got, big[:1<<20]) {
 					t.Errorf("stdout: got %d bytes, want the %d written, in order", len(got), 1<<20)
 				}
 			},
 		},
 		{
+			name:      "a full ring holds the writer back, and loses nothing",
+			ringBytes: 64 << 10,
+			run: func(t *testing.T, rg *relayRig) {
+				rg.rd.hold.Store(true)
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					rg.writeInPieces(t, Stdout, big[:2<<20], 16<<10)
+				}()
+				time.Sleep(200 * time.Millisecond)
+				select {
+				case <-done:
+					t.Error("the writer wrote 2 MiB past a 64 KiB ring nobody acknowledged")
+				default:
+				}
+				if b, _, _, _ := rg.ring.held(); b > 64<<10 {
+					t.Errorf("ring holds %d bytes, past its 64 KiB", b)
+				}
+				rg.rd.hold.Store(false)
+				<-done
+				rg.exit(time.Minute)
+			},
+			check: func(t *testing.T, rg *relayRig) {
+				if got := rg.rd.received(Stdout); !bytes.Equal(got, big[:2<<20]) {
+					t.Errorf("stdout: got %d bytes, want the %d written, in order", len(got), 2<<20)
+				}
+			},
+		},
+		{
+			name: "text keeps characters whole",
+			text: true,
+			run: func(t *testing.T, rg *relayRig) {
+				rg.writeInPieces(t, Stdout, text, 997)
+				rg.write(t, Stdout, []byte("\xe2\x9c")) // ends inside a character
+				rg.exit(time.Minute)
+			},
+			check: func(t *testing.T, rg *relayRig) {
+				want := append(bytes.Clone(text), 0xe2, 0x9c)
+				if got := rg.rd.received(Stdout); !bytes.Equal(got, want) {
+					t.Errorf("stdout: got %d bytes, want the %d written, in order", len(got), len(want))
+				}
+				rg.rd.mu.Lock()
+				defer rg.rd.mu.Unlock()
+				if n := len(rg.rd.seqs); n < 3 {
+					t.Errorf("%d events", n)
+				}
+			},
+		},
+		{
 			name:      "output limit hit",
-			client:    newFakeClient(),
 			maxOutput: 100_000,
 			run: func(t *testing.T, rg *relayRig) {
 				var wg sync.WaitGroup
@@ -313,81 +338,45 @@ func TestRelay(t *testing.T) {
 				rg.exit(time.Minute)
 			},
 			check: func(t *testing.T, rg *relayRig) {
-				gotOut, gotErr := rg.client.received(Stdout), rg.client.received(Stderr)
+				gotOut, gotErr := rg.rd.received(Stdout), rg.rd.received(Stderr)
 				if n := len(gotOut) + len(gotErr); n != 100_000 {
-					t.Errorf("client got %d bytes, want max_output's 100000", n)
+					t.Errorf("reader got %d bytes, want max_output's 100000", n)
 				}
 				if !bytes.HasPrefix(big, gotOut) || !bytes.HasPrefix(errs, gotErr) {
-					t.Error("client's bytes are not the start of each stream")
+					t.Error("reader's bytes are not the start of each stream")
 				}
 				if s := rg.stopped(); len(s) == 0 || slices.IndexFunc(s, func(r Reason) bool { return r != ReasonOutputLimit }) >= 0 {
 					t.Errorf("stops %v, want output-limit only", s)
 				}
-				if rg.client.exit == nil {
-					t.Error("a client past the limit was not told the end")
-				}
 			},
 		},
 		{
-			name:   "client fails mid-stream",
-			client: &fakeClient{closed: make(chan struct{}), failSend: 3},
+			name:      "abandoned mid-stream: the writer is never held",
+			ringBytes: 64 << 10,
 			run: func(t *testing.T, rg *relayRig) {
-				// Far more than a pipe holds: the writer must not block.
+				rg.rd.hold.Store(true)
+				rg.write(t, Stdout, []byte("seen\n"))
+				rg.rd.waitReceived(t, Stdout, 5)
+				rg.ring.abandon()
+				// Far more than a pipe and the ring hold: the writer must not block.
 				rg.writeInPieces(t, Stdout, big[:2<<20], 4<<10)
 				rg.exit(time.Minute)
-			},
-			check: func(t *testing.T, rg *relayRig) {
-				if s := rg.stopped(); !slices.Equal(s, []Reason{ReasonClientGone}) {
-					t.Errorf("stops %v, want client-gone once", s)
-				}
-				if n := rg.client.MessagesOut(); n != 3 {
-					t.Errorf("%d sends, want none after the failed third", n)
-				}
-				if got := rg.client.received(Stdout); !bytes.HasPrefix(big, got) {
-					t.Error("client's bytes are not the start of stdout")
-				}
-				if calls := rg.client.callLog(); slices.Contains(calls, "flush") || slices.Contains(calls, "finish") {
-					t.Errorf("a gone client was flushed or told the end: %v", calls)
-				}
+				rg.rd.hold.Store(false)
 			},
 		},
 		{
-			name:   "client goes away",
-			client: newFakeClient(),
-			run: func(t *testing.T, rg *relayRig) {
-				rg.write(t, Stdout, []byte("seen\n"))
-				rg.client.waitReceived(t, Stdout, 5)
-				rg.r.clientGone()
-				rg.writeInPieces(t, Stdout, big[:1<<20], 64<<10)
-				rg.exit(time.Minute)
-			},
-			check: func(t *testing.T, rg *relayRig) {
-				if got := rg.client.received(Stdout); string(got) != "seen\n" {
-					t.Errorf("client got %d bytes, want only the 5 sent before it went", len(got))
-				}
-				if calls := rg.client.callLog(); slices.Contains(calls, "flush") || slices.Contains(calls, "finish") {
-					t.Errorf("a gone client was flushed or told the end: %v", calls)
-				}
-			},
-		},
-		{
-			name: "no client",
+			name:     "nobody reads",
+			noReader: true,
 			run: func(t *testing.T, rg *relayRig) {
 				rg.writeInPieces(t, Stdout, big[:1<<20], 64<<10)
 				rg.exit(time.Minute)
 			},
-			check: func(t *testing.T, rg *relayRig) {
-				if !slices.Equal(rg.calls, []string{"report"}) {
-					t.Errorf("reports %v, want one", rg.calls)
-				}
-			},
 		},
 		{
-			name:   "descendant holds the pipes after exit",
-			client: newFakeClient(),
+			name: "descendant holds the pipes after exit",
 			run: func(t *testing.T, rg *relayRig) {
 				rg.write(t, Stdout, []byte("before exit\n"))
-				rg.client.waitReceived(t, Stdout, 12)
+				rg.rd.waitReceived(t, Stdout, 12)
 				rg.exitedAt = time.Now()
 				rg.r.exited(100 * time.Millisecond) // outW and errW stay open
 			},
@@ -395,34 +384,32 @@ func TestRelay(t *testing.T) {
 				if d := rg.endedAt.Sub(rg.exitedAt); d < 100*time.Millisecond || d > 5*time.Second {
 					t.Errorf("relay ended %v after the reap, want about the 100ms drain bound", d)
 				}
-				if got := rg.client.received(Stdout); string(got) != "before exit\n" {
+				if got := rg.rd.received(Stdout); string(got) != "before exit\n" {
 					t.Errorf("stdout: got %q", got)
-				}
-				if rg.client.exit == nil {
-					t.Error("client not told the end")
 				}
 			},
 		},
 		{
-			name:   "end waits for the reap",
-			client: newFakeClient(),
+			name: "end waits for the reap",
 			run: func(t *testing.T, rg *relayRig) {
 				rg.write(t, Stdout, []byte("out"))
 				rg.write(t, Stderr, []byte("err"))
 				rg.outW.Close()
 				rg.errW.Close()
-				rg.client.waitReceived(t, Stdout, 3)
-				rg.client.waitReceived(t, Stderr, 3)
+				rg.rd.waitReceived(t, Stdout, 3)
+				rg.rd.waitReceived(t, Stderr, 3)
 				time.Sleep(50 * time.Millisecond)
-				if calls := rg.client.callLog(); slices.Contains(calls, "report") {
-					t.Errorf("end reported before the reap: %v", calls)
+				rg.mu.Lock()
+				reports := rg.reports
+				rg.mu.Unlock()
+				if reports != 0 {
+					t.Error("end reported before the reap")
 				}
 				rg.r.exited(time.Minute)
 			},
 		},
 		{
-			name:   "end waits for the output",
-			client: newFakeClient(),
+			name: "end waits for the output",
 			run: func(t *testing.T, rg *relayRig) {
 				rg.r.exited(time.Minute) // a descendant writes on, within the bound
 				rg.writeInPieces(t, Stderr, big[:1<<20], 64<<10)
@@ -431,32 +418,23 @@ func TestRelay(t *testing.T) {
 				rg.errW.Close()
 			},
 			check: func(t *testing.T, rg *relayRig) {
-				if got := rg.client.received(Stderr); !bytes.Equal(got, big[:1<<20]) {
+				if got := rg.rd.received(Stderr); !bytes.Equal(got, big[:1<<20]) {
 					t.Errorf("stderr: got %d bytes of %d", len(got), 1<<20)
 				}
-				if got := rg.client.received(Stdout); !bytes.Equal(got, big[1<<20:2<<20]) {
+				if got := rg.rd.received(Stdout); !bytes.Equal(got, big[1<<20:2<<20]) {
 					t.Errorf("stdout: got %d bytes of %d", len(got), 1<<20)
 				}
-			},
-		},
-		{
-			name:   "end waits for an answer under way",
-			client: newFakeClient(),
-			run: func(t *testing.T, rg *relayRig) {
-				rg.answering.Lock() // an input is being applied
-				rg.exit(time.Minute)
-				time.Sleep(50 * time.Millisecond)
-				if calls := rg.client.callLog(); slices.Contains(calls, "finish") {
-					t.Errorf("end reported while an answer was under way: %v", calls)
-				}
-				rg.answering.Unlock()
 			},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			goroutines := runtime.NumGoroutine()
-			rg := newRelayRig(t, tt.client, tt.maxOutput)
+			ringBytes := cmpOr(tt.ringBytes, DefaultReplayBytes)
+			rg := newRelayRig(t, !tt.noReader, tt.maxOutput, ringBytes, tt.text)
+			if rg.rd != nil {
+				rg.rd.sendWait = tt.sendWait
+			}
 			rg.r.start()
 			tt.run(t, rg)
 			done := make(chan Exit, 1)
@@ -475,14 +453,38 @@ func TestRelay(t *testing.T) {
 					t.Errorf("%s: counted %d bytes, %d were written", s, got, want)
 				}
 			}
-			if c := rg.client; c != nil {
-				checkEndLast(t, c.callLog())
+			rg.mu.Lock()
+			reports, endSeq := rg.reports, rg.endSeq
+			rg.mu.Unlock()
+			if reports != 1 {
+				t.Errorf("%d reports of the end, want 1", reports)
+			}
+			if rd := rg.rd; rd != nil && !tt.noReader {
+				select {
+				case <-rd.done:
+				case <-time.After(10 * time.Second):
+					t.Fatal("reader never got the end")
+				}
+				rd.mu.Lock()
+				if tt.name != "abandoned mid-stream: the writer is never held" {
+					if rd.exit == nil || len(rd.seqs) == 0 || rd.seqs[len(rd.seqs)-1] != endSeq {
+						t.Errorf("the end (seq %d) is not the last event the reader got (%v)", endSeq, rd.exit)
+					}
+					for i, seq := range rd.seqs {
+						if seq != uint64(i+1) {
+							t.Errorf("event %d has seq %d", i, seq)
+							break
+						}
+					}
+				}
+				rd.mu.Unlock()
 			}
 			if tt.check != nil {
 				tt.check(t, rg)
 			}
-			// The pumps and the reporter are gone (the drain timer, stopped,
-			// never ran).
+			rg.ring.close()
+			// The pumps, the reporter and the reader are gone (the drain
+			// timer, stopped, never ran).
 			deadline := time.Now().Add(5 * time.Second)
 			for runtime.NumGoroutine() > goroutines {
 				if time.Now().After(deadline) {
@@ -494,17 +496,9 @@ func TestRelay(t *testing.T) {
 	}
 }
 
-// checkEndLast checks a client's calls end with exactly one report of the
-// end: flush, report, finish for a client still there, report, close for
-// one gone; and that no send comes after either.
-func checkEndLast(t *testing.T, calls []string) {
-	t.Helper()
-	i := slices.IndexFunc(calls, func(c string) bool { return c != "send" })
-	if i < 0 {
-		t.Fatalf("calls %v: the end was never reported", calls)
+func cmpOr(a, b int64) int64 {
+	if a != 0 {
+		return a
 	}
-	tail := calls[i:]
-	if !slices.Equal(tail, []string{"flush", "report", "finish"}) && !slices.Equal(tail, []string{"report", "close"}) {
-		t.Errorf("calls after the last send: %v, want flush, report, finish or report, close", tail)
-	}
+	return b
 }

@@ -194,6 +194,10 @@ type Config struct {
 	// SpoolRetention, when set with a SpoolDir, prunes spool files last
 	// written longer ago than this, at start and then hourly.
 	SpoolRetention time.Duration
+	// ReplayMemoryMaxBytes bounds the replay rings of all jobs together
+	// (replay_memory_max); 0 means DefaultReplayMemoryMax. When it is
+	// spent, jobs' output waits (see ring).
+	ReplayMemoryMaxBytes int64
 }
 
 // Defaults for Config and App.
@@ -229,6 +233,7 @@ type Supervisor struct {
 
 	ledger       *accounting.Ledger
 	cgroupParent string
+	budget       *budget // every job's ring
 
 	poolMu      sync.Mutex
 	pools       map[poolKey]*prepared              // prepared sandboxes, per policy and app paths in use
@@ -284,6 +289,7 @@ func New(log *slog.Logger, cfg Config) (*Supervisor, error) {
 
 		sampleEvery: cfg.SampleEvery,
 		sampleDone:  make(chan struct{}),
+		budget:      newBudget(cfg.ReplayMemoryMaxBytes),
 	}
 	if s.drain <= 0 {
 		s.drain = DefaultDrain
@@ -826,7 +832,13 @@ func (s *Supervisor) newJob(req Request) (*Job, error) {
 		a.Policy = tenant.Policy
 		app = &a
 	}
-	return &Job{App: app, Tenant: tenant, Remote: req.Remote, Client: req.Client, Protocol: req.Protocol, sup: s}, nil
+	j := &Job{App: app, Tenant: tenant, Remote: req.Remote, Client: req.Client, Protocol: req.Protocol, sup: s,
+		resume: newResumeToken(), attachReady: make(chan struct{}), settled: make(chan struct{}),
+		watchers: make(map[*attachment]bool)}
+	if pol := app.Policy; pol != nil {
+		j.detachTimeout = pol.DetachTimeout
+	}
+	return j, nil
 }
 
 // recordStart gives an admitted job its record and ID, and moves it from
@@ -911,6 +923,11 @@ func (s *Supervisor) running(j *Job, p *sandbox.Process, req Request, sandboxed 
 	j.mu.Lock()
 	j.rec.State, j.rec.Pid, j.rec.Cgroup = accounting.StateRunning, p.Pid, p.CgroupPath()
 	j.mu.Unlock()
+	replay := int64(DefaultReplayBytes)
+	if pol := j.App.Policy; pol != nil && pol.ReplayBytes > 0 {
+		replay = pol.ReplayBytes
+	}
+	j.ring = newRing(s.budget, replay)
 	s.mu.Lock()
 	j.proc = p
 	j.Started = time.Now()
@@ -951,11 +968,36 @@ func (s *Supervisor) release(j *Job) {
 func (s *Supervisor) runningJob(id string) *Job {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if j := s.jobs[id]; j != nil && j.proc != nil {
+	if j := s.jobs[id]; j != nil && j.proc != nil && j.endSeq.Load() == 0 {
 		return j
 	}
 	return nil
 }
+
+// Attachable returns the job id for Attach: running, or ended with its end
+// not yet delivered (detached). It returns ErrNoJob for any other.
+func (s *Supervisor) Attachable(id string) (*Job, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if j := s.jobs[id]; j != nil && j.proc != nil {
+		return j, nil
+	}
+	return nil, fmt.Errorf("%w: %s", ErrNoJob, id)
+}
+
+// isClosing reports whether Shutdown has begun.
+func (s *Supervisor) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// ReplayMemoryUsed is the bytes every job's ring holds now, of
+// ReplayMemoryMax.
+func (s *Supervisor) ReplayMemoryUsed() int64 { return s.budget.Used() }
+
+// ReplayMemoryMax bounds every job's ring together.
+func (s *Supervisor) ReplayMemoryMax() int64 { return s.budget.max }
 
 // Cancel ends a running job as an operator command (JES $C): exit signal,
 // grace, kill. by names the operator, for the record.
@@ -1000,7 +1042,7 @@ func (s *Supervisor) Jobs() []JobInfo {
 	s.mu.Lock()
 	out := make([]JobInfo, 0, len(s.jobs))
 	for _, j := range s.jobs {
-		if j.proc == nil {
+		if j.proc == nil || j.endSeq.Load() != 0 { // not yet, or no longer running
 			continue
 		}
 		out = append(out, j.info())
@@ -1013,8 +1055,8 @@ func (s *Supervisor) Jobs() []JobInfo {
 // Record is a running job's ledger record as it stands, with its usage and
 // traffic so far, or false if id is not running.
 func (s *Supervisor) Record(id string) (accounting.Record, JobInfo, bool) {
-	j := s.runningJob(id)
-	if j == nil {
+	j, err := s.Attachable(id) // ended but not yet delivered: its final record
+	if err != nil {
 		return accounting.Record{}, JobInfo{}, false
 	}
 	rec, info := j.snapshot()
@@ -1062,6 +1104,7 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	for _, j := range jobs {
 		j.terminate(ReasonShutdown, "server shutting down")
+		j.shutdown()
 	}
 	s.stopCancel() // a long first prune stops between transactions
 	<-s.sampleDone

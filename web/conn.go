@@ -110,6 +110,7 @@ type wsConn struct {
 	log *slog.Logger
 	lim Limits
 
+	acks      bool // the client acknowledges by itself (X-Chimirror-Ack: 1)
 	wmu       sync.Mutex
 	sent      atomic.Int64 // data messages written
 	pingMu    sync.Mutex   // the timer fires on its own goroutine
@@ -177,9 +178,12 @@ func describeReadErr(err error, limit int64) error {
 	var ne net.Error
 	switch {
 	case errors.Is(err, websocket.ErrReadLimit):
-		return fmt.Errorf("message too big (limit %d bytes): %w", limit, err)
+		return fmt.Errorf("message too big (limit %d bytes): %w: %w", limit, supervisor.ErrClientViolation, err)
+	case errors.As(err, &ce) && ce.Code == websocket.CloseAbnormalClosure:
+		// gorilla's name for EOF: no close frame came.
+		return fmt.Errorf("connection dropped: %w", err)
 	case errors.As(err, &ce):
-		return fmt.Errorf("client closed (%d %s): %w", ce.Code, ce.Text, err)
+		return fmt.Errorf("%w: %w", &supervisor.CloseError{Code: ce.Code, Text: ce.Text}, err)
 	case errors.As(err, &ne) && ne.Timeout():
 		return fmt.Errorf("no pong or message in time: %w", err)
 	}
@@ -249,6 +253,30 @@ func (c *wsConn) finish(e supervisor.Exit) error {
 	return errors.Join(err, c.ws.SetReadDeadline(time.Now().Add(closeWait)))
 }
 
+// Dismiss ends the connection while the job goes on, with a close frame
+// saying why (see the close codes below), then closes it.
+func (c *wsConn) Dismiss(why supervisor.Dismissal, detail string) error {
+	code := dismissCodes[why]
+	if len(detail) > 123 {
+		detail = detail[:123]
+	}
+	c.stopPing()
+	err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, detail),
+		time.Now().Add(c.lim.WriteTimeout))
+	if errors.Is(err, websocket.ErrCloseSent) {
+		err = nil // the job's end was reported first
+	}
+	return errors.Join(err, c.Close())
+}
+
+// AcksFromStart reports whether the client said, as it connected, that it
+// acknowledges what it gets (supervisor.Acknowledger).
+func (c *wsConn) AcksFromStart() bool { return c.acks }
+
+// Resume has nothing to send where the protocol numbers nothing (text
+// lines): the stream goes on.
+func (c *wsConn) Resume(supervisor.Position) error { return nil }
+
 // Close closes the TCP connection; it is safe to call more than once.
 func (c *wsConn) Close() error {
 	var err error
@@ -266,9 +294,27 @@ func (c *wsConn) Close() error {
 //	4129–4192  killed by a signal (4000 + 128 + signal); the text names it
 //	1001       the server is shutting down
 //	1009       a client message was over the size limit (sent by the reader)
+//
+// A client's connection may also end while its job goes on:
+//
+//	4300  another client attached to the job (take-over)
+//	4301  a watcher fell behind the job's ring
+//	4302  the client asked to detach (/detach): the job runs on
+//	4303  the job ended, its end delivered to another client, before this one attached
 const (
-	closeExitBase = 4000
+	closeExitBase  = 4000
+	CloseTakenOver = 4300
+	CloseTooSlow   = 4301
+	CloseDetached  = 4302
+	CloseJobGone   = 4303
 )
+
+var dismissCodes = map[supervisor.Dismissal]int{
+	supervisor.DismissTakenOver: CloseTakenOver,
+	supervisor.DismissTooSlow:   CloseTooSlow,
+	supervisor.DismissDetached:  CloseDetached,
+	supervisor.DismissGone:      CloseJobGone,
+}
 
 func closeFor(e supervisor.Exit) (int, string) {
 	text := e.Status.String()

@@ -19,8 +19,12 @@ import (
 // unless ?stdin=open. The answer, once the body is in, is 201 with a
 // Location (the job's output) and
 //
-//	{"id": "JOB…", "resume": "", "events": URL, "stdin": URL, "output": URL,
-//	 "stdin_bytes": N}
+//	{"id": "JOB…", "resume": TOKEN, "output": URL, "stdin_bytes": N}
+//
+// resume is the job's resume token: with it a WebSocket client may watch
+// the job live at /jobs/JOBID/attach?watch=1 (see attach.go). The events
+// and stdin URLs of issue 16 §3 (SSE, long-poll, stdin appends) are not
+// served yet, so they are not announced.
 //
 // stdin_bytes is how much of the body the job took: less than the body
 // when the job ended (or closed its stdin) before reading it all. Tenant
@@ -104,9 +108,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, name string) err
 	w.Header().Set("Location", jobURL+"/output")
 	writeJSON(w, http.StatusCreated, map[string]any{
 		"id":          job.ID,
-		"resume":      "", // TODO(issue 16 §2): the job's resume token, once jobs have one
-		"events":      jobURL + "/events",
-		"stdin":       jobURL + "/stdin",
+		"resume":      job.ResumeToken(),
 		"output":      jobURL + "/output",
 		"stdin_bytes": took,
 	})

@@ -23,11 +23,21 @@ import (
 //	3    server→client  exit status, JSON {"code","signal","reason","detail"}; last
 //	4    client→server  terminal resize, JSON {"Width":W,"Height":H}, as Kubernetes'
 //	6    client→server  a signal name: INT TERM HUP USR1 USR2 KILL (chimirror's own)
+//	7    server→client  on a reattached connection only, first: JSON
+//	                    {"next": N} and, when the ring no longer holds events
+//	                    the client asked for, "gap": {"from", "to"}
 //	255  client→server  close stdin (no payload)
 //
 // Channels 0–4 and 255 mean what they mean to Kubernetes, so its clients
 // (kubectl's, client-go's, a browser terminal's) can talk to a job as they
 // talk to a container.
+//
+// Sequence numbers: every frame of channels 1, 2 and 3 is one output event
+// of the job, numbered from 1 on the job's first connection. A reattached
+// connection (GET /jobs/ID/attach?after=N) starts with channel 7, whose
+// "next" is the seq of the next frame of 1, 2 or 3; each one after is the
+// one before plus 1. The protocol has no acknowledgement: an event counts
+// as acknowledged once it is written to the connection.
 const ProtoChannel = "channel.chimirror.v1"
 
 const (
@@ -40,6 +50,7 @@ const (
 	// up (v5 ends at 4, resize) and closes with 255; 5, the next it would
 	// add, is left to it, so the signal channel stays clear of both ends.
 	chanSignal = 6
+	chanResume = 7
 	chanClose  = 255
 )
 
@@ -109,12 +120,25 @@ func checkResize(b []byte) error {
 	return nil
 }
 
-func (p *channelProto) Send(s supervisor.Stream, b []byte) error {
+func (p *channelProto) Send(ev supervisor.Event) error {
 	ch := byte(chanStdout)
-	if s == supervisor.Stderr {
+	if ev.Stream == supervisor.Stderr {
 		ch = chanStderr
 	}
-	return p.writeFramed(ch, b)
+	return p.writeFramed(ch, ev.Data)
+}
+
+// Resume sends channel 7: the seq of the next frame, and a gap.
+func (p *channelProto) Resume(pos supervisor.Position) error {
+	m := map[string]any{"next": pos.Next}
+	if pos.GapTo > 0 {
+		m["gap"] = map[string]uint64{"from": pos.GapFrom, "to": pos.GapTo}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode channel %d: %w", chanResume, err)
+	}
+	return p.writeFramed(chanResume, b)
 }
 
 // writeFramed sends channel byte + payload as one message.
@@ -127,7 +151,7 @@ func (p *channelProto) writeFramed(ch byte, b []byte) error {
 // Flush has nothing to send: the channel protocol holds nothing back.
 func (p *channelProto) Flush() error { return nil }
 
-func (p *channelProto) Finish(e supervisor.Exit) error {
-	err := p.writeFramed(chanStatus, exitStatusJSON(e))
-	return errors.Join(err, p.finish(e))
+func (p *channelProto) Finish(ev supervisor.Event) error {
+	err := p.writeFramed(chanStatus, exitStatusJSON(*ev.Exit))
+	return errors.Join(err, p.finish(*ev.Exit))
 }

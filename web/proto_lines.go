@@ -23,6 +23,12 @@ import (
 // binary message.
 //
 // Either way stderr is not sent: it is logged with the job ID and counted.
+//
+// Sequence numbers: none are sent, and the client cannot acknowledge: an
+// event counts as acknowledged once written. A reattached connection
+// (GET /jobs/ID/attach) goes on from after= (by default where the last
+// connection's writes ended) at an event's start, so a line that a cut
+// split arrives as two messages.
 type linesProto struct {
 	*wsConn
 	binary  bool
@@ -41,8 +47,9 @@ func (p *linesProto) Receive() (supervisor.Input, error) {
 	return supervisor.Input{Kind: supervisor.InputStdin, Data: b}, nil
 }
 
-func (p *linesProto) Send(s supervisor.Stream, b []byte) error {
-	if s == supervisor.Stderr {
+func (p *linesProto) Send(ev supervisor.Event) error {
+	b := ev.Data
+	if ev.Stream == supervisor.Stderr {
 		p.stderr.write(p.log, b)
 		return nil
 	}
@@ -149,4 +156,4 @@ func (p *linesProto) Flush() error {
 	return err
 }
 
-func (p *linesProto) Finish(e supervisor.Exit) error { return p.finish(e) }
+func (p *linesProto) Finish(ev supervisor.Event) error { return p.finish(*ev.Exit) }

@@ -20,17 +20,39 @@ import (
 //
 // Byte-exact streams: /stdout and /stderr data is a JSON string holding the
 // bytes when they are valid UTF-8. A chunk that is not valid UTF-8 is sent
-// with "encoding": "base64" and data holding the base64 of the bytes. A
-// multi-byte character split by a read boundary is held back (at most three
-// bytes) and sent with the next chunk, so text never turns into base64 by
-// accident. Decoding every event's data by its encoding and concatenating
-// gives exactly the bytes the program wrote. /stdin takes the same
-// "encoding": "base64" for binary input.
+// with "encoding": "base64" and data holding the base64 of the bytes. For a
+// text app a multi-byte character split by a read boundary is held back
+// (at most three bytes) by the job and sent with the next chunk, so text
+// never turns into base64 by accident. Decoding every event's data by its
+// encoding and concatenating gives exactly the bytes the program wrote.
+// /stdin takes the same "encoding": "base64" for binary input.
+//
+// Sequence numbers: /stdout, /stderr and /exit carry "seq": N, the job's
+// output events numbered from 1 (stdout and stderr together). A client
+// that acknowledges (/ack {"seq": N}) keeps every event after N in the
+// job's ring until it does; one that reattaches (GET /jobs/ID/attach?after=N)
+// gets /job, then /gap {"from", "to"} if the ring no longer holds events
+// it asked for, then every event from the next one on.
 const ProtoV1 = "chimirror.v1"
 
 type v1Proto struct {
 	*wsConn
-	carry [3][]byte // per stream: an incomplete UTF-8 sequence held back
+	job v1Job // the /job event a reattaching client gets first
+}
+
+// v1Job is the data of /job.
+type v1Job struct {
+	ID     string `json:"id"`
+	App    string `json:"app"`
+	Resume string `json:"resume,omitempty"`
+	// Attach is the path (base path included) a client reattaches at.
+	Attach string `json:"attach"`
+	// ReplayBytes is the job's ring: a client that acknowledges does so at
+	// least every half of it (counting the messages' bytes).
+	ReplayBytes int64 `json:"replay_bytes"`
+	// DetachTimeoutMs is how long the job runs on without its client; 0:
+	// losing the client ends it.
+	DetachTimeoutMs int64 `json:"detach_timeout_ms"`
 }
 
 type v1Event struct {
@@ -50,8 +72,18 @@ func putEvent(bp *[]byte) {
 	}
 }
 
-func (p *v1Proto) sendJob(id, app string) error {
-	return p.writeJSON("/job", map[string]string{"id": id, "app": app})
+func (p *v1Proto) sendJob(j v1Job) error { return p.writeJSON("/job", j) }
+
+// Resume sends a reattaching client its /job, then /gap when events it
+// asked for are gone.
+func (p *v1Proto) Resume(pos supervisor.Position) error {
+	if err := p.sendJob(p.job); err != nil {
+		return err
+	}
+	if pos.GapTo == 0 {
+		return nil
+	}
+	return p.writeJSON("/gap", map[string]uint64{"from": pos.GapFrom, "to": pos.GapTo})
 }
 
 func (p *v1Proto) writeJSON(event string, data any) error {
@@ -94,6 +126,18 @@ func (p *v1Proto) decode(mt int, b []byte) (supervisor.Input, int64, error) {
 	}
 	if err := json.Unmarshal(b, &ev); err != nil {
 		return supervisor.Input{}, 0, fmt.Errorf("malformed event: %w", err)
+	}
+	switch ev.Event {
+	case "/ack":
+		var a struct {
+			Seq *uint64 `json:"seq"`
+		}
+		if err := json.Unmarshal(ev.Data, &a); err != nil || a.Seq == nil {
+			return supervisor.Input{}, ev.Callback, errors.New(`/ack: data must be {"seq": N}`)
+		}
+		return supervisor.Input{Kind: supervisor.InputAck, Seq: *a.Seq}, ev.Callback, nil
+	case "/detach":
+		return supervisor.Input{Kind: supervisor.InputDetach}, ev.Callback, nil
 	}
 	var s string
 	if len(ev.Data) > 0 && string(ev.Data) != "null" {
@@ -160,29 +204,20 @@ func (p *v1Proto) answer(cb int64, err error) {
 	}
 }
 
-func (p *v1Proto) Send(s supervisor.Stream, b []byte) error {
+func (p *v1Proto) Send(ev supervisor.Event) error {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
-	if carry := p.carry[s]; len(carry) > 0 {
-		b = append(append(make([]byte, 0, len(carry)+len(b)), carry...), b...)
-		p.carry[s] = carry[:0]
-	}
-	if t := supervisor.IncompleteUTF8Tail(b); t > 0 {
-		p.carry[s] = append(p.carry[s], b[len(b)-t:]...)
-		b = b[:len(b)-t]
-	}
-	if len(b) == 0 {
-		return nil
-	}
-	return p.sendChunk(s, b)
+	return p.sendChunk(ev.Stream, ev.Seq, ev.Data)
 }
 
-func (p *v1Proto) sendChunk(s supervisor.Stream, b []byte) error {
+func (p *v1Proto) sendChunk(s supervisor.Stream, seq uint64, b []byte) error {
 	bp := eventPool.Get().(*[]byte)
 	defer putEvent(bp)
 	out := append((*bp)[:0], `{"event":"/`...)
 	out = append(out, s.String()...)
-	out = append(out, `","data":`...)
+	out = append(out, `","seq":`...)
+	out = strconv.AppendUint(out, seq, 10)
+	out = append(out, `,"data":`...)
 	if utf8.Valid(b) {
 		out = appendJSONString(out, b)
 		out = append(out, '}')
@@ -195,23 +230,18 @@ func (p *v1Proto) sendChunk(s supervisor.Stream, b []byte) error {
 	return p.writeLocked(websocket.TextMessage, out)
 }
 
-// Flush sends the bytes of a UTF-8 sequence a stream ended inside.
-func (p *v1Proto) Flush() error {
-	var err error
-	p.wmu.Lock()
-	defer p.wmu.Unlock()
-	for _, s := range []supervisor.Stream{supervisor.Stdout, supervisor.Stderr} {
-		if len(p.carry[s]) > 0 {
-			err = errors.Join(err, p.sendChunk(s, p.carry[s]))
-			p.carry[s] = nil
-		}
-	}
-	return err
-}
+// Flush has nothing to send: the job holds split characters back itself.
+func (p *v1Proto) Flush() error { return nil }
 
-func (p *v1Proto) Finish(e supervisor.Exit) error {
-	err := p.writeJSON("/exit", exitJSON(e))
-	return errors.Join(err, p.finish(e))
+func (p *v1Proto) Finish(ev supervisor.Event) error {
+	d, err := json.Marshal(exitJSON(*ev.Exit))
+	if err != nil {
+		return fmt.Errorf("encode /exit: %w", err)
+	}
+	b := append([]byte(`{"event":"/exit","seq":`), strconv.FormatUint(ev.Seq, 10)...)
+	b = append(append(append(b, `,"data":`...), d...), '}')
+	err = p.write(websocket.TextMessage, b)
+	return errors.Join(err, p.finish(*ev.Exit))
 }
 
 const hexDigits = "0123456789abcdef"

@@ -503,7 +503,9 @@ func TestMessagesOut(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !r.State.Open() {
+				// The end's record counts what was sent by the end; it is
+				// brought up to date once the end is delivered.
+				if !r.State.Open() && (r.Traffic.MessagesOut == int64(got-tc.endReports) || time.Now().After(deadline)) {
 					if r.Traffic.MessagesOut != int64(got-tc.endReports) || got <= tc.endReports {
 						t.Fatalf("ledger messages_out %d, client received %d (%d of them the end report)",
 							r.Traffic.MessagesOut, got, tc.endReports)

@@ -195,6 +195,12 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusMethodNotAllowed, "method %s not allowed", r.Method)
 	}
 	upgrade := websocket.IsWebSocketUpgrade(r)
+	// A job's own path comes first, in quick mode too.
+	if rest, ok := strings.CutPrefix(p, "/jobs/"); ok {
+		if id, tail, _ := strings.Cut(rest, "/"); tail == "attach" {
+			return s.serveAttach(w, r, id)
+		}
+	}
 	// An app's name is a segment of the escaped path; what follows it is
 	// PATH_INFO. In quick mode only the app's own name is its path here:
 	// any other /apps/… is one more path of the command's.
@@ -264,14 +270,7 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name, script, 
 	if err != nil { // EscapedPath is always a valid escaping; never seen
 		return errorf(http.StatusBadRequest, "path %q: %v", rest, err)
 	}
-	if !s.originAllowed(r) {
-		return errorf(http.StatusForbidden, "origin %q is not allowed", r.Header.Get("Origin"))
-	}
-	proto, err := pickProtocol(r)
-	if err != nil {
-		return err
-	}
-	tenant, err := s.authenticate(r)
+	proto, tenant, err := s.admitClient(r)
 	if err != nil {
 		return err
 	}
@@ -287,9 +286,11 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name, script, 
 		return admitError(err)
 	}
 	hw := &hijackWriter{ResponseWriter: w}
-	var hdr http.Header
+	// Every protocol's client learns the job and its resume token here;
+	// chimirror.v1's gets them in /job too.
+	hdr := http.Header{headerJob: {job.ID}, headerResume: {job.ResumeToken()}}
 	if proto != "" {
-		hdr = http.Header{"Sec-Websocket-Protocol": {proto}}
+		hdr.Set("Sec-Websocket-Protocol", proto)
 	}
 	ws, err := s.upgrader.Upgrade(hw, r, hdr)
 	if err != nil { // gorilla has answered the client
@@ -298,20 +299,16 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name, script, 
 		return nil
 	}
 	wc := newWSConn(ws, hw.bc, job.Log(), s.opts.Limits)
+	wc.acks = proto == ProtoV1 && r.Header.Get(headerAck) == "1"
 	s.opts.Metrics.started(t0)
-	var c supervisor.Client
-	switch proto {
-	case ProtoV1:
-		v := &v1Proto{wsConn: wc}
+	c := s.client(proto, wc, job)
+	if v, ok := c.(*v1Proto); ok {
 		job.StartRecorded() // /job acknowledges the job: its record first
-		if err := v.sendJob(job.ID, name); err != nil {
+		first := v.job
+		first.Resume = job.ResumeToken()
+		if err := v.sendJob(first); err != nil {
 			job.Log().Info("send /job", "err", err)
 		}
-		c = v
-	case ProtoChannel:
-		c = &channelProto{wsConn: wc}
-	default:
-		c = &linesProto{wsConn: wc, binary: job.App.Binary}
 	}
 	// The session runs on a goroutine of its own, and the handler returns:
 	// net/http then lets go of the request, its buffers and the deep stack
@@ -320,6 +317,44 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name, script, 
 	// waits for every job.
 	go job.Run(c)
 	return nil
+}
+
+// The headers of a job's upgrade response, and of a reattach request.
+const (
+	headerJob    = "X-Chimirror-Job"
+	headerResume = "X-Chimirror-Resume"
+	// headerAck "1" on a chimirror.v1 request: the client acknowledges by
+	// itself (/ack) from its first event on.
+	headerAck = "X-Chimirror-Ack"
+)
+
+// client is the adapter of protocol proto over wc for job.
+func (s *Server) client(proto string, wc *wsConn, job *supervisor.Job) supervisor.Client {
+	switch proto {
+	case ProtoV1:
+		return &v1Proto{wsConn: wc, job: v1Job{ID: job.ID, App: job.App.Name,
+			Attach:      strings.TrimRight(s.opts.Edge.BasePath, "/") + "/jobs/" + job.ID + "/attach",
+			ReplayBytes: job.ReplayBytes(), DetachTimeoutMs: job.DetachTimeout().Milliseconds()}}
+	case ProtoChannel:
+		return &channelProto{wsConn: wc}
+	}
+	return &linesProto{wsConn: wc, binary: job.App.Binary}
+}
+
+// admitClient checks what every WebSocket client of a job must pass, in
+// this order: its Origin, its sub-protocol (returned) and its tenant's
+// token (the tenant returned).
+func (s *Server) admitClient(r *http.Request) (proto string, tenant *supervisor.Tenant, err error) {
+	if !s.originAllowed(r) {
+		return "", nil, errorf(http.StatusForbidden, "origin %q is not allowed", r.Header.Get("Origin"))
+	}
+	if proto, err = pickProtocol(r); err != nil {
+		return "", nil, err
+	}
+	if tenant, err = s.authenticate(r); err != nil {
+		return "", nil, err
+	}
+	return proto, tenant, nil
 }
 
 func protoName(p string) string {

@@ -43,6 +43,7 @@ type fileConfig struct {
 	HandshakeTimeout  tomlstrict.Duration `toml:"handshake_timeout"`
 	ReadHeaderTimeout tomlstrict.Duration `toml:"read_header_timeout"`
 	Drain             tomlstrict.Duration `toml:"drain"`
+	ReplayMemoryMax   any                 `toml:"replay_memory_max"` // a size: checked by replay
 	Sandbox           string              `toml:"sandbox"`
 	DynamicUIDs       string              `toml:"dynamic_uids"`
 	UserNamespaceUIDs string              `toml:"user_namespace_uids"`
@@ -215,6 +216,7 @@ func parseConfigFor(file string, data []byte, dir string, needApps bool) (*confi
 	p.c.Sup = supervisor.Config{MaxSessions: fc.MaxSessions, MaxSessionsPerClient: fc.MaxPerClient, Drain: time.Duration(fc.Drain),
 		SampleEvery: time.Duration(fc.SampleInterval), Retention: p.c.Retention, Hide: p.c.Sup.Hide,
 		SpoolDir: p.c.Sup.SpoolDir, SpoolRetention: p.c.SpoolRetention}
+	p.replay()
 	seen := make(map[string]int)
 	for i, a := range fc.App {
 		p.app(i, a, seen)
@@ -232,6 +234,39 @@ func parseConfigFor(file string, data []byte, dir string, needApps bool) (*confi
 		p.c.jobsChecked = len(jps) == 0
 	}
 	return p.c, p.ps.Err()
+}
+
+// minReplayMemory is the least replay_memory_max: one ring of the
+// largest policy must fit.
+const minReplayMemory = 1 << 20
+
+// replay checks replay_memory_max against the policies' rings: one job's
+// ring that could never fill would hold its output back for good.
+func (p *configParse) replay() {
+	var sz policies.Size
+	if v := p.fc.ReplayMemoryMax; v != nil {
+		if err := sz.UnmarshalTOML(v); err != nil {
+			p.at("", 0, "replay_memory_max", "%v", err)
+			return
+		}
+	}
+	most := int64(sz)
+	p.c.Sup.ReplayMemoryMaxBytes = most
+	if most == 0 {
+		most = supervisor.DefaultReplayMemoryMax
+	} else if most < minReplayMemory {
+		p.at("", 0, "replay_memory_max", "%s is too small: at least 1MiB", policies.FormatSize(most))
+		return
+	}
+	if p.c.Policies == nil {
+		return
+	}
+	for _, pol := range p.c.Policies.All() {
+		if pol.ReplayBytes > most {
+			p.at("", 0, "replay_memory_max", "%s is smaller than policy %s's replay_bytes %s: its jobs' rings could never fill",
+				policies.FormatSize(most), pol.Name, policies.FormatSize(pol.ReplayBytes))
+		}
+	}
 }
 
 // configParse is one parseConfig under way: the file as decoded, the

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -68,6 +69,43 @@ func cmdConnect(args []string, stderr io.Writer) error {
 	if *origin != "" {
 		hdr.Set("Origin", *origin)
 	}
+	if err := parseHeaders(hdr, headers); err != nil {
+		return err
+	}
+	d, err := dialer(*caFile)
+	if err != nil {
+		return err
+	}
+	// This client acknowledges what it has written out (/ack), from its
+	// first event: a job that may detach keeps the rest for a reattach.
+	first := hdr.Clone()
+	first.Set("X-Chimirror-Ack", "1")
+	ws, resp, err := d.Dial(u, first)
+	if err != nil {
+		fmt.Fprintln(stderr, "chimirror connect:", describeDialErr(err, resp))
+		return connectFailed
+	}
+	c := newConnectSession(ws, d, u, hdr, "connect")
+	defer c.close()
+	return c.run(os.Stdin, os.Stdout, stderr)
+}
+
+// dialer is connect's and attach's: chimirror.v1, trusting caFile's
+// certificates too when set.
+func dialer(caFile string) (*websocket.Dialer, error) {
+	d := &websocket.Dialer{Subprotocols: []string{"chimirror.v1"}, HandshakeTimeout: 15 * time.Second}
+	if caFile != "" {
+		roots, err := trustedRoots(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca: %w", err)
+		}
+		d.TLSClientConfig = &tls.Config{RootCAs: roots}
+	}
+	return d, nil
+}
+
+// parseHeaders reads --header values into hdr.
+func parseHeaders(hdr http.Header, headers []string) error {
 	for _, h := range headers {
 		k, v, ok := strings.Cut(h, ":")
 		if !ok {
@@ -75,22 +113,75 @@ func cmdConnect(args []string, stderr io.Writer) error {
 		}
 		hdr.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 	}
-	d := websocket.Dialer{Subprotocols: []string{"chimirror.v1"}, HandshakeTimeout: 15 * time.Second}
-	if *caFile != "" {
-		roots, err := trustedRoots(*caFile)
-		if err != nil {
-			return fmt.Errorf("--ca: %w", err)
-		}
-		d.TLSClientConfig = &tls.Config{RootCAs: roots}
+	return nil
+}
+
+// cmdAttach reconnects a terminal to running job JOBID, as connect
+// connects it to a new one: output from after SEQ (by default, what the
+// job's last client acknowledged), stdin, signals, the exit code, and
+// reattaching after a network error.
+func cmdAttach(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("attach", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	server := fs.String("server", cmpOr(os.Getenv("CHIMIRROR_SERVER"), "ws://"+defaultListen), "the server, ws[s]://HOST:PORT[/BASE] ($CHIMIRROR_SERVER)")
+	resume := fs.String("resume", os.Getenv("CHIMIRROR_RESUME"), "the job's resume token, from /job or X-Chimirror-Resume ($CHIMIRROR_RESUME)")
+	after := fs.Int64("after", -1, "the seq of the last event you have; -1: what the job's last client acknowledged")
+	caFile := fs.String("ca", "", "for wss://: a PEM bundle of CA certificates to trust besides the system's")
+	var headers headerFlags
+	fs.Var(&headers, "header", "extra request header 'Name: value' (repeatable), e.g. the tenant's Authorization")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: chimirror attach [--server URL] [--resume TOKEN] [--after SEQ] [--header 'K: V']... JOBID\n\n"+
+			"Reconnects this terminal to a running job (one whose policy sets detach_timeout, or any to take it over).\n"+
+			"Exits with the job's exit code, 128+signal if it was killed, or 255 if no job status arrived.\n\n")
+		fs.PrintDefaults()
 	}
-	ws, resp, err := d.Dial(u, hdr)
+	if err := cli.ParseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || *resume == "" {
+		fs.Usage()
+		return cli.ExitCode(2)
+	}
+	base, err := wsURL(*server)
 	if err != nil {
-		fmt.Fprintln(stderr, "chimirror connect:", describeDialErr(err, resp))
+		return err
+	}
+	hdr := http.Header{}
+	if err := parseHeaders(hdr, headers); err != nil {
+		return err
+	}
+	d, err := dialer(*caFile)
+	if err != nil {
+		return err
+	}
+	id := fs.Arg(0)
+	u := strings.TrimRight(base, "/") + "/jobs/" + url.PathEscape(id) + "/attach"
+	if *after >= 0 {
+		u += "?after=" + strconv.FormatInt(*after, 10)
+	}
+	first := hdr.Clone()
+	first.Set("X-Chimirror-Resume", *resume)
+	first.Set("X-Chimirror-Ack", "1")
+	ws, resp, err := d.Dial(u, first)
+	if err != nil {
+		fmt.Fprintln(stderr, "chimirror attach:", describeDialErr(err, resp))
 		return connectFailed
 	}
-	defer ws.Close()
-	c := &connectSession{ws: ws}
+	c := newConnectSession(ws, d, u, hdr, "attach")
+	c.jobID, c.resume = id, *resume
+	c.attachPath = strings.TrimPrefix(u[:strings.IndexByte(u+"?", '?')], c.serverURL())
+	if *after > 0 {
+		c.last = uint64(*after)
+	}
+	defer c.close()
 	return c.run(os.Stdin, os.Stdout, stderr)
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 func wsURL(s string) (string, error) {
@@ -139,11 +230,48 @@ func describeDialErr(err error, resp *http.Response) string {
 	return fmt.Sprintf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
 }
 
+// connectSession is a terminal's session with one job over chimirror.v1,
+// across connections: it acknowledges what it has written out (so the job
+// keeps the rest for it) and, when the connection fails without a close
+// frame and the job may detach, reattaches after the last event it got,
+// so the terminal sees every byte once.
+//
+// Goroutines: run reads on the caller's; a signal forwarder (ended by
+// run) and the stdin pump (ended with the process: a Read cannot be
+// interrupted) write through send, which waits out a reattach.
 type connectSession struct {
-	ws  *websocket.Conn
-	wmu sync.Mutex
+	d    *websocket.Dialer
+	url  string // the first connection's; attach paths resolve against it
+	hdr  http.Header
+	name string // connect or attach, for messages
+
+	wmu  sync.Mutex
+	ws   *websocket.Conn
+	gen  chan struct{} // closed when ws is replaced, then made anew
+	done chan struct{} // closed when run returns
+
+	// Read by run only.
+	jobID, resume, attachPath string
+	replayBytes               int64
+	detach                    time.Duration
+	last                      uint64 // seq of the last event written out
+	unacked                   int64  // message bytes since the last /ack
 }
 
+func newConnectSession(ws *websocket.Conn, d *websocket.Dialer, u string, hdr http.Header, name string) *connectSession {
+	return &connectSession{ws: ws, d: d, url: u, hdr: hdr, name: name, gen: make(chan struct{}), done: make(chan struct{}),
+		jobID: "the job"}
+}
+
+func (c *connectSession) close() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.ws.Close()
+}
+
+// send writes one event; on a connection being replaced it waits for the
+// new one and writes there (an event written into a dead connection may
+// be lost).
 func (c *connectSession) send(event string, data any, encoding string) error {
 	m := map[string]any{"event": event}
 	if data != nil {
@@ -152,17 +280,37 @@ func (c *connectSession) send(event string, data any, encoding string) error {
 	if encoding != "" {
 		m["encoding"] = encoding
 	}
+	for {
+		c.wmu.Lock()
+		gen := c.gen
+		err := c.ws.WriteJSON(m)
+		c.wmu.Unlock()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-gen:
+		case <-c.done:
+			return err
+		}
+	}
+}
+
+// ack acknowledges every event up to the last one written out. It is
+// run's (the reader's), so it never waits for a reattach, which only run
+// makes: on a dead connection it fails, and run's next read finds out.
+func (c *connectSession) ack() error {
+	c.unacked = 0
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return c.ws.WriteJSON(m)
+	return c.ws.WriteJSON(map[string]any{"event": "/ack", "data": map[string]uint64{"seq": c.last}})
 }
 
 func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
+	defer close(c.done)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	done := make(chan struct{})
-	defer close(done)
 	go func() { // forwards signals until run returns
 		for {
 			select {
@@ -170,41 +318,62 @@ func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
 				if err := c.send("/signal", sandbox.SignalName(s.(syscall.Signal)), ""); err != nil {
 					return
 				}
-			case <-done:
+			case <-c.done:
 				return
 			}
 		}
 	}()
+	// The first thing the job hears: this client acknowledges by itself,
+	// so output written to a connection that drops stays in the job's ring.
+	if err := c.ack(); err != nil {
+		fmt.Fprintf(stderr, "chimirror %s: %v\n", c.name, err)
+		return connectFailed
+	}
 	// The stdin reader cannot be interrupted while blocked in Read; it ends
 	// with the process, which exits as soon as the job's status arrives.
 	go c.pumpStdin(stdin, stderr)
 
-	jobID := "the job" // until /job names it
 	for {
-		_, msg, err := c.ws.ReadMessage()
+		c.wmu.Lock()
+		ws := c.ws
+		c.wmu.Unlock()
+		_, msg, err := ws.ReadMessage()
 		if err != nil {
+			// gorilla reports a dropped connection as close 1006, which no
+			// peer sends: only a real close frame is the server's word.
 			var ce *websocket.CloseError
-			if errors.As(err, &ce) {
-				fmt.Fprintf(stderr, "chimirror connect: closed without an exit status: %d %s\n", ce.Code, ce.Text)
-			} else {
-				fmt.Fprintln(stderr, "chimirror connect:", err)
+			if errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure {
+				fmt.Fprintf(stderr, "chimirror %s: closed without an exit status: %d %s\n", c.name, ce.Code, ce.Text)
+				return connectFailed
 			}
+			if c.resume != "" && c.detach > 0 {
+				if rerr := c.reattach(stderr); rerr == nil {
+					continue
+				}
+				fmt.Fprintf(stderr, "chimirror %s: %s runs on detached for up to %v; reattach with: chimirror attach --server %s --resume %s %s\n",
+					c.name, c.jobID, c.detach, c.serverURL(), c.resume, c.jobID)
+			}
+			fmt.Fprintf(stderr, "chimirror %s: %v\n", c.name, err)
 			return connectFailed
 		}
 		var ev struct {
 			Event    string          `json:"event"`
+			Seq      uint64          `json:"seq"`
 			Data     json.RawMessage `json:"data"`
 			Encoding string          `json:"encoding"`
 		}
 		if err := json.Unmarshal(msg, &ev); err != nil {
-			fmt.Fprintln(stderr, "chimirror connect: bad event from server:", err)
+			fmt.Fprintf(stderr, "chimirror %s: bad event from server: %v\n", c.name, err)
 			return connectFailed
+		}
+		if ev.Seq != 0 && ev.Seq <= c.last {
+			continue // had it before the reattach
 		}
 		switch ev.Event {
 		case "/stdout", "/stderr":
 			b, err := decodeData(ev.Data, ev.Encoding)
 			if err != nil {
-				fmt.Fprintln(stderr, "chimirror connect:", err)
+				fmt.Fprintf(stderr, "chimirror %s: %v\n", c.name, err)
 				return connectFailed
 			}
 			w := stdout
@@ -214,13 +383,30 @@ func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
 			if _, err := w.Write(b); err != nil {
 				return fmt.Errorf("write %s: %w", ev.Event, err)
 			}
+			c.last = ev.Seq
+			c.unacked += int64(len(msg))
+			if c.replayBytes > 0 && c.unacked >= c.replayBytes/2 {
+				if err := c.ack(); err != nil {
+					continue // the connection is gone: the next read says so
+				}
+			}
 		case "/job":
 			var job struct {
-				ID string `json:"id"`
+				ID              string `json:"id"`
+				Resume          string `json:"resume"`
+				Attach          string `json:"attach"`
+				ReplayBytes     int64  `json:"replay_bytes"`
+				DetachTimeoutMs int64  `json:"detach_timeout_ms"`
 			}
 			if err := json.Unmarshal(ev.Data, &job); err == nil {
-				jobID = job.ID
+				c.jobID, c.attachPath, c.replayBytes = job.ID, job.Attach, job.ReplayBytes
+				c.detach = time.Duration(job.DetachTimeoutMs) * time.Millisecond
+				if job.Resume != "" {
+					c.resume = job.Resume
+				}
 			}
+		case "/gap":
+			fmt.Fprintf(stderr, "chimirror %s: output lost, the job no longer held it: events %s\n", c.name, ev.Data)
 		case "/exit":
 			var st struct {
 				Code   int    `json:"code"`
@@ -229,25 +415,84 @@ func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
 				Detail string `json:"detail"`
 			}
 			if err := json.Unmarshal(ev.Data, &st); err != nil {
-				fmt.Fprintln(stderr, "chimirror connect: bad /exit:", err)
+				fmt.Fprintf(stderr, "chimirror %s: bad /exit: %v\n", c.name, err)
 				return connectFailed
 			}
-			if line := endedLine(jobID, st.Reason, st.Detail, st.Signal); line != "" {
+			c.last = ev.Seq
+			if line := endedLine(c.jobID, st.Reason, st.Detail, st.Signal); line != "" {
 				fmt.Fprintln(stderr, line)
 			}
 			c.wmu.Lock()
 			cerr := c.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
 			c.wmu.Unlock()
 			if cerr != nil && !errors.Is(cerr, websocket.ErrCloseSent) {
-				fmt.Fprintln(stderr, "chimirror connect: close:", cerr)
+				fmt.Fprintf(stderr, "chimirror %s: close: %v\n", c.name, cerr)
 			}
 			if st.Code == 0 {
 				return nil
 			}
 			return cli.ExitCode(st.Code)
 		case "/error":
-			fmt.Fprintf(stderr, "chimirror connect: server: %s\n", ev.Data)
+			fmt.Fprintf(stderr, "chimirror %s: server: %s\n", c.name, ev.Data)
 		}
+	}
+}
+
+// serverURL is the scheme and host of the first connection.
+func (c *connectSession) serverURL() string {
+	u, err := url.Parse(c.url)
+	if err != nil {
+		return c.url
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// attachURL is where the job reattaches after the last event.
+func (c *connectSession) attachURL() string {
+	path := c.attachPath
+	if path == "" {
+		path = "/jobs/" + c.jobID + "/attach"
+	}
+	return fmt.Sprintf("%s%s?after=%d", c.serverURL(), path, c.last)
+}
+
+// reattachFor bounds how long connect tries to reattach: the job's
+// detach_timeout, and at most this.
+const reattachFor = time.Minute
+
+// reattach dials the job again after the last event written out, retrying
+// until the job's detach_timeout (at most reattachFor) passes or the server
+// refuses for good; the new connection replaces the old one.
+func (c *connectSession) reattach(stderr io.Writer) error {
+	hdr := c.hdr.Clone()
+	hdr.Set("X-Chimirror-Resume", c.resume)
+	hdr.Set("X-Chimirror-Ack", "1")
+	deadline := time.Now().Add(min(c.detach, reattachFor))
+	wait := 50 * time.Millisecond
+	for {
+		ws, resp, err := c.d.Dial(c.attachURL(), hdr)
+		if err == nil {
+			c.wmu.Lock()
+			old := c.ws
+			c.ws = ws
+			close(c.gen)
+			c.gen = make(chan struct{})
+			c.wmu.Unlock()
+			old.Close()
+			if err := c.ack(); err != nil {
+				return err
+			}
+			return nil
+		}
+		if resp != nil && resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusTooManyRequests {
+			fmt.Fprintf(stderr, "chimirror %s: reattach: %s\n", c.name, describeDialErr(err, resp))
+			return err
+		}
+		if time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 2*time.Second)
 	}
 }
 

@@ -21,6 +21,7 @@ const usage = `chimirror: every WebSocket connection is a supervised job.
 Usage:
   chimirror serve [--config FILE] [--listen ADDR] [-- COMMAND [ARG...]]
   chimirror connect [--origin URL] [--header 'K: V']... URL
+  chimirror attach [--server URL] [--resume TOKEN] [--after SEQ] JOBID
   chimirror jobs [--running|--all] [--tenant T] [--app A] [--since T] [--json]
   chimirror job JOBID [--json]
   chimirror cancel JOBID
@@ -55,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdServe(args[1:], stderr)
 	case "connect":
 		return cmdConnect(args[1:], stderr)
+	case "attach":
+		return cmdAttach(args[1:], stderr)
 	case "jobs":
 		return cmdJobs(args[1:], stdout, stderr)
 	case "job":

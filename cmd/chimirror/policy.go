@@ -20,7 +20,8 @@ const policyUsage = `Usage:
   chimirror policy check [FILE...]
       Validates policy files: every key, the paths a view binds (absolute,
       present here), and the seccomp profile (compiled for this host).
-      Prints "FILE: ok" for each valid one and exits 0 when all are;
+      Prints "FILE: ok (replay_bytes SIZE, detach_timeout D)" for each
+      valid one (D "-": losing the client ends a job) and exits 0 when all are;
       otherwise prints every problem to stderr as FILE:LINE: KEY: message
       and exits 1. With no FILE, checks the built-in policies.
   chimirror policy check --config FILE
@@ -77,7 +78,7 @@ func cmdPolicyCheck(args []string, stdout, stderr io.Writer) error {
 		}
 		for _, name := range set.Names() {
 			p, _ := set.Get(name)
-			fmt.Fprintf(stdout, "%s: ok\n", p.Source)
+			fmt.Fprintf(stdout, "%s: ok%s\n", p.Source, policySummary(p))
 		}
 		return nil
 	}
@@ -97,12 +98,18 @@ func cmdPolicyCheck(args []string, stdout, stderr io.Writer) error {
 			all = append(all, ps...)
 			continue
 		}
-		fmt.Fprintf(stdout, "%s: ok\n", file)
+		fmt.Fprintf(stdout, "%s: ok%s\n", file, policySummary(p))
 	}
 	if len(all) > 0 {
 		return printProblems(stderr, all)
 	}
 	return nil
+}
+
+// policySummary is what policy check shows of a valid policy: how its
+// jobs' output is kept for a client that reattaches.
+func policySummary(p *policies.Policy) string {
+	return fmt.Sprintf(" (replay_bytes %s, detach_timeout %s)", listSize(p.ReplayBytes), listDuration(p.DetachTimeout))
 }
 
 // checkConfig validates the server config at path ("" for what serve

@@ -58,13 +58,13 @@ func TestPolicyCheck(t *testing.T) {
 			name:       "built-ins",
 			args:       nil,
 			wantCode:   0,
-			wantStdout: "builtin:default.toml: ok\nbuiltin:strict.toml: ok\n",
+			wantStdout: "builtin:default.toml: ok (replay_bytes 256KiB, detach_timeout -)\nbuiltin:strict.toml: ok (replay_bytes 256KiB, detach_timeout -)\n",
 		},
 		{
 			name:       "valid files",
 			args:       []string{full, empty},
 			wantCode:   0,
-			wantStdout: full + ": ok\n" + empty + ": ok\n",
+			wantStdout: full + ": ok (replay_bytes 1MiB, detach_timeout 1m30s)\n" + empty + ": ok (replay_bytes 256KiB, detach_timeout -)\n",
 		},
 		{
 			name:     "one invalid file: every problem",
@@ -84,7 +84,7 @@ func TestPolicyCheck(t *testing.T) {
 			name:       "valid and invalid files: ok lines and every problem of every file",
 			args:       []string{unknownKey, full, syntax},
 			wantCode:   1,
-			wantStdout: full + ": ok\n",
+			wantStdout: full + ": ok (replay_bytes 1MiB, detach_timeout 1m30s)\n",
 			wantStderr: []string{
 				regexp.QuoteMeta(unknownKey) + `:2: cpus: unknown key`,
 				regexp.QuoteMeta(syntax) + `:2: memory: basic strings cannot have new lines`,
@@ -94,7 +94,7 @@ func TestPolicyCheck(t *testing.T) {
 			name:       "missing file",
 			args:       []string{missing, full},
 			wantCode:   1,
-			wantStdout: full + ": ok\n",
+			wantStdout: full + ": ok (replay_bytes 1MiB, detach_timeout 1m30s)\n",
 			wantStderr: []string{regexp.QuoteMeta(missing) + `: open ` + regexp.QuoteMeta(missing) + `: no such file or directory`},
 		},
 	}

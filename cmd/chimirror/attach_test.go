@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chimirror/chimirror/internal/cutproxy"
+)
+
+// numberedOut is what the "count" app writes: lines numbered 1…n.
+func numberedOut(n int) []byte {
+	var b bytes.Buffer
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "%010d the quick brown fox\n", i)
+	}
+	return b.Bytes()
+}
+
+// resumeServer runs a server whose "count" app writes n numbered lines,
+// waits for a line on stdin, then exits 3, under a policy that detaches.
+func resumeServer(t *testing.T, n int) (*server, string) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "pol"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "pol", "resume.toml"), "detach_timeout = \"1m\"\n")
+	script := fmt.Sprintf(`awk 'BEGIN { for (i = 1; i <= %d; i++) printf "%%010d the quick brown fox\n", i }'; read x; exit 3`, n)
+	cfg := fmt.Sprintf("sandbox = \"off\"\npolicy_dir = \"pol\"\n[[app]]\nname = \"count\"\ncommand = [\"/bin/sh\", \"-c\", %q]\npolicy = \"resume\"\n", script)
+	writeFile(t, filepath.Join(dir, "c.toml"), cfg)
+	return startServer(t, dir, "--config", filepath.Join(dir, "c.toml")), dir
+}
+
+// Ensure connect reattaches by itself after its connection is cut twice
+// mid-stream with no close frame: its stdout is the job's output exactly,
+// no gap and no duplicate, and it still exits with the job's code.
+func TestConnectReattaches(t *testing.T) {
+	t.Parallel()
+	const n = 400_000 // 12 MB
+	want := numberedOut(n)
+	srv, dir := resumeServer(t, n)
+	p := cutproxy.New(t, srv.addr)
+	conn, stdin := startInteractive(t, dir, "connect", "ws://"+p.Addr()+"/apps/count")
+	for _, at := range []int{len(want) / 4, len(want) * 2 / 3} {
+		deadline := time.Now().Add(30 * time.Second)
+		for len(conn.stdout.Bytes()) < at {
+			if time.Now().After(deadline) {
+				t.Fatalf("connect wrote %d bytes, waiting for %d; stderr %s", len(conn.stdout.Bytes()), at, conn.stderr)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		p.Cut()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(conn.stdout.Bytes()) < len(want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("connect wrote %d bytes of %d; stderr %s", len(conn.stdout.Bytes()), len(want), conn.stderr)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := stdin.Write([]byte("done\n")); err != nil {
+		t.Fatal(err)
+	}
+	if code := conn.wait(runTimeout); code != 3 {
+		t.Fatalf("connect exited %d, want the job's 3; stderr %s", code, conn.stderr)
+	}
+	if got := conn.stdout.Bytes(); !bytes.Equal(got, want) {
+		t.Fatalf("stdout: %d bytes, want exactly the job's %d (first difference at %d)", len(got), len(want), firstDiff(got, want))
+	}
+}
+
+// Ensure chimirror attach reconnects a terminal to a job whose client is
+// gone: it gets the output the job kept, sends stdin, and exits with the
+// job's code; without a resume token it does not start.
+func TestAttachCommand(t *testing.T) {
+	t.Parallel()
+	const n = 1000
+	want := numberedOut(n)
+	srv, dir := resumeServer(t, n)
+	// A client takes the /job, acknowledges nothing, and drops.
+	d := websocket.Dialer{Subprotocols: []string{"chimirror.v1"}}
+	ws, _, err := d.Dial("ws://"+srv.addr+"/apps/count", map[string][]string{"X-Chimirror-Ack": {"1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, msg, err := ws.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var job struct{ Data struct{ ID, Resume string } }
+	if err := json.Unmarshal(msg, &job); err != nil {
+		t.Fatal(err)
+	}
+	ws.UnderlyingConn().Close()
+	if _, stderr, code := runCLI(t, dir, nil, "attach", "--server", "ws://"+srv.addr, job.Data.ID); code != 2 {
+		t.Fatalf("attach without a token: exit %d, stderr %q", code, stderr)
+	}
+	time.Sleep(100 * time.Millisecond)
+	stdout, stderr, code := runCLI(t, dir, []byte("go\n"), "attach", "--server", "ws://"+srv.addr, "--resume", job.Data.Resume, "--after", "0", job.Data.ID)
+	if code != 3 {
+		t.Fatalf("attach exited %d, want 3; stderr %q", code, stderr)
+	}
+	if !bytes.Equal([]byte(stdout), want) {
+		t.Fatalf("stdout %d bytes, want the job's %d", len(stdout), len(want))
+	}
+	_, stderr, code = runCLI(t, dir, nil, "attach", "--server", "ws://"+srv.addr, "--resume", job.Data.Resume, job.Data.ID)
+	if code != int(connectFailed) || !bytes.Contains([]byte(stderr), []byte("404")) {
+		t.Fatalf("attach to an ended job: exit %d, stderr %q", code, stderr)
+	}
+}
