@@ -86,18 +86,10 @@ func (s *Supervisor) startSpool(cfg Config) {
 // and then every spoolPruneEvery, until Shutdown. A running job's file is
 // never removed.
 func (s *Supervisor) spoolPruneLoop() {
-	defer close(s.spool.pruneDone)
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stopLoops.Done():
-			return
-		case <-t.C:
-		}
+	s.periodically(s.spool.pruneDone, spoolPruneEvery, func() bool {
 		s.pruneSpool(time.Now())
-		t.Reset(spoolPruneEvery)
-	}
+		return true
+	})
 }
 
 // pruneSpool is one pass of the pruner at now: at most spoolPruneMost files.

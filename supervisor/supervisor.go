@@ -440,7 +440,26 @@ const pruneEvery = time.Hour
 // pruneLoop deletes records older than retention, in bounded transactions
 // (the ledger's Prune), until Shutdown.
 func (s *Supervisor) pruneLoop(retention time.Duration) {
-	defer close(s.pruneDone)
+	s.periodically(s.pruneDone, pruneEvery, func() bool {
+		n, err := s.ledger.Prune(s.stopLoops, time.Now().Add(-retention), 500)
+		if errors.Is(err, context.Canceled) {
+			s.log.Info("ledger retention: stopped for shutdown; the rest is pruned after the restart", "jobs", n)
+			return false
+		}
+		if err != nil {
+			s.log.Error("ledger retention", "err", err)
+		} else if n > 0 {
+			s.log.Info("ledger retention: pruned old records", "jobs", n, "retention", retention)
+		}
+		return true
+	})
+}
+
+// periodically runs pass at once, then every interval, until Shutdown or
+// until pass returns false; then it closes done. It runs on the caller's
+// goroutine, which Shutdown waits for through done.
+func (s *Supervisor) periodically(done chan struct{}, every time.Duration, pass func() bool) {
+	defer close(done)
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -449,17 +468,10 @@ func (s *Supervisor) pruneLoop(retention time.Duration) {
 			return
 		case <-t.C:
 		}
-		n, err := s.ledger.Prune(s.stopLoops, time.Now().Add(-retention), 500)
-		if errors.Is(err, context.Canceled) {
-			s.log.Info("ledger retention: stopped for shutdown; the rest is pruned after the restart", "jobs", n)
+		if !pass() {
 			return
 		}
-		if err != nil {
-			s.log.Error("ledger retention", "err", err)
-		} else if n > 0 {
-			s.log.Info("ledger retention: pruned old records", "jobs", n, "retention", retention)
-		}
-		t.Reset(pruneEvery)
+		t.Reset(every)
 	}
 }
 
