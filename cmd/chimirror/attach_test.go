@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -73,6 +74,10 @@ func TestConnectReattaches(t *testing.T) {
 	}
 	if got := conn.stdout.Bytes(); !bytes.Equal(got, want) {
 		t.Fatalf("stdout: %d bytes, want exactly the job's %d (first difference at %d)", len(got), len(want), firstDiff(got, want))
+	}
+	// The way back, said at the start: connect itself may be what dies.
+	if !regexp.MustCompile(`survives a lost connection for .*chimirror attach --server ws://\S+ --resume [A-Z2-7]{52} JOB\d+`).MatchString(conn.stderr.String()) {
+		t.Errorf("connect's stderr lacks the attach line:\n%s", conn.stderr)
 	}
 }
 

@@ -403,6 +403,13 @@ func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
 				c.detach = time.Duration(job.DetachTimeoutMs) * time.Millisecond
 				if job.Resume != "" {
 					c.resume = job.Resume
+					// Said at once: connect itself may be what dies (a
+					// closed laptop lid, a killed terminal), and then
+					// this line is how its user gets back to the job.
+					if c.detach > 0 {
+						fmt.Fprintf(stderr, "chimirror %s: %s survives a lost connection for %v; from elsewhere: chimirror attach --server %s --resume %s %s\n",
+							c.name, c.jobID, c.detach, c.serverURL(), c.resume, c.jobID)
+					}
 				}
 			}
 		case "/gap":
