@@ -35,6 +35,10 @@ import (
 // session until wall_time with no one to see it, against what its operator
 // chose); set mode = "batch" on the app or its policy.
 
+// submitDrainBytes is how much of a submit's body is still read, and
+// dropped, once its job takes no more stdin.
+const submitDrainBytes = 1 << 20
+
 // submitChunkBytes is how much of a submit's body is read and written to
 // the job's stdin at a time.
 const submitChunkBytes = 64 << 10
@@ -82,16 +86,9 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, name string) err
 	default:
 		return errorf(http.StatusBadRequest, "bad stdin %q: open or close", v)
 	}
-	pass := app.PassHeaders
-	if tenant != supervisor.PublicTenant {
-		pass = nil // the tenant's token is the only Authorization, and it is chimirror's
-	}
-	base := strings.TrimRight(s.opts.Edge.BasePath, "/")
-	env := cgiEnv(r, s.opts.Software, pass, base+"/apps/"+name, "")
-	job, err := s.sup.Start(supervisor.Request{App: name, Tenant: tenant, Env: env,
-		Remote: r.RemoteAddr, Client: clientHost(r), UserAgent: r.UserAgent(), Protocol: "http"})
+	job, err := s.startJob(r, app, tenant, "/apps/"+name, "", "http")
 	if err != nil {
-		return admitError(err)
+		return err
 	}
 	b, err := job.RunBatch()
 	if err != nil { // RunsBatch was checked: a reload made it interactive since
@@ -104,7 +101,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, name string) err
 		job.Log().Info("submit failed: job cancelled", "err", err)
 		return errorf(http.StatusBadRequest, "reading the request body: %v", err)
 	}
-	jobURL := base + "/jobs/" + job.ID
+	jobURL := strings.TrimRight(s.opts.Edge.BasePath, "/") + "/jobs/" + job.ID
 	w.Header().Set("Location", jobURL+"/output")
 	writeJSON(w, http.StatusCreated, map[string]any{
 		"id":          job.ID,
@@ -117,20 +114,23 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, name string) err
 
 // feedStdin writes body to b's stdin and closes it unless keepOpen; it
 // returns how many bytes the job took. A job that stops taking stdin
-// (ended, or closed it) is no error: the rest of the body is read and
-// dropped, so the client gets its answer. An error is the body's.
+// (ended, or closed it) is no error: at most submitDrainBytes more of the
+// body are read and dropped, so that a client still sending gets its
+// answer, and a client that sends on and on holds nothing (net/http
+// closes a connection whose body was left unread). An error is the body's.
 func feedStdin(b *supervisor.Batch, body io.Reader, keepOpen bool) (int64, error) {
 	buf := make([]byte, submitChunkBytes)
 	var took int64
-	taking := true
 	for {
 		n, rerr := body.Read(buf)
-		if n > 0 && taking {
+		if n > 0 {
 			if _, err := b.Write(buf[:n]); err != nil {
-				taking = false
-			} else {
-				took += int64(n)
+				if _, err := io.CopyN(io.Discard, body, submitDrainBytes); err != nil && !errors.Is(err, io.EOF) {
+					return took, err
+				}
+				return took, nil
 			}
+			took += int64(n)
 		}
 		if errors.Is(rerr, io.EOF) {
 			break
@@ -139,9 +139,10 @@ func feedStdin(b *supervisor.Batch, body io.Reader, keepOpen bool) (int64, error
 			return took, rerr
 		}
 	}
-	if !keepOpen && taking {
+	if !keepOpen {
+		// An error is the job's end meanwhile: there is nothing to close.
 		if err := b.CloseStdin(); err != nil {
-			return took, nil // ended meanwhile: nothing to close
+			return took, nil
 		}
 	}
 	return took, nil

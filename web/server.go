@@ -274,16 +274,9 @@ func (s *Server) serveApp(w http.ResponseWriter, r *http.Request, name, script, 
 	if err != nil {
 		return err
 	}
-	// A tenant's own token is chimirror's secret, never the job's.
-	pass := app.PassHeaders
-	if tenant != supervisor.PublicTenant {
-		pass = slices.DeleteFunc(slices.Clone(pass), func(h string) bool { return h == "Authorization" })
-	}
-	env := cgiEnv(r, s.opts.Software, pass, strings.TrimRight(s.opts.Edge.BasePath, "/")+script, pathInfo)
-	job, err := s.sup.Start(supervisor.Request{App: name, Tenant: tenant, Env: env,
-		Remote: r.RemoteAddr, Client: clientHost(r), UserAgent: r.UserAgent(), Protocol: protoName(proto)})
+	job, err := s.startJob(r, app, tenant, script, pathInfo, protoName(proto))
 	if err != nil {
-		return admitError(err)
+		return err
 	}
 	hw := &hijackWriter{ResponseWriter: w}
 	// Every protocol's client learns the job and its resume token here;
@@ -344,6 +337,24 @@ func (s *Server) client(proto string, wc *wsConn, job *supervisor.Job) superviso
 // admitClient checks what every WebSocket client of a job must pass, in
 // this order: its Origin, its sub-protocol (returned) and its tenant's
 // token (the tenant returned).
+// startJob starts a job of app for r's client, its CGI environment saying
+// script (below the base path) and pathInfo; an error is the refusal to
+// answer with. A tenant's own token is chimirror's secret, never the
+// job's: Authorization is not passed for a tenant's job.
+func (s *Server) startJob(r *http.Request, app *supervisor.App, tenant *supervisor.Tenant, script, pathInfo, protocol string) (*supervisor.Job, error) {
+	pass := app.PassHeaders
+	if tenant != supervisor.PublicTenant {
+		pass = slices.DeleteFunc(slices.Clone(pass), func(h string) bool { return h == "Authorization" })
+	}
+	env := cgiEnv(r, s.opts.Software, pass, strings.TrimRight(s.opts.Edge.BasePath, "/")+script, pathInfo)
+	job, err := s.sup.Start(supervisor.Request{App: app.Name, Tenant: tenant, Env: env,
+		Remote: r.RemoteAddr, Client: clientHost(r), UserAgent: r.UserAgent(), Protocol: protocol})
+	if err != nil {
+		return nil, admitError(err)
+	}
+	return job, nil
+}
+
 func (s *Server) admitClient(r *http.Request) (proto string, tenant *supervisor.Tenant, err error) {
 	if !s.originAllowed(r) {
 		return "", nil, errorf(http.StatusForbidden, "origin %q is not allowed", r.Header.Get("Origin"))
