@@ -104,7 +104,6 @@ type attachment struct {
 	stop         chan struct{}         // closed by halt: the writer stops waiting
 	haltOnce     sync.Once
 	writerDone   chan struct{}
-	detach       atomic.Bool // the client asked to detach
 }
 
 func (a *attachment) halt() { a.haltOnce.Do(func() { close(a.stop) }) }
@@ -210,7 +209,7 @@ func (j *Job) attachCheckLocked(o AttachOptions) (after uint64, err error) {
 		return 0, fmt.Errorf("%w: %s", ErrNoJob, j.ID)
 	case o.Watch && len(j.watchers) >= MaxWatchers:
 		return 0, fmt.Errorf("%w (%d)", ErrTooManyWatchers, MaxWatchers)
-	case !o.Watch && (j.abandoned || j.sup.isClosing()):
+	case !o.Watch && (j.abandoned || !j.sup.Accepting()):
 		return 0, fmt.Errorf("%w: %s", ErrJobEnding, j.ID)
 	}
 	after = o.After
@@ -242,7 +241,7 @@ func (j *Job) serve(a *attachment) {
 	go a.writeLoop()
 	err := j.inputLoop(a)
 	a.halt()
-	if a.detach.Load() {
+	if errors.Is(err, errDetach) {
 		if derr := a.c.Dismiss(DismissDetached, fmt.Sprintf("%s runs on detached for %v", j.ID, j.detachTimeout)); derr != nil {
 			j.log.Debug("dismiss a detaching client", "err", derr)
 		}
@@ -444,7 +443,7 @@ func (j *Job) left(a *attachment, err error) {
 		}
 	}
 	ends := closed && (ce.Code == closeNormal || ce.Code == closeNoStatus)
-	if ends || errors.Is(err, ErrClientViolation) || j.detachTimeout <= 0 || j.sup.isClosing() || j.abandoned {
+	if ends || errors.Is(err, ErrClientViolation) || j.detachTimeout <= 0 || !j.sup.Accepting() || j.abandoned {
 		j.abandonLocked(ReasonClientGone, describeClientErr(err))
 		return
 	}
@@ -560,7 +559,6 @@ func (j *Job) inputLoop(a *attachment) error {
 			if in.Done != nil {
 				in.Done(nil)
 			}
-			a.detach.Store(true)
 			return errDetach
 		}
 		j.apply(in)

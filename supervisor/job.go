@@ -226,12 +226,9 @@ func (j *Job) Run(c Client) Exit {
 		Text:           !j.App.Binary,
 		Tap:            j.spoolTap(),
 		Stop:           j.terminate,
-		Report: func() Exit {
-			e := j.finish()
-			return e
-		},
-		Ended: j.ended,
-		Log:   j.log,
+		Report:         j.finish,
+		Ended:          j.ended,
+		Log:            j.log,
 	})
 	out.start()
 	j.proc.AfterExit(func() {

@@ -997,19 +997,9 @@ func (s *Supervisor) Attachable(id string) (*Job, error) {
 	return nil, fmt.Errorf("%w: %s", ErrNoJob, id)
 }
 
-// isClosing reports whether Shutdown has begun.
-func (s *Supervisor) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
-}
-
 // ReplayMemoryUsed is the bytes every job's ring holds now, of
 // ReplayMemoryMax.
 func (s *Supervisor) ReplayMemoryUsed() int64 { return s.budget.Used() }
-
-// ReplayMemoryMax bounds every job's ring together.
-func (s *Supervisor) ReplayMemoryMax() int64 { return s.budget.max }
 
 // Cancel ends a running job as an operator command (JES $C): exit signal,
 // grace, kill. by names the operator, for the record.

@@ -175,31 +175,6 @@ func (sf *File) Info() (Info, error) {
 	}
 }
 
-// Events calls fn for each complete event, in order, until fn returns an
-// error (returned) or the events end.
-func (sf *File) Events(fn func(Event) error) error {
-	s := sf.scanner()
-	for {
-		k, seq, n, err := s.next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if cap(s.body) < n {
-			s.body = make([]byte, n)
-		}
-		body := s.body[:n]
-		if _, err := io.ReadFull(s.br, body); err != nil {
-			return err
-		}
-		if err := fn(Event{Kind: k, Seq: seq, Payload: body}); err != nil {
-			return err
-		}
-	}
-}
-
 // Stream returns the bytes of the selected streams, concatenated in event
 // order, as an io.ReadSeeker (for http.ServeContent). Its memory is one
 // read buffer: a seek backwards scans again from the start, and the size

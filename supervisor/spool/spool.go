@@ -34,7 +34,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 )
 
 // Magic opens every spool file.
@@ -89,7 +88,6 @@ type Writer struct {
 	closed bool
 	small  [eventHeaderBytes + smallEventBytes]byte // header and a small payload, written at once
 
-	bytes atomic.Int64 // payload bytes of stdout and stderr appended
 }
 
 // smallEventBytes is the payload an event written with one write(2)
@@ -137,16 +135,6 @@ func syncDir(dir string) error {
 // Path is the writer's file.
 func (w *Writer) Path() string { return w.path }
 
-// Bytes is how many stdout and stderr bytes have been appended.
-func (w *Writer) Bytes() int64 { return w.bytes.Load() }
-
-// Seq is the sequence number of the last event appended (0: none yet).
-func (w *Writer) Seq() uint64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.seq
-}
-
 // Append writes p as events of kind k (one, or several when p is longer
 // than MaxPayloadBytes) and returns the last one's sequence number. The
 // bytes are in the file (the page cache) when it returns, where readers
@@ -166,9 +154,6 @@ func (w *Writer) Append(k Kind, p []byte) (uint64, error) {
 		if err := w.event(k, p[:n]); err != nil {
 			w.err = fmt.Errorf("write spool %s: %w", w.path, err)
 			return w.seq, w.err
-		}
-		if k != KindExit {
-			w.bytes.Add(int64(n))
 		}
 		p = p[n:]
 	}
