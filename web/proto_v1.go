@@ -86,11 +86,7 @@ func (p *v1Proto) Resume(pos supervisor.Position) error {
 	return p.writeJSON("/gap", map[string]uint64{"from": pos.GapFrom, "to": pos.GapTo})
 }
 
-func (p *v1Proto) writeJSON(event string, data any) error { return p.writeEvent(event, 0, data) }
-
-// writeEvent sends event with data as JSON, and "seq" when seq is not 0
-// (an output event's).
-func (p *v1Proto) writeEvent(event string, seq uint64, data any) error {
+func (p *v1Proto) writeJSON(event string, data any) error {
 	d, err := json.Marshal(data)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", event, err)
@@ -99,9 +95,6 @@ func (p *v1Proto) writeEvent(event string, seq uint64, data any) error {
 	defer putEvent(bp)
 	b := append((*bp)[:0], `{"event":`...)
 	b = strconv.AppendQuote(b, event) // event paths are ASCII
-	if seq != 0 {
-		b = strconv.AppendUint(append(b, `,"seq":`...), seq, 10)
-	}
 	b = append(b, `,"data":`...)
 	b = append(b, d...)
 	b = append(b, '}')
@@ -241,7 +234,13 @@ func (p *v1Proto) sendChunk(s supervisor.Stream, seq uint64, b []byte) error {
 func (p *v1Proto) Flush() error { return nil }
 
 func (p *v1Proto) Finish(ev supervisor.Event) error {
-	err := p.writeEvent("/exit", ev.Seq, exitJSON(*ev.Exit))
+	d, err := json.Marshal(exitJSON(*ev.Exit))
+	if err != nil {
+		return fmt.Errorf("encode /exit: %w", err)
+	}
+	b := append([]byte(`{"event":"/exit","seq":`), strconv.FormatUint(ev.Seq, 10)...)
+	b = append(append(append(b, `,"data":`...), d...), '}')
+	err = p.write(websocket.TextMessage, b)
 	return errors.Join(err, p.finish(*ev.Exit))
 }
 
