@@ -40,6 +40,9 @@ const benchConfig = `
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 max_sessions = 20000
+# All jobs' replay rings together (benchReplayMemoryMax, resume.go): 1,000
+# detached jobs with full rings of 256 KiB fit.
+replay_memory_max = "256MiB"
 sandbox = "%s"
 # The bench's own admin token, made per server, for the admin API figures.
 admin_tokens_sha256 = ["bench:%s"]
@@ -104,6 +107,7 @@ policy = "bench-nofilter"
 type benchOpts struct {
 	setupN, echoN, lines, zeroBytes, sinkBytes, held, boxedHeld, ledgerPairs int
 	getppids                                                                 int // calls per timed loop
+	reattaches, detached                                                     int // reattaches timed; detached jobs held (resume.go)
 }
 
 type benchRow struct{ figure, value, floor, target string }
@@ -124,6 +128,8 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.boxedHeld, "boxed-held", 6000, "concurrent sandboxed sessions to hold open")
 	fs.IntVar(&o.ledgerPairs, "ledger-pairs", 4000, "start+finish pairs written to the ledger")
 	fs.IntVar(&o.getppids, "getppids", 200_000, "getppid(2) calls per timed loop, in and out of a job")
+	fs.IntVar(&o.reattaches, "reattaches", 1000, "reattaches to a detached job timed, dial to first replayed byte")
+	fs.IntVar(&o.detached, "detached", 1000, "detached jobs with full replay rings held at once")
 	quick := fs.Bool("quick", false, "tiny counts: check that every figure can be measured")
 	only := fs.String("only", "", "comma-separated groups to measure, of: "+strings.Join(benchGroups, ",")+" (default all)")
 	if err := cli.ParseFlags(fs, args); err != nil {
@@ -134,12 +140,13 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *quick {
-		o = benchOpts{setupN: 40, echoN: 100, lines: 20000, zeroBytes: 16 << 20, sinkBytes: 16 << 20, held: 50, boxedHeld: 20, ledgerPairs: 200, getppids: 10000}
+		o = benchOpts{setupN: 40, echoN: 100, lines: 20000, zeroBytes: 16 << 20, sinkBytes: 16 << 20, held: 50, boxedHeld: 20, ledgerPairs: 200, getppids: 10000,
+			reattaches: 50, detached: 20}
 	}
-	plain := slices.ContainsFunc([]string{"setup", "echo", "lines", "binary", "spool", "stdin", "held"}, func(g string) bool { return want[g] })
+	plain := slices.ContainsFunc([]string{"setup", "echo", "lines", "binary", "spool", "stdin", "held", "reattach"}, func(g string) bool { return want[g] })
 	boxErr := sandbox.Available()
 	var server string // the chimirror binary, if a group needs a server
-	if plain || (want["sandbox"] && boxErr == nil) {
+	if plain || want["detached"] || (want["sandbox"] && boxErr == nil) {
 		if server, err = chimirrorBinary(*chimirror); err != nil {
 			return err
 		}
@@ -159,7 +166,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "bench: %-38s %s (floor %s)\n", r.figure, r.value, r.floor)
 	}
 	var wsf *wsFloor
-	if want["setup"] || want["echo"] {
+	if want["setup"] || want["echo"] || want["reattach"] {
 		if wsf, err = startWSFloor(); err != nil {
 			return err
 		}
@@ -276,6 +283,10 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		add(benchRow{"server RSS per session", fmt.Sprintf("%.1f KB (%.1f KB of it the ledger file's mapped pages)", held.rssPer/1024, held.filePer/1024), "–", "≤ 40 KB"})
 	}
 
+	if err := resumeRows(srv, wsf, server, o, want, add); err != nil {
+		return err
+	}
+
 	// Sandboxed figures last: tearing thousands of sandboxes down keeps the
 	// kernel busy afterwards, which would disturb the plain figures.
 	if !want["sandbox"] {
@@ -365,7 +376,7 @@ func sandboxRows(server string, o benchOpts, add func(benchRow)) error {
 }
 
 // benchGroups are the figure groups --only can pick, in the order they run.
-var benchGroups = []string{"setup", "echo", "lines", "binary", "spool", "stdin", "ledger", "held", "sandbox"}
+var benchGroups = []string{"setup", "echo", "lines", "binary", "spool", "stdin", "ledger", "held", "reattach", "detached", "sandbox"}
 
 // parseOnly returns the groups to run: all of them for "".
 func parseOnly(only string) (map[string]bool, error) {
@@ -488,7 +499,12 @@ func cmdWSFloor(stdin io.Reader, stdout io.Writer) error {
 			return
 		}
 		defer ws.Close()
-		if err := relayCat(ws); err != nil {
+		if r.URL.Path == firstMessagePath {
+			err = serveFirstMessage(ws)
+		} else {
+			err = relayCat(ws)
+		}
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench: minimal WebSocket server:", err)
 		}
 	})}
@@ -743,6 +759,11 @@ func startBenchServer(server string, o benchOpts, sandboxMode string) (_ *benchS
 		return nil, err
 	}
 	config += fmt.Sprintf(benchSpoolApp, o.zeroBytes)
+	apps, err := resumeConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	config += apps
 	if sandboxMode == "on" {
 		if err := os.WriteFile(filepath.Join(dir, "policies", "bench-nofilter.toml"), []byte(benchPolicy+"seccomp = \"off\"\n"), 0o644); err != nil {
 			return nil, err

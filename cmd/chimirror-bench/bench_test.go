@@ -109,6 +109,7 @@ func TestBenchQuick(t *testing.T) {
 		"  bare TCP echo, two processes",
 		"text-line output", "binary output", "client to stdin", "held sessions",
 		"fds per session", "server RSS per session",
+		"reattach: dial to first replayed byte", "20 detached jobs, full rings: server RSS",
 	} {
 		if !strings.Contains(stdout, "| "+fig) {
 			t.Errorf("figure %q missing from:\n%s", fig, stdout)
