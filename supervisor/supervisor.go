@@ -47,6 +47,7 @@ func (s *Supervisor) sampleLoop() {
 		case <-t.C:
 		}
 		s.sample()
+		s.tuneMemoryLimit()
 	}
 }
 
@@ -198,6 +199,11 @@ type Config struct {
 	// (replay_memory_max); 0 means DefaultReplayMemoryMax. When it is
 	// spent, jobs' output waits (see ring).
 	ReplayMemoryMaxBytes int64
+	// TuneMemoryLimit keeps the Go runtime's soft memory limit at what
+	// full rings need (see memlimit.go). It is process-wide: only a server
+	// that is the process's one supervisor sets it, and not when the
+	// operator set GOMEMLIMIT.
+	TuneMemoryLimit bool
 }
 
 // Defaults for Config and App.
@@ -234,6 +240,7 @@ type Supervisor struct {
 	ledger       *accounting.Ledger
 	cgroupParent string
 	budget       *budget // every job's ring
+	tuneMemory   bool    // Config.TuneMemoryLimit
 
 	poolMu      sync.Mutex
 	pools       map[poolKey]*prepared              // prepared sandboxes, per policy and app paths in use
@@ -290,6 +297,7 @@ func New(log *slog.Logger, cfg Config) (*Supervisor, error) {
 		sampleEvery: cfg.SampleEvery,
 		sampleDone:  make(chan struct{}),
 		budget:      newBudget(cfg.ReplayMemoryMaxBytes),
+		tuneMemory:  cfg.TuneMemoryLimit,
 	}
 	if s.drain <= 0 {
 		s.drain = DefaultDrain
@@ -305,6 +313,7 @@ func New(log *slog.Logger, cfg Config) (*Supervisor, error) {
 		s.Subscribe(Hooks{Ended: func(info JobInfo, e Exit, _ accounting.Record) { onEnd(info, e) }})
 	}
 	s.Reload(cfg)
+	s.tuneMemoryLimit() // before the first job: rings may fill before the first tick
 	go s.sampleLoop()
 	s.pruneDone = make(chan struct{})
 	if s.ledger != nil && cfg.Retention > 0 {

@@ -305,7 +305,8 @@ func TestAdmin_AcctTenantsPolicies(t *testing.T) {
 	}
 	code, body = s.call(t, "GET", "/metrics", adminSecret, nil)
 	for _, want := range []string{`chimirror_starts_total 3`, `chimirror_sessions{state="running"} 0`,
-		`chimirror_ledger_write_errors_total 0`, `chimirror_setup_seconds_count`, "go_goroutines"} {
+		`chimirror_ledger_write_errors_total 0`, `chimirror_setup_seconds_count`, "go_goroutines",
+		`chimirror_replay_memory_bytes 0`, `chimirror_replay_memory_max_bytes `} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}

@@ -46,7 +46,7 @@ func NewMetrics() *Metrics {
 }
 
 // Watch registers the values read from sup at each scrape: sessions by
-// state, cgroup errors and ledger write errors. Call it once.
+// state, cgroup errors, replay memory and ledger write errors. Call it once.
 func (m *Metrics) Watch(sup *supervisor.Supervisor) {
 	sessions := prometheus.NewDesc("chimirror_sessions", "Jobs in the session table, by state.", []string{"state"}, nil)
 	m.reg.MustRegister(funcCollector{
@@ -59,6 +59,10 @@ func (m *Metrics) Watch(sup *supervisor.Supervisor) {
 	})
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "chimirror_cgroup_errors_total",
 		Help: "Failures to make, read or delete a job's sandbox."}, func() float64 { return float64(sup.CgroupErrors()) }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chimirror_replay_memory_bytes",
+		Help: "Bytes every job's replay ring holds now (output events not yet let go)."}, func() float64 { return float64(sup.ReplayMemoryUsed()) }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "chimirror_replay_memory_max_bytes",
+		Help: "replay_memory_max: the bound of every ring together; full, jobs' output waits."}, func() float64 { return float64(sup.ReplayMemoryMax()) }))
 	if l := sup.Ledger(); l != nil {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "chimirror_ledger_write_errors_total",
 			Help: "Ledger writes that failed (their records are written again later)."}, func() float64 { return float64(l.WriteErrors()) }))

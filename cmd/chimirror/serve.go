@@ -451,6 +451,8 @@ func startInstance(log *slog.Logger, cfg *config, sd *systemd, ledger *accountin
 	}
 	undo = append(undo, s.runner.Close)
 	cfg.Sup.Sandbox, cfg.Sup.Ledger, cfg.Sup.OnEnd, cfg.Sup.Runner = box, ledger, metrics.JobEnded, s.runner
+	// The operator's GOMEMLIMIT wins over the one full rings need.
+	cfg.Sup.TuneMemoryLimit = os.Getenv("GOMEMLIMIT") == ""
 	if s.sup, err = supervisor.New(log, cfg.Sup); err != nil {
 		return nil, err
 	}
