@@ -224,12 +224,13 @@ var testSynced func(path string)
 // It is not safe to call while spools are being closed.
 func SetTestSynced(f func(path string)) { testSynced = f }
 
-// Event is one event as a reader sees it; Payload is valid until the next
-// event is read.
+// Event is one event as a reader sees it (File.EventsAfter). Payload is
+// valid until the next event is read: copy it to keep it.
 type Event struct {
 	Kind    Kind
 	Seq     uint64
-	Payload []byte
+	Payload []byte // the output; for the exit event, its JSON
+	Exit    *Exit  // the exit event's, decoded; nil for output
 }
 
 // readHeader reads and checks the file's magic.
