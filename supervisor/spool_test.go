@@ -118,7 +118,7 @@ func TestSpool_Prune(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := w.Close(&spool.Exit{Reason: "exit"}); err != nil {
+			if err := w.Close(1, &spool.Exit{Reason: "exit"}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -130,7 +130,7 @@ func TestSpool_Prune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := young.Close(nil); err != nil {
+	if err := young.Close(0, nil); err != nil {
 		t.Fatal(err)
 	}
 	n, err := spool.Prune(context.Background(), dir, time.Now().Add(-time.Hour), func(id string) bool { return id == j.ID }, 1)
