@@ -363,3 +363,69 @@ func TestRing_SpoolFloor(t *testing.T) {
 		}
 	})
 }
+
+// Ensure what a reader of a spooled job's ring finds evicted (Job.Events
+// skips them) is in the spool, with its seqs: a spool opened once the gap
+// is seen holds every event before the first one the ring still has.
+func TestSpool_GapIsInTheSpool(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	pol := mustPolicy(t, "small", "replay_bytes = \"64KiB\"\n")
+	// 1 MiB of numbered lines, then it waits for its stdin to close.
+	s := batchSup(t, dir, App{Name: "b", Path: "/bin/sh", Args: []string{"sh", "-c", "seq 1 150000; read x"}, Mode: "batch", Policy: pol})
+	j, b := startBatch(t, s, "b")
+	defer func() {
+		if err := b.CloseStdin(); err != nil {
+			t.Error(err)
+		}
+	}()
+	var want bytes.Buffer
+	for i := 1; i <= 150000; i++ {
+		fmt.Fprintln(&want, i)
+	}
+	for deadline := time.Now().Add(20 * time.Second); j.Counters().StdoutBytes < int64(want.Len()); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the job wrote %d bytes, want %d", j.Counters().StdoutBytes, want.Len())
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ev, err := j.Events(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, held := ev.Seq, bytes.Clone(ev.Data)
+	ev.Release()
+	if first <= 1 {
+		t.Fatalf("the ring still holds event 1: no gap to fill")
+	}
+	sf, err := s.OpenSpool(j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	var got bytes.Buffer
+	next := uint64(1)
+	for sev, err := range sf.EventsAfter(0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sev.Seq != next {
+			t.Fatalf("spool event %d, want %d", sev.Seq, next)
+		}
+		next++
+		if sev.Seq == first {
+			if !bytes.Equal(sev.Payload, held) {
+				t.Fatalf("spool event %d differs from the ring's", first)
+			}
+			break
+		}
+		got.Write(sev.Payload)
+	}
+	if next <= first-1 {
+		t.Fatalf("the spool ends at event %d; the ring's first is %d", next-1, first)
+	}
+	if !bytes.HasPrefix(want.Bytes(), got.Bytes()) || got.Len() == 0 {
+		t.Fatalf("the spooled gap (%d bytes) is not the start of the output", got.Len())
+	}
+}
