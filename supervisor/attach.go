@@ -136,6 +136,9 @@ func (j *Job) Position(after uint64) Position { return j.ring.position(after) }
 // the job is gone, and ctx's error. It is the seam for readers that are
 // not attachments (HTTP event streams): it takes nothing from the ring
 // and acknowledges nothing. Release the event once done with its Data.
+// A spooled job's ring evicts no event before it is spooled: the events a
+// gap skips are in its spool (Supervisor.OpenSpool, then
+// spool.File.EventsAfter(after)), with these seqs.
 func (j *Job) Events(ctx context.Context, after uint64) (Event, error) {
 	ev, err := j.ring.next(after+1, ctx.Done())
 	switch {
@@ -399,6 +402,9 @@ func (j *Job) checkDelivered(seq uint64) {
 
 // ended is the relay's news that the job's end is the ring's event seq.
 func (j *Job) ended(seq uint64) {
+	if j.spool != nil && seq != j.spoolEndSeq { // closeSpool foretold it
+		j.log.Error("spool: the exit event's seq is not the end's", "spool_seq", j.spoolEndSeq, "end_seq", seq)
+	}
 	j.endSeq.Store(seq)
 	j.amu.Lock()
 	defer j.amu.Unlock()

@@ -83,7 +83,7 @@ func (b *Batch) Receive() (Input, error) {
 // Resume is never called: a batch job's stand-in is its first client.
 func (b *Batch) Resume(Position) error { return nil }
 
-// Send drops the output: the relay has spooled it already.
+// Send drops the output: the job's spool writer spools it from the ring.
 func (b *Batch) Send(Event) error { return nil }
 
 func (b *Batch) Flush() error       { return nil }

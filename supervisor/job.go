@@ -19,9 +19,11 @@ import (
 // Lifecycle, with the goroutines that own each part:
 //
 //	Start ── fork ──► Run(client)
+//	                    ├─ spool writer (spooled jobs)     ring ─► spool
 //	                    ├─ relay (two pumps)               stdout, stderr ─► ring
 //	                    │                                   once drained and reaped:
-//	                    │                                   the end, recorded, ─► ring
+//	                    │                                   the spool writer waited for,
+//	                    │                                   the end, spooled and recorded, ─► ring
 //	                    └─ caller's goroutine: the first attachment (see Attach):
 //	                         input loop  client ─► stdin;  writer  ring ─► client
 //	Run returns once the end is recorded and delivered (or nobody will come
@@ -44,6 +46,13 @@ type Job struct {
 	log   *slog.Logger
 	proc  *sandbox.Process
 	spool *spool.Writer // nil: not spooled
+
+	// The spool writer (spool.go): spoolStop is closed by stopSpooler,
+	// spoolDone by spoolLoop, which sets spoolErr before. spoolEndSeq is
+	// the exit event's seq, set by closeSpool.
+	spoolStop, spoolDone chan struct{}
+	spoolErr             error
+	spoolEndSeq          uint64
 
 	stdinBytes, stdoutBytes, stderrBytes, messagesIn atomic.Int64
 	messagesOut                                      atomic.Int64 // of attached clients gone
@@ -224,12 +233,12 @@ func (j *Job) Run(c Client) Exit {
 		StdoutBytes: &j.stdoutBytes, StderrBytes: &j.stderrBytes, LastIO: &j.lastIO,
 		MaxOutputBytes: maxOutput,
 		Text:           !j.App.Binary,
-		Tap:            j.spoolTap(),
 		Stop:           j.terminate,
 		Report:         j.finish,
 		Ended:          j.ended,
 		Log:            j.log,
 	})
+	j.startSpooler()
 	out.start()
 	j.proc.AfterExit(func() {
 		j.exited()
@@ -494,6 +503,7 @@ func (j *Job) messagesOutNow() int64 {
 // in the ring and the leader reaped, and puts the end in the ring
 // afterwards.
 func (j *Job) finish() Exit {
+	j.stopSpooler() // every event in the ring is spooled, or the spool failed
 	st := j.proc.Status()
 	var usage sandbox.Usage
 	var uerr error

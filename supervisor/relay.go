@@ -33,7 +33,8 @@ import (
 // every byte it will get.
 //
 // Bytes: every byte read is counted, and every byte read enters the ring
-// while the output limit allows and the ring is not abandoned. Past
+// while the output limit allows and the ring takes it (it is not
+// abandoned, or its job's spool still takes its events: see ring). Past
 // MaxOutputBytes (stdout and stderr together), the excess is counted but
 // not kept, and the job is asked to stop. A pump reserves room in the ring
 // before it reads: when there is none (the ring full of unacknowledged
@@ -79,13 +80,6 @@ type relayConfig struct {
 	MaxOutputBytes int64
 	// Text holds back a chunk's incomplete UTF-8 tail for the next chunk.
 	Text bool
-	// Tap, when set, takes every chunk the output limit lets through, in
-	// the order each pump reads, as the ring takes it or, when nobody reads
-	// the ring, drops it (the spool keeps what no client will). It is
-	// called from either pump, one call per pump at a time, and must not
-	// block for long. Its order across the two streams is its own: the
-	// ring's seq does not number it.
-	Tap func(s Stream, p []byte)
 	// Stop asks the job to end, for ReasonOutputLimit. It is called from
 	// either pump, maybe more than once, and must not block on output.
 	Stop func(r Reason, detail string)
@@ -186,7 +180,6 @@ func (r *relay) pump(s Stream, f *os.File, counter *atomic.Int64) {
 		}
 		if rd.err != nil {
 			if nc > 0 {
-				r.tap(s, carry[:nc])
 				r.ring.appendTail(s, bytes.Clone(carry[:nc]))
 			}
 			// ECONNRESET: the process exited with stdin it never read.
@@ -231,7 +224,6 @@ func (r *relay) keep(s Stream, rd readResult, carry []byte) int {
 	total := held + r.allowed(rd.n)
 	buf := (*rd.bp)[:total]
 	if rd.drop {
-		r.tap(s, buf)
 		putChunk(rd.bp)
 		return 0
 	}
@@ -240,7 +232,6 @@ func (r *relay) keep(s Stream, rd readResult, carry []byte) int {
 		t = IncompleteUTF8Tail(buf)
 	}
 	nc := copy(carry, buf[total-t:])
-	r.tap(s, buf[:total-t])
 	switch data := buf[:total-t]; {
 	case len(data) == 0:
 		r.ring.unreserve(rd.grant)
@@ -252,13 +243,6 @@ func (r *relay) keep(s Stream, rd readResult, carry []byte) int {
 		putChunk(rd.bp)
 	}
 	return nc
-}
-
-// tap hands data to cfg.Tap, if any.
-func (r *relay) tap(s Stream, data []byte) {
-	if r.cfg.Tap != nil && len(data) > 0 {
-		r.cfg.Tap(s, data)
-	}
 }
 
 // readResult is one read: the buffer (nil when nothing was read), the

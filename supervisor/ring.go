@@ -84,7 +84,8 @@ var errWaitStopped = errors.New("wait stopped")
 // them (data plus eventOverheadBytes each), numbered.
 //
 // Nothing is ever dropped unsaid: an event leaves the ring (is evicted)
-// only once acknowledged (seq ≤ acked), and only to make room. When the
+// only once acknowledged (seq ≤ acked) and, for a spooled job, spooled
+// (seq ≤ spooled: see spoolAll), and only to make room. When the
 // ring is full of unacknowledged events, or the server's budget is spent,
 // the pumps wait (the program then blocks on a full pipe) until an
 // acknowledgement or an eviction elsewhere makes room. A reader that asks
@@ -96,7 +97,9 @@ var errWaitStopped = errors.New("wait stopped")
 //
 // An abandoned ring (nobody will read the job's output again) takes
 // nothing more: the pumps read and drop, as a job whose client left
-// always did.
+// always did. A spooled job's abandoned ring takes on, for its spool,
+// until the spool writer is done (spoolDone); it only stops waiting for
+// acknowledgements.
 type ring struct {
 	budget   *budget
 	capBytes int64
@@ -107,7 +110,8 @@ type ring struct {
 	first     uint64  // seq of events[0], or of the next event when empty
 	bytes     int64   // cost of events held
 	reserved  int64   // taken by pumps between tryReserve and commit
-	acked     uint64  // events up to this seq may be evicted
+	acked     uint64  // events up to this seq may be evicted, as far as clients go
+	spooled   uint64  // … as far as the spool goes: MaxUint64 when the job has none
 	ended     bool    // the end event is in
 	abandoned bool
 	exited    bool // the process is gone: exitSlackBytes more may be read
@@ -119,7 +123,7 @@ type ring struct {
 }
 
 func newRing(b *budget, capBytes int64) *ring {
-	r := &ring{budget: b, capBytes: capBytes, first: 1, wake: make(chan struct{})}
+	r := &ring{budget: b, capBytes: capBytes, first: 1, spooled: math.MaxUint64, wake: make(chan struct{})}
 	r.maxEvent = int(capBytes/2) - eventOverheadBytes
 	b.add(r)
 	return r
@@ -165,11 +169,12 @@ func (r *ring) reclaim(need int64) int64 {
 }
 
 // evictWhileLocked evicts the oldest event while it is acknowledged and
-// more(bytes freed so far) holds, gives the bytes back to the budget and
-// returns them. r.mu is held.
+// spooled and more(bytes freed so far) holds, gives the bytes back to the
+// budget and returns them. r.mu is held.
 func (r *ring) evictWhileLocked(more func(freed int64) bool) int64 {
 	var freed int64
-	for len(r.events) > 0 && r.events[0].Seq <= r.acked && more(freed) {
+	floor := min(r.acked, r.spooled)
+	for len(r.events) > 0 && r.events[0].Seq <= floor && more(freed) {
 		c := r.events[0].cost()
 		r.events[0].buf.release()
 		r.events[0] = Event{}
@@ -187,13 +192,13 @@ func (r *ring) evictWhileLocked(more func(freed int64) bool) int64 {
 // tryReserve reserves room for an event of up to want data bytes, without
 // waiting: it returns the data bytes granted (at least minGrantBytes or
 // want, whichever is less), 0 when there is no room now (waitRoom waits
-// for some), or drop when nobody will read the output.
+// for some), or drop when nobody will read the output (droppingLocked).
 func (r *ring) tryReserve(want int) (grant int, drop bool) {
 	want = min(want, r.maxEvent)
 	least := int64(min(want, minGrantBytes)) + eventOverheadBytes
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.abandoned || r.closed {
+	if r.droppingLocked() {
 		return 0, true
 	}
 	r.evictLocked(int64(want) + eventOverheadBytes)
@@ -222,7 +227,7 @@ func (r *ring) unreserve(grant int) {
 // commit adds an event of stream s holding data (len(data) ≤ grant) in
 // place of the reservation of grant bytes. The ring keeps data, and bp,
 // the pooled buffer it is in when not nil: the caller lets go of both.
-// Data of an abandoned ring is dropped.
+// Data of a ring that takes no more (droppingLocked) is dropped.
 func (r *ring) commit(s Stream, data []byte, bp *[]byte, grant int) {
 	n := int64(grant) + eventOverheadBytes
 	var ref *chunkRef
@@ -236,7 +241,7 @@ func (r *ring) commit(s Stream, data []byte, bp *[]byte, grant int) {
 	ev := Event{Seq: r.nextLocked(), Stream: s, Data: data, buf: ref}
 	c := ev.cost()
 	r.budget.give(n - c)
-	if r.abandoned || r.closed {
+	if r.droppingLocked() {
 		r.budget.give(c)
 		ref.release()
 		return
@@ -246,13 +251,13 @@ func (r *ring) commit(s Stream, data []byte, bp *[]byte, grant int) {
 	r.notifyLocked()
 }
 
-// waitRoom waits until tryReserve may grant something, the ring is
-// abandoned or closed, or stop closes (errWaitStopped).
+// waitRoom waits until tryReserve may grant something, the ring takes no
+// more (droppingLocked), or stop closes (errWaitStopped).
 func (r *ring) waitRoom(stop <-chan struct{}) error {
 	least := int64(min(minGrantBytes, r.maxEvent)) + eventOverheadBytes
 	for {
 		r.mu.Lock()
-		if r.abandoned || r.closed {
+		if r.droppingLocked() {
 			r.mu.Unlock()
 			return nil
 		}
@@ -314,7 +319,8 @@ func (r *ring) end(e Exit) uint64 {
 }
 
 // abandon makes every event acknowledged and drops what comes after:
-// nobody will read the job's output.
+// nobody will read the job's output. A spooled job's ring still takes
+// events for its spool until spoolDone.
 func (r *ring) abandon() {
 	r.mu.Lock()
 	r.abandoned = true
@@ -388,6 +394,12 @@ func (r *ring) position(after uint64) Position {
 // when stop closes first. The caller releases the event it gets
 // (Event.Release) once done with its Data.
 func (r *ring) next(want uint64, stop <-chan struct{}) (Event, error) {
+	return r.nextEvent(want, stop, true)
+}
+
+// nextEvent is next; reader says whether the caller is a reader the pumps
+// wait for (backlog): the spool writer is not.
+func (r *ring) nextEvent(want uint64, stop <-chan struct{}, reader bool) (Event, error) {
 	for {
 		r.mu.Lock()
 		if r.closed {
@@ -401,7 +413,7 @@ func (r *ring) next(want uint64, stop <-chan struct{}) (Event, error) {
 			}
 			ev := r.events[i]
 			ev.buf.hold()
-			if ev.Seq > r.taken {
+			if reader && ev.Seq > r.taken {
 				r.taken = ev.Seq
 				r.notifyLocked() // a pump may wait for its readers (backlog)
 			}
@@ -571,7 +583,7 @@ func (b *budget) Used() int64 {
 func (r *ring) appendTail(s Stream, data []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.abandoned || r.closed {
+	if r.droppingLocked() {
 		return
 	}
 	ev := Event{Seq: r.nextLocked(), Stream: s, Data: data}
@@ -579,4 +591,53 @@ func (r *ring) appendTail(s Stream, data []byte) {
 	r.bytes += ev.cost()
 	r.budget.force(ev.cost())
 	r.notifyLocked()
+}
+
+// The spool's floor. A spooled job's spool writer reads the ring as a
+// reader does (spoolNext) and tells the ring what it has spooled
+// (spooledTo): no event is evicted before, so every event a client may
+// find evicted is in the job's spool, and a slow spool holds the pumps
+// back as a slow client does. Jobs without a spool have no such floor.
+
+// spoolAll makes the ring keep each event until it is spooled
+// (spooledTo), and take events while abandoned, until spoolDone. Call it
+// before the first event.
+func (r *ring) spoolAll() {
+	r.mu.Lock()
+	r.spooled = 0
+	r.mu.Unlock()
+}
+
+// spoolNext is next for the spool writer, which no pump waits for.
+func (r *ring) spoolNext(want uint64, stop <-chan struct{}) (Event, error) {
+	return r.nextEvent(want, stop, false)
+}
+
+// spooledTo tells the ring that its events up to seq are spooled.
+func (r *ring) spooledTo(seq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if seq <= r.spooled {
+		return
+	}
+	moved := r.spooled < r.acked // the spool was the floor
+	r.spooled = seq
+	if moved {
+		r.notifyLocked()
+	}
+}
+
+// spoolDone lifts the spool's floor: its writer is done (the output is
+// over, or the spool failed). An abandoned ring drops from then on.
+func (r *ring) spoolDone() {
+	r.mu.Lock()
+	r.spooled = math.MaxUint64
+	r.notifyLocked()
+	r.mu.Unlock()
+}
+
+// droppingLocked reports whether the ring takes no more events: it is
+// closed, or abandoned with no spool to take them. r.mu is held.
+func (r *ring) droppingLocked() bool {
+	return r.closed || r.abandoned && r.spooled == math.MaxUint64
 }

@@ -21,14 +21,28 @@ import (
 // Ordering, which recovery and readers count on:
 //
 //	Start     file made (header, dir entry synced) before the process forks
-//	relay     every chunk the output limit lets through is appended, in the
-//	          order read, before it is sent to the client (if any)
-//	finish    the exit event is appended and the file fsync'd and closed,
-//	          then the final record is written
+//	spooler   the job's spool writer appends the ring's events in seq order
+//	          as they come (every chunk the output limit lets through); the
+//	          ring keeps each until it is spooled, so a slow spool holds the
+//	          pumps back as a slow client does, and nothing is dropped (an
+//	          abandoned ring still takes events for the spool)
+//	finish    once the pumps are done, the spooler appends what the ring
+//	          still holds and returns; the exit event (with the seq the end
+//	          then gets in the ring) is appended and the file fsync'd and
+//	          closed, then the final record is written, then the end goes
+//	          into the ring
 //
 // so a finished record's spool is whole and durable, and a job lost with
 // its server keeps the spool it had written (recovery seals it: see
 // Recovery.SetSpoolDir). Files are pruned by age (SpoolRetention).
+//
+// The spool consumes the job's ring: its events are the ring's, one spool
+// event per ring event, numbered with the ring's seq (Event.Seq, the seq
+// chimirror.v1 clients see), consecutive from 1, the exit event with the
+// end's. The ring evicts no event before it is spooled, so a client told
+// of a gap (evicted events) finds them in the spool (OpenSpool,
+// spool.File.EventsAfter). Every ring event fits one spool event: see
+// the assertion below.
 
 // ReasonSpoolFailed ends a job whose spool could not be written (the disk
 // is full): its output would otherwise be lost without a trace.
@@ -70,6 +84,22 @@ func (a *App) RunsBatch() bool {
 
 // SpoolDir is where spools are kept ("" when none are).
 func (s *Supervisor) SpoolDir() string { return s.spool.dir }
+
+// OpenSpool opens job id's spool for reading, whether the job runs or has
+// ended: a snapshot of the events spooled when it is called (see
+// spool.File; EventsAfter reads the events after a ring seq). The error
+// is os.ErrNotExist (errors.Is) when the job has no spool file: it keeps
+// none (its record's Spool is false), its spool was pruned
+// (SpoolRetention), or this server keeps no spools.
+func (s *Supervisor) OpenSpool(id string) (*spool.File, error) {
+	if _, err := accounting.ParseID(id); err != nil {
+		return nil, fmt.Errorf("open spool: %w", err)
+	}
+	if s.spool.dir == "" {
+		return nil, fmt.Errorf("open spool of job %s: this server keeps no spools: %w", id, os.ErrNotExist)
+	}
+	return spool.Open(spool.Path(s.spool.dir, id))
+}
 
 // startSpool takes cfg's spool settings and starts the pruner; Shutdown
 // waits for it (stopLoops).
@@ -130,7 +160,7 @@ func (j *Job) dropSpool() {
 	if j.spool == nil {
 		return
 	}
-	if err := errors.Join(j.spool.Close(nil), os.Remove(j.spool.Path())); err != nil {
+	if err := errors.Join(j.spool.Close(0, nil), os.Remove(j.spool.Path())); err != nil {
 		j.log.Warn("remove the spool of a job that did not start", "err", err)
 	}
 }
@@ -144,25 +174,93 @@ func (j *Job) spoolLimit(maxOutput int64) int64 {
 	return maxOutput
 }
 
-// spoolTap is the relay's Tap for a spooled job (nil for another): it
-// appends each chunk as an event; the first failure ends the job.
-func (j *Job) spoolTap() func(Stream, []byte) {
+// Every ring event fits one spool event, so it keeps its seq: the relay's
+// reads are at most bigChunkBytes (this fails to compile otherwise).
+const _ = uint64(spool.MaxPayloadBytes - bigChunkBytes)
+
+// startSpooler starts the job's spool writer (spoolLoop) if the job
+// spools, before its first event; stopSpooler ends it and waits for it.
+func (j *Job) startSpooler() {
 	if j.spool == nil {
-		return nil
+		return
 	}
-	return func(s Stream, p []byte) {
-		k := spool.KindStdout
-		if s == Stderr {
-			k = spool.KindStderr
+	j.ring.spoolAll()
+	j.spoolStop, j.spoolDone = make(chan struct{}), make(chan struct{})
+	go j.spoolLoop()
+}
+
+// spoolLoop is the job's spool writer: it appends the ring's events to
+// the spool in seq order, each with its seq, and lets the ring evict them
+// once appended. It returns once spoolStop is closed and it has taken
+// every event in the ring, or when the spool fails, which ends the job
+// (ReasonSpoolFailed) and lifts the ring's spool floor.
+func (j *Job) spoolLoop() {
+	defer close(j.spoolDone)
+	defer j.ring.spoolDone()
+	for want := uint64(1); ; {
+		ev, err := j.ring.spoolNext(want, j.spoolStop)
+		if err != nil {
+			return // stopped with every event taken, or the ring is gone
 		}
-		if _, err := j.spool.Append(k, p); err != nil && !errors.Is(err, spool.ErrClosed) {
+		err = j.spoolEvent(ev, want)
+		ev.Release()
+		if err != nil {
+			j.spoolErr = err
 			j.terminate(ReasonSpoolFailed, err.Error())
+			return
 		}
+		want = ev.Seq + 1
 	}
 }
 
-// closeSpool appends the exit event and makes the spool durable; finish
-// calls it before the final record is written.
+// spoolEvent appends ring event ev, due as seq want, to the spool.
+func (j *Job) spoolEvent(ev Event, want uint64) error {
+	if ev.Seq != want || ev.Exit != nil { // the spool floor and stopSpooler rule both out
+		return fmt.Errorf("job %s: spool: ring event %d (end %v) where output event %d was due", j.ID, ev.Seq, ev.Exit != nil, want)
+	}
+	k := spool.KindStdout
+	if ev.Stream == Stderr {
+		k = spool.KindStderr
+	}
+	if testSpooling != nil {
+		testSpooling(ev.Seq)
+	}
+	if err := j.spool.Append(k, ev.Seq, ev.Data); err != nil {
+		return fmt.Errorf("job %s: %w", j.ID, err)
+	}
+	j.ring.spooledTo(ev.Seq)
+	return nil
+}
+
+// testSpooling, when set (by tests that do not run in parallel), is
+// called by each spool writer before it appends an event: a slow spool.
+var testSpooling func(seq uint64)
+
+// stopSpooler ends the spool writer once it has spooled what the ring
+// holds, and waits for it; finish calls it first, once the pumps are done.
+// A spool that failed when the job was past ending by it (its process had
+// exited) still makes its end ReasonSpoolFailed: the record then says the
+// spool is not whole.
+func (j *Job) stopSpooler() {
+	if j.spool == nil {
+		return
+	}
+	close(j.spoolStop)
+	<-j.spoolDone
+	if j.spoolErr == nil {
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.reason == "" {
+		j.reason, j.detail = ReasonSpoolFailed, j.spoolErr.Error()
+	}
+}
+
+// closeSpool appends the exit event, numbered as the end will be in the
+// ring (the event after the ring's last: the pumps are done, and finish
+// puts the end in next), and makes the spool durable; finish calls it
+// after stopSpooler and before the final record is written.
 func (j *Job) closeSpool(e Exit) {
 	if j.spool == nil {
 		return
@@ -171,7 +269,9 @@ func (j *Job) closeSpool(e Exit) {
 	if e.Status.Signal != 0 {
 		se.Signal = sandbox.SignalName(e.Status.Signal)
 	}
-	if err := j.spool.Close(se); err != nil {
+	_, _, last, _ := j.ring.held()
+	j.spoolEndSeq = last + 1
+	if err := j.spool.Close(j.spoolEndSeq, se); err != nil {
 		j.log.Error("spool: close", "err", err)
 	}
 }

@@ -1,11 +1,14 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -118,7 +121,7 @@ func TestSpool_Prune(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := w.Close(&spool.Exit{Reason: "exit"}); err != nil {
+			if err := w.Close(1, &spool.Exit{Reason: "exit"}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -130,7 +133,7 @@ func TestSpool_Prune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := young.Close(nil); err != nil {
+	if err := young.Close(0, nil); err != nil {
 		t.Fatal(err)
 	}
 	n, err := spool.Prune(context.Background(), dir, time.Now().Add(-time.Hour), func(id string) bool { return id == j.ID }, 1)
@@ -151,5 +154,278 @@ func TestSpool_Prune(t *testing.T) {
 	}
 	if err := b.CloseStdin(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// slowSpool makes every spool writer call wait before each event, from now
+// until the test ends. Call it before the supervisor is made: cleanups run
+// last first, so the hook is removed after the supervisor's shutdown. Not
+// for parallel tests.
+func slowSpool(t *testing.T, wait func(seq uint64)) {
+	t.Helper()
+	testSpooling = wait
+	t.Cleanup(func() { testSpooling = nil })
+}
+
+// waitFinished waits for job id's final record.
+func waitFinished(t *testing.T, s *Supervisor, id string) accounting.Record {
+	t.Helper()
+	var rec accounting.Record
+	for deadline := time.Now().Add(20 * time.Second); rec.State != accounting.StateFinished; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s not finished: %+v", id, rec)
+		}
+		rec, _ = s.Ledger().Record(id)
+	}
+	return rec
+}
+
+// spoolOf reads job id's whole spool: its info and every event in seq
+// order, which must run on by one from 1 and end with the exit.
+func spoolOf(t *testing.T, s *Supervisor, id string) (spool.Info, [3][]byte) {
+	t.Helper()
+	sf, err := s.OpenSpool(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	in, err := sf.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var streams [3][]byte
+	want := uint64(1)
+	for ev, err := range sf.EventsAfter(0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Seq != want {
+			t.Fatalf("spool event %d, want %d: a hole", ev.Seq, want)
+		}
+		want++
+		switch ev.Kind {
+		case spool.KindStdout:
+			streams[Stdout] = append(streams[Stdout], ev.Payload...)
+		case spool.KindStderr:
+			streams[Stderr] = append(streams[Stderr], ev.Payload...)
+		}
+	}
+	if in.Exit == nil || in.LastSeq != want-1 {
+		t.Fatalf("spool %+v: want whole, its exit last (seq %d)", in, want-1)
+	}
+	return in, streams
+}
+
+// Ensure a slow spool holds the job back as a slow client does: while
+// its writer is stuck, the job's output waits in its pipe (the ring keeps
+// what is not spooled yet and the pumps wait for room), and once it goes
+// on, every byte is spooled, nothing dropped. Not parallel: slowSpool.
+func TestSpool_SlowSpoolHoldsThePumps(t *testing.T) {
+	const total = 4 << 20
+	dir := t.TempDir()
+	pol := mustPolicy(t, "small", "replay_bytes = \"64KiB\"\n")
+	gate := make(chan struct{})
+	slowSpool(t, func(uint64) { <-gate })
+	s := batchSup(t, dir, App{Name: "b", Path: "/bin/sh", Args: []string{"sh", "-c", fmt.Sprintf("head -c %d /dev/zero; printf end >&2", total)},
+		Mode: "batch", Binary: true, Policy: pol})
+	ungate := sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(ungate) // before the shutdown: a failed test leaves no writer stuck
+	j, b := startBatch(t, s, "b")
+	if err := b.CloseStdin(); err != nil {
+		t.Fatal(err)
+	}
+	var read int64
+	for stable := 0; stable < 20; time.Sleep(10 * time.Millisecond) { // 200 ms without a byte read
+		n := j.Counters().StdoutBytes
+		if n == read {
+			stable++
+		} else {
+			read, stable = n, 0
+		}
+	}
+	held, _, _, _ := j.ring.held()
+	if read >= 1<<20 || held > j.ring.capBytes {
+		t.Fatalf("a stuck spool let the job's %d bytes be read, %d held in a ring of %d: want the pumps to wait", read, held, j.ring.capBytes)
+	}
+	if rec, _ := s.Ledger().Record(j.ID); !rec.State.Open() {
+		t.Fatalf("record %+v: want the job still running, held back", rec)
+	}
+	ungate()
+	rec := waitFinished(t, s, j.ID)
+	if rec.Reason != string(ReasonExit) || rec.Traffic.StdoutBytes != total {
+		t.Fatalf("record %+v: want exit, all of stdout read", rec)
+	}
+	_, streams := spoolOf(t, s, j.ID)
+	if len(streams[Stdout]) != total || bytes.ContainsFunc(streams[Stdout], func(r rune) bool { return r != 0 }) || string(streams[Stderr]) != "end" {
+		t.Fatalf("spooled %d bytes of stdout (want %d zeros) and %q of stderr", len(streams[Stdout]), total, streams[Stderr])
+	}
+}
+
+// Ensure a spooled job whose output nobody will read (its client went:
+// the ring is abandoned) still spools all of it, while it keeps writing
+// and through a slow spool, as the relay's tap once did. Not parallel:
+// slowSpool.
+func TestSpool_AbandonedStillSpools(t *testing.T) {
+	const total = 2 << 20
+	dir := t.TempDir()
+	pol := mustPolicy(t, "spooled", "spool = true\nreplay_bytes = \"64KiB\"\n")
+	// Its exit signal, which its client's leaving sends, is one it
+	// ignores: it writes on after it, and ends by itself, well within its
+	// grace.
+	slowSpool(t, func(uint64) { time.Sleep(time.Millisecond) })
+	s := batchSup(t, dir, App{Name: "i", Path: "/bin/sh", Args: []string{"sh", "-c", fmt.Sprintf("sleep 0.3; head -c %d /dev/zero; printf end >&2", total)},
+		Binary: true, ExitSignal: syscall.SIGWINCH, Grace: time.Minute, Policy: pol})
+	j, err := s.Start(Request{App: "i"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Abort() // no client: abandoned at once
+	rec := waitFinished(t, s, j.ID)
+	if rec.Reason != string(ReasonClientGone) || rec.ExitCode == nil || *rec.ExitCode != 0 || rec.Traffic.StdoutBytes != total {
+		t.Fatalf("record %+v: want client-gone, exit 0, all of stdout read", rec)
+	}
+	_, streams := spoolOf(t, s, j.ID)
+	if len(streams[Stdout]) != total || string(streams[Stderr]) != "end" {
+		t.Fatalf("spooled %d bytes of stdout (want %d) and %q of stderr", len(streams[Stdout]), total, streams[Stderr])
+	}
+}
+
+// Ensure the ring's spool floor: a spooled job's event is evicted only
+// once acknowledged and spooled, an abandoned ring takes events for the
+// spool until spoolDone and drops them after, and a ring without a spool
+// is held back by acknowledgements alone.
+func TestRing_SpoolFloor(t *testing.T) {
+	t.Parallel()
+	const capBytes = 4 * (minGrantBytes + eventOverheadBytes)
+	fill := func(t *testing.T, r *ring) (taken int) {
+		t.Helper()
+		for {
+			g, drop := r.tryReserve(minGrantBytes)
+			if drop {
+				t.Fatal("a ring that should take events dropped")
+			}
+			if g == 0 {
+				return taken
+			}
+			r.commit(Stdout, make([]byte, g), nil, g)
+			taken++
+		}
+	}
+	t.Run("spooled", func(t *testing.T) {
+		t.Parallel()
+		r := newRing(newBudget(1<<20), capBytes)
+		t.Cleanup(r.close)
+		r.spoolAll()
+		n := fill(t, r)
+		r.ack(uint64(n))
+		if fill(t, r) != 0 {
+			t.Fatal("acknowledged events not yet spooled were evicted")
+		}
+		r.spooledTo(2)
+		if got := fill(t, r); got != 2 {
+			t.Fatalf("2 events spooled and acknowledged made room for %d", got)
+		}
+		if _, first, _, _ := r.held(); first != 3 {
+			t.Fatalf("first held %d, want 3", first)
+		}
+	})
+	t.Run("abandoned", func(t *testing.T) {
+		t.Parallel()
+		r := newRing(newBudget(1<<20), capBytes)
+		t.Cleanup(r.close)
+		r.spoolAll()
+		r.abandon()
+		n := fill(t, r)
+		if n == 0 {
+			t.Fatal("an abandoned spooled ring took nothing")
+		}
+		r.spooledTo(uint64(n))
+		if fill(t, r) != n {
+			t.Fatal("spooled events of an abandoned ring made no room")
+		}
+		r.spoolDone()
+		if _, drop := r.tryReserve(minGrantBytes); !drop {
+			t.Fatal("an abandoned ring took events once its spool was done")
+		}
+	})
+	t.Run("unspooled", func(t *testing.T) {
+		t.Parallel()
+		r := newRing(newBudget(1<<20), capBytes)
+		t.Cleanup(r.close)
+		n := fill(t, r)
+		r.ack(uint64(n))
+		if fill(t, r) != n {
+			t.Fatal("acknowledged events of a ring without a spool were kept")
+		}
+		r.abandon()
+		if _, drop := r.tryReserve(minGrantBytes); !drop {
+			t.Fatal("an abandoned ring without a spool took events")
+		}
+	})
+}
+
+// Ensure what a reader of a spooled job's ring finds evicted (Job.Events
+// skips them) is in the spool, with its seqs: a spool opened once the gap
+// is seen holds every event before the first one the ring still has.
+func TestSpool_GapIsInTheSpool(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	pol := mustPolicy(t, "small", "replay_bytes = \"64KiB\"\n")
+	// 1 MiB of numbered lines, then it waits for its stdin to close.
+	s := batchSup(t, dir, App{Name: "b", Path: "/bin/sh", Args: []string{"sh", "-c", "seq 1 150000; read x"}, Mode: "batch", Policy: pol})
+	j, b := startBatch(t, s, "b")
+	defer func() {
+		if err := b.CloseStdin(); err != nil {
+			t.Error(err)
+		}
+	}()
+	var want bytes.Buffer
+	for i := 1; i <= 150000; i++ {
+		fmt.Fprintln(&want, i)
+	}
+	for deadline := time.Now().Add(20 * time.Second); j.Counters().StdoutBytes < int64(want.Len()); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the job wrote %d bytes, want %d", j.Counters().StdoutBytes, want.Len())
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ev, err := j.Events(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, held := ev.Seq, bytes.Clone(ev.Data)
+	ev.Release()
+	if first <= 1 {
+		t.Fatalf("the ring still holds event 1: no gap to fill")
+	}
+	sf, err := s.OpenSpool(j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	var got bytes.Buffer
+	next := uint64(1)
+	for sev, err := range sf.EventsAfter(0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sev.Seq != next {
+			t.Fatalf("spool event %d, want %d", sev.Seq, next)
+		}
+		next++
+		if sev.Seq == first {
+			if !bytes.Equal(sev.Payload, held) {
+				t.Fatalf("spool event %d differs from the ring's", first)
+			}
+			break
+		}
+		got.Write(sev.Payload)
+	}
+	if next <= first-1 {
+		t.Fatalf("the spool ends at event %d; the ring's first is %d", next-1, first)
+	}
+	if !bytes.HasPrefix(want.Bytes(), got.Bytes()) || got.Len() == 0 {
+		t.Fatalf("the spooled gap (%d bytes) is not the start of the output", got.Len())
 	}
 }

@@ -82,7 +82,7 @@ func serveOutput(w http.ResponseWriter, r *http.Request, sup *supervisor.Supervi
 	if !rec.Spool || sup.SpoolDir() == "" {
 		return errorf(http.StatusNotFound, "job %s keeps no spool: its app is interactive and its policy has spool = false", rec.ID)
 	}
-	sf, err := spool.Open(spool.Path(sup.SpoolDir(), rec.ID))
+	sf, err := sup.OpenSpool(rec.ID)
 	if errors.Is(err, os.ErrNotExist) {
 		return errorf(http.StatusGone, "the spool of job %s was pruned (spool_retention)", rec.ID)
 	}

@@ -72,12 +72,14 @@ func spoolWrite(n int) (ours, floor float64, retErr error) {
 	if err != nil {
 		return 0, 0, err
 	}
+	seq := uint64(0)
 	for i := 0; i < n; i += len(chunk) {
-		if _, err := w.Append(spool.KindStdout, chunk); err != nil {
-			return 0, 0, errors.Join(err, w.Close(nil))
+		seq++
+		if err := w.Append(spool.KindStdout, seq, chunk); err != nil {
+			return 0, 0, errors.Join(err, w.Close(0, nil))
 		}
 	}
-	if err := w.Close(&spool.Exit{Reason: "exit"}); err != nil {
+	if err := w.Close(seq+1, &spool.Exit{Reason: "exit"}); err != nil {
 		return 0, 0, err
 	}
 	ours = float64(n) / time.Since(start).Seconds()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"time"
 )
@@ -38,7 +39,8 @@ func (sel Select) has(k Kind) bool {
 
 // File is a spool opened for reading: a snapshot of the complete events
 // within the file's size when it was opened (a writer may still be
-// appending). It is not safe for concurrent use.
+// appending: open the file again to see what it appended since). It is
+// not safe for concurrent use.
 type File struct {
 	f       *os.File
 	size    int64 // of the file at Open
@@ -81,11 +83,12 @@ const readBufBytes = 64 << 10
 // scanner reads the events of a snapshot in order. It holds one buffer of
 // readBufBytes and one payload at most.
 type scanner struct {
+	f    *os.File
 	br   *bufio.Reader
 	off  int64 // file offset of the next event
 	end  int64 // the snapshot's size
 	hdr  [eventHeaderBytes]byte
-	body []byte
+	body []byte // payload's buffer
 }
 
 func (sf *File) scanner() *scanner { return newScanner(sf.f, int64(len(Magic)), sf.size, nil) }
@@ -99,12 +102,13 @@ func newScanner(f *os.File, off, end int64, br *bufio.Reader) *scanner {
 	} else {
 		br.Reset(sr)
 	}
-	return &scanner{br: br, off: off, end: end}
+	return &scanner{f: f, br: br, off: off, end: end}
 }
 
 // next reads the next complete event's header; io.EOF at the end of the
-// complete events (a torn last one included). The payload is then read
-// with payload or skipped with skip, before next is called again.
+// complete events (a torn last one included). The payload (n bytes) is
+// then read with payload or skipped with skip, before next is called
+// again.
 func (s *scanner) next() (Kind, uint64, int, error) {
 	if s.end-s.off < eventHeaderBytes {
 		return 0, 0, 0, io.EOF
@@ -123,9 +127,37 @@ func (s *scanner) next() (Kind, uint64, int, error) {
 	return k, seq, n, nil
 }
 
+// skip skips the n bytes that end the current event's payload: what the
+// buffer holds is discarded, a longer payload is seeked over unread.
 func (s *scanner) skip(n int) error {
-	_, err := s.br.Discard(n)
-	return err
+	if n <= s.br.Buffered() {
+		_, err := s.br.Discard(n)
+		return err
+	}
+	s.br.Reset(io.NewSectionReader(s.f, s.off, s.end-s.off))
+	return nil
+}
+
+// payload reads the current event's payload of n bytes into the
+// scanner's buffer; it is valid until the next payload.
+func (s *scanner) payload(n int) ([]byte, error) {
+	if cap(s.body) < n {
+		s.body = make([]byte, n)
+	}
+	body := s.body[:n]
+	if _, err := io.ReadFull(s.br, body); err != nil {
+		return nil, fmt.Errorf("read spool event payload at offset %d: %w", s.off-int64(n), err)
+	}
+	return body, nil
+}
+
+// decodeExit decodes an exit event's payload.
+func decodeExit(body []byte) (*Exit, error) {
+	var e Exit
+	if err := json.Unmarshal(body, &e); err != nil {
+		return nil, fmt.Errorf("spool exit event: %w", err)
+	}
+	return &e, nil
 }
 
 // Info sums up a spool.
@@ -159,15 +191,13 @@ func (sf *File) Info() (Info, error) {
 			in.StderrBytes += int64(n)
 		}
 		if k == KindExit {
-			body := make([]byte, n)
-			if _, err := io.ReadFull(s.br, body); err != nil {
+			body, err := s.payload(n)
+			if err != nil {
 				return in, err
 			}
-			var e Exit
-			if err := json.Unmarshal(body, &e); err != nil {
-				return in, fmt.Errorf("exit event: %w", err)
+			if in.Exit, err = decodeExit(body); err != nil {
+				return in, err
 			}
-			in.Exit = &e
 		} else if err := s.skip(n); err != nil {
 			return in, err
 		}
@@ -254,7 +284,13 @@ func (r *StreamReader) Read(p []byte) (int, error) {
 			continue
 		}
 		n := int(min(int64(r.rem), r.target-r.pos))
-		if err := r.s.skip(n); err != nil {
+		var err error
+		if n == r.rem {
+			err = r.s.skip(n)
+		} else {
+			_, err = r.s.br.Discard(n)
+		}
+		if err != nil {
 			return 0, err
 		}
 		r.rem -= n
@@ -340,25 +376,67 @@ func (t *Tail) Read(w io.Writer) (int64, error) {
 			}
 			continue
 		}
-		if cap(s.body) < n {
-			s.body = make([]byte, n)
-		}
-		body := s.body[:n]
-		if _, err := io.ReadFull(s.br, body); err != nil {
+		body, err := s.payload(n)
+		if err != nil {
 			return wrote, err
 		}
 		if k == KindExit {
-			var e Exit
-			if err := json.Unmarshal(body, &e); err != nil {
-				return wrote, fmt.Errorf("exit event: %w", err)
-			}
-			t.exit = &e
-			return wrote, nil
+			t.exit, err = decodeExit(body)
+			return wrote, err
 		}
 		m, err := w.Write(body)
 		wrote += int64(m)
 		if err != nil {
 			return wrote, err
+		}
+	}
+}
+
+// EventsAfter returns the snapshot's events with seq > after, in order
+// (file order is seq order), the exit event included: it is the last,
+// with Exit decoded. after 0 is every event. Each event's Payload is
+// valid only until the loop's next iteration. An error (a corrupt file,
+// a failed read) is yielded once, with a zero Event, and ends the
+// sequence.
+//
+// In a job's spool the seqs are those of its ring (supervisor.Event.Seq,
+// chimirror.v1's "seq"), consecutive from 1: a reader that holds every
+// event up to after gets exactly the rest, as far as the snapshot goes.
+// The snapshot is the file at Open: for a job still running, the events
+// it had spooled then; every event its ring has evicted is spooled before
+// the eviction, so a File opened after a client learnt of a gap holds
+// the gap. A snapshot without the exit event is of a running job, a job
+// lost with its server, or one whose spool failed.
+//
+// Skipped events cost a read of their header each (their payloads are
+// seeked over); the iteration holds one read buffer and one payload.
+func (sf *File) EventsAfter(after uint64) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		s := sf.scanner()
+		for {
+			k, seq, n, err := s.next()
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			if err == nil && seq <= after {
+				if err = s.skip(n); err == nil {
+					continue
+				}
+			}
+			ev := Event{Kind: k, Seq: seq}
+			if err == nil {
+				ev.Payload, err = s.payload(n)
+			}
+			if err == nil && k == KindExit {
+				ev.Exit, err = decodeExit(ev.Payload)
+			}
+			if err != nil {
+				yield(Event{}, fmt.Errorf("read spool events after %d: %w", after, err))
+				return
+			}
+			if !yield(ev, nil) {
+				return
+			}
 		}
 	}
 }

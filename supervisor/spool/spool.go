@@ -8,21 +8,28 @@
 //
 //	header   "chimirror-spool 1\n"                     (Magic, 18 bytes)
 //	event    kind   1 byte   'o' stdout, 'e' stderr, 'x' exit
-//	         seq    8 bytes  1, 2, 3, … : every event, in file order
+//	         seq    8 bytes  the event's seq, given by the writer's caller:
+//	                         strictly increasing in file order
 //	         len    4 bytes  payload length, at most MaxPayloadBytes
 //	         payload         stdout or stderr bytes as read from the job's
 //	                         pipe; for 'x', the Exit as JSON
 //
+// A job's spool numbers its events with the seqs of its replay ring (the
+// seqs chimirror.v1 clients see), one spool event per ring event: 1, 2,
+// 3, … with no gap, the exit event carrying the end's seq. Readers may
+// therefore ask for the events after a seq a client saw (File.EventsAfter).
+//
 // The stream of one kind is the concatenation of its payloads, so stdout
 // alone (or stderr, or both interleaved as they were taken) is returned
 // byte-exact. An exit event, when present, is the last event; a file
-// without one belongs to a job that is still running, or that the server
-// lost (killed while the job ran). A reader takes only the complete events
-// within the file's size when it opened it: a writer that is still
-// appending, or a torn last event after a crash, is never half read.
+// without one belongs to a job that is still running, that the server
+// lost (killed while the job ran), or whose spool failed. A reader takes
+// only the complete events within the file's size when it opened it: a
+// writer that is still appending, or a torn last event after a crash, is
+// never half read.
 //
-// A Writer is safe for concurrent use; its events are numbered in the
-// order its Append calls take its lock.
+// A Writer is safe for concurrent use, but its caller orders its events:
+// each Append must carry a seq above the last one's.
 package spool
 
 import (
@@ -51,9 +58,10 @@ const (
 // eventHeaderBytes is kind, seq and len.
 const eventHeaderBytes = 1 + 8 + 4
 
-// MaxPayloadBytes bounds one event's payload: a writer splits a longer
-// chunk into several events, and a reader takes a longer length for a
-// corrupt file.
+// MaxPayloadBytes bounds one event's payload: Append refuses a longer one
+// (a job's ring events are at most 256 KiB, so each fits one spool event
+// and keeps its seq), and a reader takes a longer length for a corrupt
+// file.
 const MaxPayloadBytes = 1 << 20
 
 // Ext is the spool file's extension.
@@ -135,36 +143,41 @@ func syncDir(dir string) error {
 // Path is the writer's file.
 func (w *Writer) Path() string { return w.path }
 
-// Append writes p as events of kind k (one, or several when p is longer
-// than MaxPayloadBytes) and returns the last one's sequence number. The
-// bytes are in the file (the page cache) when it returns, where readers
-// see them; Close makes them durable. After a failed write every Append
+// Append writes p as one event of kind k numbered seq, which must be above
+// the last event's (and p at most MaxPayloadBytes). The bytes are in the
+// file (the page cache) when it returns, where readers (Open) see them;
+// Close makes them durable. After a failed or refused Append every Append
 // returns that error: a spool never has a hole.
-func (w *Writer) Append(k Kind, p []byte) (uint64, error) {
+func (w *Writer) Append(k Kind, seq uint64, p []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.appendLocked(k, seq, p)
+}
+
+// appendLocked is Append; w.mu is held.
+func (w *Writer) appendLocked(k Kind, seq uint64, p []byte) error {
 	switch {
 	case w.closed:
-		return w.seq, ErrClosed
+		return ErrClosed
 	case w.err != nil:
-		return w.seq, w.err
-	}
-	for first := true; first || len(p) > 0; first = false {
-		n := min(len(p), MaxPayloadBytes)
-		if err := w.event(k, p[:n]); err != nil {
+		return w.err
+	case seq <= w.seq:
+		w.err = fmt.Errorf("spool %s: event seq %d after %d: seqs must increase", w.path, seq, w.seq)
+	case len(p) > MaxPayloadBytes:
+		w.err = fmt.Errorf("spool %s: event %d of %d bytes: more than MaxPayloadBytes", w.path, seq, len(p))
+	default:
+		if err := w.event(k, seq, p); err != nil {
 			w.err = fmt.Errorf("write spool %s: %w", w.path, err)
-			return w.seq, w.err
 		}
-		p = p[n:]
 	}
-	return w.seq, nil
+	return w.err
 }
 
 // event writes one event; w.mu is held.
-func (w *Writer) event(k Kind, p []byte) error {
+func (w *Writer) event(k Kind, seq uint64, p []byte) error {
 	h := w.small[:eventHeaderBytes]
 	h[0] = byte(k)
-	binary.BigEndian.PutUint64(h[1:9], w.seq+1)
+	binary.BigEndian.PutUint64(h[1:9], seq)
 	binary.BigEndian.PutUint32(h[9:13], uint32(len(p)))
 	if len(p) <= smallEventBytes {
 		n := copy(w.small[eventHeaderBytes:], p)
@@ -179,31 +192,29 @@ func (w *Writer) event(k Kind, p []byte) error {
 			return err
 		}
 	}
-	w.seq++
+	w.seq = seq
 	return nil
 }
 
-// Close appends the exit event (none when e is nil), syncs the file to
-// disk and closes it; it returns the first error of the spool's life.
-// Once it returns nil, every event is durable. Calling it again returns
-// nil.
-func (w *Writer) Close(e *Exit) error {
+// Close appends the exit event numbered seq (none when e is nil; seq is
+// then unused), syncs the file to disk and closes it; it returns the first
+// error of the spool's life. Once it returns nil, every event is durable.
+// Calling it again returns nil.
+func (w *Writer) Close(seq uint64, e *Exit) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		return nil
 	}
-	w.closed = true
 	err := w.err
 	if e != nil && err == nil {
 		b, merr := json.Marshal(e)
 		if merr != nil { // an Exit always marshals
 			panic(merr)
 		}
-		if werr := w.event(KindExit, b); werr != nil {
-			err = fmt.Errorf("write spool %s: %w", w.path, werr)
-		}
+		err = w.appendLocked(KindExit, seq, b)
 	}
+	w.closed = true
 	if serr := w.f.Sync(); serr != nil && err == nil {
 		err = fmt.Errorf("sync spool %s: %w", w.path, serr)
 	}
@@ -224,12 +235,13 @@ var testSynced func(path string)
 // It is not safe to call while spools are being closed.
 func SetTestSynced(f func(path string)) { testSynced = f }
 
-// Event is one event as a reader sees it; Payload is valid until the next
-// event is read.
+// Event is one event as a reader sees it (File.EventsAfter). Payload is
+// valid until the next event is read: copy it to keep it.
 type Event struct {
 	Kind    Kind
 	Seq     uint64
-	Payload []byte
+	Payload []byte // the output; for the exit event, its JSON
+	Exit    *Exit  // the exit event's, decoded; nil for output
 }
 
 // readHeader reads and checks the file's magic.

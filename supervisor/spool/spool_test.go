@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -9,9 +10,8 @@ import (
 )
 
 // Ensure the streams read back byte-exact, each alone and both in event
-// order, binary and empty chunks and chunks over MaxPayloadBytes
-// included, from any offset; events are numbered from 1 and the exit is
-// last.
+// order, binary and empty chunks and a chunk of MaxPayloadBytes
+// included, from any offset; events keep their seqs and the exit is last.
 func TestSpool_RoundTrip(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -24,7 +24,7 @@ func TestSpool_RoundTrip(t *testing.T) {
 	for i := range 200 {
 		n := rng.IntN(9000)
 		if i == 50 {
-			n = MaxPayloadBytes + 10
+			n = MaxPayloadBytes
 		}
 		p := make([]byte, n)
 		for j := range p {
@@ -38,11 +38,11 @@ func TestSpool_RoundTrip(t *testing.T) {
 			out.Write(p)
 		}
 		all.Write(p)
-		if _, err := w.Append(k, p); err != nil {
+		if err := w.Append(k, uint64(i+1), p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := w.Close(&Exit{Code: 3, Reason: "exit"}); err != nil {
+	if err := w.Close(201, &Exit{Code: 3, Reason: "exit"}); err != nil {
 		t.Fatal(err)
 	}
 	sf, err := Open(Path(dir, "JOB00000001"))
@@ -54,8 +54,8 @@ func TestSpool_RoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if in.Exit == nil || in.Exit.Code != 3 || in.LastSeq != uint64(in.Events) || in.Events != 202 || in.ValidBytes != sf.Size() {
-		t.Fatalf("info %+v: want 201 output events (one split) and the exit, numbered from 1", in)
+	if in.Exit == nil || in.Exit.Code != 3 || in.LastSeq != uint64(in.Events) || in.Events != 201 || in.ValidBytes != sf.Size() {
+		t.Fatalf("info %+v: want 200 output events and the exit, numbered from 1", in)
 	}
 	for _, tc := range []struct {
 		name string
@@ -93,10 +93,10 @@ func TestSpool_TornTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Append(KindStdout, []byte("whole")); err != nil {
+	if err := w.Append(KindStdout, 1, []byte("whole")); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Close(nil); err != nil { // lost: no exit
+	if err := w.Close(0, nil); err != nil { // lost: no exit
 		t.Fatal(err)
 	}
 	path := Path(dir, "JOB00000002")
@@ -139,5 +139,123 @@ func TestSpool_TornTail(t *testing.T) {
 	}
 	if _, err := Open(path + ".nope"); err == nil {
 		t.Fatal("opened a missing spool")
+	}
+}
+
+// Ensure EventsAfter returns exactly the events with seq > after, in
+// order, payloads and the decoded exit included, whatever the sizes of
+// the events it skips (in the read buffer or seeked over), and stops
+// when the loop does.
+func TestSpool_EventsAfter(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	w, err := Create(dir, "JOB00000003")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type ev struct {
+		kind Kind
+		seq  uint64
+		data []byte
+	}
+	var evs []ev
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range 40 {
+		n := rng.IntN(3 * readBufBytes) // some fit the read buffer, some not
+		if i%7 == 0 {
+			n = 0
+		}
+		p := make([]byte, n)
+		for j := range p {
+			p[j] = byte(rng.Uint32())
+		}
+		k := []Kind{KindStdout, KindStderr}[rng.IntN(2)]
+		seq := uint64(i + 1)
+		if err := w.Append(k, seq, p); err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, ev{k, seq, p})
+	}
+	exit := &Exit{Code: 137, Signal: "KILL", Reason: "wall-time", Detail: "ran for wall_time 1s"}
+	if err := w.Close(41, exit); err != nil {
+		t.Fatal(err)
+	}
+	sf, err := Open(Path(dir, "JOB00000003"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	for _, after := range []uint64{0, 1, 13, 39, 40, 41, 1000} {
+		t.Run(fmt.Sprint(after), func(t *testing.T) {
+			want := after + 1
+			for got, err := range sf.EventsAfter(after) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.Seq != want {
+					t.Fatalf("seq %d, want %d", got.Seq, want)
+				}
+				if want == 41 {
+					if got.Kind != KindExit || got.Exit == nil || *got.Exit != *exit {
+						t.Fatalf("exit event %+v, want %+v", got, exit)
+					}
+				} else if e := evs[want-1]; got.Kind != e.kind || !bytes.Equal(got.Payload, e.data) || got.Exit != nil {
+					t.Fatalf("event %d: kind %c, %d bytes; want %c, %d", want, got.Kind, len(got.Payload), e.kind, len(e.data))
+				}
+				want++
+			}
+			if want != max(after+1, 42) {
+				t.Fatalf("ended before seq %d, want after the exit (41)", want)
+			}
+		})
+	}
+	n := 0
+	for range sf.EventsAfter(0) {
+		if n++; n == 3 {
+			break
+		}
+	}
+}
+
+// Ensure a writer refuses a seq that does not increase and a payload over
+// MaxPayloadBytes, and that the refusal sticks (a spool never has a
+// hole): later Appends and Close return it, and the file keeps what was
+// written before.
+func TestSpool_AppendRefuses(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		seq  uint64
+		n    int
+	}{{"seq repeated", 2, 1}, {"seq back", 1, 1}, {"too long", 3, MaxPayloadBytes + 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			w, err := Create(dir, "JOB00000004")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Append(KindStdout, 2, []byte("ok")); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Append(KindStdout, tc.seq, make([]byte, tc.n)); err == nil {
+				t.Fatal("refused nothing")
+			}
+			if err := w.Append(KindStdout, 10, []byte("late")); err == nil {
+				t.Fatal("took an event after a refusal")
+			}
+			if err := w.Close(11, &Exit{Reason: "exit"}); err == nil {
+				t.Fatal("Close did not return the refusal")
+			}
+			sf, err := Open(Path(dir, "JOB00000004"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sf.Close()
+			in, err := sf.Info()
+			if err != nil || in.Events != 1 || in.LastSeq != 2 || in.Exit != nil {
+				t.Fatalf("info %+v, %v: want the one event before the refusal", in, err)
+			}
+		})
 	}
 }
