@@ -92,9 +92,11 @@ func (s *Supervisor) SpoolDir() string { return s.spool.dir }
 // none (its record's Spool is false), its spool was pruned
 // (SpoolRetention), or this server keeps no spools.
 func (s *Supervisor) OpenSpool(id string) (*spool.File, error) {
-	if _, err := accounting.ParseID(id); err != nil {
+	n, err := accounting.ParseID(id)
+	if err != nil {
 		return nil, fmt.Errorf("open spool: %w", err)
 	}
+	id = accounting.FormatID(n) // the file's name, whatever the spelling
 	if s.spool.dir == "" {
 		return nil, fmt.Errorf("open spool of job %s: this server keeps no spools: %w", id, os.ErrNotExist)
 	}
