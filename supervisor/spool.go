@@ -92,9 +92,11 @@ func (s *Supervisor) SpoolDir() string { return s.spool.dir }
 // none (its record's Spool is false), its spool was pruned
 // (SpoolRetention), or this server keeps no spools.
 func (s *Supervisor) OpenSpool(id string) (*spool.File, error) {
-	if _, err := accounting.ParseID(id); err != nil {
+	n, err := accounting.ParseID(id)
+	if err != nil {
 		return nil, fmt.Errorf("open spool: %w", err)
 	}
+	id = accounting.FormatID(n) // the file's name, whatever the spelling
 	if s.spool.dir == "" {
 		return nil, fmt.Errorf("open spool of job %s: this server keeps no spools: %w", id, os.ErrNotExist)
 	}
@@ -223,7 +225,9 @@ func (j *Job) spoolEvent(ev Event, want uint64) error {
 		k = spool.KindStderr
 	}
 	if testSpooling != nil {
-		testSpooling(ev.Seq)
+		if err := testSpooling(ev.Seq); err != nil {
+			return fmt.Errorf("job %s: spool: %w", j.ID, err)
+		}
 	}
 	if err := j.spool.Append(k, ev.Seq, ev.Data); err != nil {
 		return fmt.Errorf("job %s: %w", j.ID, err)
@@ -233,8 +237,9 @@ func (j *Job) spoolEvent(ev Event, want uint64) error {
 }
 
 // testSpooling, when set (by tests that do not run in parallel), is
-// called by each spool writer before it appends an event: a slow spool.
-var testSpooling func(seq uint64)
+// called by each spool writer before it appends an event: a slow spool,
+// or (an error) a failed one.
+var testSpooling func(seq uint64) error
 
 // stopSpooler ends the spool writer once it has spooled what the ring
 // holds, and waits for it; finish calls it first, once the pumps are done.
@@ -260,17 +265,24 @@ func (j *Job) stopSpooler() {
 // closeSpool appends the exit event, numbered as the end will be in the
 // ring (the event after the ring's last: the pumps are done, and finish
 // puts the end in next), and makes the spool durable; finish calls it
-// after stopSpooler and before the final record is written.
+// after stopSpooler and before the final record is written. A spool that
+// failed gets no exit event: it is not whole.
 func (j *Job) closeSpool(e Exit) {
 	if j.spool == nil {
+		return
+	}
+	_, _, last, _ := j.ring.held()
+	j.spoolEndSeq = last + 1
+	if j.spoolErr != nil {
+		if err := j.spool.Close(0, nil); err != nil {
+			j.log.Debug("spool: close after its failure", "err", err)
+		}
 		return
 	}
 	se := &spool.Exit{Code: e.Status.Code, Reason: string(e.Reason), Detail: e.Detail}
 	if e.Status.Signal != 0 {
 		se.Signal = sandbox.SignalName(e.Status.Signal)
 	}
-	_, _, last, _ := j.ring.held()
-	j.spoolEndSeq = last + 1
 	if err := j.spool.Close(j.spoolEndSeq, se); err != nil {
 		j.log.Error("spool: close", "err", err)
 	}

@@ -3,10 +3,12 @@ package supervisor
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -161,7 +163,7 @@ func TestSpool_Prune(t *testing.T) {
 // until the test ends. Call it before the supervisor is made: cleanups run
 // last first, so the hook is removed after the supervisor's shutdown. Not
 // for parallel tests.
-func slowSpool(t *testing.T, wait func(seq uint64)) {
+func slowSpool(t *testing.T, wait func(seq uint64) error) {
 	t.Helper()
 	testSpooling = wait
 	t.Cleanup(func() { testSpooling = nil })
@@ -225,7 +227,7 @@ func TestSpool_SlowSpoolHoldsThePumps(t *testing.T) {
 	dir := t.TempDir()
 	pol := mustPolicy(t, "small", "replay_bytes = \"64KiB\"\n")
 	gate := make(chan struct{})
-	slowSpool(t, func(uint64) { <-gate })
+	slowSpool(t, func(uint64) error { <-gate; return nil })
 	s := batchSup(t, dir, App{Name: "b", Path: "/bin/sh", Args: []string{"sh", "-c", fmt.Sprintf("head -c %d /dev/zero; printf end >&2", total)},
 		Mode: "batch", Binary: true, Policy: pol})
 	ungate := sync.OnceFunc(func() { close(gate) })
@@ -272,7 +274,7 @@ func TestSpool_AbandonedStillSpools(t *testing.T) {
 	// Its exit signal, which its client's leaving sends, is one it
 	// ignores: it writes on after it, and ends by itself, well within its
 	// grace.
-	slowSpool(t, func(uint64) { time.Sleep(time.Millisecond) })
+	slowSpool(t, func(uint64) error { time.Sleep(time.Millisecond); return nil })
 	s := batchSup(t, dir, App{Name: "i", Path: "/bin/sh", Args: []string{"sh", "-c", fmt.Sprintf("sleep 0.3; head -c %d /dev/zero; printf end >&2", total)},
 		Binary: true, ExitSignal: syscall.SIGWINCH, Grace: time.Minute, Policy: pol})
 	j, err := s.Start(Request{App: "i"})
@@ -427,5 +429,49 @@ func TestSpool_GapIsInTheSpool(t *testing.T) {
 	}
 	if !bytes.HasPrefix(want.Bytes(), got.Bytes()) || got.Len() == 0 {
 		t.Fatalf("the spooled gap (%d bytes) is not the start of the output", got.Len())
+	}
+}
+
+// Ensure a spool that fails ends its job as spool-failed, whether the
+// process still runs (it is terminated) or has exited, and that the
+// failed spool, which has a hole, gets no exit event. Not parallel:
+// slowSpool.
+func TestSpool_FailureEndsTheJob(t *testing.T) {
+	errFull := errors.New("no space left (test)")
+	slowSpool(t, func(seq uint64) error {
+		if seq == 3 {
+			time.Sleep(300 * time.Millisecond) // "exits" has exited by then
+			return errFull
+		}
+		return nil
+	})
+	dir := t.TempDir()
+	pol := mustPolicy(t, "small", "replay_bytes = \"64KiB\"\n")
+	s := batchSup(t, dir,
+		App{Name: "runs", Path: "/bin/sh", Args: []string{"sh", "-c", "seq 1 100000; exec sleep 600"}, Mode: "batch", Policy: pol},
+		App{Name: "exits", Path: "/bin/sh", Args: []string{"sh", "-c", "for i in 1 2 3 4 5; do echo $i; sleep 0.01; done"}, Mode: "batch", Policy: pol})
+	for _, app := range []string{"runs", "exits"} {
+		t.Run(app, func(t *testing.T) {
+			j, b := startBatch(t, s, app)
+			if err := b.CloseStdin(); err != nil {
+				t.Fatal(err)
+			}
+			rec := waitFinished(t, s, j.ID)
+			if rec.Reason != string(ReasonSpoolFailed) || !strings.Contains(rec.Detail, errFull.Error()) {
+				t.Fatalf("record %+v: want spool-failed", rec)
+			}
+			if exited := rec.Signal == ""; exited != (app == "exits") {
+				t.Fatalf("record %+v: want %s", rec, map[bool]string{true: "exited by itself", false: "terminated"}[app == "exits"])
+			}
+			sf, err := s.OpenSpool(j.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sf.Close()
+			in, err := sf.Info()
+			if err != nil || in.Exit != nil || in.LastSeq != 2 {
+				t.Fatalf("spool %+v, %v: want events 1 and 2, no exit", in, err)
+			}
+		})
 	}
 }
