@@ -253,9 +253,14 @@ func (j *Job) serve(a *attachment) {
 		j.log.Debug("close client", "err", cerr)
 	}
 	<-a.writerDone
-	if werr := a.failed.Load(); werr != nil && !errors.Is(err, errDetach) {
+	// A writer that failed closed the connection under the reader, which
+	// then saw only that: the writer's error is why the client went. But
+	// a close frame the reader took came from the client itself, which
+	// says what it wants (a writer failing on it meanwhile is no news).
+	_, closed := errors.AsType[*CloseError](err)
+	if werr := a.failed.Load(); werr != nil && !errors.Is(err, errDetach) && !closed {
 		j.log.Debug("client input ended after its output failed", "err", err)
-		err = *werr // the reader saw only the connection closed after it
+		err = *werr
 	}
 	j.left(a, err)
 }

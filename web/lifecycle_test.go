@@ -315,7 +315,10 @@ func TestEndlessLine(t *testing.T) {
 			t.Fatalf("message %d has %d bytes, want the 4096 cap", i, len(m))
 		}
 	}
+	// What is held, not garbage yet uncollected: parallel tests make
+	// garbage of their own.
 	var after runtime.MemStats
+	runtime.GC()
 	runtime.ReadMemStats(&after)
 	if grew := int64(after.HeapInuse) - int64(before.HeapInuse); grew > 16<<20 {
 		t.Fatalf("heap grew %d bytes while streaming one 32 MiB line", grew)
@@ -335,7 +338,10 @@ func TestSlowReader(t *testing.T) {
 	if x.Reason != supervisor.ReasonClientGone || !strings.Contains(x.Detail, "timeout") {
 		t.Fatalf("end %+v, want client-gone by write timeout", x)
 	}
+	// What is held, not garbage yet uncollected: parallel tests make
+	// garbage of their own.
 	var after runtime.MemStats
+	runtime.GC()
 	runtime.ReadMemStats(&after)
 	if grew := int64(after.HeapInuse) - int64(before.HeapInuse); grew > 16<<20 {
 		t.Fatalf("heap grew %d bytes for a client that never reads", grew)
