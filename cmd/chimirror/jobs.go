@@ -188,7 +188,11 @@ func (a *apiSource) close() error     { return nil }
 // do calls the API and decodes a 2xx answer into out; any other status is
 // an *adminapi.StatusError carrying the server's message.
 func (a *apiSource) do(method, path string, out any) error {
-	err := a.api.Do(method, path, out)
+	return tokenHintOn(a.api.Do(method, path, out))
+}
+
+// tokenHintOn says how to give the admin token when err is the API's 401.
+func tokenHintOn(err error) error {
 	var se *adminapi.StatusError
 	if errors.As(err, &se) && se.Status == http.StatusUnauthorized {
 		se.Msg += " (give --token, or set CHIMIRROR_ADMIN_TOKEN)"

@@ -189,32 +189,12 @@ func outputFromAPI(api *adminapi.Client, id, stream string, follow bool, w io.Wr
 	if follow {
 		q.Set("follow", "1")
 	}
-	req, err := http.NewRequest(http.MethodGet, api.Base+"/jobs/"+url.PathEscape(id)+"/output?"+q.Encode(), nil)
+	body, err := api.Open("/jobs/" + url.PathEscape(id) + "/output?" + q.Encode())
 	if err != nil {
-		return nil, err
+		return nil, tokenHintOn(err)
 	}
-	if api.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+api.Token)
-	}
-	hc := *api.HTTP
-	hc.Timeout = 0 // a followed job takes as long as it runs
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { retErr = errors.Join(retErr, resp.Body.Close()) }()
-	if resp.StatusCode != http.StatusOK {
-		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if err != nil {
-			return nil, err
-		}
-		var e struct{ Error string }
-		if json.Unmarshal(b, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(b))
-		}
-		return nil, &adminapi.StatusError{Status: resp.StatusCode, Msg: e.Error}
-	}
-	if _, err := io.Copy(w, resp.Body); err != nil {
+	defer func() { retErr = errors.Join(retErr, body.Close()) }()
+	if _, err := io.Copy(w, body); err != nil {
 		return nil, fmt.Errorf("output of %s: %w", id, err)
 	}
 	return nil, nil // the API's answer ends at the job's end; the record has its status

@@ -63,14 +63,7 @@ const maxAnswerBytes = 64 << 20
 // Do calls method path and reads the answer whole: a 2xx one is decoded
 // into out (nil: dropped), any other is a *StatusError.
 func (c *Client) Do(method, path string, out any) (retErr error) {
-	req, err := http.NewRequest(method, c.Base+path, nil)
-	if err != nil {
-		return err
-	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	resp, err := c.HTTP.Do(req)
+	resp, err := c.send(method, path, c.HTTP)
 	if err != nil {
 		return err
 	}
@@ -79,15 +72,49 @@ func (c *Client) Do(method, path string, out any) (retErr error) {
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	if resp.StatusCode/100 != 2 {
-		var e struct{ Error string }
-		if json.Unmarshal(body, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(body))
-		}
-		return &StatusError{Status: resp.StatusCode, Msg: e.Error}
-	}
 	if out == nil {
 		return nil
 	}
 	return json.Unmarshal(body, out)
+}
+
+// Open calls GET path for an answer read as it comes, with no overall
+// timeout (a followed job's output lasts as long as the job): a 2xx
+// answer's body, which the caller closes; any other is a *StatusError.
+func (c *Client) Open(path string) (io.ReadCloser, error) {
+	hc := *c.HTTP
+	hc.Timeout = 0
+	resp, err := c.send(http.MethodGet, path, &hc)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// send calls method path through hc; an answer other than 2xx is read
+// (its first 64 KiB) and closed, and returned as a *StatusError.
+func (c *Client) send(method, path string, hc *http.Client) (*http.Response, error) {
+	req, err := http.NewRequest(method, c.Base+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	body, rerr := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err := errors.Join(rerr, resp.Body.Close()); err != nil {
+		return nil, fmt.Errorf("%s %s: HTTP %d: %w", method, path, resp.StatusCode, err)
+	}
+	var e struct{ Error string }
+	if json.Unmarshal(body, &e) != nil || e.Error == "" {
+		e.Error = strings.TrimSpace(string(body))
+	}
+	return nil, &StatusError{Status: resp.StatusCode, Msg: e.Error}
 }
