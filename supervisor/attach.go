@@ -578,3 +578,50 @@ func (j *Job) inputLoop(a *attachment) error {
 
 // errDetach ends an attachment whose client asked to detach.
 var errDetach = errors.New("client detached")
+
+// ErrInputClosed is returned by Input when the job takes no more input:
+// its process has exited, or it is ending.
+var ErrInputClosed = errors.New("the job takes no more input")
+
+// Input applies one input from a client that is not attached to the job
+// (HTTP: stdin appended, stdin closed, a signal) and returns once it is
+// applied, or could not be. A stdin write waits while the program's pipe
+// is full, as an attached client's does. It returns ErrInputClosed once
+// the job has exited or is ending, and refuses any kind but InputStdin,
+// InputCloseStdin and InputSignal.
+func (j *Job) Input(in Input) error {
+	switch in.Kind {
+	case InputStdin, InputCloseStdin, InputSignal:
+	default:
+		return fmt.Errorf("job %s: input kind %d is not for a client that is not attached", j.ID, in.Kind)
+	}
+	j.mu.Lock()
+	ending := j.procExited || j.reason != ""
+	j.mu.Unlock()
+	if ending || j.endSeq.Load() != 0 {
+		return fmt.Errorf("%w: %s", ErrInputClosed, j.ID)
+	}
+	var err error
+	in.Done = func(e error) { err = e }
+	j.apply(in)
+	return err
+}
+
+// CancelByTenant ends the job at its tenant's request (exit signal,
+// grace, kill), recorded as cancelled by the tenant. It returns ErrNoJob
+// when the job's process has already exited.
+func (j *Job) CancelByTenant() error {
+	j.mu.Lock()
+	exited := j.procExited
+	j.mu.Unlock()
+	if exited {
+		return fmt.Errorf("%w: %s has exited", ErrNoJob, j.ID)
+	}
+	by := "tenant " + j.Tenant.Name
+	j.cancel(by, "cancelled by its "+by)
+	return nil
+}
+
+// EndSeq is the seq of the job's end event once it is in the ring; 0
+// while the job runs.
+func (j *Job) EndSeq() uint64 { return j.endSeq.Load() }

@@ -38,26 +38,11 @@ func (s *Server) serveAttach(w http.ResponseWriter, r *http.Request, id string) 
 	if err != nil {
 		return err
 	}
-	job, err := s.sup.Attachable(id)
-	if err != nil || job.Tenant.Name != tenant.Name {
-		return errorf(http.StatusNotFound, "no running job %q", id)
+	job, err := s.resumable(r, tenant, id)
+	if err != nil {
+		return err
 	}
 	q := r.URL.Query()
-	token := r.Header.Get(headerResume)
-	if token == "" {
-		token = q.Get("resume")
-	}
-	if token == "" {
-		return unauthorized("a resume token is required: " + headerResume + ": TOKEN, or ?resume=TOKEN")
-	}
-	if !job.CheckResume(token) {
-		host := clientHost(r)
-		if s.limiter.blocked(host) {
-			return s.limiter.refusal(host, "resume tokens")
-		}
-		s.limiter.fail(host)
-		return errorf(http.StatusForbidden, "wrong resume token for %s", id)
-	}
 	var o supervisor.AttachOptions
 	if a := q.Get("after"); a != "" {
 		n, err := strconv.ParseUint(a, 10, 64)
@@ -96,6 +81,32 @@ func (s *Server) serveAttach(w http.ResponseWriter, r *http.Request, id string) 
 		}
 	}
 	return nil
+}
+
+// resumable is tenant's running job id, if the request holds its resume
+// token (X-Chimirror-Resume, or ?resume=). Wrong resume tokens count
+// against the client's address with wrong tenant tokens.
+func (s *Server) resumable(r *http.Request, tenant *supervisor.Tenant, id string) (*supervisor.Job, error) {
+	job, err := s.sup.Attachable(id)
+	if err != nil || job.Tenant.Name != tenant.Name {
+		return nil, errorf(http.StatusNotFound, "no running job %q", id)
+	}
+	token := r.Header.Get(headerResume)
+	if token == "" {
+		token = r.URL.Query().Get("resume")
+	}
+	if token == "" {
+		return nil, unauthorized("a resume token is required: " + headerResume + ": TOKEN, or ?resume=TOKEN")
+	}
+	if !job.CheckResume(token) {
+		host := clientHost(r)
+		if s.limiter.blocked(host) {
+			return nil, s.limiter.refusal(host, "resume tokens")
+		}
+		s.limiter.fail(host)
+		return nil, errorf(http.StatusForbidden, "wrong resume token for %s", id)
+	}
+	return job, nil
 }
 
 // attachError is the refusal of an attach the job does not take.

@@ -13,18 +13,23 @@ import (
 //
 //	POST /apps/NAME/jobs        submit a batch job; the body is its stdin
 //	GET  /jobs/JOBID/output     its spooled output (output.go)
+//	     /jobs/JOBID/events, /stdin, /signal, DELETE /jobs/JOBID
+//	                            the job as it runs (http_events.go)
+//	GET  /jobs/JOBID/attach     reattach over WebSocket (attach.go)
 //
 // Submit runs the app's job with no client (mode = "batch"). The body is
 // written to the job's stdin as it arrives, which is then closed (EOF)
 // unless ?stdin=open. The answer, once the body is in, is 201 with a
 // Location (the job's output) and
 //
-//	{"id": "JOB…", "resume": TOKEN, "output": URL, "stdin_bytes": N}
+//	{"id": "JOB…", "resume": TOKEN, "events": URL, "stdin": URL,
+//	 "output": URL, "stdin_bytes": N}
 //
-// resume is the job's resume token: with it a WebSocket client may watch
-// the job live at /jobs/JOBID/attach?watch=1 (see attach.go). The events
-// and stdin URLs of issue 16 §3 (SSE, long-poll, stdin appends) are not
-// served yet, so they are not announced.
+// resume is the job's resume token: with it a client reads the job's
+// events as they come (events: SSE or long-poll), appends to its stdin
+// (stdin, when submitted with ?stdin=open), signals or ends it (see
+// http_events.go), or watches it over WebSocket at
+// /jobs/JOBID/attach?watch=1 (see attach.go). output is its spool.
 //
 // stdin_bytes is how much of the body the job took: less than the body
 // when the job ended (or closed its stdin) before reading it all. Tenant
@@ -51,15 +56,22 @@ func (s *Server) routeJobs(w http.ResponseWriter, r *http.Request) (ok bool, err
 			return true, s.submit(w, r, name)
 		}
 	}
-	if rest, found := strings.CutPrefix(p, "/jobs/"); found {
-		if id, ok := strings.CutSuffix(rest, "/output"); ok && !strings.Contains(id, "/") {
-			if r.Method != http.MethodGet && r.Method != http.MethodHead {
-				return true, errorf(http.StatusMethodNotAllowed, "method %s not allowed", r.Method)
-			}
-			return true, s.output(w, r, id)
-		}
+	rest, found := strings.CutPrefix(p, "/jobs/")
+	if !found {
+		return false, nil
 	}
-	return false, nil
+	id, tail, _ := strings.Cut(rest, "/")
+	switch tail {
+	case "output", "attach":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			return true, errorf(http.StatusMethodNotAllowed, "method %s not allowed", r.Method)
+		}
+		if tail == "attach" {
+			return true, s.serveAttach(w, r, id)
+		}
+		return true, s.output(w, r, id)
+	}
+	return s.routeJob(w, r, id, tail) // http_events.go
 }
 
 // submit starts a batch job of app name with the request's body as stdin.
@@ -95,7 +107,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, name string) err
 		job.Abort()
 		return errorf(http.StatusConflict, "%v", err)
 	}
-	took, err := feedStdin(b, r.Body, keepOpen)
+	took, _, err := feedStdin(b, r.Body, keepOpen)
 	if err != nil {
 		b.Cancel("submit: " + err.Error())
 		job.Log().Info("submit failed: job cancelled", "err", err)
@@ -106,29 +118,37 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, name string) err
 	writeJSON(w, http.StatusCreated, map[string]any{
 		"id":          job.ID,
 		"resume":      job.ResumeToken(),
+		"events":      jobURL + "/events",
+		"stdin":       jobURL + "/stdin",
 		"output":      jobURL + "/output",
 		"stdin_bytes": took,
 	})
 	return nil
 }
 
-// feedStdin writes body to b's stdin and closes it unless keepOpen; it
-// returns how many bytes the job took. A job that stops taking stdin
-// (ended, or closed it) is no error: at most submitDrainBytes more of the
-// body are read and dropped, so that a client still sending gets its
-// answer, and a client that sends on and on holds nothing (net/http
-// closes a connection whose body was left unread). An error is the body's.
-func feedStdin(b *supervisor.Batch, body io.Reader, keepOpen bool) (int64, error) {
+// stdinSink is a job's stdin as a writer that is not its client has it.
+type stdinSink interface {
+	Write(p []byte) (int, error)
+	CloseStdin() error
+}
+
+// feedStdin writes body to dst and closes it unless keepOpen; it returns
+// how many bytes the job took, and whether it stopped taking them before
+// the body's end. A job that stops taking stdin (ended, or closed it) is
+// no error: at most submitDrainBytes more of the body are read and
+// dropped, so that a client still sending gets its answer, and a client
+// that sends on and on holds nothing (net/http closes a connection whose
+// body was left unread). An error is the body's.
+func feedStdin(dst stdinSink, body io.Reader, keepOpen bool) (took int64, stopped bool, err error) {
 	buf := make([]byte, submitChunkBytes)
-	var took int64
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
-			if _, err := b.Write(buf[:n]); err != nil {
+			if _, err := dst.Write(buf[:n]); err != nil {
 				if _, err := io.CopyN(io.Discard, body, submitDrainBytes); err != nil && !errors.Is(err, io.EOF) {
-					return took, err
+					return took, true, err
 				}
-				return took, nil
+				return took, true, nil
 			}
 			took += int64(n)
 		}
@@ -136,16 +156,16 @@ func feedStdin(b *supervisor.Batch, body io.Reader, keepOpen bool) (int64, error
 			break
 		}
 		if rerr != nil {
-			return took, rerr
+			return took, false, rerr
 		}
 	}
 	if !keepOpen {
 		// An error is the job's end meanwhile: there is nothing to close.
-		if err := b.CloseStdin(); err != nil {
-			return took, nil
+		if err := dst.CloseStdin(); err != nil {
+			return took, true, nil
 		}
 	}
-	return took, nil
+	return took, false, nil
 }
 
 // output serves a job's spool to its tenant.

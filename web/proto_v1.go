@@ -213,33 +213,48 @@ func (p *v1Proto) Send(ev supervisor.Event) error {
 func (p *v1Proto) sendChunk(s supervisor.Stream, seq uint64, b []byte) error {
 	bp := eventPool.Get().(*[]byte)
 	defer putEvent(bp)
-	out := append((*bp)[:0], `{"event":"/`...)
-	out = append(out, s.String()...)
-	out = append(out, `","seq":`...)
-	out = strconv.AppendUint(out, seq, 10)
-	out = append(out, `,"data":`...)
+	*bp = appendOutputEvent((*bp)[:0], s, seq, b)
+	return p.writeLocked(websocket.TextMessage, *bp)
+}
+
+// appendOutputEvent appends chimirror.v1's event for output b of stream s,
+// numbered seq: {"event":"/stdout","seq":N,"data":…} (see ProtoV1 for the
+// encoding). The HTTP event stream sends the same objects.
+func appendOutputEvent(dst []byte, s supervisor.Stream, seq uint64, b []byte) []byte {
+	dst = append(dst, `{"event":"/`...)
+	dst = append(dst, s.String()...)
+	dst = append(dst, `","seq":`...)
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(dst, `,"data":`...)
 	if utf8.Valid(b) {
-		out = appendJSONString(out, b)
-		out = append(out, '}')
-	} else {
-		out = append(out, '"')
-		out = base64.StdEncoding.AppendEncode(out, b)
-		out = append(out, `","encoding":"base64"}`...)
+		dst = appendJSONString(dst, b)
+		return append(dst, '}')
 	}
-	*bp = out
-	return p.writeLocked(websocket.TextMessage, out)
+	dst = append(dst, '"')
+	dst = base64.StdEncoding.AppendEncode(dst, b)
+	return append(dst, `","encoding":"base64"}`...)
+}
+
+// appendExitEvent appends chimirror.v1's /exit event, numbered seq.
+func appendExitEvent(dst []byte, seq uint64, e supervisor.Exit) ([]byte, error) {
+	d, err := json.Marshal(exitJSON(e))
+	if err != nil {
+		return dst, fmt.Errorf("encode /exit: %w", err)
+	}
+	dst = append(dst, `{"event":"/exit","seq":`...)
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(append(append(dst, `,"data":`...), d...), '}')
+	return dst, nil
 }
 
 // Flush has nothing to send: the job holds split characters back itself.
 func (p *v1Proto) Flush() error { return nil }
 
 func (p *v1Proto) Finish(ev supervisor.Event) error {
-	d, err := json.Marshal(exitJSON(*ev.Exit))
+	b, err := appendExitEvent(nil, ev.Seq, *ev.Exit)
 	if err != nil {
-		return fmt.Errorf("encode /exit: %w", err)
+		return err
 	}
-	b := append([]byte(`{"event":"/exit","seq":`), strconv.FormatUint(ev.Seq, 10)...)
-	b = append(append(append(b, `,"data":`...), d...), '}')
 	err = p.write(websocket.TextMessage, b)
 	return errors.Join(err, p.finish(*ev.Exit))
 }

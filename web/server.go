@@ -195,12 +195,6 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusMethodNotAllowed, "method %s not allowed", r.Method)
 	}
 	upgrade := websocket.IsWebSocketUpgrade(r)
-	// A job's own path comes first, in quick mode too.
-	if rest, ok := strings.CutPrefix(p, "/jobs/"); ok {
-		if id, tail, _ := strings.Cut(rest, "/"); tail == "attach" {
-			return s.serveAttach(w, r, id)
-		}
-	}
 	// An app's name is a segment of the escaped path; what follows it is
 	// PATH_INFO. In quick mode only the app's own name is its path here:
 	// any other /apps/… is one more path of the command's.

@@ -1,0 +1,412 @@
+package web
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chimirror/chimirror/accounting"
+	"github.com/chimirror/chimirror/supervisor"
+)
+
+// submitOpen submits a job of app with stdin left open and returns its ID
+// and resume token.
+func (s *testServer) submitOpen(app, token string) (id, resume string) {
+	s.t.Helper()
+	st, _, body := s.do(http.MethodPost, "/apps/"+app+"/jobs?stdin=open", token, nil, nil)
+	if st != http.StatusCreated {
+		s.t.Fatalf("submit %s: %d %s", app, st, body)
+	}
+	var ans struct{ ID, Resume, Events, Stdin string }
+	jsonUnmarshal(s.t, body, &ans)
+	if ans.Events != "/jobs/"+ans.ID+"/events" || ans.Stdin != "/jobs/"+ans.ID+"/stdin" || ans.Resume == "" {
+		s.t.Fatalf("submit answer %s: want events and stdin URLs and a resume token", body)
+	}
+	return ans.ID, ans.Resume
+}
+
+// sseEv is one Server-Sent Event as a client parses it.
+type sseEv struct {
+	ID, Name, Data string
+}
+
+// sseStream is an open event stream.
+type sseStream struct {
+	resp *http.Response
+	br   *bufio.Reader
+}
+
+// openSSE opens job id's event stream with hdr added.
+func (s *testServer) openSSE(id, token, resume string, hdr http.Header) (*sseStream, int) {
+	s.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.httpBase()+"/jobs/"+id+"/events", nil)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set(headerResume, resume)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, resp.StatusCode
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		s.t.Fatalf("events: Content-Type %q", ct)
+	}
+	st := &sseStream{resp: resp, br: bufio.NewReader(resp.Body)}
+	s.t.Cleanup(func() { resp.Body.Close() })
+	return st, resp.StatusCode
+}
+
+// next reads the next event (comments skipped); io.EOF at the stream's end.
+func (st *sseStream) next() (sseEv, error) {
+	var ev sseEv
+	for {
+		line, err := st.br.ReadString('\n')
+		if err != nil {
+			return ev, err
+		}
+		line = strings.TrimSuffix(line, "\n")
+		switch {
+		case line == "":
+			if ev.Name != "" || ev.Data != "" {
+				return ev, nil
+			}
+		case strings.HasPrefix(line, ":"):
+		case strings.HasPrefix(line, "id: "):
+			ev.ID = line[4:]
+		case strings.HasPrefix(line, "event: "):
+			ev.Name = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			ev.Data = line[6:]
+		default:
+			return ev, fmt.Errorf("unexpected line %q", line)
+		}
+	}
+}
+
+// v1Obj is an event object of the HTTP stream (chimirror.v1's).
+type v1Obj struct {
+	Event    string `json:"event"`
+	Seq      uint64 `json:"seq"`
+	Data     any    `json:"data"`
+	Encoding string `json:"encoding"`
+}
+
+// Ensure the HTTP protocol runs a job end to end with no WebSocket: SSE
+// events numbered as chimirror.v1's, stdin appended and closed, a resume
+// after a cut from Last-Event-ID with no event twice and none missed, the
+// stream ending after the exit, and 204 from the end on.
+func TestHTTPEventsSSE(t *testing.T) {
+	t.Parallel()
+	cfg := supervisor.Config{SpoolDir: t.TempDir(), Apps: []supervisor.App{
+		batchApp("b", `while read l; do echo "got $l"; done; echo bye >&2; exit 4`),
+	}, Tenants: []supervisor.Tenant{tenant("alice", aliceToken, 0)}}
+	s := startServer(t, cfg, Options{})
+	id, resume := s.submitOpen("b", aliceToken)
+	post := func(path, body string) (int, []byte) {
+		t.Helper()
+		st, _, b := s.do(http.MethodPost, "/jobs/"+id+path, aliceToken, strings.NewReader(body), http.Header{headerResume: {resume}})
+		return st, b
+	}
+	st, _ := s.openSSE(id, aliceToken, resume, nil)
+	if code, b := post("/stdin", "a\nb\n"); code != http.StatusOK || !strings.Contains(string(b), `"stdin_bytes":4`) {
+		t.Fatalf("stdin: %d %s", code, b)
+	}
+	// Output events may hold several lines (the pump reads what is
+	// there): read until the text wanted is in.
+	var out, text strings.Builder // the events; their data alone
+	last, lastSeq := "", uint64(0)
+	readUntil := func(st *sseStream, want string) {
+		t.Helper()
+		for !strings.Contains(text.String(), want) {
+			ev, err := st.next()
+			if err != nil {
+				t.Fatalf("after %q: %v", out.String(), err)
+			}
+			var o v1Obj
+			jsonUnmarshal(t, []byte(ev.Data), &o)
+			if "/"+ev.Name != o.Event || ev.ID != strconv.FormatUint(o.Seq, 10) {
+				t.Fatalf("event %+v: its id and name are not its object's %+v", ev, o)
+			}
+			if o.Seq != lastSeq+1 {
+				t.Fatalf("event %d after %d: want each once, in order", o.Seq, lastSeq)
+			}
+			lastSeq, last = o.Seq, ev.ID
+			if ev.Name == "exit" {
+				m := o.Data.(map[string]any)
+				fmt.Fprintf(&out, "exit %v %v|", m["code"], m["reason"])
+				fmt.Fprintf(&text, "exit %v %v|", m["code"], m["reason"])
+			} else {
+				fmt.Fprintf(&out, "%s %s|", ev.Name, o.Data)
+				text.WriteString(o.Data.(string))
+			}
+		}
+	}
+	readUntil(st, "got b\n")
+	st.resp.Body.Close() // the cut
+	if code, _ := post("/stdin", "c\n"); code != http.StatusOK {
+		t.Fatalf("stdin after the cut: %d", code)
+	}
+	// The job's own ?after= is older: Last-Event-ID wins, as an
+	// EventSource's reconnect sends it with the URL it started with.
+	st, _ = s.openSSE(id, aliceToken, resume, http.Header{"Last-Event-ID": {last}})
+	readUntil(st, "got c\n")
+	if code, b := post("/stdin?close=1", ""); code != http.StatusOK {
+		t.Fatalf("close stdin: %d %s", code, b)
+	}
+	readUntil(st, "exit 4 exit|")
+	if got := strings.ReplaceAll(out.String(), "|stdout ", ""); got != "stdout got a\ngot b\ngot c\n|stderr bye\n|exit 4 exit|" {
+		t.Fatalf("events %q", out.String())
+	}
+	if _, err := st.next(); err != io.EOF {
+		t.Fatalf("after the exit: %v, want the stream's end", err)
+	}
+	rec := s.waitEnded(id)
+	if rec.ExitCode == nil || *rec.ExitCode != 4 || rec.Traffic.StdinBytes != 6 {
+		t.Fatalf("record %+v", rec)
+	}
+	// An EventSource reconnecting from the exit on is told to stop.
+	if _, status := s.openSSE(id, aliceToken, resume, http.Header{"Last-Event-ID": {last}}); status != http.StatusNoContent {
+		t.Fatalf("from the exit on: %d, want 204", status)
+	}
+}
+
+// Ensure a long-poll answers at once when events are there, after wait
+// with an empty array when none come, and the events after its after.
+func TestHTTPLongPoll(t *testing.T) {
+	t.Parallel()
+	cfg := supervisor.Config{SpoolDir: t.TempDir(), Apps: []supervisor.App{
+		batchApp("b", `echo one; read l; echo "$l"`),
+	}}
+	s := startServer(t, cfg, Options{})
+	id, resume := s.submitOpen("b", "")
+	poll := func(after uint64, wait string) (int, []v1Obj, time.Duration) {
+		t.Helper()
+		start := time.Now()
+		code, _, b := s.do(http.MethodGet, fmt.Sprintf("/jobs/%s/events?after=%d&wait=%s", id, after, wait), "", nil,
+			http.Header{headerResume: {resume}, "Accept": {"application/json"}})
+		var evs []v1Obj
+		if code == http.StatusOK {
+			jsonUnmarshal(t, b, &evs)
+		}
+		return code, evs, time.Since(start)
+	}
+	code, evs, _ := poll(0, "20s")
+	if code != http.StatusOK || len(evs) != 1 || evs[0].Seq != 1 || evs[0].Data != "one\n" {
+		t.Fatalf("first poll: %d %+v", code, evs)
+	}
+	code, evs, took := poll(1, "300ms")
+	if code != http.StatusOK || len(evs) != 0 || took < 300*time.Millisecond {
+		t.Fatalf("empty poll: %d %+v after %v, want [] after the wait", code, evs, took)
+	}
+	// A poll waiting when the event comes answers with it, long before
+	// its wait.
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		s.do(http.MethodPost, "/jobs/"+id+"/stdin?close=1", "", strings.NewReader("two\n"), http.Header{headerResume: {resume}})
+	}()
+	code, evs, took = poll(1, "60s")
+	if code != http.StatusOK || len(evs) == 0 || evs[0].Seq != 2 || evs[0].Data != "two\n" || took > 30*time.Second {
+		t.Fatalf("waiting poll: %d %+v after %v", code, evs, took)
+	}
+}
+
+// Ensure signal and DELETE reach the job, DELETE is recorded as the
+// tenant's cancel, and each refusal has its documented status.
+func TestHTTPSignalCancelRefusals(t *testing.T) {
+	t.Parallel()
+	cfg := supervisor.Config{SpoolDir: t.TempDir(), Apps: []supervisor.App{
+		batchApp("b", `trap 'echo usr1' USR1; echo ready; while :; do sleep 0.05; done`),
+	}, Tenants: []supervisor.Tenant{tenant("alice", aliceToken, 0), tenant("bob", bobToken, 0)}}
+	s := startServer(t, cfg, Options{})
+	id, resume := s.submitOpen("b", aliceToken)
+	rh := http.Header{headerResume: {resume}}
+	st, _ := s.openSSE(id, aliceToken, resume, nil)
+	if ev, err := st.next(); err != nil || !strings.Contains(ev.Data, "ready") {
+		t.Fatalf("first event %+v, %v", ev, err)
+	}
+	for _, tc := range []struct {
+		name, method, path, token string
+		hdr                       http.Header
+		status                    int
+	}{
+		{"no resume token", http.MethodPost, "/signal?signal=USR1", aliceToken, nil, http.StatusUnauthorized},
+		{"wrong resume token", http.MethodPost, "/signal?signal=USR1", aliceToken, http.Header{headerResume: {"x" + resume}}, http.StatusForbidden},
+		{"another tenant", http.MethodDelete, "", bobToken, rh, http.StatusNotFound},
+		{"no tenant token", http.MethodDelete, "", "", rh, http.StatusUnauthorized},
+		{"unknown job", http.MethodPost, "/../J999999/signal", aliceToken, rh, http.StatusNotFound},
+		{"bad signal", http.MethodPost, "/signal?signal=STOP", aliceToken, rh, http.StatusBadRequest},
+		{"bad after", http.MethodGet, "/events?after=x", aliceToken, rh, http.StatusBadRequest},
+		{"after past the last event", http.MethodGet, "/events?after=99", aliceToken, rh, http.StatusBadRequest},
+		{"wrong method", http.MethodGet, "/stdin", aliceToken, rh, http.StatusMethodNotAllowed},
+		{"bad close", http.MethodPost, "/stdin?close=yes", aliceToken, rh, http.StatusBadRequest},
+		{"foreign origin", http.MethodDelete, "", aliceToken, http.Header{headerResume: {resume}, "Origin": {"http://evil.example"}}, http.StatusForbidden},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := "/jobs/" + id + tc.path
+			if strings.HasPrefix(tc.path, "/..") {
+				path = "/jobs/" + strings.TrimPrefix(tc.path, "/../")
+			}
+			if code, _, b := s.do(tc.method, path, tc.token, nil, tc.hdr); code != tc.status {
+				t.Fatalf("%s %s: %d %s, want %d", tc.method, path, code, b, tc.status)
+			}
+		})
+	}
+	if code, _, b := s.do(http.MethodPost, "/jobs/"+id+"/signal", aliceToken, strings.NewReader("USR1\n"), rh); code != http.StatusNoContent {
+		t.Fatalf("signal: %d %s", code, b)
+	}
+	// The signal goes to the job's process group: its sleep dies of it
+	// too, and the shell may say so on stderr first.
+	for {
+		ev, err := st.next()
+		if err != nil || ev.Name == "exit" {
+			t.Fatalf("after USR1: %+v, %v; want the trap's usr1", ev, err)
+		}
+		if ev.Name == "stdout" && strings.Contains(ev.Data, "usr1") {
+			break
+		}
+	}
+	if code, _, b := s.do(http.MethodDelete, "/jobs/"+id, aliceToken, nil, rh); code != http.StatusAccepted {
+		t.Fatalf("DELETE: %d %s", code, b)
+	}
+	rec := s.waitEnded(id)
+	if rec.Reason != string(supervisor.ReasonCancelled) || rec.CancelledBy != "tenant alice" || rec.State != accounting.StateFinished {
+		t.Fatalf("record %+v: want cancelled by tenant alice", rec)
+	}
+	if code, _, _ := s.do(http.MethodPost, "/jobs/"+id+"/signal?signal=INT", aliceToken, nil, rh); code != http.StatusNotFound && code != http.StatusConflict {
+		t.Fatalf("signal after the end: %d, want 404 or 409", code)
+	}
+}
+
+// readAllSSE reads a stream to its end and returns its stdout bytes, the
+// exit's code and the events' seqs, failing on a gap, a gone or a seq out
+// of turn.
+func readAllSSE(t *testing.T, st *sseStream, after uint64) (stdout []byte, code float64, last uint64) {
+	t.Helper()
+	last = after
+	code = -1
+	for {
+		ev, err := st.next()
+		if err == io.EOF {
+			return stdout, code, last
+		}
+		if err != nil {
+			t.Fatalf("after event %d: %v", last, err)
+		}
+		var o v1Obj
+		jsonUnmarshal(t, []byte(ev.Data), &o)
+		if ev.Name == "gap" || ev.Name == "gone" || o.Seq != last+1 {
+			t.Fatalf("event %+v after %d: want each seq once, in order, and no gap", ev, last)
+		}
+		last = o.Seq
+		switch ev.Name {
+		case "stdout":
+			stdout = append(stdout, o.Data.(string)...)
+		case "exit":
+			code = o.Data.(map[string]any)["code"].(float64)
+		}
+	}
+}
+
+// Ensure an HTTP reader misses nothing of a spooled job: events its ring
+// evicted before the reader came are read from the spool, live ones from
+// the ring, and once the job is gone the spool serves them all; from the
+// end on the answer is 204. A job that kept no spool is 410 once gone.
+func TestHTTPEventsFromSpool(t *testing.T) {
+	t.Parallel()
+	const lines = 40_000 // 2.2 MB: far more than the 64 KiB ring
+	want := numbered(lines)
+	pol := resumePolicy(0, 64<<10)
+	pol.Batch = true
+	half := fmt.Sprintf(`awk 'BEGIN { for (i = 1; i <= %d; i++) printf "%%012d the quick brown fox jumps over the lazy dog\n", i }'`, lines/2)
+	rest := fmt.Sprintf(`awk 'BEGIN { for (i = %d; i <= %d; i++) printf "%%012d the quick brown fox jumps over the lazy dog\n", i }'`, lines/2+1, lines)
+	b := shApp("b", half+`; read go; `+rest+`; exit 6`)
+	b.Policy = pol
+	plain := shApp("plain", `awk 'BEGIN { for (i = 1; i <= 5000; i++) print i }'; read x`)
+	plain.Policy = resumePolicy(time.Minute, 4<<10)
+	cfg := supervisor.Config{SpoolDir: t.TempDir(), Apps: []supervisor.App{b, plain}}
+	s := startServer(t, cfg, Options{})
+	id, resume := s.submitOpen("b", "")
+	// Wait until the first half is spooled: the ring holds only its end.
+	waitFor(t, 20*time.Second, "the first half spooled", func() bool {
+		_, _, body := s.do(http.MethodGet, "/jobs/"+id+"/output?stream=stdout", "", nil, nil)
+		return len(body) == len(want)/2
+	})
+	st, _ := s.openSSE(id, "", resume, nil)
+	if code, _, b := s.do(http.MethodPost, "/jobs/"+id+"/stdin", "", strings.NewReader("go\n"), http.Header{headerResume: {resume}}); code != http.StatusOK {
+		t.Fatalf("stdin: %d %s", code, b)
+	}
+	got, code, last := readAllSSE(t, st, 0)
+	if !bytes.Equal(got, want) || code != 6 {
+		t.Fatalf("live: %d bytes of %d (equal %v), exit %v", len(got), len(want), bytes.Equal(got, want), code)
+	}
+	s.waitEnded(id)
+	// Gone: the spool serves it all, from the start or from anywhere.
+	for _, after := range []uint64{0, last / 2} {
+		st, status := s.openSSE(id, "", "", http.Header{"Last-Event-ID": {strconv.FormatUint(after, 10)}})
+		if status != http.StatusOK {
+			t.Fatalf("after the end, from %d: %d", after, status)
+		}
+		again, code, end := readAllSSE(t, st, after)
+		if after == 0 && !bytes.Equal(again, want) || code != 6 || end != last {
+			t.Fatalf("from the spool after %d: %d bytes, exit %v, last %d (want %d)", after, len(again), code, end, last)
+		}
+	}
+	if _, status := s.openSSE(id, "", "", http.Header{"Last-Event-ID": {strconv.FormatUint(last, 10)}}); status != http.StatusNoContent {
+		t.Fatalf("from the end: %d, want 204", status)
+	}
+	code2, _, body := s.do(http.MethodGet, fmt.Sprintf("/jobs/%s/events?after=%d", id, last-1), "", nil, http.Header{"Accept": {"application/json"}})
+	if code2 != http.StatusOK || !strings.Contains(string(body), `"event":"/exit"`) {
+		t.Fatalf("long-poll of a gone job: %d %s", code2, body)
+	}
+	// No spool: events the ring let go are a gap, and once the job is
+	// gone its events are.
+	ws, pid := s.dialJob("/apps/plain")
+	var seen []byte
+	for !bytes.HasSuffix(seen, []byte("\n5000\n")) {
+		_, msg, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var o v1Obj
+		jsonUnmarshal(t, msg, &o)
+		if o.Event == "/stdout" {
+			seen = append(seen, o.Data.(string)...)
+		}
+	}
+	pj, err := s.sup.Attachable(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plainResume := pj.ResumeToken()
+	code3, _, body3 := s.do(http.MethodGet, "/jobs/"+pid+"/events?wait=0s", "", nil, http.Header{"Accept": {"application/json"}, headerResume: {plainResume}})
+	var evs []v1Obj
+	if code3 == http.StatusOK {
+		jsonUnmarshal(t, body3, &evs)
+	}
+	if code3 != http.StatusOK || len(evs) < 2 || evs[0].Event != "/gap" || evs[1].Seq != uint64(evs[0].Data.(map[string]any)["to"].(float64))+1 {
+		t.Fatalf("events of a ring that let events go: %d %s, want a gap, then the rest", code3, body3)
+	}
+	if err := ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")); err != nil {
+		t.Fatal(err)
+	}
+	s.waitEnded(pid)
+	if code, _, body := s.do(http.MethodGet, "/jobs/"+pid+"/events", "", nil, nil); code != http.StatusGone {
+		t.Fatalf("events of a gone job without a spool: %d %s, want 410", code, body)
+	}
+}
