@@ -81,6 +81,7 @@ func NewAdmin(log *slog.Logger, sup *supervisor.Supervisor, opts AdminOptions) *
 	mux.HandleFunc("GET /api/v1/jobs/{id}", a.handle(a.getJob, true))
 	mux.HandleFunc("POST /api/v1/jobs/{id}/cancel", a.handle(a.cancelJob, true))
 	mux.HandleFunc("GET /api/v1/jobs/{id}/output", a.handle(a.jobOutput, true))
+	mux.HandleFunc("GET /api/v1/jobs/{id}/events", a.handle(a.jobEvents, true))
 	mux.HandleFunc("GET /api/v1/acct", a.handle(a.acct, true))
 	mux.HandleFunc("GET /api/v1/tenants", a.handle(a.tenants, true))
 	mux.HandleFunc("GET /api/v1/policies", a.handle(a.policies, true))

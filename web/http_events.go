@@ -113,7 +113,7 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request, tenant *super
 	job, err := s.resumable(r, tenant, id)
 	if err == nil {
 		if rec, _, ok := s.sup.Record(job.ID); ok {
-			return s.events(w, r, job, rec)
+			return serveEvents(w, r, s.sup, s.log, job, rec)
 		}
 		err = errorf(http.StatusNotFound, "no running job %q", id) // ended since: the ledger has it
 	}
@@ -129,7 +129,7 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request, tenant *super
 	if rec.State.Open() || tenant != supervisor.PublicTenant && rec.Tenant != tenant.Name {
 		return err // running (or starting); another tenant's job is as unknown
 	}
-	return s.events(w, r, nil, rec)
+	return serveEvents(w, r, s.sup, s.log, nil, rec)
 }
 
 // stdin appends the request's body to the job's stdin, then closes it if
@@ -204,7 +204,7 @@ func (s *Server) signal(w http.ResponseWriter, r *http.Request, job *supervisor.
 // events serves job id's events as Server-Sent Events or a long-poll. job
 // is nil when the job is no longer running: its spool, if it keeps one,
 // has its events (the tenant's token is enough then, as for its output).
-func (s *Server) events(w http.ResponseWriter, r *http.Request, job *supervisor.Job, rec accounting.Record) error {
+func serveEvents(w http.ResponseWriter, r *http.Request, sup *supervisor.Supervisor, log *slog.Logger, job *supervisor.Job, rec accounting.Record) error {
 	q := r.URL.Query()
 	after, err := eventsAfter(r)
 	if err != nil {
@@ -212,8 +212,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, job *supervisor.
 	}
 	src := &eventSource{id: rec.ID, job: job}
 	defer src.close()
-	if rec.Spool && s.sup.SpoolDir() != "" {
-		src.spoolPath = spool.Path(s.sup.SpoolDir(), rec.ID)
+	if rec.Spool && sup.SpoolDir() != "" {
+		src.spoolPath = spool.Path(sup.SpoolDir(), rec.ID)
 	}
 	if job != nil {
 		if end := job.EndSeq(); end != 0 && after >= end {
@@ -236,7 +236,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, job *supervisor.
 			}
 			wait = min(d, longPollMaxWait)
 		}
-		return s.longPoll(w, r, src, after, wait)
+		return longPoll(w, r, src, after, wait)
 	}
 	// The first batch before the answer's status: a stream from the end
 	// on is 204, and a job gone without a spool 410.
@@ -250,7 +250,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, job *supervisor.
 	if status := eventsStatus(err, rec.ID); status != nil {
 		return status
 	}
-	s.sse(w, r, src, after, first)
+	sse(w, r, log, src, after, first)
 	return nil
 }
 
@@ -514,7 +514,7 @@ func appendGapEvent(dst []byte, gap [2]uint64) []byte {
 }
 
 // longPoll answers the events after after as a JSON array; see above.
-func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, src *eventSource, after uint64, wait time.Duration) error {
+func longPoll(w http.ResponseWriter, r *http.Request, src *eventSource, after uint64, wait time.Duration) error {
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
 	evs, err := src.next(ctx, after, longPollBytes)
@@ -549,8 +549,8 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, src *eventSour
 // Server-Sent Events until the job's end is sent, its events are gone,
 // or the client leaves. Each write has a deadline, so a client that stops
 // reading is dropped.
-func (s *Server) sse(w http.ResponseWriter, r *http.Request, src *eventSource, after uint64, evs []wireEvent) {
-	log := s.log.With("job", src.id, "remote", clientHost(r))
+func sse(w http.ResponseWriter, r *http.Request, log *slog.Logger, src *eventSource, after uint64, evs []wireEvent) {
+	log = log.With("job", src.id, "remote", clientHost(r))
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")

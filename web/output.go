@@ -157,3 +157,19 @@ func (a *Admin) jobOutput(w http.ResponseWriter, r *http.Request, _ string) erro
 	}
 	return serveOutput(w, r, a.sup, rec, running, a.log)
 }
+
+// jobEvents is the admin API's GET /api/v1/jobs/{id}/events: any job's
+// events, as its tenant reads them (http_events.go), with no resume token.
+func (a *Admin) jobEvents(w http.ResponseWriter, r *http.Request, _ string) error {
+	rec, _, err := findJob(a.sup, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	var job *supervisor.Job
+	if rec.State.Open() {
+		if job, err = a.sup.Attachable(rec.ID); err != nil {
+			job = nil // ended since: its spool has the rest, if it keeps one
+		}
+	}
+	return serveEvents(w, r, a.sup, a.log, job, rec)
+}

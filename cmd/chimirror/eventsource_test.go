@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/gorilla/websocket"
 
 	"github.com/chimirror/chimirror/internal/cutproxy"
 )
@@ -109,5 +112,76 @@ mode = "batch"
 	last := evs[len(evs)-1]
 	if last.Name != "exit" || last.Data.Data.(map[string]any)["code"] != float64(5) {
 		t.Errorf("last event %+v: want the exit, code 5", last)
+	}
+}
+
+// Ensure the console follows a running job that keeps no spool live from
+// its ring: what it wrote before the page opened, what it writes after,
+// and its end.
+func TestBrowser_ConsoleLiveOutput(t *testing.T) {
+	ctx := newBrowser(t)
+	dir := t.TempDir()
+	cfg := writeFile(t, filepath.Join(dir, "c.toml"), `data_dir = "data"
+sandbox = "off"
+[[app]]
+name = "talk"
+command = ["sh", "-c", "while read l; do echo \"said: $l\"; done; exit 7"]
+env = ["PATH"]
+`)
+	srv := startServer(t, dir, "--config", cfg)
+	ws, _, err := websocket.DefaultDialer.Dial(srv.url("ws", "/apps/talk"), http.Header{"Sec-WebSocket-Protocol": {"chimirror.v1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	_, first, err := ws.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var job struct{ Data struct{ ID string } }
+	if err := json.Unmarshal(first, &job); err != nil || job.Data.ID == "" {
+		t.Fatalf("/job %s: %v", first, err)
+	}
+	say := func(line string) {
+		t.Helper()
+		msg, err := json.Marshal(map[string]string{"event": "/stdin", "data": line + "\n"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ws.WriteMessage(websocket.TextMessage, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	say("before")
+	token, err := os.ReadFile(filepath.Join(dir, "data", "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shows := func(text string) chromedp.Action[chromedp.Void] {
+		return chromedp.Poll[chromedp.Void](`document.getElementById("output-text").textContent.includes(` + strconv.Quote(text) + `)`)
+	}
+	err = chromedp.Do(ctx,
+		chromedp.Navigate("http://"+srv.admin+"/"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), strings.TrimSpace(string(token))),
+		chromedp.Click(chromedp.ID("login")),
+		chromedp.WaitVisible(chromedp.ID("active-section")),
+		chromedp.Evaluate[chromedp.Void](`location.hash = "#job/`+job.Data.ID+`"`),
+		chromedp.WaitVisible(chromedp.ID("output-section")),
+		shows("said: before\n"),
+	)
+	if err != nil {
+		got, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("output-text")))
+		t.Fatalf("console output of %s: %v (shows %q)\nserver stderr:\n%s", job.Data.ID, err, got, srv.stderr)
+	}
+	say("after")
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"event":"/stdin/close"}`)); err != nil {
+		t.Fatal(err)
+	}
+	err = chromedp.Do(ctx, shows("said: after\n"), shows("[exit 7, reason exit]"),
+		chromedp.Poll[chromedp.Void](`document.getElementById("output-note").textContent.includes("not kept")`))
+	if err != nil {
+		got, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("output-text")))
+		t.Fatalf("console live output of %s: %v (shows %q)", job.Data.ID, err, got)
 	}
 }

@@ -641,6 +641,7 @@
     $('detail-state').textContent = '';
     $('detail-error').hidden = true;
     $('detail-fields').replaceChildren();
+    closeLive();
     $('output-section').hidden = true;
     $('output-text').textContent = '';
     state.detail.outputKey = '';
@@ -653,6 +654,7 @@
   }
 
   function closeDetail() {
+    closeLive();
     clearTimeout(state.detail.timer);
     state.detail.gen++;
     Object.assign(state.detail, { id: null, job: null });
@@ -700,14 +702,22 @@
   // OUTPUT_TAIL is how much of a spool the detail page shows: its end.
   const OUTPUT_TAIL = 1 << 20;
 
-  // loadOutput shows a spooled job's output (stdout and stderr as written):
-  // a running job's is read again at each refresh while follow is on, an
-  // ended job's once.
+  // loadOutput shows a job's output (stdout and stderr as written). A
+  // spooled job's is its spool: a running job's read again at each refresh
+  // while follow is on, an ended job's once. A running job that keeps no
+  // spool is followed live from its ring (openLive); once it has ended its
+  // output is gone, and the last of it stays on the page.
   async function loadOutput(job) {
     const sec = $('output-section');
-    if (!job.spool) { sec.hidden = true; return; }
-    sec.hidden = false;
     const d = state.detail;
+    if (!job.spool) {
+      if (isOpen(job) && $('output-follow').checked) { sec.hidden = false; openLive(job); }
+      else if (!d.live) sec.hidden = true;
+      $('output-download').hidden = true;
+      return;
+    }
+    $('output-download').hidden = false;
+    sec.hidden = false;
     const url = `${API}/jobs/${encodeURIComponent(job.id)}/output?stream=all`;
     $('output-download').href = url + '&download=1';
     const key = `${job.id}:${job.state}`;
@@ -724,6 +734,50 @@
     const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
     pre.textContent = text;
     if ($('output-follow').checked && atEnd) pre.scrollTop = pre.scrollHeight;
+  }
+
+  // openLive follows a running job's events (GET …/events, Server-Sent
+  // Events from its ring) into the output pane, keeping its last
+  // OUTPUT_TAIL characters; the job's end closes the stream.
+  function openLive(job) {
+    const d = state.detail;
+    if (d.live && d.live.id === job.id) return;
+    closeLive();
+    const pre = $('output-text');
+    const live = { id: job.id, text: '', es: new EventSource(`${API}/jobs/${encodeURIComponent(job.id)}/events`), queued: false };
+    d.live = live;
+    $('output-note').textContent = 'live';
+    const show = () => {
+      live.queued = false;
+      if (d.live !== live) return;
+      const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.textContent = live.text;
+      if ($('output-follow').checked && atEnd) pre.scrollTop = pre.scrollHeight;
+    };
+    const add = (t) => {
+      live.text = (live.text + t).slice(-OUTPUT_TAIL);
+      if (!live.queued) { live.queued = true; requestAnimationFrame(show); }
+    };
+    const bytes = (ev) => ev.encoding === 'base64'
+      ? new TextDecoder().decode(Uint8Array.from(atob(ev.data), (c) => c.charCodeAt(0)))
+      : ev.data;
+    for (const name of ['stdout', 'stderr']) live.es.addEventListener(name, (e) => add(bytes(JSON.parse(e.data))));
+    live.es.addEventListener('gap', (e) => {
+      const g = JSON.parse(e.data).data;
+      add(`[… events ${g.from}–${g.to} are no longer kept …]\n`);
+    });
+    live.es.addEventListener('exit', (e) => {
+      const x = JSON.parse(e.data).data;
+      add(`[exit ${x.code}, reason ${x.reason}]\n`);
+      live.es.close();
+      $('output-note').textContent = 'ended: not spooled, so not kept';
+    });
+    live.es.addEventListener('gone', () => { live.es.close(); $('output-note').textContent = 'ended: not spooled, so not kept'; });
+  }
+
+  function closeLive() {
+    const d = state.detail;
+    if (d.live) { d.live.es.close(); d.live = null; }
   }
 
   // detailEntries lists every record field as [label, text], known ones
