@@ -68,6 +68,28 @@ func newBrowser(t *testing.T) context.Context {
 	return ctx
 }
 
+// consoleLogin is the steps that log in to srv's console with the admin
+// token chimirror serve made in dir, on a page that may then show a job.
+func consoleLogin(t *testing.T, dir string, srv *server) []chromedp.Action[chromedp.Void] {
+	t.Helper()
+	token, err := os.ReadFile(filepath.Join(dir, "data", "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []chromedp.Action[chromedp.Void]{
+		chromedp.Navigate("http://" + srv.admin + "/"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), strings.TrimSpace(string(token))),
+		chromedp.Click(chromedp.ID("login")),
+		chromedp.WaitVisible(chromedp.ID("active-section")),
+	}
+}
+
+// consoleJob opens job id's detail page in a logged-in console.
+func consoleJob(id string) chromedp.Action[chromedp.Void] {
+	return chromedp.Evaluate[chromedp.Void](`location.hash = "#job/` + id + `"`)
+}
+
 // Ensure a person can run a job from the test page in a real browser:
 // connect, see stdout and stderr apart, send a line, close stdin, and read
 // the exit status.

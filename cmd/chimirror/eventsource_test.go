@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -153,23 +152,14 @@ env = ["PATH"]
 		}
 	}
 	say("before")
-	token, err := os.ReadFile(filepath.Join(dir, "data", "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	shows := func(text string) chromedp.Action[chromedp.Void] {
 		return chromedp.Poll[chromedp.Void](`document.getElementById("output-text").textContent.includes(` + strconv.Quote(text) + `)`)
 	}
-	err = chromedp.Do(ctx,
-		chromedp.Navigate("http://"+srv.admin+"/"),
-		chromedp.WaitVisible(chromedp.ID("token")),
-		chromedp.SendKeys(chromedp.ID("token"), strings.TrimSpace(string(token))),
-		chromedp.Click(chromedp.ID("login")),
-		chromedp.WaitVisible(chromedp.ID("active-section")),
-		chromedp.Evaluate[chromedp.Void](`location.hash = "#job/`+job.Data.ID+`"`),
+	err = chromedp.Do(ctx, append(consoleLogin(t, dir, srv),
+		consoleJob(job.Data.ID),
 		chromedp.WaitVisible(chromedp.ID("output-section")),
 		shows("said: before\n"),
-	)
+	)...)
 	if err != nil {
 		got, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("output-text")))
 		t.Fatalf("console output of %s: %v (shows %q)\nserver stderr:\n%s", job.Data.ID, err, got, srv.stderr)

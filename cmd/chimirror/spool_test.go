@@ -129,10 +129,7 @@ mode = "batch"
 		t.Fatalf("submit: exit %d: %s", code, errOut)
 	}
 	id := strings.TrimSpace(out)
-	token, err := os.ReadFile(filepath.Join(dir, "data", "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	login := consoleLogin(t, dir, srv)
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		out, _, _ := runCLI(t, dir, nil, "job", id, "--json", "--config", cfg, "--admin", srv.admin)
 		if strings.Contains(out, `"state": "finished"`) {
@@ -144,16 +141,11 @@ mode = "batch"
 	}
 	want := "report for:\nthe input\ndone\n" // one stream: the two are not ordered against each other
 	var text, href string
-	err = chromedp.Do(ctx,
-		chromedp.Navigate("http://"+srv.admin+"/"),
-		chromedp.WaitVisible(chromedp.ID("token")),
-		chromedp.SendKeys(chromedp.ID("token"), strings.TrimSpace(string(token))),
-		chromedp.Click(chromedp.ID("login")),
-		chromedp.WaitVisible(chromedp.ID("active-section")),
-		chromedp.Evaluate[chromedp.Void](`location.hash = "#job/`+id+`"`),
+	err := chromedp.Do(ctx, append(login,
+		consoleJob(id),
 		chromedp.WaitVisible(chromedp.ID("output-section")),
 		chromedp.Poll[chromedp.Void](`document.getElementById("output-text").textContent === `+strconv.Quote(want)),
-	)
+	)...)
 	if err != nil {
 		got, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("output-text")))
 		t.Fatalf("console output of %s: %v (shows %q)\nserver stderr:\n%s", id, err, got, srv.stderr)
