@@ -1207,31 +1207,11 @@ func procUsage(pid int) (fds int, rssBytes, fileBytes int64, err error) {
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	kb, err := procStatusKB(pid, "VmRSS", "RssFile")
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	found := 0
-	for _, l := range strings.Split(string(status), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 2 || (f[0] != "VmRSS:" && f[0] != "RssFile:") {
-			continue
-		}
-		kb, err := strconv.ParseInt(f[1], 10, 64)
-		if err != nil {
-			return 0, 0, 0, err
-		}
-		if f[0] == "VmRSS:" {
-			rssBytes = kb * 1024
-		} else {
-			fileBytes = kb * 1024
-		}
-		found++
-	}
-	if found != 2 {
-		return 0, 0, 0, errors.New("no VmRSS or RssFile in /proc/PID/status")
-	}
-	return len(ents), rssBytes, fileBytes, nil
+	return len(ents), kb[0] << 10, kb[1] << 10, nil
 }
 
 // benchLedger writes n start+finish pairs from 32 goroutines through the

@@ -542,29 +542,38 @@ func scrapeMetrics(s *benchServer, names ...string) (_ []float64, retErr error) 
 // procMemory returns a process's resident bytes now and at its peak
 // (VmRSS and VmHWM).
 func procMemory(pid int) (rss, hwm int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	kb, err := procStatusKB(pid, "VmRSS", "VmHWM")
 	if err != nil {
 		return 0, 0, fmt.Errorf("server memory: %w", err)
 	}
+	return kb[0] << 10, kb[1] << 10, nil
+}
+
+// procStatusKB reads the named kB fields ("VmRSS") of /proc/PID/status,
+// in the order named; each must be there.
+func procStatusKB(pid int, names ...string) ([]int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int64, len(names))
 	found := 0
 	for _, l := range strings.Split(string(b), "\n") {
 		f := strings.Fields(l)
-		if len(f) < 2 || (f[0] != "VmRSS:" && f[0] != "VmHWM:") {
+		if len(f) < 2 {
 			continue
 		}
-		kb, err := strconv.ParseInt(f[1], 10, 64)
-		if err != nil {
-			return 0, 0, fmt.Errorf("server memory: %s: %w", f[0], err)
+		i := slices.Index(names, strings.TrimSuffix(f[0], ":"))
+		if i < 0 {
+			continue
 		}
-		if f[0] == "VmRSS:" {
-			rss = kb << 10
-		} else {
-			hwm = kb << 10
+		if out[i], err = strconv.ParseInt(f[1], 10, 64); err != nil {
+			return nil, fmt.Errorf("/proc/%d/status %s: %w", pid, f[0], err)
 		}
 		found++
 	}
-	if found != 2 {
-		return 0, 0, fmt.Errorf("server memory: no VmRSS or VmHWM in /proc/%d/status", pid)
+	if found != len(names) {
+		return nil, fmt.Errorf("/proc/%d/status lacks one of %v", pid, names)
 	}
-	return rss, hwm, nil
+	return out, nil
 }
