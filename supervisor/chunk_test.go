@@ -1,6 +1,10 @@
 package supervisor
 
-import "testing"
+import (
+	"bytes"
+	"testing"
+	"time"
+)
 
 // Ensure big output buffers stay within their server-wide budget: past it a
 // streaming job reads small chunks, and every buffer returned frees budget.
@@ -40,5 +44,29 @@ func TestChunkBudget(t *testing.T) {
 	out = append(out, again)
 	if len(*again) != bigChunkBytes {
 		t.Fatalf("after one came back got %d bytes, want a big buffer", len(*again))
+	}
+}
+
+// Ensure a streaming pump reads on, into small buffers, while the big
+// buffers' budget is spent (it once sliced a small buffer past its end).
+func TestRelayBigBudgetSpent(t *testing.T) {
+	var out []*[]byte
+	for range bigChunksOut {
+		out = append(out, getChunk(true))
+	}
+	t.Cleanup(func() {
+		for _, bp := range out {
+			putChunk(bp)
+		}
+	})
+	rg := newRelayRig(t, true, 0, DefaultReplayBytes, false)
+	rg.r.start()
+	big := noise(1, 3<<20)
+	rg.writeInPieces(t, Stdout, big, 300<<10)
+	rg.exit(time.Minute)
+	rg.r.wait()
+	<-rg.rd.done
+	if got := rg.rd.received(Stdout); !bytes.Equal(got, big) {
+		t.Errorf("stdout: got %d bytes, want the %d written, in order", len(got), len(big))
 	}
 }

@@ -300,6 +300,7 @@ func (r *relay) read(rc syscall.RawConn, big bool, carry []byte) readResult {
 			room = max(n, min(room, minGrantBytes))
 		}
 		rd.bp = getChunk(room > smallChunkBytes)
+		room = min(room, len(*rd.bp)) // past bigChunksOut a big read gets a small buffer
 		rd.carry = copy(*rd.bp, carry)
 		for {
 			rd.n, rerr = syscall.Read(int(fd), (*rd.bp)[rd.carry:room])
