@@ -22,28 +22,50 @@ func TestChunkBudget(t *testing.T) {
 		}
 	})
 	for i := range bigChunksOut {
-		bp := getChunk(true)
+		bp := getChunk(bigChunkBytes)
 		out = append(out, bp)
 		if len(*bp) != bigChunkBytes {
 			t.Fatalf("buffer %d: %d bytes, want a big one within the budget", i, len(*bp))
 		}
 	}
-	over := getChunk(true)
+	over := getChunk(bigChunkBytes)
 	out = append(out, over)
 	if len(*over) != smallChunkBytes {
 		t.Fatalf("past the budget got %d bytes, want a small buffer", len(*over))
 	}
-	if small := getChunk(false); len(*small) != smallChunkBytes {
+	if small := getChunk(smallChunkBytes); len(*small) != smallChunkBytes {
 		t.Fatalf("small buffer of %d bytes", len(*small))
 	} else {
 		putChunk(small)
 	}
 	putChunk(out[0])
 	out = out[1:]
-	again := getChunk(true)
+	again := getChunk(bigChunkBytes)
 	out = append(out, again)
 	if len(*again) != bigChunkBytes {
 		t.Fatalf("after one came back got %d bytes, want a big buffer", len(*again))
+	}
+}
+
+// Ensure a read's buffer is of the smallest class that holds what it
+// asks for, so that an event filling its read keeps the buffer (keep).
+func TestChunkClasses(t *testing.T) {
+	if minGrantBytes<<(chunkClasses-1) != bigChunkBytes {
+		t.Fatalf("classes end at %d bytes, not bigChunkBytes", minGrantBytes<<(chunkClasses-1))
+	}
+	for _, tt := range []struct{ ask, want int }{
+		{1, 4 << 10}, {4 << 10, 4 << 10}, {4<<10 + 1, 8 << 10}, {48 << 10, 64 << 10},
+		{64 << 10, 64 << 10}, {100 << 10, 128 << 10}, {128<<10 - eventOverheadBytes, 128 << 10},
+		{256 << 10, 256 << 10}, {1 << 20, 256 << 10},
+	} {
+		bp := getChunk(tt.ask)
+		if len(*bp) != tt.want {
+			t.Errorf("getChunk(%d): %d bytes, want %d", tt.ask, len(*bp), tt.want)
+		}
+		putChunk(bp)
+	}
+	if n := bigOut.Load(); n != 0 {
+		t.Errorf("%d big buffers counted out after all were returned", n)
 	}
 }
 
@@ -52,7 +74,7 @@ func TestChunkBudget(t *testing.T) {
 func TestRelayBigBudgetSpent(t *testing.T) {
 	var out []*[]byte
 	for range bigChunksOut {
-		out = append(out, getChunk(true))
+		out = append(out, getChunk(bigChunkBytes))
 	}
 	t.Cleanup(func() {
 		for _, bp := range out {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/bits"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -299,7 +300,7 @@ func (r *relay) read(rc syscall.RawConn, big bool, carry []byte) readResult {
 		if n := readable(fd) + len(carry); n > 0 && n < room {
 			room = max(n, min(room, minGrantBytes))
 		}
-		rd.bp = getChunk(room > smallChunkBytes)
+		rd.bp = getChunk(room)
 		room = min(room, len(*rd.bp)) // past bigChunksOut a big read gets a small buffer
 		rd.carry = copy(*rd.bp, carry)
 		for {
@@ -355,38 +356,59 @@ func (r *relay) allowed(n int) int {
 // Output is read in chunks. A read takes a small buffer, so a quiet or chatty
 // job costs little, unless its last read got a small buffer's worth or more:
 // a streaming job reads big chunks, and makes fewer, larger messages (binary output is
-// about a tenth faster). Buffers are pooled and held only while one read's
-// data is delivered, so an idle job holds none. At most bigChunksOut big
-// buffers are out at once, server-wide: streaming jobs behind slow clients
-// hold at most that many beyond their small ones.
+// about a tenth faster). Buffers come in size classes, minGrantBytes doubling
+// up to bigChunkBytes, and a read takes the smallest that holds what the pipe
+// has within the ring's grant: its event then fills at least half of it and
+// keeps it (see keep), so streaming output is neither copied nor made garbage.
+// Buffers are pooled, and held by events until the ring and its readers are
+// done with them. At most bigChunksOut buffers over smallChunkBytes are out at
+// once, server-wide (past that a read gets a small one): streaming jobs behind
+// slow clients hold at most that many beyond their small ones.
 const (
 	smallChunkBytes = 64 << 10
 	bigChunkBytes   = 256 << 10
 	bigChunksOut    = 64
+	// chunkClasses are the buffer sizes: minGrantBytes<<0 … <<6, bigChunkBytes.
+	chunkClasses = 7
 )
 
 var (
-	smallPool = sync.Pool{New: func() any { b := make([]byte, smallChunkBytes); return &b }}
-	bigPool   = sync.Pool{New: func() any { b := make([]byte, bigChunkBytes); return &b }}
-	bigOut    atomic.Int64
+	chunkPools [chunkClasses]sync.Pool
+	bigOut     atomic.Int64
 )
 
-// getChunk returns a big buffer if big is asked for and the budget allows.
-func getChunk(big bool) *[]byte {
-	if big {
-		if bigOut.Add(1) <= bigChunksOut {
-			return bigPool.Get().(*[]byte)
-		}
-		bigOut.Add(-1)
+// chunkClass is the class of the smallest buffer that holds n bytes, or of
+// the biggest.
+func chunkClass(n int) int {
+	if n <= minGrantBytes {
+		return 0
 	}
-	return smallPool.Get().(*[]byte)
+	return min(bits.Len(uint((n-1)/minGrantBytes)), chunkClasses-1)
 }
 
-func putChunk(bp *[]byte) {
-	if len(*bp) == bigChunkBytes {
-		bigPool.Put(bp)
-		bigOut.Add(-1)
-		return
+// getChunk returns a pooled buffer of the smallest class that holds n
+// bytes (bigChunkBytes at most), or one of smallChunkBytes when it would be
+// over smallChunkBytes and bigChunksOut such buffers are out: its length
+// says which. Give it back with putChunk.
+func getChunk(n int) *[]byte {
+	c := chunkClass(n)
+	if minGrantBytes<<c > smallChunkBytes {
+		if bigOut.Add(1) > bigChunksOut {
+			bigOut.Add(-1)
+			c = chunkClass(smallChunkBytes)
+		}
 	}
-	smallPool.Put(bp)
+	if bp, ok := chunkPools[c].Get().(*[]byte); ok {
+		return bp
+	}
+	b := make([]byte, minGrantBytes<<c)
+	return &b
+}
+
+// putChunk gives back a buffer from getChunk.
+func putChunk(bp *[]byte) {
+	if len(*bp) > smallChunkBytes {
+		bigOut.Add(-1)
+	}
+	chunkPools[chunkClass(len(*bp))].Put(bp)
 }
