@@ -112,32 +112,49 @@ type ring struct {
 	abandoned bool
 	exited    bool // the process is gone: exitSlackBytes more may be read
 	closed    bool
-	taken     uint64        // the highest seq a reader has taken (next)
-	readers   int           // attachments reading now (addReader)
-	wake      chan struct{} // closed and replaced when a waiter may go on
-	waiting   bool          // someone holds wake
+	asked     uint64 // the highest seq a reader has asked for (next)
+	readers   int    // attachments reading now (addReader)
+	// Each waiter is woken only by what it waits for. Readers (next) wait
+	// for data: an event, the end, the close. Pumps wait for room
+	// (waitRoom), or for their readers to get on (backlog: asked,
+	// readers).
+	data, room, progress signal
+}
+
+// signal wakes the goroutines waiting for one thing. Its owner's lock
+// guards it.
+type signal struct {
+	ch chan struct{} // nil while nobody waits
+}
+
+// wait is a channel that is closed by the next notify.
+func (s *signal) wait() <-chan struct{} {
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+// notify wakes every waiter, if any.
+func (s *signal) notify() {
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
 }
 
 func newRing(b *budget, capBytes int64) *ring {
-	r := &ring{budget: b, capBytes: capBytes, first: 1, wake: make(chan struct{})}
+	r := &ring{budget: b, capBytes: capBytes, first: 1}
 	r.maxEvent = int(capBytes/2) - eventOverheadBytes
 	b.add(r)
 	return r
 }
 
-// wakeLocked is the channel a waiter selects on; r.mu is held.
-func (r *ring) wakeLocked() <-chan struct{} {
-	r.waiting = true
-	return r.wake
-}
-
-// notifyLocked wakes every waiter; r.mu is held.
+// notifyLocked wakes every waiter, readers and pumps; r.mu is held.
 func (r *ring) notifyLocked() {
-	if r.waiting {
-		close(r.wake)
-		r.wake = make(chan struct{})
-		r.waiting = false
-	}
+	r.data.notify()
+	r.room.notify()
+	r.progress.notify()
 }
 
 // next is the seq the next event gets.
@@ -215,7 +232,7 @@ func (r *ring) unreserve(grant int) {
 	r.mu.Lock()
 	r.reserved -= n
 	r.budget.give(n)
-	r.notifyLocked()
+	r.room.notify()
 	r.mu.Unlock()
 }
 
@@ -243,7 +260,10 @@ func (r *ring) commit(s Stream, data []byte, bp *[]byte, grant int) {
 	}
 	r.events = append(r.events, ev)
 	r.bytes += c
-	r.notifyLocked()
+	r.data.notify()
+	if c < n { // the event used less than its reservation: room for the other pump
+		r.room.notify()
+	}
 }
 
 // waitRoom waits until tryReserve may grant something, the ring is
@@ -259,7 +279,7 @@ func (r *ring) waitRoom(stop <-chan struct{}) error {
 		r.evictLocked(least)
 		fits := r.limitLocked()-r.bytes-r.reserved >= least
 		exited := r.exited
-		wake := r.wakeLocked()
+		wake := r.room.wait()
 		r.mu.Unlock()
 		if !fits {
 			select {
@@ -293,7 +313,7 @@ func (r *ring) waitRoom(stop <-chan struct{}) error {
 func (r *ring) processExited() {
 	r.mu.Lock()
 	r.exited = true
-	r.notifyLocked()
+	r.room.notify()
 	r.mu.Unlock()
 }
 
@@ -309,7 +329,7 @@ func (r *ring) end(e Exit) uint64 {
 		r.bytes += ev.cost()
 		r.budget.force(ev.cost())
 	}
-	r.notifyLocked()
+	r.data.notify()
 	return ev.Seq
 }
 
@@ -319,7 +339,8 @@ func (r *ring) abandon() {
 	r.mu.Lock()
 	r.abandoned = true
 	r.acked = math.MaxUint64
-	r.notifyLocked()
+	r.room.notify()
+	r.progress.notify()
 	r.mu.Unlock()
 }
 
@@ -346,7 +367,7 @@ func (r *ring) ack(seq uint64) {
 	seq = min(seq, r.nextLocked()-1)
 	if seq > r.acked {
 		r.acked = seq
-		r.notifyLocked()
+		r.room.notify()
 	}
 }
 
@@ -360,7 +381,7 @@ func (r *ring) resetAck(seq uint64) {
 		return
 	}
 	r.acked = min(max(seq, r.first-1), r.nextLocked()-1)
-	r.notifyLocked()
+	r.room.notify()
 }
 
 // Position is where a reader's next event is: Next is its seq; when the
@@ -386,10 +407,15 @@ func (r *ring) position(after uint64) Position {
 // was evicted (ev.Seq > want says so). It returns errRingClosed once the
 // ring is closed, errEnded when want is past the end, and errWaitStopped
 // when stop closes first. The caller releases the event it gets
-// (Event.Release) once done with its Data.
+// (Event.Release) once done with its Data. Asking for want says the caller
+// is done with the events before it (see backlog).
 func (r *ring) next(want uint64, stop <-chan struct{}) (Event, error) {
+	r.mu.Lock()
+	if want > r.asked {
+		r.asked = want
+		r.progress.notify()
+	}
 	for {
-		r.mu.Lock()
 		if r.closed {
 			r.mu.Unlock()
 			return Event{}, errRingClosed
@@ -401,10 +427,6 @@ func (r *ring) next(want uint64, stop <-chan struct{}) (Event, error) {
 			}
 			ev := r.events[i]
 			ev.buf.hold()
-			if ev.Seq > r.taken {
-				r.taken = ev.Seq
-				r.notifyLocked() // a pump may wait for its readers (backlog)
-			}
 			r.mu.Unlock()
 			return ev, nil
 		}
@@ -412,13 +434,14 @@ func (r *ring) next(want uint64, stop <-chan struct{}) (Event, error) {
 			r.mu.Unlock()
 			return Event{}, errEnded
 		}
-		wake := r.wakeLocked()
+		wake := r.data.wait()
 		r.mu.Unlock()
 		select {
 		case <-wake:
 		case <-stop:
 			return Event{}, errWaitStopped
 		}
+		r.mu.Lock()
 	}
 }
 
@@ -426,22 +449,24 @@ func (r *ring) next(want uint64, stop <-chan struct{}) (Event, error) {
 func (r *ring) addReader(n int) {
 	r.mu.Lock()
 	r.readers += n
-	r.notifyLocked()
+	r.progress.notify()
 	r.mu.Unlock()
 }
 
-// backlog returns a channel to wait on while a reader is attached and has
-// events still to take; ok false when there is no such backlog. A
-// streaming pump waits on it before a small read, so that it reads what
-// piled up in the pipe as one event, as a pump that sent each chunk
-// itself did, rather than many small ones behind a busy client.
+// backlog returns a channel to wait on while a reader is attached and is
+// not done with every event (it has not asked for the one after the
+// last: it is still sending one, or has more to take); ok false when
+// there is no such backlog. A streaming pump waits on it before a small
+// read, so that it reads what piled up in the pipe while its client was
+// busy as one event, as a pump that sent each chunk itself did, rather
+// than many small ones behind a busy client.
 func (r *ring) backlog() (wait <-chan struct{}, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.readers == 0 || r.taken+1 >= r.nextLocked() || r.abandoned || r.closed {
+	if r.readers == 0 || r.asked >= r.nextLocked() || r.abandoned || r.closed {
 		return nil, false
 	}
-	return r.wakeLocked(), true
+	return r.progress.wait(), true
 }
 
 // errEnded is returned by next for a seq past the job's end.
@@ -578,5 +603,5 @@ func (r *ring) appendTail(s Stream, data []byte) {
 	r.events = append(r.events, ev)
 	r.bytes += ev.cost()
 	r.budget.force(ev.cost())
-	r.notifyLocked()
+	r.data.notify()
 }
