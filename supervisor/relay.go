@@ -161,11 +161,12 @@ func (r *relay) pump(s Stream, f *os.File, counter *atomic.Int64) {
 	}
 	streaming := false // the last read would have filled a small buffer
 	busy := false      // the last read was more than a trickle
+	drained := false   // the last read emptied the pipe
 	var carry [utf8.UTFMax]byte
 	nc := 0
 	for {
 		if busy {
-			r.awaitBacklog(rc)
+			r.awaitBacklog(rc, drained)
 		}
 		rd := r.read(rc, streaming, carry[:nc])
 		if rd.noRoom {
@@ -178,6 +179,7 @@ func (r *relay) pump(s Stream, f *os.File, counter *atomic.Int64) {
 		n := rd.n
 		streaming = n >= smallChunkBytes
 		busy = n >= minGrantBytes
+		drained = rd.drained
 		if n > 0 {
 			counter.Add(int64(n))
 			r.cfg.LastIO.Store(time.Now().UnixNano())
@@ -200,17 +202,20 @@ func (r *relay) pump(s Stream, f *os.File, counter *atomic.Int64) {
 }
 
 // awaitBacklog waits, before a streaming pump's next read, while the
-// attached client has events still to take and the pipe holds less than a
-// small chunk: see ring.backlog.
-func (r *relay) awaitBacklog(rc syscall.RawConn) {
-	for {
+// attached client has events it is not done with and the pipe holds less
+// than a small chunk: see ring.backlog. When the last read drained the
+// pipe it is not looked at before the first wait.
+func (r *relay) awaitBacklog(rc syscall.RawConn, drained bool) {
+	for look := !drained; ; look = true {
 		wait, ok := r.ring.backlog()
 		if !ok {
 			return
 		}
-		avail := -1
-		if err := rc.Control(func(fd uintptr) { avail = readable(fd) }); err != nil || avail < 0 || avail >= smallChunkBytes {
-			return
+		if look {
+			avail := -1
+			if err := rc.Control(func(fd uintptr) { avail = readable(fd) }); err != nil || avail < 0 || avail >= smallChunkBytes {
+				return
+			}
 		}
 		select {
 		case <-wait:
@@ -249,10 +254,25 @@ func (r *relay) keep(s Stream, rd readResult, carry []byte) int {
 	case 2*len(data) >= len(*rd.bp):
 		r.ring.commit(s, data, rd.bp, rd.grant)
 	default:
-		r.ring.commit(s, bytes.Clone(data), nil, rd.grant)
+		d, bp := fitChunk(data)
+		r.ring.commit(s, d, bp, rd.grant)
 		putChunk(rd.bp)
 	}
 	return nc
+}
+
+// fitChunk copies data into a buffer it fills at least half of, so that
+// its event pins no bigger one: a pooled buffer (bp), or, for less than
+// half the smallest class or past bigChunksOut, one of its own (bp nil).
+func fitChunk(data []byte) (_ []byte, bp *[]byte) {
+	if 2*len(data) >= minGrantBytes {
+		bp := getChunk(len(data))
+		if len(*bp) >= len(data) && 2*len(data) >= len(*bp) {
+			return (*bp)[:copy(*bp, data)], bp
+		}
+		putChunk(bp)
+	}
+	return bytes.Clone(data), nil
 }
 
 // tap hands data to cfg.Tap, if any.
@@ -266,13 +286,14 @@ func (r *relay) tap(s Stream, data []byte) {
 // carry it starts with, n bytes read after it, the ring's grant, or why
 // there was nothing to read.
 type readResult struct {
-	bp     *[]byte
-	carry  int
-	n      int
-	grant  int
-	drop   bool // nobody reads the output: it is read and dropped
-	noRoom bool // the ring had no room: wait for some
-	err    error
+	bp      *[]byte
+	carry   int
+	n       int
+	grant   int
+	drop    bool // nobody reads the output: it is read and dropped
+	noRoom  bool // the ring had no room: wait for some
+	drained bool // the read took less than it had room for: the pipe was empty
+	err     error
 }
 
 // read reserves room in the ring, then reads what the stream has, waiting
@@ -295,11 +316,8 @@ func (r *relay) read(rc syscall.RawConn, big bool, carry []byte) readResult {
 		if !rd.drop {
 			room = rd.grant
 		}
-		// A buffer the size of what is there: an event keeps its buffer
-		// (see keep), so it must not pin much more than it holds.
-		if n := readable(fd) + len(carry); n > 0 && n < room {
-			room = max(n, min(room, minGrantBytes))
-		}
+		// As much as the grant allows: a short read is moved to a buffer
+		// of its size (see keep).
 		rd.bp = getChunk(room)
 		room = min(room, len(*rd.bp)) // past bigChunksOut a big read gets a small buffer
 		rd.carry = copy(*rd.bp, carry)
@@ -309,6 +327,7 @@ func (r *relay) read(rc syscall.RawConn, big bool, carry []byte) readResult {
 				break
 			}
 		}
+		rd.drained = rd.n < room-rd.carry
 		if errors.Is(rerr, syscall.EAGAIN) {
 			putChunk(rd.bp)
 			rd.bp = nil
