@@ -119,6 +119,9 @@ type ring struct {
 	// (waitRoom), or for their readers to get on (backlog: asked,
 	// readers).
 	data, room, progress signal
+	// fill, when set, reads ahead for a reader that has every event and
+	// would wait for the next (relay.fill). It is called without r.mu.
+	fill func()
 }
 
 // signal wakes the goroutines waiting for one thing. Its owner's lock
@@ -413,8 +416,11 @@ func (r *ring) next(want uint64, stop <-chan struct{}) (Event, error) {
 	r.mu.Lock()
 	if want > r.asked {
 		r.asked = want
-		r.progress.notify()
+		if want < r.nextLocked() {
+			r.progress.notify() // a pump may look at its pipe again
+		}
 	}
+	filled := false
 	for {
 		if r.closed {
 			r.mu.Unlock()
@@ -434,6 +440,14 @@ func (r *ring) next(want uint64, stop <-chan struct{}) (Event, error) {
 			r.mu.Unlock()
 			return Event{}, errEnded
 		}
+		if fill := r.fill; fill != nil && !filled {
+			filled = true
+			r.mu.Unlock()
+			fill()
+			r.mu.Lock()
+			continue // a pump may have put the event in meanwhile
+		}
+		r.progress.notify() // the reader is done with every event: see backlog
 		wake := r.data.wait()
 		r.mu.Unlock()
 		select {
@@ -443,6 +457,13 @@ func (r *ring) next(want uint64, stop <-chan struct{}) (Event, error) {
 		}
 		r.mu.Lock()
 	}
+}
+
+// setFill sets the ring's fill (see ring.fill).
+func (r *ring) setFill(fill func()) {
+	r.mu.Lock()
+	r.fill = fill
+	r.mu.Unlock()
 }
 
 // addReader counts an attachment reading the ring (n = 1) or done (-1).
