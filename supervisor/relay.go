@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/bits"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,15 @@ import (
 // then reports the end. wait returns that end once both goroutines are done;
 // the job calls it once, and nothing of the relay runs afterwards but a drain
 // timer that has already fired (it only sets deadlines, see below).
+//
+// Reading ahead: a streaming pump waits while its attached client is busy
+// (ring.backlog). A reader of the ring that has every event and would wait
+// for the next reads what the pipe holds itself, on its own goroutine,
+// in the pump's place (fill): it never waits there, and leaves the end,
+// errors and a full ring to the pump. So a client that keeps up gets its
+// output with no handoff between goroutines per event, as when a pump sent
+// each chunk itself. Each stream is read by one goroutine at a time
+// (source.mu), and nobody reads it once its pump has returned.
 //
 // Ordering: each stream's chunks enter the ring in the order they were
 // read; the two streams are not ordered against each other, so stdout and
@@ -102,12 +112,48 @@ func newRelay(rg *ring, cfg relayConfig) *relay {
 
 // start runs the two pumps.
 func (r *relay) start() {
-	r.pending.Go(func() { r.pump(Stderr, r.cfg.Stderr, r.cfg.StderrBytes) })
+	stdout := r.source(Stdout, r.cfg.Stdout, r.cfg.StdoutBytes)
+	stderr := r.source(Stderr, r.cfg.Stderr, r.cfg.StderrBytes)
+	r.ring.setFill(func() {
+		if !r.fill(stdout) {
+			r.fill(stderr)
+		}
+	})
+	r.pending.Go(func() { r.pump(stderr) })
 	go func() {
-		r.pump(Stdout, r.cfg.Stdout, r.cfg.StdoutBytes)
+		r.pump(stdout)
 		r.pending.Wait()
 		r.done <- r.finish()
 	}()
+}
+
+// source is one output stream as it is read. mu is held while a read and
+// its commit are under way, by the pump or by a reader reading ahead for
+// it (fill), so that its chunks enter the ring in the order they were read.
+type source struct {
+	s       Stream
+	rc      syscall.RawConn // nil: the stream cannot be read
+	counter *atomic.Int64
+
+	mu        sync.Mutex
+	streaming bool // the last read would have filled a small buffer
+	busy      bool // the last read was more than a trickle
+	drained   bool // the last read emptied the pipe
+	carry     [utf8.UTFMax]byte
+	nc        int  // carry[:nc] starts the next chunk
+	done      bool // the pump has returned: nobody reads the stream again
+}
+
+// source prepares stream s, read from f, counted in counter.
+func (r *relay) source(s Stream, f *os.File, counter *atomic.Int64) *source {
+	src := &source{s: s, counter: counter}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		r.cfg.Log.Error("pump: raw conn", "stream", s, "err", err)
+		return src
+	}
+	src.rc = rc
+	return src
 }
 
 // exited tells the relay the process has been reaped: the pumps have drain
@@ -146,63 +192,109 @@ func (r *relay) finish() Exit {
 
 // pump copies one output stream into the ring until EOF, a read error or
 // the drain bound.
-func (r *relay) pump(s Stream, f *os.File, counter *atomic.Int64) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		r.cfg.Log.Error("pump: raw conn", "stream", s, "err", err)
+func (r *relay) pump(src *source) {
+	defer func() {
+		src.mu.Lock()
+		src.done = true
+		src.mu.Unlock()
+	}()
+	if src.rc == nil {
 		return
 	}
-	streaming := false // the last read would have filled a small buffer
-	busy := false      // the last read was more than a trickle
-	var carry [utf8.UTFMax]byte
-	nc := 0
 	for {
+		src.mu.Lock()
+		busy, drained := src.busy, src.drained
+		src.mu.Unlock()
 		if busy {
-			r.awaitBacklog(rc)
+			r.awaitBacklog(src.rc, drained)
 		}
-		rd := r.read(rc, streaming, carry[:nc])
+		src.mu.Lock()
+		rd := r.read(src.rc, src.streaming, src.carry[:src.nc])
 		if rd.noRoom {
+			src.mu.Unlock()
 			if err := r.ring.waitRoom(r.drained); err != nil {
-				r.cfg.Log.Warn("output left unread at the drain bound: no room in the ring", "stream", s)
+				r.cfg.Log.Warn("output left unread at the drain bound: no room in the ring", "stream", src.s)
 				return
 			}
 			continue
 		}
-		n := rd.n
-		streaming = n >= smallChunkBytes
-		busy = n >= minGrantBytes
-		if n > 0 {
-			counter.Add(int64(n))
-			r.cfg.LastIO.Store(time.Now().UnixNano())
-		}
-		if rd.bp != nil {
-			nc = r.keep(s, rd, carry[:])
-		}
+		r.took(src, rd)
 		if rd.err != nil {
-			if nc > 0 {
-				r.ring.appendTail(s, bytes.Clone(carry[:nc]))
+			if src.nc > 0 {
+				r.ring.appendTail(src.s, bytes.Clone(src.carry[:src.nc]))
 			}
+			src.mu.Unlock()
 			// ECONNRESET: the process exited with stdin it never read.
 			if !errors.Is(rd.err, io.EOF) && !errors.Is(rd.err, os.ErrDeadlineExceeded) && !errors.Is(rd.err, syscall.ECONNRESET) {
-				r.cfg.Log.Warn("read job output", "stream", s, "err", rd.err)
+				r.cfg.Log.Warn("read job output", "stream", src.s, "err", rd.err)
 			}
 			return
 		}
+		src.mu.Unlock()
 	}
 }
 
+// took counts read rd of src and puts it into the ring; src.mu is held.
+func (r *relay) took(src *source, rd readResult) {
+	n := rd.n
+	src.streaming = n >= smallChunkBytes
+	src.busy = n >= minGrantBytes
+	src.drained = rd.drained
+	if n > 0 {
+		src.counter.Add(int64(n))
+		r.cfg.LastIO.Store(time.Now().UnixNano())
+	}
+	if rd.bp != nil {
+		src.nc = r.keep(src.s, rd, src.carry[:])
+	}
+}
+
+// fill reads what src's pipe holds now into the ring for a reader that has
+// every event and would wait for the next (see ring.next), when src's pump
+// waits for its readers (backlog): the reader then goes on with no handoff
+// from the pump, as a pump that sent each chunk itself did. It reports
+// whether it put an event in the ring. It never waits: what it cannot
+// take at once (the pump reading, an empty pipe, no room in the ring, the
+// stream's end or an error) it leaves to the pump.
+func (r *relay) fill(src *source) bool {
+	if !src.mu.TryLock() {
+		return false
+	}
+	defer src.mu.Unlock()
+	if src.done || !src.busy || src.rc == nil {
+		return false
+	}
+	var rd readResult
+	err := src.rc.Control(func(fd uintptr) { rd = r.readFd(fd, src.streaming, src.carry[:src.nc]) })
+	if err != nil || rd.bp == nil {
+		return false
+	}
+	if rd.n <= 0 || rd.rerr != nil {
+		putChunk(rd.bp)
+		if !rd.drop {
+			r.ring.unreserve(rd.grant)
+		}
+		return false
+	}
+	r.took(src, rd)
+	return true
+}
+
 // awaitBacklog waits, before a streaming pump's next read, while the
-// attached client has events still to take and the pipe holds less than a
-// small chunk: see ring.backlog.
-func (r *relay) awaitBacklog(rc syscall.RawConn) {
-	for {
+// attached client has events it is not done with and the pipe holds less
+// than a small chunk: see ring.backlog. When the last read drained the
+// pipe it is not looked at before the first wait.
+func (r *relay) awaitBacklog(rc syscall.RawConn, drained bool) {
+	for look := !drained; ; look = true {
 		wait, ok := r.ring.backlog()
 		if !ok {
 			return
 		}
-		avail := -1
-		if err := rc.Control(func(fd uintptr) { avail = readable(fd) }); err != nil || avail < 0 || avail >= smallChunkBytes {
-			return
+		if look {
+			avail := -1
+			if err := rc.Control(func(fd uintptr) { avail = readable(fd) }); err != nil || avail < 0 || avail >= smallChunkBytes {
+				return
+			}
 		}
 		select {
 		case <-wait:
@@ -216,9 +308,9 @@ func (r *relay) awaitBacklog(rc syscall.RawConn) {
 // ring, as the output limit allows, and returns how many bytes it holds
 // back in carry for the next chunk. The event keeps the read's buffer
 // when it fills half of it or more (streaming: no copy, no garbage), and
-// a copy of its bytes otherwise (so a small event never pins a big
-// buffer); the buffer goes back to the pool once the ring and its readers
-// are done with it.
+// a copy of its bytes in a buffer of its size otherwise (fitChunk: a
+// small event never pins a big buffer); the buffer goes back to the pool
+// once the ring and its readers are done with it.
 func (r *relay) keep(s Stream, rd readResult, carry []byte) int {
 	held := rd.carry
 	total := held + r.allowed(rd.n)
@@ -239,23 +331,41 @@ func (r *relay) keep(s Stream, rd readResult, carry []byte) int {
 	case 2*len(data) >= len(*rd.bp):
 		r.ring.commit(s, data, rd.bp, rd.grant)
 	default:
-		r.ring.commit(s, bytes.Clone(data), nil, rd.grant)
+		d, bp := fitChunk(data)
+		r.ring.commit(s, d, bp, rd.grant)
 		putChunk(rd.bp)
 	}
 	return nc
+}
+
+// fitChunk copies data into a buffer it fills at least half of, so that
+// its event pins no bigger one: a pooled buffer (bp), or, for less than
+// half the smallest class or past bigChunksOut, one of its own (bp nil).
+func fitChunk(data []byte) (_ []byte, bp *[]byte) {
+	if 2*len(data) >= minGrantBytes {
+		bp := getChunk(len(data))
+		if len(*bp) >= len(data) && 2*len(data) >= len(*bp) {
+			return (*bp)[:copy(*bp, data)], bp
+		}
+		putChunk(bp)
+	}
+	return bytes.Clone(data), nil
 }
 
 // readResult is one read: the buffer (nil when nothing was read), the
 // carry it starts with, n bytes read after it, the ring's grant, or why
 // there was nothing to read.
 type readResult struct {
-	bp     *[]byte
-	carry  int
-	n      int
-	grant  int
-	drop   bool // nobody reads the output: it is read and dropped
-	noRoom bool // the ring had no room: wait for some
-	err    error
+	bp      *[]byte
+	carry   int
+	n       int
+	grant   int
+	drop    bool  // nobody reads the output: it is read and dropped
+	noRoom  bool  // the ring had no room: wait for some
+	drained bool  // the read took less than it had room for: the pipe was empty
+	again   bool  // the pipe held nothing: no buffer, nothing reserved
+	rerr    error // the read's own
+	err     error
 }
 
 // read reserves room in the ring, then reads what the stream has, waiting
@@ -263,43 +373,9 @@ type readResult struct {
 // the buffer back with putChunk.
 func (r *relay) read(rc syscall.RawConn, big bool, carry []byte) readResult {
 	var rd readResult
-	var rerr error
 	err := rc.Read(func(fd uintptr) bool {
-		want := smallChunkBytes
-		if big {
-			want = bigChunkBytes
-		}
-		rd.grant, rd.drop = r.ring.tryReserve(want)
-		if !rd.drop && rd.grant == 0 {
-			rd.noRoom = true
-			return true
-		}
-		room := want
-		if !rd.drop {
-			room = rd.grant
-		}
-		// A buffer the size of what is there: an event keeps its buffer
-		// (see keep), so it must not pin much more than it holds.
-		if n := readable(fd) + len(carry); n > 0 && n < room {
-			room = max(n, min(room, minGrantBytes))
-		}
-		rd.bp = getChunk(room > smallChunkBytes)
-		rd.carry = copy(*rd.bp, carry)
-		for {
-			rd.n, rerr = syscall.Read(int(fd), (*rd.bp)[rd.carry:room])
-			if !errors.Is(rerr, syscall.EINTR) {
-				break
-			}
-		}
-		if errors.Is(rerr, syscall.EAGAIN) {
-			putChunk(rd.bp)
-			rd.bp = nil
-			if !rd.drop {
-				r.ring.unreserve(rd.grant)
-			}
-			return false
-		}
-		return true
+		rd = r.readFd(fd, big, carry)
+		return !rd.again
 	})
 	if rd.noRoom {
 		return rd
@@ -307,13 +383,54 @@ func (r *relay) read(rc syscall.RawConn, big bool, carry []byte) readResult {
 	switch {
 	case err != nil:
 		rd.err = err
-	case rerr != nil:
-		rd.err = rerr
+	case rd.rerr != nil:
+		rd.err = rd.rerr
 	case rd.n == 0:
 		rd.err = io.EOF
 	}
 	if rd.err != nil {
 		rd.n = max(rd.n, 0)
+	}
+	return rd
+}
+
+// readFd reserves room in the ring and reads what fd holds, without
+// waiting: again when it holds nothing (the reservation given back, no
+// buffer kept).
+func (r *relay) readFd(fd uintptr, big bool, carry []byte) readResult {
+	var rd readResult
+	want := smallChunkBytes
+	if big {
+		want = bigChunkBytes
+	}
+	rd.grant, rd.drop = r.ring.tryReserve(want)
+	if !rd.drop && rd.grant == 0 {
+		rd.noRoom = true
+		return rd
+	}
+	room := want
+	if !rd.drop {
+		room = rd.grant
+	}
+	// As much as the grant allows: a short read is moved to a buffer of
+	// its size (see keep).
+	rd.bp = getChunk(room)
+	room = min(room, len(*rd.bp)) // past bigChunksOut a big read gets a small buffer
+	rd.carry = copy(*rd.bp, carry)
+	for {
+		rd.n, rd.rerr = syscall.Read(int(fd), (*rd.bp)[rd.carry:room])
+		if !errors.Is(rd.rerr, syscall.EINTR) {
+			break
+		}
+	}
+	rd.drained = rd.n < room-rd.carry
+	if errors.Is(rd.rerr, syscall.EAGAIN) {
+		putChunk(rd.bp)
+		rd.bp = nil
+		if !rd.drop {
+			r.ring.unreserve(rd.grant)
+		}
+		rd.again = true
 	}
 	return rd
 }
@@ -338,38 +455,59 @@ func (r *relay) allowed(n int) int {
 // Output is read in chunks. A read takes a small buffer, so a quiet or chatty
 // job costs little, unless its last read got a small buffer's worth or more:
 // a streaming job reads big chunks, and makes fewer, larger messages (binary output is
-// about a tenth faster). Buffers are pooled and held only while one read's
-// data is delivered, so an idle job holds none. At most bigChunksOut big
-// buffers are out at once, server-wide: streaming jobs behind slow clients
-// hold at most that many beyond their small ones.
+// about a tenth faster). Buffers come in size classes, minGrantBytes doubling
+// up to bigChunkBytes, and a read takes the smallest that holds what the pipe
+// has within the ring's grant: its event then fills at least half of it and
+// keeps it (see keep), so streaming output is neither copied nor made garbage.
+// Buffers are pooled, and held by events until the ring and its readers are
+// done with them. At most bigChunksOut buffers over smallChunkBytes are out at
+// once, server-wide (past that a read gets a small one): streaming jobs behind
+// slow clients hold at most that many beyond their small ones.
 const (
 	smallChunkBytes = 64 << 10
 	bigChunkBytes   = 256 << 10
 	bigChunksOut    = 64
+	// chunkClasses are the buffer sizes: minGrantBytes<<0 … <<6, bigChunkBytes.
+	chunkClasses = 7
 )
 
 var (
-	smallPool = sync.Pool{New: func() any { b := make([]byte, smallChunkBytes); return &b }}
-	bigPool   = sync.Pool{New: func() any { b := make([]byte, bigChunkBytes); return &b }}
-	bigOut    atomic.Int64
+	chunkPools [chunkClasses]sync.Pool
+	bigOut     atomic.Int64
 )
 
-// getChunk returns a big buffer if big is asked for and the budget allows.
-func getChunk(big bool) *[]byte {
-	if big {
-		if bigOut.Add(1) <= bigChunksOut {
-			return bigPool.Get().(*[]byte)
-		}
-		bigOut.Add(-1)
+// chunkClass is the class of the smallest buffer that holds n bytes, or of
+// the biggest.
+func chunkClass(n int) int {
+	if n <= minGrantBytes {
+		return 0
 	}
-	return smallPool.Get().(*[]byte)
+	return min(bits.Len(uint((n-1)/minGrantBytes)), chunkClasses-1)
 }
 
-func putChunk(bp *[]byte) {
-	if len(*bp) == bigChunkBytes {
-		bigPool.Put(bp)
-		bigOut.Add(-1)
-		return
+// getChunk returns a pooled buffer of the smallest class that holds n
+// bytes (bigChunkBytes at most), or one of smallChunkBytes when it would be
+// over smallChunkBytes and bigChunksOut such buffers are out: its length
+// says which. Give it back with putChunk.
+func getChunk(n int) *[]byte {
+	c := chunkClass(n)
+	if minGrantBytes<<c > smallChunkBytes {
+		if bigOut.Add(1) > bigChunksOut {
+			bigOut.Add(-1)
+			c = chunkClass(smallChunkBytes)
+		}
 	}
-	smallPool.Put(bp)
+	if bp, ok := chunkPools[c].Get().(*[]byte); ok {
+		return bp
+	}
+	b := make([]byte, minGrantBytes<<c)
+	return &b
+}
+
+// putChunk gives back a buffer from getChunk.
+func putChunk(bp *[]byte) {
+	if len(*bp) > smallChunkBytes {
+		bigOut.Add(-1)
+	}
+	chunkPools[chunkClass(len(*bp))].Put(bp)
 }

@@ -502,3 +502,67 @@ func cmpOr(a, b int64) int64 {
 	}
 	return b
 }
+
+// Ensure a reader that counts as attached, and so reads ahead for a pump
+// that waits for it (fill, backlog), gets every byte in order, with the
+// end last, however the writes and reads interleave.
+func TestRelayAttachedReader(t *testing.T) {
+	for i := range 20 {
+		rg := newRelayRig(t, true, 0, DefaultReplayBytes, false)
+		rg.ring.addReader(1)
+		rg.r.start()
+		big := noise(uint64(i), 4<<20)
+		rg.writeInPieces(t, Stdout, big, 8<<10)
+		rg.write(t, Stderr, []byte("done\n"))
+		rg.exit(time.Minute)
+		done := make(chan Exit, 1)
+		go func() { done <- rg.r.wait() }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("run %d: relay did not end", i)
+		}
+		select {
+		case <-rg.rd.done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("run %d: reader never got the end", i)
+		}
+		rg.ring.addReader(-1)
+		if got := rg.rd.received(Stdout); !bytes.Equal(got, big) {
+			t.Fatalf("run %d: stdout: got %d bytes, want the %d written, in order", i, len(got), len(big))
+		}
+		if got := rg.rd.received(Stderr); string(got) != "done\n" {
+			t.Fatalf("run %d: stderr: got %q", i, got)
+		}
+		rg.rd.mu.Lock()
+		for j, seq := range rg.rd.seqs {
+			if seq != uint64(j+1) {
+				t.Fatalf("run %d: event %d has seq %d", i, j, seq)
+			}
+		}
+		rg.rd.mu.Unlock()
+	}
+}
+
+// Ensure a reader whose read-ahead (fill) puts nothing in, while a pump
+// puts its event in meanwhile, takes that event rather than waiting for
+// another.
+func TestRingFillMeanwhile(t *testing.T) {
+	rg := newRing(newBudget(1<<20), 64<<10)
+	defer rg.close()
+	rg.setFill(func() {
+		grant, _ := rg.tryReserve(1)
+		rg.commit(Stdout, []byte("x"), nil, grant) // the pump's, meanwhile
+	})
+	stop := make(chan struct{})
+	timer := time.AfterFunc(5*time.Second, func() { close(stop) })
+	defer timer.Stop()
+	ev, err := rg.next(1, stop)
+	if err != nil {
+		t.Fatalf("next: %v, want the event the pump put in", err)
+	}
+	defer ev.Release()
+	if ev.Seq != 1 || string(ev.Data) != "x" {
+		t.Errorf("got seq %d %q, want 1 \"x\"", ev.Seq, ev.Data)
+	}
+}

@@ -116,32 +116,52 @@ type ring struct {
 	abandoned bool
 	exited    bool // the process is gone: exitSlackBytes more may be read
 	closed    bool
-	taken     uint64        // the highest seq a reader has taken (next)
-	readers   int           // attachments reading now (addReader)
-	wake      chan struct{} // closed and replaced when a waiter may go on
-	waiting   bool          // someone holds wake
+	asked     uint64 // the highest seq a reader has asked for (next)
+	readers   int    // attachments reading now (addReader)
+	// Each waiter is woken only by what it waits for. Readers (next) wait
+	// for data: an event, the end, the close. Pumps wait for room
+	// (waitRoom), or for their readers to get on (backlog: asked,
+	// readers).
+	data, room, progress signal
+	// fill, when set, reads ahead for a reader that has every event and
+	// would wait for the next (relay.fill). It is called without r.mu.
+	fill func()
+}
+
+// signal wakes the goroutines waiting for one thing. Its owner's lock
+// guards it.
+type signal struct {
+	ch chan struct{} // nil while nobody waits
+}
+
+// wait is a channel that is closed by the next notify.
+func (s *signal) wait() <-chan struct{} {
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+// notify wakes every waiter, if any.
+func (s *signal) notify() {
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
 }
 
 func newRing(b *budget, capBytes int64) *ring {
-	r := &ring{budget: b, capBytes: capBytes, first: 1, spooled: math.MaxUint64, wake: make(chan struct{})}
+	r := &ring{budget: b, capBytes: capBytes, first: 1, spooled: math.MaxUint64}
 	r.maxEvent = int(capBytes/2) - eventOverheadBytes
 	b.add(r)
 	return r
 }
 
-// wakeLocked is the channel a waiter selects on; r.mu is held.
-func (r *ring) wakeLocked() <-chan struct{} {
-	r.waiting = true
-	return r.wake
-}
-
-// notifyLocked wakes every waiter; r.mu is held.
+// notifyLocked wakes every waiter, readers and pumps; r.mu is held.
 func (r *ring) notifyLocked() {
-	if r.waiting {
-		close(r.wake)
-		r.wake = make(chan struct{})
-		r.waiting = false
-	}
+	r.data.notify()
+	r.room.notify()
+	r.progress.notify()
 }
 
 // next is the seq the next event gets.
@@ -220,7 +240,7 @@ func (r *ring) unreserve(grant int) {
 	r.mu.Lock()
 	r.reserved -= n
 	r.budget.give(n)
-	r.notifyLocked()
+	r.room.notify()
 	r.mu.Unlock()
 }
 
@@ -248,7 +268,10 @@ func (r *ring) commit(s Stream, data []byte, bp *[]byte, grant int) {
 	}
 	r.events = append(r.events, ev)
 	r.bytes += c
-	r.notifyLocked()
+	r.data.notify()
+	if c < n { // the event used less than its reservation: room for the other pump
+		r.room.notify()
+	}
 }
 
 // waitRoom waits until tryReserve may grant something, the ring takes no
@@ -264,7 +287,7 @@ func (r *ring) waitRoom(stop <-chan struct{}) error {
 		r.evictLocked(least)
 		fits := r.limitLocked()-r.bytes-r.reserved >= least
 		exited := r.exited
-		wake := r.wakeLocked()
+		wake := r.room.wait()
 		r.mu.Unlock()
 		if !fits {
 			select {
@@ -298,7 +321,7 @@ func (r *ring) waitRoom(stop <-chan struct{}) error {
 func (r *ring) processExited() {
 	r.mu.Lock()
 	r.exited = true
-	r.notifyLocked()
+	r.room.notify()
 	r.mu.Unlock()
 }
 
@@ -314,7 +337,7 @@ func (r *ring) end(e Exit) uint64 {
 		r.bytes += ev.cost()
 		r.budget.force(ev.cost())
 	}
-	r.notifyLocked()
+	r.data.notify()
 	return ev.Seq
 }
 
@@ -325,7 +348,8 @@ func (r *ring) abandon() {
 	r.mu.Lock()
 	r.abandoned = true
 	r.acked = math.MaxUint64
-	r.notifyLocked()
+	r.room.notify()
+	r.progress.notify()
 	r.mu.Unlock()
 }
 
@@ -352,7 +376,7 @@ func (r *ring) ack(seq uint64) {
 	seq = min(seq, r.nextLocked()-1)
 	if seq > r.acked {
 		r.acked = seq
-		r.notifyLocked()
+		r.room.notify()
 	}
 }
 
@@ -366,7 +390,7 @@ func (r *ring) resetAck(seq uint64) {
 		return
 	}
 	r.acked = min(max(seq, r.first-1), r.nextLocked()-1)
-	r.notifyLocked()
+	r.room.notify()
 }
 
 // Position is where a reader's next event is: Next is its seq; when the
@@ -392,16 +416,24 @@ func (r *ring) position(after uint64) Position {
 // was evicted (ev.Seq > want says so). It returns errRingClosed once the
 // ring is closed, errEnded when want is past the end, and errWaitStopped
 // when stop closes first. The caller releases the event it gets
-// (Event.Release) once done with its Data.
+// (Event.Release) once done with its Data. Asking for want says the caller
+// is done with the events before it (see backlog).
 func (r *ring) next(want uint64, stop <-chan struct{}) (Event, error) {
 	return r.nextEvent(want, stop, true)
 }
 
 // nextEvent is next; reader says whether the caller is a reader the pumps
-// wait for (backlog): the spool writer is not.
+// wait for (backlog) and read ahead for (fill): the spool writer is not.
 func (r *ring) nextEvent(want uint64, stop <-chan struct{}, reader bool) (Event, error) {
+	r.mu.Lock()
+	if reader && want > r.asked {
+		r.asked = want
+		if want < r.nextLocked() {
+			r.progress.notify() // a pump may look at its pipe again
+		}
+	}
+	filled := !reader
 	for {
-		r.mu.Lock()
 		if r.closed {
 			r.mu.Unlock()
 			return Event{}, errRingClosed
@@ -413,10 +445,6 @@ func (r *ring) nextEvent(want uint64, stop <-chan struct{}, reader bool) (Event,
 			}
 			ev := r.events[i]
 			ev.buf.hold()
-			if reader && ev.Seq > r.taken {
-				r.taken = ev.Seq
-				r.notifyLocked() // a pump may wait for its readers (backlog)
-			}
 			r.mu.Unlock()
 			return ev, nil
 		}
@@ -424,36 +452,56 @@ func (r *ring) nextEvent(want uint64, stop <-chan struct{}, reader bool) (Event,
 			r.mu.Unlock()
 			return Event{}, errEnded
 		}
-		wake := r.wakeLocked()
+		if fill := r.fill; fill != nil && !filled {
+			filled = true
+			r.mu.Unlock()
+			fill()
+			r.mu.Lock()
+			continue // a pump may have put the event in meanwhile
+		}
+		if reader {
+			r.progress.notify() // the reader is done with every event: see backlog
+		}
+		wake := r.data.wait()
 		r.mu.Unlock()
 		select {
 		case <-wake:
 		case <-stop:
 			return Event{}, errWaitStopped
 		}
+		r.mu.Lock()
 	}
+}
+
+// setFill sets the ring's fill (see ring.fill).
+func (r *ring) setFill(fill func()) {
+	r.mu.Lock()
+	r.fill = fill
+	r.mu.Unlock()
 }
 
 // addReader counts an attachment reading the ring (n = 1) or done (-1).
 func (r *ring) addReader(n int) {
 	r.mu.Lock()
 	r.readers += n
-	r.notifyLocked()
+	r.progress.notify()
 	r.mu.Unlock()
 }
 
-// backlog returns a channel to wait on while a reader is attached and has
-// events still to take; ok false when there is no such backlog. A
-// streaming pump waits on it before a small read, so that it reads what
-// piled up in the pipe as one event, as a pump that sent each chunk
-// itself did, rather than many small ones behind a busy client.
+// backlog returns a channel to wait on while a reader is attached and is
+// not done with every event (it has not asked for the one after the
+// last: it is still sending one, or has more to take); ok false when
+// there is no such backlog. A streaming pump waits on it before a small
+// read, so that it reads what piled up in the pipe while its client was
+// busy as one event, as a pump that sent each chunk itself did, rather
+// than many small ones behind a busy client.
 func (r *ring) backlog() (wait <-chan struct{}, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.readers == 0 || r.taken+1 >= r.nextLocked() || r.abandoned || r.closed {
+	if r.readers == 0 || r.asked >= r.nextLocked() || r.abandoned || r.closed {
 		return nil, false
 	}
-	return r.wakeLocked(), true
+	return r.progress.wait(), true
 }
 
 // errEnded is returned by next for a seq past the job's end.
@@ -590,7 +638,7 @@ func (r *ring) appendTail(s Stream, data []byte) {
 	r.events = append(r.events, ev)
 	r.bytes += ev.cost()
 	r.budget.force(ev.cost())
-	r.notifyLocked()
+	r.data.notify()
 }
 
 // The spool's floor. A spooled job's spool writer reads the ring as a
@@ -623,7 +671,7 @@ func (r *ring) spooledTo(seq uint64) {
 	moved := r.spooled < r.acked // the spool was the floor
 	r.spooled = seq
 	if moved {
-		r.notifyLocked()
+		r.room.notify()
 	}
 }
 
