@@ -411,6 +411,10 @@ func (j *Job) ended(seq uint64) {
 		j.log.Error("spool: the exit event's seq is not the end's", "spool_seq", j.spoolEndSeq, "end_seq", seq)
 	}
 	j.endSeq.Store(seq)
+	j.sup.mu.Lock()
+	j.settling = true
+	j.sup.settling++
+	j.sup.mu.Unlock()
 	j.amu.Lock()
 	defer j.amu.Unlock()
 	if j.primary == nil && !j.abandoned && j.detachTimer == nil {

@@ -87,6 +87,7 @@ type Job struct {
 	detachTimeout time.Duration
 	attachReady   chan struct{} // closed by Run once its first client is in
 	endSeq        atomic.Uint64 // the end's seq once it is in the ring
+	settling      bool          // ended, in the table until delivered: the caps do not count it (under sup.mu)
 	settled       chan struct{} // closed once the end is delivered or abandoned
 	attachments   sync.WaitGroup
 

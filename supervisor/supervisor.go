@@ -240,6 +240,10 @@ type Supervisor struct {
 	ledger       *accounting.Ledger
 	cgroupParent string
 	budget       *budget // every job's ring
+	// settling counts the jobs in the table whose process has ended, their
+	// end not yet delivered (Job.settling): the caps count processes, and
+	// an ended job waiting for its client to come back holds none.
+	settling int
 	tuneMemory   bool    // Config.TuneMemoryLimit
 
 	poolMu      sync.Mutex
@@ -753,7 +757,7 @@ func (s *Supervisor) admitLocked(j *Job) error {
 	if s.closing {
 		return ErrShuttingDown
 	}
-	if int64(len(s.jobs)+len(s.admitting)) >= s.maxSessions.Load() {
+	if int64(len(s.jobs)-s.settling+len(s.admitting)) >= s.maxSessions.Load() {
 		return ErrBusy
 	}
 	t, perClient := j.Tenant, s.maxPerClient.Load()
@@ -772,7 +776,9 @@ func (s *Supervisor) admitLocked(j *Job) error {
 		}
 	}
 	for _, o := range s.jobs {
-		count(o)
+		if !o.settling {
+			count(o)
+		}
 	}
 	for o := range s.admitting {
 		count(o)
@@ -979,6 +985,9 @@ func limitsOf(a *App) accounting.Limits {
 
 func (s *Supervisor) release(j *Job) {
 	s.mu.Lock()
+	if j.settling {
+		s.settling--
+	}
 	delete(s.jobs, j.ID)
 	s.mu.Unlock()
 	s.wg.Done()

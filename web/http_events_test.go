@@ -410,3 +410,30 @@ func TestHTTPEventsFromSpool(t *testing.T) {
 		t.Fatalf("events of a gone job without a spool: %d %s, want 410", code, body)
 	}
 }
+
+// Ensure a job that has ended, its end waiting for its detached client,
+// holds no session of the caps: a new job starts at max_sessions 1.
+func TestEndedDetachedJobHoldsNoSession(t *testing.T) {
+	t.Parallel()
+	quick := shApp("quick", `echo done`)
+	quick.Policy = resumePolicy(time.Minute, 0)
+	s := startServer(t, supervisor.Config{MaxSessions: 1, Apps: []supervisor.App{quick}}, Options{})
+	ws, err := s.tryDial("/apps/quick", http.Header{headerAck: {"1"}}, ProtoV1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := readJob(t, ws)
+	ws.UnderlyingConn().Close() // dropped: the job ends detached, its end undelivered
+	waitFor(t, 10*time.Second, id+" ended", func() bool {
+		r, _, err := s.sup.Ledger().Get(id)
+		return err == nil && !r.State.Open()
+	})
+	if _, err := s.sup.Attachable(id); err != nil {
+		t.Fatalf("%s: %v; want it still attachable, its end undelivered", id, err)
+	}
+	ws2, err := s.tryDial("/apps/quick", nil, ProtoV1)
+	if err != nil {
+		t.Fatalf("a new job beside an ended detached one, at max_sessions 1: %v", err)
+	}
+	ws2.Close()
+}
