@@ -437,3 +437,52 @@ func TestEndedDetachedJobHoldsNoSession(t *testing.T) {
 	}
 	ws2.Close()
 }
+
+// Ensure an event stream, a long-poll and a followed output outlive the
+// server's read timeout (ReadHeaderTimeout + BodyTimeout, an absolute
+// deadline on the connection that net/http arms for each request): a
+// stream quiet past it still gets its next event.
+func TestEventStreamsOutliveReadTimeout(t *testing.T) {
+	t.Parallel()
+	cfg := supervisor.Config{SpoolDir: t.TempDir(), Apps: []supervisor.App{
+		batchApp("b", `echo one; read l; echo "$l"`),
+	}}
+	s := startServer(t, cfg, Options{Edge: Edge{ReadHeaderTimeout: 100 * time.Millisecond, BodyTimeout: 100 * time.Millisecond}})
+	id, resume := s.submitOpen("b", "")
+	rh := http.Header{headerResume: {resume}}
+	if code, _, body := s.do(http.MethodGet, "/jobs/"+id+"/events?wait=5s", "", nil, http.Header{headerResume: {resume}, "Accept": {"application/json"}}); code != http.StatusOK || !strings.Contains(string(body), "one") {
+		t.Fatalf("first poll: %d %s", code, body)
+	}
+	code, _, body := s.do(http.MethodGet, "/jobs/"+id+"/events?after=1&wait=700ms", "", nil, http.Header{headerResume: {resume}, "Accept": {"application/json"}})
+	if code != http.StatusOK || strings.TrimSpace(string(body)) != "[]" {
+		t.Fatalf("a long-poll past the read timeout: %d %q, want [] after its wait", code, body)
+	}
+	st, _ := s.openSSE(id, "", resume, http.Header{"Last-Event-ID": {"1"}})
+	followed := make(chan []byte, 1)
+	go func() {
+		req, err := http.NewRequest(http.MethodGet, s.httpBase()+"/jobs/"+id+"/output?follow=1&stream=stdout", nil)
+		if err != nil {
+			followed <- []byte(err.Error())
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			followed <- []byte(err.Error())
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		followed <- b
+	}()
+	time.Sleep(700 * time.Millisecond) // quiet past the read timeout
+	if code, _, b := s.do(http.MethodPost, "/jobs/"+id+"/stdin?close=1", "", strings.NewReader("two\n"), rh); code != http.StatusOK {
+		t.Fatalf("stdin: %d %s", code, b)
+	}
+	ev, err := st.next()
+	if err != nil || !strings.Contains(ev.Data, `"two\n"`) {
+		t.Fatalf("the stream's event after a quiet spell: %+v, %v", ev, err)
+	}
+	if got := <-followed; string(got) != "one\ntwo\n" {
+		t.Fatalf("followed output %q, want all of it", got)
+	}
+}
