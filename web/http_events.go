@@ -501,16 +501,22 @@ func ringWire(ev supervisor.Event) (wireEvent, error) {
 		obj, err := appendExitEvent(nil, ev.Seq, *ev.Exit)
 		return wireEvent{seq: ev.Seq, name: "exit", obj: obj}, err
 	}
-	return wireEvent{seq: ev.Seq, name: ev.Stream.String(), obj: appendOutputEvent(nil, ev.Stream, ev.Seq, ev.Data)}, nil
+	return wireEvent{seq: ev.Seq, name: ev.Stream.String(), obj: appendOutputEvent(outputEventBuf(len(ev.Data)), ev.Stream, ev.Seq, ev.Data)}, nil
 }
+
+// outputEventBuf is an empty buffer for the chimirror.v1 object of n bytes
+// of output: room for text with an escape every 16 bytes, or base64, so
+// that encoding a big chunk does not grow (and copy) the object again and
+// again.
+func outputEventBuf(n int) []byte { return make([]byte, 0, n+n/3+96) }
 
 // spoolWire encodes a spool event as its ring event was.
 func spoolWire(ev spool.Event) (wireEvent, error) {
 	switch ev.Kind {
 	case spool.KindStdout:
-		return wireEvent{seq: ev.Seq, name: "stdout", obj: appendOutputEvent(nil, supervisor.Stdout, ev.Seq, ev.Payload)}, nil
+		return wireEvent{seq: ev.Seq, name: "stdout", obj: appendOutputEvent(outputEventBuf(len(ev.Payload)), supervisor.Stdout, ev.Seq, ev.Payload)}, nil
 	case spool.KindStderr:
-		return wireEvent{seq: ev.Seq, name: "stderr", obj: appendOutputEvent(nil, supervisor.Stderr, ev.Seq, ev.Payload)}, nil
+		return wireEvent{seq: ev.Seq, name: "stderr", obj: appendOutputEvent(outputEventBuf(len(ev.Payload)), supervisor.Stderr, ev.Seq, ev.Payload)}, nil
 	case spool.KindExit:
 		e := ev.Exit
 		m := map[string]any{"code": e.Code, "signal": nil, "reason": e.Reason}

@@ -478,3 +478,30 @@ func TestEventSource_GapFromSpoolKeepsSpoolOpen(t *testing.T) {
 		t.Fatalf("events past the spool: %v, want an error", err)
 	}
 }
+
+// Ensure an HTTP reader's event of a big chunk of output is encoded into
+// a buffer made once, not grown (and copied) again and again: text with a
+// newline every 100 bytes or an escape every 16, and bytes that are not
+// UTF-8 (base64).
+func TestSpoolWire_BigChunkNotRegrown(t *testing.T) {
+	lines := bytes.Repeat(append(bytes.Repeat([]byte{'0'}, 99), '\n'), 2600)    // 260 KB, as lines' reads are
+	escapes := bytes.Repeat(append(bytes.Repeat([]byte{'a'}, 15), '"'), 16<<10) // 256 KiB
+	binary := bytes.Repeat([]byte{0xff, 0xfe, 0x00, 0x80}, 64<<10)              // 256 KiB, base64
+	for name, data := range map[string][]byte{"lines": lines, "escapes": escapes, "binary": binary} {
+		t.Run(name, func(t *testing.T) {
+			ev := spool.Event{Kind: spool.KindStdout, Seq: 7, Payload: data}
+			allocs := testing.AllocsPerRun(5, func() {
+				if _, err := spoolWire(ev); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if allocs > 2 {
+				t.Fatalf("spoolWire of %d bytes: %.0f allocations, want at most 2", len(data), allocs)
+			}
+			we, err := spoolWire(ev)
+			if err != nil || !bytes.HasPrefix(we.obj, []byte(`{"event":"/stdout","seq":7,"data":"`)) {
+				t.Fatalf("spoolWire = %.60s, %v", we.obj, err)
+			}
+		})
+	}
+}
