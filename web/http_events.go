@@ -315,9 +315,22 @@ type eventSource struct {
 	pull     func() (spool.Event, error, bool)
 	stopPull func()
 	pulled   *spool.Event // read, not yet sent: the next batch's first
+
+	// While the job runs, the spool for the events its ring let go
+	// (gapFromSpool): kept open and read on while the reader's batches
+	// follow each other, opened again (a newer snapshot) only when its
+	// snapshot has no more. Opening it costs a read of every event's
+	// header before after: a reader that stays behind the ring would pay
+	// that per batch otherwise.
+	gap      *eventSource
+	gapAfter uint64 // the seq of the last event gap gave
 }
 
 func (src *eventSource) close() {
+	if src.gap != nil {
+		src.gap.close()
+		src.gap = nil
+	}
 	if src.stopPull != nil {
 		src.stopPull()
 	}
@@ -452,21 +465,34 @@ func (src *eventSource) fromRing(ctx context.Context, after uint64, maxBytes int
 }
 
 // gapFromSpool reads the events after after, up to upTo, from the spool:
-// a running job's ring evicted them, having spooled them first.
-func (src *eventSource) gapFromSpool(after, upTo uint64, maxBytes int) (_ []wireEvent, retErr error) {
-	sf, err := spool.Open(src.spoolPath)
-	if err != nil {
-		return nil, fmt.Errorf("job %s: events %d…%d evicted from the ring: %w", src.id, after+1, upTo, err)
+// a running job's ring evicted them, having spooled them first. The spool
+// stays open for the next batch (src.gap).
+func (src *eventSource) gapFromSpool(after, upTo uint64, maxBytes int) ([]wireEvent, error) {
+	if src.gap != nil && src.gapAfter != after { // the reader went elsewhere since
+		src.gap.close()
+		src.gap = nil
 	}
-	defer func() { retErr = errors.Join(retErr, sf.Close()) }()
-	pull, stop := iter.Pull2(sf.EventsAfter(after))
-	defer stop()
-	gap := eventSource{id: src.id, pull: pull}
-	evs, err := gap.readSpool(maxBytes, upTo)
-	if err == nil && len(evs) == 0 {
-		err = fmt.Errorf("job %s: events %d…%d evicted from the ring are not in its spool", src.id, after+1, upTo)
+	for opened := false; !opened; {
+		if src.gap == nil {
+			sf, err := spool.Open(src.spoolPath)
+			if err != nil {
+				return nil, fmt.Errorf("job %s: events %d…%d evicted from the ring: %w", src.id, after+1, upTo, err)
+			}
+			pull, stop := iter.Pull2(sf.EventsAfter(after))
+			src.gap, opened = &eventSource{id: src.id, sf: sf, pull: pull, stopPull: stop}, true
+		}
+		evs, err := src.gap.readSpool(maxBytes, upTo)
+		if len(evs) > 0 && err == nil {
+			src.gapAfter = evs[len(evs)-1].seq
+			return evs, nil
+		}
+		src.gap.close() // failed, or its snapshot has no more: open a newer one
+		src.gap = nil
+		if err != nil {
+			return evs, err
+		}
 	}
-	return evs, err
+	return nil, fmt.Errorf("job %s: events %d…%d evicted from the ring are not in its spool", src.id, after+1, upTo)
 }
 
 // ringWire encodes a ring event.
@@ -475,16 +501,22 @@ func ringWire(ev supervisor.Event) (wireEvent, error) {
 		obj, err := appendExitEvent(nil, ev.Seq, *ev.Exit)
 		return wireEvent{seq: ev.Seq, name: "exit", obj: obj}, err
 	}
-	return wireEvent{seq: ev.Seq, name: ev.Stream.String(), obj: appendOutputEvent(nil, ev.Stream, ev.Seq, ev.Data)}, nil
+	return wireEvent{seq: ev.Seq, name: ev.Stream.String(), obj: appendOutputEvent(outputEventBuf(len(ev.Data)), ev.Stream, ev.Seq, ev.Data)}, nil
 }
+
+// outputEventBuf is an empty buffer for the chimirror.v1 object of n bytes
+// of output: room for text with an escape every 16 bytes, or base64, so
+// that encoding a big chunk does not grow (and copy) the object again and
+// again.
+func outputEventBuf(n int) []byte { return make([]byte, 0, n+n/3+96) }
 
 // spoolWire encodes a spool event as its ring event was.
 func spoolWire(ev spool.Event) (wireEvent, error) {
 	switch ev.Kind {
 	case spool.KindStdout:
-		return wireEvent{seq: ev.Seq, name: "stdout", obj: appendOutputEvent(nil, supervisor.Stdout, ev.Seq, ev.Payload)}, nil
+		return wireEvent{seq: ev.Seq, name: "stdout", obj: appendOutputEvent(outputEventBuf(len(ev.Payload)), supervisor.Stdout, ev.Seq, ev.Payload)}, nil
 	case spool.KindStderr:
-		return wireEvent{seq: ev.Seq, name: "stderr", obj: appendOutputEvent(nil, supervisor.Stderr, ev.Seq, ev.Payload)}, nil
+		return wireEvent{seq: ev.Seq, name: "stderr", obj: appendOutputEvent(outputEventBuf(len(ev.Payload)), supervisor.Stderr, ev.Seq, ev.Payload)}, nil
 	case spool.KindExit:
 		e := ev.Exit
 		m := map[string]any{"code": e.Code, "signal": nil, "reason": e.Reason}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/chimirror/chimirror/accounting"
 	"github.com/chimirror/chimirror/supervisor"
+	"github.com/chimirror/chimirror/supervisor/spool"
 )
 
 // submitOpen submits a job of app with stdin left open and returns its ID
@@ -484,5 +485,99 @@ func TestEventStreamsOutliveReadTimeout(t *testing.T) {
 	}
 	if got := <-followed; string(got) != "one\ntwo\n" {
 		t.Fatalf("followed output %q, want all of it", got)
+	}
+}
+
+// Ensure a reader behind a running job's ring reads the evicted events
+// from one open spool while its batches follow each other, opens a newer
+// snapshot only when its own has no more, and starts over where a reader
+// jumped to: every event once, in order.
+func TestEventSource_GapFromSpoolKeepsSpoolOpen(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	w, err := spool.Create(dir, "JOB00000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := w.Close(0, nil); err != nil {
+			t.Error(err)
+		}
+	})
+	appendEvents := func(from, to uint64) {
+		t.Helper()
+		for seq := from; seq <= to; seq++ {
+			if err := w.Append(spool.KindStdout, seq, fmt.Appendf(nil, "%06d\n", seq)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	appendEvents(1, 10)
+	src := &eventSource{id: "JOB00000001", spoolPath: spool.Path(dir, "JOB00000001")}
+	t.Cleanup(src.close)
+	batch := func(after, upTo uint64, wantFrom, wantTo uint64) *spool.File {
+		t.Helper()
+		evs, err := src.gapFromSpool(after, upTo, 14) // two events' data a batch
+		if err != nil {
+			t.Fatalf("gapFromSpool(%d, %d): %v", after, upTo, err)
+		}
+		var seqs []uint64
+		for _, ev := range evs {
+			seqs = append(seqs, ev.seq)
+			if want := fmt.Sprintf(`{"event":"/stdout","seq":%d,"data":"%06d\n"}`, ev.seq, ev.seq); string(ev.obj) != want {
+				t.Fatalf("event %d: %s, want %s", ev.seq, ev.obj, want)
+			}
+		}
+		if len(seqs) == 0 || seqs[0] != wantFrom || seqs[len(seqs)-1] != wantTo || len(seqs) != int(wantTo-wantFrom+1) {
+			t.Fatalf("gapFromSpool(%d, %d) = events %v, want %d…%d", after, upTo, seqs, wantFrom, wantTo)
+		}
+		return src.gap.sf
+	}
+	first := batch(0, 7, 1, 2)
+	for _, b := range []struct{ after, upTo, from, to uint64 }{{2, 7, 3, 4}, {4, 7, 5, 6}, {6, 7, 7, 7}, {7, 10, 8, 9}} {
+		if sf := batch(b.after, b.upTo, b.from, b.to); sf != first {
+			t.Fatalf("after %d: the spool was opened again, want the open one read on", b.after)
+		}
+	}
+	appendEvents(11, 14) // past the open snapshot
+	if sf := batch(9, 10, 10, 10); sf != first {
+		t.Fatal("after 9: the spool was opened again, want the open one read on")
+	}
+	renewed := batch(10, 13, 11, 12)
+	if renewed == first {
+		t.Fatal("after 10: the snapshot had no more, want a newer one")
+	}
+	if sf := batch(3, 13, 4, 5); sf == renewed {
+		t.Fatal("after 3: the reader jumped back, want the spool opened at 3")
+	}
+	if _, err := src.gapFromSpool(14, 20, 14); err == nil || !strings.Contains(err.Error(), "not in its spool") {
+		t.Fatalf("events past the spool: %v, want an error", err)
+	}
+}
+
+// Ensure an HTTP reader's event of a big chunk of output is encoded into
+// a buffer made once, not grown (and copied) again and again: text with a
+// newline every 100 bytes or an escape every 16, and bytes that are not
+// UTF-8 (base64).
+func TestSpoolWire_BigChunkNotRegrown(t *testing.T) {
+	lines := bytes.Repeat(append(bytes.Repeat([]byte{'0'}, 99), '\n'), 2600)    // 260 KB, as lines' reads are
+	escapes := bytes.Repeat(append(bytes.Repeat([]byte{'a'}, 15), '"'), 16<<10) // 256 KiB
+	binary := bytes.Repeat([]byte{0xff, 0xfe, 0x00, 0x80}, 64<<10)              // 256 KiB, base64
+	for name, data := range map[string][]byte{"lines": lines, "escapes": escapes, "binary": binary} {
+		t.Run(name, func(t *testing.T) {
+			ev := spool.Event{Kind: spool.KindStdout, Seq: 7, Payload: data}
+			allocs := testing.AllocsPerRun(5, func() {
+				if _, err := spoolWire(ev); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if allocs > 2 {
+				t.Fatalf("spoolWire of %d bytes: %.0f allocations, want at most 2", len(data), allocs)
+			}
+			we, err := spoolWire(ev)
+			if err != nil || !bytes.HasPrefix(we.obj, []byte(`{"event":"/stdout","seq":7,"data":"`)) {
+				t.Fatalf("spoolWire = %.60s, %v", we.obj, err)
+			}
+		})
 	}
 }

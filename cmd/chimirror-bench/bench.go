@@ -143,7 +143,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		o = benchOpts{setupN: 40, echoN: 100, lines: 20000, zeroBytes: 16 << 20, sinkBytes: 16 << 20, held: 50, boxedHeld: 20, ledgerPairs: 200, getppids: 10000,
 			reattaches: 50, detached: 20}
 	}
-	plain := slices.ContainsFunc([]string{"setup", "echo", "lines", "binary", "spool", "stdin", "held", "reattach"}, func(g string) bool { return want[g] })
+	plain := slices.ContainsFunc([]string{"setup", "echo", "lines", "binary", "spool", "stdin", "held", "reattach", "sse", "longpoll"}, func(g string) bool { return want[g] })
 	boxErr := sandbox.Available()
 	var server string // the chimirror binary, if a group needs a server
 	if plain || want["detached"] || (want["sandbox"] && boxErr == nil) {
@@ -166,7 +166,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "bench: %-38s %s (floor %s)\n", r.figure, r.value, r.floor)
 	}
 	var wsf *wsFloor
-	if want["setup"] || want["echo"] || want["reattach"] {
+	if want["setup"] || want["echo"] || want["reattach"] || want["longpoll"] {
 		if wsf, err = startWSFloor(); err != nil {
 			return err
 		}
@@ -286,6 +286,9 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	if err := resumeRows(srv, wsf, server, o, want, add); err != nil {
 		return err
 	}
+	if err := httpRows(srv, wsf, o, want, add); err != nil {
+		return err
+	}
 
 	// Sandboxed figures last: tearing thousands of sandboxes down keeps the
 	// kernel busy afterwards, which would disturb the plain figures.
@@ -376,7 +379,7 @@ func sandboxRows(server string, o benchOpts, add func(benchRow)) error {
 }
 
 // benchGroups are the figure groups --only can pick, in the order they run.
-var benchGroups = []string{"setup", "echo", "lines", "binary", "spool", "stdin", "ledger", "held", "reattach", "detached", "sandbox"}
+var benchGroups = []string{"setup", "echo", "lines", "binary", "spool", "stdin", "ledger", "held", "reattach", "detached", "sse", "longpoll", "sandbox"}
 
 // parseOnly returns the groups to run: all of them for "".
 func parseOnly(only string) (map[string]bool, error) {
@@ -492,6 +495,10 @@ func cmdWSFloor(stdin io.Reader, stdout io.Writer) error {
 		sessions sync.WaitGroup // hijacked connections: http.Server.Close skips them
 	)
 	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == jsonFloorPath {
+			serveJSONFloor(w)
+			return
+		}
 		sessions.Add(1)
 		defer sessions.Done()
 		ws, err := up.Upgrade(w, r, nil)
@@ -763,7 +770,7 @@ func startBenchServer(server string, o benchOpts, sandboxMode string) (_ *benchS
 	if err != nil {
 		return nil, err
 	}
-	config += apps
+	config += apps + httpJobsConfig(o)
 	if sandboxMode == "on" {
 		if err := os.WriteFile(filepath.Join(dir, "policies", "bench-nofilter.toml"), []byte(benchPolicy+"seccomp = \"off\"\n"), 0o644); err != nil {
 			return nil, err

@@ -110,6 +110,7 @@ func TestBenchQuick(t *testing.T) {
 		"text-line output", "binary output", "client to stdin", "held sessions",
 		"fds per session", "server RSS per session",
 		"reattach: dial to first replayed byte", "20 detached jobs, full rings: server RSS",
+		"SSE output (100-byte lines, a batch job)", "long-poll round trip, events waiting",
 	} {
 		if !strings.Contains(stdout, "| "+fig) {
 			t.Errorf("figure %q missing from:\n%s", fig, stdout)
