@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -564,5 +565,42 @@ func TestRingFillMeanwhile(t *testing.T) {
 	defer ev.Release()
 	if ev.Seq != 1 || string(ev.Data) != "x" {
 		t.Errorf("got seq %d %q, want 1 \"x\"", ev.Seq, ev.Data)
+	}
+}
+
+// Ensure a reader that asks for an event the ring has evicted, when it
+// holds none at all, waits for the next one (its seq says what was lost)
+// rather than failing inside the ring's lock: it once indexed an empty
+// ring, and the panic left the lock held.
+func TestRingNextAllEvicted(t *testing.T) {
+	rg := newRing(newBudget(1<<20), 64<<10)
+	defer rg.close()
+	put := func(data string) {
+		grant, _ := rg.tryReserve(len(data))
+		rg.commit(Stdout, []byte(data), nil, grant)
+	}
+	put("a")
+	put("b")
+	rg.ack(2)
+	rg.evictWhileLocked(func(int64) bool { return true }) // as room would
+	if bytes, first, _, _ := rg.held(); bytes != 0 || first != 3 {
+		t.Fatalf("held %d bytes from seq %d: want none, from 3", bytes, first)
+	}
+	stop := make(chan struct{})
+	close(stop)
+	if _, err := rg.next(1, stop); !errors.Is(err, errWaitStopped) {
+		t.Fatalf("next(1) of an empty ring: %v, want it to wait (stopped)", err)
+	}
+	go put("c")
+	wait := make(chan struct{})
+	timer := time.AfterFunc(5*time.Second, func() { close(wait) })
+	defer timer.Stop()
+	ev, err := rg.next(1, wait)
+	if err != nil {
+		t.Fatalf("next(1): %v, want event 3", err)
+	}
+	defer ev.Release()
+	if ev.Seq != 3 || string(ev.Data) != "c" {
+		t.Fatalf("got seq %d %q, want 3 \"c\" (1 and 2 evicted)", ev.Seq, ev.Data)
 	}
 }

@@ -438,7 +438,9 @@ func (r *ring) nextEvent(want uint64, stop <-chan struct{}, reader bool) (Event,
 			r.mu.Unlock()
 			return Event{}, errRingClosed
 		}
-		if want < r.nextLocked() {
+		// An evicted want gets the first event held; when none is held,
+		// the next to come (its seq says what was lost).
+		if want < r.nextLocked() && len(r.events) > 0 {
 			i := uint64(0)
 			if want > r.first {
 				i = want - r.first
