@@ -61,6 +61,10 @@ type Job struct {
 	// inputMu is held while one client input is applied and answered, so
 	// the job's end is never reported before an answer the client awaits.
 	inputMu sync.Mutex
+	// stdinMu is held across a stdin write and its count (writeStdin), and
+	// by finish while it takes the counters: bytes the program may have
+	// read, and exited on, are never left out of the final record.
+	stdinMu sync.Mutex
 
 	// begun waits, once, for the start record's commit (see StartRecorded);
 	// once the process exists, it then runs the Started hooks.
@@ -289,9 +293,7 @@ func (j *Job) apply(in Input) {
 	var herr error
 	switch in.Kind {
 	case InputStdin:
-		var n int
-		n, herr = j.proc.Stdio.Write(in.Data)
-		j.stdinBytes.Add(int64(n))
+		herr = j.writeStdin(in.Data)
 	case InputCloseStdin:
 		herr = j.proc.CloseStdin()
 	case InputSignal:
@@ -304,6 +306,40 @@ func (j *Job) apply(in Input) {
 	if in.Done != nil {
 		in.Done(herr)
 	}
+}
+
+// writeStdin writes p to the job's stdin and counts the bytes written. The
+// count is taken under stdinMu with the write: once the write returns,
+// the program may read p, exit and be reaped, and its relay report the
+// end (finish), before this goroutine runs again.
+func (j *Job) writeStdin(p []byte) error {
+	j.stdinMu.Lock()
+	defer j.stdinMu.Unlock()
+	n, err := j.proc.Stdio.Write(p)
+	if testStdinWritten != nil {
+		testStdinWritten()
+	}
+	j.stdinBytes.Add(int64(n))
+	return err
+}
+
+// testStdinWritten, when set (by tests that do not run in parallel), is
+// called after each stdin write, before its bytes are counted.
+var testStdinWritten func()
+
+// finalCounters are the job's counters for its final record, once its
+// process is reaped and its output drained: a stdin write under way is
+// counted first. Nothing of the job reads stdin any more: the write
+// deadline ends a write still waiting (on a socket whose other end was
+// shut down for writing but is still held open), so that it cannot hold
+// the end back.
+func (j *Job) finalCounters() Counters {
+	if err := j.proc.Stdio.SetWriteDeadline(time.Unix(1, 0)); err != nil {
+		j.log.Warn("end stdin writes", "err", err)
+	}
+	j.stdinMu.Lock()
+	defer j.stdinMu.Unlock()
+	return j.Counters()
 }
 
 // terminate begins ending the job for reason, unless it is already ending.
@@ -527,7 +563,7 @@ func (j *Job) finish() Exit {
 			e.Reason = ReasonSignal
 		}
 	}
-	cnt := j.Counters()
+	cnt := j.finalCounters()
 	attrs := []any{"reason", e.Reason, "status", st.String(), "detail", e.Detail,
 		"elapsed", time.Since(j.Started).Round(time.Millisecond),
 		"stdin_bytes", cnt.StdinBytes, "stdout_bytes", cnt.StdoutBytes, "stderr_bytes", cnt.StderrBytes}
