@@ -140,7 +140,7 @@ func (j *Job) Position(after uint64) Position { return j.ring.position(after) }
 // gap skips are in its spool (Supervisor.OpenSpool, then
 // spool.File.EventsAfter(after)), with these seqs.
 func (j *Job) Events(ctx context.Context, after uint64) (Event, error) {
-	ev, err := j.ring.next(after+1, ctx.Done())
+	ev, err := j.ring.nextEvent(after+1, ctx.Done(), false)
 	switch {
 	case errors.Is(err, errWaitStopped):
 		return Event{}, ctx.Err()
@@ -210,7 +210,7 @@ func (j *Job) attachCheckLocked(o AttachOptions) (after uint64, err error) {
 	switch {
 	case j.released:
 		return 0, fmt.Errorf("%w: %s", ErrNoJob, j.ID)
-	case o.Watch && len(j.watchers) >= MaxWatchers:
+	case o.Watch && len(j.watchers)+j.readers >= MaxWatchers:
 		return 0, fmt.Errorf("%w (%d)", ErrTooManyWatchers, MaxWatchers)
 	case !o.Watch && (j.abandoned || !j.sup.Accepting()):
 		return 0, fmt.Errorf("%w: %s", ErrJobEnding, j.ID)
@@ -624,6 +624,24 @@ func (j *Job) CancelByTenant() error {
 	by := "tenant " + j.Tenant.Name
 	j.cancel(by, "cancelled by its "+by)
 	return nil
+}
+
+// AddReader counts a reader of the job's events that is not an
+// attachment (an HTTP event stream) with its watchers, against
+// MaxWatchers: ErrTooManyWatchers when there are as many. Call done once
+// the reader is gone.
+func (j *Job) AddReader() (done func(), err error) {
+	j.amu.Lock()
+	defer j.amu.Unlock()
+	if len(j.watchers)+j.readers >= MaxWatchers {
+		return nil, fmt.Errorf("%w (%d)", ErrTooManyWatchers, MaxWatchers)
+	}
+	j.readers++
+	return sync.OnceFunc(func() {
+		j.amu.Lock()
+		j.readers--
+		j.amu.Unlock()
+	}), nil
 }
 
 // EndSeq is the seq of the job's end event once it is in the ring; 0

@@ -98,6 +98,7 @@ type Job struct {
 	amu         sync.Mutex // before j.mu
 	primary     *attachment
 	watchers    map[*attachment]bool
+	readers     int // readers of its events that are not attachments (AddReader), under amu
 	detachTimer *time.Timer
 	abandoned   bool // nobody will read the output again
 	delivered   bool

@@ -127,7 +127,7 @@ func (a *Admin) handle(h func(http.ResponseWriter, *http.Request, string) error,
 		}
 		var he *httpError
 		if !errors.As(err, &he) {
-			a.log.Error("admin request failed", "method", r.Method, "uri", r.RequestURI, "err", err)
+			a.log.Error("admin request failed", "method", r.Method, "uri", redactedURI(r), "err", err)
 			he = &httpError{Status: http.StatusInternalServerError, Msg: "internal error: " + err.Error()}
 		}
 		if he.Bearer {

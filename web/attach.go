@@ -7,6 +7,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/chimirror/chimirror/accounting"
 	"github.com/chimirror/chimirror/supervisor"
 )
 
@@ -86,10 +87,15 @@ func (s *Server) serveAttach(w http.ResponseWriter, r *http.Request, id string) 
 // resumable is tenant's running job id, if the request holds its resume
 // token (X-Chimirror-Resume, or ?resume=). Wrong resume tokens count
 // against the client's address with wrong tenant tokens.
-func (s *Server) resumable(r *http.Request, tenant *supervisor.Tenant, id string) (*supervisor.Job, error) {
+func (s *Server) resumable(r *http.Request, tenant *supervisor.Tenant, raw string) (*supervisor.Job, error) {
+	seq, err := accounting.ParseID(raw)
+	if err != nil {
+		return nil, errorf(http.StatusBadRequest, "%v", err)
+	}
+	id := accounting.FormatID(seq)
 	job, err := s.sup.Attachable(id)
 	if err != nil || job.Tenant.Name != tenant.Name {
-		return nil, errorf(http.StatusNotFound, "no running job %q", id)
+		return nil, noSuchJob(id)
 	}
 	token := r.Header.Get(headerResume)
 	if token == "" {
@@ -108,6 +114,11 @@ func (s *Server) resumable(r *http.Request, tenant *supervisor.Tenant, id string
 	}
 	return job, nil
 }
+
+// noSuchJob is the one answer for a job that does not exist, is another
+// tenant's, or is not running where it must be: a tenant never learns
+// which IDs exist (the same text as the output's, findJob's).
+func noSuchJob(id string) error { return errorf(http.StatusNotFound, "no such job: %s", id) }
 
 // attachError is the refusal of an attach the job does not take.
 func attachError(err error) error {

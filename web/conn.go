@@ -337,13 +337,23 @@ func closeFor(e supervisor.Exit) (int, string) {
 
 // exitJSON is the status object of /exit and channel 3.
 func exitJSON(e supervisor.Exit) map[string]any {
-	var sig any
+	sig := ""
 	if e.Status.Signal != 0 {
 		sig = sandbox.SignalName(e.Status.Signal)
 	}
-	m := map[string]any{"code": e.Status.Code, "signal": sig, "reason": string(e.Reason)}
-	if e.Detail != "" {
-		m["detail"] = e.Detail
+	return exitMap(e.Status.Code, sig, string(e.Reason), e.Detail)
+}
+
+// exitMap is a job's end as the protocols send it: {"code", "signal"
+// (null when none), "reason", "detail" (when there is one)}, from the
+// job's end as it ran or as its spool keeps it.
+func exitMap(code int, signal, reason, detail string) map[string]any {
+	m := map[string]any{"code": code, "signal": nil, "reason": reason}
+	if signal != "" {
+		m["signal"] = signal
+	}
+	if detail != "" {
+		m["detail"] = detail
 	}
 	return m
 }

@@ -11,6 +11,7 @@ import (
 	"iter"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -32,9 +33,12 @@ import (
 // resume token in X-Chimirror-Resume or ?resume= (an EventSource cannot
 // send headers). Once the job has ended its events are read from its
 // spool, and the tenant's token is enough, as for its output; a job that
-// kept no spool answers 410 then. Refusals: 401 no token, 403 a wrong resume token or an
-// Origin not allowed, 404 no such job running (or another tenant's), 400
-// a bad parameter, 405 another method, 409 a job that takes no more input.
+// kept no spool answers 410 then. Refusals: 401 no token, 403 a wrong
+// resume token or an Origin not allowed, 404 no such job running (or
+// another tenant's: the same answer), 400 a malformed job ID or a bad
+// parameter, 405 another method, 409 a job that takes no more input, 429
+// a reader past the job's MaxWatchers (event streams and watchers count
+// together).
 //
 // Events are chimirror.v1's objects, the same bytes a WebSocket client
 // gets: {"event":"/stdout","seq":N,"data":…} (with "encoding":"base64"
@@ -72,11 +76,19 @@ const (
 // routeJob serves /jobs/ID/events, /stdin, /signal and DELETE /jobs/ID;
 // ok is false for any other path.
 func (s *Server) routeJob(w http.ResponseWriter, r *http.Request, id, tail string) (ok bool, err error) {
-	method := map[string]string{"events": http.MethodGet, "stdin": http.MethodPost, "signal": http.MethodPost, "": http.MethodDelete}[tail]
+	var method string
+	switch tail {
+	case "events":
+		method = http.MethodGet
+	case "stdin", "signal":
+		method = http.MethodPost
+	case "":
+		method = http.MethodDelete
+	}
 	if method == "" || tail == "" && r.Method != http.MethodDelete {
 		return false, nil // in quick mode, one more path of the command's
 	}
-	if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
+	if r.Method != method {
 		return true, errorf(http.StatusMethodNotAllowed, "method %s not allowed on /jobs/%s/%s: use %s", r.Method, id, tail, method)
 	}
 	if !s.originAllowed(r) {
@@ -115,7 +127,7 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request, tenant *super
 		if rec, _, ok := s.sup.Record(job.ID); ok {
 			return serveEvents(w, r, s.sup, s.log, job, rec)
 		}
-		err = errorf(http.StatusNotFound, "no running job %q", id) // ended since: the ledger has it
+		err = noSuchJob(job.ID) // ended since: the ledger has it
 	}
 	// Not running, or no resume token: an ended job's events are its
 	// tenant's, as its output is.
@@ -145,8 +157,8 @@ func (s *Server) stdin(w http.ResponseWriter, r *http.Request, job *supervisor.J
 		return errorf(http.StatusBadRequest, "close=%q: want 1 or 0", v)
 	}
 	took, stopped, err := feedStdin(jobStdin{job}, r.Body, !closeIt)
-	if err != nil {
-		return errorf(http.StatusBadRequest, "reading the request body: %v", err)
+	if err != nil { // what the job took is said: a retry must not send it again
+		return errorf(http.StatusBadRequest, "reading the request body after the job took %d bytes of it: %v", took, err)
 	}
 	if stopped && took == 0 {
 		return errorf(http.StatusConflict, "job %s takes no more input: it has ended, is ending, or closed its stdin", job.ID)
@@ -210,7 +222,14 @@ func serveEvents(w http.ResponseWriter, r *http.Request, sup *supervisor.Supervi
 	if err != nil {
 		return err
 	}
-	src := &eventSource{id: rec.ID, job: job}
+	if job != nil { // an ended job's readers are bounded by the connections
+		done, err := job.AddReader()
+		if err != nil {
+			return &httpError{Status: http.StatusTooManyRequests, Msg: err.Error(), RetryAfter: "5"}
+		}
+		defer done()
+	}
+	src := &eventSource{id: rec.ID, job: job, log: log}
 	defer src.close()
 	if rec.Spool && sup.SpoolDir() != "" {
 		src.spoolPath = spool.Path(sup.SpoolDir(), rec.ID)
@@ -308,6 +327,7 @@ type eventSource struct {
 	id        string
 	job       *supervisor.Job // nil once the job is gone: spool only
 	spoolPath string          // "": the job keeps no spool
+	log       *slog.Logger
 
 	// The spool once the job is gone, read on from where the last batch
 	// stopped: the file no longer changes.
@@ -336,14 +356,14 @@ func (src *eventSource) close() {
 	}
 	if src.sf != nil {
 		if err := src.sf.Close(); err != nil {
-			slog.Debug("close spool", "job", src.id, "err", err)
+			src.log.Debug("close spool", "job", src.id, "err", err)
 		}
 	}
 }
 
 // next waits, until ctx is done, for the events after after, and returns
 // them: at least one, and the ones already there behind it up to maxBytes
-// of data. It returns ctx's error, errEventsEnded when after is the job's
+// of their encoding. It returns ctx's error, errEventsEnded when after is the job's
 // end or later, and errEventsGone when the events are gone.
 func (src *eventSource) next(ctx context.Context, after uint64, maxBytes int) ([]wireEvent, error) {
 	if src.job != nil {
@@ -361,8 +381,11 @@ func (src *eventSource) next(ctx context.Context, after uint64, maxBytes int) ([
 	}
 	if src.pull == nil {
 		sf, err := spool.Open(src.spoolPath)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: job %s's spool was pruned (spool_retention)", errEventsGone, src.id)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", errEventsGone, err)
+			return nil, fmt.Errorf("job %s: %w", src.id, err) // a 500: not the client's to see
 		}
 		src.sf = sf
 		src.pull, src.stopPull = iter.Pull2(sf.EventsAfter(after))
@@ -411,7 +434,7 @@ func (src *eventSource) readSpool(maxBytes int, upTo uint64) ([]wireEvent, error
 			return out, fmt.Errorf("job %s: %w", src.id, err)
 		}
 		out = append(out, we)
-		size += len(ev.Payload)
+		size += len(we.obj)
 		if ev.Kind == spool.KindExit {
 			break
 		}
@@ -431,8 +454,14 @@ func (src *eventSource) fromRing(ctx context.Context, after uint64, maxBytes int
 	if ev.Seq > after+1 {
 		upTo := ev.Seq - 1
 		if src.spoolPath != "" {
-			ev.Release()
-			return src.gapFromSpool(after, upTo, maxBytes)
+			evs, err := src.gapFromSpool(after, upTo, maxBytes)
+			if err == nil {
+				ev.Release()
+				return evs, nil
+			}
+			// The spool failed (and its floor was lifted): what it
+			// does not hold is a gap, as for a job with no spool.
+			src.log.Warn("events evicted from the ring are not in the spool: a gap", "job", src.id, "from", after+1, "to", upTo, "err", err)
 		}
 		out = append(out, wireEvent{seq: upTo, name: "gap", obj: appendGapEvent(nil, [2]uint64{after + 1, upTo})})
 	}
@@ -441,7 +470,7 @@ func (src *eventSource) fromRing(ctx context.Context, after uint64, maxBytes int
 	cancel() // the events already there, without waiting
 	for {
 		we, err := ringWire(ev)
-		size += len(ev.Data)
+		size += len(we.obj)
 		ended := ev.Exit != nil
 		seq := ev.Seq
 		ev.Release()
@@ -479,7 +508,7 @@ func (src *eventSource) gapFromSpool(after, upTo uint64, maxBytes int) ([]wireEv
 				return nil, fmt.Errorf("job %s: events %d…%d evicted from the ring: %w", src.id, after+1, upTo, err)
 			}
 			pull, stop := iter.Pull2(sf.EventsAfter(after))
-			src.gap, opened = &eventSource{id: src.id, sf: sf, pull: pull, stopPull: stop}, true
+			src.gap, opened = &eventSource{id: src.id, sf: sf, pull: pull, stopPull: stop, log: src.log}, true
 		}
 		evs, err := src.gap.readSpool(maxBytes, upTo)
 		if len(evs) > 0 && err == nil {
@@ -519,14 +548,7 @@ func spoolWire(ev spool.Event) (wireEvent, error) {
 		return wireEvent{seq: ev.Seq, name: "stderr", obj: appendOutputEvent(outputEventBuf(len(ev.Payload)), supervisor.Stderr, ev.Seq, ev.Payload)}, nil
 	case spool.KindExit:
 		e := ev.Exit
-		m := map[string]any{"code": e.Code, "signal": nil, "reason": e.Reason}
-		if e.Signal != "" {
-			m["signal"] = e.Signal
-		}
-		if e.Detail != "" {
-			m["detail"] = e.Detail
-		}
-		d, err := json.Marshal(m)
+		d, err := json.Marshal(exitMap(e.Code, e.Signal, e.Reason, e.Detail))
 		if err != nil {
 			return wireEvent{}, fmt.Errorf("encode /exit: %w", err)
 		}
@@ -571,8 +593,11 @@ func longPoll(w http.ResponseWriter, r *http.Request, src *eventSource, after ui
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
+	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(eventWriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return nil // the connection is gone
+	}
 	if _, err := w.Write(out); err != nil {
-		slog.Debug("long-poll: client gone", "job", src.id, "err", err)
+		src.log.Debug("long-poll: client gone", "job", src.id, "err", err)
 	}
 	return nil
 }
@@ -590,10 +615,14 @@ func sse(w http.ResponseWriter, r *http.Request, log *slog.Logger, src *eventSou
 	rc := http.NewResponseController(w)
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(w, 64<<10)
-	flush := func() error {
+	// Each batch's writes have a deadline: bw writes through once full.
+	deadline := func() error {
 		if err := rc.SetWriteDeadline(time.Now().Add(eventWriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 			return err
 		}
+		return nil
+	}
+	flush := func() error {
 		if err := bw.Flush(); err != nil {
 			return err
 		}
@@ -601,6 +630,9 @@ func sse(w http.ResponseWriter, r *http.Request, log *slog.Logger, src *eventSou
 	}
 	var line []byte
 	for {
+		if err := deadline(); err != nil {
+			return
+		}
 		ended := false
 		for _, ev := range evs {
 			line = sseEvent(line[:0], ev.seq, ev.name, ev.obj)
@@ -627,7 +659,18 @@ func sse(w http.ResponseWriter, r *http.Request, log *slog.Logger, src *eventSou
 			}
 		case errors.Is(err, errEventsGone):
 			// The job is gone with events this client had yet to read.
-			fmt.Fprintf(bw, "event: gone\ndata: {\"error\":%q}\n\n", err.Error())
+			data, jerr := json.Marshal(map[string]string{"error": err.Error()})
+			if jerr != nil {
+				log.Error("sse: encode gone", "err", jerr)
+				return
+			}
+			line = sseEvent(line[:0], after, "gone", data)
+			if deadline() != nil {
+				return
+			}
+			if _, err := bw.Write(line); err != nil {
+				return
+			}
 			if err := flush(); err != nil {
 				log.Debug("sse: client gone", "err", err)
 			}

@@ -250,7 +250,8 @@ func TestHTTPSignalCancelRefusals(t *testing.T) {
 		{"wrong resume token", http.MethodPost, "/signal?signal=USR1", aliceToken, http.Header{headerResume: {"x" + resume}}, http.StatusForbidden},
 		{"another tenant", http.MethodDelete, "", bobToken, rh, http.StatusNotFound},
 		{"no tenant token", http.MethodDelete, "", "", rh, http.StatusUnauthorized},
-		{"unknown job", http.MethodPost, "/../J999999/signal", aliceToken, rh, http.StatusNotFound},
+		{"unknown job", http.MethodPost, "/../JOB999999/signal", aliceToken, rh, http.StatusNotFound},
+		{"malformed job ID", http.MethodPost, "/../J999999/signal", aliceToken, rh, http.StatusBadRequest},
 		{"bad signal", http.MethodPost, "/signal?signal=STOP", aliceToken, rh, http.StatusBadRequest},
 		{"bad after", http.MethodGet, "/events?after=x", aliceToken, rh, http.StatusBadRequest},
 		{"after past the last event", http.MethodGet, "/events?after=99", aliceToken, rh, http.StatusBadRequest},
@@ -517,7 +518,7 @@ func TestEventSource_GapFromSpoolKeepsSpoolOpen(t *testing.T) {
 	t.Cleanup(src.close)
 	batch := func(after, upTo uint64, wantFrom, wantTo uint64) *spool.File {
 		t.Helper()
-		evs, err := src.gapFromSpool(after, upTo, 14) // two events' data a batch
+		evs, err := src.gapFromSpool(after, upTo, 80) // two events' encodings (45 bytes each) a batch
 		if err != nil {
 			t.Fatalf("gapFromSpool(%d, %d): %v", after, upTo, err)
 		}
@@ -580,4 +581,32 @@ func TestSpoolWire_BigChunkNotRegrown(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Ensure a job's HTTP readers count with its watchers: past MaxWatchers an
+// event stream is refused with 429, and one that leaves makes room.
+func TestHTTPReadersCapped(t *testing.T) {
+	t.Parallel()
+	cfg := supervisor.Config{SpoolDir: t.TempDir(), Apps: []supervisor.App{batchApp("b", `echo hi; read x`)}}
+	s := startServer(t, cfg, Options{})
+	id, resume := s.submitOpen("b", "")
+	var streams []*sseStream
+	for range supervisor.MaxWatchers {
+		st, code := s.openSSE(id, "", resume, nil)
+		if code != http.StatusOK {
+			t.Fatalf("stream %d: %d", len(streams)+1, code)
+		}
+		streams = append(streams, st)
+	}
+	if _, code := s.openSSE(id, "", resume, nil); code != http.StatusTooManyRequests {
+		t.Fatalf("stream %d: %d, want 429", supervisor.MaxWatchers+1, code)
+	}
+	streams[0].resp.Body.Close()
+	waitFor(t, 5*time.Second, "room for a stream", func() bool {
+		st, code := s.openSSE(id, "", resume, nil)
+		if code == http.StatusOK {
+			st.resp.Body.Close()
+		}
+		return code == http.StatusOK
+	})
 }

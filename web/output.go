@@ -54,11 +54,11 @@ func findJob(sup *supervisor.Supervisor, raw string) (accounting.Record, bool, e
 	}
 	l := sup.Ledger()
 	if l == nil {
-		return accounting.Record{}, false, errorf(http.StatusNotFound, "no such job: %s", id)
+		return accounting.Record{}, false, noSuchJob(id)
 	}
 	rec, err := l.Record(id)
 	if errors.Is(err, accounting.ErrNotFound) {
-		return accounting.Record{}, false, errorf(http.StatusNotFound, "no such job: %s", id)
+		return accounting.Record{}, false, noSuchJob(id)
 	}
 	if err != nil {
 		return accounting.Record{}, false, fmt.Errorf("job %s: %w", id, err)
@@ -165,11 +165,10 @@ func (a *Admin) jobEvents(w http.ResponseWriter, r *http.Request, _ string) erro
 	if err != nil {
 		return err
 	}
-	var job *supervisor.Job
-	if rec.State.Open() {
-		if job, err = a.sup.Attachable(rec.ID); err != nil {
-			job = nil // ended since: its spool has the rest, if it keeps one
-		}
+	// In the table while it runs, and while its end awaits its client.
+	job, err := a.sup.Attachable(rec.ID)
+	if err != nil {
+		job = nil // ended and let go: its spool has its events, if it keeps one
 	}
 	return serveEvents(w, r, a.sup, a.log, job, rec)
 }

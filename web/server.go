@@ -169,7 +169,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := s.route(w, r); err != nil {
 		var he *httpError
 		if !errors.As(err, &he) {
-			s.log.Error("request failed", "method", r.Method, "uri", r.RequestURI, "err", err)
+			s.log.Error("request failed", "method", r.Method, "uri", redactedURI(r), "err", err)
 			he = &httpError{Status: http.StatusInternalServerError, Msg: "internal error"}
 		}
 		if websocket.IsWebSocketUpgrade(r) {
@@ -184,6 +184,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		http.Error(w, he.Msg, he.Status)
 	}
+}
+
+// redactedURI is r's path and query for the log, the secrets a query may
+// carry (an EventSource's or a browser's ?token= and ?resume=) elided.
+func redactedURI(r *http.Request) string {
+	q := r.URL.Query()
+	for _, k := range []string{"token", "resume"} {
+		if q.Has(k) {
+			q.Set(k, "REDACTED")
+		}
+	}
+	if len(q) == 0 {
+		return r.URL.EscapedPath()
+	}
+	return r.URL.EscapedPath() + "?" + q.Encode()
 }
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) error {

@@ -744,35 +744,52 @@
     if (d.live && d.live.id === job.id) return;
     closeLive();
     const pre = $('output-text');
-    const live = { id: job.id, text: '', es: new EventSource(`${API}/jobs/${encodeURIComponent(job.id)}/events`), queued: false };
+    const live = { id: job.id, chunks: [], size: 0, es: new EventSource(`${API}/jobs/${encodeURIComponent(job.id)}/events`), queued: false };
     d.live = live;
     $('output-note').textContent = 'live';
+    // Chunks are joined and trimmed to the last OUTPUT_TAIL once a frame,
+    // not per event: a chatty job costs one copy a frame.
     const show = () => {
       live.queued = false;
       if (d.live !== live) return;
+      let text = live.chunks.join('');
+      if (text.length > OUTPUT_TAIL) text = text.slice(-OUTPUT_TAIL);
+      live.chunks = [text];
+      live.size = text.length;
       const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-      pre.textContent = live.text;
+      pre.textContent = text;
       if ($('output-follow').checked && atEnd) pre.scrollTop = pre.scrollHeight;
     };
     const add = (t) => {
-      live.text = (live.text + t).slice(-OUTPUT_TAIL);
+      live.chunks.push(t);
+      live.size += t.length;
       if (!live.queued) { live.queued = true; requestAnimationFrame(show); }
     };
-    const bytes = (ev) => ev.encoding === 'base64'
-      ? new TextDecoder().decode(Uint8Array.from(atob(ev.data), (c) => c.charCodeAt(0)))
+    // One decoder a stream: a character split between two events is
+    // decoded whole.
+    const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+    const text = (name, ev) => ev.encoding === 'base64'
+      ? decoders[name].decode(Uint8Array.from(atob(ev.data), (c) => c.charCodeAt(0)), { stream: true })
       : ev.data;
-    for (const name of ['stdout', 'stderr']) live.es.addEventListener(name, (e) => add(bytes(JSON.parse(e.data))));
+    for (const name of ['stdout', 'stderr']) live.es.addEventListener(name, (e) => add(text(name, JSON.parse(e.data))));
     live.es.addEventListener('gap', (e) => {
       const g = JSON.parse(e.data).data;
       add(`[… events ${g.from}–${g.to} are no longer kept …]\n`);
     });
+    const ended = (note) => { live.es.close(); if (d.live === live) $('output-note').textContent = note; };
     live.es.addEventListener('exit', (e) => {
       const x = JSON.parse(e.data).data;
       add(`[exit ${x.code}, reason ${x.reason}]\n`);
-      live.es.close();
-      $('output-note').textContent = 'ended: not spooled, so not kept';
+      ended('ended: not spooled, so not kept');
     });
-    live.es.addEventListener('gone', () => { live.es.close(); $('output-note').textContent = 'ended: not spooled, so not kept'; });
+    live.es.addEventListener('gone', () => ended('ended: not spooled, so not kept'));
+    // A stream the server refused (a login that expired, the job gone) or
+    // that cannot come back: say so, rather than "live".
+    live.es.onerror = () => {
+      if (live.es.readyState === EventSource.CLOSED) ended('stream closed: reload to follow again');
+      else if (d.live === live) $('output-note').textContent = 'reconnecting…';
+    };
+    live.es.onopen = () => { if (d.live === live) $('output-note').textContent = 'live'; };
   }
 
   function closeLive() {
