@@ -243,8 +243,8 @@ type Supervisor struct {
 	// settling counts the jobs in the table whose process has ended, their
 	// end not yet delivered (Job.settling): the caps count processes, and
 	// an ended job waiting for its client to come back holds none.
-	settling int
-	tuneMemory   bool    // Config.TuneMemoryLimit
+	settling   int
+	tuneMemory bool // Config.TuneMemoryLimit
 
 	poolMu      sync.Mutex
 	pools       map[poolKey]*prepared              // prepared sandboxes, per policy and app paths in use
