@@ -128,14 +128,31 @@ func (s *scanner) next() (Kind, uint64, int, error) {
 }
 
 // skip skips the n bytes that end the current event's payload: what the
-// buffer holds is discarded, a longer payload is seeked over unread.
+// buffer holds is discarded, a longer payload is seeked over unread, and
+// the next header is then read alone (headerFirst), not with a buffer's
+// worth of the payload after it: a reader skipping to a late seq reads
+// each header it passes, 13 bytes, and nothing more.
 func (s *scanner) skip(n int) error {
 	if n <= s.br.Buffered() {
 		_, err := s.br.Discard(n)
 		return err
 	}
-	s.br.Reset(io.NewSectionReader(s.f, s.off, s.end-s.off))
+	s.br.Reset(&headerFirst{r: io.NewSectionReader(s.f, s.off, s.end-s.off), first: true})
 	return nil
+}
+
+// headerFirst is a reader whose first read is at most one event header.
+type headerFirst struct {
+	r     io.Reader
+	first bool
+}
+
+func (h *headerFirst) Read(p []byte) (int, error) {
+	if h.first {
+		h.first = false
+		p = p[:min(len(p), eventHeaderBytes)]
+	}
+	return h.r.Read(p)
 }
 
 // payload reads the current event's payload of n bytes into the

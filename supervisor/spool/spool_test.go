@@ -259,3 +259,59 @@ func TestSpool_AppendRefuses(t *testing.T) {
 		})
 	}
 }
+
+// procReadBytes is what this process has read through read syscalls
+// (rchar of /proc/self/io).
+func procReadBytes(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Skipf("no /proc/self/io: %v", err)
+	}
+	var n int64
+	if _, err := fmt.Sscanf(string(b), "rchar: %d", &n); err != nil {
+		t.Fatalf("/proc/self/io: %v", err)
+	}
+	return n
+}
+
+// Ensure a reader asking for the events after a late seq reads the headers
+// it passes, not the payloads after them: 200 events of 100 KiB skipped
+// cost far less than the 20 MB they hold (a buffer's 64 KiB each before).
+// Not parallel: rchar counts the whole process.
+func TestSpool_EventsAfterReadsHeadersOnly(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Create(dir, "JOB00000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := bytes.Repeat([]byte("x"), 100<<10)
+	for seq := uint64(1); seq <= 200; seq++ {
+		if err := w.Append(KindStdout, seq, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(201, &Exit{Code: 0, Reason: "exit"}); err != nil {
+		t.Fatal(err)
+	}
+	sf, err := Open(Path(dir, "JOB00000001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	before := procReadBytes(t)
+	var seqs []uint64
+	for ev, err := range sf.EventsAfter(199) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, ev.Seq)
+	}
+	read := procReadBytes(t) - before
+	if len(seqs) != 2 || seqs[0] != 200 || seqs[1] != 201 {
+		t.Fatalf("events after 199: %v, want 200 and the exit", seqs)
+	}
+	if read > 1<<20 {
+		t.Fatalf("read %d bytes to skip 199 events: want their headers, not their payloads", read)
+	}
+}
