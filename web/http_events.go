@@ -239,7 +239,11 @@ func serveEvents(w http.ResponseWriter, r *http.Request, sup *supervisor.Supervi
 			w.WriteHeader(http.StatusNoContent) // nothing more will come
 			return nil
 		}
-		if pos := job.Position(after); after > pos.Last {
+		// An ended job's ring may be let go already (its events are then
+		// its spool's): only a running job's last event bounds after. The
+		// end is read again after the position: it is set before a ring
+		// is let go.
+		if pos := job.Position(after); after > pos.Last && job.EndSeq() == 0 {
 			return errorf(http.StatusBadRequest, "after %d is past the job's last event %d", after, pos.Last)
 		}
 	} else if src.spoolPath == "" {
