@@ -151,6 +151,43 @@ func TestBenchOnly(t *testing.T) {
 	}
 }
 
+// Ensure each issue's groups measure their figures, and only them,
+// against a real server (the detached jobs' leaves no job behind: the
+// bench fails otherwise).
+func TestBenchOnlyGroups(t *testing.T) {
+	if testing.Short() {
+		t.Skip("bench starts servers and jobs; skipped in -short")
+	}
+	for _, tc := range []struct {
+		name, only string
+		rows       []string
+	}{
+		{"reattach and detached", "reattach,detached", []string{
+			`\| reattach: dial to first replayed byte \| p50 [0-9.]+ ms, p99 [0-9.]+ ms \| p50 [0-9.]+ ms`,
+			`\| 20 detached jobs, full rings: server RSS \| [0-9]+ MB .*; rings hold [0-9]+ MB, [0-9]+ of 20 programs blocked writing \| [0-9]+ MB the same server idle before \|`,
+		}},
+		{"SSE and long-poll", "sse,longpoll", []string{
+			`\| SSE output \(100-byte lines, a batch job\) \| [0-9]+ lines/s, [0-9]+ MB/s of payload \([0-9.]+× floor\) \| [0-9]+ lines/s the same job spooled over chimirror.v1 \([0-9]+ lines/s unspooled\)`,
+			`\| long-poll round trip, events waiting \| p50 [0-9.]+ ms, p99 [0-9.]+ ms \| p50 [0-9.]+ ms, p99 [0-9.]+ ms GET`,
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, stderr, code := runBench(t, time.Minute, "--quick", "--only", tc.only)
+			if code != 0 {
+				t.Fatalf("bench --only %s exited %d:\n%s", tc.only, code, stderr)
+			}
+			if rows := strings.Count(stdout, "\n") - 2; rows != len(tc.rows) {
+				t.Fatalf("want the header and %d rows (%d rows):\n%s", len(tc.rows), rows, stdout)
+			}
+			for _, re := range tc.rows {
+				if !regexp.MustCompile(re).MatchString(stdout) {
+					t.Errorf("no row matching %s in:\n%s", re, stdout)
+				}
+			}
+		})
+	}
+}
+
 // Ensure the server binary is the flagged one, else the one beside the
 // bench, else the one on PATH, and that finding none names --chimirror.
 func TestFindChimirror(t *testing.T) {

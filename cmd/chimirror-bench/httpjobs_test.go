@@ -1,11 +1,9 @@
 package main
 
 import (
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // Ensure parseV1Output reads the server's output and exit events, counts
@@ -85,28 +83,5 @@ func TestReadSSE(t *testing.T) {
 				t.Fatalf("readSSE = %+v, %v; want %d bytes, last 3", got, err, tt.payload)
 			}
 		})
-	}
-}
-
-// Ensure --only sse,longpoll measures both figures, and only them,
-// against a real server.
-func TestBenchOnlyHTTP(t *testing.T) {
-	if testing.Short() {
-		t.Skip("bench starts a server and jobs; skipped in -short")
-	}
-	stdout, stderr, code := runBench(t, time.Minute, "--quick", "--only", "sse,longpoll")
-	if code != 0 {
-		t.Fatalf("bench --only sse,longpoll exited %d:\n%s", code, stderr)
-	}
-	if rows := strings.Count(stdout, "\n") - 2; rows != 2 {
-		t.Fatalf("want the header and two rows (%d rows):\n%s", rows, stdout)
-	}
-	for _, re := range []string{
-		`\| SSE output \(100-byte lines, a batch job\) \| [0-9]+ lines/s, [0-9]+ MB/s of payload \([0-9.]+× floor\) \| [0-9]+ lines/s the same job spooled over chimirror.v1 \([0-9]+ lines/s unspooled\)`,
-		`\| long-poll round trip, events waiting \| p50 [0-9.]+ ms, p99 [0-9.]+ ms \| p50 [0-9.]+ ms, p99 [0-9.]+ ms GET`,
-	} {
-		if !regexp.MustCompile(re).MatchString(stdout) {
-			t.Errorf("no row matching %s in:\n%s", re, stdout)
-		}
 	}
 }

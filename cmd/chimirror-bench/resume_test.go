@@ -1,10 +1,7 @@
 package main
 
 import (
-	"regexp"
-	"strings"
 	"testing"
-	"time"
 )
 
 // Ensure rings count as full when each job's is all but the slack, or when
@@ -56,29 +53,6 @@ func TestIsZombie(t *testing.T) {
 	for _, tt := range tests {
 		if got := isZombie([]byte(tt.stat)); got != tt.want {
 			t.Errorf("isZombie(%q) = %v, want %v", tt.stat, got, tt.want)
-		}
-	}
-}
-
-// Ensure --only reattach,detached measures both figures, and only them,
-// against a real server, and leaves no job behind.
-func TestBenchOnlyResume(t *testing.T) {
-	if testing.Short() {
-		t.Skip("bench starts servers and jobs; skipped in -short")
-	}
-	stdout, stderr, code := runBench(t, time.Minute, "--quick", "--only", "reattach,detached")
-	if code != 0 {
-		t.Fatalf("bench --only reattach,detached exited %d:\n%s", code, stderr)
-	}
-	if rows := strings.Count(stdout, "\n") - 2; rows != 2 {
-		t.Fatalf("want the header and two rows (%d rows):\n%s", rows, stdout)
-	}
-	for _, re := range []string{
-		`\| reattach: dial to first replayed byte \| p50 [0-9.]+ ms, p99 [0-9.]+ ms \| p50 [0-9.]+ ms`,
-		`\| 20 detached jobs, full rings: server RSS \| [0-9]+ MB .*; rings hold [0-9]+ MB, [0-9]+ of 20 programs blocked writing \| [0-9]+ MB the same server idle before \|`,
-	} {
-		if !regexp.MustCompile(re).MatchString(stdout) {
-			t.Errorf("no row matching %s in:\n%s", re, stdout)
 		}
 	}
 }
