@@ -95,11 +95,11 @@ func cmdConnect(args []string, stderr io.Writer) error {
 func dialer(caFile string) (*websocket.Dialer, error) {
 	d := &websocket.Dialer{Subprotocols: []string{"chimirror.v1"}, HandshakeTimeout: 15 * time.Second}
 	if caFile != "" {
-		roots, err := trustedRoots(caFile)
+		tc, err := clientTLS(caFile)
 		if err != nil {
 			return nil, fmt.Errorf("--ca: %w", err)
 		}
-		d.TLSClientConfig = &tls.Config{RootCAs: roots}
+		d.TLSClientConfig = tc
 	}
 	return d, nil
 }
@@ -203,6 +203,16 @@ func wsURL(s string) (string, error) {
 
 // trustedRoots are the system's roots (none where it has no pool) and the
 // certificates of the PEM bundles in files.
+// clientTLS is the CLI's TLS as a client: TLS 1.2 or later, trusting the
+// system's roots and files' certificates.
+func clientTLS(files ...string) (*tls.Config, error) {
+	roots, err := trustedRoots(files...)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, nil
+}
+
 func trustedRoots(files ...string) (*x509.CertPool, error) {
 	pool, err := x509.SystemCertPool()
 	if err != nil {

@@ -158,11 +158,10 @@ func (f clientFlags) adminHTTP(cfg *config) (*http.Client, error) {
 	if *f.ca != "" {
 		files = append(files, *f.ca)
 	}
-	roots, err := trustedRoots(files...)
+	tc, err := clientTLS(files...)
 	if err != nil {
 		return nil, fmt.Errorf("trust the admin certificate: %w", err)
 	}
-	tc := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	switch {
 	case (*f.cert == "") != (*f.key == ""):
 		return nil, errors.New("--cert and --key: give both, or neither")

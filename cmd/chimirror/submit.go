@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -64,12 +63,12 @@ func cmdSubmit(args []string, stdin io.Reader, stdout, stderr io.Writer) (retErr
 	}
 	client := &http.Client{}
 	if *caFile != "" {
-		roots, err := trustedRoots(*caFile)
+		tc, err := clientTLS(*caFile)
 		if err != nil {
 			return fmt.Errorf("--ca: %w", err)
 		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		tr.TLSClientConfig = tc
 		client.Transport = tr
 	}
 	u := strings.TrimRight(base, "/") + "/apps/" + url.PathEscape(fs.Arg(0)) + "/jobs"
