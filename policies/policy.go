@@ -107,6 +107,17 @@ const (
 	ModeBatch       = "batch"
 )
 
+// ParseMode reads a mode, an app's or a policy's: batch is ModeBatch's.
+func ParseMode(m string) (batch bool, err error) {
+	switch m {
+	case ModeInteractive:
+		return false, nil
+	case ModeBatch:
+		return true, nil
+	}
+	return false, fmt.Errorf("must be %q or %q, not %q", ModeInteractive, ModeBatch, m)
+}
+
 // DynamicUser is the user value that gives each running job ids of its own.
 const DynamicUser = "dynamic"
 
@@ -338,13 +349,12 @@ func parse(file, name string, data []byte) (*Policy, tomlstrict.Problems) {
 	}
 	c.boolean(tomlstrict.Key{"spool"}, &p.Spool, pf.Spool)
 	if pf.Mode != nil {
-		switch m, _ := pf.Mode.(string); m {
-		case ModeInteractive:
-		case ModeBatch:
-			p.Batch = true
-		default:
+		m, _ := pf.Mode.(string)
+		batch, err := ParseMode(m)
+		if err != nil {
 			c.add(tomlstrict.Key{"mode"}, "must be %q or %q, not %s", ModeInteractive, ModeBatch, quoted(pf.Mode))
 		}
+		p.Batch = batch
 	}
 	p.rlimits = c.rlimits(pf.Rlimits)
 	c.view(p, pf.RO, pf.RW, pf.Tmpfs)

@@ -448,8 +448,10 @@ func (p *configParse) app(i int, a appConfig, seen map[string]int) {
 		seen[a.Name] = i
 	}
 	app := supervisor.App{Name: a.Name, Args: a.Command, Dir: a.Dir, Grace: time.Duration(a.Grace), Binary: a.Binary, Mode: a.Mode}
-	if a.Mode != "" && a.Mode != policies.ModeBatch && a.Mode != policies.ModeInteractive {
-		at("app", i, "mode", "must be %q or %q, not %q", policies.ModeInteractive, policies.ModeBatch, a.Mode)
+	if a.Mode != "" {
+		if _, err := policies.ParseMode(a.Mode); err != nil {
+			at("app", i, "mode", "%v", err)
+		}
 	}
 	for _, h := range a.PassHeaders {
 		switch k := http.CanonicalHeaderKey(h); k {
