@@ -150,10 +150,6 @@ func (j *Job) Events(ctx context.Context, after uint64) (Event, error) {
 	return ev, err
 }
 
-// Ack acknowledges the job's events up to seq for a reader that is not
-// an attachment; see Attach for what acknowledging means.
-func (j *Job) Ack(seq uint64) { j.acked(seq) }
-
 // Attach attaches c to the running job from the event after o.After (or
 // the acknowledgement point) and serves it until it goes: taken over,
 // gone, detached, or the job's end delivered. It returns an error, having
@@ -386,13 +382,6 @@ func (a *attachment) ackFrom(seq uint64) {
 	a.j.ring.ack(seq)
 	a.mu.Unlock() // a.mu is never held while j.amu is taken
 	a.j.checkDelivered(seq)
-}
-
-// acked acknowledges the job's events up to seq; acknowledging its end
-// delivers it.
-func (j *Job) acked(seq uint64) {
-	j.ring.ack(seq)
-	j.checkDelivered(seq)
 }
 
 // checkDelivered delivers the job's end if seq, acknowledged, is it.

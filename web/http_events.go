@@ -202,12 +202,8 @@ func (s *Server) signal(w http.ResponseWriter, r *http.Request, job *supervisor.
 	if err != nil {
 		return errorf(http.StatusBadRequest, "%v", err)
 	}
-	err = job.Input(supervisor.Input{Kind: supervisor.InputSignal, Signal: sig})
-	if errors.Is(err, supervisor.ErrInputClosed) {
-		return errorf(http.StatusConflict, "%v", err)
-	}
-	if err != nil {
-		return errorf(http.StatusConflict, "signal %s: %v", name, err)
+	if err := job.Input(supervisor.Input{Kind: supervisor.InputSignal, Signal: sig}); err != nil {
+		return errorf(http.StatusConflict, "signal %s: %v", name, err) // ended, ending, or gone meanwhile
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -222,19 +218,17 @@ func serveEvents(w http.ResponseWriter, r *http.Request, sup *supervisor.Supervi
 	if err != nil {
 		return err
 	}
+	src := &eventSource{id: rec.ID, job: job, log: log}
+	defer src.close()
+	if rec.Spool && sup.SpoolDir() != "" {
+		src.spoolPath = spool.Path(sup.SpoolDir(), rec.ID)
+	}
 	if job != nil { // an ended job's readers are bounded by the connections
 		done, err := job.AddReader()
 		if err != nil {
 			return &httpError{Status: http.StatusTooManyRequests, Msg: err.Error(), RetryAfter: "5"}
 		}
 		defer done()
-	}
-	src := &eventSource{id: rec.ID, job: job, log: log}
-	defer src.close()
-	if rec.Spool && sup.SpoolDir() != "" {
-		src.spoolPath = spool.Path(sup.SpoolDir(), rec.ID)
-	}
-	if job != nil {
 		if end := job.EndSeq(); end != 0 && after >= end {
 			w.WriteHeader(http.StatusNoContent) // nothing more will come
 			return nil
