@@ -333,12 +333,19 @@ func (r *ring) end(e Exit) uint64 {
 	ev := Event{Seq: r.nextLocked(), Exit: &e}
 	r.ended = true
 	if !r.closed {
-		r.events = append(r.events, ev)
-		r.bytes += ev.cost()
-		r.budget.force(ev.cost())
+		r.forceLocked(ev)
 	}
 	r.data.notify()
 	return ev.Seq
+}
+
+// forceLocked adds ev, which needs no room (it is tiny and once: the end,
+// a text stream's last held-back bytes), past the ring's size and the
+// budget. r.mu is held.
+func (r *ring) forceLocked(ev Event) {
+	r.events = append(r.events, ev)
+	r.bytes += ev.cost()
+	r.budget.force(ev.cost())
 }
 
 // abandon makes every event acknowledged and drops what comes after:
@@ -636,10 +643,7 @@ func (r *ring) appendTail(s Stream, data []byte) {
 	if r.droppingLocked() {
 		return
 	}
-	ev := Event{Seq: r.nextLocked(), Stream: s, Data: data}
-	r.events = append(r.events, ev)
-	r.bytes += ev.cost()
-	r.budget.force(ev.cost())
+	r.forceLocked(Event{Seq: r.nextLocked(), Stream: s, Data: data})
 	r.data.notify()
 }
 
