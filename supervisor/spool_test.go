@@ -74,13 +74,7 @@ func TestSpool_SyncedBeforeFinalRecord(t *testing.T) {
 		if err := b.CloseStdin(); err != nil {
 			t.Fatal(err)
 		}
-		var rec accounting.Record
-		deadline := time.Now().Add(10 * time.Second)
-		for rec.State != accounting.StateFinished && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-			rec, _ = s.Ledger().Record(j.ID)
-		}
-		if rec.State != accounting.StateFinished || !rec.Spool {
+		if rec := waitFinished(t, s, j.ID); !rec.Spool {
 			t.Fatalf("record %+v: want finished, spooled", rec)
 		}
 		sf, err := spool.Open(spool.Path(dir, j.ID))
