@@ -364,19 +364,29 @@ func jobArgs(name, usage string, args []string, stderr io.Writer) (clientFlags, 
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
 	}
-	if err := cli.ParseFlags(fs, reorder(fs, args)); err != nil {
-		return cf, nil, "", err
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return cf, nil, "", cli.ExitCode(2)
-	}
-	id := fs.Arg(0)
-	if _, err := accounting.ParseID(id); err != nil {
+	id, err := parseJobID(fs, args)
+	if err != nil {
 		return cf, nil, "", err
 	}
 	src, _, err := cf.open()
 	return cf, src, id, err
+}
+
+// parseJobID parses fs's flags, which may come after its one argument, a
+// job ID, and returns the ID in its canonical spelling (JOB00000042).
+func parseJobID(fs *flag.FlagSet, args []string) (string, error) {
+	if err := cli.ParseFlags(fs, reorder(fs, args)); err != nil {
+		return "", err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return "", cli.ExitCode(2)
+	}
+	seq, err := accounting.ParseID(fs.Arg(0))
+	if err != nil {
+		return "", err
+	}
+	return accounting.FormatID(seq), nil
 }
 
 // cmdJob prints one job's full record.

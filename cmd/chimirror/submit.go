@@ -129,18 +129,10 @@ func cmdOutput(args []string, stdout, stderr io.Writer) (retErr error) {
 			"Prints a job's spooled output (batch jobs, and those of a policy with spool = true) to stdout, byte-exact.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := cli.ParseFlags(fs, reorder(fs, args)); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return cli.ExitCode(2)
-	}
-	seq, err := accounting.ParseID(fs.Arg(0))
+	id, err := parseJobID(fs, args)
 	if err != nil {
 		return err
 	}
-	id := accounting.FormatID(seq)
 	sel, err := spool.ParseSelect(*stream)
 	if err != nil {
 		return err
