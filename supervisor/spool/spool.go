@@ -96,6 +96,8 @@ type Writer struct {
 	closed bool
 	small  [eventHeaderBytes + smallEventBytes]byte // header and a small payload, written at once
 
+	off    int64 // bytes in the file
+	behind int64 // the end of the windows already handed to writeBehind
 }
 
 // smallEventBytes is the payload an event written with one write(2)
@@ -125,7 +127,7 @@ func Create(dir, id string) (_ *Writer, retErr error) {
 	if err := syncDir(dir); err != nil {
 		return nil, err
 	}
-	return &Writer{path: path, f: f}, nil
+	return &Writer{path: path, f: f, off: int64(len(Magic))}, nil
 }
 
 // syncDir makes dir's entries durable.
@@ -193,8 +195,30 @@ func (w *Writer) event(k Kind, seq uint64, p []byte) error {
 		}
 	}
 	w.seq = seq
+	w.off += int64(eventHeaderBytes + len(p))
+	for w.off-w.behind >= writeBehindWindowBytes {
+		if err := writeBehind(w.f, w.behind, writeBehindWindowBytes); err != nil {
+			return fmt.Errorf("write back: %w", err)
+		}
+		w.behind += writeBehindWindowBytes
+	}
 	return nil
 }
+
+// writeBehindWindowBytes is the write-behind's window. A spool is written
+// once and read rarely, so the page cache holds little of it: as each
+// window fills, the writer starts writing it to disk and drops the one
+// before from the cache, once it is written (writeBehind; Linux only).
+// A spooling job thus keeps at most two windows dirty or cached, however
+// much it writes: its output neither fills the host's memory with dirty
+// pages (whose writeback would stall every other writer of the disk, the
+// ledger's fsyncs among them) nor evicts its neighbours' cache, and the
+// memory it writes through is the same few pages over and over, which
+// costs the writer far less than fresh page-cache pages (measured: 0.4 s
+// of system time for 2 GiB against 2.5–4.5 s without it, on the bench
+// machine). The cost is that a reader more than a window or two behind
+// the writer reads from disk.
+const writeBehindWindowBytes = 8 << 20
 
 // Close appends the exit event numbered seq (none when e is nil; seq is
 // then unused), syncs the file to disk and closes it; it returns the first

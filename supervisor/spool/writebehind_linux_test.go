@@ -1,0 +1,103 @@
+package spool
+
+import (
+	"hash/crc32"
+	"io"
+	"os"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Ensure a spool longer than several write-behind windows reads back
+// byte-exact, also while it is written (a reader of the windows already
+// dropped from the cache reads them from disk), and that the writer keeps
+// little of it in the page cache: its first window is not resident once
+// the third is written.
+func TestSpool_WriteBehind(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	w, err := Create(dir, "JOB00000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const chunkBytes, events = 256 << 10, 5 * writeBehindWindowBytes / (256 << 10)
+	want := crc32.NewIEEE()
+	chunk := make([]byte, chunkBytes)
+	for i := range events {
+		for j := range chunk {
+			chunk[j] = byte(i*7 + j)
+		}
+		want.Write(chunk)
+		if err := w.Append(KindStdout, uint64(i+1), chunk); err != nil {
+			t.Fatal(err)
+		}
+		if i == events/2 { // 2.5 windows written: the first is dropped
+			if resident := residentBytes(t, Path(dir, "JOB00000001"), writeBehindWindowBytes); resident > writeBehindWindowBytes/4 {
+				t.Errorf("%d bytes of the spool's first window are in the page cache after 2.5 were written: the writer does not drop it", resident)
+			}
+			// A reader while it is written reads the dropped window
+			// from disk.
+			if n := readAllCRC(t, Path(dir, "JOB00000001"), nil); n != int64(i+1)*chunkBytes {
+				t.Fatalf("a reader mid-way read %d bytes, want %d", n, (i+1)*chunkBytes)
+			}
+		}
+	}
+	if err := w.Close(events+1, &Exit{Reason: "exit"}); err != nil {
+		t.Fatal(err)
+	}
+	got := crc32.NewIEEE()
+	if n := readAllCRC(t, Path(dir, "JOB00000001"), got); n != events*chunkBytes || got.Sum32() != want.Sum32() {
+		t.Fatalf("read back %d bytes (crc %x), want %d (crc %x)", n, got.Sum32(), events*chunkBytes, want.Sum32())
+	}
+}
+
+// readAllCRC reads the spool's stdout, adding it to h when h is not nil,
+// and returns its length.
+func readAllCRC(t *testing.T, path string, h io.Writer) int64 {
+	t.Helper()
+	sf, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sf.Close()
+	if h == nil {
+		h = io.Discard
+	}
+	n, err := io.Copy(h, sf.Stream(SelectStdout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// residentBytes is how much of path's first n bytes the page cache holds
+// (mincore(2) of a mapping, which faults nothing in).
+func residentBytes(t *testing.T, path string, n int) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, n, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := unix.Munmap(m); err != nil {
+			t.Error(err)
+		}
+	}()
+	page := os.Getpagesize()
+	vec := make([]byte, (n+page-1)/page)
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(n), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatalf("mincore: %v", errno)
+	}
+	resident := 0
+	for _, v := range vec {
+		resident += int(v&1) * page
+	}
+	return resident
+}
