@@ -633,6 +633,36 @@ func (j *Job) AddReader() (done func(), err error) {
 	}), nil
 }
 
+// EventHold keeps a reader's events in a batch job's ring for it (see
+// ringHold): Move as the reader takes them, Release once it is done.
+type EventHold struct{ h *ringHold }
+
+// HoldEvents makes the job's ring keep the events after after for a
+// reader of Events, within a bounded wait (see ringHold), so that a
+// reader that keeps up does not fall behind to the spool. Only a batch
+// job's ring is held: an interactive job's readers are watchers, which
+// never slow their job. The hold of a job of another kind does nothing.
+func (j *Job) HoldEvents(after uint64) *EventHold {
+	if !j.App.RunsBatch() {
+		return &EventHold{}
+	}
+	return &EventHold{h: j.ring.hold(after)}
+}
+
+// Move says the reader has taken every event up to seq.
+func (e *EventHold) Move(seq uint64) {
+	if e.h != nil {
+		e.h.move(seq)
+	}
+}
+
+// Release lets the ring go on without the reader.
+func (e *EventHold) Release() {
+	if e.h != nil {
+		e.h.release()
+	}
+}
+
 // EndSeq is the seq of the job's end event once it is in the ring; 0
 // while the job runs.
 func (j *Job) EndSeq() uint64 { return j.endSeq.Load() }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Event is one output event of a job: a chunk of its stdout or stderr, or
@@ -118,6 +119,7 @@ type ring struct {
 	closed    bool
 	asked     uint64 // the highest seq a reader has asked for (next)
 	readers   int    // attachments reading now (addReader)
+	holds     map[*ringHold]struct{}
 	// Each waiter is woken only by what it waits for. Readers (next) wait
 	// for data: an event, the end, the close. Pumps wait for room
 	// (waitRoom), or for their readers to get on (backlog: asked,
@@ -182,18 +184,25 @@ func (r *ring) evictLocked(need int64) int64 {
 
 // reclaim evicts up to need bytes of acknowledged events for another
 // ring's sake (the server's budget is spent); it returns the bytes freed.
+// Readers' holds do not count: they are this ring's own affair.
 func (r *ring) reclaim(need int64) int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.evictWhileLocked(func(freed int64) bool { return freed < need })
+	return r.evictBelow(min(r.acked, r.spooled), func(freed int64) bool { return freed < need })
 }
 
 // evictWhileLocked evicts the oldest event while it is acknowledged and
-// spooled and more(bytes freed so far) holds, gives the bytes back to the
-// budget and returns them. r.mu is held.
+// spooled (and taken by the readers' holds, see ringHold) and more(bytes
+// freed so far) holds, gives the bytes back to the budget and returns
+// them. r.mu is held.
 func (r *ring) evictWhileLocked(more func(freed int64) bool) int64 {
+	return r.evictBelow(r.holdFloorLocked(min(r.acked, r.spooled)), more)
+}
+
+// evictBelow evicts the oldest event while its seq is at most floor and
+// more(bytes freed so far) holds; see evictWhileLocked.
+func (r *ring) evictBelow(floor uint64, more func(freed int64) bool) int64 {
 	var freed int64
-	floor := min(r.acked, r.spooled)
 	for len(r.events) > 0 && r.events[0].Seq <= floor && more(freed) {
 		c := r.events[0].cost()
 		r.events[0].buf.release()
@@ -278,6 +287,13 @@ func (r *ring) commit(s Stream, data []byte, bp *[]byte, grant int) {
 // more (droppingLocked), or stop closes (errWaitStopped).
 func (r *ring) waitRoom(stop <-chan struct{}) error {
 	least := int64(min(minGrantBytes, r.maxEvent)) + eventOverheadBytes
+	var heldSince time.Time // when readers' holds began to keep the room: see holdPatience
+	var holdTimer *time.Timer
+	defer func() {
+		if holdTimer != nil {
+			holdTimer.Stop()
+		}
+	}()
 	for {
 		r.mu.Lock()
 		if r.droppingLocked() {
@@ -286,12 +302,31 @@ func (r *ring) waitRoom(stop <-chan struct{}) error {
 		}
 		r.evictLocked(least)
 		fits := r.limitLocked()-r.bytes-r.reserved >= least
+		held := !fits && r.heldLocked()
 		exited := r.exited
 		wake := r.room.wait()
 		r.mu.Unlock()
 		if !fits {
+			var patience <-chan time.Time
+			if held {
+				if heldSince.IsZero() {
+					heldSince = time.Now()
+				}
+				if holdTimer == nil {
+					holdTimer = time.NewTimer(time.Until(heldSince.Add(holdPatience)))
+				} else {
+					holdTimer.Reset(time.Until(heldSince.Add(holdPatience)))
+				}
+				patience = holdTimer.C
+			}
 			select {
 			case <-wake:
+				continue
+			case <-patience:
+				r.mu.Lock()
+				r.evictBelow(min(r.acked, r.spooled), func(int64) bool { return r.bytes+r.reserved+least > r.limitLocked() })
+				r.mu.Unlock()
+				heldSince = time.Time{}
 				continue
 			case <-stop:
 				return errWaitStopped
@@ -694,4 +729,76 @@ func (r *ring) spoolDone() {
 // closed, or abandoned with no spool to take them. r.mu is held.
 func (r *ring) droppingLocked() bool {
 	return r.closed || r.abandoned && r.spooled == math.MaxUint64
+}
+
+// Readers' holds. A batch job has no client to wait for: its ring lets an
+// event go once it is spooled, and a reader of its events (an HTTP event
+// stream) that falls behind by a ring reads the rest from the spool, which
+// costs it a read and a decoding of the file per batch. A reader's hold
+// keeps the events it has yet to take in the ring, as a client's
+// acknowledgements do, but only for a while: a pump that has waited
+// holdPatience for room that only holds keep evicts past them, and the
+// readers behind then go on from the spool. A hold thus never slows its
+// job by more than holdPatience per time its reader falls behind, and a
+// reader that keeps up reads the ring alone. A hold counts only while its
+// reader is within the ring: once past, it is not a floor again until the
+// reader catches up.
+
+// holdPatience is how long a pump waits for a reader's hold to move
+// before it evicts past it.
+const holdPatience = 100 * time.Millisecond
+
+// ringHold is one reader's hold: it has taken every event up to seq.
+// Its ring's mu guards seq.
+type ringHold struct {
+	r   *ring
+	seq uint64
+}
+
+// hold adds a reader's hold, the reader having taken every event up to
+// after.
+func (r *ring) hold(after uint64) *ringHold {
+	h := &ringHold{r: r, seq: after}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.holds == nil {
+		r.holds = make(map[*ringHold]struct{})
+	}
+	r.holds[h] = struct{}{}
+	return h
+}
+
+// move says the reader has taken every event up to seq.
+func (h *ringHold) move(seq uint64) {
+	h.r.mu.Lock()
+	defer h.r.mu.Unlock()
+	if seq > h.seq {
+		h.seq = seq
+		h.r.room.notify()
+	}
+}
+
+// release removes the hold.
+func (h *ringHold) release() {
+	h.r.mu.Lock()
+	defer h.r.mu.Unlock()
+	delete(h.r.holds, h)
+	h.r.room.notify()
+}
+
+// holdFloorLocked is floor lowered to the holds within the ring. r.mu is
+// held.
+func (r *ring) holdFloorLocked(floor uint64) uint64 {
+	for h := range r.holds {
+		if h.seq+1 >= r.first {
+			floor = min(floor, h.seq)
+		}
+	}
+	return floor
+}
+
+// heldLocked reports whether only readers' holds keep the oldest event
+// from being evicted. r.mu is held.
+func (r *ring) heldLocked() bool {
+	return len(r.events) > 0 && r.events[0].Seq <= min(r.acked, r.spooled) && r.holdFloorLocked(math.MaxUint64) < r.events[0].Seq
 }

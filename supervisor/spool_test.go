@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -467,5 +468,57 @@ func TestSpool_FailureEndsTheJob(t *testing.T) {
 				t.Fatalf("spool %+v, %v: want events 1 and 2, no exit", in, err)
 			}
 		})
+	}
+}
+
+// Ensure a reader's hold keeps the events it has yet to take in the ring
+// (a batch job's acknowledgements let every event go), moves as the
+// reader takes them, and is passed when a pump has waited holdPatience
+// for it: the reader then finds a gap, and its hold no longer counts.
+func TestRing_ReaderHolds(t *testing.T) {
+	t.Parallel()
+	const capBytes = 4 * (minGrantBytes + eventOverheadBytes)
+	fill := func(r *ring) (taken int) { // at most 10
+		for taken < 10 {
+			g, _ := r.tryReserve(minGrantBytes)
+			if g == 0 {
+				return taken
+			}
+			r.commit(Stdout, make([]byte, g), nil, g)
+			taken++
+			r.ack(math.MaxUint64) // a batch job's stand-in takes every event
+		}
+		return taken
+	}
+	r := newRing(newBudget(1<<20), capBytes)
+	t.Cleanup(r.close)
+	h := r.hold(0)
+	n := fill(r)
+	if n == 0 || n == 10 || fill(r) != 0 {
+		t.Fatalf("a ring held at 0 took %d events, then more", n)
+	}
+	h.move(2)
+	if got := fill(r); got != 2 {
+		t.Fatalf("a hold moved by 2 made room for %d events", got)
+	}
+	if p := r.position(2); p.GapTo != 0 {
+		t.Fatalf("a held reader finds a gap %d…%d", p.GapFrom, p.GapTo)
+	}
+	// The reader stops: the pump waits, then evicts past it.
+	if err := r.waitRoom(nil); err != nil {
+		t.Fatal(err)
+	}
+	if p := r.position(2); p.GapTo == 0 {
+		t.Fatal("the pump's wait ended with the stopped reader's events kept")
+	}
+	if got := fill(r); got != 10 {
+		t.Fatalf("a hold behind the ring still kept its events: room for %d", got)
+	}
+	h.release()
+	r.mu.Lock()
+	holds := len(r.holds)
+	r.mu.Unlock()
+	if holds != 0 {
+		t.Fatalf("%d holds after release", holds)
 	}
 }

@@ -267,6 +267,10 @@ func serveEvents(w http.ResponseWriter, r *http.Request, sup *supervisor.Supervi
 	if status := eventsStatus(err, rec.ID); status != nil {
 		return status
 	}
+	if job != nil { // a stream that keeps up reads a batch job's ring alone
+		src.hold = job.HoldEvents(after)
+		defer src.hold.Release()
+	}
 	sse(w, r, log, src, after, first)
 	return nil
 }
@@ -326,6 +330,7 @@ type eventSource struct {
 	job       *supervisor.Job // nil once the job is gone: spool only
 	spoolPath string          // "": the job keeps no spool
 	log       *slog.Logger
+	hold      *supervisor.EventHold // a stream's: moved as it asks for more (nil: none)
 
 	// The spool once the job is gone, read on from where the last batch
 	// stopped: the file no longer changes.
@@ -364,6 +369,9 @@ func (src *eventSource) close() {
 // of their encoding. It returns ctx's error, errEventsEnded when after is the job's
 // end or later, and errEventsGone when the events are gone.
 func (src *eventSource) next(ctx context.Context, after uint64, maxBytes int) ([]wireEvent, error) {
+	if src.hold != nil {
+		src.hold.Move(after)
+	}
 	if src.job != nil {
 		evs, err := src.fromRing(ctx, after, maxBytes)
 		if !errors.Is(err, supervisor.ErrNoJob) {
