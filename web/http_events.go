@@ -634,15 +634,13 @@ func sse(w http.ResponseWriter, r *http.Request, log *slog.Logger, src *eventSou
 		}
 		return rc.Flush()
 	}
-	var line []byte
 	for {
 		if err := deadline(); err != nil {
 			return
 		}
 		ended := false
 		for _, ev := range evs {
-			line = sseEvent(line[:0], ev.seq, ev.name, ev.obj)
-			if _, err := bw.Write(line); err != nil {
+			if err := writeSSEEvent(bw, ev.seq, ev.name, ev.obj); err != nil {
 				return
 			}
 			after, ended = ev.seq, ev.name == "exit"
@@ -670,11 +668,10 @@ func sse(w http.ResponseWriter, r *http.Request, log *slog.Logger, src *eventSou
 				log.Error("sse: encode gone", "err", jerr)
 				return
 			}
-			line = sseEvent(line[:0], after, "gone", data)
 			if deadline() != nil {
 				return
 			}
-			if _, err := bw.Write(line); err != nil {
+			if err := writeSSEEvent(bw, after, "gone", data); err != nil {
 				return
 			}
 			if err := flush(); err != nil {
@@ -692,14 +689,22 @@ func sse(w http.ResponseWriter, r *http.Request, log *slog.Logger, src *eventSou
 	}
 }
 
-// sseEvent appends one Server-Sent Event. data is one line of JSON (JSON
-// escapes every newline in a string).
-func sseEvent(dst []byte, id uint64, name string, data []byte) []byte {
-	dst = append(dst, "id: "...)
-	dst = strconv.AppendUint(dst, id, 10)
-	dst = append(dst, "\nevent: "...)
-	dst = append(dst, name...)
-	dst = append(dst, "\ndata: "...)
-	dst = append(dst, data...)
-	return append(dst, "\n\n"...)
+// writeSSEEvent writes one Server-Sent Event to w, data straight from
+// the event's encoding (no copy of it into a line). data is one line of
+// JSON (JSON escapes every newline in a string).
+func writeSSEEvent(w *bufio.Writer, id uint64, name string, data []byte) error {
+	var head [64]byte
+	h := append(head[:0], "id: "...)
+	h = strconv.AppendUint(h, id, 10)
+	h = append(h, "\nevent: "...)
+	h = append(h, name...)
+	h = append(h, "\ndata: "...)
+	if _, err := w.Write(h); err != nil {
+		return err
+	}
+	if _, err := w.Write(data); err != nil {
+		return err
+	}
+	_, err := w.WriteString("\n\n")
+	return err
 }
