@@ -2,6 +2,7 @@ package web
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -266,6 +267,15 @@ func appendJSONString(dst, b []byte) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(b); i++ {
+		// Eight bytes at a time while none needs escaping: output is
+		// mostly plain text, and this loop is a fifth of the server's CPU
+		// when a job streams lines.
+		for i+8 <= len(b) && !escapeIn8(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
+		}
+		if i == len(b) {
+			break
+		}
 		c := b[i]
 		if c >= 0x20 && c != '"' && c != '\\' {
 			continue
@@ -287,6 +297,16 @@ func appendJSONString(dst, b []byte) []byte {
 	}
 	dst = append(dst, b[start:]...)
 	return append(dst, '"')
+}
+
+// escapeIn8 reports whether any of the eight bytes of x needs escaping in
+// a JSON string: a control byte (below 0x20), '"' or '\\'. Each test is
+// the exact "has a byte below n" test on all bytes at once (n ≤ 0x80:
+// bytes from 0x80 up, UTF-8's, never match).
+func escapeIn8(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	quote, backslash := x^(ones*'"'), x^(ones*'\\')
+	return ((x-ones*0x20)&^x|(quote-ones)&^quote|(backslash-ones)&^backslash)&highs != 0
 }
 
 // exitStatusJSON is used by channel 3 of the binary protocol.
