@@ -164,7 +164,8 @@ func fill(tb testing.TB, l *Ledger, n int) {
 				return err
 			}
 		}
-		return nil
+		_, err := indexTail(tx)
+		return err
 	})
 	if err != nil {
 		tb.Fatal(err)

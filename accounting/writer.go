@@ -42,12 +42,36 @@ func (l *Ledger) enqueue(o op) error {
 // queued by then (at most MaxBatch) and commits them together, so while one
 // fsync runs, the next batch gathers. A round of writes nobody waits for
 // (a job marked running) waits up to LazyDelay for company first.
+//
+// The index tail (see the layout in ledger.go) rides along with the round
+// that finds IndexBatch jobs in it, or commits alone IndexDelay after the
+// round that began it, whichever comes first: a start's commit never
+// carries index pages of its own.
 func (l *Ledger) writer() {
 	defer close(l.done)
-	batch := make([]op, 0, l.opts.MaxBatch)
+	batch := make([]op, 0, l.opts.MaxBatch+1)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	for first := range l.ops {
+	index := time.NewTimer(time.Hour)
+	index.Stop()
+	var indexDue <-chan time.Time // index's channel while it runs, else nil
+	for {
+		var first op
+		select {
+		case o, ok := <-l.ops:
+			if !ok {
+				l.retryPending()
+				if l.written > l.indexed {
+					l.commit([]op{l.indexOp()})
+				}
+				return
+			}
+			first = o
+		case <-indexDue:
+			indexDue = nil
+			l.commit([]op{l.indexOp()})
+			continue
+		}
 		batch = l.gather(append(batch[:0], first))
 		if lazyOnly(batch) && len(batch) < l.opts.MaxBatch {
 			// Nobody waits for these: give them LazyDelay to share a commit
@@ -62,9 +86,31 @@ func (l *Ledger) writer() {
 			}
 			timer.Stop()
 		}
+		if l.written-min(l.written, max(l.indexed, l.tried)) >= uint64(l.opts.IndexBatch) {
+			batch = append(batch, l.indexOp())
+		}
 		l.run(batch)
+		switch {
+		case l.written <= l.indexed:
+			index.Stop()
+			indexDue = nil
+		case indexDue == nil:
+			index.Reset(l.opts.IndexDelay)
+			indexDue = index.C
+		}
 	}
-	l.retryPending()
+}
+
+// indexOp indexes the tail (see the layout in ledger.go). If it fails, the
+// next try waits for IndexBatch more jobs (or the writer to idle): a tail
+// that cannot be indexed must not cost every commit a second attempt.
+func (l *Ledger) indexOp() op {
+	l.tried = l.written
+	var mark uint64
+	return op{apply: func(tx *bolt.Tx) (err error) {
+		mark, err = indexTail(tx)
+		return err
+	}, committed: func() { l.indexed = mark }}
 }
 
 // gather adds whatever else is queued, up to MaxBatch, without waiting.
@@ -157,6 +203,7 @@ func (l *Ledger) succeeded(o op) {
 		o.committed()
 	}
 	if o.rec != nil {
+		l.written = max(l.written, o.seq)
 		if p := l.pending[o.seq]; p != nil && !newer(p, o.rec) {
 			delete(l.pending, o.seq)
 		}
