@@ -85,16 +85,26 @@ func BenchmarkLedger_Pairs(b *testing.B) {
 // path), over a ledger already holding prefill jobs so the trees have their
 // working depth. It reports what each commit costs the file: pages written
 // (bbolt's page writes, the meta page included) and commits per session;
-// each commit is two fdatasyncs.
+// each commit is two fdatasyncs. The paced rows space the writes as a
+// session does (fork, echo, the client's close and next dial): a row
+// without pace writes them back to back, which batches more than a server
+// can.
 func BenchmarkLedger_Sessions(b *testing.B) {
 	const prefill = 20000
-	for _, par := range []int{1, 16} {
-		b.Run(fmt.Sprintf("%d-at-a-time", par), func(b *testing.B) {
+	for _, bc := range []struct {
+		par  int
+		pace time.Duration
+	}{{1, 0}, {16, 0}, {1, time.Millisecond}, {16, time.Millisecond}} {
+		name := fmt.Sprintf("%d-at-a-time", bc.par)
+		if bc.pace > 0 {
+			name += fmt.Sprintf("-paced-%v", bc.pace)
+		}
+		b.Run(name, func(b *testing.B) {
 			l := mustOpen(b, Options{})
 			fill(b, l, prefill)
 			before, tx0, cpu0 := l.db.Stats(), lastTxID(b, l), processCPU(b)
 			var ends sync.WaitGroup
-			sem := make(chan struct{}, par)
+			sem := make(chan struct{}, bc.par)
 			var wg sync.WaitGroup
 			b.ResetTimer()
 			for range b.N {
@@ -102,15 +112,18 @@ func BenchmarkLedger_Sessions(b *testing.B) {
 				wg.Go(func() {
 					defer func() { <-sem }()
 					r := newRecord("echo", "public")
-					if err := l.BeginNow(r)(); err != nil {
-						b.Error(err)
-						return
-					}
+					begun := l.BeginNow(r)
+					time.Sleep(bc.pace) // the fork
 					r.State = StateRunning
 					if err := l.Put(r, false); err != nil {
 						b.Error(err)
 						return
 					}
+					if err := begun(); err != nil {
+						b.Error(err)
+						return
+					}
+					time.Sleep(bc.pace) // the echo
 					code := 0
 					r.State, r.Reason, r.ExitCode, r.EndedAt = StateFinished, "exit", &code, time.Now()
 					wait := l.PutLater(r)
@@ -119,6 +132,7 @@ func BenchmarkLedger_Sessions(b *testing.B) {
 							b.Error(err)
 						}
 					})
+					time.Sleep(bc.pace) // the close and the next dial
 				})
 			}
 			wg.Wait()

@@ -969,3 +969,61 @@ func TestLedger_Writer_IndexesTail(t *testing.T) {
 		})
 	}
 }
+
+// Ensure that a snapshot a later one of the same job supersedes in the
+// same commit is not written but succeeds with it, and that it is written
+// after all when the later one fails alone.
+func TestLedger_Commit_SupersededSnapshot(t *testing.T) {
+	tests := []struct {
+		name               string
+		badRunning, badEnd bool // the snapshot cannot be encoded
+		wantState          State
+	}{
+		{"end replaces running", false, false, StateFinished},
+		// Had it been written, its failure would show.
+		{"superseded running is not encoded", true, false, StateFinished},
+		{"running written when the end cannot be", false, true, StateRunning},
+	}
+	// JSON refuses years past 9999.
+	bad := time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := mustOpen(t, lagging)
+			r := newRecord("echo", "acme")
+			if err := l.Begin(r); err != nil {
+				t.Fatal(err)
+			}
+			// Hold the writer so that both snapshots queue for one batch.
+			held, release := make(chan struct{}), make(chan struct{})
+			if err := l.enqueue(op{ctl: func() { close(held); <-release }}); err != nil {
+				t.Fatal(err)
+			}
+			<-held
+			r.State = StateRunning
+			if tc.badRunning {
+				r.EndedAt = bad
+			}
+			running := l.PutLater(r)
+			code := 0
+			r.State, r.Reason, r.ExitCode, r.EndedAt = StateFinished, "exit", &code, time.Now()
+			if tc.badEnd {
+				r.EndedAt = bad
+			}
+			end := l.PutLater(r)
+			close(release)
+			if err := running(); err != nil {
+				t.Fatalf("running: %v", err)
+			}
+			if err := end(); (err != nil) != tc.badEnd {
+				t.Fatalf("end: %v, want an error: %v", err, tc.badEnd)
+			}
+			got, err := l.Record(r.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.State != tc.wantState {
+				t.Fatalf("stored %s, want %s", got.State, tc.wantState)
+			}
+		})
+	}
+}

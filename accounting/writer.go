@@ -75,14 +75,22 @@ func (l *Ledger) writer() {
 		batch = l.gather(append(batch[:0], first))
 		if lazyOnly(batch) && len(batch) < l.opts.MaxBatch {
 			// Nobody waits for these: give them LazyDelay to share a commit
-			// with a write someone does wait for.
+			// with a write someone does wait for. Another lazy write does
+			// not end the wait: a job's running mark and its end, a few ms
+			// apart, would otherwise cost a commit of their own between
+			// two starts.
 			timer.Reset(l.opts.LazyDelay)
-			select {
-			case o, ok := <-l.ops:
-				if ok {
+		wait:
+			for lazyOnly(batch) && len(batch) < l.opts.MaxBatch {
+				select {
+				case o, ok := <-l.ops:
+					if !ok {
+						break wait
+					}
 					batch = l.gather(append(batch, o))
+				case <-timer.C:
+					break wait
 				}
-			case <-timer.C:
 			}
 			timer.Stop()
 		}
@@ -169,10 +177,19 @@ func (e *opError) Error() string { return e.err.Error() }
 // commit writes batch in one transaction. If one op fails, it alone is
 // failed and the rest are committed again without it; if the commit
 // itself fails (disk full, I/O error), every op in it fails.
+//
+// A record snapshot that a later one of the same job in the batch
+// supersedes is not written (a job's running mark and its end often share
+// a commit): it succeeds when the later one does, which replaces it on
+// disk either way.
 func (l *Ledger) commit(batch []op) {
 	for len(batch) > 0 {
+		skip := superseded(batch)
 		err := l.db.Update(func(tx *bolt.Tx) error {
 			for i := range batch {
+				if skip[i] {
+					continue
+				}
 				if err := batch[i].apply(tx); err != nil {
 					return &opError{i: i, err: err}
 				}
@@ -196,6 +213,25 @@ func (l *Ledger) commit(batch []op) {
 			return
 		}
 	}
+}
+
+// superseded marks the record snapshots of batch that a later snapshot of
+// the same job, no earlier in its life, replaces.
+func superseded(batch []op) []bool {
+	skip := make([]bool, len(batch))
+	last := make(map[uint64]*Record, len(batch))
+	for i := len(batch) - 1; i >= 0; i-- {
+		o := batch[i]
+		if o.rec == nil {
+			continue
+		}
+		if r := last[o.seq]; r != nil && !newer(o.rec, r) {
+			skip[i] = true
+			continue
+		}
+		last[o.seq] = o.rec
+	}
+	return skip
 }
 
 func (l *Ledger) succeeded(o op) {
