@@ -3,6 +3,7 @@ package accounting
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,11 +38,59 @@ func mustOpenAt(t testing.TB, path string, opts Options) *Ledger {
 		if err := l.Check(); err != nil {
 			t.Errorf("ledger check: %v", err)
 		}
+		if err := checkIndexes(l); err != nil {
+			t.Errorf("ledger indexes: %v", err)
+		}
 		if err := l.Close(); err != nil {
 			t.Errorf("close ledger: %v", err)
 		}
 	})
 	return l
+}
+
+// checkIndexes checks the index watermark's promise (see the layout in
+// ledger.go): every job at or below it has its three index entries, no job
+// above it has any, and no entry names a job the ledger does not hold.
+func checkIndexes(l *Ledger) error {
+	return l.db.View(func(tx *bolt.Tx) error {
+		mark := indexedSeq(tx)
+		want := make(map[string]bool)
+		err := tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
+			seq := binary.BigEndian.Uint64(k)
+			if seq > mark {
+				return nil
+			}
+			var f indexFields
+			if err := json.Unmarshal(v, &f); err != nil {
+				return err
+			}
+			want[string(bucketByTime)+"/"+string(timeKey(f.StartedAt, seq))] = true
+			want[string(bucketByTenant)+"/"+string(nameKey(f.Tenant, seq))] = true
+			want[string(bucketByApp)+"/"+string(nameKey(f.App, seq))] = true
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, b := range [][]byte{bucketByTime, bucketByTenant, bucketByApp} {
+			err := tx.Bucket(b).ForEach(func(k, _ []byte) error {
+				key := string(b) + "/" + string(k)
+				if !want[key] {
+					errs = append(errs, fmt.Errorf("%s: stray entry %x (watermark %d)", b, k, mark))
+				}
+				delete(want, key)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		for key := range want {
+			errs = append(errs, fmt.Errorf("missing index entry %q (watermark %d)", key, mark))
+		}
+		return errors.Join(errs...)
+	})
 }
 
 func newRecord(app, tenant string) *Record {
@@ -456,7 +505,8 @@ func TestLedger_DiskFull_RecordsWrittenLater(t *testing.T) {
 			t.Errorf("unmount: %v", err)
 		}
 	})
-	l := mustOpenAt(t, filepath.Join(dir, "ledger.db"), Options{Log: testLog(t)})
+	// Index often, so that index commits meet the full disk too.
+	l := mustOpenAt(t, filepath.Join(dir, "ledger.db"), Options{Log: testLog(t), IndexBatch: 8})
 	filler := filepath.Join(dir, "filler")
 	f, err := os.Create(filler)
 	if err != nil {
@@ -1025,5 +1075,33 @@ func TestLedger_Commit_SupersededSnapshot(t *testing.T) {
 				t.Fatalf("stored %s, want %s", got.State, tc.wantState)
 			}
 		})
+	}
+}
+
+// Ensure that a job first written after the watermark passed its ID (its
+// start's write failed and came back later) is indexed with that write.
+func TestLedger_Put_BelowWatermarkIndexed(t *testing.T) {
+	l := mustOpen(t, lagging)
+	late := newRecord("echo", "late")
+	l.allocate(late) // its write failed: the ID is taken, nothing is stored
+	if err := l.Begin(newRecord("echo", "acme")); err != nil {
+		t.Fatal(err)
+	}
+	indexNow(t, l)
+	if got := watermark(t, l); got != 2 {
+		t.Fatalf("indexed up to %d, want 2", got)
+	}
+	if err := l.Put(late, true); err != nil {
+		t.Fatal(err)
+	}
+	p, err := l.List(Query{Tenant: "late"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Records) != 1 || p.Records[0].ID != late.ID {
+		t.Fatalf("listed %+v, want %s", p.Records, late.ID)
+	}
+	if err := checkIndexes(l); err != nil {
+		t.Fatal(err)
 	}
 }
