@@ -1105,3 +1105,34 @@ func TestLedger_Put_BelowWatermarkIndexed(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Ensure that Check reports nothing on a sound file while commits run
+// beside it.
+func TestLedger_Check_BesideCommits(t *testing.T) {
+	l := mustOpen(t, Options{IndexBatch: 4})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r := newRecord("echo", "acme")
+			if err := l.Begin(r); err != nil {
+				t.Error(err)
+				return
+			}
+			finish(t, l, r, "exit", 1)
+		}
+	})
+	for range 50 {
+		if err := l.Check(); err != nil {
+			t.Errorf("check beside commits: %v", err)
+			break
+		}
+	}
+	close(stop)
+	wg.Wait()
+}

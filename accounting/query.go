@@ -557,15 +557,22 @@ func deleteJob(tx *bolt.Tx, seq uint64) error {
 }
 
 // Check runs bbolt's consistency check over the whole file and returns
-// every problem it finds, joined.
-func (l *Ledger) Check() error {
-	return l.db.View(func(tx *bolt.Tx) error {
-		var errs []error
-		for err := range tx.Check() {
-			errs = append(errs, err)
-		}
-		return errors.Join(errs...)
-	})
+// every problem it finds, joined. It holds the file's write lock while it
+// runs (a write transaction it rolls back): bbolt's check reads the live
+// freelist, so beside a commit (the writer's, Prune's) it would report the
+// pages that commit freed, still reachable from the check's snapshot, as
+// "reachable freed".
+func (l *Ledger) Check() (retErr error) {
+	tx, err := l.db.Begin(!l.opts.ReadOnly)
+	if err != nil {
+		return fmt.Errorf("check ledger %s: %w", l.path, err)
+	}
+	defer func() { retErr = errors.Join(retErr, tx.Rollback()) }()
+	var errs []error
+	for err := range tx.Check() {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // Stats is the ledger's size, for metrics and reports.
