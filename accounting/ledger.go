@@ -22,14 +22,27 @@ import (
 // 8 big-endian bytes, so key order is start order (IDs and started_at are
 // allocated together and both only grow, see Ledger.Begin).
 //
-//	meta       "version" → "1", "instance" → 16 hex digits,
-//	           "heartbeat" → unix ns of the last sampler tick
+//	meta       "version" → "2", "instance" → 16 hex digits,
+//	           "heartbeat" → unix ns of the last sampler tick,
+//	           "indexed" → seq (8 bytes), see below
 //	jobs       seq → Record (JSON)
 //	by_time    started_at (unix ns, 8 bytes) ‖ seq → ""
 //	by_tenant  tenant ‖ 0x00 ‖ seq → ""
 //	by_app     app ‖ 0x00 ‖ seq → ""
 //	open       seq → started_at (unix ns, 8 bytes), for starting and running jobs only
 //	samples    seq ‖ t (unix ns) → Sample (JSON)
+//
+// The three index buckets lag the jobs: every job whose seq is at most
+// meta's "indexed" has its entries in all three, and a job above it has
+// none yet (the tail). A job's start commits with its record and its open
+// entry alone: its index entries, one leaf and its branches in each of
+// three trees, more than half the pages a start would write, are written
+// later for a whole tail at once (indexTail, run by the writer every
+// IndexBatch jobs or IndexDelay after the first). Queries read the tail
+// from the jobs bucket (start times grow with seqs, so it is the newest
+// jobs), and Open indexes the tail a dead server left before anything
+// else reads the file. Version 1 files index every job at its first write:
+// all of them are indexed, and Open upgrades them in place.
 var (
 	bucketMeta     = []byte("meta")
 	bucketJobs     = []byte("jobs")
@@ -41,8 +54,9 @@ var (
 	allBuckets     = [][]byte{bucketMeta, bucketJobs, bucketByTime, bucketByTenant, bucketByApp, bucketOpen, bucketSamples}
 )
 
-// fileVersion is the layout above. Open refuses a file from a newer layout.
-const fileVersion = 1
+// fileVersion is the layout above. Open refuses a file from a newer layout,
+// reads a version 1 file read-only as it is, and upgrades it otherwise.
+const fileVersion = 2
 
 var (
 	// ErrLocked is returned by Open when another process holds the file.
@@ -80,6 +94,12 @@ type Options struct {
 	// MaxPending bounds the records kept in memory after their write failed,
 	// to be written again at the next Flush. Default 10000.
 	MaxPending int
+	// IndexBatch is how many jobs may wait for their index entries before
+	// the next commit writes them (see the layout above). Default 256.
+	IndexBatch int
+	// IndexDelay is how long a job waits for its index entries at most,
+	// when fewer than IndexBatch follow it. Default 1 s.
+	IndexDelay time.Duration
 	Log        *slog.Logger
 }
 
@@ -109,6 +129,11 @@ type Ledger struct {
 	// The writer goroutine alone touches these.
 	pending map[uint64]*Record // writes that failed, newest snapshot per job
 	samples map[uint64]*sampleState
+	// indexed, written and tried time index catch-ups: the watermark as of
+	// the writer's last indexTail, the highest seq it has committed, and
+	// written when it last tried. The file's watermark is the truth (Prune
+	// moves it too); these only say when the tail is worth indexing.
+	indexed, written, tried uint64
 
 	writeErrors atomic.Int64
 	dropped     atomic.Int64
@@ -158,6 +183,12 @@ func Open(path string, opts Options) (*Ledger, error) {
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = 10000
 	}
+	if opts.IndexBatch <= 0 {
+		opts.IndexBatch = 256
+	}
+	if opts.IndexDelay <= 0 {
+		opts.IndexDelay = time.Second
+	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
@@ -187,7 +218,8 @@ func Open(path string, opts Options) (*Ledger, error) {
 }
 
 // init creates the buckets of a new file, checks the layout version of an
-// old one, and loads the instance name and the last ID and start time.
+// old one (upgrading a version 1 file), indexes the tail a dead server
+// left, and loads the instance name and the last ID and start time.
 func (l *Ledger) init() error {
 	if !l.opts.ReadOnly {
 		err := l.db.Update(func(tx *bolt.Tx) error {
@@ -197,10 +229,22 @@ func (l *Ledger) init() error {
 				}
 			}
 			meta := tx.Bucket(bucketMeta)
-			if meta.Get([]byte("version")) == nil {
+			switch v := string(meta.Get([]byte("version"))); v {
+			case "", "1":
+				// A new file, or one whose every job is indexed: either way
+				// the watermark is its last job.
+				if err := meta.Put(keyIndexed, seqKey(tx.Bucket(bucketJobs).Sequence())); err != nil {
+					return err
+				}
 				if err := meta.Put([]byte("version"), []byte(fmt.Sprint(fileVersion))); err != nil {
 					return err
 				}
+			case fmt.Sprint(fileVersion):
+			default:
+				return fmt.Errorf("ledger layout version %q; this chimirror reads versions 1 and %d", v, fileVersion)
+			}
+			if _, err := indexTail(tx); err != nil {
+				return err
 			}
 			if meta.Get([]byte("instance")) == nil {
 				var b [8]byte
@@ -220,15 +264,19 @@ func (l *Ledger) init() error {
 		if meta == nil {
 			return errors.New("not a chimirror ledger (no meta bucket)")
 		}
-		if v := string(meta.Get([]byte("version"))); v != fmt.Sprint(fileVersion) {
-			return fmt.Errorf("ledger layout version %q; this chimirror reads version %d", v, fileVersion)
+		if v := string(meta.Get([]byte("version"))); v != "1" && v != fmt.Sprint(fileVersion) {
+			return fmt.Errorf("ledger layout version %q; this chimirror reads versions 1 and %d", v, fileVersion)
 		}
 		l.instance = string(meta.Get([]byte("instance")))
 		jobs := tx.Bucket(bucketJobs)
 		l.lastSeq = jobs.Sequence()
+		// A writable file's tail is indexed by now, so the time index
+		// holds the last start time.
 		if k, _ := tx.Bucket(bucketByTime).Cursor().Last(); k != nil {
 			l.lastTime = time.Unix(0, int64(binary.BigEndian.Uint64(k)))
 		}
+		l.indexed = indexedSeq(tx)
+		l.written = l.indexed
 		return nil
 	})
 }
@@ -385,22 +433,79 @@ func putRecord(tx *bolt.Tx, seq uint64, r *Record) error {
 			return err
 		}
 	}
-	if known {
-		return putOpen(tx, k, r) // its index entries never change
+	// A job's index entries never change. Above the watermark they wait
+	// for indexTail; at or below it (a job whose first write failed and
+	// came back after the watermark passed it) they go in now.
+	if !known && seq <= indexedSeq(tx) {
+		if err := putIndex(tx, seq, r.StartedAt, r.Tenant, r.App); err != nil {
+			return err
+		}
 	}
+	return putOpen(tx, k, r)
+}
+
+func putIndex(tx *bolt.Tx, seq uint64, startedAt time.Time, tenant, app string) error {
 	for _, ix := range []struct {
 		b []byte
 		k []byte
 	}{
-		{bucketByTime, timeKey(r.StartedAt, seq)},
-		{bucketByTenant, nameKey(r.Tenant, seq)},
-		{bucketByApp, nameKey(r.App, seq)},
+		{bucketByTime, timeKey(startedAt, seq)},
+		{bucketByTenant, nameKey(tenant, seq)},
+		{bucketByApp, nameKey(app, seq)},
 	} {
 		if err := tx.Bucket(ix.b).Put(ix.k, nil); err != nil {
 			return err
 		}
 	}
-	return putOpen(tx, k, r)
+	return nil
+}
+
+var keyIndexed = []byte("indexed")
+
+// indexedSeq is the index watermark: every job at or below it is indexed,
+// none above it. A version 1 file has none: all of it is indexed.
+func indexedSeq(tx *bolt.Tx) uint64 {
+	if v := tx.Bucket(bucketMeta).Get(keyIndexed); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return ^uint64(0)
+}
+
+// indexFields are what a record's index entries are made of.
+type indexFields struct {
+	Tenant    string    `json:"tenant"`
+	App       string    `json:"app"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// indexTail writes the index entries of every job above the watermark
+// and moves the watermark to the last job. It is idempotent (entries are
+// keys alone), so a batch may run it again. It returns the new watermark.
+func indexTail(tx *bolt.Tx) (uint64, error) {
+	mark := indexedSeq(tx)
+	if mark == ^uint64(0) {
+		return mark, nil // a version 1 file, read as it is
+	}
+	c := tx.Bucket(bucketJobs).Cursor()
+	last := mark
+	for k, v := c.Seek(seqKey(mark + 1)); k != nil; k, v = c.Next() {
+		seq := binary.BigEndian.Uint64(k)
+		var f indexFields
+		if err := json.Unmarshal(v, &f); err != nil {
+			return mark, fmt.Errorf("index job %s: %w", FormatID(seq), err)
+		}
+		if err := putIndex(tx, seq, f.StartedAt, f.Tenant, f.App); err != nil {
+			return mark, fmt.Errorf("index job %s: %w", FormatID(seq), err)
+		}
+		last = seq
+	}
+	if last == mark {
+		return mark, nil
+	}
+	if err := tx.Bucket(bucketMeta).Put(keyIndexed, seqKey(last)); err != nil {
+		return mark, fmt.Errorf("index up to job %s: %w", FormatID(last), err)
+	}
+	return last, nil
 }
 
 // putOpen keeps the open set: a write only when a job enters or leaves

@@ -1,19 +1,24 @@
 package accounting
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // mustOpen opens a ledger in a fresh directory; cleanup checks the file's
@@ -33,11 +38,59 @@ func mustOpenAt(t testing.TB, path string, opts Options) *Ledger {
 		if err := l.Check(); err != nil {
 			t.Errorf("ledger check: %v", err)
 		}
+		if err := checkIndexes(l); err != nil {
+			t.Errorf("ledger indexes: %v", err)
+		}
 		if err := l.Close(); err != nil {
 			t.Errorf("close ledger: %v", err)
 		}
 	})
 	return l
+}
+
+// checkIndexes checks the index watermark's promise (see the layout in
+// ledger.go): every job at or below it has its three index entries, no job
+// above it has any, and no entry names a job the ledger does not hold.
+func checkIndexes(l *Ledger) error {
+	return l.db.View(func(tx *bolt.Tx) error {
+		mark := indexedSeq(tx)
+		want := make(map[string]bool)
+		err := tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
+			seq := binary.BigEndian.Uint64(k)
+			if seq > mark {
+				return nil
+			}
+			var f indexFields
+			if err := json.Unmarshal(v, &f); err != nil {
+				return err
+			}
+			want[string(bucketByTime)+"/"+string(timeKey(f.StartedAt, seq))] = true
+			want[string(bucketByTenant)+"/"+string(nameKey(f.Tenant, seq))] = true
+			want[string(bucketByApp)+"/"+string(nameKey(f.App, seq))] = true
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, b := range [][]byte{bucketByTime, bucketByTenant, bucketByApp} {
+			err := tx.Bucket(b).ForEach(func(k, _ []byte) error {
+				key := string(b) + "/" + string(k)
+				if !want[key] {
+					errs = append(errs, fmt.Errorf("%s: stray entry %x (watermark %d)", b, k, mark))
+				}
+				delete(want, key)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		for key := range want {
+			errs = append(errs, fmt.Errorf("missing index entry %q (watermark %d)", key, mark))
+		}
+		return errors.Join(errs...)
+	})
 }
 
 func newRecord(app, tenant string) *Record {
@@ -142,9 +195,46 @@ func TestLedger_Open_ReadOnly(t *testing.T) {
 }
 
 // Ensure that listing pages through more records than a page, newest
-// first, with every filter, and uses the cursor without repeats.
+// first, with every filter, and uses the cursor without repeats; and that
+// it answers alike whether the jobs are indexed or wait in the tail for
+// their index entries (see the layout in ledger.go), or both.
 func TestLedger_List(t *testing.T) {
-	l := mustOpen(t, Options{})
+	for _, layout := range []struct {
+		name       string
+		indexAfter int // index the tail after this many starts; 0: never
+	}{
+		{"tail", 0},
+		{"indexed and tail", 12},
+		{"indexed", 25},
+	} {
+		t.Run(layout.name, func(t *testing.T) { testList(t, layout.indexAfter) })
+	}
+}
+
+// indexNow indexes the tail (as the writer does every IndexBatch jobs) and
+// returns once that is on disk.
+func indexNow(t testing.TB, l *Ledger) {
+	t.Helper()
+	if err := l.submit(op{ctl: func() { l.commit([]op{l.indexOp()}) }}, true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// watermark is the ledger's index watermark (see the layout in ledger.go).
+func watermark(t testing.TB, l *Ledger) uint64 {
+	t.Helper()
+	var mark uint64
+	if err := l.db.View(func(tx *bolt.Tx) error { mark = indexedSeq(tx); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return mark
+}
+
+// lagging are Options under which nothing is indexed unless a test says so.
+var lagging = Options{IndexBatch: 1 << 30, IndexDelay: time.Hour}
+
+func testList(t *testing.T, indexAfter int) {
+	l := mustOpen(t, lagging)
 	var recs []*Record
 	for i := range 25 {
 		r := newRecord([]string{"echo", "demo"}[i%2], []string{"acme", "umbrella", "public"}[i%3])
@@ -152,10 +242,16 @@ func TestLedger_List(t *testing.T) {
 			t.Fatal(err)
 		}
 		recs = append(recs, r)
+		if i+1 == indexAfter {
+			indexNow(t, l)
+		}
 	}
 	mid := recs[10].StartedAt
 	for _, r := range recs[:20] {
 		finish(t, l, r, "exit", 1e9)
+	}
+	if got := watermark(t, l); got != uint64(indexAfter) {
+		t.Fatalf("indexed up to %d, want %d", got, indexAfter)
 	}
 	ids := func(p Page) string {
 		var s []string
@@ -409,7 +505,8 @@ func TestLedger_DiskFull_RecordsWrittenLater(t *testing.T) {
 			t.Errorf("unmount: %v", err)
 		}
 	})
-	l := mustOpenAt(t, filepath.Join(dir, "ledger.db"), Options{Log: testLog(t)})
+	// Index often, so that index commits meet the full disk too.
+	l := mustOpenAt(t, filepath.Join(dir, "ledger.db"), Options{Log: testLog(t), IndexBatch: 8})
 	filler := filepath.Join(dir, "filler")
 	f, err := os.Create(filler)
 	if err != nil {
@@ -689,4 +786,353 @@ func TestLedger_Record(t *testing.T) {
 	if _, err := l.Record("JOB99999999"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown job: %v", err)
 	}
+}
+
+// Ensure that the tail a killed server left (jobs committed, their index
+// entries still waiting) is indexed when the ledger is opened again,
+// before anything reads it, and that IDs and start times go on from it: a
+// child process writes the jobs and is killed with SIGKILL.
+func TestLedger_Kill9_TailIndexedAtOpen(t *testing.T) {
+	if path := os.Getenv("CHIMIRROR_TEST_LEDGER_CHILD"); path != "" {
+		tailWriterChild(path)
+		return
+	}
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLedger_Kill9_TailIndexedAtOpen$")
+	cmd.Env = append(os.Environ(), "CHIMIRROR_TEST_LEDGER_CHILD="+path)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var lastID string
+	var lastStart int64
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if _, err := fmt.Sscanf(sc.Text(), "ready %s %d", &lastID, &lastStart); err == nil {
+			break
+		}
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err == nil || lastID == "" {
+		t.Fatalf("child: %v, last job %q", err, lastID)
+	}
+	l := mustOpenAt(t, path, lagging)
+	if got, want := watermark(t, l), uint64(10); got != want {
+		t.Fatalf("indexed up to %d after reopen, want %d", got, want)
+	}
+	err = l.db.View(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketByTime, bucketByTenant, bucketByApp} {
+			if n := tx.Bucket(b).Stats().KeyN; n != 10 {
+				return fmt.Errorf("%s holds %d keys, want 10", b, n)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := l.List(Query{Tenant: "acme", Since: time.Unix(0, lastStart)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Records) != 1 || p.Records[0].ID != lastID {
+		t.Fatalf("jobs since the last start: %+v, want %s", p.Records, lastID)
+	}
+	r := newRecord("echo", "acme")
+	if err := l.Begin(r); err != nil {
+		t.Fatal(err)
+	}
+	if r.ID != "JOB00000011" || r.StartedAt.UnixNano() <= lastStart {
+		t.Fatalf("next job %s started %v; want JOB00000011 after %v", r.ID, r.StartedAt, time.Unix(0, lastStart))
+	}
+}
+
+// tailWriterChild is the killed server of TestLedger_Kill9_TailIndexedAtOpen:
+// it starts 10 jobs and ends 5, none indexed, says so, and waits for its
+// kill.
+func tailWriterChild(path string) {
+	l, err := Open(path, lagging)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	var last *Record
+	for i := range 10 {
+		r := newRecord("echo", "acme")
+		if err := l.Begin(r); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		if i%2 == 0 {
+			r.State, r.Reason = StateFinished, "exit"
+			if err := l.Put(r, true); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(2)
+			}
+		}
+		last = r
+	}
+	fmt.Printf("ready %s %d\n", last.ID, last.StartedAt.UnixNano())
+	time.Sleep(time.Hour) // until killed
+}
+
+// Ensure that a version 1 file (every job indexed, no watermark) is read
+// as it is read-only and upgraded in place when opened for writing, and
+// that a newer layout is refused.
+func TestLedger_Open_Version1(t *testing.T) {
+	tests := []struct {
+		name     string
+		readOnly bool
+		version  string // after Open
+	}{
+		{"read-only", true, "1"},
+		{"writable", false, "2"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := version1File(t)
+			l := mustOpenAt(t, path, Options{ReadOnly: tc.readOnly})
+			p, err := l.List(Query{Tenant: "acme", Since: time.Unix(0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Records) != 3 {
+				t.Fatalf("listed %d of 3 jobs", len(p.Records))
+			}
+			var version string
+			if err := l.db.View(func(tx *bolt.Tx) error {
+				version = string(tx.Bucket(bucketMeta).Get([]byte("version")))
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if version != tc.version {
+				t.Fatalf("version %q after open, want %q", version, tc.version)
+			}
+			if !tc.readOnly {
+				if got := watermark(t, l); got != 3 {
+					t.Fatalf("indexed up to %d, want 3", got)
+				}
+				r := newRecord("echo", "acme")
+				if err := l.Begin(r); err != nil {
+					t.Fatal(err)
+				}
+				if p, err := l.List(Query{Tenant: "acme"}); err != nil || len(p.Records) != 4 {
+					t.Fatalf("after a start: %d jobs, %v", len(p.Records), err)
+				}
+			}
+		})
+	}
+	t.Run("newer", func(t *testing.T) {
+		path := version1File(t)
+		setVersion(t, path, "3")
+		for _, ro := range []bool{false, true} {
+			if _, err := Open(path, Options{ReadOnly: ro}); err == nil || !strings.Contains(err.Error(), `version "3"`) {
+				t.Errorf("read-only %v: open of a version 3 file: %v", ro, err)
+			}
+		}
+	})
+}
+
+// version1File writes a ledger of 3 indexed jobs as version 1 left them:
+// no watermark.
+func version1File(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	l, err := Open(path, lagging)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := l.Begin(newRecord("echo", "acme")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil { // indexes the tail
+		t.Fatal(err)
+	}
+	setVersion(t, path, "1")
+	return path
+}
+
+// setVersion rewrites the layout version of the closed ledger at path; 1
+// also drops the watermark, which version 1 did not have.
+func setVersion(t *testing.T, path, v string) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if v == "1" {
+			if err := meta.Delete(keyIndexed); err != nil {
+				return err
+			}
+		}
+		return meta.Put([]byte("version"), []byte(v))
+	})
+	if err = errors.Join(err, db.Close()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Ensure that the writer indexes the tail by itself: with the commit that
+// finds IndexBatch jobs in it, and when it idles IndexDelay with one.
+func TestLedger_Writer_IndexesTail(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+		jobs int
+		want uint64 // watermark once the writer is done
+	}{
+		// Every fourth job's commit carries the index; the ninth waits.
+		{"batch", Options{IndexBatch: 4, IndexDelay: time.Hour}, 9, 8},
+		{"idle", Options{IndexBatch: 1 << 30, IndexDelay: time.Millisecond}, 3, 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := mustOpen(t, tc.opts)
+			for range tc.jobs {
+				r := newRecord("echo", "acme")
+				if err := l.Begin(r); err != nil {
+					t.Fatal(err)
+				}
+				r.State, r.Reason = StateFinished, "exit"
+				if err := l.Put(r, true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for watermark(t, l) != tc.want {
+				if time.Now().After(deadline) {
+					t.Fatalf("indexed up to %d, want %d", watermark(t, l), tc.want)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+}
+
+// Ensure that a snapshot a later one of the same job supersedes in the
+// same commit is not written but succeeds with it, and that it is written
+// after all when the later one fails alone.
+func TestLedger_Commit_SupersededSnapshot(t *testing.T) {
+	tests := []struct {
+		name               string
+		badRunning, badEnd bool // the snapshot cannot be encoded
+		wantState          State
+	}{
+		{"end replaces running", false, false, StateFinished},
+		// Had it been written, its failure would show.
+		{"superseded running is not encoded", true, false, StateFinished},
+		{"running written when the end cannot be", false, true, StateRunning},
+	}
+	// JSON refuses years past 9999.
+	bad := time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := mustOpen(t, lagging)
+			r := newRecord("echo", "acme")
+			if err := l.Begin(r); err != nil {
+				t.Fatal(err)
+			}
+			// Hold the writer so that both snapshots queue for one batch.
+			held, release := make(chan struct{}), make(chan struct{})
+			if err := l.enqueue(op{ctl: func() { close(held); <-release }}); err != nil {
+				t.Fatal(err)
+			}
+			<-held
+			r.State = StateRunning
+			if tc.badRunning {
+				r.EndedAt = bad
+			}
+			running := l.PutLater(r)
+			code := 0
+			r.State, r.Reason, r.ExitCode, r.EndedAt = StateFinished, "exit", &code, time.Now()
+			if tc.badEnd {
+				r.EndedAt = bad
+			}
+			end := l.PutLater(r)
+			close(release)
+			if err := running(); err != nil {
+				t.Fatalf("running: %v", err)
+			}
+			if err := end(); (err != nil) != tc.badEnd {
+				t.Fatalf("end: %v, want an error: %v", err, tc.badEnd)
+			}
+			got, err := l.Record(r.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.State != tc.wantState {
+				t.Fatalf("stored %s, want %s", got.State, tc.wantState)
+			}
+		})
+	}
+}
+
+// Ensure that a job first written after the watermark passed its ID (its
+// start's write failed and came back later) is indexed with that write.
+func TestLedger_Put_BelowWatermarkIndexed(t *testing.T) {
+	l := mustOpen(t, lagging)
+	late := newRecord("echo", "late")
+	l.allocate(late) // its write failed: the ID is taken, nothing is stored
+	if err := l.Begin(newRecord("echo", "acme")); err != nil {
+		t.Fatal(err)
+	}
+	indexNow(t, l)
+	if got := watermark(t, l); got != 2 {
+		t.Fatalf("indexed up to %d, want 2", got)
+	}
+	if err := l.Put(late, true); err != nil {
+		t.Fatal(err)
+	}
+	p, err := l.List(Query{Tenant: "late"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Records) != 1 || p.Records[0].ID != late.ID {
+		t.Fatalf("listed %+v, want %s", p.Records, late.ID)
+	}
+	if err := checkIndexes(l); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Ensure that Check reports nothing on a sound file while commits run
+// beside it.
+func TestLedger_Check_BesideCommits(t *testing.T) {
+	l := mustOpen(t, Options{IndexBatch: 4})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r := newRecord("echo", "acme")
+			if err := l.Begin(r); err != nil {
+				t.Error(err)
+				return
+			}
+			finish(t, l, r, "exit", 1)
+		}
+	})
+	for range 50 {
+		if err := l.Check(); err != nil {
+			t.Errorf("check beside commits: %v", err)
+			break
+		}
+	}
+	close(stop)
+	wg.Wait()
 }

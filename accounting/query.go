@@ -147,16 +147,43 @@ var (
 	maxIndexTime = time.Unix(0, math.MaxInt64)
 )
 
+// tailJob is a job above the index watermark: the newest jobs, which the
+// index buckets do not hold yet (see the layout in ledger.go).
+type tailJob struct {
+	seq       uint64
+	startedAt time.Time
+}
+
+// readTail returns the tail's jobs with their start times, oldest first:
+// both seqs and start times grow.
+func readTail(tx *bolt.Tx) ([]tailJob, error) {
+	mark := indexedSeq(tx)
+	if mark == ^uint64(0) {
+		return nil, nil
+	}
+	var tail []tailJob
+	c := tx.Bucket(bucketJobs).Cursor()
+	for k, v := c.Seek(seqKey(mark + 1)); k != nil; k, v = c.Next() {
+		var f indexFields
+		if err := json.Unmarshal(v, &f); err != nil {
+			return nil, fmt.Errorf("decode record %x: %w", k, err)
+		}
+		tail = append(tail, tailJob{binary.BigEndian.Uint64(k), f.StartedAt})
+	}
+	return tail, nil
+}
+
 // bounds turns a time range into a range of sequence numbers, [lo, hi],
-// through the time index: start times grow with IDs. Times outside what
-// the index holds select everything, or nothing, as they should.
-func bounds(tx *bolt.Tx, since, until time.Time) (lo, hi uint64) {
+// through the time index and the tail: start times grow with IDs. Times
+// outside what the index holds select everything, or nothing, as they
+// should.
+func bounds(tx *bolt.Tx, since, until time.Time) (lo, hi uint64, err error) {
 	lo, hi = 1, ^uint64(0)
 	switch {
 	case !until.IsZero() && !until.After(minIndexTime):
-		return 1, 0 // nothing started before 1970
+		return 1, 0, nil // nothing started before 1970
 	case !since.IsZero() && since.After(maxIndexTime):
-		return 1, 0
+		return 1, 0, nil
 	}
 	if since.Before(minIndexTime) {
 		since = time.Time{}
@@ -164,15 +191,35 @@ func bounds(tx *bolt.Tx, since, until time.Time) (lo, hi uint64) {
 	if until.After(maxIndexTime) {
 		until = time.Time{}
 	}
+	if since.IsZero() && until.IsZero() {
+		return lo, hi, nil
+	}
+	tail, err := readTail(tx)
+	if err != nil {
+		return 1, 0, err
+	}
+	// firstAt is the index in tail of its first job started at or after t.
+	firstAt := func(t time.Time) int {
+		return sort.Search(len(tail), func(i int) bool { return !tail[i].startedAt.Before(t) })
+	}
 	c := tx.Bucket(bucketByTime).Cursor()
 	if !since.IsZero() {
-		k, _ := c.Seek(timeKey(since, 0))
-		if k == nil {
-			return 1, 0 // nothing started since
+		// The tail is newer than every indexed job: it has the first job
+		// started since only if the index has none.
+		if k, _ := c.Seek(timeKey(since, 0)); k != nil {
+			lo = binary.BigEndian.Uint64(k[8:])
+		} else if i := firstAt(since); i < len(tail) {
+			lo = tail[i].seq
+		} else {
+			return 1, 0, nil // nothing started since
 		}
-		lo = binary.BigEndian.Uint64(k[8:])
 	}
 	if !until.IsZero() {
+		// Likewise the last job started before until is the tail's, if the
+		// tail has one.
+		if i := firstAt(until); i > 0 {
+			return lo, tail[i-1].seq, nil
+		}
 		k, _ := c.Seek(timeKey(until, 0))
 		if k == nil {
 			k, _ = c.Last()
@@ -180,25 +227,30 @@ func bounds(tx *bolt.Tx, since, until time.Time) (lo, hi uint64) {
 			k, _ = c.Prev()
 		}
 		if k == nil {
-			return 1, 0
+			return 1, 0, nil
 		}
 		hi = binary.BigEndian.Uint64(k[8:])
 	}
-	return lo, hi
+	return lo, hi, nil
 }
 
 // List returns one page of the records q selects, newest first. It walks
 // the smallest index that fits q (the open set for running jobs, else
 // the tenant's or app's index, else all jobs) from the cursor down, so
 // its cost is the page plus the records q filters out, never a scan of
-// the whole ledger when an index applies.
+// the whole ledger when an index applies. The name indexes lack the tail
+// (see the layout in ledger.go): a walk of one reads the tail's records
+// first.
 func (l *Ledger) List(q Query) (Page, error) {
 	if err := q.Validate(); err != nil {
 		return Page{}, err
 	}
 	var page Page
 	err := l.db.View(func(tx *bolt.Tx) error {
-		lo, hi := bounds(tx, q.Since, q.Until)
+		lo, hi, err := bounds(tx, q.Since, q.Until)
+		if err != nil {
+			return err
+		}
 		if q.Cursor != "" {
 			c, _ := ParseID(q.Cursor)
 			hi = min(hi, c-1)
@@ -207,6 +259,20 @@ func (l *Ledger) List(q Query) (Page, error) {
 			return nil
 		}
 		jobs, open, beat := tx.Bucket(bucketJobs), tx.Bucket(bucketOpen), heartbeat(tx)
+		// take adds job seq's record, stored as v, to the page if q
+		// selects it, and reports whether the page is full.
+		take := func(seq uint64, v []byte) (bool, error) {
+			r, err := decodeRecord(seqKey(seq), v, beat)
+			if err != nil || !q.match(&r) {
+				return false, err
+			}
+			if q.Limit > 0 && len(page.Records) == q.Limit {
+				page.Next = page.Records[len(page.Records)-1].ID
+				return true, nil
+			}
+			page.Records = append(page.Records, r)
+			return false, nil
+		}
 		var (
 			b      *bolt.Bucket
 			prefix []byte
@@ -221,16 +287,34 @@ func (l *Ledger) List(q Query) (Page, error) {
 		default:
 			b = jobs
 		}
-		// Start at the last key ≤ prefix‖hi and walk down.
-		c := b.Cursor()
-		start := append(bytes.Clone(prefix), seqKey(hi)...)
-		k, _ := c.Seek(start)
-		if k == nil {
-			k, _ = c.Last()
-		} else if !bytes.Equal(k, start) {
-			k, _ = c.Prev()
+		// walkDown starts c at the last key ≤ start.
+		walkDown := func(c *bolt.Cursor, start []byte) ([]byte, []byte) {
+			k, v := c.Seek(start)
+			if k == nil {
+				k, v = c.Last()
+			} else if !bytes.Equal(k, start) {
+				k, v = c.Prev()
+			}
+			return k, v
 		}
-		for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Prev() {
+		if mark := indexedSeq(tx); prefix != nil && hi > mark {
+			c := jobs.Cursor()
+			for k, v := walkDown(c, seqKey(hi)); k != nil; k, v = c.Prev() {
+				seq := binary.BigEndian.Uint64(k)
+				if seq <= mark || seq < lo {
+					break
+				}
+				if full, err := take(seq, v); full || err != nil {
+					return err
+				}
+			}
+			hi = mark
+			if lo > hi {
+				return nil
+			}
+		}
+		c := b.Cursor()
+		for k, _ := walkDown(c, append(bytes.Clone(prefix), seqKey(hi)...)); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Prev() {
 			if len(k) != len(prefix)+8 {
 				continue // another name's key (names never hold NUL)
 			}
@@ -241,23 +325,13 @@ func (l *Ledger) List(q Query) (Page, error) {
 			if seq < lo {
 				break
 			}
-			sk := seqKey(seq)
-			v := jobs.Get(sk)
+			v := jobs.Get(seqKey(seq))
 			if v == nil {
 				continue // pruned between index and record: the index entry is stale
 			}
-			r, err := decodeRecord(sk, v, beat)
-			if err != nil {
+			if full, err := take(seq, v); full || err != nil {
 				return err
 			}
-			if !q.match(&r) {
-				continue
-			}
-			if q.Limit > 0 && len(page.Records) == q.Limit {
-				page.Next = page.Records[len(page.Records)-1].ID
-				return nil
-			}
-			page.Records = append(page.Records, r)
 		}
 		return nil
 	})
@@ -338,9 +412,9 @@ func (l *Ledger) Report(q ReportQuery) ([]Group, error) {
 	now := time.Now()
 	groups := make(map[string]*Group)
 	err := l.db.View(func(tx *bolt.Tx) error {
-		lo, hi := bounds(tx, q.Since, q.Until)
-		if lo > hi {
-			return nil
+		lo, hi, err := bounds(tx, q.Since, q.Until)
+		if err != nil || lo > hi {
+			return err
 		}
 		jobs, beat := tx.Bucket(bucketJobs), heartbeat(tx)
 		c := jobs.Cursor()
@@ -410,6 +484,10 @@ func (l *Ledger) Prune(ctx context.Context, cutoff time.Time, perTx int) (int, e
 		done := false
 		err := l.db.Update(func(tx *bolt.Tx) error {
 			n, done = 0, false
+			// The time index must hold every job: the tail's too.
+			if _, err := indexTail(tx); err != nil {
+				return err
+			}
 			byTime := tx.Bucket(bucketByTime)
 			open := tx.Bucket(bucketOpen)
 			c := byTime.Cursor()
@@ -479,15 +557,22 @@ func deleteJob(tx *bolt.Tx, seq uint64) error {
 }
 
 // Check runs bbolt's consistency check over the whole file and returns
-// every problem it finds, joined.
-func (l *Ledger) Check() error {
-	return l.db.View(func(tx *bolt.Tx) error {
-		var errs []error
-		for err := range tx.Check() {
-			errs = append(errs, err)
-		}
-		return errors.Join(errs...)
-	})
+// every problem it finds, joined. It holds the file's write lock while it
+// runs (a write transaction it rolls back): bbolt's check reads the live
+// freelist, so beside a commit (the writer's, Prune's) it would report the
+// pages that commit freed, still reachable from the check's snapshot, as
+// "reachable freed".
+func (l *Ledger) Check() (retErr error) {
+	tx, err := l.db.Begin(!l.opts.ReadOnly)
+	if err != nil {
+		return fmt.Errorf("check ledger %s: %w", l.path, err)
+	}
+	defer func() { retErr = errors.Join(retErr, tx.Rollback()) }()
+	var errs []error
+	for err := range tx.Check() {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // Stats is the ledger's size, for metrics and reports.

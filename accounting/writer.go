@@ -42,29 +42,83 @@ func (l *Ledger) enqueue(o op) error {
 // queued by then (at most MaxBatch) and commits them together, so while one
 // fsync runs, the next batch gathers. A round of writes nobody waits for
 // (a job marked running) waits up to LazyDelay for company first.
+//
+// The index tail (see the layout in ledger.go) rides along with the round
+// that finds IndexBatch jobs in it, or commits alone IndexDelay after the
+// round that began it, whichever comes first: a start's commit never
+// carries index pages of its own.
 func (l *Ledger) writer() {
 	defer close(l.done)
-	batch := make([]op, 0, l.opts.MaxBatch)
+	batch := make([]op, 0, l.opts.MaxBatch+1)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	for first := range l.ops {
+	index := time.NewTimer(time.Hour)
+	index.Stop()
+	var indexDue <-chan time.Time // index's channel while it runs, else nil
+	for {
+		var first op
+		select {
+		case o, ok := <-l.ops:
+			if !ok {
+				l.retryPending()
+				if l.written > l.indexed {
+					l.commit([]op{l.indexOp()})
+				}
+				return
+			}
+			first = o
+		case <-indexDue:
+			indexDue = nil
+			l.commit([]op{l.indexOp()})
+			continue
+		}
 		batch = l.gather(append(batch[:0], first))
 		if lazyOnly(batch) && len(batch) < l.opts.MaxBatch {
 			// Nobody waits for these: give them LazyDelay to share a commit
-			// with a write someone does wait for.
+			// with a write someone does wait for. Another lazy write does
+			// not end the wait: a job's running mark and its end, a few ms
+			// apart, would otherwise cost a commit of their own between
+			// two starts.
 			timer.Reset(l.opts.LazyDelay)
-			select {
-			case o, ok := <-l.ops:
-				if ok {
+		wait:
+			for lazyOnly(batch) && len(batch) < l.opts.MaxBatch {
+				select {
+				case o, ok := <-l.ops:
+					if !ok {
+						break wait
+					}
 					batch = l.gather(append(batch, o))
+				case <-timer.C:
+					break wait
 				}
-			case <-timer.C:
 			}
 			timer.Stop()
 		}
+		if l.written-min(l.written, max(l.indexed, l.tried)) >= uint64(l.opts.IndexBatch) {
+			batch = append(batch, l.indexOp())
+		}
 		l.run(batch)
+		switch {
+		case l.written <= l.indexed:
+			index.Stop()
+			indexDue = nil
+		case indexDue == nil:
+			index.Reset(l.opts.IndexDelay)
+			indexDue = index.C
+		}
 	}
-	l.retryPending()
+}
+
+// indexOp indexes the tail (see the layout in ledger.go). If it fails, the
+// next try waits for IndexBatch more jobs (or the writer to idle): a tail
+// that cannot be indexed must not cost every commit a second attempt.
+func (l *Ledger) indexOp() op {
+	l.tried = l.written
+	var mark uint64
+	return op{apply: func(tx *bolt.Tx) (err error) {
+		mark, err = indexTail(tx)
+		return err
+	}, committed: func() { l.indexed = mark }}
 }
 
 // gather adds whatever else is queued, up to MaxBatch, without waiting.
@@ -123,10 +177,19 @@ func (e *opError) Error() string { return e.err.Error() }
 // commit writes batch in one transaction. If one op fails, it alone is
 // failed and the rest are committed again without it; if the commit
 // itself fails (disk full, I/O error), every op in it fails.
+//
+// A record snapshot that a later one of the same job in the batch
+// supersedes is not written (a job's running mark and its end often share
+// a commit): it succeeds when the later one does, which replaces it on
+// disk either way.
 func (l *Ledger) commit(batch []op) {
 	for len(batch) > 0 {
+		skip := superseded(batch)
 		err := l.db.Update(func(tx *bolt.Tx) error {
 			for i := range batch {
+				if skip[i] {
+					continue
+				}
 				if err := batch[i].apply(tx); err != nil {
 					return &opError{i: i, err: err}
 				}
@@ -152,11 +215,31 @@ func (l *Ledger) commit(batch []op) {
 	}
 }
 
+// superseded marks the record snapshots of batch that a later snapshot of
+// the same job, no earlier in its life, replaces.
+func superseded(batch []op) []bool {
+	skip := make([]bool, len(batch))
+	last := make(map[uint64]*Record, len(batch))
+	for i := len(batch) - 1; i >= 0; i-- {
+		o := batch[i]
+		if o.rec == nil {
+			continue
+		}
+		if r := last[o.seq]; r != nil && !newer(o.rec, r) {
+			skip[i] = true
+			continue
+		}
+		last[o.seq] = o.rec
+	}
+	return skip
+}
+
 func (l *Ledger) succeeded(o op) {
 	if o.committed != nil {
 		o.committed()
 	}
 	if o.rec != nil {
+		l.written = max(l.written, o.seq)
 		if p := l.pending[o.seq]; p != nil && !newer(p, o.rec) {
 			delete(l.pending, o.seq)
 		}

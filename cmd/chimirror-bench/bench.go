@@ -182,19 +182,28 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 			if err != nil {
 				return fmt.Errorf("fork floor: %w", err)
 			}
-			ours, lat, err := rate(o.setupN, par, func() error { return srv.sessionEcho() })
+			var ours, bare float64
+			var lat, blat []time.Duration
+			cpu, err := serverCPU(srv.cmd.Process.Pid, o.setupN, func() (err error) {
+				ours, lat, err = rate(o.setupN, par, func() error { return srv.sessionEcho() })
+				return err
+			})
 			if err != nil {
 				return fmt.Errorf("session setup: %w", err)
 			}
-			bare, blat, err := rate(o.setupN, par, func() error { return sessionEcho(wsf.url) })
+			bcpu, err := serverCPU(wsf.cmd.Process.Pid, o.setupN, func() (err error) {
+				bare, blat, err = rate(o.setupN, par, func() error { return sessionEcho(wsf.url) })
+				return err
+			})
 			if err != nil {
 				return fmt.Errorf("minimal WebSocket server: %w", err)
 			}
 			add(benchRow{fmt.Sprintf("session setup, %d at a time", par),
-				fmt.Sprintf("%.0f/s (%.2f× floor); p50 %s, p99 %s, max %s", ours, ours/floor, ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), ms(lat[len(lat)-1])),
+				fmt.Sprintf("%.0f/s (%.2f× floor, %.2f× minimal); p50 %s, p99 %s, max %s; server CPU %s/session", ours, ours/floor, ours/bare,
+					ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), ms(lat[len(lat)-1]), cpu),
 				fmt.Sprintf("%.0f/s bare fork+exec of cat + echo; p50 %s, p99 %s", floor, ms(flat[len(flat)/2]), ms(flat[len(flat)*99/100])), "≥ 0.9× floor"})
 			add(benchRow{fmt.Sprintf("  minimal WebSocket server, %d at a time", par),
-				fmt.Sprintf("%.0f/s (%.2f× floor); p50 %s", bare, bare/floor, ms(blat[len(blat)/2])),
+				fmt.Sprintf("%.0f/s (%.2f× floor); p50 %s; server CPU %s/session", bare, bare/floor, ms(blat[len(blat)/2]), bcpu),
 				"the fork floor above; gorilla + os/exec cat per connection, no ledger, no limits", "–"})
 		}
 	}
@@ -406,6 +415,21 @@ func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/floa
 
 // rate runs f n times, par at a time, and returns completions per second
 // and the sorted latencies of the calls.
+// serverCPU runs f, which serves n sessions from the server of pid, and
+// returns the server's own CPU time per session as text ("?" where it
+// cannot be read: then only the rates are figures).
+func serverCPU(pid, n int, f func() error) (string, error) {
+	c0, err0 := processCPU(pid)
+	if err := f(); err != nil {
+		return "", err
+	}
+	c1, err1 := processCPU(pid)
+	if err0 != nil || err1 != nil || n <= 0 {
+		return "?", nil
+	}
+	return ms((c1 - c0) / time.Duration(n)), nil
+}
+
 func rate(n, par int, f func() error) (float64, []time.Duration, error) {
 	var next atomic.Int64
 	var firstErr error

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"syscall"
+	"time"
 )
 
 // benchServerAttr: no parent-death signal outside Linux.
@@ -16,3 +17,6 @@ func sandboxFloor() error { return errors.ErrUnsupported }
 
 // cmdGetppidLoop: the syscall loop is Linux's.
 func cmdGetppidLoop([]string, io.Writer) error { return errors.ErrUnsupported }
+
+// processCPU: read from /proc, Linux only.
+func processCPU(int) (time.Duration, error) { return 0, errors.ErrUnsupported }
