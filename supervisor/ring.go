@@ -308,7 +308,9 @@ func (r *ring) waitRoom(stop <-chan struct{}) error {
 		r.mu.Unlock()
 		if !fits {
 			var patience <-chan time.Time
-			if held {
+			if !held {
+				heldSince = time.Time{} // a later hold gets its whole patience
+			} else {
 				if heldSince.IsZero() {
 					heldSince = time.Now()
 				}
@@ -324,7 +326,9 @@ func (r *ring) waitRoom(stop <-chan struct{}) error {
 				continue
 			case <-patience:
 				r.mu.Lock()
-				r.evictBelow(min(r.acked, r.spooled), func(int64) bool { return r.bytes+r.reserved+least > r.limitLocked() })
+				if r.evictBelow(min(r.acked, r.spooled), func(int64) bool { return r.bytes+r.reserved+least > r.limitLocked() }) > 0 {
+					r.room.notify() // the other pump may be waiting for the same room
+				}
 				r.mu.Unlock()
 				heldSince = time.Time{}
 				continue
@@ -738,11 +742,13 @@ func (r *ring) droppingLocked() bool {
 // keeps the events it has yet to take in the ring, as a client's
 // acknowledgements do, but only for a while: a pump that has waited
 // holdPatience for room that only holds keep evicts past them, and the
-// readers behind then go on from the spool. A hold thus never slows its
-// job by more than holdPatience per time its reader falls behind, and a
-// reader that keeps up reads the ring alone. A hold counts only while its
-// reader is within the ring: once past, it is not a floor again until the
-// reader catches up.
+// readers behind then go on from the spool. Each wait for room is thus
+// bounded by holdPatience: a reader that stops costs its job at most that
+// per stop, and a reader that keeps taking events paces its job as an
+// attached client does (a batch job's stream is its tenant's own reader,
+// and the job's wall_time bounds it). A reader that keeps up reads the
+// ring alone. A hold counts only while its reader is within the ring:
+// once past, it is not a floor again until the reader catches up.
 
 // holdPatience is how long a pump waits for a reader's hold to move
 // before it evicts past it.

@@ -510,7 +510,10 @@ func TestCancel(t *testing.T) {
 // Ensure no goroutine a job starts outlives it.
 func TestNoGoroutineLeak(t *testing.T) {
 	var e ends
-	s := lifecycleServer(t, &e, Limits{WriteTimeout: 200 * time.Millisecond, PingInterval: 50 * time.Millisecond})
+	// The write timeout ends the clients that never read; at 200 ms a
+	// loaded CI machine (-race, 30 sessions on two cores) also timed out
+	// the exit and close frame of a client that was reading (close 1006).
+	s := lifecycleServer(t, &e, Limits{WriteTimeout: time.Second, PingInterval: 50 * time.Millisecond})
 	// Warm up the HTTP server's own goroutines.
 	s.dial("/apps/cat").Close()
 	waitFor(t, 5*time.Second, "idle", func() bool { return s.sup.Running() == 0 })

@@ -96,8 +96,9 @@ type Writer struct {
 	closed bool
 	small  [eventHeaderBytes + smallEventBytes]byte // header and a small payload, written at once
 
-	off    int64 // bytes in the file
-	behind int64 // the end of the windows already handed to writeBehind
+	off           int64 // bytes in the file
+	behind        int64 // the end of the windows already handed to writeBehind
+	noWriteBehind bool  // writeBehind's hints are not taken here
 }
 
 // smallEventBytes is the payload an event written with one write(2)
@@ -196,14 +197,23 @@ func (w *Writer) event(k Kind, seq uint64, p []byte) error {
 	}
 	w.seq = seq
 	w.off += int64(eventHeaderBytes + len(p))
-	for w.off-w.behind >= writeBehindWindowBytes {
-		if err := writeBehind(w.f, w.behind, writeBehindWindowBytes); err != nil {
+	for !w.noWriteBehind && w.off-w.behind >= writeBehindWindowBytes {
+		err := writeBehind(w.f, w.behind, writeBehindWindowBytes)
+		if errors.Is(err, errNoWriteBehind) {
+			w.noWriteBehind = true // the hints are not taken here: the page cache keeps it
+			break
+		}
+		if err != nil {
 			return fmt.Errorf("write back: %w", err)
 		}
 		w.behind += writeBehindWindowBytes
 	}
 	return nil
 }
+
+// errNoWriteBehind is writeBehind's error where the file system does not
+// take its hints (or, off Linux, there are none).
+var errNoWriteBehind = errors.New("write-behind not supported")
 
 // writeBehindWindowBytes is the write-behind's window. A spool is written
 // once and read rarely, so the page cache holds little of it: as each

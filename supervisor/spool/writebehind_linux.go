@@ -1,30 +1,46 @@
 package spool
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
 // writeBehind starts writing f's window [off, off+n) to disk, and waits
 // for the window before it to be written and drops that from the page
-// cache (see writeBehindWindowBytes). An error is an I/O error of the
-// file's writeback: the spool is not whole.
+// cache (see writeBehindWindowBytes). An error wrapping errNoWriteBehind
+// means the file system (or a seccomp profile) does not take the hints:
+// the spool is whole, and stays in the page cache from then on. Any other
+// error is an I/O error of the file's writeback, and the spool is not
+// whole: it must fail now, since sync_file_range's wait consumes the
+// error that the final fsync would otherwise have reported.
 func writeBehind(f *os.File, off, n int64) error {
 	fd := int(f.Fd())
 	if err := unix.SyncFileRange(fd, off, n, unix.SYNC_FILE_RANGE_WRITE); err != nil {
-		return fmt.Errorf("sync_file_range: %w", err)
+		return syncFileRangeErr(err)
 	}
 	if off < n {
 		return nil
 	}
 	prev := off - n
 	if err := unix.SyncFileRange(fd, prev, n, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER); err != nil {
-		return fmt.Errorf("sync_file_range: %w", err)
+		return syncFileRangeErr(err)
 	}
 	if err := unix.Fadvise(fd, prev, n, unix.FADV_DONTNEED); err != nil {
-		return fmt.Errorf("fadvise: %w", err)
+		return fmt.Errorf("%w: fadvise: %w", errNoWriteBehind, err) // a hint: never a failure
 	}
 	return nil
+}
+
+// syncFileRangeErr tells a missing sync_file_range(2) from an I/O error.
+func syncFileRangeErr(err error) error {
+	for _, no := range []syscall.Errno{syscall.ENOSYS, syscall.EINVAL, syscall.EOPNOTSUPP, syscall.EPERM, syscall.ESPIPE} {
+		if errors.Is(err, no) {
+			return fmt.Errorf("%w: sync_file_range: %w", errNoWriteBehind, err)
+		}
+	}
+	return fmt.Errorf("sync_file_range: %w", err)
 }
