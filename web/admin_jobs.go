@@ -166,12 +166,10 @@ func closeSamples(samples []accounting.Sample, j jobJSON) []accounting.Sample {
 }
 
 func (a *Admin) cancelJob(w http.ResponseWriter, r *http.Request, label string) error {
-	id := r.PathValue("id")
-	seq, err := accounting.ParseID(id)
+	id, err := canonicalJobID(r.PathValue("id"))
 	if err != nil {
-		return errorf(http.StatusBadRequest, "%v", err)
+		return err
 	}
-	id = accounting.FormatID(seq)
 	err = a.sup.Cancel(id, label)
 	if err == nil {
 		a.log.Info("job cancelled by operator", "job", id, "by", label)

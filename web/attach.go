@@ -88,11 +88,10 @@ func (s *Server) serveAttach(w http.ResponseWriter, r *http.Request, id string) 
 // token (X-Chimirror-Resume, or ?resume=). Wrong resume tokens count
 // against the client's address with wrong tenant tokens.
 func (s *Server) resumable(r *http.Request, tenant *supervisor.Tenant, raw string) (*supervisor.Job, error) {
-	seq, err := accounting.ParseID(raw)
+	id, err := canonicalJobID(raw)
 	if err != nil {
-		return nil, errorf(http.StatusBadRequest, "%v", err)
+		return nil, err
 	}
-	id := accounting.FormatID(seq)
 	job, err := s.sup.Attachable(id)
 	if err != nil || job.Tenant.Name != tenant.Name {
 		return nil, noSuchJob(id)
@@ -113,6 +112,16 @@ func (s *Server) resumable(r *http.Request, tenant *supervisor.Tenant, raw strin
 		return nil, errorf(http.StatusForbidden, "wrong resume token for %s", id)
 	}
 	return job, nil
+}
+
+// canonicalJobID is a job ID from a request in its canonical spelling
+// (JOB00000042 for job42, JOB42, 42), or a 400 for a malformed one.
+func canonicalJobID(raw string) (string, error) {
+	seq, err := accounting.ParseID(raw)
+	if err != nil {
+		return "", errorf(http.StatusBadRequest, "%v", err)
+	}
+	return accounting.FormatID(seq), nil
 }
 
 // noSuchJob is the one answer for a job that does not exist, is another

@@ -548,10 +548,12 @@ func outputEventBuf(n int) []byte { return make([]byte, 0, n+n/3+96) }
 // spoolWire encodes a spool event as its ring event was.
 func spoolWire(ev spool.Event) (wireEvent, error) {
 	switch ev.Kind {
-	case spool.KindStdout:
-		return wireEvent{seq: ev.Seq, name: "stdout", obj: appendOutputEvent(outputEventBuf(len(ev.Payload)), supervisor.Stdout, ev.Seq, ev.Payload)}, nil
-	case spool.KindStderr:
-		return wireEvent{seq: ev.Seq, name: "stderr", obj: appendOutputEvent(outputEventBuf(len(ev.Payload)), supervisor.Stderr, ev.Seq, ev.Payload)}, nil
+	case spool.KindStdout, spool.KindStderr:
+		s := supervisor.Stdout
+		if ev.Kind == spool.KindStderr {
+			s = supervisor.Stderr
+		}
+		return wireEvent{seq: ev.Seq, name: s.String(), obj: appendOutputEvent(outputEventBuf(len(ev.Payload)), s, ev.Seq, ev.Payload)}, nil
 	case spool.KindExit:
 		e := ev.Exit
 		d, err := json.Marshal(exitMap(e.Code, e.Signal, e.Reason, e.Detail))
@@ -599,7 +601,7 @@ func longPoll(w http.ResponseWriter, r *http.Request, src *eventSource, after ui
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
-	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(eventWriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+	if err := writeDeadline(http.NewResponseController(w), eventWriteTimeout); err != nil {
 		return nil // the connection is gone
 	}
 	if _, err := w.Write(out); err != nil {
@@ -622,12 +624,7 @@ func sse(w http.ResponseWriter, r *http.Request, log *slog.Logger, src *eventSou
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(w, 64<<10)
 	// Each batch's writes have a deadline: bw writes through once full.
-	deadline := func() error {
-		if err := rc.SetWriteDeadline(time.Now().Add(eventWriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-			return err
-		}
-		return nil
-	}
+	deadline := func() error { return writeDeadline(rc, eventWriteTimeout) }
 	flush := func() error {
 		if err := bw.Flush(); err != nil {
 			return err

@@ -42,13 +42,22 @@ const followPoll = 100 * time.Millisecond
 // followWriteTimeout bounds each write of a followed spool to its client.
 const followWriteTimeout = 30 * time.Second
 
+// writeDeadline gives the answer's next writes d to complete, so a client
+// that stops reading is dropped; a writer without deadlines (a test's
+// recorder) is written without.
+func writeDeadline(rc *http.ResponseController, d time.Duration) error {
+	if err := rc.SetWriteDeadline(time.Now().Add(d)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
+}
+
 // findJob is job id's record: live if it runs, else the ledger's.
 func findJob(sup *supervisor.Supervisor, raw string) (accounting.Record, bool, error) {
-	seq, err := accounting.ParseID(raw)
+	id, err := canonicalJobID(raw)
 	if err != nil {
-		return accounting.Record{}, false, errorf(http.StatusBadRequest, "%v", err)
+		return accounting.Record{}, false, err
 	}
-	id := accounting.FormatID(seq)
 	if rec, _, ok := sup.Record(id); ok {
 		return rec, true, nil
 	}
@@ -122,7 +131,7 @@ func followOutput(w http.ResponseWriter, r *http.Request, sup *supervisor.Superv
 	tick := time.NewTicker(followPoll)
 	defer tick.Stop()
 	for {
-		if err := rc.SetWriteDeadline(time.Now().Add(followWriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		if err := writeDeadline(rc, followWriteTimeout); err != nil {
 			return // the connection is gone
 		}
 		n, err := t.Read(w)
