@@ -478,26 +478,43 @@ type indexFields struct {
 	StartedAt time.Time `json:"started_at"`
 }
 
+// eachTail calls fn with each job above the index watermark, oldest
+// first, and the fields its index entries are made of; a version 1 file
+// has no tail.
+func eachTail(tx *bolt.Tx, fn func(seq uint64, f indexFields) error) error {
+	mark := indexedSeq(tx)
+	if mark == ^uint64(0) {
+		return nil // a version 1 file, read as it is: all indexed
+	}
+	c := tx.Bucket(bucketJobs).Cursor()
+	for k, v := c.Seek(seqKey(mark + 1)); k != nil; k, v = c.Next() {
+		seq := binary.BigEndian.Uint64(k)
+		var f indexFields
+		if err := json.Unmarshal(v, &f); err != nil {
+			return fmt.Errorf("decode job %s: %w", FormatID(seq), err)
+		}
+		if err := fn(seq, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // indexTail writes the index entries of every job above the watermark
 // and moves the watermark to the last job. It is idempotent (entries are
 // keys alone), so a batch may run it again. It returns the new watermark.
 func indexTail(tx *bolt.Tx) (uint64, error) {
 	mark := indexedSeq(tx)
-	if mark == ^uint64(0) {
-		return mark, nil // a version 1 file, read as it is
-	}
-	c := tx.Bucket(bucketJobs).Cursor()
 	last := mark
-	for k, v := c.Seek(seqKey(mark + 1)); k != nil; k, v = c.Next() {
-		seq := binary.BigEndian.Uint64(k)
-		var f indexFields
-		if err := json.Unmarshal(v, &f); err != nil {
-			return mark, fmt.Errorf("index job %s: %w", FormatID(seq), err)
-		}
+	err := eachTail(tx, func(seq uint64, f indexFields) error {
 		if err := putIndex(tx, seq, f.StartedAt, f.Tenant, f.App); err != nil {
-			return mark, fmt.Errorf("index job %s: %w", FormatID(seq), err)
+			return fmt.Errorf("index job %s: %w", FormatID(seq), err)
 		}
 		last = seq
+		return nil
+	})
+	if err != nil {
+		return mark, err
 	}
 	if last == mark {
 		return mark, nil

@@ -157,20 +157,12 @@ type tailJob struct {
 // readTail returns the tail's jobs with their start times, oldest first:
 // both seqs and start times grow.
 func readTail(tx *bolt.Tx) ([]tailJob, error) {
-	mark := indexedSeq(tx)
-	if mark == ^uint64(0) {
-		return nil, nil
-	}
 	var tail []tailJob
-	c := tx.Bucket(bucketJobs).Cursor()
-	for k, v := c.Seek(seqKey(mark + 1)); k != nil; k, v = c.Next() {
-		var f indexFields
-		if err := json.Unmarshal(v, &f); err != nil {
-			return nil, fmt.Errorf("decode record %x: %w", k, err)
-		}
-		tail = append(tail, tailJob{binary.BigEndian.Uint64(k), f.StartedAt})
-	}
-	return tail, nil
+	err := eachTail(tx, func(seq uint64, f indexFields) error {
+		tail = append(tail, tailJob{seq, f.StartedAt})
+		return nil
+	})
+	return tail, err
 }
 
 // bounds turns a time range into a range of sequence numbers, [lo, hi],
