@@ -110,8 +110,9 @@ func (l *Ledger) writer() {
 }
 
 // indexOp indexes the tail (see the layout in ledger.go). If it fails, the
-// next try waits for IndexBatch more jobs (or the writer to idle): a tail
-// that cannot be indexed must not cost every commit a second attempt.
+// next try waits for IndexBatch more jobs or IndexDelay, as a first try
+// does: a tail that cannot be indexed must not cost every commit a second
+// attempt.
 func (l *Ledger) indexOp() op {
 	l.tried = l.written
 	var mark uint64
