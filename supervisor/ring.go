@@ -179,8 +179,25 @@ func (r *ring) limitLocked() int64 {
 // evictLocked evicts acknowledged events, oldest first, until need more
 // bytes fit or none is left to evict; it returns the bytes freed.
 func (r *ring) evictLocked(need int64) int64 {
-	return r.evictWhileLocked(func(int64) bool { return r.bytes+r.reserved+need > r.limitLocked() })
+	return r.evictWhileLocked(r.shortOf(need))
 }
+
+// evictPastHoldsLocked is evictLocked with readers' holds passed (a
+// pump's patience with them has run out: see holdPatience).
+func (r *ring) evictPastHoldsLocked(need int64) int64 {
+	return r.evictBelow(r.takenLocked(), r.shortOf(need))
+}
+
+// shortOf is an eviction's "more" while need bytes do not fit. r.mu is
+// held while it is called.
+func (r *ring) shortOf(need int64) func(int64) bool {
+	return func(int64) bool { return r.bytes+r.reserved+need > r.limitLocked() }
+}
+
+// takenLocked is the last seq every taker but the readers' holds is done
+// with: acknowledged by clients and, for a spooled job, spooled. r.mu is
+// held.
+func (r *ring) takenLocked() uint64 { return min(r.acked, r.spooled) }
 
 // reclaim evicts up to need bytes of acknowledged events for another
 // ring's sake (the server's budget is spent); it returns the bytes freed.
@@ -188,7 +205,7 @@ func (r *ring) evictLocked(need int64) int64 {
 func (r *ring) reclaim(need int64) int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.evictBelow(min(r.acked, r.spooled), func(freed int64) bool { return freed < need })
+	return r.evictBelow(r.takenLocked(), func(freed int64) bool { return freed < need })
 }
 
 // evictWhileLocked evicts the oldest event while it is acknowledged and
@@ -196,7 +213,7 @@ func (r *ring) reclaim(need int64) int64 {
 // freed so far) holds, gives the bytes back to the budget and returns
 // them. r.mu is held.
 func (r *ring) evictWhileLocked(more func(freed int64) bool) int64 {
-	return r.evictBelow(r.holdFloorLocked(min(r.acked, r.spooled)), more)
+	return r.evictBelow(r.holdFloorLocked(r.takenLocked()), more)
 }
 
 // evictBelow evicts the oldest event while its seq is at most floor and
@@ -326,7 +343,7 @@ func (r *ring) waitRoom(stop <-chan struct{}) error {
 				continue
 			case <-patience:
 				r.mu.Lock()
-				if r.evictBelow(min(r.acked, r.spooled), func(int64) bool { return r.bytes+r.reserved+least > r.limitLocked() }) > 0 {
+				if r.evictPastHoldsLocked(least) > 0 {
 					r.room.notify() // the other pump may be waiting for the same room
 				}
 				r.mu.Unlock()
@@ -806,5 +823,5 @@ func (r *ring) holdFloorLocked(floor uint64) uint64 {
 // heldLocked reports whether only readers' holds keep the oldest event
 // from being evicted. r.mu is held.
 func (r *ring) heldLocked() bool {
-	return len(r.events) > 0 && r.events[0].Seq <= min(r.acked, r.spooled) && r.holdFloorLocked(math.MaxUint64) < r.events[0].Seq
+	return len(r.events) > 0 && r.events[0].Seq <= r.takenLocked() && r.holdFloorLocked(math.MaxUint64) < r.events[0].Seq
 }
