@@ -270,10 +270,7 @@ func (r *relay) fill(src *source) bool {
 		return false
 	}
 	if rd.n <= 0 || rd.rerr != nil {
-		putChunk(rd.bp)
-		if !rd.drop {
-			r.ring.unreserve(rd.grant)
-		}
+		r.giveBack(&rd)
 		return false
 	}
 	r.took(src, rd)
@@ -425,14 +422,20 @@ func (r *relay) readFd(fd uintptr, big bool, carry []byte) readResult {
 	}
 	rd.drained = rd.n < room-rd.carry
 	if errors.Is(rd.rerr, syscall.EAGAIN) {
-		putChunk(rd.bp)
+		r.giveBack(&rd)
 		rd.bp = nil
-		if !rd.drop {
-			r.ring.unreserve(rd.grant)
-		}
 		rd.again = true
 	}
 	return rd
+}
+
+// giveBack returns a read that took nothing: its buffer to the pool and
+// its reservation to the ring.
+func (r *relay) giveBack(rd *readResult) {
+	putChunk(rd.bp)
+	if !rd.drop {
+		r.ring.unreserve(rd.grant)
+	}
 }
 
 // allowed returns how many of the n bytes just counted may still go to the
