@@ -206,10 +206,13 @@ func (j *Job) attachCheckLocked(o AttachOptions) (after uint64, err error) {
 	switch {
 	case j.released:
 		return 0, fmt.Errorf("%w: %s", ErrNoJob, j.ID)
-	case o.Watch && len(j.watchers)+j.readers >= MaxWatchers:
-		return 0, fmt.Errorf("%w (%d)", ErrTooManyWatchers, MaxWatchers)
 	case !o.Watch && (j.abandoned || !j.sup.Accepting()):
 		return 0, fmt.Errorf("%w: %s", ErrJobEnding, j.ID)
+	}
+	if o.Watch {
+		if err := j.watchersFullLocked(); err != nil {
+			return 0, err
+		}
 	}
 	after = o.After
 	_, _, last, acked := j.ring.held()
@@ -622,8 +625,8 @@ func (j *Job) CancelByTenant() error {
 func (j *Job) AddReader() (done func(), err error) {
 	j.amu.Lock()
 	defer j.amu.Unlock()
-	if len(j.watchers)+j.readers >= MaxWatchers {
-		return nil, fmt.Errorf("%w (%d)", ErrTooManyWatchers, MaxWatchers)
+	if err := j.watchersFullLocked(); err != nil {
+		return nil, err
 	}
 	j.readers++
 	return sync.OnceFunc(func() {
@@ -631,6 +634,15 @@ func (j *Job) AddReader() (done func(), err error) {
 		j.readers--
 		j.amu.Unlock()
 	}), nil
+}
+
+// watchersFullLocked is ErrTooManyWatchers when the job's watchers and
+// other readers together are MaxWatchers; j.amu is held.
+func (j *Job) watchersFullLocked() error {
+	if len(j.watchers)+j.readers >= MaxWatchers {
+		return fmt.Errorf("%w (%d)", ErrTooManyWatchers, MaxWatchers)
+	}
+	return nil
 }
 
 // EventHold keeps a reader's events in a batch job's ring for it (see
