@@ -555,16 +555,23 @@ func TestRingFillMeanwhile(t *testing.T) {
 		grant, _ := rg.tryReserve(1)
 		rg.commit(Stdout, []byte("x"), nil, grant) // the pump's, meanwhile
 	})
+	mustNext(t, rg, 1, 1, "x") // the event the pump put in
+}
+
+// mustNext takes the event after want-1 from rg, waiting up to 5 s, and
+// checks its seq and data.
+func mustNext(t *testing.T, rg *ring, want, wantSeq uint64, wantData string) {
+	t.Helper()
 	stop := make(chan struct{})
 	timer := time.AfterFunc(5*time.Second, func() { close(stop) })
 	defer timer.Stop()
-	ev, err := rg.next(1, stop)
+	ev, err := rg.next(want, stop)
 	if err != nil {
-		t.Fatalf("next: %v, want the event the pump put in", err)
+		t.Fatalf("next(%d): %v, want event %d", want, err, wantSeq)
 	}
 	defer ev.Release()
-	if ev.Seq != 1 || string(ev.Data) != "x" {
-		t.Errorf("got seq %d %q, want 1 \"x\"", ev.Seq, ev.Data)
+	if ev.Seq != wantSeq || string(ev.Data) != wantData {
+		t.Fatalf("next(%d): seq %d %q, want %d %q", want, ev.Seq, ev.Data, wantSeq, wantData)
 	}
 }
 
@@ -592,15 +599,5 @@ func TestRingNextAllEvicted(t *testing.T) {
 		t.Fatalf("next(1) of an empty ring: %v, want it to wait (stopped)", err)
 	}
 	go put("c")
-	wait := make(chan struct{})
-	timer := time.AfterFunc(5*time.Second, func() { close(wait) })
-	defer timer.Stop()
-	ev, err := rg.next(1, wait)
-	if err != nil {
-		t.Fatalf("next(1): %v, want event 3", err)
-	}
-	defer ev.Release()
-	if ev.Seq != 3 || string(ev.Data) != "c" {
-		t.Fatalf("got seq %d %q, want 3 \"c\" (1 and 2 evicted)", ev.Seq, ev.Data)
-	}
+	mustNext(t, rg, 1, 3, "c") // 1 and 2 evicted
 }
