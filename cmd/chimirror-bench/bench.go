@@ -886,7 +886,7 @@ var (
 
 func (s *benchServer) dial(app string, protos ...string) (*websocket.Conn, error) {
 	d := plainDialer
-	if app == "lines" || app == "zero" || app == "zero-spooled" || app == "sink" {
+	if app == "lines" || app == "lines-spooled" || app == "zero" || app == "zero-spooled" || app == "sink" {
 		d = bulkDialer
 	}
 	d.Subprotocols = protos

@@ -352,10 +352,8 @@ func parseV1Output(obj []byte) (name string, seq uint64, n int, err error) {
 // the server's close, and returns lines per second from the dial to the
 // exit event.
 func (s *benchServer) v1Lines(app string, n int) (float64, error) {
-	d := bulkDialer
-	d.Subprotocols = []string{protoV1}
 	start := time.Now()
-	ws, _, err := d.Dial("ws://"+s.addr+"/apps/"+app, nil)
+	ws, err := s.dial(app, protoV1)
 	if err != nil {
 		return 0, fmt.Errorf("dial %s: %w", app, err)
 	}
