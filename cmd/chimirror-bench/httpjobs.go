@@ -191,18 +191,19 @@ type outputTally struct {
 }
 
 // add checks that obj, a chimirror.v1 object, is the event after t.last,
-// and counts it; it reports whether it is the exit.
-func (t *outputTally) add(obj []byte) (exit bool, err error) {
+// and counts it; it returns the event's name without its slash ("stdout",
+// "stderr", "exit").
+func (t *outputTally) add(obj []byte) (name string, err error) {
 	name, seq, n, err := parseV1Output(obj)
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	if seq != t.last+1 {
-		return false, fmt.Errorf("event %s seq %d after seq %d", name, seq, t.last)
+		return "", fmt.Errorf("event %s seq %d after seq %d", name, seq, t.last)
 	}
 	t.last = seq
 	t.payload += int64(n)
-	return name == "exit", nil
+	return name, nil
 }
 
 // readSSE reads a Server-Sent Events stream of a job's events to its exit
@@ -247,10 +248,12 @@ func readSSE(r io.Reader) (outputTally, error) {
 			if exited {
 				return t, fmt.Errorf("event %s after the exit", name)
 			}
-			if exited, err = t.add(value); err != nil {
+			got, err := t.add(value)
+			if err != nil {
 				return t, err
 			}
-			if id != t.last || "/"+name != eventName(value) {
+			exited = got == "exit"
+			if id != t.last || name != got {
 				return t, fmt.Errorf("SSE event %s id %d carries %.80s", name, id, value)
 			}
 		default:
@@ -379,11 +382,11 @@ func (s *benchServer) v1Lines(app string, n int) (float64, error) {
 		if took != 0 {
 			return 0, fmt.Errorf("%s: event after the exit: %.80q", app, buf.Bytes())
 		}
-		exit, err := t.add(buf.Bytes())
+		name, err := t.add(buf.Bytes())
 		if err != nil {
 			return 0, fmt.Errorf("%s: %w", app, err)
 		}
-		if exit {
+		if name == "exit" {
 			took = time.Since(start)
 		}
 	}
