@@ -653,12 +653,13 @@ type EventHold struct{ h *ringHold }
 // reader of Events, within a bounded wait (see ringHold), so that a
 // reader that keeps up does not fall behind to the spool. Only a batch
 // job's ring is held: an interactive job's readers are watchers, which
-// never slow their job. The hold of a job of another kind does nothing.
+// never slow their job. The hold of a job of another kind does nothing,
+// as does one past MaxWatchers holds (readers are bounded so: AddReader).
 func (j *Job) HoldEvents(after uint64) *EventHold {
 	if !j.App.RunsBatch() {
 		return &EventHold{}
 	}
-	return &EventHold{h: j.ring.hold(after)}
+	return &EventHold{h: j.ring.hold(after, MaxWatchers)}
 }
 
 // Move says the reader has taken every event up to seq.

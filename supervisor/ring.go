@@ -779,11 +779,14 @@ type ringHold struct {
 }
 
 // hold adds a reader's hold, the reader having taken every event up to
-// after.
-func (r *ring) hold(after uint64) *ringHold {
+// after; nil (no hold) when the ring has most holds already.
+func (r *ring) hold(after uint64, most int) *ringHold {
 	h := &ringHold{r: r, seq: after}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(r.holds) >= most {
+		return nil
+	}
 	if r.holds == nil {
 		r.holds = make(map[*ringHold]struct{})
 	}

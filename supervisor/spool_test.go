@@ -492,7 +492,10 @@ func TestRing_ReaderHolds(t *testing.T) {
 	}
 	r := newRing(newBudget(1<<20), capBytes)
 	t.Cleanup(r.close)
-	h := r.hold(0)
+	if r.hold(0, 0) != nil {
+		t.Fatal("a ring took a hold past its most")
+	}
+	h := r.hold(0, 1)
 	n := fill(r)
 	if n == 0 || n == 10 || fill(r) != 0 {
 		t.Fatalf("a ring held at 0 took %d events, then more", n)
