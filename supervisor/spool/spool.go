@@ -96,9 +96,9 @@ type Writer struct {
 	closed bool
 	small  [eventHeaderBytes + smallEventBytes]byte // header and a small payload, written at once
 
-	off           int64 // bytes in the file
-	behind        int64 // the end of the windows already handed to writeBehind
-	noWriteBehind bool  // writeBehind's hints are not taken here
+	off    int64          // bytes in the file
+	behind int64          // the end of the windows already handed to wb
+	wb     *writeBehinder // nil once its hints are not taken here, or the spool is closed
 }
 
 // smallEventBytes is the payload an event written with one write(2)
@@ -128,7 +128,7 @@ func Create(dir, id string) (_ *Writer, retErr error) {
 	if err := syncDir(dir); err != nil {
 		return nil, err
 	}
-	return &Writer{path: path, f: f, off: int64(len(Magic))}, nil
+	return &Writer{path: path, f: f, off: int64(len(Magic)), wb: newWriteBehinder(f)}, nil
 }
 
 // syncDir makes dir's entries durable.
@@ -197,18 +197,28 @@ func (w *Writer) event(k Kind, seq uint64, p []byte) error {
 	}
 	w.seq = seq
 	w.off += int64(eventHeaderBytes + len(p))
-	for !w.noWriteBehind && w.off-w.behind >= writeBehindWindowBytes {
-		err := writeBehind(w.f, w.behind, writeBehindWindowBytes)
-		if errors.Is(err, errNoWriteBehind) {
-			w.noWriteBehind = true // the hints are not taken here: the page cache keeps it
-			break
+	for w.wb != nil && w.off-w.behind >= writeBehindWindowBytes {
+		err := w.wb.push(w.behind)
+		if errors.Is(err, errNoWriteBehind) { // the hints are not taken here: the page cache keeps it
+			return w.stopWriteBehind()
 		}
 		if err != nil {
-			return fmt.Errorf("write back: %w", err)
+			return err
 		}
 		w.behind += writeBehindWindowBytes
 	}
 	return nil
+}
+
+// stopWriteBehind ends the write-behind, if it runs, and returns the
+// first I/O error of its windows' writeback; w.mu is held.
+func (w *Writer) stopWriteBehind() error {
+	if w.wb == nil {
+		return nil
+	}
+	err := w.wb.stop()
+	w.wb = nil
+	return err
 }
 
 // errNoWriteBehind is writeBehind's error where the file system does not
@@ -217,17 +227,17 @@ var errNoWriteBehind = errors.New("write-behind not supported")
 
 // writeBehindWindowBytes is the write-behind's window. A spool is written
 // once and read rarely, so the page cache holds little of it: as each
-// window fills, the writer starts writing it to disk and drops the one
-// before from the cache, once it is written (writeBehind; Linux only).
-// A spooling job thus keeps at most two windows dirty or cached, however
-// much it writes: its output neither fills the host's memory with dirty
-// pages (whose writeback would stall every other writer of the disk, the
-// ledger's fsyncs among them) nor evicts its neighbours' cache, and the
-// memory it writes through is the same few pages over and over, which
-// costs the writer far less than fresh page-cache pages (measured: 0.4 s
-// of system time for 2 GiB against 2.5–4.5 s without it, on the bench
-// machine). The cost is that a reader more than a window or two behind
-// the writer reads from disk.
+// window fills, the writer starts writing it to disk, and the write-behind
+// goroutine (writeBehinder) drops it from the cache once it is written
+// (Linux only). A spooling job thus keeps at most writeBehindLagWindows+2
+// windows (32 MiB) dirty or cached, however much it writes: its output
+// neither fills the host's memory with dirty pages (whose writeback would
+// stall every other writer of the disk, the ledger's fsyncs among them)
+// nor evicts its neighbours' cache, and the memory it writes through is
+// the same few pages over and over, which costs the writer far less than
+// fresh page-cache pages (measured: 0.4 s of system time for 2 GiB against
+// 2.5–4.5 s without it, on the bench machine). The cost is that a reader
+// more than a few windows behind the writer reads from disk.
 const writeBehindWindowBytes = 8 << 20
 
 // Close appends the exit event numbered seq (none when e is nil; seq is
@@ -249,6 +259,9 @@ func (w *Writer) Close(seq uint64, e *Exit) error {
 		err = w.appendLocked(KindExit, seq, b)
 	}
 	w.closed = true
+	if werr := w.stopWriteBehind(); werr != nil && err == nil {
+		err = fmt.Errorf("write spool %s: %w", w.path, werr)
+	}
 	if serr := w.f.Sync(); serr != nil && err == nil {
 		err = fmt.Errorf("sync spool %s: %w", w.path, serr)
 	}
