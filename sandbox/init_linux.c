@@ -10,8 +10,9 @@
 // Its life: block every signal; read the prepare message from fd 3 and set
 // the sandbox up (lo, a cgroup namespace, the job's root from the view's
 // mount steps, rlimits, no_new_privs, bounding set, not dumpable); fork the
-// target, which takes the policy's ids, a fresh session keyring, emptied
-// user keyrings and the seccomp filter, and waits; say "prepared"; wait
+// target, which takes the policy's ids, a session keyring (a fresh one, or
+// its template's closed one; see shared_session_keyring), emptied user
+// keyrings and the seccomp filter, and waits; say "prepared"; wait
 // for the job message; set the hostname and hand the job to the target,
 // which execs; drop its own capabilities to CAP_KILL; say "ok"; then, as
 // PID 1, take signals with
@@ -535,6 +536,16 @@ static void read_filter(struct msg *m) {
 // clear_user_keyrings: see ClearUserKeyrings in init_linux.go.
 static int clear_user_keyrings;
 
+// shared_session_keyring: this init was cloned from a template's holder,
+// whose session keyring (made in hold) is a new one, empty and closed to
+// its possessors, that every job from the template keeps unless it may use
+// keyrings. A job that cannot reach a keyring (its filter refuses add_key,
+// keyctl and request_key) then creates and frees no key: each key freed
+// starts the kernel's key garbage collector, which walks every key on the
+// host (measured here: 0.5 ms of a kworker per job with 7,700 keys on the
+// host, 3.2 ms with 27,700).
+static int shared_session_keyring;
+
 // prepare is everything that does not depend on the job; see prepare in
 // init_linux.go, which is the same for builds without cgo.
 static void prepare(struct msg *m, uid_t *uid, gid_t *gid) {
@@ -637,8 +648,9 @@ static struct target prepare_target(uid_t uid, gid_t gid) {
 		if (setgid(gid) < 0) report_fail(rep, "setgid");
 		if (setuid(uid) < 0) report_fail(rep, "setuid");
 		umask(022);
-		// Keyrings: a new session keyring of our own, and, where the job
-		// may use keyrings, uid's user keyrings and persistent keyring
+		// Keyrings: a new session keyring of our own (or the template's
+		// closed one, for a job that cannot reach a keyring), and, where
+		// the job may use keyrings, uid's user keyrings and persistent keyring
 		// emptied, which the kernel keeps after the job (the persistent
 		// one for days): an earlier job with this uid must not hand its
 		// keys on. (Touching them creates them.) The persistent keyring
@@ -650,7 +662,7 @@ static struct target prepare_target(uid_t uid, gid_t gid) {
 			if (pk < 0 && errno != ENOSYS && errno != EOPNOTSUPP) report_fail(rep, "persistent keyring");
 			if (pk >= 0 && syscall(SYS_keyctl, KEYCTL_CLEAR, pk) < 0) report_fail(rep, "persistent keyring");
 		}
-		if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 && errno != ENOSYS) report_fail(rep, "keyrings");
+		if ((clear_user_keyrings || !shared_session_keyring) && syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 && errno != ENOSYS) report_fail(rep, "keyrings");
 		if (filter_len > 0) {
 			struct sock_fprog prog = {.len = filter_len, .filter = filter};
 			if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, filter_flags, &prog) < 0) report_fail(rep, "seccomp");
@@ -947,6 +959,20 @@ __attribute__((noreturn)) static void hold(void) {
 	}
 	build_root(&m);
 	free(m.buf);
+	// The session keyring the inits we clone keep (see
+	// shared_session_keyring): a new one, not the server's, with no
+	// permission for anyone, so that not even its possessors may view,
+	// search, add to or link it, and a kernel request_key on a job's
+	// behalf, which would link its key into it, is refused. (No keyrings
+	// in this kernel: nothing to share.)
+	if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0) {
+		if (errno != ENOSYS) {
+			failf("session keyring: %s", strerror(errno));
+		}
+	} else if (syscall(SYS_keyctl, KEYCTL_SETPERM, KEY_SPEC_SESSION_KEYRING, 0) < 0) {
+		failf("session keyring: set permissions: %s", strerror(errno));
+	}
+	shared_session_keyring = 1;
 	// Not dumpable: no one but root may look into the holder.
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
 		failf("not dumpable: %s", strerror(errno));

@@ -48,7 +48,10 @@ import (
 //	                                          not dumpable;
 //	                                          C init: fork the target now:
 //	                                            setsid, ids, fresh session
-//	                                            keyring, user keyrings
+//	                                            keyring (from a template,
+//	                                            for a job its filter keeps
+//	                                            from keyrings: the holder's
+//	                                            closed one), user keyrings
 //	                                            cleared, seccomp; it waits
 //	read "prepared" or "error: …" ◄────────── reply; wait for the job
 //	   … an initiator may wait in a pool here (cold part done); a job

@@ -442,3 +442,61 @@ func templateTestBase(t *testing.T) string {
 	t.Skip("no directory outside /tmp, /var/tmp, /run and /dev/shm for the test's files")
 	return ""
 }
+
+// Ensure a job from a template whose filter keeps it from keyrings owns
+// no key while it runs: it keeps the holder's closed session keyring
+// rather than making one, whose freeing at its end would start the
+// kernel's key garbage collector, a walk over every key on the host. A
+// job whose filter lets it use keyrings still gets a session keyring of
+// its own (conformance: "the job's session keyring is its own").
+func TestTemplate_NoKeyPerJob(t *testing.T) {
+	requireTemplates(t)
+	r := newTestRunner(t)
+	spec := templateSpec(t, templateView(t), `echo ready; read x`)
+	uid := spec.Isolation.UID
+	before, err := keysOf(uid)
+	if err != nil {
+		t.Skipf("no keyrings to count: %v", err)
+	}
+	p, err := r.Start(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readUntilReady(t, p)
+	during, err := keysOf(uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.CloseStdin(); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, p)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if holderOf(r, spec) == nil {
+		t.Fatal("the job's view has no template")
+	}
+	if during != before {
+		t.Errorf("uid %d owned %d keys before its job and %d while it ran: the job made a key", uid, before, during)
+	}
+}
+
+// keysOf is how many keys uid owns (/proc/key-users; 0 when it has none).
+func keysOf(uid uint32) (int, error) {
+	b, err := os.ReadFile("/proc/key-users")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 3 && f[0] == fmt.Sprintf("%d:", uid) {
+			var n int
+			if _, err := fmt.Sscanf(f[2], "%d/", &n); err != nil {
+				return 0, fmt.Errorf("/proc/key-users: %q: %w", l, err)
+			}
+			return n, nil
+		}
+	}
+	return 0, nil
+}
