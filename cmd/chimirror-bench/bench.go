@@ -166,7 +166,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "bench: %-38s %s (floor %s)\n", r.figure, r.value, r.floor)
 	}
 	var wsf *wsFloor
-	if want["setup"] || want["echo"] || want["reattach"] || want["longpoll"] {
+	if want["setup"] || want["echo"] || want["reattach"] || want["longpoll"] || want["sandbox"] {
 		if wsf, err = startWSFloor(); err != nil {
 			return err
 		}
@@ -305,7 +305,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		// not asked for
 	} else if boxErr != nil {
 		add(benchRow{"sandboxed session setup", "not measured: " + boxErr.Error(), "–", "≥ 700/s at 16, p50 ≤ 3 ms"})
-	} else if err := sandboxRows(server, o, add); err != nil {
+	} else if err := sandboxRows(server, o, wsf, add); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "| Figure | chimirror | Floor (same run) | Target |")
@@ -316,8 +316,10 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// sandboxRows measures the sandboxed figures on a server of their own.
-func sandboxRows(server string, o benchOpts, add func(benchRow)) error {
+// sandboxRows measures the sandboxed figures on a server of their own,
+// beside wsf, the minimal WebSocket server (sandbox off), whose rate and
+// latency in the same run are issue 17's yardstick.
+func sandboxRows(server string, o benchOpts, wsf *wsFloor, add func(benchRow)) error {
 	boxed, err := startBenchServer(server, o, "on")
 	if err != nil {
 		return err
@@ -328,14 +330,35 @@ func sandboxRows(server string, o benchOpts, add func(benchRow)) error {
 		if err != nil {
 			return fmt.Errorf("sandbox floor: %w", err)
 		}
-		ours, lat, err := rate(o.setupN, par, func() error { return boxed.sessionEcho() })
+		var ours, bare float64
+		var lat, blat []time.Duration
+		cpu, err := cpuPer(hostCPU, o.setupN, func() (err error) {
+			ours, lat, err = rate(o.setupN, par, func() error { return boxed.sessionEcho() })
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("sandboxed session setup: %w", err)
 		}
+		bcpu, err := cpuPer(hostCPU, o.setupN, func() (err error) {
+			bare, blat, err = rate(o.setupN, par, func() error { return sessionEcho(wsf.url) })
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("minimal WebSocket server: %w", err)
+		}
+		p50, bp50 := lat[len(lat)/2], blat[len(blat)/2]
 		add(benchRow{fmt.Sprintf("sandboxed session setup, %d at a time", par),
-			fmt.Sprintf("%.0f/s (%.2f× floor); p50 %s, p99 %s", ours, ours/floor, ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100])),
+			fmt.Sprintf("%.0f/s (%.2f× floor); p50 %s, p99 %s", ours, ours/floor, ms(p50), ms(lat[len(lat)*99/100])),
 			fmt.Sprintf("%.0f/s bare clone with the same namespaces into a fresh cgroup, exec cat + echo; p50 %s, p99 %s", floor, ms(flat[len(flat)/2]), ms(flat[len(flat)*99/100])),
 			"≥ 700/s at 16, p50 ≤ 3 ms"})
+		target := "≥ 0.5× its rate"
+		if par == 1 {
+			target = "p50 ≤ 2× its p50"
+		}
+		add(benchRow{fmt.Sprintf("  sandboxed against the minimal server, %d at a time", par),
+			fmt.Sprintf("%.2f× its rate, p50 %.2f× its p50; host CPU %s/session", ours/bare, float64(p50)/float64(bp50), cpu),
+			fmt.Sprintf("minimal WebSocket server (no sandbox) in turns: %.0f/s, p50 %s; host CPU %s/session", bare, ms(bp50), bcpu),
+			target})
 	}
 	// What the seccomp filter costs: a session with and without it,
 	// in turns so that both see the same machine; and a syscall.
@@ -419,11 +442,17 @@ func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/floa
 // returns the server's own CPU time per session as text ("?" where it
 // cannot be read: then only the rates are figures).
 func serverCPU(pid, n int, f func() error) (string, error) {
-	c0, err0 := processCPU(pid)
+	return cpuPer(func() (time.Duration, error) { return processCPU(pid) }, n, f)
+}
+
+// cpuPer runs f, n sessions, and returns what clock counted over it per
+// session ("?" when it cannot be read).
+func cpuPer(clock func() (time.Duration, error), n int, f func() error) (string, error) {
+	c0, err0 := clock()
 	if err := f(); err != nil {
 		return "", err
 	}
-	c1, err1 := processCPU(pid)
+	c1, err1 := clock()
 	if err0 != nil || err1 != nil || n <= 0 {
 		return "?", nil
 	}

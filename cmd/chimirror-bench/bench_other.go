@@ -20,3 +20,6 @@ func cmdGetppidLoop([]string, io.Writer) error { return errors.ErrUnsupported }
 
 // processCPU: read from /proc, Linux only.
 func processCPU(int) (time.Duration, error) { return 0, errors.ErrUnsupported }
+
+// hostCPU: read from /proc, Linux only.
+func hostCPU() (time.Duration, error) { return 0, errors.ErrUnsupported }
