@@ -46,21 +46,19 @@ import (
 //	                                          rlimits, no_new_privs,
 //	                                          bounding set (CAP_KILL only),
 //	                                          not dumpable;
-//	                                          C init: fork the target now:
-//	                                            setsid, ids, fresh session
-//	                                            keyring (from a template,
-//	                                            for a job its filter keeps
-//	                                            from keyrings: the holder's
-//	                                            closed one), user keyrings
-//	                                            cleared, seccomp; it waits
 //	read "prepared" or "error: …" ◄────────── reply; wait for the job
 //	   … an initiator may wait in a pool here (cold part done); a job
 //	   started at once (Runner.Start) sends the job message right after
 //	   the prepare message instead, for the init to find it waiting …
 //	send "job" message ─────────────────────► hostname = job ID
-//	                                          C: hand the job to the target,
-//	                                            which chdirs and execs;
-//	                                          Go: fork it as above, exec
+//	                                          start the target (C: vfork-
+//	                                            style, spawn_target): setsid,
+//	                                            ids, fresh session keyring
+//	                                            (from a template, for a job
+//	                                            its filter keeps from
+//	                                            keyrings: the holder's
+//	                                            closed one), user keyrings
+//	                                            cleared, seccomp, chdir, exec
 //	                                          drop own caps to CAP_KILL
 //	read "ok" or "error: …" ◄──────────────── reply; close 0, 1, 2 and 3
 //	close sync socket (3 fds remain)          PID 1: reap all, forward signals
