@@ -605,6 +605,18 @@ static void prepare(struct msg *m, uid_t *uid, gid_t *gid) {
 	}
 }
 
+// The id calls with 32-bit ids: on i386 and 32-bit ARM the plain numbers
+// are the old 16-bit calls, which would cut a uid above 65535 short.
+#ifdef SYS_setresuid32
+#define SYS_SETGROUPS SYS_setgroups32
+#define SYS_SETRESGID SYS_setresgid32
+#define SYS_SETRESUID SYS_setresuid32
+#else
+#define SYS_SETGROUPS SYS_setgroups
+#define SYS_SETRESGID SYS_setresgid
+#define SYS_SETRESUID SYS_setresuid
+#endif
+
 // The target is started when the job comes, with vfork's sharing
 // (CLONE_VM|CLONE_VFORK: no copy of the init's memory, and the init waits
 // until it has exec'd or failed): it takes the job's ids, a session of its
@@ -616,10 +628,11 @@ static void prepare(struct msg *m, uid_t *uid, gid_t *gid) {
 // it: chdir and rt_sigprocmask (and write and exit_group, to report a
 // failure).
 //
-// The target shares the init's memory until its exec, and the init is
-// stopped meanwhile: it only makes system calls (raw ones where the C
-// library's wrapper would keep state, as setuid's does), writes only its
-// own stack and errno, and ends with execve or _exit.
+// The target shares the init's memory until its exec (unless a fork must
+// be taken instead: see shareable), and the init is stopped meanwhile: it
+// only makes system calls (raw ones where the C library's wrapper would
+// keep state, as setuid's does), writes only its own stack and errno, and
+// ends with execve or _exit.
 struct spawn {
 	uid_t uid;
 	gid_t gid;
@@ -643,9 +656,14 @@ static int target_main(void *arg) {
 	const struct spawn *s = arg;
 	int rep = s->report;
 	if (setsid() < 0) report_fail(rep, "setsid");
-	if (syscall(SYS_setgroups, 0, NULL) < 0) report_fail(rep, "setgroups");
-	if (syscall(SYS_setresgid, s->gid, s->gid, s->gid) < 0) report_fail(rep, "setgid");
-	if (syscall(SYS_setresuid, s->uid, s->uid, s->uid) < 0) report_fail(rep, "setuid");
+	if (syscall(SYS_SETGROUPS, 0, NULL) < 0) report_fail(rep, "setgroups");
+	if (syscall(SYS_SETRESGID, s->gid, s->gid, s->gid) < 0) report_fail(rep, "setgid");
+	if (syscall(SYS_SETRESUID, s->uid, s->uid, s->uid) < 0) report_fail(rep, "setuid");
+	// The uid change made the memory we share with the init as dumpable as
+	// fs.suid_dumpable says: not dumpable again, at once (spawn_target
+	// takes a fork instead where that sysctl would let the job's uid trace
+	// us before this line).
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) report_fail(rep, "not dumpable");
 	umask(022);
 	// Keyrings: a new session keyring of our own (or the template's closed
 	// one, for a job that cannot reach a keyring), and, where the job may
@@ -679,6 +697,23 @@ static int target_main(void *arg) {
 // every CPU the target ran on), only the few pages it touches.
 static char target_stack[64 << 10] __attribute__((aligned(16)));
 
+// shareable reports whether the target may share the init's memory until
+// its exec: not where fs.suid_dumpable is 1 ("debug"), under which its
+// uid change leaves the shared memory traceable by any process of the
+// job's uid until the target makes it not dumpable again, a few
+// instructions later; a fork then gives the target a copy of its own.
+// (0 and 2 keep it out of reach. Unreadable: taken for 1.)
+static int shareable(void) {
+	char b[8] = "";
+	int fd = open("/proc/sys/fs/suid_dumpable", O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		return 0;
+	}
+	ssize_t n = read(fd, b, sizeof b - 1);
+	close(fd);
+	return n > 0 && b[0] != '1';
+}
+
 // spawn_target starts the job's program as s says and returns its pid once
 // it has exec'd; a failure ends the init with the target's report.
 static pid_t spawn_target(struct spawn *s) {
@@ -687,7 +722,8 @@ static pid_t spawn_target(struct spawn *s) {
 		failf("start %s: pipe: %s", s->path, strerror(errno));
 	}
 	s->report = ep[1];
-	pid_t pid = clone(target_main, target_stack + sizeof target_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, s);
+	int flags = shareable() ? CLONE_VM | CLONE_VFORK : 0;
+	pid_t pid = clone(target_main, target_stack + sizeof target_stack, flags | SIGCHLD, s);
 	int cerr = errno;
 	close(ep[1]);
 	if (pid < 0) {
@@ -789,6 +825,11 @@ __attribute__((noreturn)) static void run_init(void) {
 		failf("set hostname: %s", strerror(errno));
 	}
 	pid_t pid = spawn_target(&s);
+	// Our memory's dumpable flag went with the target's uid change (shared
+	// memory) and back: say not dumpable ourselves, whatever it says now.
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
+		failf("not dumpable: %s", strerror(errno));
+	}
 	// Only the target holds the job's streams now, so its EOF is theirs.
 	close(0);
 	close(1);

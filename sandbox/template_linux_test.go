@@ -503,3 +503,36 @@ func keysOf(uid uint32) (int, error) {
 	}
 	return 0, nil
 }
+
+// Ensure a job starts as it should where fs.suid_dumpable is 1, under
+// which the init starts its target with a fork rather than sharing its
+// memory (shareable in init_linux.c): the job has its ids, and its init
+// holds nothing but CAP_KILL.
+func TestTemplate_ForkWhereDumpable(t *testing.T) {
+	requireTemplates(t)
+	const sysctl = "/proc/sys/fs/suid_dumpable"
+	was, err := os.ReadFile(sysctl)
+	if err != nil {
+		t.Skipf("cannot read %s: %v", sysctl, err)
+	}
+	if err := os.WriteFile(sysctl, []byte("1"), 0o644); err != nil {
+		t.Skipf("cannot set %s: %v", sysctl, err)
+	}
+	t.Cleanup(func() {
+		if err := os.WriteFile(sysctl, was, 0o644); err != nil {
+			t.Errorf("restore %s: %v", sysctl, err)
+		}
+	})
+	r := newTestRunner(t)
+	spec := templateSpec(t, templateView(t), `echo "ids $(id -u) $(id -g)"; grep -E '^CapEff' /proc/1/status`)
+	out := runJob(t, r, spec)
+	if holderOf(r, spec) == nil {
+		t.Fatal("the job's view has no template")
+	}
+	if got, want := field(out, "ids "), fmt.Sprintf("%d %d", spec.Isolation.UID, spec.Isolation.GID); got != want {
+		t.Errorf("ids %q, want %q\n%s", got, want, out)
+	}
+	if !strings.Contains(out, "CapEff:\t0000000000000020") {
+		t.Errorf("the init's capabilities:\n%s", out)
+	}
+}

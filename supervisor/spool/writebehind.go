@@ -88,7 +88,10 @@ func (b *writeBehinder) push(off int64) error {
 		return errNoWriteBehind
 	}
 	if err := startWriteBehind(b.f, off, writeBehindWindowBytes); err != nil {
-		return err
+		if errors.Is(err, errNoWriteBehind) {
+			return err
+		}
+		return fmt.Errorf("write back: %w", err)
 	}
 	b.todo <- off
 	return nil
