@@ -316,9 +316,9 @@ func (a *attachment) deliver(ev Event, want uint64) error {
 			j.log.Debug("flush client", "err", err)
 		}
 		a.outBeforeEnd.Store(c.MessagesOut())
-		j.inputMu.Lock() // an answer under way goes first
+		j.answerMu.Lock() // an answer under way goes first
 		err := c.Finish(ev)
-		j.inputMu.Unlock()
+		j.answerMu.Unlock()
 		if err != nil {
 			j.log.Debug("finish client", "err", err)
 			return err

@@ -58,9 +58,15 @@ type Job struct {
 	messagesOut                                      atomic.Int64 // of attached clients gone
 	lastIO                                           atomic.Int64 // unix ns of the last byte either way
 
-	// inputMu is held while one client input is applied and answered, so
-	// the job's end is never reported before an answer the client awaits.
+	// inputMu is held while a stdin write or close is applied and
+	// answered: they apply one at a time, in the order they come. A
+	// signal does not take it, so that it is not held behind stdin the
+	// program does not read.
 	inputMu sync.Mutex
+	// answerMu is held for reading while any client input is applied and
+	// answered, and for writing while a client is given the job's end: the
+	// end is never reported before an answer the client awaits.
+	answerMu sync.RWMutex
 	// stdinMu is held across a stdin write and its count (writeStdin), and
 	// by finish while it takes the counters: bytes the program may have
 	// read, and exited on, are never left out of the final record.
@@ -289,8 +295,12 @@ func describeClientErr(err error) string {
 func (j *Job) apply(in Input) {
 	j.messagesIn.Add(1)
 	j.lastIO.Store(time.Now().UnixNano())
-	j.inputMu.Lock()
-	defer j.inputMu.Unlock()
+	j.answerMu.RLock()
+	defer j.answerMu.RUnlock()
+	if in.Kind != InputSignal {
+		j.inputMu.Lock()
+		defer j.inputMu.Unlock()
+	}
 	var herr error
 	switch in.Kind {
 	case InputStdin:

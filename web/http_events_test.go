@@ -610,3 +610,80 @@ func TestHTTPReadersCapped(t *testing.T) {
 		return code == http.StatusOK
 	})
 }
+
+// Ensure a signal is not held behind stdin the program does not read: an
+// operator's interrupt reaches a job whose stdin pipe is full, as Ctrl-C
+// reaches a program whatever was typed ahead.
+func TestHTTPSignalOvertakesFullStdin(t *testing.T) {
+	t.Parallel()
+	cfg := supervisor.Config{SpoolDir: t.TempDir(), Apps: []supervisor.App{
+		batchApp("n", `trap 'echo usr1' USR1; echo ready; while :; do sleep 0.05; done`),
+	}, Tenants: []supervisor.Tenant{tenant("alice", aliceToken, 0)}}
+	s := startServer(t, cfg, Options{})
+	id, resume := s.submitOpen("n", aliceToken)
+	rh := http.Header{headerResume: {resume}}
+	st, _ := s.openSSE(id, aliceToken, resume, nil)
+	if ev, err := st.next(); err != nil || !strings.Contains(ev.Data, "ready") {
+		t.Fatalf("first event %+v, %v", ev, err)
+	}
+	// 8 MiB for a pipe of at most 1 MiB that nobody reads: the write waits.
+	stdinDone := make(chan error, 1)
+	go func() {
+		req, err := http.NewRequest(http.MethodPost, s.httpBase()+"/jobs/"+id+"/stdin", bytes.NewReader(make([]byte, 8<<20)))
+		if err != nil {
+			stdinDone <- err
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+aliceToken)
+		req.Header.Set(headerResume, resume)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		stdinDone <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the stdin write is waiting on the full pipe
+	signal := make(chan int, 1)
+	go func() {
+		req, err := http.NewRequest(http.MethodPost, s.httpBase()+"/jobs/"+id+"/signal?signal=USR1", nil)
+		if err != nil {
+			signal <- -1
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+aliceToken)
+		req.Header.Set(headerResume, resume)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			signal <- -1
+			return
+		}
+		resp.Body.Close()
+		signal <- resp.StatusCode
+	}()
+	select {
+	case code := <-signal:
+		if code != http.StatusNoContent {
+			t.Fatalf("signal: %d, want 204", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the signal waited 5 s behind a stdin write the program never reads")
+	}
+	for {
+		ev, err := st.next()
+		if err != nil || ev.Name == "exit" {
+			t.Fatalf("after USR1: %+v, %v; want the trap's usr1", ev, err)
+		}
+		if ev.Name == "stdout" && strings.Contains(ev.Data, "usr1") {
+			break
+		}
+	}
+	if code, _, b := s.do(http.MethodDelete, "/jobs/"+id, aliceToken, nil, rh); code != http.StatusAccepted {
+		t.Fatalf("DELETE: %d %s", code, b)
+	}
+	s.waitEnded(id)
+	select {
+	case <-stdinDone: // answered (or cut) once the job ended
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stdin write still waits after the job ended")
+	}
+}
