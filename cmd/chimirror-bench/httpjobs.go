@@ -210,7 +210,9 @@ func (t *outputTally) add(obj []byte) (name string, err error) {
 // event and then to its end: each event's id must be its object's seq.
 func readSSE(r io.Reader) (outputTally, error) {
 	var t outputTally
-	br := bufio.NewReaderSize(r, 64<<10)
+	// An event's data line holds up to a 256 KiB read, escaped: a buffer
+	// that takes it whole reads it in place, not gathered in pieces.
+	br := bufio.NewReaderSize(r, 1<<20)
 	var id uint64
 	var name string
 	exited := false
