@@ -274,15 +274,7 @@ func TestHTTPSignalCancelRefusals(t *testing.T) {
 	}
 	// The signal goes to the job's process group: its sleep dies of it
 	// too, and the shell may say so on stderr first.
-	for {
-		ev, err := st.next()
-		if err != nil || ev.Name == "exit" {
-			t.Fatalf("after USR1: %+v, %v; want the trap's usr1", ev, err)
-		}
-		if ev.Name == "stdout" && strings.Contains(ev.Data, "usr1") {
-			break
-		}
-	}
+	awaitStdout(t, st, "usr1")
 	if code, _, b := s.do(http.MethodDelete, "/jobs/"+id, aliceToken, nil, rh); code != http.StatusAccepted {
 		t.Fatalf("DELETE: %d %s", code, b)
 	}
@@ -627,39 +619,9 @@ func TestHTTPSignalOvertakesFullStdin(t *testing.T) {
 		t.Fatalf("first event %+v, %v", ev, err)
 	}
 	// 8 MiB for a pipe of at most 1 MiB that nobody reads: the write waits.
-	stdinDone := make(chan error, 1)
-	go func() {
-		req, err := http.NewRequest(http.MethodPost, s.httpBase()+"/jobs/"+id+"/stdin", bytes.NewReader(make([]byte, 8<<20)))
-		if err != nil {
-			stdinDone <- err
-			return
-		}
-		req.Header.Set("Authorization", "Bearer "+aliceToken)
-		req.Header.Set(headerResume, resume)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-		stdinDone <- err
-	}()
+	stdinDone := s.postAsync("/jobs/"+id+"/stdin", resume, bytes.NewReader(make([]byte, 8<<20)))
 	time.Sleep(300 * time.Millisecond) // the stdin write is waiting on the full pipe
-	signal := make(chan int, 1)
-	go func() {
-		req, err := http.NewRequest(http.MethodPost, s.httpBase()+"/jobs/"+id+"/signal?signal=USR1", nil)
-		if err != nil {
-			signal <- -1
-			return
-		}
-		req.Header.Set("Authorization", "Bearer "+aliceToken)
-		req.Header.Set(headerResume, resume)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			signal <- -1
-			return
-		}
-		resp.Body.Close()
-		signal <- resp.StatusCode
-	}()
+	signal := s.postAsync("/jobs/"+id+"/signal?signal=USR1", resume, nil)
 	select {
 	case code := <-signal:
 		if code != http.StatusNoContent {
@@ -668,15 +630,7 @@ func TestHTTPSignalOvertakesFullStdin(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the signal waited 5 s behind a stdin write the program never reads")
 	}
-	for {
-		ev, err := st.next()
-		if err != nil || ev.Name == "exit" {
-			t.Fatalf("after USR1: %+v, %v; want the trap's usr1", ev, err)
-		}
-		if ev.Name == "stdout" && strings.Contains(ev.Data, "usr1") {
-			break
-		}
-	}
+	awaitStdout(t, st, "usr1")
 	if code, _, b := s.do(http.MethodDelete, "/jobs/"+id, aliceToken, nil, rh); code != http.StatusAccepted {
 		t.Fatalf("DELETE: %d %s", code, b)
 	}
@@ -686,4 +640,42 @@ func TestHTTPSignalOvertakesFullStdin(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the stdin write still waits after the job ended")
 	}
+}
+
+// awaitStdout reads st until a stdout event holds want; an exit, or the
+// stream's end, first fails the test.
+func awaitStdout(t *testing.T, st *sseStream, want string) {
+	t.Helper()
+	for {
+		ev, err := st.next()
+		if err != nil || ev.Name == "exit" {
+			t.Fatalf("%+v, %v; want stdout with %q", ev, err, want)
+		}
+		if ev.Name == "stdout" && strings.Contains(ev.Data, want) {
+			return
+		}
+	}
+}
+
+// postAsync POSTs body to path as alice with the job's resume token, on a
+// goroutine of its own, and sends the status (-1: no answer) once answered.
+func (s *testServer) postAsync(path, resume string, body io.Reader) <-chan int {
+	done := make(chan int, 1)
+	go func() {
+		req, err := http.NewRequest(http.MethodPost, s.httpBase()+path, body)
+		if err != nil {
+			done <- -1
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+aliceToken)
+		req.Header.Set(headerResume, resume)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- -1
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	return done
 }
