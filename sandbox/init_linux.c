@@ -663,7 +663,7 @@ static int target_main(void *arg) {
 	// fs.suid_dumpable says: not dumpable again, at once (spawn_target
 	// takes a fork instead where that sysctl would let the job's uid trace
 	// us before this line).
-	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) report_fail(rep, "not dumpable");
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) report_fail(rep, "dumpable");
 	umask(022);
 	// Keyrings: a new session keyring of our own (or the template's closed
 	// one, for a job that cannot reach a keyring), and, where the job may
@@ -687,7 +687,7 @@ static int target_main(void *arg) {
 	if (chdir(s->dir) < 0) report_fail(rep, "chdir"); // Launch names one, "/" at least
 	sigset_t none;
 	sigemptyset(&none);
-	if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, _NSIG / 8) < 0) report_fail(rep, "unblock signals");
+	if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, _NSIG / 8) < 0) report_fail(rep, "sigprocmask");
 	execve(s->path, s->argv, s->envp);
 	report_fail(rep, "exec");
 }
