@@ -182,19 +182,11 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 			if err != nil {
 				return fmt.Errorf("fork floor: %w", err)
 			}
-			var ours, bare float64
-			var lat, blat []time.Duration
-			cpu, err := serverCPU(srv.cmd.Process.Pid, o.setupN, func() (err error) {
-				ours, lat, err = rate(o.setupN, par, func() error { return srv.sessionEcho() })
-				return err
-			})
+			ours, lat, cpu, err := rateCPU(processClock(srv.cmd.Process.Pid), o.setupN, par, func() error { return srv.sessionEcho() })
 			if err != nil {
 				return fmt.Errorf("session setup: %w", err)
 			}
-			bcpu, err := serverCPU(wsf.cmd.Process.Pid, o.setupN, func() (err error) {
-				bare, blat, err = rate(o.setupN, par, func() error { return sessionEcho(wsf.url) })
-				return err
-			})
+			bare, blat, bcpu, err := rateCPU(processClock(wsf.cmd.Process.Pid), o.setupN, par, func() error { return sessionEcho(wsf.url) })
 			if err != nil {
 				return fmt.Errorf("minimal WebSocket server: %w", err)
 			}
@@ -330,19 +322,11 @@ func sandboxRows(server string, o benchOpts, wsf *wsFloor, add func(benchRow)) e
 		if err != nil {
 			return fmt.Errorf("sandbox floor: %w", err)
 		}
-		var ours, bare float64
-		var lat, blat []time.Duration
-		cpu, err := cpuPer(hostCPU, o.setupN, func() (err error) {
-			ours, lat, err = rate(o.setupN, par, func() error { return boxed.sessionEcho() })
-			return err
-		})
+		ours, lat, cpu, err := rateCPU(hostCPU, o.setupN, par, func() error { return boxed.sessionEcho() })
 		if err != nil {
 			return fmt.Errorf("sandboxed session setup: %w", err)
 		}
-		bcpu, err := cpuPer(hostCPU, o.setupN, func() (err error) {
-			bare, blat, err = rate(o.setupN, par, func() error { return sessionEcho(wsf.url) })
-			return err
-		})
+		bare, blat, bcpu, err := rateCPU(hostCPU, o.setupN, par, func() error { return sessionEcho(wsf.url) })
 		if err != nil {
 			return fmt.Errorf("minimal WebSocket server: %w", err)
 		}
@@ -436,29 +420,28 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float
 
 func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
 
-// rate runs f n times, par at a time, and returns completions per second
-// and the sorted latencies of the calls.
-// serverCPU runs f, which serves n sessions from the server of pid, and
-// returns the server's own CPU time per session as text ("?" where it
-// cannot be read: then only the rates are figures).
-func serverCPU(pid, n int, f func() error) (string, error) {
-	return cpuPer(func() (time.Duration, error) { return processCPU(pid) }, n, f)
-}
-
-// cpuPer runs f, n sessions, and returns what clock counted over it per
-// session ("?" when it cannot be read).
-func cpuPer(clock func() (time.Duration, error), n int, f func() error) (string, error) {
+// rateCPU is rate(n, par, f) and, as text, what clock counted over it per
+// call ("?" where it cannot be read: then only the rates are figures).
+func rateCPU(clock func() (time.Duration, error), n, par int, f func() error) (float64, []time.Duration, string, error) {
 	c0, err0 := clock()
-	if err := f(); err != nil {
-		return "", err
+	r, lat, err := rate(n, par, f)
+	if err != nil {
+		return 0, nil, "", err
 	}
 	c1, err1 := clock()
 	if err0 != nil || err1 != nil || n <= 0 {
-		return "?", nil
+		return r, lat, "?", nil
 	}
-	return ms((c1 - c0) / time.Duration(n)), nil
+	return r, lat, ms((c1 - c0) / time.Duration(n)), nil
 }
 
+// processClock is a clock for rateCPU: process pid's own CPU time.
+func processClock(pid int) func() (time.Duration, error) {
+	return func() (time.Duration, error) { return processCPU(pid) }
+}
+
+// rate runs f n times, par at a time, and returns completions per second
+// and the sorted latencies of the calls.
 func rate(n, par int, f func() error) (float64, []time.Duration, error) {
 	var next atomic.Int64
 	var firstErr error
