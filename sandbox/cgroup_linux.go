@@ -232,7 +232,7 @@ func (c *cgroup1Job) Path() string { return c.path }
 
 // AddProc writes pid to cgroup.procs in each hierarchy, as containerd's
 // does, in the hierarchies' order, but with readSmall's economy of system
-// calls (writeProcs).
+// calls (writeExisting).
 func (c *cgroup1Job) AddProc(pid int) error {
 	defer fileSlot()()
 	subs, err := v1Hierarchy()
@@ -255,26 +255,13 @@ func (c *cgroup1Job) AddProc(pid int) error {
 // answer for a task still being born (TASK_NEW): tried again, as runc and
 // containerd do.
 func writeProcs(path string, pid int) error {
-	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	defer unix.Close(fd)
-	b := strconv.AppendInt(nil, int64(pid), 10)
 	for try := 0; ; try++ {
-		_, err = unix.Write(fd, b)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != unix.EINVAL || try == 4 {
-			break
+		err := writeExisting(path, strconv.Itoa(pid))
+		if !errors.Is(err, unix.EINVAL) || try == 4 {
+			return err
 		}
 		time.Sleep(30 * time.Millisecond)
 	}
-	if err != nil {
-		return &os.PathError{Op: "write", Path: path, Err: err}
-	}
-	return nil
 }
 
 func (c *cgroup1Job) CloneFD() (int, error) { return -1, nil }
@@ -586,36 +573,6 @@ func killAndWait(cg jobCgroup, timeout time.Duration) error {
 			return err
 		}
 		time.Sleep(delay)
-	}
-}
-
-// readSmall reads a small file, a cgroup's, whole: open, read and close,
-// and no more. os.ReadFile registers each cgroup file with the runtime's
-// poller (kernfs files are pollable), which took three times the system
-// calls; a sandboxed job reads about twenty of them.
-func readSmall(path string) ([]byte, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	defer unix.Close(fd)
-	var buf [512]byte
-	b := buf[:0]
-	for {
-		if len(b) == cap(b) {
-			b = slices.Grow(b, cap(b))
-		}
-		n, err := unix.Read(fd, b[len(b):cap(b)])
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, &os.PathError{Op: "read", Path: path, Err: err}
-		}
-		if n == 0 {
-			return b, nil
-		}
-		b = b[:len(b)+n]
 	}
 }
 

@@ -844,7 +844,7 @@ func leaveStatus(ws syscall.WaitStatus) int {
 // helperStatus reads the status a helper left in its comm while it is an
 // unreaped zombie; ok is false if it left none (it died before the target).
 func helperStatus(pid int) (st ExitStatus, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	b, err := readSmall("/proc/" + strconv.Itoa(pid) + "/comm")
 	if err != nil {
 		return st, false
 	}

@@ -92,19 +92,6 @@ func thaw(file, state string) error {
 	return err
 }
 
-// writeExisting writes data to a file that must exist. os.WriteFile
-// creates, and cgroupfs answers a create of a file it does not have with
-// EACCES, not ENOENT: a missing cgroup.kill (kernels before 5.14) must read
-// as missing.
-func writeExisting(file, data string) error {
-	f, err := os.OpenFile(file, os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	_, err = f.WriteString(data)
-	return errors.Join(err, f.Close())
-}
-
 // killListed sends SIGKILL to every task cgroup.procs lists, in every
 // hierarchy the cgroup is in.
 func (l *Leftover) killListed() error {
