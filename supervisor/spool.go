@@ -100,7 +100,29 @@ func (s *Supervisor) OpenSpool(id string) (*spool.File, error) {
 	if s.spool.dir == "" {
 		return nil, fmt.Errorf("open spool of job %s: this server keeps no spools: %w", id, os.ErrNotExist)
 	}
+	s.mu.Lock()
+	j := s.jobs[id]
+	s.mu.Unlock()
+	if j != nil {
+		if err := j.FlushSpool(); err != nil {
+			return nil, fmt.Errorf("open spool: %w", err)
+		}
+	}
 	return spool.Open(spool.Path(s.spool.dir, id))
+}
+
+// FlushSpool writes what the job's spool writer has gathered and not yet
+// written (spool.Writer.Flush), so that a reader who opens the spool file
+// next sees every event the job's ring has let go. A job that keeps no
+// spool, or whose spool is closed, has nothing to flush.
+func (j *Job) FlushSpool() error {
+	if j.spool == nil {
+		return nil
+	}
+	if err := j.spool.Flush(); err != nil {
+		return fmt.Errorf("job %s: %w", j.ID, err)
+	}
+	return nil
 }
 
 // startSpool takes cfg's spool settings and starts the pruner; Shutdown

@@ -427,6 +427,63 @@ func TestSpool_GapIsInTheSpool(t *testing.T) {
 	}
 }
 
+// Ensure a reader of a streaming job's spool finds every event its ring
+// has let go, also once the spool has taken the direct path, which
+// gathers events in memory before it writes them (OpenSpool flushes
+// them), and that the spool's stdout is the job's, byte-exact.
+func TestSpool_StreamingGapIsInTheSpool(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	pol := mustPolicy(t, "small", "replay_bytes = \"64KiB\"\nmax_output = \"1GiB\"\n")
+	s := batchSup(t, dir, App{Name: "b", Path: "/bin/sh", Args: []string{"sh", "-c", "yes 0123456789abcdef"}, Mode: "batch", Policy: pol})
+	j, _ := startBatch(t, s, "b")
+	defer func() {
+		if err := s.Cancel(j.ID, "test"); err != nil {
+			t.Error(err)
+		}
+		waitFinished(t, s, j.ID)
+	}()
+	const line = "0123456789abcdef\n"
+	for deadline := time.Now().Add(30 * time.Second); j.Counters().StdoutBytes < 24<<20; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the job wrote %d bytes in 30 s, want 24 MiB", j.Counters().StdoutBytes)
+		}
+	}
+	for i := range 20 { // while it streams
+		pos := j.Position(0)
+		if pos.GapTo == 0 {
+			t.Fatalf("the ring still holds event 1: no gap to fill")
+		}
+		sf, err := s.OpenSpool(j.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got, want []byte
+		seen := uint64(0)
+		after := max(pos.GapTo, 64) - 64 // the last events the ring let go, and on
+		for ev, err := range sf.EventsAfter(after) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen = ev.Seq
+			got = append(got, ev.Payload...)
+		}
+		if err := sf.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if seen < pos.GapTo {
+			t.Fatalf("read %d: the spool ends at event %d; the ring had let go of every event up to %d", i, seen, pos.GapTo)
+		}
+		for len(want) < len(got)+len(line) {
+			want = append(want, line...)
+		}
+		if k := bytes.Index(want, got[:min(len(got), len(line))]); k < 0 || !bytes.Equal(got, want[k:k+len(got)]) {
+			t.Fatalf("read %d: the spool's events %d…%d are not the job's lines", i, after+1, seen)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // Ensure a spool that fails ends its job as spool-failed, whether the
 // process still runs (it is terminated) or has exited, and that the
 // failed spool, which has a hole, gets no exit event. Not parallel:

@@ -42,21 +42,58 @@ func spoolRows(srv *benchServer, o benchOpts, add func(benchRow)) error {
 	}
 	add(benchRow{"spool write (256 KiB events, fsync at close)", fmt.Sprintf("%.0f MB/s (%.2f× floor)", ours/1e6, ours/floor),
 		fmt.Sprintf("%.0f MB/s dd bs=256K conv=fsync of the same bytes to a plain file", floor/1e6), "≥ 0.8× floor"})
-	var spooled, plain float64
+	var spooled, plain outRun
 	for range 3 { // in turns, best of three each: the machine is shared
-		p, err := srv.binaryOutOf("zero", o.zeroBytes)
+		p, err := srv.measuredOut("zero", o.zeroBytes)
 		if err != nil {
 			return fmt.Errorf("binary output: %w", err)
 		}
-		s, err := srv.binaryOutOf("zero-spooled", o.zeroBytes)
+		s, err := srv.measuredOut("zero-spooled", o.zeroBytes)
 		if err != nil {
 			return fmt.Errorf("spooled binary output: %w", err)
 		}
-		plain, spooled = max(plain, p), max(spooled, s)
+		plain, spooled = plain.best(p), spooled.best(s)
 	}
-	add(benchRow{"spooled job's binary output to its client", fmt.Sprintf("%.0f MB/s (%.2f× floor)", spooled/1e6, spooled/plain),
-		fmt.Sprintf("%.0f MB/s the same job unspooled; best of three each, in turns", plain/1e6), "≥ 0.8× floor"})
+	add(benchRow{"spooled job's binary output to its client",
+		fmt.Sprintf("%.0f MB/s (%.2f× floor), server CPU %s per GiB", spooled.rate/1e6, spooled.rate/plain.rate, spooled.cpuPerGiB()),
+		fmt.Sprintf("%.0f MB/s the same job unspooled, server CPU %s per GiB; best of three each, in turns", plain.rate/1e6, plain.cpuPerGiB()), "≥ 0.8× floor"})
 	return nil
+}
+
+// outRun is one run of a job's output to its client: bytes per second,
+// and the server's CPU time per byte over it.
+type outRun struct {
+	rate       float64
+	cpuPerByte float64 // seconds; 0: unknown
+}
+
+// best is the faster of r and o.
+func (r outRun) best(o outRun) outRun {
+	if o.rate > r.rate {
+		return o
+	}
+	return r
+}
+
+func (r outRun) cpuPerGiB() string {
+	if r.cpuPerByte == 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.2f s", r.cpuPerByte*(1<<30))
+}
+
+// measuredOut is binaryOutOf of app with the server's CPU time over it.
+func (s *benchServer) measuredOut(app string, n int) (outRun, error) {
+	c0, err0 := processCPU(s.cmd.Process.Pid)
+	rate, err := s.binaryOutOf(app, n)
+	if err != nil {
+		return outRun{}, err
+	}
+	c1, err1 := processCPU(s.cmd.Process.Pid)
+	if err0 != nil || err1 != nil {
+		return outRun{rate: rate}, nil
+	}
+	return outRun{rate: rate, cpuPerByte: (c1 - c0).Seconds() / float64(n)}, nil
 }
 
 // spoolWrite returns bytes per second of a spool of n bytes, and of dd.

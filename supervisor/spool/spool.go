@@ -96,9 +96,15 @@ type Writer struct {
 	closed bool
 	small  [eventHeaderBytes + smallEventBytes]byte // header and a small payload, written at once
 
-	off    int64          // bytes in the file
+	off    int64          // bytes appended: in the file, or gathered by d
 	behind int64          // the end of the windows already handed to wb
 	wb     *writeBehinder // nil once its hints are not taken here, or the spool is closed
+
+	d         *directWriter // the direct path (direct.go); nil on the page-cache path
+	noDirect  bool          // the file system takes no direct I/O
+	directTry int64         // the offset past which the direct path is tried next
+
+	testRefuseDirect bool // tests: the file system refuses direct writes
 }
 
 // smallEventBytes is the payload an event written with one write(2)
@@ -113,7 +119,7 @@ func Create(dir, id string) (_ *Writer, retErr error) {
 		return nil, fmt.Errorf("spool dir: %w", err)
 	}
 	path := Path(dir, id)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("create spool: %w", err)
 	}
@@ -128,7 +134,7 @@ func Create(dir, id string) (_ *Writer, retErr error) {
 	if err := syncDir(dir); err != nil {
 		return nil, err
 	}
-	return &Writer{path: path, f: f, off: int64(len(Magic)), wb: newWriteBehinder(f)}, nil
+	return &Writer{path: path, f: f, off: int64(len(Magic)), wb: newWriteBehinder(f), directTry: directAfterBytes}, nil
 }
 
 // syncDir makes dir's entries durable.
@@ -148,8 +154,9 @@ func (w *Writer) Path() string { return w.path }
 
 // Append writes p as one event of kind k numbered seq, which must be above
 // the last event's (and p at most MaxPayloadBytes). The bytes are in the
-// file (the page cache) when it returns, where readers (Open) see them;
-// Close makes them durable. After a failed or refused Append every Append
+// file (the page cache) when it returns, where readers (Open) see them,
+// except on the direct path (direct.go), which may gather up to a few
+// windows first: Flush writes them. Close makes every byte durable. After a failed or refused Append every Append
 // returns that error: a spool never has a hole.
 func (w *Writer) Append(k Kind, seq uint64, p []byte) error {
 	w.mu.Lock()
@@ -184,19 +191,18 @@ func (w *Writer) event(k Kind, seq uint64, p []byte) error {
 	binary.BigEndian.PutUint32(h[9:13], uint32(len(p)))
 	if len(p) <= smallEventBytes {
 		n := copy(w.small[eventHeaderBytes:], p)
-		if _, err := w.f.Write(w.small[:eventHeaderBytes+n]); err != nil {
+		if err := w.writeOut(w.small[:eventHeaderBytes+n]); err != nil {
 			return err
 		}
 	} else {
-		if _, err := w.f.Write(h); err != nil {
+		if err := w.writeOut(h); err != nil {
 			return err
 		}
-		if _, err := w.f.Write(p); err != nil {
+		if err := w.writeOut(p); err != nil {
 			return err
 		}
 	}
 	w.seq = seq
-	w.off += int64(eventHeaderBytes + len(p))
 	for w.wb != nil && w.off-w.behind >= writeBehindWindowBytes {
 		err := w.wb.push(w.behind)
 		if errors.Is(err, errNoWriteBehind) { // the hints are not taken here: the page cache keeps it
@@ -207,7 +213,53 @@ func (w *Writer) event(k Kind, seq uint64, p []byte) error {
 		}
 		w.behind += writeBehindWindowBytes
 	}
+	if w.d == nil && !w.noDirect && w.off >= w.directTry {
+		w.directTry = w.off + directAfterBytes // no slot free: try again later
+		if err := w.startDirect(); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// writeOut appends b, on the direct path or through the page cache; w.mu
+// is held.
+func (w *Writer) writeOut(b []byte) error {
+	if w.d != nil {
+		n, err := w.d.write(b)
+		w.off += int64(n)
+		b = b[n:]
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, errNoDirect) {
+			return err
+		}
+		if err := w.stopDirect(); err != nil { // the file system refused a direct write
+			return err
+		}
+		w.noDirect = true
+	}
+	if _, err := w.f.WriteAt(b, w.off); err != nil {
+		return err
+	}
+	w.off += int64(len(b))
+	return nil
+}
+
+// Flush writes what the direct path has gathered (see Append): after it,
+// a reader that opens the file sees every event appended before it. A
+// flush that fails fails the spool.
+func (w *Writer) Flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || w.err != nil || w.d == nil {
+		return w.err
+	}
+	if err := w.d.flush(); err != nil {
+		w.err = fmt.Errorf("write spool %s: %w", w.path, err)
+	}
+	return w.err
 }
 
 // stopWriteBehind ends the write-behind, if it runs, and returns the
@@ -259,6 +311,9 @@ func (w *Writer) Close(seq uint64, e *Exit) error {
 		err = w.appendLocked(KindExit, seq, b)
 	}
 	w.closed = true
+	if derr := w.stopDirect(); derr != nil && err == nil {
+		err = fmt.Errorf("write spool %s: %w", w.path, derr)
+	}
 	if werr := w.stopWriteBehind(); werr != nil && err == nil {
 		err = fmt.Errorf("write spool %s: %w", w.path, werr)
 	}

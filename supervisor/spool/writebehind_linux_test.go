@@ -25,6 +25,7 @@ func TestSpool_WriteBehind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.noDirect = true // the page-cache path, which the write-behind serves
 	// A tmpfs is the page cache: there is nothing to drop it to.
 	var fs unix.Statfs_t
 	if err := unix.Statfs(dir, &fs); err != nil {
@@ -89,16 +90,19 @@ func readAllCRC(t *testing.T, path string, h io.Writer) int64 {
 	return n
 }
 
-// residentBytes is how much of path's first n bytes the page cache holds
-// (mincore(2) of a mapping, which faults nothing in).
-func residentBytes(t *testing.T, path string, n int) int {
+// residentBytes is how much of path's first n bytes the page cache holds.
+func residentBytes(t *testing.T, path string, n int) int { return residentBytesAt(t, path, 0, n) }
+
+// residentBytesAt is how much of path's n bytes from off (page-aligned)
+// the page cache holds (mincore(2) of a mapping, which faults nothing in).
+func residentBytesAt(t *testing.T, path string, off int64, n int) int {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	m, err := unix.Mmap(int(f.Fd()), 0, n, unix.PROT_READ, unix.MAP_SHARED)
+	m, err := unix.Mmap(int(f.Fd()), off, n, unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		t.Fatal(err)
 	}
