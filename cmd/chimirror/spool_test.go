@@ -17,13 +17,14 @@ import (
 	"github.com/chimirror/chimirror/sandbox"
 )
 
-// batchCrashConfig has a batch app that writes 200 numbered lines and
-// stderr, then waits in a sleep the test finds by its argument.
+// batchCrashConfig has a batch app that writes a million numbered lines
+// (13 MB: its spool takes the direct path) and stderr, then waits in a
+// sleep the test finds by its argument.
 const batchCrashConfig = `sandbox = "on"
 data_dir = "data"
 [[app]]
 name = "b"
-command = ["sh", "-c", "i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); done; echo half >&2; exec sleep 876543"]
+command = ["sh", "-c", "awk 'BEGIN { for (i = 0; i < 1000000; i++) printf \"line %d\\n\", i }'; echo half >&2; exec sleep 876543"]
 env = ["PATH"]
 mode = "batch"
 grace = "1s"
@@ -51,7 +52,7 @@ func TestBatchCrash(t *testing.T) {
 		t.Fatalf("submit printed %q: %v", out, err)
 	}
 	var want strings.Builder
-	for i := range 200 {
+	for i := range 1000000 {
 		fmt.Fprintf(&want, "line %d\n", i)
 	}
 	cli := func(args ...string) (string, string, int) {
@@ -88,13 +89,13 @@ func TestBatchCrash(t *testing.T) {
 		t.Run("http "+tc.name, func(t *testing.T) {
 			st, hdr, body := httpGet(t, srv.url("http", "/jobs/"+id+"/output?stream="+tc.stream))
 			if st != 200 || body != tc.want || hdr.Get("X-Chimirror-Job-State") != "lost" {
-				t.Fatalf("%d %q (%s): want the partial output, lost", st, body, hdr.Get("X-Chimirror-Job-State"))
+				t.Fatalf("%d, %d bytes (%s): want the partial output (%d bytes), lost", st, len(body), hdr.Get("X-Chimirror-Job-State"), len(tc.want))
 			}
 		})
 		t.Run("cli "+tc.name, func(t *testing.T) {
 			out, errOut, code := cli("output", id, "--stream", tc.stream, "--admin", srv.admin)
 			if code != 0 || out != tc.want {
-				t.Fatalf("exit %d, %q: %s", code, out, errOut)
+				t.Fatalf("exit %d, %d bytes (want %d): %s", code, len(out), len(tc.want), errOut)
 			}
 		})
 	}
