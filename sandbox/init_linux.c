@@ -676,8 +676,8 @@ static int target_main(void *arg) {
 		if (syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING) < 0 && errno != ENOSYS) report_fail(rep, "keyrings");
 		if (syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_SESSION_KEYRING) < 0 && errno != ENOSYS) report_fail(rep, "keyrings");
 		long pk = syscall(SYS_keyctl, KEYCTL_GET_PERSISTENT, -1, KEY_SPEC_THREAD_KEYRING);
-		if (pk < 0 && errno != ENOSYS && errno != EOPNOTSUPP) report_fail(rep, "persistent keyring");
-		if (pk >= 0 && syscall(SYS_keyctl, KEYCTL_CLEAR, pk) < 0) report_fail(rep, "persistent keyring");
+		if (pk < 0 && errno != ENOSYS && errno != EOPNOTSUPP) report_fail(rep, "persistent-keyring");
+		if (pk >= 0 && syscall(SYS_keyctl, KEYCTL_CLEAR, pk) < 0) report_fail(rep, "persistent-keyring");
 	}
 	if ((clear_user_keyrings || !shared_session_keyring) && syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 && errno != ENOSYS) report_fail(rep, "keyrings");
 	if (filter_len > 0) {
