@@ -104,9 +104,7 @@ func (s *Supervisor) OpenSpool(id string) (*spool.File, error) {
 	j := s.jobs[id]
 	s.mu.Unlock()
 	if j != nil {
-		if err := j.FlushSpool(); err != nil {
-			return nil, fmt.Errorf("open spool: %w", err)
-		}
+		j.FlushSpool()
 	}
 	return spool.Open(spool.Path(s.spool.dir, id))
 }
@@ -114,15 +112,17 @@ func (s *Supervisor) OpenSpool(id string) (*spool.File, error) {
 // FlushSpool writes what the job's spool writer has gathered and not yet
 // written (spool.Writer.Flush), so that a reader who opens the spool file
 // next sees every event the job's ring has let go. A job that keeps no
-// spool, or whose spool is closed, has nothing to flush.
-func (j *Job) FlushSpool() error {
+// spool, or whose spool is closed, has nothing to flush. A spool that
+// failed, before or in this flush, ends the job as ReasonSpoolFailed (its
+// next event or its end finds the failure, and logs it); the reader reads
+// the events written before it.
+func (j *Job) FlushSpool() {
 	if j.spool == nil {
-		return nil
+		return
 	}
 	if err := j.spool.Flush(); err != nil {
-		return fmt.Errorf("job %s: %w", j.ID, err)
+		j.log.Debug("spool: flush for a reader", "err", err)
 	}
-	return nil
 }
 
 // startSpool takes cfg's spool settings and starts the pruner; Shutdown
@@ -274,6 +274,13 @@ func (j *Job) stopSpooler() {
 	}
 	close(j.spoolStop)
 	<-j.spoolDone
+	if j.spoolErr == nil {
+		// What the spool gathered is written now, and a failure that
+		// came after the last event (a direct write's) is seen.
+		if err := j.spool.Flush(); err != nil {
+			j.spoolErr = fmt.Errorf("job %s: %w", j.ID, err)
+		}
+	}
 	if j.spoolErr == nil {
 		return
 	}

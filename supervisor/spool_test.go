@@ -484,6 +484,46 @@ func TestSpool_StreamingGapIsInTheSpool(t *testing.T) {
 	}
 }
 
+// Ensure a running job's spool that failed is still read up to its
+// failure (OpenSpool opens it), and that the job's end says the spool
+// failed, though no event of its own found the failure (it is quiet until
+// it exits, 2 s on).
+func TestSpool_FailedSpoolStillOpens(t *testing.T) {
+	t.Parallel()
+	s := batchSup(t, t.TempDir(), App{Name: "b", Path: "/bin/sh", Args: []string{"sh", "-c", "echo a; exec sleep 2"}, Mode: "batch"})
+	j, _ := startBatch(t, s, "b")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		sf, err := s.OpenSpool(j.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := sf.Info()
+		if cerr := sf.Close(); err != nil || cerr != nil {
+			t.Fatal(errors.Join(err, cerr))
+		}
+		if in.LastSeq >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job's first event never reached its spool")
+		}
+	}
+	if err := j.spool.Append(spool.KindStdout, 0, nil); err == nil { // an out-of-order seq fails the spool
+		t.Fatal("an Append with seq 0 succeeded")
+	}
+	sf, err := s.OpenSpool(j.ID)
+	if err != nil {
+		t.Fatalf("OpenSpool of a job whose spool failed: %v", err)
+	}
+	in, err := sf.Info()
+	if cerr := sf.Close(); err != nil || cerr != nil || in.StdoutBytes != 2 {
+		t.Fatalf("the failed spool reads %+v (%v, %v), want its 2 bytes", in, err, cerr)
+	}
+	if rec := waitFinished(t, s, j.ID); rec.Reason != string(ReasonSpoolFailed) { // it exits by itself
+		t.Fatalf("record %+v: want reason %s", rec, ReasonSpoolFailed)
+	}
+}
+
 // Ensure a spool that fails ends its job as spool-failed, whether the
 // process still runs (it is terminated) or has exited, and that the
 // failed spool, which has a hole, gets no exit event. Not parallel:

@@ -510,9 +510,7 @@ func (src *eventSource) gapFromSpool(after, upTo uint64, maxBytes int) ([]wireEv
 	for opened := false; !opened; {
 		if src.gap == nil {
 			if src.job != nil { // what its spool writer gathered is then in the file
-				if err := src.job.FlushSpool(); err != nil {
-					return nil, fmt.Errorf("events %d…%d evicted from the ring: %w", after+1, upTo, err)
-				}
+				src.job.FlushSpool()
 			}
 			sf, err := spool.Open(src.spoolPath)
 			if err != nil {

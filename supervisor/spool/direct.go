@@ -50,9 +50,6 @@ const (
 	directWindowBytes = 1 << 20
 	// directBuffers: one window being filled, two being written.
 	directBuffers = 3
-	// directBlockBytes is the alignment of a direct write's offset,
-	// length and memory: the page size, a multiple of any disk's block.
-	directBlockBytes = 4 << 10
 	// directIdleFlush: a spool whose job has written nothing for this
 	// long has what it gathered flushed.
 	directIdleFlush = 100 * time.Millisecond
@@ -64,6 +61,12 @@ const (
 	// (directBuffers MiB each).
 	maxDirectWriters = 16
 )
+
+// directBlockBytes is the alignment of a direct write's offset, length
+// and memory, and the unit of the page-cache rule above: the page size (at
+// least 4 KiB, a multiple of any disk's block). A window is a multiple of
+// it.
+var directBlockBytes = max(4<<10, os.Getpagesize())
 
 // directSlots holds one token per spool on the direct path.
 var directSlots = make(chan struct{}, maxDirectWriters)
@@ -130,7 +133,7 @@ func (w *Writer) startDirect() error {
 	}
 	d := &directWriter{
 		df: df, f: w.f,
-		base: w.off &^ (directBlockBytes - 1), cachedTo: w.off,
+		base: w.off &^ int64(directBlockBytes-1), cachedTo: w.off,
 		todo: make(chan window, directBuffers-1), free: make(chan []byte, directBuffers),
 		kick: make(chan struct{}, 1), done: make(chan struct{}),
 	}
@@ -170,6 +173,9 @@ func alignedBuffer(n int) []byte {
 // writer must leave the direct path (stopDirect) and write the rest of p
 // itself.
 func (d *directWriter) write(p []byte) (int, error) {
+	if err := d.failed(); err != nil { // at once: the ring lets go of what it spooled
+		return 0, err
+	}
 	took := 0
 	for took < len(p) {
 		n := copy(d.buf[d.fill:], p[took:])
@@ -211,7 +217,7 @@ func (d *directWriter) write(p []byte) (int, error) {
 func (d *directWriter) failed() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.unsupported {
+	if d.err == nil && d.unsupported {
 		return fmt.Errorf("%w: a write was refused", errNoDirect)
 	}
 	return d.err
@@ -305,7 +311,7 @@ func (d *directWriter) run(w *Writer) {
 // writeWindow writes one window directly, or through the page cache where
 // a direct write is refused.
 func (d *directWriter) writeWindow(win window) {
-	if d.failed() != nil && !d.isUnsupported() {
+	if err := d.failed(); err != nil && !errors.Is(err, errNoDirect) {
 		return // the spool failed already: nothing after the hole is written
 	}
 	if !d.isUnsupported() {

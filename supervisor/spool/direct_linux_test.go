@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"errors"
 	"hash/crc32"
 	"math/rand/v2"
 	"os"
@@ -154,4 +155,48 @@ func TestSpool_DirectRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.check(t, Path(dir, "JOB00000001"), "after Close")
+}
+
+// Ensure an I/O error of the direct goroutine fails the spool at the next
+// Append (the ring lets go of what Append took, so it must not take more),
+// also where a refused direct write was already being served through the
+// page cache: nothing after the hole is written, and Close reports it.
+func TestSpool_DirectFailure(t *testing.T) {
+	t.Parallel()
+	for _, refused := range []bool{false, true} {
+		t.Run(map[bool]string{false: "direct", true: "after a refusal"}[refused], func(t *testing.T) {
+			t.Parallel()
+			dir := directDir(t)
+			w, err := Create(dir, "JOB00000001")
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := &spoolText{rng: rand.New(rand.NewPCG(5, 6))}
+			st.append(t, w, directAfterBytes+directWindowBytes)
+			w.mu.Lock()
+			d := w.d
+			w.mu.Unlock()
+			if d == nil {
+				t.Fatal("the spool is not on the direct path")
+			}
+			d.mu.Lock()
+			d.unsupported = refused
+			d.err = errors.New("test: the disk failed")
+			d.mu.Unlock()
+			if err := w.Append(KindStdout, st.seq+1, []byte("one more\n")); err == nil {
+				t.Fatal("an Append after the direct goroutine's failure succeeded")
+			}
+			fi, err := os.Stat(Path(dir, "JOB00000001"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.writeWindow(window{buf: alignedBuffer(directWindowBytes), hi: directBlockBytes, off: fi.Size() + 10*directWindowBytes})
+			if fi2, err := os.Stat(Path(dir, "JOB00000001")); err != nil || fi2.Size() != fi.Size() {
+				t.Fatalf("a window after the hole was written: size %d → %v (%v)", fi.Size(), fi2.Size(), err)
+			}
+			if err := w.Close(st.seq+2, &Exit{Reason: "exit"}); err == nil {
+				t.Fatal("Close of a failed spool returned nil")
+			}
+		})
+	}
 }

@@ -239,6 +239,9 @@ func (w *Writer) writeOut(b []byte) error {
 			return err
 		}
 		w.noDirect = true
+		if w.wb == nil { // written behind again, from here on
+			w.wb, w.behind = newWriteBehinder(w.f), w.off
+		}
 	}
 	if _, err := w.f.WriteAt(b, w.off); err != nil {
 		return err
@@ -248,8 +251,10 @@ func (w *Writer) writeOut(b []byte) error {
 }
 
 // Flush writes what the direct path has gathered (see Append): after it,
-// a reader that opens the file sees every event appended before it. A
-// flush that fails fails the spool.
+// a reader that opens the file sees every event appended before it, up to
+// the spool's failure if it failed. It returns the first error of the
+// spool's life, as Close does (a flush that fails fails the spool); a
+// closed spool has nothing to flush.
 func (w *Writer) Flush() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
