@@ -156,8 +156,9 @@ func (w *Writer) Path() string { return w.path }
 // the last event's (and p at most MaxPayloadBytes). The bytes are in the
 // file (the page cache) when it returns, where readers (Open) see them,
 // except on the direct path (direct.go), which may gather up to a few
-// windows first: Flush writes them. Close makes every byte durable. After a failed or refused Append every Append
-// returns that error: a spool never has a hole.
+// windows first: Flush writes them. Close makes every byte durable. After
+// a failed or refused Append every Append returns that error: a spool
+// never has a hole.
 func (w *Writer) Append(k Kind, seq uint64, p []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
