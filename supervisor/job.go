@@ -55,6 +55,7 @@ type Job struct {
 	spoolEndSeq          uint64
 
 	stdinBytes, stdoutBytes, stderrBytes, messagesIn atomic.Int64
+	numberedStdin                                    atomic.Int64 // see Input.Numbered; written under inputMu
 	messagesOut                                      atomic.Int64 // of attached clients gone
 	lastIO                                           atomic.Int64 // unix ns of the last byte either way
 
@@ -304,7 +305,7 @@ func (j *Job) apply(in Input) {
 	var herr error
 	switch in.Kind {
 	case InputStdin:
-		herr = j.writeStdin(in.Data)
+		herr = j.writeNumbered(in)
 	case InputCloseStdin:
 		herr = j.proc.CloseStdin()
 	case InputSignal:
@@ -319,11 +320,41 @@ func (j *Job) apply(in Input) {
 	}
 }
 
+// ErrStdinGap refuses numbered stdin past what the job has taken: the
+// bytes between were lost, and writing these would hide it.
+var ErrStdinGap = errors.New("numbered stdin past what the job has taken")
+
+// writeNumbered writes an InputStdin's data, the part of numbered data
+// the job has not taken yet (see Input.Numbered); inputMu is held, so the
+// count it compares with is every earlier input's.
+func (j *Job) writeNumbered(in Input) error {
+	p := in.Data
+	if in.Numbered {
+		taken := j.numberedStdin.Load()
+		switch {
+		case in.Offset > taken:
+			return fmt.Errorf("%w: offset %d, after %d bytes taken", ErrStdinGap, in.Offset, taken)
+		case in.Offset+int64(len(p)) <= taken:
+			return nil // taken before a cut: sent again
+		}
+		p = p[taken-in.Offset:]
+	}
+	n, err := j.writeStdin(p)
+	if in.Numbered {
+		j.numberedStdin.Add(int64(n))
+	}
+	return err
+}
+
+// StdinTaken is how many bytes of numbered stdin (Input.Numbered) the job
+// has taken: where a client's numbering goes on.
+func (j *Job) StdinTaken() int64 { return j.numberedStdin.Load() }
+
 // writeStdin writes p to the job's stdin and counts the bytes written. The
 // count is taken under stdinMu with the write: once the write returns,
 // the program may read p, exit and be reaped, and its relay report the
 // end (finish), before this goroutine runs again.
-func (j *Job) writeStdin(p []byte) error {
+func (j *Job) writeStdin(p []byte) (int, error) {
 	j.stdinMu.Lock()
 	defer j.stdinMu.Unlock()
 	n, err := j.proc.Stdio.Write(p)
@@ -331,7 +362,7 @@ func (j *Job) writeStdin(p []byte) error {
 		testStdinWritten()
 	}
 	j.stdinBytes.Add(int64(n))
-	return err
+	return n, err
 }
 
 // testStdinWritten, when set (by tests that do not run in parallel), is

@@ -38,7 +38,8 @@ const ProtoV1 = "chimirror.v1"
 
 type v1Proto struct {
 	*wsConn
-	job v1Job // the /job event a reattaching client gets first
+	job        v1Job        // the /job event a reattaching client gets first
+	stdinTaken func() int64 // the job's Job.StdinTaken, for a reattaching client's /job
 }
 
 // v1Job is the data of /job.
@@ -54,6 +55,10 @@ type v1Job struct {
 	// DetachTimeoutMs is how long the job runs on without its client; 0:
 	// losing the client ends it.
 	DetachTimeoutMs int64 `json:"detach_timeout_ms"`
+	// StdinTaken is how many bytes of numbered stdin (/stdin with
+	// "offset") the job has taken: a reattaching client's numbering goes
+	// on from here, and what it sent past it may not have arrived.
+	StdinTaken int64 `json:"stdin_taken"`
 }
 
 type v1Event struct {
@@ -61,6 +66,7 @@ type v1Event struct {
 	Data     json.RawMessage `json:"data"`
 	Callback int64           `json:"callback"`
 	Encoding string          `json:"encoding"`
+	Offset   *int64          `json:"offset"` // /stdin's, when numbered
 }
 
 var eventPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
@@ -78,7 +84,11 @@ func (p *v1Proto) sendJob(j v1Job) error { return p.writeJSON("/job", j) }
 // Resume sends a reattaching client its /job, then /gap when events it
 // asked for are gone.
 func (p *v1Proto) Resume(pos supervisor.Position) error {
-	if err := p.sendJob(p.job); err != nil {
+	j := p.job
+	if p.stdinTaken != nil {
+		j.StdinTaken = p.stdinTaken()
+	}
+	if err := p.sendJob(j); err != nil {
 		return err
 	}
 	if pos.GapTo == 0 {
@@ -160,7 +170,14 @@ func (p *v1Proto) decode(mt int, b []byte) (supervisor.Input, int64, error) {
 		default:
 			return supervisor.Input{}, ev.Callback, fmt.Errorf("/stdin: unknown encoding %q", ev.Encoding)
 		}
-		return supervisor.Input{Kind: supervisor.InputStdin, Data: data}, ev.Callback, nil
+		in := supervisor.Input{Kind: supervisor.InputStdin, Data: data}
+		if ev.Offset != nil {
+			if *ev.Offset < 0 {
+				return supervisor.Input{}, ev.Callback, fmt.Errorf("/stdin: offset %d is negative", *ev.Offset)
+			}
+			in.Numbered, in.Offset = true, *ev.Offset
+		}
+		return in, ev.Callback, nil
 	case "/stdin/close":
 		return supervisor.Input{Kind: supervisor.InputCloseStdin}, ev.Callback, nil
 	case "/signal":

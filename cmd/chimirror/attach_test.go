@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,6 +79,80 @@ func TestConnectReattaches(t *testing.T) {
 	// The way back, said at the start: connect itself may be what dies.
 	if !regexp.MustCompile(`survives a lost connection for .*chimirror attach --server ws://\S+ --resume [A-Z2-7]{52} JOB\d+`).MatchString(conn.stderr.String()) {
 		t.Errorf("connect's stderr lacks the attach line:\n%s", conn.stderr)
+	}
+}
+
+// Ensure input connect sent into a connection that died under it is not
+// lost: the bytes (and the end of stdin) that a dropping network ate are
+// sent again after the reattach, and the job takes each byte once.
+func TestConnectResendsStdinAtACut(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "pol"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "pol", "resume.toml"), "detach_timeout = \"1m\"\n")
+	writeFile(t, filepath.Join(dir, "c.toml"), "sandbox = \"off\"\npolicy_dir = \"pol\"\n[[app]]\nname = \"cat\"\ncommand = [\"cat\"]\npolicy = \"resume\"\n")
+	srv := startServer(t, dir, "--config", filepath.Join(dir, "c.toml"))
+	p := cutproxy.New(t, srv.addr)
+	conn, stdin := startInteractive(t, dir, "connect", "ws://"+p.Addr()+"/apps/cat")
+	waitOut := func(want string) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); string(conn.stdout.Bytes()) != want; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("connect's stdout %q, want %q; stderr %s", conn.stdout.Bytes(), want, conn.stderr)
+			}
+		}
+	}
+	if _, err := stdin.Write([]byte("one\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitOut("one\n")
+	p.Drop()
+	if _, err := stdin.Write([]byte("two\nthree é\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := stdin.Close(); err != nil { // and the end of stdin, lost too
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // connect has sent them into the void
+	p.Cut()
+	if code := conn.wait(runTimeout); code != 0 {
+		t.Fatalf("connect exited %d, want cat's 0; stderr %s", code, conn.stderr)
+	}
+	waitOut("one\ntwo\nthree é\n")
+}
+
+// Ensure chimirror attach numbers its stdin after what the job took from
+// the clients before it: its input reaches the job, not skipped as sent
+// again.
+func TestAttachNumbersStdinOnFromTheJob(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "pol"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "pol", "resume.toml"), "detach_timeout = \"1m\"\n")
+	writeFile(t, filepath.Join(dir, "c.toml"), "sandbox = \"off\"\npolicy_dir = \"pol\"\n[[app]]\nname = \"cat\"\ncommand = [\"cat\"]\npolicy = \"resume\"\n")
+	srv := startServer(t, dir, "--config", filepath.Join(dir, "c.toml"))
+	conn, stdin := startInteractive(t, dir, "connect", "ws://"+srv.addr+"/apps/cat")
+	if _, err := stdin.Write([]byte("one two three\n")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); string(conn.stdout.Bytes()) != "one two three\n"; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("connect's stdout %q; stderr %s", conn.stdout.Bytes(), conn.stderr)
+		}
+	}
+	m := regexp.MustCompile(`--resume ([A-Z2-7]{52}) (JOB\d+)`).FindStringSubmatch(conn.stderr.String())
+	if m == nil {
+		t.Fatalf("connect's stderr lacks the attach line:\n%s", conn.stderr)
+	}
+	conn.signal(syscall.SIGKILL) // the job runs on, detached
+	conn.wait(runTimeout)
+	stdout, stderr, code := runCLI(t, dir, []byte("four\n"), "attach", "--server", "ws://"+srv.addr, "--resume", m[1], "--after", "0", m[2])
+	if code != 0 || stdout != "one two three\nfour\n" {
+		t.Fatalf("attach: exit %d, stdout %q (want the first line replayed, then its own); stderr %s", code, stdout, stderr)
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -260,6 +261,18 @@ type connectSession struct {
 	gen  chan struct{} // closed when ws is replaced, then made anew
 	done chan struct{} // closed when run returns
 
+	// Stdin sent and not yet answered, numbered from pendOff (the /stdin
+	// events' "offset"): a reattach sends it again, and the job takes only
+	// what it has not. pumpStdin appends, run's /callback answers trim,
+	// at most maxPendingStdin (the pump waits for answers).
+	inMu    sync.Mutex
+	inRoom  *sync.Cond // signalled when pending shrinks, and when run returns
+	pending []byte
+	pendOff int64
+	// /stdin/close, sent and not yet answered (its callback is
+	// closeCallback): a reattach sends it again, after the stdin.
+	closeSent, closeAnswered bool
+
 	// Read by run only.
 	jobID, resume, attachPath string
 	replayBytes               int64
@@ -269,8 +282,87 @@ type connectSession struct {
 }
 
 func newConnectSession(ws *websocket.Conn, d *websocket.Dialer, u string, hdr http.Header, name string) *connectSession {
-	return &connectSession{ws: ws, d: d, url: u, hdr: hdr, name: name, gen: make(chan struct{}), done: make(chan struct{}),
+	c := &connectSession{ws: ws, d: d, url: u, hdr: hdr, name: name, gen: make(chan struct{}), done: make(chan struct{}),
 		jobID: "the job"}
+	c.inRoom = sync.NewCond(&c.inMu)
+	return c
+}
+
+// maxPendingStdin bounds the stdin connect keeps to send again after a cut.
+const maxPendingStdin = 4 << 20
+
+// sendStdin sends chunk as numbered stdin (after every chunk before it),
+// keeping it until the job answers that it took it: its callback is the
+// offset just past it. It waits while maxPendingStdin is unanswered.
+func (c *connectSession) sendStdin(chunk []byte) error {
+	c.inMu.Lock()
+	for len(c.pending)+len(chunk) > maxPendingStdin && len(c.pending) > 0 && !c.isDone() {
+		c.inRoom.Wait()
+	}
+	off := c.pendOff + int64(len(c.pending))
+	c.pending = append(c.pending, chunk...)
+	c.inMu.Unlock()
+	return c.sendMsg(stdinEvent(chunk, off))
+}
+
+// stdinEvent is /stdin of chunk at offset off, answered with the offset
+// past it.
+func stdinEvent(chunk []byte, off int64) map[string]any {
+	m := map[string]any{"event": "/stdin", "offset": off, "callback": off + int64(len(chunk))}
+	if utf8.Valid(chunk) {
+		m["data"] = string(chunk)
+	} else {
+		m["data"], m["encoding"] = base64.StdEncoding.EncodeToString(chunk), "base64"
+	}
+	return m
+}
+
+// stdinTaken drops the stdin the job has answered for, up to offset end.
+func (c *connectSession) stdinTaken(end int64) {
+	c.inMu.Lock()
+	defer c.inMu.Unlock()
+	if n := end - c.pendOff; n > 0 && n <= int64(len(c.pending)) {
+		c.pending = c.pending[n:]
+		c.pendOff = end
+		c.inRoom.Broadcast()
+	}
+}
+
+// closeCallback is /stdin/close's callback (stdin's are offsets, above 0).
+const closeCallback = -1
+
+// resendStdin sends the stdin not yet answered again on a new connection,
+// then /stdin/close if it was sent and not answered; c.wmu is held, so
+// nothing newer goes before them. (A close sent twice is refused the
+// second time, harmlessly.)
+func (c *connectSession) resendStdin() error {
+	c.inMu.Lock()
+	p, off := bytes.Clone(c.pending), c.pendOff
+	closeAgain := c.closeSent && !c.closeAnswered
+	c.inMu.Unlock()
+	for len(p) > 0 {
+		n := min(len(p), 32<<10)
+		for n < len(p) && !utf8.RuneStart(p[n]) { // keep text text
+			n++
+		}
+		if err := c.ws.WriteJSON(stdinEvent(p[:n], off)); err != nil {
+			return err
+		}
+		p, off = p[n:], off+int64(n)
+	}
+	if closeAgain {
+		return c.ws.WriteJSON(map[string]any{"event": "/stdin/close", "callback": closeCallback})
+	}
+	return nil
+}
+
+func (c *connectSession) isDone() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (c *connectSession) close() {
@@ -290,6 +382,11 @@ func (c *connectSession) send(event string, data any, encoding string) error {
 	if encoding != "" {
 		m["encoding"] = encoding
 	}
+	return c.sendMsg(m)
+}
+
+// sendMsg is send of an event made.
+func (c *connectSession) sendMsg(m map[string]any) error {
 	for {
 		c.wmu.Lock()
 		gen := c.gen
@@ -317,7 +414,12 @@ func (c *connectSession) ack() error {
 }
 
 func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
-	defer close(c.done)
+	defer func() {
+		close(c.done)
+		c.inMu.Lock()
+		c.inRoom.Broadcast() // a pump waiting for answers gives up
+		c.inMu.Unlock()
+	}()
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -339,9 +441,11 @@ func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "chimirror %s: %v\n", c.name, err)
 		return connectFailed
 	}
-	// The stdin reader cannot be interrupted while blocked in Read; it ends
-	// with the process, which exits as soon as the job's status arrives.
-	go c.pumpStdin(stdin, stderr)
+	// The stdin reader starts at the first /job, which says where the
+	// job's numbered stdin goes on (an attach comes after other clients).
+	// It cannot be interrupted while blocked in Read; it ends with the
+	// process, which exits as soon as the job's status arrives.
+	pumping := false
 
 	for {
 		c.wmu.Lock()
@@ -407,8 +511,15 @@ func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
 				Attach          string `json:"attach"`
 				ReplayBytes     int64  `json:"replay_bytes"`
 				DetachTimeoutMs int64  `json:"detach_timeout_ms"`
+				StdinTaken      int64  `json:"stdin_taken"`
 			}
-			if err := json.Unmarshal(ev.Data, &job); err == nil {
+			err := json.Unmarshal(ev.Data, &job)
+			if !pumping {
+				pumping = true
+				c.pendOff = job.StdinTaken // nothing sent yet: no lock needed
+				go c.pumpStdin(stdin, stderr)
+			}
+			if err == nil {
 				c.jobID, c.attachPath, c.replayBytes = job.ID, job.Attach, job.ReplayBytes
 				c.detach = time.Duration(job.DetachTimeoutMs) * time.Millisecond
 				if job.Resume != "" {
@@ -424,6 +535,23 @@ func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
 			}
 		case "/gap":
 			fmt.Fprintf(stderr, "chimirror %s: output lost, the job no longer held it: events %s\n", c.name, ev.Data)
+		case "/callback": // connect asks only of /stdin: the offset past it
+			var cb struct {
+				Callback int64  `json:"callback"`
+				OK       bool   `json:"ok"`
+				Error    string `json:"error"`
+			}
+			if err := json.Unmarshal(ev.Data, &cb); err == nil {
+				c.stdinTaken(cb.Callback) // taken, or never to be (stdin closed, the job ending)
+				if cb.Callback == closeCallback {
+					c.inMu.Lock()
+					c.closeAnswered = true
+					c.inMu.Unlock()
+				}
+				if !cb.OK && strings.Contains(cb.Error, supervisor.ErrStdinGap.Error()) {
+					fmt.Fprintf(stderr, "chimirror %s: stdin: %s\n", c.name, cb.Error)
+				}
+			}
 		case "/exit":
 			var st struct {
 				Code   int    `json:"code"`
@@ -492,10 +620,15 @@ func (c *connectSession) reattach(stderr io.Writer) error {
 			c.wmu.Lock()
 			old := c.ws
 			c.ws = ws
+			// What the old connection may have lost, before anything newer.
+			rerr := c.resendStdin()
 			close(c.gen)
 			c.gen = make(chan struct{})
 			c.wmu.Unlock()
 			old.Close()
+			if rerr != nil {
+				return rerr
+			}
 			if err := c.ack(); err != nil {
 				return err
 			}
@@ -558,13 +691,7 @@ func (c *connectSession) pumpStdin(stdin io.Reader, stderr io.Writer) {
 			}
 		}
 		if len(chunk) > 0 {
-			var serr error
-			if utf8.Valid(chunk) {
-				serr = c.send("/stdin", string(chunk), "")
-			} else {
-				serr = c.send("/stdin", base64.StdEncoding.EncodeToString(chunk), "base64")
-			}
-			if serr != nil {
+			if err := c.sendStdin(chunk); err != nil {
 				return
 			}
 		}
@@ -572,7 +699,10 @@ func (c *connectSession) pumpStdin(stdin io.Reader, stderr io.Writer) {
 			if !errors.Is(err, io.EOF) {
 				fmt.Fprintln(stderr, "chimirror connect: read stdin:", err)
 			}
-			if err := c.send("/stdin/close", nil, ""); err != nil {
+			c.inMu.Lock()
+			c.closeSent = true
+			c.inMu.Unlock()
+			if err := c.sendMsg(map[string]any{"event": "/stdin/close", "callback": closeCallback}); err != nil {
 				return
 			}
 			return

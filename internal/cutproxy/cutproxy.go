@@ -4,9 +4,9 @@
 package cutproxy
 
 import (
-	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -18,6 +18,8 @@ type Proxy struct {
 
 	mu    sync.Mutex
 	conns []net.Conn
+
+	dropping atomic.Bool // Drop: bytes read are thrown away
 }
 
 // New starts a proxy to target (host:port); the test's cleanup stops it
@@ -54,22 +56,40 @@ func (p *Proxy) accept() {
 		p.mu.Lock()
 		p.conns = append(p.conns, c, s)
 		p.mu.Unlock()
-		p.wg.Go(func() { pipe(s, c) })
-		p.wg.Go(func() { pipe(c, s) })
+		p.wg.Go(func() { p.pipe(s, c) })
+		p.wg.Go(func() { p.pipe(c, s) })
 	}
 }
 
-// pipe copies until either side fails or closes, then closes dst. The
-// copy's error (a Cut, or the peer closing) says nothing a test checks.
-func pipe(dst, src net.Conn) {
+// pipe copies until either side fails or closes, then closes dst; while
+// dropping, what it reads is lost. The copy's error (a Cut, or the peer
+// closing) says nothing a test checks.
+func (p *Proxy) pipe(dst, src net.Conn) {
 	defer dst.Close()
-	io.Copy(dst, src) //nolint:errcheck
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.dropping.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
-// Cut resets every connection through the proxy.
+// Drop makes the proxy lose every byte it reads from then on, both ways,
+// until Cut: what a sender wrote in that time, its socket took as sent,
+// and it never arrives, as on a network that dies under a connection.
+func (p *Proxy) Drop() { p.dropping.Store(true) }
+
+// Cut resets every connection through the proxy (and ends Drop).
 func (p *Proxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	defer p.dropping.Store(false)
 	for _, c := range p.conns {
 		if tc, ok := c.(*net.TCPConn); ok {
 			tc.SetLinger(0) //nolint:errcheck // a reset, not a FIN, where it takes
