@@ -530,16 +530,23 @@ func TestSpool_FailedSpoolStillOpens(t *testing.T) {
 // slowSpool.
 func TestSpool_FailureEndsTheJob(t *testing.T) {
 	errFull := errors.New("no space left (test)")
+	var s *Supervisor // set before any job starts
 	slowSpool(t, func(seq uint64) error {
-		if seq == 3 {
-			time.Sleep(300 * time.Millisecond) // "exits" has exited by then
-			return errFull
+		if seq != 3 {
+			return nil
 		}
-		return nil
+		// "exits" fails its spool once its process has exited (however
+		// slow the machine: an emulated one forks in tens of ms).
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if exitsRunning(s) != 1 {
+				break
+			}
+		}
+		return errFull
 	})
 	dir := t.TempDir()
 	pol := mustPolicy(t, "small", "replay_bytes = \"64KiB\"\n")
-	s := batchSup(t, dir,
+	s = batchSup(t, dir,
 		App{Name: "runs", Path: "/bin/sh", Args: []string{"sh", "-c", "seq 1 100000; exec sleep 600"}, Mode: "batch", Policy: pol},
 		App{Name: "exits", Path: "/bin/sh", Args: []string{"sh", "-c", "for i in 1 2 3 4 5; do echo $i; sleep 0.01; done"}, Mode: "batch", Policy: pol})
 	for _, app := range []string{"runs", "exits"} {
@@ -566,6 +573,28 @@ func TestSpool_FailureEndsTheJob(t *testing.T) {
 			}
 		})
 	}
+}
+
+// exitsRunning is how many jobs of app "exits" on s have a process that
+// has not exited.
+func exitsRunning(s *Supervisor) int {
+	s.mu.Lock()
+	var jobs []*Job
+	for _, j := range s.jobs {
+		if j.App.Name == "exits" {
+			jobs = append(jobs, j)
+		}
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, j := range jobs {
+		j.mu.Lock()
+		if !j.procExited {
+			n++
+		}
+		j.mu.Unlock()
+	}
+	return n
 }
 
 // Ensure a reader's hold keeps the events it has yet to take in the ring
