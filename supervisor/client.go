@@ -48,14 +48,17 @@ type Input struct {
 	Data   []byte
 	Signal syscall.Signal
 	Seq    uint64 // InputAck's
-	// Numbered InputStdin carries Offset: the position of Data's first
-	// byte in the job's numbered stdin, the bytes taken from numbered
-	// inputs, counted from 0 (Job.StdinTaken). A client that cannot tell
-	// whether its input arrived before a cut sends it again, numbered as
-	// before: the job writes only the bytes past what it has taken, and
-	// refuses input past it (ErrStdinGap: bytes before it were lost).
-	Numbered bool
-	Offset   int64
+	// An InputStdin with a Stream is numbered: Offset is the position of
+	// Data's first byte in that stream, the stdin one client session
+	// sends, counted from 0. A client that cannot tell whether its input
+	// arrived before a cut sends it again, numbered as before: the job
+	// writes only the bytes past what it took of the stream, and refuses
+	// input past that (ErrStdinGap: bytes before it were lost). Streams
+	// are the clients': two sessions that take turns at a job number
+	// their input each its own way. The job remembers the last
+	// MaxStdinStreams streams.
+	Stream string
+	Offset int64
 	// Done, when set, is called once the input has been handled, with the
 	// error if it failed (a protocol answers a client callback id with it).
 	Done func(error)

@@ -55,7 +55,6 @@ type Job struct {
 	spoolEndSeq          uint64
 
 	stdinBytes, stdoutBytes, stderrBytes, messagesIn atomic.Int64
-	numberedStdin                                    atomic.Int64 // see Input.Numbered; written under inputMu
 	messagesOut                                      atomic.Int64 // of attached clients gone
 	lastIO                                           atomic.Int64 // unix ns of the last byte either way
 
@@ -64,6 +63,9 @@ type Job struct {
 	// signal does not take it, so that it is not held behind stdin the
 	// program does not read.
 	inputMu sync.Mutex
+	// stdinStreams: what the job took of each numbered stdin stream, the
+	// last used first, at most MaxStdinStreams; under inputMu.
+	stdinStreams []*stdinStream
 	// answerMu is held for reading while any client input is applied and
 	// answered, and for writing while a client is given the job's end: the
 	// end is never reported before an answer the client awaits.
@@ -320,35 +322,66 @@ func (j *Job) apply(in Input) {
 	}
 }
 
-// ErrStdinGap refuses numbered stdin past what the job has taken: the
-// bytes between were lost, and writing these would hide it.
+// ErrStdinGap refuses numbered stdin past what the job has taken of its
+// stream: the bytes between were lost, and writing these would hide it.
 var ErrStdinGap = errors.New("numbered stdin past what the job has taken")
 
-// writeNumbered writes an InputStdin's data, the part of numbered data
-// the job has not taken yet (see Input.Numbered); inputMu is held, so the
-// count it compares with is every earlier input's.
+// MaxStdinStreams is how many numbered stdin streams (Input.Stream) a job
+// remembers: a stream it has forgotten starts again where its next input
+// says.
+const MaxStdinStreams = 16
+
+// stdinStream is what a job has taken of one numbered stdin stream.
+type stdinStream struct {
+	name  string
+	taken int64
+}
+
+// writeNumbered writes an InputStdin's data: of numbered data, the part
+// the job has not taken of its stream (see Input.Stream). inputMu is
+// held, so the count it compares with is every earlier input's, a write
+// still under way when its connection died included. Bytes a failed write
+// did not take count as taken: their input was answered with the error,
+// and is not sent again.
 func (j *Job) writeNumbered(in Input) error {
 	p := in.Data
-	if in.Numbered {
-		taken := j.numberedStdin.Load()
+	var st *stdinStream
+	if in.Stream != "" {
+		st = j.stdinStream(in.Stream, in.Offset)
 		switch {
-		case in.Offset > taken:
-			return fmt.Errorf("%w: offset %d, after %d bytes taken", ErrStdinGap, in.Offset, taken)
-		case in.Offset+int64(len(p)) <= taken:
+		case in.Offset > st.taken:
+			return fmt.Errorf("%w: offset %d, after %d bytes of the stream taken", ErrStdinGap, in.Offset, st.taken)
+		case in.Offset+int64(len(p)) <= st.taken:
 			return nil // taken before a cut: sent again
 		}
-		p = p[taken-in.Offset:]
+		p = p[st.taken-in.Offset:]
 	}
-	n, err := j.writeStdin(p)
-	if in.Numbered {
-		j.numberedStdin.Add(int64(n))
+	_, err := j.writeStdin(p)
+	if st != nil {
+		st.taken = in.Offset + int64(len(in.Data))
 	}
 	return err
 }
 
-// StdinTaken is how many bytes of numbered stdin (Input.Numbered) the job
-// has taken: where a client's numbering goes on.
-func (j *Job) StdinTaken() int64 { return j.numberedStdin.Load() }
+// stdinStream is the job's record of numbered stream name, made (taken
+// up to offset, where a stream starts or was forgotten) if it has none,
+// and moved to the front; inputMu is held.
+func (j *Job) stdinStream(name string, offset int64) *stdinStream {
+	for i, st := range j.stdinStreams {
+		if st.name == name {
+			copy(j.stdinStreams[1:i+1], j.stdinStreams[:i])
+			j.stdinStreams[0] = st
+			return st
+		}
+	}
+	st := &stdinStream{name: name, taken: offset}
+	if len(j.stdinStreams) < MaxStdinStreams {
+		j.stdinStreams = append(j.stdinStreams, nil)
+	}
+	copy(j.stdinStreams[1:], j.stdinStreams)
+	j.stdinStreams[0] = st
+	return st
+}
 
 // writeStdin writes p to the job's stdin and counts the bytes written. The
 // count is taken under stdinMu with the write: once the write returns,

@@ -38,8 +38,7 @@ const ProtoV1 = "chimirror.v1"
 
 type v1Proto struct {
 	*wsConn
-	job        v1Job        // the /job event a reattaching client gets first
-	stdinTaken func() int64 // the job's Job.StdinTaken, for a reattaching client's /job
+	job v1Job // the /job event a reattaching client gets first
 }
 
 // v1Job is the data of /job.
@@ -55,10 +54,6 @@ type v1Job struct {
 	// DetachTimeoutMs is how long the job runs on without its client; 0:
 	// losing the client ends it.
 	DetachTimeoutMs int64 `json:"detach_timeout_ms"`
-	// StdinTaken is how many bytes of numbered stdin (/stdin with
-	// "offset") the job has taken: a reattaching client's numbering goes
-	// on from here, and what it sent past it may not have arrived.
-	StdinTaken int64 `json:"stdin_taken"`
 }
 
 type v1Event struct {
@@ -66,7 +61,8 @@ type v1Event struct {
 	Data     json.RawMessage `json:"data"`
 	Callback int64           `json:"callback"`
 	Encoding string          `json:"encoding"`
-	Offset   *int64          `json:"offset"` // /stdin's, when numbered
+	Stream   string          `json:"stream"` // /stdin's, when numbered: its stream
+	Offset   *int64          `json:"offset"` // and its first byte's offset in it
 }
 
 var eventPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
@@ -79,16 +75,16 @@ func putEvent(bp *[]byte) {
 	}
 }
 
+// maxStdinStreamName bounds a numbered stdin stream's name: a job keeps
+// MaxStdinStreams of them.
+const maxStdinStreamName = 64
+
 func (p *v1Proto) sendJob(j v1Job) error { return p.writeJSON("/job", j) }
 
 // Resume sends a reattaching client its /job, then /gap when events it
 // asked for are gone.
 func (p *v1Proto) Resume(pos supervisor.Position) error {
-	j := p.job
-	if p.stdinTaken != nil {
-		j.StdinTaken = p.stdinTaken()
-	}
-	if err := p.sendJob(j); err != nil {
+	if err := p.sendJob(p.job); err != nil {
 		return err
 	}
 	if pos.GapTo == 0 {
@@ -171,11 +167,16 @@ func (p *v1Proto) decode(mt int, b []byte) (supervisor.Input, int64, error) {
 			return supervisor.Input{}, ev.Callback, fmt.Errorf("/stdin: unknown encoding %q", ev.Encoding)
 		}
 		in := supervisor.Input{Kind: supervisor.InputStdin, Data: data}
-		if ev.Offset != nil {
-			if *ev.Offset < 0 {
-				return supervisor.Input{}, ev.Callback, fmt.Errorf("/stdin: offset %d is negative", *ev.Offset)
-			}
-			in.Numbered, in.Offset = true, *ev.Offset
+		switch {
+		case ev.Stream == "" && ev.Offset == nil:
+		case ev.Stream == "" || ev.Offset == nil:
+			return supervisor.Input{}, ev.Callback, errors.New(`/stdin: "stream" and "offset" go together`)
+		case len(ev.Stream) > maxStdinStreamName:
+			return supervisor.Input{}, ev.Callback, fmt.Errorf("/stdin: stream name of %d bytes, more than %d", len(ev.Stream), maxStdinStreamName)
+		case *ev.Offset < 0:
+			return supervisor.Input{}, ev.Callback, fmt.Errorf("/stdin: offset %d is negative", *ev.Offset)
+		default:
+			in.Stream, in.Offset = ev.Stream, *ev.Offset
 		}
 		return in, ev.Callback, nil
 	case "/stdin/close":

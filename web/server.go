@@ -334,7 +334,7 @@ const (
 func (s *Server) client(proto string, wc *wsConn, job *supervisor.Job) supervisor.Client {
 	switch proto {
 	case ProtoV1:
-		return &v1Proto{wsConn: wc, stdinTaken: job.StdinTaken, job: v1Job{ID: job.ID, App: job.App.Name,
+		return &v1Proto{wsConn: wc, job: v1Job{ID: job.ID, App: job.App.Name,
 			Attach:      strings.TrimRight(s.opts.Edge.BasePath, "/") + "/jobs/" + job.ID + "/attach",
 			ReplayBytes: job.ReplayBytes(), DetachTimeoutMs: job.DetachTimeout().Milliseconds()}}
 	case ProtoChannel:

@@ -123,10 +123,62 @@ func TestConnectResendsStdinAtACut(t *testing.T) {
 	waitOut("one\ntwo\nthree é\n")
 }
 
-// Ensure chimirror attach numbers its stdin after what the job took from
-// the clients before it: its input reaches the job, not skipped as sent
-// again.
-func TestAttachNumbersStdinOnFromTheJob(t *testing.T) {
+// Ensure two terminals taking turns at a job lose none of each other's
+// input: connect's network dies, attach takes over and types, then
+// connect reattaches and sends what it typed into the dead connection.
+func TestStdinWhenTerminalsTakeTurns(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "pol"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "pol", "resume.toml"), "detach_timeout = \"1m\"\n")
+	writeFile(t, filepath.Join(dir, "c.toml"), "sandbox = \"off\"\npolicy_dir = \"pol\"\n[[app]]\nname = \"cat\"\ncommand = [\"cat\"]\npolicy = \"resume\"\n")
+	srv := startServer(t, dir, "--config", filepath.Join(dir, "c.toml"))
+	p := cutproxy.New(t, srv.addr)
+	a, aIn := startInteractive(t, dir, "connect", "ws://"+p.Addr()+"/apps/cat")
+	waitFor := func(c *proc, want string) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); string(c.stdout.Bytes()) != want; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: stdout %q, want %q; stderr %s", c.name, c.stdout.Bytes(), want, c.stderr)
+			}
+		}
+	}
+	if _, err := aIn.Write([]byte("a1\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(a, "a1\n")
+	m := regexp.MustCompile(`--resume ([A-Z2-7]{52}) (JOB\d+)`).FindStringSubmatch(a.stderr.String())
+	if m == nil {
+		t.Fatalf("connect's stderr lacks the attach line:\n%s", a.stderr)
+	}
+	p.Drop() // connect's network dies under it
+	b, bIn := startInteractive(t, dir, "attach", "--server", "ws://"+srv.addr, "--resume", m[1], "--after", "0", m[2])
+	if _, err := bIn.Write([]byte("b1\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(b, "a1\nb1\n")
+	b.signal(syscall.SIGKILL)
+	b.wait(runTimeout)
+	if _, err := aIn.Write([]byte("a2\n")); err != nil { // into the dead connection
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	p.Cut()
+	waitFor(a, "a1\nb1\na2\n")
+	if err := aIn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if code := a.wait(runTimeout); code != 0 {
+		t.Fatalf("connect exited %d, want cat's 0; stderr %s", code, a.stderr)
+	}
+}
+
+// Ensure chimirror attach's stdin is numbered in a stream of its own, not
+// counted against what the job took from the connect before it: its input
+// reaches the job, not skipped as sent again.
+func TestAttachStdinIsItsOwnStream(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	if err := os.Mkdir(filepath.Join(dir, "pol"), 0o755); err != nil {

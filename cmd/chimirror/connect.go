@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -261,10 +262,12 @@ type connectSession struct {
 	gen  chan struct{} // closed when ws is replaced, then made anew
 	done chan struct{} // closed when run returns
 
-	// Stdin sent and not yet answered, numbered from pendOff (the /stdin
-	// events' "offset"): a reattach sends it again, and the job takes only
-	// what it has not. pumpStdin appends, run's /callback answers trim,
-	// at most maxPendingStdin (the pump waits for answers).
+	// Stdin sent and not yet answered, numbered from pendOff in this
+	// session's stream (the /stdin events' "stream" and "offset"): a
+	// reattach sends it again, and the job takes only what it has not.
+	// pumpStdin appends, run's /callback answers trim, at most
+	// maxPendingStdin (the pump waits for answers).
+	stream  string
 	inMu    sync.Mutex
 	inRoom  *sync.Cond // signalled when pending shrinks, and when run returns
 	pending []byte
@@ -285,6 +288,7 @@ func newConnectSession(ws *websocket.Conn, d *websocket.Dialer, u string, hdr ht
 	c := &connectSession{ws: ws, d: d, url: u, hdr: hdr, name: name, gen: make(chan struct{}), done: make(chan struct{}),
 		jobID: "the job"}
 	c.inRoom = sync.NewCond(&c.inMu)
+	c.stream = rand.Text()
 	return c
 }
 
@@ -302,13 +306,13 @@ func (c *connectSession) sendStdin(chunk []byte) error {
 	off := c.pendOff + int64(len(c.pending))
 	c.pending = append(c.pending, chunk...)
 	c.inMu.Unlock()
-	return c.sendMsg(stdinEvent(chunk, off))
+	return c.sendMsg(c.stdinEvent(chunk, off))
 }
 
-// stdinEvent is /stdin of chunk at offset off, answered with the offset
-// past it.
-func stdinEvent(chunk []byte, off int64) map[string]any {
-	m := map[string]any{"event": "/stdin", "offset": off, "callback": off + int64(len(chunk))}
+// stdinEvent is /stdin of chunk at offset off in c's stream, answered with
+// the offset past it.
+func (c *connectSession) stdinEvent(chunk []byte, off int64) map[string]any {
+	m := map[string]any{"event": "/stdin", "stream": c.stream, "offset": off, "callback": off + int64(len(chunk))}
 	if utf8.Valid(chunk) {
 		m["data"] = string(chunk)
 	} else {
@@ -345,7 +349,7 @@ func (c *connectSession) resendStdin() error {
 		for n < len(p) && !utf8.RuneStart(p[n]) { // keep text text
 			n++
 		}
-		if err := c.ws.WriteJSON(stdinEvent(p[:n], off)); err != nil {
+		if err := c.ws.WriteJSON(c.stdinEvent(p[:n], off)); err != nil {
 			return err
 		}
 		p, off = p[n:], off+int64(n)
@@ -441,11 +445,9 @@ func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "chimirror %s: %v\n", c.name, err)
 		return connectFailed
 	}
-	// The stdin reader starts at the first /job, which says where the
-	// job's numbered stdin goes on (an attach comes after other clients).
-	// It cannot be interrupted while blocked in Read; it ends with the
-	// process, which exits as soon as the job's status arrives.
-	pumping := false
+	// The stdin reader cannot be interrupted while blocked in Read; it ends
+	// with the process, which exits as soon as the job's status arrives.
+	go c.pumpStdin(stdin, stderr)
 
 	for {
 		c.wmu.Lock()
@@ -511,15 +513,8 @@ func (c *connectSession) run(stdin io.Reader, stdout, stderr io.Writer) error {
 				Attach          string `json:"attach"`
 				ReplayBytes     int64  `json:"replay_bytes"`
 				DetachTimeoutMs int64  `json:"detach_timeout_ms"`
-				StdinTaken      int64  `json:"stdin_taken"`
 			}
-			err := json.Unmarshal(ev.Data, &job)
-			if !pumping {
-				pumping = true
-				c.pendOff = job.StdinTaken // nothing sent yet: no lock needed
-				go c.pumpStdin(stdin, stderr)
-			}
-			if err == nil {
+			if err := json.Unmarshal(ev.Data, &job); err == nil {
 				c.jobID, c.attachPath, c.replayBytes = job.ID, job.Attach, job.ReplayBytes
 				c.detach = time.Duration(job.DetachTimeoutMs) * time.Millisecond
 				if job.Resume != "" {
@@ -626,8 +621,14 @@ func (c *connectSession) reattach(stderr io.Writer) error {
 			c.gen = make(chan struct{})
 			c.wmu.Unlock()
 			old.Close()
-			if rerr != nil {
-				return rerr
+			if rerr != nil { // this one failed too: dial again
+				err = rerr
+				if time.Now().Add(wait).After(deadline) {
+					return err
+				}
+				time.Sleep(wait)
+				wait = min(2*wait, 2*time.Second)
+				continue
 			}
 			if err := c.ack(); err != nil {
 				return err
