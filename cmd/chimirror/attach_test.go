@@ -82,32 +82,41 @@ func TestConnectReattaches(t *testing.T) {
 	}
 }
 
-// Ensure input connect sent into a connection that died under it is not
-// lost: the bytes (and the end of stdin) that a dropping network ate are
-// sent again after the reattach, and the job takes each byte once.
-func TestConnectResendsStdinAtACut(t *testing.T) {
-	t.Parallel()
+// catServer runs a server whose "cat" app is cat, under a policy that
+// detaches, and returns it and its directory.
+func catServer(t *testing.T) (*server, string) {
+	t.Helper()
 	dir := t.TempDir()
 	if err := os.Mkdir(filepath.Join(dir, "pol"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(dir, "pol", "resume.toml"), "detach_timeout = \"1m\"\n")
 	writeFile(t, filepath.Join(dir, "c.toml"), "sandbox = \"off\"\npolicy_dir = \"pol\"\n[[app]]\nname = \"cat\"\ncommand = [\"cat\"]\npolicy = \"resume\"\n")
-	srv := startServer(t, dir, "--config", filepath.Join(dir, "c.toml"))
-	p := cutproxy.New(t, srv.addr)
-	conn, stdin := startInteractive(t, dir, "connect", "ws://"+p.Addr()+"/apps/cat")
-	waitOut := func(want string) {
-		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); string(conn.stdout.Bytes()) != want; time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("connect's stdout %q, want %q; stderr %s", conn.stdout.Bytes(), want, conn.stderr)
-			}
+	return startServer(t, dir, "--config", filepath.Join(dir, "c.toml")), dir
+}
+
+// waitStdout waits up to 30 s for c's stdout to be want.
+func waitStdout(t *testing.T, c *proc, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); string(c.stdout.Bytes()) != want; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: stdout %q, want %q; stderr %s", c.name, c.stdout.Bytes(), want, c.stderr)
 		}
 	}
+}
+
+// Ensure input connect sent into a connection that died under it is not
+// lost: the bytes (and the end of stdin) that a dropping network ate are
+// sent again after the reattach, and the job takes each byte once.
+func TestConnectResendsStdinAtACut(t *testing.T) {
+	t.Parallel()
+	srv, dir := catServer(t)
+	p := cutproxy.New(t, srv.addr)
+	conn, stdin := startInteractive(t, dir, "connect", "ws://"+p.Addr()+"/apps/cat")
 	if _, err := stdin.Write([]byte("one\n")); err != nil {
 		t.Fatal(err)
 	}
-	waitOut("one\n")
+	waitStdout(t, conn, "one\n")
 	p.Drop()
 	if _, err := stdin.Write([]byte("two\nthree é\n")); err != nil {
 		t.Fatal(err)
@@ -120,7 +129,7 @@ func TestConnectResendsStdinAtACut(t *testing.T) {
 	if code := conn.wait(runTimeout); code != 0 {
 		t.Fatalf("connect exited %d, want cat's 0; stderr %s", code, conn.stderr)
 	}
-	waitOut("one\ntwo\nthree é\n")
+	waitStdout(t, conn, "one\ntwo\nthree é\n")
 }
 
 // Ensure two terminals taking turns at a job lose none of each other's
@@ -128,27 +137,13 @@ func TestConnectResendsStdinAtACut(t *testing.T) {
 // connect reattaches and sends what it typed into the dead connection.
 func TestStdinWhenTerminalsTakeTurns(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "pol"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, "pol", "resume.toml"), "detach_timeout = \"1m\"\n")
-	writeFile(t, filepath.Join(dir, "c.toml"), "sandbox = \"off\"\npolicy_dir = \"pol\"\n[[app]]\nname = \"cat\"\ncommand = [\"cat\"]\npolicy = \"resume\"\n")
-	srv := startServer(t, dir, "--config", filepath.Join(dir, "c.toml"))
+	srv, dir := catServer(t)
 	p := cutproxy.New(t, srv.addr)
 	a, aIn := startInteractive(t, dir, "connect", "ws://"+p.Addr()+"/apps/cat")
-	waitFor := func(c *proc, want string) {
-		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); string(c.stdout.Bytes()) != want; time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: stdout %q, want %q; stderr %s", c.name, c.stdout.Bytes(), want, c.stderr)
-			}
-		}
-	}
 	if _, err := aIn.Write([]byte("a1\n")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(a, "a1\n")
+	waitStdout(t, a, "a1\n")
 	m := regexp.MustCompile(`--resume ([A-Z2-7]{52}) (JOB\d+)`).FindStringSubmatch(a.stderr.String())
 	if m == nil {
 		t.Fatalf("connect's stderr lacks the attach line:\n%s", a.stderr)
@@ -158,7 +153,7 @@ func TestStdinWhenTerminalsTakeTurns(t *testing.T) {
 	if _, err := bIn.Write([]byte("b1\n")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(b, "a1\nb1\n")
+	waitStdout(t, b, "a1\nb1\n")
 	b.signal(syscall.SIGKILL)
 	b.wait(runTimeout)
 	if _, err := aIn.Write([]byte("a2\n")); err != nil { // into the dead connection
@@ -166,7 +161,7 @@ func TestStdinWhenTerminalsTakeTurns(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	p.Cut()
-	waitFor(a, "a1\nb1\na2\n")
+	waitStdout(t, a, "a1\nb1\na2\n")
 	if err := aIn.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -180,22 +175,12 @@ func TestStdinWhenTerminalsTakeTurns(t *testing.T) {
 // reaches the job, not skipped as sent again.
 func TestAttachStdinIsItsOwnStream(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "pol"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, "pol", "resume.toml"), "detach_timeout = \"1m\"\n")
-	writeFile(t, filepath.Join(dir, "c.toml"), "sandbox = \"off\"\npolicy_dir = \"pol\"\n[[app]]\nname = \"cat\"\ncommand = [\"cat\"]\npolicy = \"resume\"\n")
-	srv := startServer(t, dir, "--config", filepath.Join(dir, "c.toml"))
+	srv, dir := catServer(t)
 	conn, stdin := startInteractive(t, dir, "connect", "ws://"+srv.addr+"/apps/cat")
 	if _, err := stdin.Write([]byte("one two three\n")); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(30 * time.Second); string(conn.stdout.Bytes()) != "one two three\n"; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("connect's stdout %q; stderr %s", conn.stdout.Bytes(), conn.stderr)
-		}
-	}
+	waitStdout(t, conn, "one two three\n")
 	m := regexp.MustCompile(`--resume ([A-Z2-7]{52}) (JOB\d+)`).FindStringSubmatch(conn.stderr.String())
 	if m == nil {
 		t.Fatalf("connect's stderr lacks the attach line:\n%s", conn.stderr)
