@@ -346,7 +346,7 @@ func (c *connectSession) resendStdin() error {
 	c.inMu.Unlock()
 	for len(p) > 0 {
 		n := min(len(p), 32<<10)
-		for n < len(p) && !utf8.RuneStart(p[n]) { // keep text text
+		for i := 0; i < utf8.UTFMax-1 && n < len(p) && !utf8.RuneStart(p[n]); i++ { // keep text text
 			n++
 		}
 		if err := c.ws.WriteJSON(c.stdinEvent(p[:n], off)); err != nil {
