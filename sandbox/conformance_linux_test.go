@@ -253,7 +253,11 @@ var conformanceCases = []struct {
 		if e.b.goInit && haveCInit {
 			t.Skip("the Go init drops its capabilities on every thread only without cgo (AllThreadsSyscall); a cgo binary runs the C init")
 		}
-		out, _, _ := e.run(t, e.spec(t, `grep -E '^(CapEff|CapPrm)' /proc/1/status`), "")
+		// The init drops them right after the job's exec, which it waits
+		// for: the job's first instructions may run before that.
+		out, _, _ := e.run(t, e.spec(t, `i=0
+while [ $i -lt 200 ] && ! grep -q '^CapEff:.0000000000000020$' /proc/1/status; do sleep 0.01; i=$((i+1)); done
+grep -E '^(CapEff|CapPrm)' /proc/1/status`), "")
 		if out != "CapPrm:\t0000000000000020\nCapEff:\t0000000000000020\n" {
 			t.Errorf("the init's capabilities:\n%s\nwant CAP_KILL (0x20) alone", out)
 		}
