@@ -356,7 +356,7 @@ func (j *Job) writeNumbered(in Input) error {
 		}
 		p = p[st.taken-in.Offset:]
 	}
-	_, err := j.writeStdin(p)
+	err := j.writeStdin(p)
 	if st != nil {
 		st.taken = in.Offset + int64(len(in.Data))
 	}
@@ -387,7 +387,7 @@ func (j *Job) stdinStream(name string, offset int64) *stdinStream {
 // count is taken under stdinMu with the write: once the write returns,
 // the program may read p, exit and be reaped, and its relay report the
 // end (finish), before this goroutine runs again.
-func (j *Job) writeStdin(p []byte) (int, error) {
+func (j *Job) writeStdin(p []byte) error {
 	j.stdinMu.Lock()
 	defer j.stdinMu.Unlock()
 	n, err := j.proc.Stdio.Write(p)
@@ -395,7 +395,7 @@ func (j *Job) writeStdin(p []byte) (int, error) {
 		testStdinWritten()
 	}
 	j.stdinBytes.Add(int64(n))
-	return n, err
+	return err
 }
 
 // testStdinWritten, when set (by tests that do not run in parallel), is
