@@ -52,18 +52,18 @@ func TestConnectReattaches(t *testing.T) {
 	conn, stdin := startInteractive(t, dir, "connect", "ws://"+p.Addr()+"/apps/count")
 	for _, at := range []int{len(want) / 4, len(want) * 2 / 3} {
 		deadline := time.Now().Add(30 * time.Second)
-		for len(conn.stdout.Bytes()) < at {
+		for conn.stdout.Len() < at {
 			if time.Now().After(deadline) {
-				t.Fatalf("connect wrote %d bytes, waiting for %d; stderr %s", len(conn.stdout.Bytes()), at, conn.stderr)
+				t.Fatalf("connect wrote %d bytes, waiting for %d; stderr %s", conn.stdout.Len(), at, conn.stderr)
 			}
 			time.Sleep(time.Millisecond)
 		}
 		p.Cut()
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for len(conn.stdout.Bytes()) < len(want) {
+	for conn.stdout.Len() < len(want) {
 		if time.Now().After(deadline) {
-			t.Fatalf("connect wrote %d bytes of %d; stderr %s", len(conn.stdout.Bytes()), len(want), conn.stderr)
+			t.Fatalf("connect wrote %d bytes of %d; stderr %s", conn.stdout.Len(), len(want), conn.stderr)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -119,6 +119,15 @@ func (b *syncBuffer) Bytes() []byte {
 
 func (b *syncBuffer) String() string { return string(b.Bytes()) }
 
+// Len is how many bytes came, without a copy of them (a test polling a
+// 12 MB stream every millisecond would otherwise copy gigabytes a second,
+// holding the lock the writer needs).
+func (b *syncBuffer) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Len()
+}
+
 // waitMatch waits until re matches the output and returns the submatches.
 // It gives up after timeout, or once stop is closed and the output (final by
 // then) still does not match.
