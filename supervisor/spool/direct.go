@@ -311,34 +311,29 @@ func (d *directWriter) run(w *Writer) {
 // writeWindow writes one window directly, or through the page cache where
 // a direct write is refused.
 func (d *directWriter) writeWindow(win window) {
-	if err := d.failed(); err != nil && !errors.Is(err, errNoDirect) {
-		return // the spool failed already: nothing after the hole is written
-	}
-	if !d.isUnsupported() {
-		_, err := d.df.WriteAt(win.buf[win.lo:win.hi], win.off+int64(win.lo))
+	p, off := win.buf[win.lo:win.hi], win.off+int64(win.lo)
+	switch err := d.failed(); {
+	case err == nil:
+		_, werr := d.df.WriteAt(p, off)
 		if d.testRefuse {
-			err = fmt.Errorf("test: %w", syscall.EINVAL)
+			werr = fmt.Errorf("test: %w", syscall.EINVAL)
 		}
-		if err == nil {
+		if werr == nil {
 			return
 		}
-		if !directRefused(err) {
-			d.setErr(err)
+		if !directRefused(werr) {
+			d.setErr(werr)
 			return
 		}
 		d.mu.Lock()
 		d.unsupported = true
 		d.mu.Unlock()
+	case !errors.Is(err, errNoDirect):
+		return // the spool failed already: nothing after the hole is written
 	}
-	if _, err := d.f.WriteAt(win.buf[win.lo:win.hi], win.off+int64(win.lo)); err != nil {
+	if _, err := d.f.WriteAt(p, off); err != nil {
 		d.setErr(err)
 	}
-}
-
-func (d *directWriter) isUnsupported() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.unsupported
 }
 
 func (d *directWriter) setErr(err error) {
