@@ -95,6 +95,17 @@ func catServer(t *testing.T) (*server, string) {
 	return startServer(t, dir, "--config", filepath.Join(dir, "c.toml")), dir
 }
 
+// resumeLine reads the attach line connect c printed at the start: the
+// resume token (m[1]) and the job ID (m[2]).
+func resumeLine(t *testing.T, c *proc) []string {
+	t.Helper()
+	m := regexp.MustCompile(`--resume ([A-Z2-7]{52}) (JOB\d+)`).FindStringSubmatch(c.stderr.String())
+	if m == nil {
+		t.Fatalf("connect's stderr lacks the attach line:\n%s", c.stderr)
+	}
+	return m
+}
+
 // waitStdout waits up to 30 s for c's stdout to be want.
 func waitStdout(t *testing.T, c *proc, want string) {
 	t.Helper()
@@ -144,10 +155,7 @@ func TestStdinWhenTerminalsTakeTurns(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStdout(t, a, "a1\n")
-	m := regexp.MustCompile(`--resume ([A-Z2-7]{52}) (JOB\d+)`).FindStringSubmatch(a.stderr.String())
-	if m == nil {
-		t.Fatalf("connect's stderr lacks the attach line:\n%s", a.stderr)
-	}
+	m := resumeLine(t, a)
 	p.Drop() // connect's network dies under it
 	b, bIn := startInteractive(t, dir, "attach", "--server", "ws://"+srv.addr, "--resume", m[1], "--after", "0", m[2])
 	if _, err := bIn.Write([]byte("b1\n")); err != nil {
@@ -181,10 +189,7 @@ func TestAttachStdinIsItsOwnStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStdout(t, conn, "one two three\n")
-	m := regexp.MustCompile(`--resume ([A-Z2-7]{52}) (JOB\d+)`).FindStringSubmatch(conn.stderr.String())
-	if m == nil {
-		t.Fatalf("connect's stderr lacks the attach line:\n%s", conn.stderr)
-	}
+	m := resumeLine(t, conn)
 	conn.signal(syscall.SIGKILL) // the job runs on, detached
 	conn.wait(runTimeout)
 	stdout, stderr, code := runCLI(t, dir, []byte("four\n"), "attach", "--server", "ws://"+srv.addr, "--resume", m[1], "--after", "0", m[2])

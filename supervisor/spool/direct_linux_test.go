@@ -30,6 +30,17 @@ func directDir(t *testing.T) string {
 	return dir
 }
 
+// directSpool is job JOB00000001's spool in a directDir, and the dir.
+func directSpool(t *testing.T) (*Writer, string) {
+	t.Helper()
+	dir := directDir(t)
+	w, err := Create(dir, "JOB00000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, dir
+}
+
 // spoolText is what a test appends: events of sizes from one byte to a
 // relay's big read, numbered, each byte telling where it is.
 type spoolText struct {
@@ -74,11 +85,7 @@ func (st *spoolText) check(t *testing.T, path, when string) {
 // around the page cache; and that it stops taking a slot when closed.
 func TestSpool_Direct(t *testing.T) {
 	t.Parallel()
-	dir := directDir(t)
-	w, err := Create(dir, "JOB00000001")
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, dir := directSpool(t)
 	path := Path(dir, "JOB00000001")
 	st := &spoolText{rng: rand.New(rand.NewPCG(1, 2))}
 	st.append(t, w, directAfterBytes+3*directWindowBytes)
@@ -136,11 +143,7 @@ func TestSpool_Direct(t *testing.T) {
 // cache, and every byte is there.
 func TestSpool_DirectRefused(t *testing.T) {
 	t.Parallel()
-	dir := directDir(t)
-	w, err := Create(dir, "JOB00000001")
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, dir := directSpool(t)
 	w.testRefuseDirect = true
 	st := &spoolText{rng: rand.New(rand.NewPCG(3, 4))}
 	st.append(t, w, directAfterBytes+6*directWindowBytes)
@@ -166,11 +169,7 @@ func TestSpool_DirectFailure(t *testing.T) {
 	for _, refused := range []bool{false, true} {
 		t.Run(map[bool]string{false: "direct", true: "after a refusal"}[refused], func(t *testing.T) {
 			t.Parallel()
-			dir := directDir(t)
-			w, err := Create(dir, "JOB00000001")
-			if err != nil {
-				t.Fatal(err)
-			}
+			w, dir := directSpool(t)
 			st := &spoolText{rng: rand.New(rand.NewPCG(5, 6))}
 			st.append(t, w, directAfterBytes+directWindowBytes)
 			w.mu.Lock()
